@@ -1,0 +1,272 @@
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn small_segments() -> BufferOptions {
+    BufferOptions {
+        segment_bytes: 200,
+        ..BufferOptions::default()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Appends payloads one by one and returns their offsets.
+async fn append_all(appender: &Appender, payloads: &[Vec<u8>]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for p in payloads {
+        out.push(appender.append(p.clone()).await.unwrap());
+    }
+    out
+}
+
+fn read_everything(buffer: &Buffer, from: u64) -> Vec<Record> {
+    let mut r = buffer.reader(from);
+    let mut out = Vec::new();
+    loop {
+        let got = r.read(7, usize::MAX).unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got);
+    }
+}
+
+#[test]
+fn append_read_across_segments_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 30 + i as usize]).collect();
+    rt.block_on(async {
+        let mut b = Buffer::open(dir.path(), small_segments(), 0).unwrap();
+        let (appender, writer) = b.start_writer();
+        let offsets = append_all(&appender, &payloads).await;
+        assert_eq!(offsets, (0..40).collect::<Vec<_>>());
+        drop(appender);
+        writer.await.unwrap().unwrap();
+        let got = read_everything(&b, 0);
+        assert_eq!(got.len(), 40);
+        assert!(got.iter().zip(&payloads).all(|(r, p)| &r.payload == p));
+        // Reading from the middle positions inside the right segment.
+        assert_eq!(read_everything(&b, 33)[0].payload, payloads[33]);
+        assert!(list_segments(dir.path()).unwrap().len() > 5);
+    });
+    // Reopen: offsets continue.
+    rt.block_on(async {
+        let mut b = Buffer::open(dir.path(), small_segments(), 0).unwrap();
+        assert_eq!(b.next_offset(), 40);
+        let (appender, writer) = b.start_writer();
+        assert_eq!(appender.append(b"x".to_vec()).await.unwrap(), 40);
+        drop(appender);
+        writer.await.unwrap().unwrap();
+        assert_eq!(read_everything(&b, 38).len(), 3);
+    });
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs_and_keep_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
+        let (appender, writer) = b.start_writer();
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..8u32 {
+            let a = appender.clone();
+            tasks.spawn(async move {
+                let mut offsets = Vec::new();
+                for i in 0..50u32 {
+                    let payload = format!("{t}-{i}").into_bytes();
+                    offsets.push((a.append(payload.clone()).await.unwrap(), payload));
+                }
+                offsets
+            });
+        }
+        let mut acked = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            acked.extend(r.unwrap());
+        }
+        drop(appender);
+        writer.await.unwrap().unwrap();
+        let got = read_everything(&b, 0);
+        assert_eq!(got.len(), 400);
+        for (offset, payload) in acked {
+            assert_eq!(got[offset as usize].payload, payload);
+        }
+    });
+}
+
+#[test]
+fn torn_tail_is_cut_and_offsets_reused_only_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let mut b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
+        let (appender, writer) = b.start_writer();
+        append_all(&appender, &[b"a".to_vec(), b"b".to_vec()]).await;
+        drop(appender);
+        writer.await.unwrap().unwrap();
+    });
+    // A crash mid-write leaves half a record behind.
+    let seg = dir.path().join(segment::file_name(0));
+    let mut half = Vec::new();
+    segment::encode_record(&mut half, 2, b"never acked");
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&half[..half.len() - 3]).unwrap();
+    drop(f);
+    rt.block_on(async {
+        let mut b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
+        assert_eq!(b.next_offset(), 2);
+        let (appender, writer) = b.start_writer();
+        assert_eq!(appender.append(b"c".to_vec()).await.unwrap(), 2);
+        drop(appender);
+        writer.await.unwrap().unwrap();
+        let got: Vec<Vec<u8>> = read_everything(&b, 0)
+            .into_iter()
+            .map(|r| r.payload)
+            .collect();
+        assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    });
+}
+
+#[test]
+fn release_keeps_the_active_segment_and_unreleased_records() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut b = Buffer::open(dir.path(), small_segments(), 0).unwrap();
+        let (appender, writer) = b.start_writer();
+        let payloads: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i; 50]).collect();
+        append_all(&appender, &payloads).await;
+        drop(appender);
+        writer.await.unwrap().unwrap();
+        let before = list_segments(dir.path()).unwrap().len();
+        assert!(b.release_through(20).unwrap() > 0);
+        let after = list_segments(dir.path()).unwrap();
+        assert!(after.len() < before);
+        assert!(after[0] <= 21, "record 21 must still be there: {after:?}");
+        assert_eq!(read_everything(&b, 21).len(), 9);
+        assert!(
+            b.reader(0).read(1, usize::MAX).is_err(),
+            "released offsets are gone"
+        );
+        // Releasing everything still keeps the active segment.
+        b.release_through(1000).unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn a_wiped_buffer_starts_past_committed_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Buffer::open(dir.path(), BufferOptions::default(), 77).unwrap();
+    assert_eq!(b.next_offset(), 77);
+}
+
+#[test]
+fn readers_wait_for_durable_records() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
+        let mut reader = b.reader(0);
+        assert!(!reader.wait(Duration::from_millis(20)).await);
+        let (appender, writer) = b.start_writer();
+        appender.append(b"z".to_vec()).await.unwrap();
+        assert!(reader.wait(Duration::from_secs(5)).await);
+        assert_eq!(reader.read(10, usize::MAX).unwrap().len(), 1);
+        drop(appender);
+        writer.await.unwrap().unwrap();
+    });
+}
+
+#[test]
+fn batches_round_trip_through_ipc() {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Int64, false),
+        Field::new("b", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(StringArray::from(vec![Some("x"), None])),
+        ],
+    )
+    .unwrap();
+    let bytes = encode_batch(&batch).unwrap();
+    assert_eq!(decode_batches(&bytes).unwrap(), vec![batch]);
+    assert!(decode_batches(b"garbage").is_err());
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<u8>),
+    /// Crash: leave this many garbage bytes at the tail, then reopen.
+    CrashReopen(Vec<u8>),
+    Release(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => prop::collection::vec(any::<u8>(), 0..120).prop_map(Op::Append),
+        1 => prop::collection::vec(any::<u8>(), 0..40).prop_map(Op::CrashReopen),
+        1 => (0u64..60).prop_map(Op::Release),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Model test: whatever was acked is read back, in order, after any
+    /// number of crashes with torn tails, and nothing else is.
+    #[test]
+    fn model_with_crashes(ops in prop::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let mut model: Vec<Vec<u8>> = Vec::new();
+        let mut released: u64 = 0; // first offset that must still be readable
+        let mut buffer = Buffer::open(dir.path(), small_segments(), 0).unwrap();
+        let (mut appender, mut writer) = rt.block_on(async { buffer.start_writer() });
+        for op in ops {
+            match op {
+                Op::Append(p) => {
+                    let off = rt.block_on(appender.append(p.clone())).unwrap();
+                    prop_assert_eq!(off, model.len() as u64);
+                    model.push(p);
+                }
+                Op::CrashReopen(garbage) => {
+                    drop(appender);
+                    rt.block_on(writer).unwrap().unwrap();
+                    let last = *list_segments(dir.path()).unwrap().last().unwrap();
+                    let mut f = OpenOptions::new().append(true).open(dir.path().join(segment::file_name(last))).unwrap();
+                    f.write_all(&garbage).unwrap();
+                    drop(f);
+                    buffer = Buffer::open(dir.path(), small_segments(), 0).unwrap();
+                    prop_assert_eq!(buffer.next_offset(), model.len() as u64);
+                    (appender, writer) = rt.block_on(async { buffer.start_writer() });
+                }
+                Op::Release(upto) => {
+                    let upto = upto.min(model.len() as u64);
+                    if upto > 0 {
+                        buffer.release_through(upto - 1).unwrap();
+                        released = released.max(upto);
+                    }
+                }
+            }
+            let got: Vec<Vec<u8>> = read_everything(&buffer, released).into_iter().map(|r| r.payload).collect();
+            prop_assert_eq!(&got[..], &model[released as usize..]);
+        }
+        drop(appender);
+        rt.block_on(writer).unwrap().unwrap();
+    }
+}

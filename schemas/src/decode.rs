@@ -1,0 +1,478 @@
+//! Turning a request body into a validated Arrow batch, or into the list of
+//! every bad event with its reason.
+//!
+//! The body is a JSON array of events, a single JSON object, or NDJSON (one
+//! event per line). Each event is checked against the [`StreamSchema`]; a body
+//! with any bad event is rejected whole, with one [`EventError`] per problem,
+//! so nothing of a rejected request is ever kept. Good bodies are normalised
+//! (timestamps to microseconds, `json` fields to their text, base64 to bytes)
+//! and decoded once into a [`RecordBatch`] with arrow-json's typed decoder.
+
+use std::fmt;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use base64::Engine;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::schema::{FieldDef, FieldType, StreamSchema, TimestampUnit, VALUE_COLUMN};
+use crate::{Error, Result};
+
+/// How the events in a body are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// A JSON array of events, or one JSON object.
+    Json,
+    /// One JSON event per line; blank lines are skipped.
+    NdJson,
+}
+
+/// Why one event was refused. The names match the hosted service's user
+/// error types, plus `unknown_field`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventErrorKind {
+    MissingField,
+    NullValue,
+    TypeMismatch,
+    ParseFailure,
+    UnknownField,
+}
+
+/// One problem with one event of a request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventError {
+    /// Position of the event in the request, from 0.
+    pub index: usize,
+    /// Path of the offending field (`meta.tags[2]`); empty for the event itself.
+    pub field: String,
+    #[serde(rename = "type")]
+    pub kind: EventErrorKind,
+    pub message: String,
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "event {}: {}", self.index, self.message)
+    }
+}
+
+/// Validates and decodes bodies for one stream.
+#[derive(Debug, Clone)]
+pub struct EventDecoder {
+    schema: Option<StreamSchema>,
+    arrow_schema: SchemaRef,
+}
+
+/// The outcome of decoding one body.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Every event was valid.
+    Batch(RecordBatch),
+    /// At least one event was bad; nothing of the body may be kept.
+    Rejected(Vec<EventError>),
+}
+
+impl EventDecoder {
+    /// A decoder for a structured stream, or for an unstructured one (`None`).
+    pub fn new(schema: Option<StreamSchema>) -> Self {
+        let arrow_schema = match &schema {
+            Some(s) => s.arrow_schema(),
+            None => StreamSchema::unstructured_arrow_schema(),
+        };
+        Self {
+            schema,
+            arrow_schema,
+        }
+    }
+
+    /// The schema of the batches this decoder produces.
+    pub fn arrow_schema(&self) -> &SchemaRef {
+        &self.arrow_schema
+    }
+
+    /// Parses, validates and decodes one body.
+    ///
+    /// Returns `Err` when the body itself is unusable (not JSON, not objects);
+    /// per-event problems come back as [`Decoded::Rejected`].
+    pub fn decode(&self, body: &[u8], format: BodyFormat) -> Result<Decoded> {
+        let mut events = split_events(body, format)?;
+        if events.is_empty() {
+            return Err(Error::InvalidBody("the body holds no events".into()));
+        }
+        let Some(schema) = &self.schema else {
+            return self.decode_unstructured(events);
+        };
+        let mut errors = Vec::new();
+        for (index, event) in events.iter_mut().enumerate() {
+            match event {
+                Value::Object(map) => check_object(map, &schema.fields, "", index, &mut errors),
+                other => errors.push(EventError {
+                    index,
+                    field: String::new(),
+                    kind: EventErrorKind::TypeMismatch,
+                    message: format!("expected a JSON object, got {}", kind_of(other)),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Ok(Decoded::Rejected(errors));
+        }
+        let mut decoder = arrow::json::ReaderBuilder::new(self.arrow_schema.clone())
+            .with_batch_size(events.len().max(1))
+            .with_strict_mode(true)
+            .build_decoder()
+            .map_err(|e| Error::Internal(format!("building the JSON decoder: {e}")))?;
+        decoder
+            .serialize(&events)
+            .map_err(|e| Error::Internal(format!("decoding validated events: {e}")))?;
+        let batch = decoder
+            .flush()
+            .map_err(|e| Error::Internal(format!("decoding validated events: {e}")))?
+            .ok_or_else(|| Error::Internal("the decoder produced no batch".into()))?;
+        Ok(Decoded::Batch(batch))
+    }
+
+    fn decode_unstructured(&self, events: Vec<Value>) -> Result<Decoded> {
+        let texts: Vec<String> = events.iter().map(Value::to_string).collect();
+        let column = arrow::array::StringArray::from(texts);
+        let batch =
+            RecordBatch::try_new(self.arrow_schema.clone(), vec![std::sync::Arc::new(column)])
+                .map_err(|e| {
+                    Error::Internal(format!("building the `{VALUE_COLUMN}` column: {e}"))
+                })?;
+        Ok(Decoded::Batch(batch))
+    }
+}
+
+/// Splits a body into its events.
+fn split_events(body: &[u8], format: BodyFormat) -> Result<Vec<Value>> {
+    match format {
+        BodyFormat::Json => match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(events)) => Ok(events),
+            Ok(event @ Value::Object(_)) => Ok(vec![event]),
+            Ok(other) => Err(Error::InvalidBody(format!(
+                "expected a JSON array of events or one JSON object, got {}",
+                kind_of(&other)
+            ))),
+            Err(e) => Err(Error::InvalidBody(format!("invalid JSON: {e}"))),
+        },
+        BodyFormat::NdJson => {
+            let mut events = Vec::new();
+            for (n, line) in body.split(|b| *b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let event = serde_json::from_slice(line).map_err(|e| {
+                    Error::InvalidBody(format!("invalid JSON on line {}: {e}", n + 1))
+                })?;
+                events.push(event);
+            }
+            Ok(events)
+        }
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// Checks one object against its fields, normalising values in place.
+fn check_object(
+    map: &mut Map<String, Value>,
+    fields: &[FieldDef],
+    prefix: &str,
+    index: usize,
+    errors: &mut Vec<EventError>,
+) {
+    for key in map.keys() {
+        if !fields.iter().any(|f| &f.name == key) {
+            errors.push(EventError {
+                index,
+                field: join(prefix, key),
+                kind: EventErrorKind::UnknownField,
+                message: format!("field `{}` is not in the stream schema", join(prefix, key)),
+            });
+        }
+    }
+    for field in fields {
+        let path = join(prefix, &field.name);
+        match map.get_mut(&field.name) {
+            None if field.required => errors.push(EventError {
+                index,
+                message: format!("required field `{path}` is missing"),
+                field: path,
+                kind: EventErrorKind::MissingField,
+            }),
+            Some(Value::Null) if field.required => errors.push(EventError {
+                index,
+                message: format!("required field `{path}` is null"),
+                field: path,
+                kind: EventErrorKind::NullValue,
+            }),
+            None | Some(Value::Null) => {}
+            Some(value) => check_value(value, &field.ty, &path, index, errors),
+        }
+    }
+}
+
+fn check_value(
+    value: &mut Value,
+    ty: &FieldType,
+    path: &str,
+    index: usize,
+    errors: &mut Vec<EventError>,
+) {
+    let mismatch = |errors: &mut Vec<EventError>, value: &Value| {
+        errors.push(EventError {
+            index,
+            field: path.to_string(),
+            kind: EventErrorKind::TypeMismatch,
+            message: format!(
+                "field `{path}`: expected {}, got {}",
+                ty.name(),
+                kind_of(value)
+            ),
+        })
+    };
+    let parse_failure = |errors: &mut Vec<EventError>, message: String| {
+        errors.push(EventError {
+            index,
+            field: path.to_string(),
+            kind: EventErrorKind::ParseFailure,
+            message: format!("field `{path}`: {message}"),
+        })
+    };
+    match (ty, &mut *value) {
+        (FieldType::String, Value::String(_)) => {}
+        (FieldType::Bool, Value::Bool(_)) => {}
+        (FieldType::Float32 | FieldType::Float64, Value::Number(_)) => {}
+        (FieldType::Int32, Value::Number(n)) => match n.as_i64() {
+            Some(i) if i32::try_from(i).is_ok() => {}
+            _ => parse_failure(errors, format!("expected an int32, got `{n}`")),
+        },
+        (FieldType::Int64, Value::Number(n)) => {
+            if n.as_i64().is_none() {
+                parse_failure(errors, format!("expected an int64, got `{n}`"));
+            }
+        }
+        (FieldType::Timestamp { .. }, Value::String(s)) => {
+            match chrono::DateTime::parse_from_rfc3339(s) {
+                Ok(t) => *value = Value::from(t.timestamp_micros()),
+                Err(e) => parse_failure(
+                    errors,
+                    format!("expected an RFC 3339 timestamp, got `{s}` ({e})"),
+                ),
+            }
+        }
+        (FieldType::Timestamp { unit }, Value::Number(n)) => match timestamp_micros(n, *unit) {
+            Some(micros) => *value = Value::from(micros),
+            None => parse_failure(errors, format!("timestamp `{n}` is out of range")),
+        },
+        (FieldType::Json, v) => *value = Value::String(v.to_string()),
+        (FieldType::Binary, Value::String(s)) => {
+            match base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
+                Ok(bytes) => *value = Value::String(hex(&bytes)),
+                Err(e) => parse_failure(errors, format!("expected base64, got `{s}` ({e})")),
+            }
+        }
+        (FieldType::List { items }, Value::Array(elements)) => {
+            for (i, element) in elements.iter_mut().enumerate() {
+                if !element.is_null() {
+                    check_value(element, &items.ty, &format!("{path}[{i}]"), index, errors);
+                }
+            }
+        }
+        (FieldType::Struct { fields }, Value::Object(map)) => {
+            check_object(map, fields, path, index, errors)
+        }
+        (_, v) => mismatch(errors, v),
+    }
+}
+
+fn timestamp_micros(n: &serde_json::Number, unit: TimestampUnit) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return i.checked_mul(unit.micros());
+    }
+    let f = n.as_f64()? * unit.micros() as f64;
+    (f.is_finite() && f.abs() < i64::MAX as f64).then_some(f as i64)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+
+    use super::*;
+
+    fn ecommerce() -> EventDecoder {
+        EventDecoder::new(Some(
+            StreamSchema::from_json(
+                r#"{"fields":[
+                {"name":"user_id","type":"string","required":true},
+                {"name":"event_type","type":"string","required":true},
+                {"name":"product_id","type":"string","required":false},
+                {"name":"amount","type":"float64","required":false}]}"#,
+            )
+            .unwrap(),
+        ))
+    }
+
+    fn batch(d: &EventDecoder, body: &str, format: BodyFormat) -> RecordBatch {
+        match d.decode(body.as_bytes(), format).unwrap() {
+            Decoded::Batch(b) => b,
+            Decoded::Rejected(e) => panic!("rejected: {e:?}"),
+        }
+    }
+
+    fn rejected(d: &EventDecoder, body: &str) -> Vec<EventError> {
+        match d.decode(body.as_bytes(), BodyFormat::Json).unwrap() {
+            Decoded::Batch(_) => panic!("accepted {body}"),
+            Decoded::Rejected(e) => e,
+        }
+    }
+
+    #[test]
+    fn decodes_array_object_and_ndjson() {
+        let d = ecommerce();
+        let b = batch(
+            &d,
+            r#"[{"user_id":"u1","event_type":"purchase","product_id":"w1","amount":29.99},
+                {"user_id":"u2","event_type":"view_product","product_id":"w2"}]"#,
+            BodyFormat::Json,
+        );
+        assert_eq!(b.num_rows(), 2);
+        let amount = b.column(3).as_primitive::<Float64Type>();
+        assert_eq!(amount.value(0), 29.99);
+        assert!(amount.is_null(1));
+
+        let b = batch(&d, r#"{"user_id":"u1","event_type":"x"}"#, BodyFormat::Json);
+        assert_eq!(b.num_rows(), 1);
+
+        let b = batch(
+            &d,
+            "{\"user_id\":\"a\",\"event_type\":\"x\"}\n\n{\"user_id\":\"b\",\"event_type\":\"y\"}\n",
+            BodyFormat::NdJson,
+        );
+        assert_eq!(b.num_rows(), 2);
+    }
+
+    #[test]
+    fn reports_every_bad_event() {
+        let errors = rejected(
+            &ecommerce(),
+            r#"[{"user_id":"u1","event_type":"ok"},
+                {"event_type":"x"},
+                {"user_id":"u3","event_type":"x","amount":"12"},
+                {"user_id":null,"event_type":"x","color":"red"},
+                7]"#,
+        );
+        let summary: Vec<(usize, &str, EventErrorKind)> = errors
+            .iter()
+            .map(|e| (e.index, e.field.as_str(), e.kind))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (1, "user_id", EventErrorKind::MissingField),
+                (2, "amount", EventErrorKind::TypeMismatch),
+                (3, "color", EventErrorKind::UnknownField),
+                (3, "user_id", EventErrorKind::NullValue),
+                (4, "", EventErrorKind::TypeMismatch),
+            ]
+        );
+        assert_eq!(
+            errors[1].message,
+            "field `amount`: expected float64, got a string"
+        );
+    }
+
+    #[test]
+    fn body_level_errors() {
+        let d = ecommerce();
+        for (body, want) in [
+            ("[{\"user_id\":", "invalid JSON"),
+            ("42", "expected a JSON array"),
+            ("[]", "no events"),
+        ] {
+            let err = d.decode(body.as_bytes(), BodyFormat::Json).unwrap_err();
+            assert!(err.to_string().contains(want), "{body}: {err}");
+        }
+        let err = d
+            .decode(b"{\"user_id\":\"a\"}\nnope\n", BodyFormat::NdJson)
+            .unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn nested_and_special_types() {
+        let d = EventDecoder::new(Some(
+            StreamSchema::from_json(
+                r#"{"fields":[
+                {"name":"ts","type":"timestamp","required":true},
+                {"name":"n","type":"int32"},
+                {"name":"raw","type":"binary"},
+                {"name":"doc","type":"json"},
+                {"name":"tags","type":"list","items":{"type":"string"}},
+                {"name":"meta","type":"struct","fields":[{"name":"prio","type":"int64"}]}]}"#,
+            )
+            .unwrap(),
+        ));
+        let b = batch(
+            &d,
+            r#"[{"ts":"2025-01-02T03:04:05.5Z","n":1,"raw":"aGk=","doc":{"a":[1]},"tags":["x","y"],"meta":{"prio":9}},
+                {"ts":1700000000000}]"#,
+            BodyFormat::Json,
+        );
+        let ts = b.column(0).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), 1_735_787_045_500_000);
+        assert_eq!(ts.value(1), 1_700_000_000_000_000);
+        assert_eq!(b.column(2).as_binary::<i32>().value(0), b"hi");
+        assert_eq!(b.column(3).as_string::<i32>().value(0), r#"{"a":[1]}"#);
+        assert_eq!(b.column(4).as_list::<i32>().value(0).len(), 2);
+
+        let errors = rejected(
+            &d,
+            r#"[{"ts":"yesterday","n":3000000000,"raw":"!!","tags":["a",1],"meta":{"prio":"x","z":1}}]"#,
+        );
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec!["ts", "n", "raw", "tags[1]", "meta.z", "meta.prio"]
+        );
+    }
+
+    #[test]
+    fn unstructured_keeps_the_whole_event() {
+        let d = EventDecoder::new(None);
+        let b = batch(&d, r#"[{"a":1},{"b":[true]}]"#, BodyFormat::Json);
+        assert_eq!(b.schema().field(0).name(), VALUE_COLUMN);
+        assert_eq!(b.column(0).as_string::<i32>().value(1), r#"{"b":[true]}"#);
+    }
+}

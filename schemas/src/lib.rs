@@ -1,0 +1,46 @@
+//! Stream schemas for `pipe`: what an event must look like, and how a request
+//! body becomes an Arrow [`RecordBatch`](arrow::record_batch::RecordBatch).
+//!
+//! - [`StreamSchema`]: the Pipelines field format (`{"fields": [...]}`) and
+//!   its one-way mapping to Arrow types (table in [`schema`]).
+//! - [`EventDecoder`]: parses a body (JSON array, object or NDJSON), checks
+//!   every event, and either decodes them all into one batch or returns every
+//!   [`EventError`] with the event's index, field path and reason.
+//!
+//! This crate does no IO.
+//!
+//! ```
+//! use pipe_schemas::{BodyFormat, Decoded, EventDecoder, StreamSchema};
+//!
+//! let schema = StreamSchema::from_json(
+//!     r#"{"fields":[{"name":"user_id","type":"string","required":true}]}"#,
+//! ).unwrap();
+//! let decoder = EventDecoder::new(Some(schema));
+//! match decoder.decode(br#"[{"user_id":"u1"},{}]"#, BodyFormat::Json).unwrap() {
+//!     Decoded::Rejected(errors) => assert_eq!(errors[0].index, 1),
+//!     Decoded::Batch(_) => unreachable!("event 1 lacks `user_id`"),
+//! }
+//! ```
+
+pub mod decode;
+pub mod schema;
+
+pub use decode::{BodyFormat, Decoded, EventDecoder, EventError, EventErrorKind};
+pub use schema::{FieldDef, FieldType, StreamSchema, TimestampUnit};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A schema file that is not a valid Pipelines schema.
+    #[error("invalid stream schema: {0}")]
+    InvalidSchema(String),
+    /// A request body that holds no usable events at all.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// A bug: validated events that would not decode.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
