@@ -110,6 +110,11 @@ async fn post_events(
         match decoded {
             Decoded::Batch(batch) => {
                 let rows = batch.num_rows();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as i64)
+                    .unwrap_or_default();
+                let batch = pipe_schemas::stamp_ingest_ts(&batch, now)?;
                 let payload = encode_batch(&batch)
                     .map_err(|e| pipe_schemas::Error::Internal(e.to_string()))?;
                 Ok(Ok((rows, payload)))

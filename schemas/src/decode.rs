@@ -16,7 +16,10 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::schema::{FieldDef, FieldType, StreamSchema, TimestampUnit, VALUE_COLUMN};
+use crate::schema::{
+    ingest_ts_type, FieldDef, FieldType, StreamSchema, TimestampUnit, INGEST_TS_COLUMN,
+    VALUE_COLUMN,
+};
 use crate::{Error, Result};
 
 /// How the events in a body are laid out.
@@ -92,6 +95,18 @@ impl EventDecoder {
         &self.arrow_schema
     }
 
+    /// The schema of the stream as pipelines see it: the decoded columns
+    /// plus [`INGEST_TS_COLUMN`], added by [`stamp_ingest_ts`].
+    pub fn table_schema(&self) -> SchemaRef {
+        let mut fields: Vec<_> = self.arrow_schema.fields().iter().cloned().collect();
+        fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+            INGEST_TS_COLUMN,
+            ingest_ts_type(),
+            false,
+        )));
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields))
+    }
+
     /// Parses, validates and decodes one body.
     ///
     /// Returns `Err` when the body itself is unusable (not JSON, not objects);
@@ -144,6 +159,24 @@ impl EventDecoder {
                 })?;
         Ok(Decoded::Batch(batch))
     }
+}
+
+/// Adds the [`INGEST_TS_COLUMN`] (`micros` since the epoch, UTC) to every
+/// row of a decoded batch. Stamped once at ingest and kept in the buffer, so a
+/// replay after a crash produces the very same rows.
+pub fn stamp_ingest_ts(batch: &RecordBatch, micros: i64) -> Result<RecordBatch> {
+    let column = arrow::array::TimestampMicrosecondArray::from(vec![micros; batch.num_rows()])
+        .with_timezone(crate::schema::UTC);
+    let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+    fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+        INGEST_TS_COLUMN,
+        ingest_ts_type(),
+        false,
+    )));
+    let mut columns = batch.columns().to_vec();
+    columns.push(std::sync::Arc::new(column));
+    RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+        .map_err(|e| Error::Internal(format!("adding `{INGEST_TS_COLUMN}`: {e}")))
 }
 
 /// Splits a body into its events.
@@ -466,6 +499,16 @@ mod tests {
             fields,
             vec!["ts", "n", "raw", "tags[1]", "meta.z", "meta.prio"]
         );
+    }
+
+    #[test]
+    fn stamps_ingest_time() {
+        let d = ecommerce();
+        let b = batch(&d, r#"{"user_id":"u","event_type":"e"}"#, BodyFormat::Json);
+        let stamped = stamp_ingest_ts(&b, 1_700_000_000_000_000).unwrap();
+        assert_eq!(stamped.schema(), d.table_schema());
+        let ts = stamped.column(4).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), 1_700_000_000_000_000);
     }
 
     #[test]

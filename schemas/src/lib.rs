@@ -25,8 +25,8 @@
 pub mod decode;
 pub mod schema;
 
-pub use decode::{BodyFormat, Decoded, EventDecoder, EventError, EventErrorKind};
-pub use schema::{FieldDef, FieldType, StreamSchema, TimestampUnit};
+pub use decode::{stamp_ingest_ts, BodyFormat, Decoded, EventDecoder, EventError, EventErrorKind};
+pub use schema::{FieldDef, FieldType, StreamSchema, TimestampUnit, INGEST_TS_COLUMN};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -42,6 +42,14 @@ pub const UTC: &str = "+00:00";
 /// The column of an unstructured stream.
 pub const VALUE_COLUMN: &str = "value";
 
+/// The column every accepted event carries: when `pipe` accepted it.
+pub const INGEST_TS_COLUMN: &str = "__ingest_ts";
+
+/// The Arrow type of [`INGEST_TS_COLUMN`].
+pub fn ingest_ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
+}
+
 /// A stream schema in the Pipelines field format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +185,12 @@ impl StreamSchema {
     pub fn check(&self) -> Result<()> {
         if self.fields.is_empty() {
             return Err(Error::InvalidSchema("`fields` must not be empty".into()));
+        }
+        if let Some(f) = self.fields.iter().find(|f| f.name.starts_with("__")) {
+            return Err(Error::InvalidSchema(format!(
+                "field `{}`: names starting with `__` are reserved for columns pipe adds",
+                f.name
+            )));
         }
         check_fields(&self.fields, "")
     }

@@ -1,1 +1,449 @@
-//! placeholder
+//! Pipeline SQL for `pipe`: `INSERT INTO sink SELECT … FROM stream`, planned
+//! once and run on every batch read from the stream's buffer.
+//!
+//! - [`PipelinePlan::new`] parses the statement, checks the target sink and
+//!   the source stream exist, and plans the SELECT with DataFusion against the
+//!   stream's schema: a bad query fails here, before any data flows.
+//! - [`PipelinePlan::run`] executes the plan over a batch. The stream table is
+//!   a [`BatchSlot`] whose contents are swapped for each run, so the SQL is
+//!   parsed and analysed only once.
+//! - The output always carries `__ingest_ts`: when the SELECT drops it, it is
+//!   added back with the newest ingest time of the batch.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::collections::HashMap;
+//! use std::sync::Arc;
+//! use arrow::array::{Int64Array, TimestampMicrosecondArray};
+//! use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+//! use arrow::record_batch::RecordBatch;
+//! use pipe_transform::PipelinePlan;
+//!
+//! let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()));
+//! let schema = Arc::new(Schema::new(vec![
+//!     Field::new("n", DataType::Int64, false),
+//!     Field::new("__ingest_ts", ts, false),
+//! ]));
+//! let streams = HashMap::from([("events".to_string(), schema.clone())]);
+//! let plan = PipelinePlan::new(
+//!     "p", "INSERT INTO out SELECT n * 2 AS doubled FROM events WHERE n > 1",
+//!     &streams, &["out".to_string()],
+//! ).await.unwrap();
+//! let batch = RecordBatch::try_new(schema, vec![
+//!     Arc::new(Int64Array::from(vec![1, 2, 3])),
+//!     Arc::new(TimestampMicrosecondArray::from(vec![0, 0, 0]).with_timezone("+00:00")),
+//! ]).unwrap();
+//! let out = plan.run(vec![batch]).await.unwrap();
+//! assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+//! # }
+//! ```
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{AsArray, TimestampMicrosecondArray};
+use arrow::datatypes::{Field, Schema, SchemaRef, TimestampMicrosecondType};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::TableType;
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::DataFrame;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{Statement, TableObject};
+
+/// The column pipe stamps on every event at ingest.
+pub const INGEST_TS_COLUMN: &str = "__ingest_ts";
+
+/// Errors of the transform crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline's SQL is not something pipe can run.
+    #[error("pipeline `{pipeline}`: {message}")]
+    InvalidSql { pipeline: String, message: String },
+    /// Running the plan over a batch failed.
+    #[error("pipeline `{pipeline}`: running the SQL failed: {source}")]
+    Execution {
+        pipeline: String,
+        source: datafusion::error::DataFusionError,
+    },
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A pipeline's SQL, parsed and planned.
+pub struct PipelinePlan {
+    name: String,
+    sink: String,
+    stream: String,
+    ctx: SessionContext,
+    plan: LogicalPlan,
+    slot: Arc<BatchSlot>,
+    output_schema: SchemaRef,
+    add_ingest_ts: bool,
+}
+
+impl std::fmt::Debug for PipelinePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelinePlan")
+            .field("name", &self.name)
+            .field("stream", &self.stream)
+            .field("sink", &self.sink)
+            .field("output_schema", &self.output_schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PipelinePlan {
+    /// Parses and plans `sql` for the pipeline `name`.
+    ///
+    /// `streams` maps stream names to their table schemas (with
+    /// `__ingest_ts`); `sinks` lists the sink names the INSERT may target.
+    pub async fn new(
+        name: &str,
+        sql: &str,
+        streams: &HashMap<String, SchemaRef>,
+        sinks: &[String],
+    ) -> Result<PipelinePlan> {
+        let invalid = |message: String| Error::InvalidSql {
+            pipeline: name.to_string(),
+            message,
+        };
+        let mut statements = DFParser::parse_sql(sql).map_err(|e| invalid(e.to_string()))?;
+        if statements.len() != 1 {
+            return Err(invalid(format!(
+                "expected one `INSERT INTO sink SELECT … FROM stream` statement, found {}",
+                statements.len()
+            )));
+        }
+        let statement = statements.pop_front().expect("one statement");
+        let DFStatement::Statement(statement) = statement else {
+            return Err(invalid(
+                "expected `INSERT INTO sink SELECT … FROM stream`".into(),
+            ));
+        };
+        let Statement::Insert(insert) = *statement else {
+            return Err(invalid(format!(
+                "expected `INSERT INTO sink SELECT … FROM stream`, got `{statement}`"
+            )));
+        };
+        let TableObject::TableName(target) = &insert.table else {
+            return Err(invalid("INSERT must name a sink".into()));
+        };
+        let sink = target.to_string();
+        if !sinks.contains(&sink) {
+            return Err(invalid(format!(
+                "unknown sink `{sink}` (defined sinks: {})",
+                list(sinks)
+            )));
+        }
+        if !insert.columns.is_empty() || insert.overwrite {
+            return Err(invalid(
+                "INSERT column lists and OVERWRITE are not supported; name the columns in the SELECT".into(),
+            ));
+        }
+        let Some(query) = insert.source else {
+            return Err(invalid("INSERT needs a SELECT".into()));
+        };
+
+        let ctx = SessionContext::new();
+        let mut slots = HashMap::new();
+        for (stream, schema) in streams {
+            let slot = Arc::new(BatchSlot::new(schema.clone()));
+            ctx.register_table(stream.as_str(), slot.clone())
+                .map_err(|e| invalid(e.to_string()))?;
+            slots.insert(stream.clone(), slot);
+        }
+        let plan = ctx
+            .state()
+            .statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query))))
+            .await
+            .map_err(|e| invalid(e.to_string()))?;
+        let plan = ctx
+            .state()
+            .optimize(&plan)
+            .map_err(|e| invalid(e.to_string()))?;
+
+        let mut sources = Vec::new();
+        plan.apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                sources.push(scan.table_name.table().to_string());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(|e| invalid(e.to_string()))?;
+        sources.sort();
+        sources.dedup();
+        let stream = match sources.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(invalid(format!(
+                    "the SELECT reads no stream (streams: {})",
+                    list(&streams.keys().cloned().collect::<Vec<_>>())
+                )))
+            }
+            many => {
+                return Err(invalid(format!(
+                    "the SELECT reads {} streams ({}); a pipeline reads exactly one",
+                    many.len(),
+                    many.join(", ")
+                )))
+            }
+        };
+        let slot = slots.remove(&stream).expect("the plan scans a registered stream");
+        let planned: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let add_ingest_ts = planned.field_with_name(INGEST_TS_COLUMN).is_err();
+        let output_schema = if add_ingest_ts {
+            let mut fields: Vec<_> = planned.fields().iter().cloned().collect();
+            let ts = slot.schema.field_with_name(INGEST_TS_COLUMN).map_err(|_| {
+                invalid(format!("stream `{stream}` has no `{INGEST_TS_COLUMN}` column"))
+            })?;
+            fields.push(Arc::new(ts.clone()));
+            Arc::new(Schema::new(fields))
+        } else {
+            planned
+        };
+        Ok(PipelinePlan {
+            name: name.to_string(),
+            sink,
+            stream,
+            ctx,
+            plan,
+            slot,
+            output_schema,
+            add_ingest_ts,
+        })
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The sink the pipeline inserts into.
+    pub fn sink(&self) -> &str {
+        &self.sink
+    }
+
+    /// The stream the pipeline reads.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The schema of every batch [`run`](Self::run) returns.
+    pub fn output_schema(&self) -> &SchemaRef {
+        &self.output_schema
+    }
+
+    /// Runs the SQL over `input` (batches of the stream's table schema).
+    pub async fn run(&self, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let newest = newest_ingest_ts(&input);
+        self.slot.fill(input);
+        let df = DataFrame::new(self.ctx.state(), self.plan.clone());
+        let result = df.collect().await;
+        self.slot.fill(Vec::new());
+        let batches = result.map_err(|source| Error::Execution {
+            pipeline: self.name.clone(),
+            source,
+        })?;
+        if !self.add_ingest_ts {
+            return Ok(batches);
+        }
+        batches
+            .into_iter()
+            .map(|b| {
+                let ts = TimestampMicrosecondArray::from(vec![newest; b.num_rows()])
+                    .with_timezone(pipe_tz(&self.output_schema));
+                let mut columns = b.columns().to_vec();
+                columns.push(Arc::new(ts));
+                RecordBatch::try_new(self.output_schema.clone(), columns).map_err(|e| {
+                    Error::Execution {
+                        pipeline: self.name.clone(),
+                        source: e.into(),
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+fn pipe_tz(schema: &Schema) -> String {
+    match schema.field_with_name(INGEST_TS_COLUMN).map(Field::data_type) {
+        Ok(arrow::datatypes::DataType::Timestamp(_, Some(tz))) => tz.to_string(),
+        _ => "+00:00".to_string(),
+    }
+}
+
+fn newest_ingest_ts(batches: &[RecordBatch]) -> i64 {
+    batches
+        .iter()
+        .filter_map(|b| b.column_by_name(INGEST_TS_COLUMN))
+        .filter_map(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .filter_map(|a| arrow::compute::max(a))
+        .max()
+        .unwrap_or_default()
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        let mut names = names.to_vec();
+        names.sort();
+        names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A table whose rows are whatever batches were last put in it.
+#[derive(Debug)]
+pub struct BatchSlot {
+    schema: SchemaRef,
+    batches: Mutex<Vec<RecordBatch>>,
+}
+
+impl BatchSlot {
+    /// An empty slot for batches of `schema`.
+    pub fn new(schema: SchemaRef) -> Self {
+        Self {
+            schema,
+            batches: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Replaces the slot's contents.
+    pub fn fill(&self, batches: Vec<RecordBatch>) {
+        *self.batches.lock().expect("slot lock is never held across a panic") = batches;
+    }
+}
+
+#[async_trait]
+impl TableProvider for BatchSlot {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let batches = self
+            .batches
+            .lock()
+            .expect("slot lock is never held across a panic")
+            .clone();
+        let exec: Arc<dyn ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?;
+        Ok(exec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Float64Array, StringArray};
+    use arrow::datatypes::{DataType, TimeUnit};
+
+    use super::*;
+
+    fn stream_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("amount", DataType::Float64, true),
+            Field::new(
+                INGEST_TS_COLUMN,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                false,
+            ),
+        ]))
+    }
+
+    fn streams() -> HashMap<String, SchemaRef> {
+        HashMap::from([("ecommerce_stream".to_string(), stream_schema())])
+    }
+
+    fn batch(users: &[&str], amounts: &[Option<f64>], ts: i64) -> RecordBatch {
+        RecordBatch::try_new(
+            stream_schema(),
+            vec![
+                Arc::new(StringArray::from(users.to_vec())),
+                Arc::new(Float64Array::from(amounts.to_vec())),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![ts; users.len()]).with_timezone("+00:00"),
+                ),
+            ],
+        )
+        .unwrap()
+    }
+
+    async fn plan(sql: &str) -> Result<PipelinePlan> {
+        PipelinePlan::new("p", sql, &streams(), &["ecommerce_sink".to_string()]).await
+    }
+
+    #[tokio::test]
+    async fn select_star_keeps_schema_and_rows() {
+        let p = plan("INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream;")
+            .await
+            .unwrap();
+        assert_eq!(p.stream(), "ecommerce_stream");
+        assert_eq!(p.sink(), "ecommerce_sink");
+        assert_eq!(p.output_schema().fields().len(), 3);
+        let out = p.run(vec![batch(&["a", "b"], &[Some(1.0), None], 5)]).await.unwrap();
+        assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+        // The slot is reusable: a second run sees only its own input.
+        let out = p.run(vec![batch(&["c"], &[None], 6)]).await.unwrap();
+        assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    }
+
+    #[tokio::test]
+    async fn projection_filter_expression_and_ingest_ts_added_back() {
+        let p = plan(
+            "INSERT INTO ecommerce_sink SELECT upper(user_id) AS who, amount * 2 AS doubled \
+             FROM ecommerce_stream WHERE amount > 1",
+        )
+        .await
+        .unwrap();
+        let names: Vec<_> = p.output_schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, vec!["who", "doubled", INGEST_TS_COLUMN]);
+        let out = p
+            .run(vec![batch(&["a", "b", "c"], &[Some(1.0), Some(2.5), None], 42)])
+            .await
+            .unwrap();
+        let out = arrow::compute::concat_batches(p.output_schema(), &out).unwrap();
+        assert_eq!(out.num_rows(), 1);
+        assert_eq!(out.column(0).as_string::<i32>().value(0), "B");
+        assert_eq!(out.column(1).as_primitive::<arrow::datatypes::Float64Type>().value(0), 5.0);
+        assert_eq!(out.column(2).as_primitive::<TimestampMicrosecondType>().value(0), 42);
+    }
+
+    #[tokio::test]
+    async fn bad_sql_fails_at_plan_time_with_the_reason() {
+        for (sql, want) in [
+            ("SELECT * FROM ecommerce_stream", "expected `INSERT INTO"),
+            ("INSERT INTO nope SELECT * FROM ecommerce_stream", "unknown sink `nope`"),
+            ("INSERT INTO ecommerce_sink SELECT * FROM other", "other"),
+            ("INSERT INTO ecommerce_sink SELECT missing FROM ecommerce_stream", "missing"),
+            ("INSERT INTO ecommerce_sink SELEC * FROM ecommerce_stream", "SELEC"),
+            ("INSERT INTO ecommerce_sink SELECT 1 AS one", "reads no stream"),
+        ] {
+            let err = plan(sql).await.unwrap_err().to_string();
+            assert!(err.contains(want), "{sql}: {err}");
+        }
+    }
+}
