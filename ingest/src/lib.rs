@@ -25,27 +25,7 @@ pub mod http;
 
 use std::path::Path;
 
-/// What kind of failure an error is: decides HTTP statuses and exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The caller sent something wrong; retrying the same thing fails again.
-    InvalidInput,
-    /// The named thing does not exist.
-    NotFound,
-    /// The request conflicts with the current state.
-    Conflict,
-    /// Temporarily unable; retrying later may succeed.
-    Unavailable,
-    /// A bug or a broken invariant.
-    Internal,
-}
-
-impl ErrorKind {
-    /// Whether retrying the same request later may succeed.
-    pub fn retryable(self) -> bool {
-        matches!(self, ErrorKind::Unavailable | ErrorKind::Conflict)
-    }
-}
+pub use pipe_schemas::ErrorKind;
 
 /// Errors of the ingest crate.
 #[derive(Debug, thiserror::Error)]

@@ -175,8 +175,11 @@ pub fn stamp_ingest_ts(batch: &RecordBatch, micros: i64) -> Result<RecordBatch> 
     )));
     let mut columns = batch.columns().to_vec();
     columns.push(std::sync::Arc::new(column));
-    RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), columns)
-        .map_err(|e| Error::Internal(format!("adding `{INGEST_TS_COLUMN}`: {e}")))
+    RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+        columns,
+    )
+    .map_err(|e| Error::Internal(format!("adding `{INGEST_TS_COLUMN}`: {e}")))
 }
 
 /// Splits a body into its events.

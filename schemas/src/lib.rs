@@ -28,6 +28,28 @@ pub mod schema;
 pub use decode::{stamp_ingest_ts, BodyFormat, Decoded, EventDecoder, EventError, EventErrorKind};
 pub use schema::{FieldDef, FieldType, StreamSchema, TimestampUnit, INGEST_TS_COLUMN};
 
+/// What kind of failure an error is: decides HTTP statuses and exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller sent something wrong; retrying the same thing fails again.
+    InvalidInput,
+    /// The named thing does not exist.
+    NotFound,
+    /// The request conflicts with the current state.
+    Conflict,
+    /// Temporarily unable; retrying later may succeed.
+    Unavailable,
+    /// A bug or a broken invariant.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Whether retrying the same request later may succeed.
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Conflict)
+    }
+}
+
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,6 +62,16 @@ pub enum Error {
     /// A bug: validated events that would not decode.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidSchema(_) | Error::InvalidBody(_) => ErrorKind::InvalidInput,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 /// Result with this crate's [`Error`].

@@ -197,13 +197,17 @@ impl PipelinePlan {
                 )))
             }
         };
-        let slot = slots.remove(&stream).expect("the plan scans a registered stream");
+        let slot = slots
+            .remove(&stream)
+            .expect("the plan scans a registered stream");
         let planned: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let add_ingest_ts = planned.field_with_name(INGEST_TS_COLUMN).is_err();
         let output_schema = if add_ingest_ts {
             let mut fields: Vec<_> = planned.fields().iter().cloned().collect();
             let ts = slot.schema.field_with_name(INGEST_TS_COLUMN).map_err(|_| {
-                invalid(format!("stream `{stream}` has no `{INGEST_TS_COLUMN}` column"))
+                invalid(format!(
+                    "stream `{stream}` has no `{INGEST_TS_COLUMN}` column"
+                ))
             })?;
             fields.push(Arc::new(ts.clone()));
             Arc::new(Schema::new(fields))
@@ -275,7 +279,10 @@ impl PipelinePlan {
 }
 
 fn pipe_tz(schema: &Schema) -> String {
-    match schema.field_with_name(INGEST_TS_COLUMN).map(Field::data_type) {
+    match schema
+        .field_with_name(INGEST_TS_COLUMN)
+        .map(Field::data_type)
+    {
         Ok(arrow::datatypes::DataType::Timestamp(_, Some(tz))) => tz.to_string(),
         _ => "+00:00".to_string(),
     }
@@ -297,7 +304,11 @@ fn list(names: &[String]) -> String {
     } else {
         let mut names = names.to_vec();
         names.sort();
-        names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -319,7 +330,10 @@ impl BatchSlot {
 
     /// Replaces the slot's contents.
     pub fn fill(&self, batches: Vec<RecordBatch>) {
-        *self.batches.lock().expect("slot lock is never held across a panic") = batches;
+        *self
+            .batches
+            .lock()
+            .expect("slot lock is never held across a panic") = batches;
     }
 }
 
@@ -404,7 +418,10 @@ mod tests {
         assert_eq!(p.stream(), "ecommerce_stream");
         assert_eq!(p.sink(), "ecommerce_sink");
         assert_eq!(p.output_schema().fields().len(), 3);
-        let out = p.run(vec![batch(&["a", "b"], &[Some(1.0), None], 5)]).await.unwrap();
+        let out = p
+            .run(vec![batch(&["a", "b"], &[Some(1.0), None], 5)])
+            .await
+            .unwrap();
         assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
         // The slot is reusable: a second run sees only its own input.
         let out = p.run(vec![batch(&["c"], &[None], 6)]).await.unwrap();
@@ -419,28 +436,59 @@ mod tests {
         )
         .await
         .unwrap();
-        let names: Vec<_> = p.output_schema().fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<_> = p
+            .output_schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         assert_eq!(names, vec!["who", "doubled", INGEST_TS_COLUMN]);
         let out = p
-            .run(vec![batch(&["a", "b", "c"], &[Some(1.0), Some(2.5), None], 42)])
+            .run(vec![batch(
+                &["a", "b", "c"],
+                &[Some(1.0), Some(2.5), None],
+                42,
+            )])
             .await
             .unwrap();
         let out = arrow::compute::concat_batches(p.output_schema(), &out).unwrap();
         assert_eq!(out.num_rows(), 1);
         assert_eq!(out.column(0).as_string::<i32>().value(0), "B");
-        assert_eq!(out.column(1).as_primitive::<arrow::datatypes::Float64Type>().value(0), 5.0);
-        assert_eq!(out.column(2).as_primitive::<TimestampMicrosecondType>().value(0), 42);
+        assert_eq!(
+            out.column(1)
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .value(0),
+            5.0
+        );
+        assert_eq!(
+            out.column(2)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            42
+        );
     }
 
     #[tokio::test]
     async fn bad_sql_fails_at_plan_time_with_the_reason() {
         for (sql, want) in [
             ("SELECT * FROM ecommerce_stream", "expected `INSERT INTO"),
-            ("INSERT INTO nope SELECT * FROM ecommerce_stream", "unknown sink `nope`"),
+            (
+                "INSERT INTO nope SELECT * FROM ecommerce_stream",
+                "unknown sink `nope`",
+            ),
             ("INSERT INTO ecommerce_sink SELECT * FROM other", "other"),
-            ("INSERT INTO ecommerce_sink SELECT missing FROM ecommerce_stream", "missing"),
-            ("INSERT INTO ecommerce_sink SELEC * FROM ecommerce_stream", "SELEC"),
-            ("INSERT INTO ecommerce_sink SELECT 1 AS one", "reads no stream"),
+            (
+                "INSERT INTO ecommerce_sink SELECT missing FROM ecommerce_stream",
+                "missing",
+            ),
+            (
+                "INSERT INTO ecommerce_sink SELEC * FROM ecommerce_stream",
+                "SELEC",
+            ),
+            (
+                "INSERT INTO ecommerce_sink SELECT 1 AS one",
+                "reads no stream",
+            ),
         ] {
             let err = plan(sql).await.unwrap_err().to_string();
             assert!(err.contains(want), "{sql}: {err}");

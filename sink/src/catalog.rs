@@ -1,0 +1,105 @@
+//! Where tables live: the warehouse (a local folder or an S3-compatible
+//! bucket) and the catalog that tracks each table's current metadata.
+//!
+//! The catalog is iceberg-rust's SQL catalog. On SQLite (the default) it is
+//! the same tables PyIceberg's `SqlCatalog` reads, so any Iceberg reader can
+//! open what `pipe` writes. Storage goes through iceberg's OpenDAL factory,
+//! which picks the backend from the URL scheme (`file://`, `s3://`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::{Catalog, CatalogBuilder};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Connection settings for an S3-compatible store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    /// Endpoint URL, e.g. `http://127.0.0.1:4566`; empty means AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region name (`auto` for R2).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Access key id.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// Address buckets as `endpoint/bucket` instead of `bucket.endpoint`.
+    #[serde(default)]
+    pub path_style: bool,
+}
+
+/// The warehouse: where data and metadata files are written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warehouse {
+    /// `file:///absolute/folder` or `s3://bucket/prefix`.
+    pub location: String,
+    /// Settings for `s3://` locations.
+    pub s3: S3Options,
+}
+
+/// Which catalog tracks the tables.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CatalogKind {
+    /// iceberg-rust's SQL catalog, e.g. `sqlite:/path/catalog.db?mode=rwc`.
+    Sql { uri: String },
+}
+
+/// Everything needed to open the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogSettings {
+    /// The catalog's name; PyIceberg must use the same one to see the tables.
+    pub name: String,
+    pub kind: CatalogKind,
+    pub warehouse: Warehouse,
+}
+
+impl CatalogSettings {
+    /// The FileIO properties for the warehouse (the `s3.*` keys).
+    pub fn storage_props(&self) -> HashMap<String, String> {
+        let mut props = HashMap::new();
+        let s3 = &self.warehouse.s3;
+        if self.warehouse.location.starts_with("s3") {
+            let mut set = |k: &str, v: &Option<String>| {
+                if let Some(v) = v {
+                    props.insert(k.to_string(), v.clone());
+                }
+            };
+            set("s3.endpoint", &s3.endpoint);
+            set("s3.region", &s3.region);
+            set("s3.access-key-id", &s3.access_key_id);
+            set("s3.secret-access-key", &s3.secret_access_key);
+            props.insert("s3.path-style-access".into(), s3.path_style.to_string());
+        }
+        props
+    }
+}
+
+/// Opens the catalog described by `settings`.
+pub async fn open_catalog(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>> {
+    match &settings.kind {
+        CatalogKind::Sql { uri } => {
+            let mut props = settings.storage_props();
+            props.insert("uri".into(), uri.clone());
+            props.insert("warehouse".into(), settings.warehouse.location.clone());
+            props.insert("sql_bind_style".into(), SqlBindStyle::QMark.to_string());
+            let catalog = SqlCatalogBuilder::default()
+                .with_storage_factory(Arc::new(OpenDalResolvingStorageFactory::new()))
+                .load(&settings.name, props)
+                .await
+                .map_err(|e| Error::Catalog {
+                    action: format!("opening the SQL catalog at `{uri}`"),
+                    source: e,
+                })?;
+            Ok(Arc::new(catalog))
+        }
+    }
+}

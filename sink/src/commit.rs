@@ -1,0 +1,322 @@
+//! The exactly-once commit protocol between a stream's buffer and an Iceberg
+//! table.
+//!
+//! A pipeline reads buffer records in offset order, writes their rows into
+//! data files, and commits those files together with the offset range they
+//! cover. Every acknowledged event ends up in the table once:
+//!
+//! ```text
+//!   planned a..=b ──write files──► files written ──fenced append──► committed
+//!        ▲                               │ crash: files are orphans,    │
+//!        │                               │ never referenced             │
+//!        └─ restart: walk the snapshot ancestry of `main` for this ─────┘
+//!           pipeline's newest commit; resume at its last offset + 1
+//! ```
+//!
+//! What is stored where:
+//! - Each commit is one fast append whose snapshot summary holds
+//!   `pipe.pipeline`, `pipe.commit-id`, `pipe.offset-first`, `pipe.offset-last`.
+//!   The commit id is derived from (pipeline, sink, first, last), so a replay of
+//!   the same range has the same id.
+//! - [`last_committed`] walks `main`'s ancestry (not just the current snapshot:
+//!   other writers and other pipelines may have committed since).
+//!
+//! The fence: iceberg-rust's `Transaction::commit` reloads the table and
+//! re-applies an append on top of whatever was committed meanwhile ("silent
+//! rebase"), so two writers that planned the same range would both succeed.
+//! [`FencedCatalog`] wraps the catalog and refuses, with a non-retryable
+//! conflict, any `update_table` when `main` is no longer the snapshot the
+//! commit was planned against. The SQL catalog then checks the append's own
+//! `main` requirement and swaps the metadata location atomically, so nothing
+//! lands between the fence's check and the swap.
+//!
+//! After any failure whose outcome is unknown (timeout, lost response,
+//! conflict) [`commit_range`] reloads the table and looks for its own commit
+//! id before retrying; if the range was committed (by us or a twin), it reports
+//! [`CommitOutcome::AlreadyCommitted`] and the caller drops its files.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use iceberg::spec::DataFile;
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::{Catalog, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent};
+use tracing::{info, warn};
+
+use crate::{Error, Result};
+
+/// Snapshot summary key: the pipeline that made the commit.
+pub const PROP_PIPELINE: &str = "pipe.pipeline";
+/// Snapshot summary key: the deterministic commit id.
+pub const PROP_COMMIT_ID: &str = "pipe.commit-id";
+/// Snapshot summary key: first buffer offset the commit covers.
+pub const PROP_OFFSET_FIRST: &str = "pipe.offset-first";
+/// Snapshot summary key: last buffer offset the commit covers.
+pub const PROP_OFFSET_LAST: &str = "pipe.offset-last";
+
+/// A contiguous range of buffer offsets, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// The deterministic id of a commit.
+pub fn commit_id(pipeline: &str, sink: &str, range: OffsetRange) -> String {
+    format!("{pipeline}/{sink}/{}-{}", range.first, range.last)
+}
+
+/// A pipeline's newest commit found in a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub commit_id: String,
+    pub range: OffsetRange,
+    pub snapshot_id: i64,
+}
+
+/// Walks `main`'s ancestry from the current snapshot and returns the newest
+/// commit made by `pipeline`, if any.
+pub fn last_committed(table: &Table, pipeline: &str) -> Result<Option<Committed>> {
+    let metadata = table.metadata();
+    let mut next = metadata.current_snapshot_id();
+    while let Some(id) = next {
+        let Some(snapshot) = metadata.snapshot_by_id(id) else {
+            // Expired beyond this point: nothing older is known.
+            break;
+        };
+        let props = &snapshot.summary().additional_properties;
+        if props.get(PROP_PIPELINE).map(String::as_str) == Some(pipeline) {
+            let offset = |key: &str| -> Result<u64> {
+                props
+                    .get(key)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| Error::Corrupt(format!(
+                        "snapshot {id} of `{}` names pipeline `{pipeline}` but has no valid `{key}`",
+                        table.identifier()
+                    )))
+            };
+            return Ok(Some(Committed {
+                commit_id: props.get(PROP_COMMIT_ID).cloned().unwrap_or_default(),
+                range: OffsetRange {
+                    first: offset(PROP_OFFSET_FIRST)?,
+                    last: offset(PROP_OFFSET_LAST)?,
+                },
+                snapshot_id: id,
+            }));
+        }
+        next = snapshot.parent_snapshot_id();
+    }
+    Ok(None)
+}
+
+/// What [`commit_range`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Our append is now `main`'s snapshot `snapshot_id` (or in its ancestry).
+    Committed { snapshot_id: i64 },
+    /// The range (or a later one) was already committed by this pipeline; the
+    /// files written for it must not be referenced again.
+    AlreadyCommitted,
+}
+
+/// Tunables of the commit retry loop.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 8,
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Commits `files` for `range` of `pipeline` into table `ident`, exactly once.
+///
+/// `files` may be empty: the snapshot then only records that the range was
+/// processed (a WHERE clause kept none of its rows).
+pub async fn commit_range(
+    catalog: &Arc<dyn Catalog>,
+    ident: &TableIdent,
+    pipeline: &str,
+    sink: &str,
+    range: OffsetRange,
+    files: &[DataFile],
+    retry: &RetryPolicy,
+) -> Result<CommitOutcome> {
+    let id = commit_id(pipeline, sink, range);
+    let mut backoff = retry.first_backoff;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let table = load(catalog, ident).await?;
+        // Resolve what is already in the table before (re)trying.
+        match last_committed(&table, pipeline)? {
+            Some(c) if c.commit_id == id => {
+                return Ok(CommitOutcome::Committed {
+                    snapshot_id: c.snapshot_id,
+                })
+            }
+            Some(c) if c.range.last >= range.first => {
+                if c.range.last >= range.last {
+                    warn!(pipeline, commit_id = %id, found = %c.commit_id, "range already committed; dropping this attempt's files");
+                    return Ok(CommitOutcome::AlreadyCommitted);
+                }
+                return Err(Error::Corrupt(format!(
+                    "pipeline `{pipeline}` is committing offsets {}..={} but `{ident}` already holds {}..={} (commit `{}`): overlapping ranges",
+                    range.first, range.last, c.range.first, c.range.last, c.commit_id
+                )));
+            }
+            _ => {}
+        }
+        let expected = table.metadata().current_snapshot_id();
+        let props = HashMap::from([
+            (PROP_PIPELINE.to_string(), pipeline.to_string()),
+            (PROP_COMMIT_ID.to_string(), id.clone()),
+            (PROP_OFFSET_FIRST.to_string(), range.first.to_string()),
+            (PROP_OFFSET_LAST.to_string(), range.last.to_string()),
+        ]);
+        let tx = Transaction::new(&table);
+        let append = tx
+            .fast_append()
+            .with_check_duplicate(false)
+            .add_data_files(files.iter().cloned())
+            .set_snapshot_properties(props);
+        let tx = append.apply(tx).map_err(|e| Error::Catalog {
+            action: format!("preparing commit `{id}`"),
+            source: e,
+        })?;
+        let fenced = FencedCatalog {
+            inner: catalog.clone(),
+            expected,
+        };
+        match tx.commit(&fenced).await {
+            Ok(table) => {
+                let snapshot_id = table.metadata().current_snapshot_id().unwrap_or_default();
+                info!(pipeline, commit_id = %id, files = files.len(), snapshot_id, "committed");
+                return Ok(CommitOutcome::Committed { snapshot_id });
+            }
+            Err(e) if attempt < retry.attempts => {
+                // Unknown outcome or a conflict: the next turn re-reads the
+                // table and looks for our id before trying again.
+                warn!(pipeline, commit_id = %id, attempt, error = %e, "commit failed; re-checking the table");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(retry.max_backoff);
+            }
+            Err(e) => {
+                return Err(Error::Catalog {
+                    action: format!("committing `{id}` after {attempt} attempts"),
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+async fn load(catalog: &Arc<dyn Catalog>, ident: &TableIdent) -> Result<Table> {
+    catalog.load_table(ident).await.map_err(|e| Error::Catalog {
+        action: format!("loading table `{ident}`"),
+        source: e,
+    })
+}
+
+/// A catalog that refuses a table update unless `main` still points at the
+/// snapshot the update was planned against. Everything else is delegated.
+#[derive(Debug)]
+pub struct FencedCatalog {
+    pub inner: Arc<dyn Catalog>,
+    /// `main`'s snapshot when the commit was planned (`None`: empty table).
+    pub expected: Option<i64>,
+}
+
+#[async_trait]
+impl Catalog for FencedCatalog {
+    async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
+        let current = self.inner.load_table(commit.identifier()).await?;
+        let now = current.metadata().current_snapshot_id();
+        if now != self.expected {
+            return Err(iceberg::Error::new(
+                iceberg::ErrorKind::CatalogCommitConflicts,
+                format!(
+                    "fence: `{}` moved from snapshot {:?} to {:?} since the commit was planned",
+                    commit.identifier(),
+                    self.expected,
+                    now
+                ),
+            )
+            .with_retryable(false));
+        }
+        self.inner.update_table(commit).await
+    }
+
+    async fn list_namespaces(
+        &self,
+        parent: Option<&NamespaceIdent>,
+    ) -> iceberg::Result<Vec<NamespaceIdent>> {
+        self.inner.list_namespaces(parent).await
+    }
+    async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> iceberg::Result<Namespace> {
+        self.inner.create_namespace(namespace, properties).await
+    }
+    async fn get_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<Namespace> {
+        self.inner.get_namespace(namespace).await
+    }
+    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> iceberg::Result<bool> {
+        self.inner.namespace_exists(namespace).await
+    }
+    async fn update_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> iceberg::Result<()> {
+        self.inner.update_namespace(namespace, properties).await
+    }
+    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<()> {
+        self.inner.drop_namespace(namespace).await
+    }
+    async fn list_tables(&self, namespace: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {
+        self.inner.list_tables(namespace).await
+    }
+    async fn create_table(
+        &self,
+        namespace: &NamespaceIdent,
+        creation: TableCreation,
+    ) -> iceberg::Result<Table> {
+        self.inner.create_table(namespace, creation).await
+    }
+    async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
+        self.inner.load_table(table).await
+    }
+    async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+        self.inner.drop_table(table).await
+    }
+    async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+        self.inner.purge_table(table).await
+    }
+    async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
+        self.inner.table_exists(table).await
+    }
+    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
+        self.inner.rename_table(src, dest).await
+    }
+    async fn register_table(
+        &self,
+        table: &TableIdent,
+        metadata_location: String,
+    ) -> iceberg::Result<Table> {
+        self.inner.register_table(table, metadata_location).await
+    }
+}

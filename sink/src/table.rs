@@ -1,0 +1,430 @@
+//! An Iceberg table sink: creates the table from the pipeline's output
+//! schema, writes batches into Parquet data files, and commits them through
+//! the [`commit`](crate::commit) protocol.
+//!
+//! Tables are partitioned by `day(__ingest_ts)`. Data files are Parquet with
+//! zstd (level 1) by default and row groups of at most 128k rows, a layout
+//! that keeps DataFusion scans close to DuckDB's speed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, ArrayRef};
+use arrow::datatypes::{DataType, Schema as ArrowSchema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use iceberg::arrow::{
+    arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema, RecordBatchPartitionSplitter,
+};
+use iceberg::spec::{DataFile, DataFileFormat, Transform, UnboundPartitionSpec};
+use iceberg::table::Table;
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
+use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::commit::{self, CommitOutcome, OffsetRange, RetryPolicy};
+use crate::{Error, Result};
+
+/// The column every table gets, and is partitioned on by day.
+pub const INGEST_TS_COLUMN: &str = "__ingest_ts";
+
+/// Parquet compression codecs a sink may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    #[default]
+    Zstd,
+    Snappy,
+    Gzip,
+    Lz4,
+    None,
+}
+
+impl Codec {
+    fn parquet(self) -> Compression {
+        match self {
+            Codec::Zstd => {
+                Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a valid zstd level"))
+            }
+            Codec::Snappy => Compression::SNAPPY,
+            Codec::Gzip => Compression::GZIP(GzipLevel::default()),
+            Codec::Lz4 => Compression::LZ4_RAW,
+            Codec::None => Compression::UNCOMPRESSED,
+        }
+    }
+}
+
+/// How data files are written.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub codec: Codec,
+    /// Largest row group, in rows.
+    pub row_group_rows: usize,
+    /// A data file is closed and another started past this size.
+    pub target_file_bytes: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            codec: Codec::Zstd,
+            row_group_rows: 128 * 1024,
+            target_file_bytes: 512 << 20,
+        }
+    }
+}
+
+type FileWriter = FanoutWriter<
+    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>,
+>;
+
+/// One pipeline's writer into one Iceberg table.
+pub struct TableSink {
+    catalog: Arc<dyn Catalog>,
+    ident: TableIdent,
+    pipeline: String,
+    sink: String,
+    options: WriteOptions,
+    retry: RetryPolicy,
+    table: Table,
+    arrow_schema: SchemaRef,
+    splitter: RecordBatchPartitionSplitter,
+    open: Option<FileWriter>,
+    pending_rows: usize,
+}
+
+impl std::fmt::Debug for TableSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableSink")
+            .field("table", &self.ident)
+            .field("pipeline", &self.pipeline)
+            .field("pending_rows", &self.pending_rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableSink {
+    /// Opens (creating if needed) the table `namespace.name` for rows of
+    /// `output` schema, written by `pipeline` through sink `sink`.
+    ///
+    /// An existing table must have every output column with a type the
+    /// output casts to; otherwise this fails before any data flows.
+    pub async fn open(
+        catalog: Arc<dyn Catalog>,
+        namespace: &str,
+        name: &str,
+        pipeline: &str,
+        sink: &str,
+        output: &SchemaRef,
+        options: WriteOptions,
+    ) -> Result<TableSink> {
+        let ns = NamespaceIdent::from_strs(namespace.split('.'))
+            .map_err(|e| Error::Config(format!("namespace `{namespace}`: {e}")))?;
+        let ident = TableIdent::new(ns.clone(), name.to_string());
+        let catalog_err = |action: String| move |e| Error::Catalog { action, source: e };
+        if !catalog
+            .namespace_exists(&ns)
+            .await
+            .map_err(catalog_err(format!("looking up namespace `{namespace}`")))?
+        {
+            catalog
+                .create_namespace(&ns, HashMap::new())
+                .await
+                .map_err(catalog_err(format!("creating namespace `{namespace}`")))?;
+        }
+        let table = if catalog
+            .table_exists(&ident)
+            .await
+            .map_err(catalog_err(format!("looking up table `{ident}`")))?
+        {
+            catalog
+                .load_table(&ident)
+                .await
+                .map_err(catalog_err(format!("loading table `{ident}`")))?
+        } else {
+            let creation = table_creation(name, output, &options)?;
+            let table = catalog
+                .create_table(&ns, creation)
+                .await
+                .map_err(catalog_err(format!("creating table `{ident}`")))?;
+            info!(table = %ident, pipeline, "created table");
+            table
+        };
+        let arrow_schema = Arc::new(
+            schema_to_arrow_schema(table.metadata().current_schema())
+                .map_err(catalog_err(format!("reading the schema of `{ident}`")))?,
+        );
+        check_compatible(&ident, output, &arrow_schema)?;
+        let splitter = splitter(&table)?;
+        Ok(TableSink {
+            catalog,
+            ident,
+            pipeline: pipeline.to_string(),
+            sink: sink.to_string(),
+            options,
+            retry: RetryPolicy::default(),
+            table,
+            arrow_schema,
+            splitter,
+            open: None,
+            pending_rows: 0,
+        })
+    }
+
+    /// The table this sink writes.
+    pub fn ident(&self) -> &TableIdent {
+        &self.ident
+    }
+
+    /// The newest commit of this pipeline found in the table.
+    pub async fn last_committed(&mut self) -> Result<Option<commit::Committed>> {
+        self.refresh().await?;
+        commit::last_committed(&self.table, &self.pipeline)
+    }
+
+    /// Rows written since the last commit.
+    pub fn pending_rows(&self) -> usize {
+        self.pending_rows
+    }
+
+    /// Writes a batch of the pipeline's output into the open data files.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = conform(batch, &self.arrow_schema)?;
+        if self.open.is_none() {
+            self.open = Some(self.new_writer()?);
+        }
+        let writer = self.open.as_mut().expect("opened above");
+        let parts = self.splitter.split(&batch).map_err(|e| Error::Catalog {
+            action: format!("partitioning rows for `{}`", self.ident),
+            source: e,
+        })?;
+        for (key, part) in parts {
+            writer.write(key, part).await.map_err(|e| Error::Catalog {
+                action: format!("writing data files of `{}`", self.ident),
+                source: e,
+            })?;
+        }
+        self.pending_rows += batch.num_rows();
+        Ok(())
+    }
+
+    /// Closes the open data files and returns them, ready to commit.
+    pub async fn close_files(&mut self) -> Result<Vec<DataFile>> {
+        let files = match self.open.take() {
+            Some(writer) => writer.close().await.map_err(|e| Error::Catalog {
+                action: format!("closing data files of `{}`", self.ident),
+                source: e,
+            })?,
+            None => Vec::new(),
+        };
+        self.pending_rows = 0;
+        Ok(files)
+    }
+
+    /// Commits `files` as covering buffer offsets `range`, exactly once.
+    pub async fn commit(
+        &mut self,
+        range: OffsetRange,
+        files: &[DataFile],
+    ) -> Result<CommitOutcome> {
+        let outcome = commit::commit_range(
+            &self.catalog,
+            &self.ident,
+            &self.pipeline,
+            &self.sink,
+            range,
+            files,
+            &self.retry,
+        )
+        .await?;
+        self.refresh().await?;
+        Ok(outcome)
+    }
+
+    async fn refresh(&mut self) -> Result<()> {
+        self.table = self
+            .catalog
+            .load_table(&self.ident)
+            .await
+            .map_err(|e| Error::Catalog {
+                action: format!("loading table `{}`", self.ident),
+                source: e,
+            })?;
+        Ok(())
+    }
+
+    fn new_writer(&self) -> Result<FileWriter> {
+        let metadata = self.table.metadata();
+        let props = WriterProperties::builder()
+            .set_compression(self.options.codec.parquet())
+            .set_max_row_group_row_count(Some(self.options.row_group_rows.max(1)))
+            .build();
+        let parquet = ParquetWriterBuilder::new(props, metadata.current_schema().clone());
+        let location = DefaultLocationGenerator::new(metadata).map_err(|e| Error::Catalog {
+            action: format!("locating data files of `{}`", self.ident),
+            source: e,
+        })?;
+        let names = DefaultFileNameGenerator::new(
+            format!("{}-{}", self.pipeline, uuid::Uuid::new_v4()),
+            None,
+            DataFileFormat::Parquet,
+        );
+        let rolling = RollingFileWriterBuilder::new(
+            parquet,
+            self.options.target_file_bytes,
+            self.table.file_io().clone(),
+            location,
+            names,
+        );
+        Ok(FanoutWriter::new(DataFileWriterBuilder::new(rolling)))
+    }
+}
+
+fn table_creation(name: &str, output: &SchemaRef, options: &WriteOptions) -> Result<TableCreation> {
+    if output.field_with_name(INGEST_TS_COLUMN).is_err() {
+        return Err(Error::Schema(format!(
+            "the pipeline output has no `{INGEST_TS_COLUMN}` column to partition by"
+        )));
+    }
+    // Arrow fields carry no Iceberg ids yet: strip any and assign fresh ones.
+    let plain = ArrowSchema::new(
+        output
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_metadata(HashMap::new()))
+            .collect::<Vec<_>>(),
+    );
+    let schema = arrow_schema_to_schema_auto_assign_ids(&plain)
+        .map_err(|e| Error::Schema(format!("mapping the pipeline output to Iceberg types: {e}")))?;
+    let source_id = schema
+        .field_by_name(INGEST_TS_COLUMN)
+        .map(|f| f.id)
+        .expect("checked above");
+    let spec = UnboundPartitionSpec::builder()
+        .add_partition_field(source_id, format!("{INGEST_TS_COLUMN}_day"), Transform::Day)
+        .map_err(|e| Error::Schema(format!("partitioning by day({INGEST_TS_COLUMN}): {e}")))?
+        .build();
+    let codec = match options.codec {
+        Codec::Zstd => "zstd",
+        Codec::Snappy => "snappy",
+        Codec::Gzip => "gzip",
+        Codec::Lz4 => "lz4",
+        Codec::None => "uncompressed",
+    };
+    Ok(TableCreation::builder()
+        .name(name.to_string())
+        .schema(schema)
+        .partition_spec(spec)
+        .properties([
+            (
+                "write.parquet.compression-codec".to_string(),
+                codec.to_string(),
+            ),
+            ("write.format.default".to_string(), "parquet".to_string()),
+        ])
+        .build())
+}
+
+fn splitter(table: &Table) -> Result<RecordBatchPartitionSplitter> {
+    let metadata = table.metadata();
+    RecordBatchPartitionSplitter::try_new_with_computed_values(
+        metadata.current_schema().clone(),
+        metadata.default_partition_spec().clone(),
+    )
+    .map_err(|e| Error::Catalog {
+        action: format!("partitioning `{}`", table.identifier()),
+        source: e,
+    })
+}
+
+/// Every output column must exist in the table with a castable type.
+fn check_compatible(ident: &TableIdent, output: &SchemaRef, table: &SchemaRef) -> Result<()> {
+    for field in output.fields() {
+        match table.field_with_name(field.name()) {
+            Err(_) => {
+                return Err(Error::Schema(format!(
+                    "table `{ident}` has no column `{}` (columns: {})",
+                    field.name(),
+                    table
+                        .fields()
+                        .iter()
+                        .map(|f| format!("`{}`", f.name()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+            Ok(t) if !fits(field.data_type(), t.data_type()) => {
+                return Err(Error::Schema(format!(
+                    "column `{}` of table `{ident}` is {}, the pipeline produces {}",
+                    field.name(),
+                    t.data_type(),
+                    field.data_type()
+                )))
+            }
+            Ok(_) => {}
+        }
+    }
+    for t in table.fields() {
+        if !t.is_nullable() && output.field_with_name(t.name()).is_err() {
+            return Err(Error::Schema(format!(
+                "required column `{}` of table `{ident}` is not produced by the pipeline",
+                t.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether values of `from` go into a column of `to` without loss: the same
+/// type (field names and ids aside), or a widening Iceberg allows.
+fn fits(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    from.equals_datatype(to)
+        || matches!(
+            (from, to),
+            (Int8 | Int16 | Int32, Int32 | Int64)
+                | (Int64, Int64)
+                | (UInt8 | UInt16, Int32 | Int64)
+                | (UInt32, Int64)
+                | (Float32, Float64)
+                | (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8)
+                | (Binary | LargeBinary | BinaryView, Binary | LargeBinary)
+                | (Timestamp(_, _), Timestamp(_, _))
+        )
+}
+
+/// Reshapes a batch to the table's Arrow schema: columns by name, cast to
+/// the table's types, nulls for optional columns the batch lacks.
+fn conform(batch: &RecordBatch, table: &SchemaRef) -> Result<RecordBatch> {
+    let columns = table
+        .fields()
+        .iter()
+        .map(|f| -> Result<ArrayRef> {
+            match batch.column_by_name(f.name()) {
+                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                Some(c) => arrow::compute::cast(c, f.data_type()).map_err(|e| {
+                    Error::Schema(format!(
+                        "casting column `{}` to {}: {e}",
+                        f.name(),
+                        f.data_type()
+                    ))
+                }),
+                None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(table.clone(), columns)
+        .map_err(|e| Error::Schema(format!("rows do not fit the table: {e}")))
+}

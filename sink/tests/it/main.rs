@@ -1,0 +1,236 @@
+//! Integration tests of the Iceberg sink on a local warehouse.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use pipe_sink::{
+    open_catalog, CatalogKind, CatalogSettings, CommitOutcome, OffsetRange, TableSink, Warehouse,
+    WriteOptions,
+};
+
+fn settings(dir: &std::path::Path) -> CatalogSettings {
+    CatalogSettings {
+        name: "pipe".into(),
+        kind: CatalogKind::Sql {
+            uri: format!("sqlite:{}/catalog.db?mode=rwc", dir.display()),
+        },
+        warehouse: Warehouse {
+            location: format!("file://{}/warehouse", dir.display()),
+            s3: Default::default(),
+        },
+    }
+}
+
+fn output() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new(
+            "__ingest_ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            false,
+        ),
+    ]))
+}
+
+fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
+    let n = ids.clone().count();
+    RecordBatch::try_new(
+        output(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids.clone())),
+            Arc::new(StringArray::from_iter_values(ids.map(|i| format!("n{i}")))),
+            // Two days, so two partitions.
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    (0..n as i64).map(|i| 1_700_000_000_000_000 + (i % 2) * 86_400_000_000),
+                )
+                .with_timezone("+00:00"),
+            ),
+        ],
+    )
+    .unwrap()
+}
+
+async fn open(dir: &std::path::Path, pipeline: &str) -> TableSink {
+    let catalog = open_catalog(&settings(dir)).await.unwrap();
+    TableSink::open(
+        catalog,
+        "default",
+        "events",
+        pipeline,
+        "sink",
+        &output(),
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn row_count(sink: &TableSink, dir: &std::path::Path) -> u64 {
+    let catalog = open_catalog(&settings(dir)).await.unwrap();
+    let table = catalog.load_table(sink.ident()).await.unwrap();
+    table
+        .metadata()
+        .current_snapshot()
+        .and_then(|s| {
+            s.summary()
+                .additional_properties
+                .get("total-records")
+                .cloned()
+        })
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn write_commit_and_recover_the_last_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open(dir.path(), "p").await;
+    assert_eq!(sink.last_committed().await.unwrap(), None);
+    sink.write(&rows(0..10)).await.unwrap();
+    let files = sink.close_files().await.unwrap();
+    assert_eq!(files.len(), 2, "one file per day partition");
+    let range = OffsetRange { first: 0, last: 3 };
+    assert!(matches!(
+        sink.commit(range, &files).await.unwrap(),
+        CommitOutcome::Committed { .. }
+    ));
+    // A replay of the same range (lost response, restart) is recognised.
+    assert!(matches!(
+        sink.commit(range, &files).await.unwrap(),
+        CommitOutcome::Committed { .. }
+    ));
+    assert_eq!(row_count(&sink, dir.path()).await, 10);
+
+    // An empty range commit (all rows filtered) still records the offsets.
+    sink.commit(OffsetRange { first: 4, last: 4 }, &[])
+        .await
+        .unwrap();
+    let mut reopened = open(dir.path(), "p").await;
+    let last = reopened.last_committed().await.unwrap().unwrap();
+    assert_eq!(last.range, OffsetRange { first: 4, last: 4 });
+    assert_eq!(row_count(&reopened, dir.path()).await, 10);
+}
+
+#[tokio::test]
+async fn a_stale_twin_cannot_commit_the_same_range_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = open(dir.path(), "p").await;
+    let mut b = open(dir.path(), "p").await;
+    a.write(&rows(0..5)).await.unwrap();
+    b.write(&rows(0..5)).await.unwrap();
+    let fa = a.close_files().await.unwrap();
+    let fb = b.close_files().await.unwrap();
+    let range = OffsetRange { first: 0, last: 0 };
+    let first = a.commit(range, &fa).await.unwrap();
+    // b planned the same range: it must find a's commit, not append again.
+    assert_eq!(b.commit(range, &fb).await.unwrap(), first);
+    assert_eq!(row_count(&a, dir.path()).await, 5);
+    // A twin that is behind (its range ends inside a newer commit) drops its files.
+    let mut c = open(dir.path(), "p").await;
+    a.commit(OffsetRange { first: 1, last: 4 }, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.commit(OffsetRange { first: 1, last: 2 }, &[])
+            .await
+            .unwrap(),
+        CommitOutcome::AlreadyCommitted
+    );
+}
+
+#[tokio::test]
+async fn the_fence_refuses_what_iceberg_would_silently_rebase() {
+    use iceberg::transaction::{ApplyTransactionAction, Transaction};
+    use pipe_sink::commit::FencedCatalog;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = open(dir.path(), "p").await;
+    let catalog = open_catalog(&settings(dir.path())).await.unwrap();
+    let stale = catalog.load_table(a.ident()).await.unwrap();
+    a.write(&rows(0..2)).await.unwrap();
+    let files = a.close_files().await.unwrap();
+    a.commit(OffsetRange { first: 0, last: 0 }, &files)
+        .await
+        .unwrap();
+
+    let append = |table: &iceberg::table::Table| {
+        let tx = Transaction::new(table);
+        tx.fast_append()
+            .with_check_duplicate(false)
+            .add_data_files(files.clone())
+            .apply(tx)
+            .unwrap()
+    };
+    // Through the fence, a transaction planned on the stale view is refused.
+    let fenced = FencedCatalog {
+        inner: catalog.clone(),
+        expected: stale.metadata().current_snapshot_id(),
+    };
+    let err = append(&stale).commit(&fenced).await.unwrap_err();
+    assert!(err.to_string().contains("fence"), "{err}");
+    assert_eq!(row_count(&a, dir.path()).await, 2);
+    // Without it, iceberg-rust rebases the stale append and duplicates rows.
+    append(&stale).commit(catalog.as_ref()).await.unwrap();
+    assert_eq!(
+        row_count(&a, dir.path()).await,
+        4,
+        "the trap the fence exists for"
+    );
+}
+
+#[tokio::test]
+async fn two_pipelines_share_a_table_and_keep_their_own_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = open(dir.path(), "a").await;
+    let mut b = open(dir.path(), "b").await;
+    for (at, use_a) in [(0u64, true), (1, false), (2, true)] {
+        let sink = if use_a { &mut a } else { &mut b };
+        sink.write(&rows(0..3)).await.unwrap();
+        let files = sink.close_files().await.unwrap();
+        sink.commit(
+            OffsetRange {
+                first: at,
+                last: at,
+            },
+            &files,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(a.last_committed().await.unwrap().unwrap().range.last, 2);
+    // b's commit is in main's ancestry behind a's newer one.
+    assert_eq!(b.last_committed().await.unwrap().unwrap().range.last, 1);
+    assert_eq!(row_count(&a, dir.path()).await, 9);
+}
+
+#[tokio::test]
+async fn an_incompatible_existing_table_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = open(dir.path(), "p").await;
+    let catalog = open_catalog(&settings(dir.path())).await.unwrap();
+    let other = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new(
+            "__ingest_ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            false,
+        ),
+    ]));
+    let err = TableSink::open(
+        catalog,
+        "default",
+        "events",
+        "p",
+        "sink",
+        &other,
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("column `id`"), "{err}");
+}
