@@ -1,1 +1,144 @@
-//! placeholder
+//! SQL over `pipe`'s Iceberg tables.
+//!
+//! [`QueryEngine`] is a DataFusion session whose default catalog is the
+//! Iceberg catalog the sinks write to, so `SELECT … FROM default.ecommerce`
+//! reads the table `ecommerce` in namespace `default`. `SHOW TABLES` and
+//! `information_schema` work as in DataFusion. [`render`] prints results as
+//! a table, JSON (an array of row objects) or CSV.
+//!
+//! ```no_run
+//! # async fn demo(catalog: std::sync::Arc<dyn iceberg::Catalog>) -> pipe_query::Result<()> {
+//! use pipe_query::{render, OutputFormat, QueryEngine};
+//! let engine = QueryEngine::new(catalog).await?;
+//! let batches = engine.sql("SELECT count(*) FROM default.ecommerce").await?;
+//! println!("{}", render(&batches, OutputFormat::Table)?);
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use iceberg::Catalog;
+use iceberg_datafusion::IcebergCatalogProvider;
+pub use pipe_sink::ErrorKind;
+
+/// The name the Iceberg catalog has inside DataFusion.
+pub const CATALOG_NAME: &str = "pipe";
+
+/// Errors of the query crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The statement is not valid SQL, or names what does not exist.
+    #[error("{0}")]
+    Sql(String),
+    /// Reading the catalog or the data failed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Results could not be rendered.
+    #[error("rendering results: {0}")]
+    Render(String),
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Sql(_) => ErrorKind::InvalidInput,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Render(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A SQL session over the catalog's tables.
+pub struct QueryEngine {
+    ctx: SessionContext,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine").finish_non_exhaustive()
+    }
+}
+
+impl QueryEngine {
+    /// A session over every table in `catalog` as it is now.
+    pub async fn new(catalog: Arc<dyn Catalog>) -> Result<QueryEngine> {
+        let provider = IcebergCatalogProvider::try_new(catalog)
+            .await
+            .map_err(|e| Error::Unavailable(format!("listing the catalog's tables: {e}")))?;
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG_NAME, "default")
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_catalog(CATALOG_NAME, Arc::new(provider));
+        Ok(QueryEngine { ctx })
+    }
+
+    /// Runs one statement and collects its result.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let df = self.ctx.sql(sql).await.map_err(classify)?;
+        df.collect().await.map_err(classify)
+    }
+}
+
+fn classify(e: datafusion::error::DataFusionError) -> Error {
+    use datafusion::error::DataFusionError as E;
+    match e.find_root() {
+        E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => {
+            Error::Sql(e.to_string())
+        }
+        _ => Error::Unavailable(e.to_string()),
+    }
+}
+
+/// How [`render`] prints results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// A bordered text table.
+    #[default]
+    Table,
+    /// A JSON array of row objects.
+    Json,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// Renders query results.
+pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
+    let render_err = |e: arrow::error::ArrowError| Error::Render(e.to_string());
+    match format {
+        OutputFormat::Table => Ok(arrow::util::pretty::pretty_format_batches(batches)
+            .map_err(render_err)?
+            .to_string()),
+        OutputFormat::Json => {
+            let mut w = arrow::json::ArrayWriter::new(Vec::new());
+            for b in batches {
+                w.write(b).map_err(render_err)?;
+            }
+            w.finish().map_err(render_err)?;
+            let mut out =
+                String::from_utf8(w.into_inner()).map_err(|e| Error::Render(e.to_string()))?;
+            if out.is_empty() {
+                out.push_str("[]");
+            }
+            Ok(out)
+        }
+        OutputFormat::Csv => {
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
+                for b in batches {
+                    w.write(b).map_err(render_err)?;
+                }
+            }
+            String::from_utf8(buf).map_err(|e| Error::Render(e.to_string()))
+        }
+    }
+}

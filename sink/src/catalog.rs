@@ -83,10 +83,27 @@ impl CatalogSettings {
     }
 }
 
+/// The file of a `sqlite:` catalog URI.
+pub fn sqlite_path(uri: &str) -> Option<std::path::PathBuf> {
+    let rest = uri.strip_prefix("sqlite:")?.trim_start_matches("//");
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    (!path.is_empty() && path != ":memory:").then(|| path.into())
+}
+
 /// Opens the catalog described by `settings`.
 pub async fn open_catalog(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>> {
     match &settings.kind {
         CatalogKind::Sql { uri } => {
+            if let Some(path) = sqlite_path(uri) {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        Error::Config(format!(
+                            "creating the catalog folder `{}`: {e}",
+                            parent.display()
+                        ))
+                    })?;
+                }
+            }
             let mut props = settings.storage_props();
             props.insert("uri".into(), uri.clone());
             props.insert("warehouse".into(), settings.warehouse.location.clone());

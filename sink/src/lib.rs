@@ -30,6 +30,7 @@ pub mod table;
 
 pub use catalog::{open_catalog, CatalogKind, CatalogSettings, S3Options, Warehouse};
 pub use commit::{CommitOutcome, Committed, OffsetRange};
+pub use iceberg::spec::DataFile;
 pub use pipe_schemas::ErrorKind;
 pub use table::{Codec, TableSink, WriteOptions};
 

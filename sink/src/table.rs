@@ -233,6 +233,13 @@ impl TableSink {
         Ok(files)
     }
 
+    /// Drops the open data files without committing them (they stay as
+    /// unreferenced orphans), e.g. to re-read a range after a failure.
+    pub fn abort(&mut self) {
+        self.open = None;
+        self.pending_rows = 0;
+    }
+
     /// Commits `files` as covering buffer offsets `range`, exactly once.
     pub async fn commit(
         &mut self,

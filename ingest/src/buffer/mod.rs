@@ -151,6 +151,14 @@ impl Buffer {
         *self.durable_next.borrow()
     }
 
+    /// The oldest offset still in the buffer (the next offset when empty).
+    pub fn first_offset(&self) -> u64 {
+        list_segments(&self.dir)
+            .ok()
+            .and_then(|s| s.first().copied())
+            .unwrap_or_else(|| self.next_offset())
+    }
+
     /// Starts the writer on the blocking pool. It runs until every
     /// [`Appender`] is dropped, then finishes what is queued and returns.
     pub fn start_writer(&mut self) -> (Appender, tokio::task::JoinHandle<Result<()>>) {

@@ -1,0 +1,186 @@
+//! The command line: `pipe serve`, `pipe query`, `pipe flush`.
+//!
+//! Flags may also come from `PIPE_*` environment variables (`PIPE_CONFIG`,
+//! `PIPE_LISTEN`, `PIPE_DATA_DIR`, `PIPE_SERVER`); a flag on the command line
+//! wins over the variable, which wins over the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pipe_query::{render, OutputFormat, QueryEngine};
+
+use crate::config::{Config, Overrides};
+use crate::{Error, ErrorKind, Result};
+
+/// Self-hosted streaming ingestion into Iceberg tables.
+#[derive(Debug, Parser)]
+#[command(name = "pipe", version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (`info`, `pipe=debug`, …); also `RUST_LOG`.
+    #[arg(long, global = true, env = "PIPE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: streams, buffers, pipelines and sinks of a definitions file.
+    Serve {
+        /// The definitions file.
+        #[arg(long, short, env = "PIPE_CONFIG")]
+        config: PathBuf,
+        /// Address to listen on (default 127.0.0.1:8080, or the file's `listen`).
+        #[arg(long, env = "PIPE_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Folder for the buffer and the default warehouse and catalog.
+        #[arg(long, env = "PIPE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run SQL over the tables of a definitions file's catalog.
+    Query {
+        /// The definitions file.
+        #[arg(long, short, env = "PIPE_CONFIG")]
+        config: PathBuf,
+        /// Folder for the default warehouse and catalog.
+        #[arg(long, env = "PIPE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The statement, e.g. `SELECT * FROM default.ecommerce LIMIT 10`.
+        sql: String,
+    },
+    /// Ask a running server to roll and commit a pipeline now.
+    Flush {
+        /// The server's address.
+        #[arg(long, env = "PIPE_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// The pipeline.
+        pipeline: String,
+    },
+}
+
+/// Output formats of `pipe query`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// Runs a parsed command line.
+pub fn run(args: Args) -> Result<()> {
+    init_logging(&args.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("starting the runtime: {e}")))?;
+    runtime.block_on(async move {
+        match args.command {
+            Command::Serve {
+                config,
+                listen,
+                data_dir,
+            } => {
+                let config = Config::load(&config, &Overrides { listen, data_dir })?;
+                crate::server::serve(config, shutdown_signal()).await
+            }
+            Command::Query {
+                config,
+                data_dir,
+                format,
+                sql,
+            } => {
+                let config = Config::load(
+                    &config,
+                    &Overrides {
+                        listen: None,
+                        data_dir,
+                    },
+                )?;
+                let pipe_sink::CatalogKind::Sql { uri } = &config.catalog.kind;
+                if let Some(path) = pipe_sink::catalog::sqlite_path(uri) {
+                    if !path.exists() {
+                        return Err(Error::Remote(
+                            format!(
+                                "no catalog at `{}` yet: `pipe serve` creates it when it starts",
+                                path.display()
+                            ),
+                            ErrorKind::NotFound,
+                        ));
+                    }
+                }
+                let catalog = pipe_sink::open_catalog(&config.catalog).await?;
+                let engine = QueryEngine::new(catalog).await?;
+                let batches = engine.sql(&sql).await?;
+                let format = match format {
+                    Format::Table => OutputFormat::Table,
+                    Format::Json => OutputFormat::Json,
+                    Format::Csv => OutputFormat::Csv,
+                };
+                println!("{}", render(&batches, format)?);
+                Ok(())
+            }
+            Command::Flush { server, pipeline } => {
+                let body = flush(&server, &pipeline).await?;
+                println!("{body}");
+                Ok(())
+            }
+        }
+    })
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
+
+/// Asks a running server to flush `pipeline`; returns its JSON report.
+async fn flush(server: &str, pipeline: &str) -> Result<String> {
+    let url = format!(
+        "{}/v1/pipelines/{pipeline}/flush",
+        server.trim_end_matches('/')
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| Error::Remote(format!("calling `{url}`: {e}"), ErrorKind::Unavailable))?;
+    let status = response.status();
+    let body = response.text().await.map_err(|e| {
+        Error::Remote(
+            format!("reading the answer of `{url}`: {e}"),
+            ErrorKind::Unavailable,
+        )
+    })?;
+    let kind = match status.as_u16() {
+        200..=299 => return Ok(body),
+        404 => ErrorKind::NotFound,
+        400..=499 => ErrorKind::InvalidInput,
+        _ => ErrorKind::Unavailable,
+    };
+    Err(Error::Remote(format!("{status}: {body}"), kind))
+}

@@ -1,0 +1,505 @@
+//! The definitions file (`pipe.toml`): streams, sinks, pipelines, and where
+//! data lives.
+//!
+//! ```toml
+//! data_dir = "data"                  # buffer, and the default warehouse + catalog
+//! listen = "127.0.0.1:8080"
+//!
+//! [warehouse]                        # default: a folder `warehouse` in data_dir
+//! location = "s3://bucket/prefix"    # or a folder path / file:// URL
+//! s3 = { endpoint = "http://127.0.0.1:4566", region = "us-east-1",
+//!        access_key_id = "…", secret_access_key = "…", path_style = true }
+//!
+//! [catalog]                          # default: SQLite file `catalog.db` in data_dir
+//! name = "pipe"
+//! uri = "sqlite:/var/lib/pipe/catalog.db"
+//!
+//! [streams.ecommerce_stream]
+//! schema_file = "schema.json"        # Pipelines field format; omit for unstructured
+//!
+//! [sinks.ecommerce_sink]
+//! namespace = "default"
+//! table = "ecommerce"
+//! roll_interval_secs = 10
+//! roll_size_mb = 64
+//! compression = "zstd"
+//!
+//! [pipelines.ecommerce]
+//! sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
+//! ```
+//!
+//! Relative paths resolve against the file's folder. Precedence, lowest
+//! first: built-in defaults < this file < `PIPE_*` environment variables <
+//! command-line flags ([`Overrides`], applied in [`Config::load`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use pipe_schemas::StreamSchema;
+use pipe_sink::{CatalogKind, CatalogSettings, Codec, S3Options, Warehouse};
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Folder for the buffer, and for the default warehouse and catalog.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Address the HTTP server listens on.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Where table files are written.
+    #[serde(default)]
+    pub warehouse: Option<WarehouseFile>,
+    /// The catalog that tracks tables.
+    #[serde(default)]
+    pub catalog: Option<CatalogFile>,
+    /// Streams by name.
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamFile>,
+    /// Sinks by name.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkFile>,
+    /// Pipelines by name.
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineFile>,
+}
+
+/// `[warehouse]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseFile {
+    /// A folder (relative to the file), a `file://` URL, or `s3://bucket/prefix`.
+    pub location: String,
+    /// S3 connection settings for `s3://` locations.
+    #[serde(default)]
+    pub s3: S3Options,
+}
+
+/// `[catalog]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFile {
+    /// Catalog name (readers such as PyIceberg must use the same).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// SQL catalog URI: `sqlite:PATH` (relative paths allowed) or `postgres://…`.
+    #[serde(default)]
+    pub uri: Option<String>,
+}
+
+/// `[streams.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamFile {
+    /// Schema file in the Pipelines field format; none: unstructured stream.
+    #[serde(default)]
+    pub schema_file: Option<PathBuf>,
+}
+
+/// `[sinks.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkFile {
+    /// Sink type; only `iceberg` for now.
+    #[serde(default = "default_sink_type", rename = "type")]
+    pub kind: String,
+    /// Iceberg namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Iceberg table name.
+    pub table: String,
+    /// Commit at least this often while data flows.
+    #[serde(default = "default_roll_interval")]
+    pub roll_interval_secs: u64,
+    /// Commit once this many MB of events have been read.
+    #[serde(default = "default_roll_size")]
+    pub roll_size_mb: u64,
+    /// Parquet compression: zstd, snappy, gzip, lz4, none.
+    #[serde(default)]
+    pub compression: Codec,
+}
+
+fn default_sink_type() -> String {
+    "iceberg".into()
+}
+fn default_namespace() -> String {
+    "default".into()
+}
+fn default_roll_interval() -> u64 {
+    300
+}
+fn default_roll_size() -> u64 {
+    128
+}
+
+/// `[pipelines.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// `INSERT INTO sink SELECT … FROM stream`.
+    pub sql: String,
+}
+
+/// Settings from outside the file: environment and flags.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A stream, resolved.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    pub name: String,
+    pub schema: Option<StreamSchema>,
+}
+
+/// A sink, resolved.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub name: String,
+    pub namespace: String,
+    pub table: String,
+    pub roll_interval: std::time::Duration,
+    pub roll_bytes: u64,
+    pub compression: Codec,
+}
+
+/// A pipeline, resolved.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub name: String,
+    pub sql: String,
+}
+
+/// The whole configuration, validated, with absolute paths.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub catalog: CatalogSettings,
+    pub streams: Vec<StreamConfig>,
+    pub sinks: Vec<SinkConfig>,
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl Config {
+    /// Reads, parses and validates the file at `path`, then applies overrides.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("reading `{}`: {e}", path.display())))?;
+        let file: ConfigFile = toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("`{}`: {e}", path.display())))?;
+        let base = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::resolve(file, &base, overrides)
+    }
+
+    /// Validates a parsed file; relative paths resolve against `base`.
+    pub fn resolve(file: ConfigFile, base: &Path, overrides: &Overrides) -> Result<Config> {
+        let err = |key: String, message: String| Error::Config(format!("`{key}`: {message}"));
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let data_dir = absolute(base, &data_dir);
+        let listen = overrides
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid address"));
+
+        let warehouse = match file.warehouse {
+            None => Warehouse {
+                location: file_url(&data_dir.join("warehouse")),
+                s3: S3Options::default(),
+            },
+            Some(w) if w.location.starts_with("s3://") || w.location.starts_with("s3a://") => {
+                let rest = w
+                    .location
+                    .split_once("://")
+                    .map(|(_, r)| r)
+                    .unwrap_or_default();
+                if rest.split('/').next().unwrap_or_default().len() < 3 {
+                    return Err(err(
+                        "warehouse.location".into(),
+                        format!("expected `s3://bucket/prefix`, got `{}`", w.location),
+                    ));
+                }
+                Warehouse {
+                    location: w.location.trim_end_matches('/').to_string(),
+                    s3: w.s3,
+                }
+            }
+            Some(w) if w.location.contains("://") && !w.location.starts_with("file://") => {
+                return Err(err(
+                    "warehouse.location".into(),
+                    format!(
+                        "expected a folder, `file://…` or `s3://…`, got `{}`",
+                        w.location
+                    ),
+                ))
+            }
+            Some(w) => {
+                let path = w.location.strip_prefix("file://").unwrap_or(&w.location);
+                Warehouse {
+                    location: file_url(&absolute(base, Path::new(path))),
+                    s3: S3Options::default(),
+                }
+            }
+        };
+        let catalog_file = file.catalog.unwrap_or_default();
+        let uri = match catalog_file.uri {
+            None => sqlite_uri(&data_dir.join("catalog.db")),
+            Some(uri) => match uri.strip_prefix("sqlite:") {
+                Some(path) => {
+                    let path = path.trim_start_matches("//");
+                    let (path, _) = path.split_once('?').unwrap_or((path, ""));
+                    sqlite_uri(&absolute(base, Path::new(path)))
+                }
+                None if uri.starts_with("postgres") => uri,
+                None => {
+                    return Err(err(
+                        "catalog.uri".into(),
+                        format!("expected `sqlite:PATH` or `postgres://…`, got `{uri}`"),
+                    ))
+                }
+            },
+        };
+        let catalog = CatalogSettings {
+            name: catalog_file.name.unwrap_or_else(|| "pipe".into()),
+            kind: CatalogKind::Sql { uri },
+            warehouse,
+        };
+
+        let mut streams = Vec::new();
+        for (name, s) in file.streams {
+            check_name(&format!("streams.{name}"), &name)?;
+            let schema = match s.schema_file {
+                None => None,
+                Some(p) => {
+                    let path = absolute(base, &p);
+                    let key = format!("streams.{name}.schema_file");
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        err(key.clone(), format!("reading `{}`: {e}", path.display()))
+                    })?;
+                    Some(StreamSchema::from_json(&text).map_err(|e| err(key, e.to_string()))?)
+                }
+            };
+            streams.push(StreamConfig { name, schema });
+        }
+        let mut sinks = Vec::new();
+        for (name, s) in file.sinks {
+            check_name(&format!("sinks.{name}"), &name)?;
+            if s.kind != "iceberg" {
+                return Err(err(
+                    format!("sinks.{name}.type"),
+                    format!("expected `iceberg`, got `{}`", s.kind),
+                ));
+            }
+            if s.roll_interval_secs == 0 {
+                return Err(err(
+                    format!("sinks.{name}.roll_interval_secs"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if s.roll_size_mb == 0 {
+                return Err(err(
+                    format!("sinks.{name}.roll_size_mb"),
+                    "must be at least 1".into(),
+                ));
+            }
+            check_name(&format!("sinks.{name}.table"), &s.table)?;
+            sinks.push(SinkConfig {
+                name,
+                namespace: s.namespace,
+                table: s.table,
+                roll_interval: std::time::Duration::from_secs(s.roll_interval_secs),
+                roll_bytes: s.roll_size_mb * 1024 * 1024,
+                compression: s.compression,
+            });
+        }
+        let mut pipelines = Vec::new();
+        let mut tables = BTreeMap::new();
+        for (name, p) in file.pipelines {
+            check_name(&format!("pipelines.{name}"), &name)?;
+            if p.sql.trim().is_empty() {
+                return Err(err(
+                    format!("pipelines.{name}.sql"),
+                    "must not be empty".into(),
+                ));
+            }
+            pipelines.push(PipelineConfig { name, sql: p.sql });
+        }
+        for s in &sinks {
+            if let Some(other) =
+                tables.insert((s.namespace.clone(), s.table.clone()), s.name.clone())
+            {
+                return Err(err(
+                    format!("sinks.{}.table", s.name),
+                    format!(
+                        "`{}.{}` is already the table of sink `{other}`",
+                        s.namespace, s.table
+                    ),
+                ));
+            }
+        }
+        Ok(Config {
+            data_dir,
+            listen,
+            catalog,
+            streams,
+            sinks,
+            pipelines,
+        })
+    }
+
+    /// The sink named `name`.
+    pub fn sink(&self, name: &str) -> Option<&SinkConfig> {
+        self.sinks.iter().find(|s| s.name == name)
+    }
+}
+
+fn check_name(key: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "`{key}`: names use letters, digits, `_` and `-` (at most 128), got `{name}`"
+        )))
+    }
+}
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn file_url(p: &Path) -> String {
+    format!("file://{}", p.display())
+}
+
+fn sqlite_uri(p: &Path) -> String {
+    format!("sqlite:{}?mode=rwc", p.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str) -> Result<Config> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        Config::resolve(file, Path::new("/etc/pipe"), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_live_next_to_the_file() {
+        let c = resolve(
+            r#"
+            [sinks.s]
+            table = "t"
+            [pipelines.p]
+            sql = "INSERT INTO s SELECT * FROM x"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/pipe/data"));
+        assert_eq!(
+            c.catalog.warehouse.location,
+            "file:///etc/pipe/data/warehouse"
+        );
+        assert_eq!(
+            c.catalog.kind,
+            CatalogKind::Sql {
+                uri: "sqlite:/etc/pipe/data/catalog.db?mode=rwc".into()
+            }
+        );
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.sinks[0].namespace, "default");
+        assert_eq!(c.sinks[0].roll_interval.as_secs(), 300);
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let file: ConfigFile =
+            toml::from_str("listen = \"127.0.0.1:1\"\ndata_dir = \"d\"").unwrap();
+        let c = Config::resolve(
+            file,
+            Path::new("/x"),
+            &Overrides {
+                listen: Some("127.0.0.1:2".parse().unwrap()),
+                data_dir: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.data_dir, PathBuf::from("/x/d"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, want) in [
+            (
+                "[sinks.s]\ntable = \"t\"\nroll_interval_secs = 0",
+                "`sinks.s.roll_interval_secs`: must be at least 1",
+            ),
+            (
+                "[sinks.s]\ntable = \"t\"\ntype = \"kafka\"",
+                "`sinks.s.type`: expected `iceberg`",
+            ),
+            (
+                "[sinks.s]\ntable = \"t\"\nbogus = 1",
+                "unknown field `bogus`",
+            ),
+            (
+                "[streams.a]\nschema_file = \"/nonexistent.json\"",
+                "`streams.a.schema_file`: reading",
+            ),
+            ("[warehouse]\nlocation = \"gs://b\"", "`warehouse.location`"),
+            ("[catalog]\nuri = \"mysql://x\"", "`catalog.uri`"),
+            ("[streams.\"a b\"]", "`streams.a b`"),
+            (
+                "[sinks.a]\ntable = \"t\"\n[sinks.b]\ntable = \"t\"",
+                "already the table of sink `a`",
+            ),
+        ] {
+            let e = resolve(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}\n=> {e}");
+        }
+    }
+
+    #[test]
+    fn s3_warehouse() {
+        let c = resolve(
+            r#"
+            [warehouse]
+            location = "s3://bucket/prefix/"
+            s3 = { endpoint = "http://127.0.0.1:4566", region = "us-east-1", path_style = true }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.catalog.warehouse.location, "s3://bucket/prefix");
+        let props = c.catalog.storage_props();
+        assert_eq!(props["s3.endpoint"], "http://127.0.0.1:4566");
+        assert_eq!(props["s3.path-style-access"], "true");
+    }
+}

@@ -1,0 +1,233 @@
+//! `pipe serve`: builds every stage from a [`Config`] and runs them until a
+//! shutdown signal.
+//!
+//! Startup order, each step failing fast with a clear error:
+//! 1. open the catalog; 2. plan every pipeline's SQL; 3. open or create each
+//! sink table and read the pipeline's last committed offset from it;
+//! 4. open each stream's buffer (recovering a torn tail) and start its
+//! writer; 5. start one task per pipeline; 6. serve HTTP.
+//!
+//! Shutdown (SIGINT / SIGTERM) runs in reverse: stop accepting requests,
+//! let the buffer writers finish what is queued, then each pipeline reads
+//! what is left, commits it, and exits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pipe_ingest::buffer::{Buffer, BufferOptions};
+use pipe_ingest::http::{error_response, IngestState, StreamEndpoint, DEFAULT_MAX_BODY_BYTES};
+use pipe_schemas::EventDecoder;
+use pipe_sink::{open_catalog, TableSink, WriteOptions};
+use pipe_transform::PipelinePlan;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::pipeline::{FlushRequest, PipelineTask, ReleaseTracker};
+use crate::{Error, ErrorKind, Result};
+
+#[derive(Clone)]
+struct AdminState {
+    flushes: Arc<HashMap<String, mpsc::Sender<FlushRequest>>>,
+}
+
+/// Runs the server until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let catalog = open_catalog(&config.catalog).await?;
+
+    let decoders: HashMap<String, EventDecoder> = config
+        .streams
+        .iter()
+        .map(|s| (s.name.clone(), EventDecoder::new(s.schema.clone())))
+        .collect();
+    let tables: HashMap<String, _> = decoders
+        .iter()
+        .map(|(name, d)| (name.clone(), d.table_schema()))
+        .collect();
+    let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+
+    // Plan every pipeline and open its table before anything is accepted.
+    let mut planned = Vec::new();
+    let mut sink_users: HashMap<String, String> = HashMap::new();
+    for p in &config.pipelines {
+        let plan = PipelinePlan::new(&p.name, &p.sql, &tables, &sink_names).await?;
+        if let Some(other) = sink_users.insert(plan.sink().to_string(), p.name.clone()) {
+            return Err(Error::Config(format!(
+                "`pipelines.{}.sql`: sink `{}` is already written by pipeline `{other}`",
+                p.name,
+                plan.sink()
+            )));
+        }
+        let sink_config = config
+            .sink(plan.sink())
+            .expect("the plan checked the sink exists");
+        let options = WriteOptions {
+            codec: sink_config.compression,
+            ..WriteOptions::default()
+        };
+        let mut sink = TableSink::open(
+            catalog.clone(),
+            &sink_config.namespace,
+            &sink_config.table,
+            &p.name,
+            &sink_config.name,
+            plan.output_schema(),
+            options,
+        )
+        .await?;
+        let committed = sink.last_committed().await?.map(|c| c.range.last);
+        info!(pipeline = %p.name, stream = plan.stream(), table = %sink.ident(), committed_through = ?committed, "pipeline planned");
+        planned.push((plan, sink, committed, sink_config.clone()));
+    }
+
+    // Open buffers and start their writers.
+    let mut writers = JoinSet::new();
+    let mut endpoints = HashMap::new();
+    let mut trackers = HashMap::new();
+    for stream in &config.streams {
+        let min_next = planned
+            .iter()
+            .filter(|(plan, ..)| plan.stream() == stream.name)
+            .filter_map(|(_, _, committed, _)| committed.map(|c| c + 1))
+            .max()
+            .unwrap_or(0);
+        let dir = config.data_dir.join("buffer").join(&stream.name);
+        let mut buffer = Buffer::open(&dir, BufferOptions::default(), min_next)?;
+        let (appender, writer) = buffer.start_writer();
+        let name = stream.name.clone();
+        writers.spawn(async move { (name, writer.await) });
+        let buffer = Arc::new(buffer);
+        let users = planned
+            .iter()
+            .filter(|(plan, ..)| plan.stream() == stream.name)
+            .map(|(plan, _, committed, _)| (plan.name().to_string(), *committed));
+        trackers.insert(
+            stream.name.clone(),
+            Arc::new(ReleaseTracker::new(buffer, users)),
+        );
+        endpoints.insert(
+            stream.name.clone(),
+            StreamEndpoint {
+                decoder: decoders[&stream.name].clone(),
+                appender,
+            },
+        );
+    }
+
+    // Start the pipelines.
+    let cancel_pipelines = CancellationToken::new();
+    let mut pipelines = JoinSet::new();
+    let mut flushes = HashMap::new();
+    for (plan, sink, committed, sink_config) in planned {
+        let tracker = trackers[plan.stream()].clone();
+        let from = match committed {
+            Some(c) => c + 1,
+            None => tracker.buffer.first_offset(),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        flushes.insert(plan.name().to_string(), tx);
+        let task = PipelineTask {
+            reader: tracker.buffer.reader(from),
+            plan,
+            sink,
+            release: tracker,
+            roll_interval: sink_config.roll_interval,
+            roll_bytes: sink_config.roll_bytes,
+            committed_through: committed,
+            unfinished: None,
+        };
+        let cancel = cancel_pipelines.clone();
+        pipelines.spawn(task.run(rx, cancel));
+    }
+
+    let ingest = pipe_ingest::http::router(
+        IngestState {
+            streams: Arc::new(endpoints),
+        },
+        DEFAULT_MAX_BODY_BYTES,
+    );
+    let admin = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v1/pipelines/{name}/flush", post(flush))
+        .with_state(AdminState {
+            flushes: Arc::new(flushes),
+        });
+    let app = ingest.merge(admin);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Config(format!("listening on `{}`: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    info!(%addr, streams = config.streams.len(), pipelines = config.pipelines.len(), "pipe is serving");
+    println!("pipe listening on http://{addr}");
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::Internal(format!("HTTP server: {e}")))?;
+    info!("HTTP stopped; draining buffers and committing");
+
+    // The router (and every appender in it) is gone: writers finish their queues.
+    let mut failure = None;
+    while let Some(joined) = writers.join_next().await {
+        match joined {
+            Ok((_, Ok(Ok(())))) => {}
+            Ok((stream, Ok(Err(e)))) => {
+                error!(stream, error = %e, "buffer writer failed");
+                failure.get_or_insert(Error::from(e));
+            }
+            Ok((stream, Err(e))) => {
+                failure.get_or_insert(Error::Internal(format!("buffer writer of `{stream}`: {e}")));
+            }
+            Err(e) => {
+                failure.get_or_insert(Error::Internal(e.to_string()));
+            }
+        }
+    }
+    cancel_pipelines.cancel();
+    while let Some(joined) = pipelines.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(error = %e, "pipeline stopped with an error");
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                failure.get_or_insert(Error::Internal(e.to_string()));
+            }
+        }
+    }
+    info!("pipe stopped");
+    failure.map_or(Ok(()), Err)
+}
+
+async fn flush(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    let Some(tx) = state.flushes.get(&name) else {
+        return error_response(ErrorKind::NotFound, format!("unknown pipeline `{name}`"));
+    };
+    let (reply, done) = oneshot::channel();
+    if tx.send(reply).await.is_err() {
+        return error_response(
+            ErrorKind::Unavailable,
+            format!("pipeline `{name}` is not running"),
+        );
+    }
+    match done.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => error_response(e.kind(), e.to_string()),
+        Err(_) => error_response(ErrorKind::Unavailable, format!("pipeline `{name}` stopped")),
+    }
+}
