@@ -1,0 +1,97 @@
+//! The getting-started flow through the real binary, checked by `pipe
+//! query`, PyIceberg and DuckDB.
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+fn sorted(rows: &Value) -> Vec<Value> {
+    let mut rows = rows.as_array().expect("rows").clone();
+    rows.sort_by_key(sorted_json);
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn getting_started_events_reach_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+
+    let events = getting_started_events();
+    assert_eq!(
+        server.post_json("ecommerce_stream", &events).await,
+        (200, json!({"accepted": 3}))
+    );
+    // A single object and NDJSON are events too.
+    let one = json!({"user_id": "u_single", "event_type": "view_product"});
+    assert_eq!(
+        server.post_json("ecommerce_stream", &one).await,
+        (200, json!({"accepted": 1}))
+    );
+    let ndjson = "{\"user_id\":\"u_nd1\",\"event_type\":\"purchase\",\"amount\":1.25}\n{\"user_id\":\"u_nd2\",\"event_type\":\"view_product\"}\n";
+    assert_eq!(
+        server
+            .post("ecommerce_stream", ndjson, "application/x-ndjson")
+            .await,
+        (200, json!({"accepted": 2}))
+    );
+
+    let report = server.flush("ecommerce");
+    assert_eq!(report["rows"], 6, "{report}");
+    assert_eq!(
+        report["committed_through"], 2,
+        "three requests: offsets 0..=2"
+    );
+
+    let purchases = query(
+        &config,
+        "SELECT user_id, event_type, product_id, amount FROM default.ecommerce \
+         WHERE event_type = 'purchase' ORDER BY user_id LIMIT 10",
+    );
+    assert_eq!(
+        purchases,
+        vec![
+            json!({"user_id": "u_nd1", "event_type": "purchase", "amount": 1.25}),
+            json!({"user_id": "user_12345", "event_type": "purchase", "product_id": "widget-001", "amount": 29.99}),
+        ]
+    );
+    let count = query(
+        &config,
+        "SELECT count(*) AS n, count(__ingest_ts) AS stamped FROM default.ecommerce",
+    );
+    assert_eq!(count, vec![json!({"n": 6, "stamped": 6})]);
+
+    // The same events survive an orderly restart, and nothing is committed twice.
+    server.stop();
+    let server = Server::start(&config).await;
+    assert_eq!(server.flush("ecommerce")["rows"], 0);
+    assert_eq!(
+        query(&config, "SELECT count(*) AS n FROM default.ecommerce"),
+        vec![json!({"n": 6})]
+    );
+    server.stop();
+
+    // Readers nobody here wrote see the same rows.
+    let warehouse = format!("file://{}/data/warehouse", dir.path().display());
+    let read = read_with_python(dir.path(), &warehouse, None, true);
+    let mut all = events.as_array().unwrap().clone();
+    all.extend([
+        one,
+        json!({"user_id":"u_nd1","event_type":"purchase","amount":1.25}),
+        json!({"user_id":"u_nd2","event_type":"view_product"}),
+    ]);
+    let want = expected_rows(&Value::Array(all));
+    assert_eq!(sorted(&read["pyiceberg"]["rows"]), want, "PyIceberg");
+    assert_eq!(sorted(&read["duckdb"]["rows"]), want, "DuckDB");
+    assert_eq!(read["duckdb"]["compression"], json!(["ZSTD"]));
+    let summary = &read["pyiceberg"]["summary"];
+    assert_eq!(summary["pipe.pipeline"], "ecommerce");
+    assert_eq!(summary["pipe.offset-last"], "2");
+    assert!(
+        read["pyiceberg"]["partition_spec"]
+            .as_str()
+            .unwrap()
+            .contains("day"),
+        "{read}"
+    );
+}

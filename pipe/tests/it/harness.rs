@@ -1,0 +1,268 @@
+//! Starting, stopping and killing `pipe serve`, and asking it things.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SCHEMA: &str = r#"{"fields":[
+  {"name":"user_id","type":"string","required":true},
+  {"name":"event_type","type":"string","required":true},
+  {"name":"product_id","type":"string","required":false},
+  {"name":"amount","type":"float64","required":false}]}"#;
+
+pub fn getting_started_events() -> Value {
+    serde_json::json!([
+        {"user_id": "user_12345", "event_type": "purchase", "product_id": "widget-001", "amount": 29.99},
+        {"user_id": "user_67890", "event_type": "view_product", "product_id": "widget-002"},
+        {"user_id": "user_12345", "event_type": "add_to_cart", "product_id": "widget-003", "amount": 15.50}
+    ])
+}
+
+/// A definitions file for the getting-started pipeline in `dir`.
+/// `warehouse` is extra TOML for the `[warehouse]` table, or empty.
+pub fn write_config(dir: &Path, roll_interval_secs: u64, warehouse: &str) -> PathBuf {
+    std::fs::write(dir.join("schema.json"), SCHEMA).unwrap();
+    let config = format!(
+        r#"
+data_dir = "data"
+{warehouse}
+
+[streams.ecommerce_stream]
+schema_file = "schema.json"
+
+[sinks.ecommerce_sink]
+namespace = "default"
+table = "ecommerce"
+roll_interval_secs = {roll_interval_secs}
+
+[pipelines.ecommerce]
+sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
+"#
+    );
+    let path = dir.join("pipe.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `pipe serve`.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts the server and waits until `/healthz` answers.
+    pub async fn start(config: &Path) -> Server {
+        let port = free_port();
+        let log = config.with_file_name(format!("serve-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("PIPE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting pipe serve");
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(format!("{}/healthz", self.url)).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("pipe serve did not become healthy:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POSTs a body to a stream; returns (status, JSON body).
+    pub async fn post(
+        &self,
+        stream: &str,
+        body: impl Into<reqwest::Body>,
+        content_type: &str,
+    ) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/streams/{stream}", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn post_json(&self, stream: &str, body: &Value) -> (u16, Value) {
+        self.post(stream, body.to_string(), "application/json")
+            .await
+    }
+
+    /// Runs `pipe flush` for a pipeline and returns its JSON report.
+    pub fn flush(&self, pipeline: &str) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .args(["flush", "--server", &self.url, pipeline])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pipe flush failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// SIGTERM and wait: the orderly shutdown.
+    pub fn stop(mut self) {
+        unsafe_kill(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "pipe serve exited with {status}:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// SIGKILL: the crash.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Runs `pipe query --format json` and returns the rows.
+pub fn query(config: &Path, sql: &str) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["query", "--format", "json", "--config"])
+        .arg(config)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pipe query failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        Value::Array(rows) => rows,
+        other => panic!("not rows: {other}"),
+    }
+}
+
+/// The Python with the independent readers; the test command provides it.
+pub fn python() -> String {
+    std::env::var("PIPE_TEST_PYTHON").expect(
+        "PIPE_TEST_PYTHON is not set: run the README's test command (scripts/test), \
+         which installs PyIceberg and DuckDB for these tests",
+    )
+}
+
+/// Reads a table with PyIceberg (and DuckDB with `duckdb`) via tests/readers.
+pub fn read_with_python(
+    dir: &Path,
+    warehouse: &str,
+    s3_endpoint: Option<&str>,
+    duckdb: bool,
+) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/readers/read_table.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script)
+        .arg("--catalog-db")
+        .arg(dir.join("data/catalog.db"))
+        .args(["--warehouse", warehouse, "--table", "default.ecommerce"]);
+    if let Some(endpoint) = s3_endpoint {
+        cmd.args(["--s3-endpoint", endpoint]);
+    }
+    if duckdb {
+        cmd.arg("--duckdb");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Sorted rows of the getting-started events, as the readers print them.
+pub fn expected_rows(events: &Value) -> Vec<Value> {
+    let mut rows: Vec<Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "user_id": e["user_id"],
+                "event_type": e["event_type"],
+                "product_id": e.get("product_id").cloned().unwrap_or(Value::Null),
+                "amount": e.get("amount").cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    rows.sort_by_key(|r| sorted_json(r));
+    rows
+}
+
+/// JSON text with object keys sorted, as Python's `json.dumps(sort_keys=True)`.
+pub fn sorted_json(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<_> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{:?}: {}", k, sorted_json(&m[*k])))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `pipe` binary, real HTTP, a real catalog and
+//! warehouse (local folder, and S3 served by ministack), and readers nobody
+//! on the project wrote (PyIceberg, DuckDB).
+//!
+//! `scripts/test` sets `PIPE_TEST_PYTHON` (a virtualenv with the readers) and
+//! `PIPE_TEST_S3_ENDPOINT` (a ministack on 127.0.0.1) before running these.
+
+mod bad_input;
+mod crash;
+mod e2e;
+mod harness;
+mod s3;

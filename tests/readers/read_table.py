@@ -1,0 +1,68 @@
+"""Reads a table pipe wrote with readers nobody on the project wrote.
+
+PyIceberg opens the same SQL catalog (SQLite file) and scans the table;
+DuckDB reads the table's Parquet data files directly. Prints one JSON object:
+{"pyiceberg": {"rows": [...], "summary": {...}, "files": [...]},
+ "duckdb": {"rows": [...]}}. Rows leave out __ingest_ts and are sorted.
+"""
+
+import argparse
+import json
+import sys
+
+from pyiceberg.catalog.sql import SqlCatalog
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--catalog-name", default="pipe")
+    p.add_argument("--catalog-db", required=True, help="path of the SQLite catalog file")
+    p.add_argument("--warehouse", required=True)
+    p.add_argument("--table", required=True, help="namespace.table")
+    p.add_argument("--s3-endpoint", help="S3 endpoint for s3:// warehouses")
+    p.add_argument("--duckdb", action="store_true", help="also read the data files with DuckDB")
+    args = p.parse_args()
+
+    props = {"uri": f"sqlite:///{args.catalog_db}", "warehouse": args.warehouse}
+    if args.s3_endpoint:
+        props.update({
+            "s3.endpoint": args.s3_endpoint,
+            "s3.access-key-id": "test",
+            "s3.secret-access-key": "test",
+            "s3.region": "us-east-1",
+            "s3.force-virtual-addressing": "false",
+        })
+    catalog = SqlCatalog(args.catalog_name, **props)
+    table = catalog.load_table(args.table)
+    data = table.scan().to_arrow()
+    rows = data.drop_columns(["__ingest_ts"]).to_pylist()
+    files = table.inspect.files().column("file_path").to_pylist()
+    snapshot = table.current_snapshot()
+    out = {
+        "pyiceberg": {
+            "rows": sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str)),
+            "summary": dict(snapshot.summary.additional_properties) if snapshot else {},
+            "files": files,
+            "partition_spec": str(table.spec()),
+        }
+    }
+    if args.duckdb:
+        import duckdb
+
+        local = [f.removeprefix("file://") for f in files]
+        con = duckdb.connect()
+        rel = con.sql(f"SELECT * EXCLUDE (__ingest_ts) FROM read_parquet({local!r}, hive_partitioning = false)")
+        cols = rel.columns
+        drows = [dict(zip(cols, r)) for r in rel.fetchall()]
+        codecs = con.sql(
+            f"SELECT DISTINCT compression FROM parquet_metadata({local!r})"
+        ).fetchall()
+        out["duckdb"] = {
+            "rows": sorted(drows, key=lambda r: json.dumps(r, sort_keys=True, default=str)),
+            "compression": sorted(c[0] for c in codecs),
+        }
+    json.dump(out, sys.stdout, default=str)
+
+
+if __name__ == "__main__":
+    main()
