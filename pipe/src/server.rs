@@ -2,10 +2,14 @@
 //! shutdown signal.
 //!
 //! Startup order, each step failing fast with a clear error:
-//! 1. open the catalog; 2. plan every pipeline's SQL; 3. open or create each
-//! sink table and read the pipeline's last committed offset from it;
-//! 4. open each stream's buffer (recovering a torn tail) and start its
-//! writer; 5. start one task per pipeline; 6. serve HTTP.
+//!
+//! 1. open the catalog;
+//! 2. plan every pipeline's SQL;
+//! 3. open or create each sink table and read the pipeline's last committed
+//!    offset from it;
+//! 4. open each stream's buffer (recovering a torn tail) and start its writer;
+//! 5. start one task per pipeline;
+//! 6. serve HTTP.
 //!
 //! Shutdown (SIGINT / SIGTERM) runs in reverse: stop accepting requests,
 //! let the buffer writers finish what is queued, then each pipeline reads

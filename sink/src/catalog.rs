@@ -114,7 +114,7 @@ pub async fn open_catalog(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>
                 .await
                 .map_err(|e| Error::Catalog {
                     action: format!("opening the SQL catalog at `{uri}`"),
-                    source: e,
+                    source: Box::new(e),
                 })?;
             Ok(Arc::new(catalog))
         }

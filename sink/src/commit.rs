@@ -193,7 +193,7 @@ pub async fn commit_range(
             .set_snapshot_properties(props);
         let tx = append.apply(tx).map_err(|e| Error::Catalog {
             action: format!("preparing commit `{id}`"),
-            source: e,
+            source: Box::new(e),
         })?;
         let fenced = FencedCatalog {
             inner: catalog.clone(),
@@ -215,7 +215,7 @@ pub async fn commit_range(
             Err(e) => {
                 return Err(Error::Catalog {
                     action: format!("committing `{id}` after {attempt} attempts"),
-                    source: e,
+                    source: Box::new(e),
                 })
             }
         }
@@ -225,7 +225,7 @@ pub async fn commit_range(
 async fn load(catalog: &Arc<dyn Catalog>, ident: &TableIdent) -> Result<Table> {
     catalog.load_table(ident).await.map_err(|e| Error::Catalog {
         action: format!("loading table `{ident}`"),
-        source: e,
+        source: Box::new(e),
     })
 }
 

@@ -48,7 +48,7 @@ pub enum Error {
     Catalog {
         action: String,
         #[source]
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
     /// The table holds something the protocol never writes.
     #[error("table state is inconsistent: {0}")]

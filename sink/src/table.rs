@@ -130,7 +130,12 @@ impl TableSink {
         let ns = NamespaceIdent::from_strs(namespace.split('.'))
             .map_err(|e| Error::Config(format!("namespace `{namespace}`: {e}")))?;
         let ident = TableIdent::new(ns.clone(), name.to_string());
-        let catalog_err = |action: String| move |e| Error::Catalog { action, source: e };
+        let catalog_err = |action: String| {
+            move |e| Error::Catalog {
+                action,
+                source: Box::new(e),
+            }
+        };
         if !catalog
             .namespace_exists(&ns)
             .await
@@ -208,12 +213,12 @@ impl TableSink {
         let writer = self.open.as_mut().expect("opened above");
         let parts = self.splitter.split(&batch).map_err(|e| Error::Catalog {
             action: format!("partitioning rows for `{}`", self.ident),
-            source: e,
+            source: Box::new(e),
         })?;
         for (key, part) in parts {
             writer.write(key, part).await.map_err(|e| Error::Catalog {
                 action: format!("writing data files of `{}`", self.ident),
-                source: e,
+                source: Box::new(e),
             })?;
         }
         self.pending_rows += batch.num_rows();
@@ -225,7 +230,7 @@ impl TableSink {
         let files = match self.open.take() {
             Some(writer) => writer.close().await.map_err(|e| Error::Catalog {
                 action: format!("closing data files of `{}`", self.ident),
-                source: e,
+                source: Box::new(e),
             })?,
             None => Vec::new(),
         };
@@ -267,7 +272,7 @@ impl TableSink {
             .await
             .map_err(|e| Error::Catalog {
                 action: format!("loading table `{}`", self.ident),
-                source: e,
+                source: Box::new(e),
             })?;
         Ok(())
     }
@@ -281,7 +286,7 @@ impl TableSink {
         let parquet = ParquetWriterBuilder::new(props, metadata.current_schema().clone());
         let location = DefaultLocationGenerator::new(metadata).map_err(|e| Error::Catalog {
             action: format!("locating data files of `{}`", self.ident),
-            source: e,
+            source: Box::new(e),
         })?;
         let names = DefaultFileNameGenerator::new(
             format!("{}-{}", self.pipeline, uuid::Uuid::new_v4()),
@@ -352,7 +357,7 @@ fn splitter(table: &Table) -> Result<RecordBatchPartitionSplitter> {
     )
     .map_err(|e| Error::Catalog {
         action: format!("partitioning `{}`", table.identifier()),
-        source: e,
+        source: Box::new(e),
     })
 }
 

@@ -293,7 +293,7 @@ fn newest_ingest_ts(batches: &[RecordBatch]) -> i64 {
         .iter()
         .filter_map(|b| b.column_by_name(INGEST_TS_COLUMN))
         .filter_map(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-        .filter_map(|a| arrow::compute::max(a))
+        .filter_map(arrow::compute::max)
         .max()
         .unwrap_or_default()
 }

@@ -247,7 +247,7 @@ pub fn expected_rows(events: &Value) -> Vec<Value> {
             })
         })
         .collect();
-    rows.sort_by_key(|r| sorted_json(r));
+    rows.sort_by_key(sorted_json);
     rows
 }
 
