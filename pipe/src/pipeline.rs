@@ -119,13 +119,7 @@ impl PipelineTask {
             let mut flush: Option<FlushRequest> = None;
             tokio::select! {
                 _ = cancel.cancelled() => {
-                    if self.unfinished.is_none() {
-                        if let Err(e) = self.read_available(&mut pending, true).await {
-                            self.rewind(&mut pending);
-                            return Err(e);
-                        }
-                    }
-                    self.roll(&mut pending, &cancel).await?;
+                    self.commit_through_durable(&mut pending, &cancel).await?;
                     info!(pipeline = %name, committed_through = ?self.committed_through, "pipeline stopped");
                     return Ok(());
                 }
@@ -136,14 +130,17 @@ impl PipelineTask {
                 if self.unfinished.is_some() {
                     self.roll(&mut pending, &cancel).await?;
                 }
-                if let Err(e) = self.read_available(&mut pending, flush.is_some()).await {
+                if flush.is_some() {
+                    return self.commit_through_durable(&mut pending, &cancel).await;
+                }
+                if let Err(e) = self.read_available(&mut pending, false).await {
                     self.rewind(&mut pending);
                     return Err(e);
                 }
                 let due = pending.as_ref().is_some_and(|p| {
                     p.bytes >= self.roll_bytes || p.since.elapsed() >= self.roll_interval
                 });
-                if due || flush.is_some() {
+                if due {
                     return self.roll(&mut pending, &cancel).await;
                 }
                 Ok(0)
@@ -170,6 +167,25 @@ impl PipelineTask {
                 }
             }
         }
+    }
+
+    /// Commits everything durable now (everything acknowledged so far), in
+    /// as many rolls as the size limit needs. Used by flush and shutdown.
+    async fn commit_through_durable(
+        &mut self,
+        pending: &mut Option<Pending>,
+        cancel: &CancellationToken,
+    ) -> Result<usize> {
+        let target = self.reader.durable_end();
+        let mut rows = self.roll(pending, cancel).await?;
+        while self.reader.position() < target {
+            if let Err(e) = self.read_available(pending, true).await {
+                self.rewind(pending);
+                return Err(e);
+            }
+            rows += self.roll(pending, cancel).await?;
+        }
+        Ok(rows)
     }
 
     /// Reads and processes durable records: all of them when `drain`, else

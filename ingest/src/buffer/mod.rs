@@ -325,6 +325,11 @@ impl BufferReader {
         self.next
     }
 
+    /// The offset after the newest durable record.
+    pub fn durable_end(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
     /// Waits until at least one record at or past the position is durable,
     /// or `timeout` passes. Returns whether records are available.
     pub async fn wait(&mut self, timeout: std::time::Duration) -> bool {
