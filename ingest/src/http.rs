@@ -1,43 +1,90 @@
 //! The HTTP ingest endpoint.
 //!
 //! `POST /v1/streams/{stream}` with a JSON array of events, one JSON object,
-//! or NDJSON (`Content-Type: application/x-ndjson`).
+//! or NDJSON (`Content-Type: application/x-ndjson`), optionally
+//! `Content-Encoding: gzip`.
 //!
-//! | outcome                         | status | body                                              |
-//! |---------------------------------|--------|---------------------------------------------------|
-//! | every event valid, on disk      | 200    | `{"accepted": N}`                                 |
-//! | some event invalid              | 400    | `{"errors": [{"index","field","type","message"}]}` |
-//! | body not JSON / not events      | 400    | `{"error": {"kind": "invalid_input", "message"}}` |
-//! | unknown stream                  | 404    | `{"error": …}`                                    |
-//! | body over the limit             | 413    | `{"error": …}`                                    |
-//! | buffer queue full / shutting down | 503  | `{"error": …}` + `Retry-After: 1`                 |
+//! | outcome                               | status | body                                              |
+//! |---------------------------------------|--------|---------------------------------------------------|
+//! | every event valid, on disk            | 200    | `{"accepted": N}` (+ `"dropped_fields"` when dropping) |
+//! | some event invalid                    | 400    | `{"errors": [{"index","field","type","message"}]}` |
+//! | body not JSON / not events / bad gzip | 400    | `{"error": {"kind": "invalid_input", "message"}}` |
+//! | missing or wrong bearer token         | 401    | `{"error": {"kind": "unauthorized", …}}`, no detail |
+//! | unknown stream, or HTTP disabled      | 404    | `{"error": …}`                                    |
+//! | body, decompressed body or event count over the stream's limit | 413 | `{"error": …}` naming the limit |
+//! | buffer queue full / shutting down     | 503    | `{"error": …}` + `Retry-After: 1`                 |
 //!
 //! A request is all or nothing: when it is refused, none of its events is kept.
+//!
+//! Each stream has its own [`StreamPolicy`]: bearer tokens (kept as SHA-256
+//! digests, compared in constant time), CORS origins (answered on preflight),
+//! and limits.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use pipe_schemas::{BodyFormat, Decoded, EventDecoder};
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::debug;
 
 use crate::buffer::{encode_batch, Appender};
 use crate::ErrorKind;
 
-/// Default largest request body: 5 MB.
+/// Default largest request body: 5 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+/// Default largest body after gzip decompression: 50 MiB.
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 50 * 1024 * 1024;
+/// Default most events per request.
+pub const DEFAULT_MAX_EVENTS: usize = 100_000;
+
+/// Who may send to a stream over HTTP, from where, and how much.
+#[derive(Debug, Clone)]
+pub struct StreamPolicy {
+    /// Whether the stream takes events over HTTP at all.
+    pub http_enabled: bool,
+    /// SHA-256 digests of the accepted bearer tokens; empty: no auth.
+    pub token_digests: Vec<[u8; 32]>,
+    /// Origins browsers may send from (`*` for any); empty: no CORS.
+    pub cors_origins: Vec<String>,
+    /// Largest request body, as sent.
+    pub max_body_bytes: usize,
+    /// Largest request body after gzip decompression.
+    pub max_decompressed_bytes: usize,
+}
+
+impl Default for StreamPolicy {
+    fn default() -> Self {
+        Self {
+            http_enabled: true,
+            token_digests: Vec::new(),
+            cors_origins: Vec::new(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
+        }
+    }
+}
+
+/// The SHA-256 digest of a token, as stored in a [`StreamPolicy`].
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
 
 /// A stream as the HTTP layer sees it.
 #[derive(Debug, Clone)]
 pub struct StreamEndpoint {
     pub decoder: EventDecoder,
     pub appender: Appender,
+    pub policy: StreamPolicy,
 }
 
 /// Everything the ingest routes need.
@@ -46,20 +93,71 @@ pub struct IngestState {
     pub streams: Arc<HashMap<String, StreamEndpoint>>,
 }
 
-/// The ingest routes, with the request body limit.
-pub fn router(state: IngestState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/v1/streams/{stream}", post(post_events))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(state)
+/// The ingest routes: one route per stream that takes HTTP events (with its
+/// CORS layer), and a catch-all that answers 404 for any other name.
+pub fn router(state: IngestState) -> Router {
+    let mut router = Router::new().route(
+        "/v1/streams/{stream}",
+        post(|Path(stream): Path<String>| async move {
+            error_response(ErrorKind::NotFound, format!("unknown stream `{stream}`"))
+        }),
+    );
+    for (name, endpoint) in state.streams.iter() {
+        let path = format!("/v1/streams/{name}");
+        if !endpoint.policy.http_enabled {
+            let message = format!("stream `{name}` does not take events over HTTP");
+            router = router.route(
+                &path,
+                post(move || async move { error_response(ErrorKind::NotFound, message) }),
+            );
+            continue;
+        }
+        let endpoint = Arc::new(endpoint.clone());
+        let stream = name.clone();
+        let handler = post(move |headers: HeaderMap, body: Body| {
+            let endpoint = endpoint.clone();
+            let stream = stream.clone();
+            async move { post_events(&stream, &endpoint, headers, body).await }
+        });
+        let handler = match cors_layer(&state.streams[name].policy.cors_origins) {
+            Some(cors) => handler.layer(cors),
+            None => handler,
+        };
+        router = router.route(&path, handler);
+    }
+    router
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::CONTENT_ENCODING,
+                header::AUTHORIZATION,
+            ])
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
 }
 
 /// The HTTP status of an error kind. The only place that decides it.
 pub fn status_for(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -69,30 +167,127 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
 pub fn error_response(kind: ErrorKind, message: impl Into<String>) -> Response {
     let name = match kind {
         ErrorKind::InvalidInput => "invalid_input",
+        ErrorKind::Unauthorized => "unauthorized",
         ErrorKind::NotFound => "not_found",
         ErrorKind::Conflict => "conflict",
+        ErrorKind::TooLarge => "too_large",
         ErrorKind::Unavailable => "unavailable",
         ErrorKind::Internal => "internal",
     };
     let body = Json(json!({"error": {"kind": name, "message": message.into()}}));
     let mut response = (status_for(kind), body).into_response();
-    if kind == ErrorKind::Unavailable {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    let headers = response.headers_mut();
+    match kind {
+        ErrorKind::Unavailable => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        ErrorKind::Unauthorized => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        _ => {}
     }
     response
 }
 
-async fn post_events(
-    State(state): State<IngestState>,
-    Path(stream): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(endpoint) = state.streams.get(&stream) else {
-        return error_response(ErrorKind::NotFound, format!("unknown stream `{stream}`"));
+/// Whether the request carries one of the policy's bearer tokens. Every
+/// stored digest is compared, in constant time, whatever matches.
+fn authorized(policy: &StreamPolicy, headers: &HeaderMap) -> bool {
+    if policy.token_digests.is_empty() {
+        return true;
+    }
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
     };
+    let presented = token_digest(token.trim());
+    let mut ok = subtle::Choice::from(0);
+    for digest in &policy.token_digests {
+        ok |= digest.ct_eq(&presented);
+    }
+    ok.into()
+}
+
+/// How much of an oversized body is read and thrown away before the 413 is
+/// sent, so that ordinary clients finish sending and read the answer instead
+/// of failing on a closed connection. Past this the connection is dropped.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads the body within the stream's limits, undoing gzip.
+async fn read_body(
+    policy: &StreamPolicy,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Response> {
+    use futures::StreamExt;
+    let limit = policy.max_body_bytes;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            error_response(
+                ErrorKind::InvalidInput,
+                format!("reading the request body: {e}"),
+            )
+        })?;
+        seen += chunk.len();
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(error_response(
+            ErrorKind::TooLarge,
+            format!("the request body is larger than the stream's limit of {limit} bytes"),
+        ));
+    }
+    let bytes = Bytes::from(buf);
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
+        None | Some("identity") => Ok(bytes),
+        Some("gzip") => {
+            let limit = policy.max_decompressed_bytes;
+            let mut out = Vec::new();
+            let mut decoder = flate2::read::GzDecoder::new(&bytes[..]).take(limit as u64 + 1);
+            decoder.read_to_end(&mut out).map_err(|e| {
+                error_response(
+                    ErrorKind::InvalidInput,
+                    format!("the gzip body does not decompress: {e}"),
+                )
+            })?;
+            if out.len() > limit {
+                return Err(error_response(
+                    ErrorKind::TooLarge,
+                    format!(
+                        "the decompressed body is larger than the stream's limit of {limit} bytes"
+                    ),
+                ));
+            }
+            Ok(Bytes::from(out))
+        }
+        Some(other) => Err(error_response(
+            ErrorKind::InvalidInput,
+            format!("unsupported Content-Encoding `{other}` (use gzip or none)"),
+        )),
+    }
+}
+
+async fn post_events(
+    stream: &str,
+    endpoint: &StreamEndpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !authorized(&endpoint.policy, &headers) {
+        return error_response(ErrorKind::Unauthorized, "unauthorized");
+    }
     let format = match headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -104,41 +299,47 @@ async fn post_events(
         }
         _ => BodyFormat::Json,
     };
+    let policy = endpoint.policy.clone();
+    let body = match read_body(&policy, &headers, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let decoder = endpoint.decoder.clone();
-    let decoded = tokio::task::spawn_blocking(move || {
-        let decoded = decoder.decode(&body, format)?;
-        match decoded {
-            Decoded::Batch(batch) => {
-                let rows = batch.num_rows();
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_micros() as i64)
-                    .unwrap_or_default();
-                let batch = pipe_schemas::stamp_ingest_ts(&batch, now)?;
-                let payload = encode_batch(&batch)
-                    .map_err(|e| pipe_schemas::Error::Internal(e.to_string()))?;
-                Ok(Ok((rows, payload)))
-            }
-            Decoded::Rejected(errors) => Ok(Err(errors)),
+    let decoded = tokio::task::spawn_blocking(move || match decoder.decode(&body, format)? {
+        Decoded::Batch {
+            batch,
+            dropped_fields,
+        } => {
+            let rows = batch.num_rows();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as i64)
+                .unwrap_or_default();
+            let batch = pipe_schemas::stamp_ingest_ts(&batch, now)?;
+            let payload =
+                encode_batch(&batch).map_err(|e| pipe_schemas::Error::Internal(e.to_string()))?;
+            Ok::<_, pipe_schemas::Error>(Ok((rows, dropped_fields, payload)))
         }
+        Decoded::Rejected(errors) => Ok(Err(errors)),
     })
     .await;
-    let (rows, payload) = match decoded {
+    let (rows, dropped_fields, payload) = match decoded {
         Ok(Ok(Ok(ok))) => ok,
         Ok(Ok(Err(errors))) => {
             debug!(stream, bad_events = errors.len(), "request refused");
             return (StatusCode::BAD_REQUEST, Json(json!({"errors": errors}))).into_response();
         }
-        Ok(Err(pipe_schemas::Error::InvalidBody(message))) => {
-            return error_response(ErrorKind::InvalidInput, message)
-        }
-        Ok(Err(e)) => return error_response(ErrorKind::Internal, e.to_string()),
+        Ok(Err(e)) => return error_response(e.kind(), e.to_string()),
         Err(e) => return error_response(ErrorKind::Internal, format!("decoder task failed: {e}")),
     };
     match endpoint.appender.append(payload).await {
         Ok(offset) => {
             debug!(stream, offset, rows, "events accepted");
-            Json(json!({"accepted": rows})).into_response()
+            if dropped_fields > 0 {
+                Json(json!({"accepted": rows, "dropped_fields": dropped_fields})).into_response()
+            } else {
+                Json(json!({"accepted": rows})).into_response()
+            }
         }
         Err(e) => error_response(e.kind(), e.to_string()),
     }

@@ -52,6 +52,11 @@ pub enum Command {
         /// The statement, e.g. `SELECT * FROM default.ecommerce LIMIT 10`.
         sql: String,
     },
+    /// Print the SHA-256 of a bearer token, for a stream's `auth_token_sha256`.
+    HashToken {
+        /// The token; read from standard input when absent (keeps it out of shell history).
+        token: Option<String>,
+    },
     /// Ask a running server to roll and commit a pipeline now.
     Flush {
         /// The server's address.
@@ -72,6 +77,23 @@ pub enum Format {
 
 /// Runs a parsed command line.
 pub fn run(args: Args) -> Result<()> {
+    if let Command::HashToken { token } = &args.command {
+        let token = match token {
+            Some(t) => t.clone(),
+            None => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| Error::Internal(format!("reading the token: {e}")))?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            }
+        };
+        if token.is_empty() {
+            return Err(Error::Config("the token is empty".into()));
+        }
+        println!("{}", hex::encode(pipe_ingest::http::token_digest(&token)));
+        return Ok(());
+    }
     init_logging(&args.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -123,6 +145,7 @@ pub fn run(args: Args) -> Result<()> {
                 println!("{}", render(&batches, format)?);
                 Ok(())
             }
+            Command::HashToken { .. } => unreachable!("answered before the runtime starts"),
             Command::Flush { server, pipeline } => {
                 let body = flush(&server, &pipeline).await?;
                 println!("{body}");

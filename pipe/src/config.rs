@@ -36,7 +36,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use pipe_schemas::StreamSchema;
+use pipe_ingest::http::{
+    StreamPolicy, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_EVENTS,
+};
+use pipe_schemas::{EventDecoder, StreamSchema, UnknownFields};
 use pipe_sink::{CatalogKind, CatalogSettings, Codec, S3Options, Warehouse};
 use serde::Deserialize;
 
@@ -99,6 +102,27 @@ pub struct StreamFile {
     /// Schema file in the Pipelines field format; none: unstructured stream.
     #[serde(default)]
     pub schema_file: Option<PathBuf>,
+    /// Whether the stream takes events over HTTP (default true).
+    #[serde(default)]
+    pub http: Option<bool>,
+    /// SHA-256 (hex) of each accepted bearer token (`pipe hash-token`); none: no auth.
+    #[serde(default)]
+    pub auth_token_sha256: Vec<String>,
+    /// Origins browsers may POST from, or `*`; none: no CORS headers.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// Largest request body in bytes (default 5 MiB).
+    #[serde(default)]
+    pub max_request_bytes: Option<usize>,
+    /// Largest body after gzip decompression, in bytes (default 50 MiB).
+    #[serde(default)]
+    pub max_decompressed_bytes: Option<usize>,
+    /// Most events in one request (default 100,000).
+    #[serde(default)]
+    pub max_events_per_request: Option<usize>,
+    /// Fields not in the schema: `reject` (default), `drop`, or `keep` (in `_extra`).
+    #[serde(default)]
+    pub unknown_fields: UnknownFields,
 }
 
 /// `[sinks.NAME]`.
@@ -157,6 +181,19 @@ pub struct Overrides {
 pub struct StreamConfig {
     pub name: String,
     pub schema: Option<StreamSchema>,
+    pub policy: StreamPolicy,
+    pub max_events: usize,
+    pub unknown_fields: UnknownFields,
+}
+
+impl StreamConfig {
+    /// The decoder for this stream's bodies.
+    pub fn decoder(&self) -> Result<EventDecoder> {
+        EventDecoder::new(self.schema.clone())
+            .with_unknown_fields(self.unknown_fields)
+            .map(|d| d.with_max_events(self.max_events))
+            .map_err(|e| Error::Config(format!("`streams.{}.unknown_fields`: {e}", self.name)))
+    }
 }
 
 /// A sink, resolved.
@@ -297,7 +334,67 @@ impl Config {
                     Some(StreamSchema::from_json(&text).map_err(|e| err(key, e.to_string()))?)
                 }
             };
-            streams.push(StreamConfig { name, schema });
+            let key = |k: &str| format!("streams.{name}.{k}");
+            let mut token_digests = Vec::new();
+            for (i, digest) in s.auth_token_sha256.iter().enumerate() {
+                let bytes = hex::decode(digest.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        err(
+                            format!("{}[{i}]", key("auth_token_sha256")),
+                            "expected 64 hex digits, the output of `pipe hash-token`".into(),
+                        )
+                    })?;
+                token_digests.push(bytes);
+            }
+            for origin in &s.cors_origins {
+                let valid = origin == "*"
+                    || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                        && !origin.ends_with('/'));
+                if !valid {
+                    return Err(err(
+                        key("cors_origins"),
+                        format!(
+                            "expected `*` or an origin like `https://example.com`, got `{origin}`"
+                        ),
+                    ));
+                }
+            }
+            let positive = |k: &str, v: Option<usize>, default: usize| match v {
+                Some(0) => Err(err(key(k), "must be at least 1".into())),
+                Some(v) => Ok(v),
+                None => Ok(default),
+            };
+            let policy = StreamPolicy {
+                http_enabled: s.http.unwrap_or(true),
+                token_digests,
+                cors_origins: s.cors_origins,
+                max_body_bytes: positive(
+                    "max_request_bytes",
+                    s.max_request_bytes,
+                    DEFAULT_MAX_BODY_BYTES,
+                )?,
+                max_decompressed_bytes: positive(
+                    "max_decompressed_bytes",
+                    s.max_decompressed_bytes,
+                    DEFAULT_MAX_DECOMPRESSED_BYTES,
+                )?,
+            };
+            let max_events = positive(
+                "max_events_per_request",
+                s.max_events_per_request,
+                DEFAULT_MAX_EVENTS,
+            )?;
+            let stream = StreamConfig {
+                name,
+                schema,
+                policy,
+                max_events,
+                unknown_fields: s.unknown_fields,
+            };
+            stream.decoder()?;
+            streams.push(stream);
         }
         let mut sinks = Vec::new();
         for (name, s) in file.sinks {

@@ -76,6 +76,8 @@ pub fn exit_code(kind: ErrorKind) -> i32 {
         ErrorKind::NotFound => 3,
         ErrorKind::Conflict => 4,
         ErrorKind::Unavailable => 5,
+        ErrorKind::Unauthorized => 6,
+        ErrorKind::TooLarge => 7,
         ErrorKind::Internal => 70,
     }
 }

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipe_ingest::buffer::{Buffer, BufferOptions};
-use pipe_ingest::http::{error_response, IngestState, StreamEndpoint, DEFAULT_MAX_BODY_BYTES};
+use pipe_ingest::http::{error_response, IngestState, StreamEndpoint};
 use pipe_schemas::EventDecoder;
 use pipe_sink::{open_catalog, TableSink, WriteOptions};
 use pipe_transform::PipelinePlan;
@@ -53,8 +53,8 @@ pub async fn serve(
     let decoders: HashMap<String, EventDecoder> = config
         .streams
         .iter()
-        .map(|s| (s.name.clone(), EventDecoder::new(s.schema.clone())))
-        .collect();
+        .map(|s| Ok((s.name.clone(), s.decoder()?)))
+        .collect::<Result<_>>()?;
     let tables: HashMap<String, _> = decoders
         .iter()
         .map(|(name, d)| (name.clone(), d.table_schema()))
@@ -125,6 +125,7 @@ pub async fn serve(
             StreamEndpoint {
                 decoder: decoders[&stream.name].clone(),
                 appender,
+                policy: stream.policy.clone(),
             },
         );
     }
@@ -155,12 +156,9 @@ pub async fn serve(
         pipelines.spawn(task.run(rx, cancel));
     }
 
-    let ingest = pipe_ingest::http::router(
-        IngestState {
-            streams: Arc::new(endpoints),
-        },
-        DEFAULT_MAX_BODY_BYTES,
-    );
+    let ingest = pipe_ingest::http::router(IngestState {
+        streams: Arc::new(endpoints),
+    });
     let admin = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/pipelines/{name}/flush", post(flush))

@@ -61,18 +61,40 @@ impl fmt::Display for EventError {
     }
 }
 
+/// What happens to fields an event has but the schema does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownFields {
+    /// Refuse the request with an `unknown_field` error (the default).
+    #[default]
+    Reject,
+    /// Remove them, and count them in the response.
+    Drop,
+    /// Keep them, as a JSON object keyed by field path, in the `_extra` column.
+    Keep,
+}
+
+/// The column that holds unknown fields under [`UnknownFields::Keep`].
+pub const EXTRA_COLUMN: &str = "_extra";
+
 /// Validates and decodes bodies for one stream.
 #[derive(Debug, Clone)]
 pub struct EventDecoder {
     schema: Option<StreamSchema>,
     arrow_schema: SchemaRef,
+    unknown_fields: UnknownFields,
+    max_events: usize,
 }
 
 /// The outcome of decoding one body.
 #[derive(Debug)]
 pub enum Decoded {
     /// Every event was valid.
-    Batch(RecordBatch),
+    Batch {
+        batch: RecordBatch,
+        /// Unknown fields removed under [`UnknownFields::Drop`].
+        dropped_fields: usize,
+    },
     /// At least one event was bad; nothing of the body may be kept.
     Rejected(Vec<EventError>),
 }
@@ -87,7 +109,42 @@ impl EventDecoder {
         Self {
             schema,
             arrow_schema,
+            unknown_fields: UnknownFields::Reject,
+            max_events: usize::MAX,
         }
+    }
+
+    /// Sets what happens to unknown fields. Under [`UnknownFields::Keep`] the
+    /// batches get an extra nullable `_extra` column; a schema that already
+    /// has a field of that name is refused.
+    pub fn with_unknown_fields(mut self, policy: UnknownFields) -> Result<Self> {
+        if policy == UnknownFields::Keep {
+            let Some(schema) = &self.schema else {
+                return Err(Error::InvalidSchema(
+                    "unknown fields can only be kept on a stream with a schema".into(),
+                ));
+            };
+            if schema.fields.iter().any(|f| f.name == EXTRA_COLUMN) {
+                return Err(Error::InvalidSchema(format!(
+                    "field `{EXTRA_COLUMN}` is where unknown fields are kept; rename it or choose another policy"
+                )));
+            }
+            let mut fields: Vec<_> = self.arrow_schema.fields().iter().cloned().collect();
+            fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+                EXTRA_COLUMN,
+                arrow::datatypes::DataType::Utf8,
+                true,
+            )));
+            self.arrow_schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+        }
+        self.unknown_fields = policy;
+        Ok(self)
+    }
+
+    /// Refuses bodies with more than `max` events ([`Error::TooManyEvents`]).
+    pub fn with_max_events(mut self, max: usize) -> Self {
+        self.max_events = max;
+        self
     }
 
     /// The schema of the batches this decoder produces.
@@ -116,13 +173,34 @@ impl EventDecoder {
         if events.is_empty() {
             return Err(Error::InvalidBody("the body holds no events".into()));
         }
+        if events.len() > self.max_events {
+            return Err(Error::TooManyEvents {
+                events: events.len(),
+                limit: self.max_events,
+            });
+        }
         let Some(schema) = &self.schema else {
             return self.decode_unstructured(events);
         };
         let mut errors = Vec::new();
+        let mut dropped_fields = 0;
         for (index, event) in events.iter_mut().enumerate() {
             match event {
-                Value::Object(map) => check_object(map, &schema.fields, "", index, &mut errors),
+                Value::Object(map) => {
+                    let mut check = Check {
+                        index,
+                        errors: &mut errors,
+                        policy: self.unknown_fields,
+                        extra: Map::new(),
+                        dropped: 0,
+                    };
+                    check.object(map, &schema.fields, "");
+                    dropped_fields += check.dropped;
+                    if self.unknown_fields == UnknownFields::Keep && !check.extra.is_empty() {
+                        let extra = Value::Object(std::mem::take(&mut check.extra)).to_string();
+                        map.insert(EXTRA_COLUMN.to_string(), Value::String(extra));
+                    }
+                }
                 other => errors.push(EventError {
                     index,
                     field: String::new(),
@@ -146,7 +224,10 @@ impl EventDecoder {
             .flush()
             .map_err(|e| Error::Internal(format!("decoding validated events: {e}")))?
             .ok_or_else(|| Error::Internal("the decoder produced no batch".into()))?;
-        Ok(Decoded::Batch(batch))
+        Ok(Decoded::Batch {
+            batch,
+            dropped_fields,
+        })
     }
 
     fn decode_unstructured(&self, events: Vec<Value>) -> Result<Decoded> {
@@ -157,7 +238,10 @@ impl EventDecoder {
                 .map_err(|e| {
                     Error::Internal(format!("building the `{VALUE_COLUMN}` column: {e}"))
                 })?;
-        Ok(Decoded::Batch(batch))
+        Ok(Decoded::Batch {
+            batch,
+            dropped_fields: 0,
+        })
     }
 }
 
@@ -229,116 +313,126 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-/// Checks one object against its fields, normalising values in place.
-fn check_object(
-    map: &mut Map<String, Value>,
-    fields: &[FieldDef],
-    prefix: &str,
+/// The validation of one event: its errors, and what the unknown-field
+/// policy removed or kept.
+struct Check<'a> {
     index: usize,
-    errors: &mut Vec<EventError>,
-) {
-    for key in map.keys() {
-        if !fields.iter().any(|f| &f.name == key) {
-            errors.push(EventError {
-                index,
-                field: join(prefix, key),
-                kind: EventErrorKind::UnknownField,
-                message: format!("field `{}` is not in the stream schema", join(prefix, key)),
-            });
-        }
-    }
-    for field in fields {
-        let path = join(prefix, &field.name);
-        match map.get_mut(&field.name) {
-            None if field.required => errors.push(EventError {
-                index,
-                message: format!("required field `{path}` is missing"),
-                field: path,
-                kind: EventErrorKind::MissingField,
-            }),
-            Some(Value::Null) if field.required => errors.push(EventError {
-                index,
-                message: format!("required field `{path}` is null"),
-                field: path,
-                kind: EventErrorKind::NullValue,
-            }),
-            None | Some(Value::Null) => {}
-            Some(value) => check_value(value, &field.ty, &path, index, errors),
-        }
-    }
+    errors: &'a mut Vec<EventError>,
+    policy: UnknownFields,
+    /// Unknown fields kept under [`UnknownFields::Keep`], by path.
+    extra: Map<String, Value>,
+    dropped: usize,
 }
 
-fn check_value(
-    value: &mut Value,
-    ty: &FieldType,
-    path: &str,
-    index: usize,
-    errors: &mut Vec<EventError>,
-) {
-    let mismatch = |errors: &mut Vec<EventError>, value: &Value| {
-        errors.push(EventError {
-            index,
-            field: path.to_string(),
-            kind: EventErrorKind::TypeMismatch,
-            message: format!(
-                "field `{path}`: expected {}, got {}",
-                ty.name(),
-                kind_of(value)
-            ),
-        })
-    };
-    let parse_failure = |errors: &mut Vec<EventError>, message: String| {
-        errors.push(EventError {
-            index,
-            field: path.to_string(),
-            kind: EventErrorKind::ParseFailure,
-            message: format!("field `{path}`: {message}"),
-        })
-    };
-    match (ty, &mut *value) {
-        (FieldType::String, Value::String(_)) => {}
-        (FieldType::Bool, Value::Bool(_)) => {}
-        (FieldType::Float32 | FieldType::Float64, Value::Number(_)) => {}
-        (FieldType::Int32, Value::Number(n)) => match n.as_i64() {
-            Some(i) if i32::try_from(i).is_ok() => {}
-            _ => parse_failure(errors, format!("expected an int32, got `{n}`")),
-        },
-        (FieldType::Int64, Value::Number(n)) => {
-            if n.as_i64().is_none() {
-                parse_failure(errors, format!("expected an int64, got `{n}`"));
-            }
-        }
-        (FieldType::Timestamp { .. }, Value::String(s)) => {
-            match chrono::DateTime::parse_from_rfc3339(s) {
-                Ok(t) => *value = Value::from(t.timestamp_micros()),
-                Err(e) => parse_failure(
-                    errors,
-                    format!("expected an RFC 3339 timestamp, got `{s}` ({e})"),
+impl Check<'_> {
+    fn push(&mut self, field: &str, kind: EventErrorKind, message: String) {
+        self.errors.push(EventError {
+            index: self.index,
+            field: field.to_string(),
+            kind,
+            message,
+        });
+    }
+
+    /// Checks one object against its fields, normalising values in place.
+    fn object(&mut self, map: &mut Map<String, Value>, fields: &[FieldDef], prefix: &str) {
+        let unknown: Vec<String> = map
+            .keys()
+            .filter(|key| !fields.iter().any(|f| &f.name == *key))
+            .cloned()
+            .collect();
+        for key in unknown {
+            let path = join(prefix, &key);
+            match self.policy {
+                UnknownFields::Reject => self.push(
+                    &path,
+                    EventErrorKind::UnknownField,
+                    format!("field `{path}` is not in the stream schema"),
                 ),
-            }
-        }
-        (FieldType::Timestamp { unit }, Value::Number(n)) => match timestamp_micros(n, *unit) {
-            Some(micros) => *value = Value::from(micros),
-            None => parse_failure(errors, format!("timestamp `{n}` is out of range")),
-        },
-        (FieldType::Json, v) => *value = Value::String(v.to_string()),
-        (FieldType::Binary, Value::String(s)) => {
-            match base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
-                Ok(bytes) => *value = Value::String(hex(&bytes)),
-                Err(e) => parse_failure(errors, format!("expected base64, got `{s}` ({e})")),
-            }
-        }
-        (FieldType::List { items }, Value::Array(elements)) => {
-            for (i, element) in elements.iter_mut().enumerate() {
-                if !element.is_null() {
-                    check_value(element, &items.ty, &format!("{path}[{i}]"), index, errors);
+                UnknownFields::Drop => {
+                    map.remove(&key);
+                    self.dropped += 1;
+                }
+                UnknownFields::Keep => {
+                    if let Some(v) = map.remove(&key) {
+                        self.extra.insert(path, v);
+                    }
                 }
             }
         }
-        (FieldType::Struct { fields }, Value::Object(map)) => {
-            check_object(map, fields, path, index, errors)
+        for field in fields {
+            let path = join(prefix, &field.name);
+            match map.get_mut(&field.name) {
+                None if field.required => self.push(
+                    &path,
+                    EventErrorKind::MissingField,
+                    format!("required field `{path}` is missing"),
+                ),
+                Some(Value::Null) if field.required => self.push(
+                    &path,
+                    EventErrorKind::NullValue,
+                    format!("required field `{path}` is null"),
+                ),
+                None | Some(Value::Null) => {}
+                Some(value) => self.value(value, &field.ty, &path),
+            }
         }
-        (_, v) => mismatch(errors, v),
+    }
+
+    fn value(&mut self, value: &mut Value, ty: &FieldType, path: &str) {
+        let parse_failure = |this: &mut Self, message: String| {
+            this.push(
+                path,
+                EventErrorKind::ParseFailure,
+                format!("field `{path}`: {message}"),
+            )
+        };
+        match (ty, &mut *value) {
+            (FieldType::String, Value::String(_)) => {}
+            (FieldType::Bool, Value::Bool(_)) => {}
+            (FieldType::Float32 | FieldType::Float64, Value::Number(_)) => {}
+            (FieldType::Int32, Value::Number(n)) => match n.as_i64() {
+                Some(i) if i32::try_from(i).is_ok() => {}
+                _ => parse_failure(self, format!("expected an int32, got `{n}`")),
+            },
+            (FieldType::Int64, Value::Number(n)) => {
+                if n.as_i64().is_none() {
+                    parse_failure(self, format!("expected an int64, got `{n}`"));
+                }
+            }
+            (FieldType::Timestamp { .. }, Value::String(s)) => {
+                match chrono::DateTime::parse_from_rfc3339(s) {
+                    Ok(t) => *value = Value::from(t.timestamp_micros()),
+                    Err(e) => parse_failure(
+                        self,
+                        format!("expected an RFC 3339 timestamp, got `{s}` ({e})"),
+                    ),
+                }
+            }
+            (FieldType::Timestamp { unit }, Value::Number(n)) => match timestamp_micros(n, *unit) {
+                Some(micros) => *value = Value::from(micros),
+                None => parse_failure(self, format!("timestamp `{n}` is out of range")),
+            },
+            (FieldType::Json, v) => *value = Value::String(v.to_string()),
+            (FieldType::Binary, Value::String(s)) => {
+                match base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
+                    Ok(bytes) => *value = Value::String(hex(&bytes)),
+                    Err(e) => parse_failure(self, format!("expected base64, got `{s}` ({e})")),
+                }
+            }
+            (FieldType::List { items }, Value::Array(elements)) => {
+                for (i, element) in elements.iter_mut().enumerate() {
+                    if !element.is_null() {
+                        self.value(element, &items.ty, &format!("{path}[{i}]"));
+                    }
+                }
+            }
+            (FieldType::Struct { fields }, Value::Object(map)) => self.object(map, fields, path),
+            (_, v) => {
+                let message = format!("field `{path}`: expected {}, got {}", ty.name(), kind_of(v));
+                self.push(path, EventErrorKind::TypeMismatch, message)
+            }
+        }
     }
 }
 
@@ -382,14 +476,14 @@ mod tests {
 
     fn batch(d: &EventDecoder, body: &str, format: BodyFormat) -> RecordBatch {
         match d.decode(body.as_bytes(), format).unwrap() {
-            Decoded::Batch(b) => b,
+            Decoded::Batch { batch, .. } => batch,
             Decoded::Rejected(e) => panic!("rejected: {e:?}"),
         }
     }
 
     fn rejected(d: &EventDecoder, body: &str) -> Vec<EventError> {
         match d.decode(body.as_bytes(), BodyFormat::Json).unwrap() {
-            Decoded::Batch(_) => panic!("accepted {body}"),
+            Decoded::Batch { .. } => panic!("accepted {body}"),
             Decoded::Rejected(e) => e,
         }
     }
@@ -502,6 +596,67 @@ mod tests {
             fields,
             vec!["ts", "n", "raw", "tags[1]", "meta.z", "meta.prio"]
         );
+    }
+
+    #[test]
+    fn unknown_fields_policies() {
+        let body = r#"[{"user_id":"u","event_type":"e","color":"red","size":{"w":1}}]"#;
+        let errors = rejected(&ecommerce(), body);
+        assert_eq!(errors.len(), 2);
+        assert!(errors
+            .iter()
+            .all(|e| e.kind == EventErrorKind::UnknownField));
+
+        let drop = ecommerce()
+            .with_unknown_fields(UnknownFields::Drop)
+            .unwrap();
+        match drop.decode(body.as_bytes(), BodyFormat::Json).unwrap() {
+            Decoded::Batch {
+                batch,
+                dropped_fields,
+            } => {
+                assert_eq!(
+                    (batch.num_rows(), batch.num_columns(), dropped_fields),
+                    (1, 4, 2)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let keep = ecommerce()
+            .with_unknown_fields(UnknownFields::Keep)
+            .unwrap();
+        let b = batch(&keep, body, BodyFormat::Json);
+        assert_eq!(b.schema().field(4).name(), EXTRA_COLUMN);
+        assert_eq!(
+            b.column(4).as_string::<i32>().value(0),
+            r#"{"color":"red","size":{"w":1}}"#
+        );
+        let b = batch(
+            &keep,
+            r#"{"user_id":"u","event_type":"e"}"#,
+            BodyFormat::Json,
+        );
+        assert!(b.column(4).is_null(0));
+        assert!(EventDecoder::new(None)
+            .with_unknown_fields(UnknownFields::Keep)
+            .is_err());
+    }
+
+    #[test]
+    fn too_many_events() {
+        let d = ecommerce().with_max_events(2);
+        let err = d
+            .decode(
+                br#"[{"user_id":"a","event_type":"b"},{},{}]"#,
+                BodyFormat::Json,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the request holds 3 events; the limit is 2 per request"
+        );
+        assert_eq!(err.kind(), crate::ErrorKind::TooLarge);
     }
 
     #[test]

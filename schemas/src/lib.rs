@@ -18,14 +18,17 @@
 //! let decoder = EventDecoder::new(Some(schema));
 //! match decoder.decode(br#"[{"user_id":"u1"},{}]"#, BodyFormat::Json).unwrap() {
 //!     Decoded::Rejected(errors) => assert_eq!(errors[0].index, 1),
-//!     Decoded::Batch(_) => unreachable!("event 1 lacks `user_id`"),
+//!     Decoded::Batch { .. } => unreachable!("event 1 lacks `user_id`"),
 //! }
 //! ```
 
 pub mod decode;
 pub mod schema;
 
-pub use decode::{stamp_ingest_ts, BodyFormat, Decoded, EventDecoder, EventError, EventErrorKind};
+pub use decode::{
+    stamp_ingest_ts, BodyFormat, Decoded, EventDecoder, EventError, EventErrorKind, UnknownFields,
+    EXTRA_COLUMN,
+};
 pub use schema::{FieldDef, FieldType, StreamSchema, TimestampUnit, INGEST_TS_COLUMN};
 
 /// What kind of failure an error is: decides HTTP statuses and exit codes.
@@ -39,6 +42,10 @@ pub enum ErrorKind {
     Conflict,
     /// Temporarily unable; retrying later may succeed.
     Unavailable,
+    /// The caller may not do this (missing or wrong credentials).
+    Unauthorized,
+    /// The request is over a size or count limit.
+    TooLarge,
     /// A bug or a broken invariant.
     Internal,
 }
@@ -59,6 +66,9 @@ pub enum Error {
     /// A request body that holds no usable events at all.
     #[error("{0}")]
     InvalidBody(String),
+    /// A body with more events than a stream accepts per request.
+    #[error("the request holds {events} events; the limit is {limit} per request")]
+    TooManyEvents { events: usize, limit: usize },
     /// A bug: validated events that would not decode.
     #[error("internal error: {0}")]
     Internal(String),
@@ -69,6 +79,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidSchema(_) | Error::InvalidBody(_) => ErrorKind::InvalidInput,
+            Error::TooManyEvents { .. } => ErrorKind::TooLarge,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }

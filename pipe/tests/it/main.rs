@@ -10,3 +10,4 @@ mod crash;
 mod e2e;
 mod harness;
 mod s3;
+mod streams;

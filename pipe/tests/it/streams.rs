@@ -1,0 +1,223 @@
+//! Per-stream policies through the real binary: bearer tokens, CORS, body
+//! and event limits, gzip, HTTP switched off, unknown-field policies.
+
+use std::io::Write;
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+fn hash_token(token: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["hash-token", token])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("schema.json"), SCHEMA).unwrap();
+    let digest = hash_token("s3cret");
+    assert_eq!(digest.len(), 64);
+    let config = dir.path().join("pipe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "data"
+[streams.secure]
+schema_file = "schema.json"
+auth_token_sha256 = ["{digest}"]
+cors_origins = ["https://app.example"]
+max_request_bytes = 2000
+max_decompressed_bytes = 4000
+max_events_per_request = 5
+
+[streams.loose]
+schema_file = "schema.json"
+unknown_fields = "keep"
+
+[streams.dropping]
+schema_file = "schema.json"
+unknown_fields = "drop"
+
+[streams.internal]
+schema_file = "schema.json"
+http = false
+
+[sinks.loose_sink]
+table = "loose"
+roll_interval_secs = 3600
+
+[pipelines.loose_p]
+sql = "INSERT INTO loose_sink SELECT * FROM loose"
+"#
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&config).await;
+    let client = reqwest::Client::new();
+    let secure = format!("{}/v1/streams/secure", server.url);
+    let event = json!({"user_id": "u", "event_type": "e"}).to_string();
+
+    // Bearer tokens: none or wrong → 401 without detail; right → 200.
+    let r = client
+        .post(&secure)
+        .body(event.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = client
+        .post(&secure)
+        .bearer_auth("wrong")
+        .body(event.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"]["message"],
+        "unauthorized"
+    );
+    let r = client
+        .post(&secure)
+        .bearer_auth("s3cret")
+        .body(event.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // CORS preflight from an allowed origin, and not from another.
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, &secure)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization",
+            )
+            .send()
+    };
+    let r = preflight("https://app.example").await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let r = preflight("https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    // Limits: body, decompressed body, events per request → 413 naming the limit.
+    let big = format!("[{}]", vec![event.as_str(); 80].join(","));
+    assert!(big.len() > 2000);
+    let inflating = format!("[{}]", vec![event.as_str(); 200].join(","));
+    assert!(inflating.len() > 4000 && gzip(inflating.as_bytes()).len() < 2000);
+    let r = client
+        .post(&secure)
+        .bearer_auth("s3cret")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 2000 bytes"),
+        "{body}"
+    );
+    let r = client
+        .post(&secure)
+        .bearer_auth("s3cret")
+        .header("content-encoding", "gzip")
+        .body(gzip(inflating.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        413,
+        "a small gzip body that inflates past the limit"
+    );
+    let six = format!("[{}]", [event.as_str(); 6].join(","));
+    let r = client
+        .post(&secure)
+        .bearer_auth("s3cret")
+        .body(six)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("the limit is 5 per request"));
+
+    // gzip within the limits is accepted; broken gzip is a 400.
+    let three = format!("[{}]", [event.as_str(); 3].join(","));
+    let r = client
+        .post(&secure)
+        .bearer_auth("s3cret")
+        .header("content-encoding", "gzip")
+        .body(gzip(three.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({"accepted": 3})
+    );
+    let r = client
+        .post(&secure)
+        .bearer_auth("s3cret")
+        .header("content-encoding", "gzip")
+        .body("not gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // HTTP switched off for a stream.
+    let (status, body) = server
+        .post_json("internal", &json!({"user_id": "u", "event_type": "e"}))
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        body["error"]["message"],
+        "stream `internal` does not take events over HTTP"
+    );
+
+    // Unknown fields: dropped and counted, or kept in `_extra` and queryable.
+    let odd = json!([{"user_id": "u", "event_type": "e", "color": "red"}]);
+    assert_eq!(
+        server.post_json("dropping", &odd).await,
+        (200, json!({"accepted": 1, "dropped_fields": 1}))
+    );
+    assert_eq!(
+        server.post_json("loose", &odd).await,
+        (200, json!({"accepted": 1}))
+    );
+    server.flush("loose_p");
+    assert_eq!(
+        query(&config, "SELECT user_id, _extra FROM default.loose"),
+        vec![json!({"user_id": "u", "_extra": "{\"color\":\"red\"}"})]
+    );
+    server.stop();
+}
