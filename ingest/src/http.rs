@@ -12,7 +12,12 @@
 //! | missing or wrong bearer token         | 401    | `{"error": {"kind": "unauthorized", …}}`, no detail |
 //! | unknown stream, or HTTP disabled      | 404    | `{"error": …}`                                    |
 //! | body, decompressed body or event count over the stream's limit | 413 | `{"error": …}` naming the limit |
+//! | same `Idempotency-Key` still in flight | 409   | `{"error": …}`                                    |
 //! | buffer queue full / shutting down     | 503    | `{"error": …}` + `Retry-After: 1`                 |
+//!
+//! With `Idempotency-Key: K`, a request already accepted with K inside the
+//! stream's window is answered with its first answer (plus
+//! `Idempotent-Replayed: true`) and adds nothing; see [`crate::idempotency`].
 //!
 //! A request is all or nothing: when it is refused, none of its events is kept.
 //!
@@ -37,7 +42,9 @@ use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::debug;
 
-use crate::buffer::{encode_batch, Appender};
+use crate::buffer::Appender;
+use crate::idempotency::{Answer, Begin, KeyIndex};
+use crate::payload::{self, RequestMeta, MAX_KEY_LEN};
 use crate::ErrorKind;
 
 /// Default largest request body: 5 MiB.
@@ -85,7 +92,12 @@ pub struct StreamEndpoint {
     pub decoder: EventDecoder,
     pub appender: Appender,
     pub policy: StreamPolicy,
+    /// Idempotency keys seen within the stream's window.
+    pub keys: Arc<KeyIndex>,
 }
+
+/// The header a client sets to make retries safe.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Everything the ingest routes need.
 #[derive(Debug, Clone)]
@@ -145,6 +157,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::CONTENT_TYPE,
                 header::CONTENT_ENCODING,
                 header::AUTHORIZATION,
+                header::HeaderName::from_static(IDEMPOTENCY_KEY),
             ])
             .max_age(std::time::Duration::from_secs(3600)),
     )
@@ -279,6 +292,21 @@ async fn read_body(
     }
 }
 
+fn accepted_response(answer: &Answer, replayed: bool) -> Response {
+    let body = if answer.dropped > 0 {
+        json!({"accepted": answer.accepted, "dropped_fields": answer.dropped})
+    } else {
+        json!({"accepted": answer.accepted})
+    };
+    let mut response = Json(body).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
 async fn post_events(
     stream: &str,
     endpoint: &StreamEndpoint,
@@ -288,6 +316,52 @@ async fn post_events(
     if !authorized(&endpoint.policy, &headers) {
         return error_response(ErrorKind::Unauthorized, "unauthorized");
     }
+    let key = match headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= MAX_KEY_LEN => Some(k.to_string()),
+        Some(_) => {
+            return error_response(
+                ErrorKind::InvalidInput,
+                format!("`Idempotency-Key` must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+            )
+        }
+    };
+    if let Some(k) = &key {
+        match endpoint.keys.begin(k) {
+            Begin::New => {}
+            Begin::Replay(answer) => {
+                debug!(stream, key = %k, "idempotent replay");
+                return accepted_response(&answer, true);
+            }
+            Begin::InFlight => {
+                return error_response(
+                    ErrorKind::Conflict,
+                    "a request with this Idempotency-Key is being processed; retry when it has finished",
+                )
+            }
+        }
+    }
+    let response = accept(stream, endpoint, &headers, body, key.clone()).await;
+    if let Some(k) = &key {
+        match &response {
+            Ok(answer) => endpoint.keys.finish(k, *answer),
+            Err(_) => endpoint.keys.abort(k),
+        }
+    }
+    match response {
+        Ok(answer) => accepted_response(&answer, false),
+        Err(response) => response,
+    }
+}
+
+/// Reads, validates, decodes and appends a request; the answer once durable.
+async fn accept(
+    stream: &str,
+    endpoint: &StreamEndpoint,
+    headers: &HeaderMap,
+    body: Body,
+    key: Option<String>,
+) -> Result<Answer, Response> {
     let format = match headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -299,48 +373,55 @@ async fn post_events(
         }
         _ => BodyFormat::Json,
     };
-    let policy = endpoint.policy.clone();
-    let body = match read_body(&policy, &headers, body).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
+    let body = read_body(&endpoint.policy, headers, body).await?;
     let decoder = endpoint.decoder.clone();
     let decoded = tokio::task::spawn_blocking(move || match decoder.decode(&body, format)? {
         Decoded::Batch {
             batch,
             dropped_fields,
         } => {
-            let rows = batch.num_rows();
-            let now = std::time::SystemTime::now()
+            let at = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_micros() as i64)
                 .unwrap_or_default();
-            let batch = pipe_schemas::stamp_ingest_ts(&batch, now)?;
-            let payload =
-                encode_batch(&batch).map_err(|e| pipe_schemas::Error::Internal(e.to_string()))?;
-            Ok::<_, pipe_schemas::Error>(Ok((rows, dropped_fields, payload)))
+            let batch = pipe_schemas::stamp_ingest_ts(&batch, at)?;
+            let answer = Answer {
+                accepted: batch.num_rows() as u32,
+                dropped: dropped_fields as u32,
+                at,
+            };
+            let meta = RequestMeta {
+                key,
+                accepted: answer.accepted,
+                dropped_fields: answer.dropped,
+                at_micros: at,
+            };
+            let payload = payload::encode(&meta, &batch)
+                .map_err(|e| pipe_schemas::Error::Internal(e.to_string()))?;
+            Ok::<_, pipe_schemas::Error>(Ok((answer, payload)))
         }
         Decoded::Rejected(errors) => Ok(Err(errors)),
     })
     .await;
-    let (rows, dropped_fields, payload) = match decoded {
+    let (answer, payload) = match decoded {
         Ok(Ok(Ok(ok))) => ok,
         Ok(Ok(Err(errors))) => {
             debug!(stream, bad_events = errors.len(), "request refused");
-            return (StatusCode::BAD_REQUEST, Json(json!({"errors": errors}))).into_response();
+            return Err((StatusCode::BAD_REQUEST, Json(json!({"errors": errors}))).into_response());
         }
-        Ok(Err(e)) => return error_response(e.kind(), e.to_string()),
-        Err(e) => return error_response(ErrorKind::Internal, format!("decoder task failed: {e}")),
+        Ok(Err(e)) => return Err(error_response(e.kind(), e.to_string())),
+        Err(e) => {
+            return Err(error_response(
+                ErrorKind::Internal,
+                format!("decoder task failed: {e}"),
+            ))
+        }
     };
     match endpoint.appender.append(payload).await {
         Ok(offset) => {
-            debug!(stream, offset, rows, "events accepted");
-            if dropped_fields > 0 {
-                Json(json!({"accepted": rows, "dropped_fields": dropped_fields})).into_response()
-            } else {
-                Json(json!({"accepted": rows})).into_response()
-            }
+            debug!(stream, offset, rows = answer.accepted, "events accepted");
+            Ok(answer)
         }
-        Err(e) => error_response(e.kind(), e.to_string()),
+        Err(e) => Err(error_response(e.kind(), e.to_string())),
     }
 }

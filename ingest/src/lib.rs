@@ -22,6 +22,8 @@
 
 pub mod buffer;
 pub mod http;
+pub mod idempotency;
+pub mod payload;
 
 use std::path::Path;
 

@@ -123,6 +123,13 @@ pub struct StreamFile {
     /// Fields not in the schema: `reject` (default), `drop`, or `keep` (in `_extra`).
     #[serde(default)]
     pub unknown_fields: UnknownFields,
+    /// How long an `Idempotency-Key` is remembered, in seconds (default 86400).
+    #[serde(default)]
+    pub idempotency_window_secs: Option<u64>,
+    /// Size of the buffer's segment files in MiB (default 64); space is
+    /// released a whole segment at a time.
+    #[serde(default)]
+    pub buffer_segment_mb: Option<usize>,
 }
 
 /// `[sinks.NAME]`.
@@ -184,6 +191,8 @@ pub struct StreamConfig {
     pub policy: StreamPolicy,
     pub max_events: usize,
     pub unknown_fields: UnknownFields,
+    pub idempotency_window: std::time::Duration,
+    pub segment_bytes: u64,
 }
 
 impl StreamConfig {
@@ -386,12 +395,20 @@ impl Config {
                 s.max_events_per_request,
                 DEFAULT_MAX_EVENTS,
             )?;
+            let window = positive(
+                "idempotency_window_secs",
+                s.idempotency_window_secs.map(|w| w as usize),
+                86_400,
+            )?;
+            let segment_mb = positive("buffer_segment_mb", s.buffer_segment_mb, 64)?;
             let stream = StreamConfig {
                 name,
                 schema,
                 policy,
                 max_events,
                 unknown_fields: s.unknown_fields,
+                idempotency_window: std::time::Duration::from_secs(window as u64),
+                segment_bytes: segment_mb as u64 * 1024 * 1024,
             };
             stream.decoder()?;
             streams.push(stream);

@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipe_ingest::buffer::{decode_batches, Buffer, BufferReader};
+use pipe_ingest::buffer::{Buffer, BufferReader};
+use pipe_ingest::idempotency::KeyIndex;
+use pipe_ingest::payload::decode_batches;
 use pipe_sink::{CommitOutcome, OffsetRange, TableSink};
 use pipe_transform::PipelinePlan;
 use serde::Serialize;
@@ -36,17 +38,21 @@ const READ_BYTES: usize = 32 << 20;
 #[derive(Debug)]
 pub struct ReleaseTracker {
     pub buffer: Arc<Buffer>,
+    keys: Arc<KeyIndex>,
     committed: Mutex<HashMap<String, Option<u64>>>,
 }
 
 impl ReleaseTracker {
-    /// Tracks the given pipelines of one stream's buffer.
+    /// Tracks the given pipelines of one stream's buffer; idempotency keys
+    /// of released records are kept in `keys`.
     pub fn new(
         buffer: Arc<Buffer>,
+        keys: Arc<KeyIndex>,
         pipelines: impl IntoIterator<Item = (String, Option<u64>)>,
     ) -> Self {
         Self {
             buffer,
+            keys,
             committed: Mutex::new(pipelines.into_iter().collect()),
         }
     }
@@ -61,7 +67,10 @@ impl ReleaseTracker {
             map.values().copied().min().flatten()
         };
         if let Some(through) = through {
-            match self.buffer.release_through(through) {
+            match self
+                .buffer
+                .release_through(through, |records| self.keys.retain(records))
+            {
                 Ok(0) => {}
                 Ok(n) => info!(pipeline, through, segments = n, "released buffer segments"),
                 Err(e) => warn!(pipeline, error = %e, "could not release buffer segments"),

@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipe_ingest::buffer::{Buffer, BufferOptions};
 use pipe_ingest::http::{error_response, IngestState, StreamEndpoint};
+use pipe_ingest::idempotency::KeyIndex;
 use pipe_schemas::EventDecoder;
 use pipe_sink::{open_catalog, TableSink, WriteOptions};
 use pipe_transform::PipelinePlan;
@@ -107,7 +108,16 @@ pub async fn serve(
             .max()
             .unwrap_or(0);
         let dir = config.data_dir.join("buffer").join(&stream.name);
-        let mut buffer = Buffer::open(&dir, BufferOptions::default(), min_next)?;
+        let options = BufferOptions {
+            segment_bytes: stream.segment_bytes,
+            ..BufferOptions::default()
+        };
+        let mut buffer = Buffer::open(&dir, options, min_next)?;
+        let keys = Arc::new(KeyIndex::open(
+            &dir.join("keys.log"),
+            stream.idempotency_window,
+        )?);
+        rebuild_keys(&buffer, &keys)?;
         let (appender, writer) = buffer.start_writer();
         let name = stream.name.clone();
         writers.spawn(async move { (name, writer.await) });
@@ -118,7 +128,7 @@ pub async fn serve(
             .map(|(plan, _, committed, _)| (plan.name().to_string(), *committed));
         trackers.insert(
             stream.name.clone(),
-            Arc::new(ReleaseTracker::new(buffer, users)),
+            Arc::new(ReleaseTracker::new(buffer, keys.clone(), users)),
         );
         endpoints.insert(
             stream.name.clone(),
@@ -126,6 +136,7 @@ pub async fn serve(
                 decoder: decoders[&stream.name].clone(),
                 appender,
                 policy: stream.policy.clone(),
+                keys,
             },
         );
     }
@@ -214,6 +225,20 @@ pub async fn serve(
     }
     info!("pipe stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// Puts the idempotency keys of every live buffer record into `keys`.
+fn rebuild_keys(buffer: &Buffer, keys: &KeyIndex) -> Result<()> {
+    let mut reader = buffer.reader(buffer.first_offset());
+    loop {
+        let records = reader.read(4096, 64 << 20)?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        for r in &records {
+            keys.observe(&pipe_ingest::payload::decode_meta(&r.payload)?.0);
+        }
+    }
 }
 
 async fn flush(State(state): State<AdminState>, Path(name): Path<String>) -> Response {

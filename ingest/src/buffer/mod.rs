@@ -36,9 +36,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
-use arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
@@ -189,14 +186,24 @@ impl Buffer {
     }
 
     /// Deletes every segment all of whose records are at or below `offset`.
-    /// Returns how many segments were removed.
-    pub fn release_through(&self, offset: u64) -> Result<usize> {
+    /// `before_delete` sees each such segment's records first (to keep what
+    /// must outlive them, such as idempotency keys); an error stops the
+    /// release with that segment still in place. Returns how many segments
+    /// were removed.
+    pub fn release_through(
+        &self,
+        offset: u64,
+        mut before_delete: impl FnMut(&[Record]) -> Result<()>,
+    ) -> Result<usize> {
         let segments = list_segments(&self.dir)?;
         let mut removed = 0;
         // A segment is done when the one after it starts at or below offset + 1.
         for pair in segments.windows(2) {
             if pair[1] <= offset + 1 {
                 let path = self.dir.join(segment::file_name(pair[0]));
+                let mut reader = self.reader(pair[0]);
+                let records = reader.read((pair[1] - pair[0]) as usize, usize::MAX)?;
+                before_delete(&records)?;
                 fs::remove_file(&path).map_err(|e| Error::io(&path, "removing", e))?;
                 removed += 1;
             }
@@ -411,27 +418,6 @@ impl BufferReader {
         }
         Ok(file)
     }
-}
-
-/// Encodes a batch as an Arrow IPC stream, the payload of one record.
-pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut w = StreamWriter::try_new(&mut out, &batch.schema())
-        .map_err(|e| Error::Internal(format!("encoding a batch: {e}")))?;
-    w.write(batch)
-        .and_then(|_| w.finish())
-        .map_err(|e| Error::Internal(format!("encoding a batch: {e}")))?;
-    drop(w);
-    Ok(out)
-}
-
-/// Decodes a record payload back into its batches.
-pub fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>> {
-    let reader = StreamReader::try_new(payload, None)
-        .map_err(|e| Error::Corrupt(format!("a buffer record is not Arrow IPC: {e}")))?;
-    reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Corrupt(format!("a buffer record is not Arrow IPC: {e}")))
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<u64>> {

@@ -1,5 +1,4 @@
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -149,7 +148,7 @@ fn release_keeps_the_active_segment_and_unreleased_records() {
         drop(appender);
         writer.await.unwrap().unwrap();
         let before = list_segments(dir.path()).unwrap().len();
-        assert!(b.release_through(20).unwrap() > 0);
+        assert!(b.release_through(20, |_| Ok(())).unwrap() > 0);
         let after = list_segments(dir.path()).unwrap();
         assert!(after.len() < before);
         assert!(after[0] <= 21, "record 21 must still be there: {after:?}");
@@ -159,7 +158,7 @@ fn release_keeps_the_active_segment_and_unreleased_records() {
             "released offsets are gone"
         );
         // Releasing everything still keeps the active segment.
-        b.release_through(1000).unwrap();
+        b.release_through(1000, |_| Ok(())).unwrap();
         assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
     });
 }
@@ -188,24 +187,32 @@ fn readers_wait_for_durable_records() {
 }
 
 #[test]
-fn batches_round_trip_through_ipc() {
-    use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("a", DataType::Int64, false),
-        Field::new("b", DataType::Utf8, true),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(vec![1, 2])),
-            Arc::new(StringArray::from(vec![Some("x"), None])),
-        ],
-    )
-    .unwrap();
-    let bytes = encode_batch(&batch).unwrap();
-    assert_eq!(decode_batches(&bytes).unwrap(), vec![batch]);
-    assert!(decode_batches(b"garbage").is_err());
+fn release_shows_each_released_record_before_deleting() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut b = Buffer::open(dir.path(), small_segments(), 0).unwrap();
+        let (appender, writer) = b.start_writer();
+        let payloads: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i; 50]).collect();
+        append_all(&appender, &payloads).await;
+        drop(appender);
+        writer.await.unwrap().unwrap();
+        let mut seen = Vec::new();
+        b.release_through(20, |records| {
+            seen.extend(records.iter().map(|r| r.offset));
+            Ok(())
+        })
+        .unwrap();
+        let kept = list_segments(dir.path()).unwrap()[0];
+        assert_eq!(
+            seen,
+            (0..kept).collect::<Vec<_>>(),
+            "every released record, in order"
+        );
+        // A failing hook keeps the segment.
+        let before = list_segments(dir.path()).unwrap();
+        assert!(b.release_through(29, |_| Err(Error::Busy)).is_err());
+        assert_eq!(list_segments(dir.path()).unwrap(), before);
+    });
 }
 
 #[derive(Debug, Clone)]
@@ -258,7 +265,7 @@ proptest! {
                 Op::Release(upto) => {
                     let upto = upto.min(model.len() as u64);
                     if upto > 0 {
-                        buffer.release_through(upto - 1).unwrap();
+                        buffer.release_through(upto - 1, |_| Ok(())).unwrap();
                         released = released.max(upto);
                     }
                 }

@@ -9,5 +9,6 @@ mod bad_input;
 mod crash;
 mod e2e;
 mod harness;
+mod idempotency;
 mod s3;
 mod streams;

@@ -1,0 +1,280 @@
+//! Idempotent retries: a request sent again with the same `Idempotency-Key`
+//! within the stream's window gets the first answer back and adds nothing.
+//!
+//! Where keys live, so that a retry is recognised even after a crash:
+//!
+//! ```text
+//!   accepted request ──► buffer record header (key, answer, time)   same fsync
+//!   segment released ──► keys.log line {"key","accepted","dropped","at"}
+//!                        appended + fsync'd BEFORE the segment is deleted
+//!   startup          ──► index = keys.log (unexpired) + every live record
+//! ```
+//!
+//! While a request with a key is being processed, the same key is answered
+//! `409 Conflict` (the client may retry once the first one has finished).
+//! A request that fails releases its key.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::buffer::Record;
+use crate::payload::{self, RequestMeta};
+use crate::{Error, Result};
+
+/// The answer a request with a key got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub accepted: u32,
+    pub dropped: u32,
+    /// When it was accepted, µs since the epoch.
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    InFlight,
+    Done(Answer),
+}
+
+/// What to do with a request that carries a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    /// First time seen: process it, then [`KeyIndex::finish`] or [`KeyIndex::abort`].
+    New,
+    /// Seen and answered within the window: answer the same.
+    Replay(Answer),
+    /// The same key is being processed right now.
+    InFlight,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LogLine {
+    key: String,
+    #[serde(flatten)]
+    answer: Answer,
+}
+
+/// The keys of one stream.
+#[derive(Debug)]
+pub struct KeyIndex {
+    path: PathBuf,
+    window_micros: i64,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+impl KeyIndex {
+    /// Loads `path` (keys of released records), keeping what is inside
+    /// `window`, and rewrites it without the expired lines.
+    pub fn open(path: &Path, window: Duration) -> Result<KeyIndex> {
+        let window_micros = window.as_micros().min(i64::MAX as u128) as i64;
+        let cutoff = now_micros().saturating_sub(window_micros);
+        let mut entries = HashMap::new();
+        let mut expired = 0;
+        if path.exists() {
+            let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+            for line in BufReader::new(file).lines() {
+                let line = line.map_err(|e| Error::io(path, "reading", e))?;
+                // A line cut by a crash is the last one and was never relied on.
+                let Ok(l) = serde_json::from_str::<LogLine>(&line) else {
+                    continue;
+                };
+                if l.answer.at >= cutoff {
+                    entries.insert(l.key, Entry::Done(l.answer));
+                } else {
+                    expired += 1;
+                }
+            }
+        }
+        let index = KeyIndex {
+            path: path.to_path_buf(),
+            window_micros,
+            entries: Mutex::new(entries),
+        };
+        if expired > 0 {
+            index.rewrite()?;
+        }
+        Ok(index)
+    }
+
+    fn rewrite(&self) -> Result<()> {
+        let tmp = self.path.with_extension("log.tmp");
+        let mut out = Vec::new();
+        for (key, entry) in self.entries.lock().expect("never poisoned").iter() {
+            if let Entry::Done(answer) = entry {
+                let line = LogLine {
+                    key: key.clone(),
+                    answer: *answer,
+                };
+                serde_json::to_writer(&mut out, &line)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                out.push(b'\n');
+            }
+        }
+        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, "creating", e))?;
+        f.write_all(&out)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(&tmp, "writing", e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, "replacing", e))
+    }
+
+    /// Records the key of a live buffer record (at startup).
+    pub fn observe(&self, meta: &RequestMeta) {
+        if let Some(key) = &meta.key {
+            let answer = Answer {
+                accepted: meta.accepted,
+                dropped: meta.dropped_fields,
+                at: meta.at_micros,
+            };
+            self.entries
+                .lock()
+                .expect("never poisoned")
+                .insert(key.clone(), Entry::Done(answer));
+        }
+    }
+
+    /// Starts a request with `key`.
+    pub fn begin(&self, key: &str) -> Begin {
+        let mut entries = self.entries.lock().expect("never poisoned");
+        match entries.get(key) {
+            Some(Entry::InFlight) => Begin::InFlight,
+            Some(Entry::Done(a)) if a.at >= now_micros().saturating_sub(self.window_micros) => {
+                Begin::Replay(*a)
+            }
+            _ => {
+                entries.insert(key.to_string(), Entry::InFlight);
+                Begin::New
+            }
+        }
+    }
+
+    /// The request with `key` was accepted with `answer`.
+    pub fn finish(&self, key: &str, answer: Answer) {
+        let mut entries = self.entries.lock().expect("never poisoned");
+        entries.insert(key.to_string(), Entry::Done(answer));
+        // Keep memory bounded by the window: prune now and then.
+        if entries.len() % 4096 == 0 {
+            let cutoff = now_micros().saturating_sub(self.window_micros);
+            entries.retain(|_, e| !matches!(e, Entry::Done(a) if a.at < cutoff));
+        }
+    }
+
+    /// The request with `key` failed: a retry may try again.
+    pub fn abort(&self, key: &str) {
+        let mut entries = self.entries.lock().expect("never poisoned");
+        if matches!(entries.get(key), Some(Entry::InFlight)) {
+            entries.remove(key);
+        }
+    }
+
+    /// Appends the keys of records about to be deleted to the log, durably.
+    pub fn retain(&self, records: &[Record]) -> Result<()> {
+        let cutoff = now_micros().saturating_sub(self.window_micros);
+        let mut out = Vec::new();
+        for r in records {
+            let (meta, _) = payload::decode_meta(&r.payload)?;
+            if let (Some(key), true) = (meta.key, meta.at_micros >= cutoff) {
+                let answer = Answer {
+                    accepted: meta.accepted,
+                    dropped: meta.dropped_fields,
+                    at: meta.at_micros,
+                };
+                serde_json::to_writer(&mut out, &LogLine { key, answer })
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                out.push(b'\n');
+            }
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::io(&self.path, "opening", e))?;
+        f.write_all(&out)
+            .and_then(|_| f.sync_data())
+            .map_err(|e| Error::io(&self.path, "appending to", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+
+    use super::*;
+
+    fn record(offset: u64, key: &str, at: i64) -> Record {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1]))]).unwrap();
+        let meta = RequestMeta {
+            key: Some(key.into()),
+            accepted: 1,
+            dropped_fields: 0,
+            at_micros: at,
+        };
+        Record {
+            offset,
+            payload: payload::encode(&meta, &batch).unwrap(),
+        }
+    }
+
+    #[test]
+    fn begin_finish_replay_abort() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = KeyIndex::open(&dir.path().join("keys.log"), Duration::from_secs(60)).unwrap();
+        assert_eq!(index.begin("k"), Begin::New);
+        assert_eq!(index.begin("k"), Begin::InFlight);
+        let answer = Answer {
+            accepted: 3,
+            dropped: 0,
+            at: now_micros(),
+        };
+        index.finish("k", answer);
+        assert_eq!(index.begin("k"), Begin::Replay(answer));
+        assert_eq!(index.begin("other"), Begin::New);
+        index.abort("other");
+        assert_eq!(index.begin("other"), Begin::New);
+    }
+
+    #[test]
+    fn retained_keys_survive_a_reopen_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.log");
+        let index = KeyIndex::open(&path, Duration::from_secs(3600)).unwrap();
+        let now = now_micros();
+        let old = now - 2 * 3600 * 1_000_000;
+        index
+            .retain(&[record(0, "fresh", now), record(1, "stale", old)])
+            .unwrap();
+        let reopened = KeyIndex::open(&path, Duration::from_secs(3600)).unwrap();
+        assert!(matches!(reopened.begin("fresh"), Begin::Replay(a) if a.accepted == 1));
+        assert_eq!(reopened.begin("stale"), Begin::New);
+        // A torn last line is ignored.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"key\":")
+            .unwrap();
+        let again = KeyIndex::open(&path, Duration::from_secs(3600)).unwrap();
+        assert!(matches!(again.begin("fresh"), Begin::Replay(_)));
+    }
+}
