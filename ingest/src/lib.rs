@@ -42,6 +42,8 @@ pub enum Error {
     Corrupt(String),
     #[error("the stream's buffer queue is full; retry shortly")]
     Busy,
+    #[error("the stream's buffer is full ({used} of {limit} bytes on disk); retry when its pipelines have caught up")]
+    Full { used: u64, limit: u64 },
     #[error("the stream is shutting down")]
     Closed,
     #[error("{0}")]
@@ -62,9 +64,11 @@ impl Error {
     /// The kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Busy | Error::Closed | Error::Poisoned(_) | Error::Io { .. } => {
-                ErrorKind::Unavailable
-            }
+            Error::Busy
+            | Error::Full { .. }
+            | Error::Closed
+            | Error::Poisoned(_)
+            | Error::Io { .. } => ErrorKind::Unavailable,
             Error::Corrupt(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -130,6 +130,9 @@ pub struct StreamFile {
     /// released a whole segment at a time.
     #[serde(default)]
     pub buffer_segment_mb: Option<usize>,
+    /// Disk quota of the buffer in MiB (default 8192); past it, requests get 503.
+    #[serde(default)]
+    pub max_buffer_mb: Option<usize>,
 }
 
 /// `[sinks.NAME]`.
@@ -193,6 +196,7 @@ pub struct StreamConfig {
     pub unknown_fields: UnknownFields,
     pub idempotency_window: std::time::Duration,
     pub segment_bytes: u64,
+    pub max_buffer_bytes: u64,
 }
 
 impl StreamConfig {
@@ -401,6 +405,13 @@ impl Config {
                 86_400,
             )?;
             let segment_mb = positive("buffer_segment_mb", s.buffer_segment_mb, 64)?;
+            let quota_mb = positive("max_buffer_mb", s.max_buffer_mb, 8192)?;
+            if quota_mb < 2 * segment_mb {
+                return Err(err(
+                    key("max_buffer_mb"),
+                    format!("must be at least twice `buffer_segment_mb` ({segment_mb}), or nothing could ever be released"),
+                ));
+            }
             let stream = StreamConfig {
                 name,
                 schema,
@@ -409,6 +420,7 @@ impl Config {
                 unknown_fields: s.unknown_fields,
                 idempotency_window: std::time::Duration::from_secs(window as u64),
                 segment_bytes: segment_mb as u64 * 1024 * 1024,
+                max_buffer_bytes: quota_mb as u64 * 1024 * 1024,
             };
             stream.decoder()?;
             streams.push(stream);

@@ -110,6 +110,7 @@ pub async fn serve(
         let dir = config.data_dir.join("buffer").join(&stream.name);
         let options = BufferOptions {
             segment_bytes: stream.segment_bytes,
+            max_disk_bytes: stream.max_buffer_bytes,
             ..BufferOptions::default()
         };
         let mut buffer = Buffer::open(&dir, options, min_next)?;

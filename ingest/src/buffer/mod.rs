@@ -17,8 +17,10 @@
 //! - **Group commit**: the writer takes everything queued while the previous
 //!   fsync ran, writes it with one `write` and one `fdatasync`, then answers
 //!   every waiting handler. Concurrent requests share fsyncs.
-//! - **Backpressure**: the queue is bounded; when it is full [`Appender::append`]
-//!   fails at once with [`Error::Busy`] (HTTP 503 + Retry-After), it never drops.
+//! - **Backpressure**: the queue is bounded in requests and in bytes, and the
+//!   segment files in bytes (a disk quota). When either is full,
+//!   [`Appender::append`] fails at once with [`Error::Busy`] or [`Error::Full`]
+//!   (HTTP 503 + Retry-After); nothing accepted is ever dropped.
 //! - **Readers** see only records below `durable_next`, so a pipeline never
 //!   processes an event that could still vanish.
 //! - **Recovery** ([`Buffer::open`]): segments are listed by name; the last one
@@ -36,7 +38,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use crate::{Error, Result};
@@ -51,6 +56,11 @@ pub struct BufferOptions {
     pub queue_depth: usize,
     /// Most bytes one group commit writes before it fsyncs.
     pub max_group_bytes: usize,
+    /// Most bytes the segment files may hold; appends past it are refused
+    /// (503) until pipelines commit and segments are released.
+    pub max_disk_bytes: u64,
+    /// Most payload bytes waiting for the writer; bounds memory under overload.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for BufferOptions {
@@ -59,6 +69,8 @@ impl Default for BufferOptions {
             segment_bytes: 64 << 20,
             queue_depth: 1024,
             max_group_bytes: 16 << 20,
+            max_disk_bytes: 8 << 30,
+            max_queued_bytes: 64 << 20,
         }
     }
 }
@@ -78,6 +90,8 @@ pub struct Buffer {
     durable_next: watch::Sender<u64>,
     /// The active segment, until the writer is started.
     active: Option<ActiveSegment>,
+    /// Bytes in segment files now.
+    disk_bytes: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -135,11 +149,13 @@ impl Buffer {
         };
         let (durable_next, _) = watch::channel(next);
         info!(buffer = %dir.display(), next_offset = next, "buffer opened");
+        let disk_bytes = Arc::new(AtomicU64::new(segments_bytes(dir)?));
         Ok(Buffer {
             dir: dir.to_path_buf(),
             options,
             durable_next,
             active: Some(active),
+            disk_bytes,
         })
     }
 
@@ -170,9 +186,17 @@ impl Buffer {
             active,
             next: self.next_offset(),
             durable_next: self.durable_next.clone(),
+            disk_bytes: self.disk_bytes.clone(),
         };
         let handle = tokio::task::spawn_blocking(move || writer.run(rx));
-        (Appender { tx }, handle)
+        let appender = Appender {
+            tx,
+            queued: Arc::new(Semaphore::new(self.options.max_queued_bytes)),
+            max_queued: self.options.max_queued_bytes,
+            disk_bytes: self.disk_bytes.clone(),
+            max_disk_bytes: self.options.max_disk_bytes,
+        };
+        (appender, handle)
     }
 
     /// A reader positioned at `from` (which must still be in the buffer).
@@ -204,7 +228,12 @@ impl Buffer {
                 let mut reader = self.reader(pair[0]);
                 let records = reader.read((pair[1] - pair[0]) as usize, usize::MAX)?;
                 before_delete(&records)?;
+                let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 fs::remove_file(&path).map_err(|e| Error::io(&path, "removing", e))?;
+                self.disk_bytes.fetch_sub(
+                    size.min(self.disk_bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
                 removed += 1;
             }
         }
@@ -213,12 +242,7 @@ impl Buffer {
 
     /// Bytes the buffer holds on disk.
     pub fn disk_bytes(&self) -> u64 {
-        list_segments(&self.dir)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|s| fs::metadata(self.dir.join(segment::file_name(*s))).ok())
-            .map(|m| m.len())
-            .sum()
+        self.disk_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -226,20 +250,44 @@ impl Buffer {
 #[derive(Debug, Clone)]
 pub struct Appender {
     tx: mpsc::Sender<AppendRequest>,
+    /// Payload bytes allowed to wait for the writer.
+    queued: Arc<Semaphore>,
+    max_queued: usize,
+    disk_bytes: Arc<AtomicU64>,
+    max_disk_bytes: u64,
 }
 
 #[derive(Debug)]
 struct AppendRequest {
     payload: Vec<u8>,
     ack: oneshot::Sender<Result<u64>>,
+    /// Held until the record is written: the queue's byte budget.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Appender {
     /// Appends one record and waits until it is durable; returns its offset.
     pub async fn append(&self, payload: Vec<u8>) -> Result<u64> {
+        let used = self.disk_bytes.load(Ordering::Relaxed);
+        if used + payload.len() as u64 > self.max_disk_bytes {
+            return Err(Error::Full {
+                used,
+                limit: self.max_disk_bytes,
+            });
+        }
+        let bytes = payload.len().clamp(1, self.max_queued) as u32;
+        let permit = self
+            .queued
+            .clone()
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| Error::Busy)?;
         let (ack, done) = oneshot::channel();
         self.tx
-            .try_send(AppendRequest { payload, ack })
+            .try_send(AppendRequest {
+                payload,
+                ack,
+                _permit: permit,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => Error::Busy,
                 mpsc::error::TrySendError::Closed(_) => Error::Closed,
@@ -249,6 +297,7 @@ impl Appender {
 }
 
 struct Writer {
+    disk_bytes: Arc<AtomicU64>,
     dir: PathBuf,
     options: BufferOptions,
     active: ActiveSegment,
@@ -297,6 +346,8 @@ impl Writer {
             }
             if self.active.len >= self.options.segment_bytes {
                 self.active = create_segment(&self.dir, self.next)?;
+                self.disk_bytes
+                    .fetch_add(segment::HEADER_LEN as u64, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -313,6 +364,8 @@ impl Writer {
             .sync_data()
             .map_err(|e| Error::io(&path(), "syncing", e))?;
         self.active.len += bytes.len() as u64;
+        self.disk_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -418,6 +471,14 @@ impl BufferReader {
         }
         Ok(file)
     }
+}
+
+fn segments_bytes(dir: &Path) -> Result<u64> {
+    Ok(list_segments(dir)?
+        .iter()
+        .filter_map(|s| fs::metadata(dir.join(segment::file_name(*s))).ok())
+        .map(|m| m.len())
+        .sum())
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<u64>> {

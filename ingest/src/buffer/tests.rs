@@ -164,6 +164,42 @@ fn release_keeps_the_active_segment_and_unreleased_records() {
 }
 
 #[test]
+fn the_disk_quota_refuses_appends_until_space_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let options = BufferOptions {
+            segment_bytes: 200,
+            max_disk_bytes: 1000,
+            ..BufferOptions::default()
+        };
+        let mut b = Buffer::open(dir.path(), options, 0).unwrap();
+        let (appender, writer) = b.start_writer();
+        let mut accepted = 0u64;
+        let refused = loop {
+            match appender.append(vec![7; 100]).await {
+                Ok(_) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(accepted < 100, "the quota never refused");
+        };
+        assert!(matches!(refused, Error::Full { .. }), "{refused}");
+        assert_eq!(refused.kind(), crate::ErrorKind::Unavailable);
+        assert!(b.disk_bytes() <= 1000 + 200);
+        b.release_through(accepted - 1, |_| Ok(())).unwrap();
+        appender
+            .append(vec![7; 100])
+            .await
+            .expect("space was released");
+        drop(appender);
+        writer.await.unwrap().unwrap();
+        assert_eq!(
+            read_everything(&b, b.first_offset()).last().unwrap().offset,
+            accepted
+        );
+    });
+}
+
+#[test]
 fn a_wiped_buffer_starts_past_committed_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let b = Buffer::open(dir.path(), BufferOptions::default(), 77).unwrap();

@@ -10,5 +10,6 @@ mod crash;
 mod e2e;
 mod harness;
 mod idempotency;
+mod overload;
 mod s3;
 mod streams;
