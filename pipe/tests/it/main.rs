@@ -8,6 +8,7 @@
 mod bad_input;
 mod crash;
 mod e2e;
+mod fanout;
 mod harness;
 mod idempotency;
 mod overload;
