@@ -1,36 +1,290 @@
-//! Ingest load: one client (or several) POSTing getting-started-shaped
-//! events to a real `pipe serve`, every ack fsync'd. Prints events/s, MB/s
-//! and request latency percentiles. Not a test: it asserts nothing.
+//! Ingest load on the real `pipe serve` (release build), every ack fsync'd,
+//! with the pipeline committing to Iceberg alongside as it would in
+//! production. Events have the fraud-detection tutorial's shape. Prints:
+//!
+//! - events/s and MB/s for batches of 1, 100, 1000 events with 1, 8, 64 clients;
+//! - the single-core arrow-json decode rate of the same events, and the ratio;
+//! - p50/p99 of one 64 KiB write + fdatasync on this disk, beside the p50/p99
+//!   ack latency at half the best measured load;
+//! - the server's peak RSS after a 2× overload.
+//!
+//! A program that prints figures, not a test: it asserts nothing.
 //!
 //! ```sh
-//! cargo bench -p pipe --bench ingest_load -- [SECONDS] [EVENTS_PER_REQUEST] [CLIENTS]
+//! cargo bench -p pipe --bench ingest_load -- [SECONDS_PER_POINT]
 //! ```
 
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SCHEMA: &str = r#"{"fields":[
-  {"name":"user_id","type":"string","required":true},
-  {"name":"event_type","type":"string","required":true},
-  {"name":"product_id","type":"string","required":false},
+  {"name":"transaction_id","type":"string","required":true},
+  {"name":"user_id","type":"int64","required":true},
   {"name":"amount","type":"float64","required":false},
-  {"name":"session","type":"string","required":false},
-  {"name":"ts","type":"timestamp","required":false}]}"#;
+  {"name":"transaction_timestamp","type":"string","required":false},
+  {"name":"location","type":"string","required":false},
+  {"name":"merchant_category","type":"string","required":false},
+  {"name":"is_fraud","type":"bool","required":false}]}"#;
+
+const LOCATIONS: [&str; 6] = ["US", "UK", "CA", "DE", "NIGERIA", "RUSSIA"];
+const MERCHANTS: [&str; 6] = [
+    "GROCERY",
+    "GAS_STATION",
+    "RESTAURANT",
+    "RETAIL",
+    "CRYPTO",
+    "GIFT_CARDS",
+];
+
+fn event(i: usize) -> String {
+    format!(
+        r#"{{"transaction_id":"{:08x}-4b2c-4d5e-9f01-{:012x}","user_id":{},"amount":{}.{:02},"transaction_timestamp":"2026-11-{:02}T{:02}:{:02}:{:02}.123456+00:00","location":"{}","merchant_category":"{}","is_fraud":{}}}"#,
+        i.wrapping_mul(2_654_435_761) as u32,
+        i,
+        1000 + i % 9000,
+        i % 5000,
+        i % 100,
+        1 + i % 28,
+        i % 24,
+        i % 60,
+        (i * 7) % 60,
+        LOCATIONS[i % LOCATIONS.len()],
+        MERCHANTS[(i / 3) % MERCHANTS.len()],
+        i % 17 == 0
+    )
+}
 
 fn body(events: usize, seq: usize) -> String {
-    let events: Vec<String> = (0..events)
-        .map(|i| {
-            format!(
-                r#"{{"user_id":"user_{:08}","event_type":"purchase","product_id":"widget-{:05}","amount":{}.99,"session":"3f1c9a0e-5b7d-4c2e-9a8f-{:012}","ts":"2026-11-23T10:15:{:02}.123Z"}}"#,
-                seq * events + i,
-                i % 10_000,
-                i % 500,
-                seq,
-                i % 60
-            )
+    let all: Vec<String> = (0..events).map(|i| event(seq * events + i)).collect();
+    format!("[{}]", all.join(","))
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("schema.json"), SCHEMA).unwrap();
+        std::fs::write(
+            dir.path().join("pipe.toml"),
+            r#"data_dir = "data"
+[streams.transactions]
+schema_file = "schema.json"
+[sinks.out]
+namespace = "fraud_detection"
+table = "transactions"
+roll_interval_secs = 5
+[pipelines.load]
+sql = "INSERT INTO out SELECT * FROM transactions"
+"#,
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
+            .arg(dir.path().join("pipe.toml"))
+            .env("PIPE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// Peak resident set size of the server so far, in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+struct Point {
+    events: usize,
+    bytes: usize,
+    refused: usize,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Point {
+    fn events_per_s(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+    fn pct(&mut self, p: f64) -> f64 {
+        self.latencies.sort();
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len() - 1);
+        self.latencies[i].as_secs_f64() * 1e3
+    }
+}
+
+/// Runs `clients` clients posting batches of `per_request` for `seconds`;
+/// with `rate` (requests/s over all clients), paced.
+async fn load(
+    url: &str,
+    per_request: usize,
+    clients: usize,
+    seconds: f64,
+    rate: Option<f64>,
+) -> Point {
+    let bodies: Arc<Vec<String>> = Arc::new((0..32).map(|s| body(per_request, s)).collect());
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (client, url, bodies) = (
+            client.clone(),
+            format!("{url}/v1/streams/transactions"),
+            bodies.clone(),
+        );
+        let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
+        tasks.spawn(async move {
+            let mut p = Point {
+                events: 0,
+                bytes: 0,
+                refused: 0,
+                latencies: Vec::new(),
+                elapsed: Duration::ZERO,
+            };
+            let mut i = c;
+            let mut next = Instant::now();
+            while Instant::now() < deadline {
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += iv;
+                }
+                let b = &bodies[i % bodies.len()];
+                i += clients;
+                let t = Instant::now();
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(b.clone())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => {
+                        p.latencies.push(t.elapsed());
+                        p.events += per_request;
+                        p.bytes += b.len();
+                    }
+                    _ => p.refused += 1,
+                }
+            }
+            p
+        });
+    }
+    let mut total = Point {
+        events: 0,
+        bytes: 0,
+        refused: 0,
+        latencies: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    while let Some(r) = tasks.join_next().await {
+        let p = r.unwrap();
+        total.events += p.events;
+        total.bytes += p.bytes;
+        total.refused += p.refused;
+        total.latencies.extend(p.latencies);
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+/// Single-core arrow-json decode rate of the same events: (events/s, MB/s).
+fn decode_rate() -> (f64, f64) {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("transaction_id", DataType::Utf8, false),
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("transaction_timestamp", DataType::Utf8, true),
+        Field::new("location", DataType::Utf8, true),
+        Field::new("merchant_category", DataType::Utf8, true),
+        Field::new("is_fraud", DataType::Boolean, true),
+    ]));
+    let n = 200_000;
+    let ndjson: String = (0..n).map(|i| event(i) + "\n").collect();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+            .with_batch_size(8192)
+            .build_decoder()
+            .unwrap();
+        let mut buf = ndjson.as_bytes();
+        let mut rows = 0;
+        while !buf.is_empty() {
+            let used = decoder.decode(buf).unwrap();
+            buf = &buf[used..];
+            if let Some(b) = decoder.flush().unwrap() {
+                rows += b.num_rows();
+            }
+        }
+        if let Some(b) = decoder.flush().unwrap() {
+            rows += b.num_rows();
+        }
+        assert_eq!(rows, n);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (n as f64 / best, ndjson.len() as f64 / best / 1e6)
+}
+
+/// p50 and p99 (ms) of one 64 KiB append + fdatasync on the temp dir's disk.
+fn fsync_latency() -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = std::fs::File::create(dir.path().join("probe")).unwrap();
+    let block = vec![7u8; 64 * 1024];
+    let mut lat: Vec<f64> = (0..500)
+        .map(|_| {
+            let t = Instant::now();
+            f.write_all(&block).unwrap();
+            f.sync_data().unwrap();
+            t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    format!("[{}]", events.join(","))
+    lat.sort_by(f64::total_cmp);
+    (lat[lat.len() / 2], lat[lat.len() * 99 / 100])
 }
 
 fn main() {
@@ -38,54 +292,15 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let seconds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(10);
-    let per_request: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
-    let clients: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
-
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("schema.json"), SCHEMA).unwrap();
-    std::fs::write(
-        dir.path().join("pipe.toml"),
-        r#"data_dir = "data"
-[streams.events]
-schema_file = "schema.json"
-[sinks.out]
-table = "events"
-roll_interval_secs = 5
-[pipelines.load]
-sql = "INSERT INTO out SELECT * FROM events"
-"#,
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(dir.path().join("pipe.toml"))
-        .env("PIPE_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/v1/streams/events");
-
+    let seconds: f64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(5.0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let (events, bytes, mut latencies, elapsed) = rt.block_on(async {
-        let client = reqwest::Client::new();
+    let server = Server::start();
+    rt.block_on(async {
         for _ in 0..300 {
-            if client
-                .get(format!("http://127.0.0.1:{port}/healthz"))
-                .send()
+            if reqwest::get(format!("{}/healthz", server.url))
                 .await
                 .is_ok()
             {
@@ -93,63 +308,63 @@ sql = "INSERT INTO out SELECT * FROM events"
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let bodies: Vec<String> = (0..64).map(|s| body(per_request, s)).collect();
-        let start = Instant::now();
-        let deadline = start + Duration::from_secs(seconds);
-        let mut tasks = tokio::task::JoinSet::new();
-        for c in 0..clients {
-            let (client, url, bodies) = (client.clone(), url.clone(), bodies.clone());
-            tasks.spawn(async move {
-                let (mut events, mut bytes, mut lat) = (0usize, 0usize, Vec::new());
-                let mut i = c;
-                while Instant::now() < deadline {
-                    let b = &bodies[i % bodies.len()];
-                    i += clients;
-                    let t = Instant::now();
-                    let r = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(b.clone())
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-                    lat.push(t.elapsed());
-                    events += per_request;
-                    bytes += b.len();
-                }
-                (events, bytes, lat)
-            });
-        }
-        let (mut events, mut bytes, mut lat) = (0, 0, Vec::new());
-        while let Some(r) = tasks.join_next().await {
-            let (e, b, l) = r.unwrap();
-            events += e;
-            bytes += b;
-            lat.extend(l);
-        }
-        (events, bytes, lat, start.elapsed())
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
-
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    let secs = elapsed.as_secs_f64();
+    let event_bytes = event(12345).len();
+    println!("ingest_load: fraud-detection events (~{event_bytes} B of JSON each), {seconds} s per point, acks fsync'd, pipeline committing every 5 s");
     println!(
-        "ingest_load: {clients} client(s), {per_request} events/request, {:.1} s, {} requests, avg event {} B",
-        secs,
-        latencies.len(),
-        bytes / events.max(1)
+        "{:>8} {:>8} {:>12} {:>9} {:>9} {:>9} {:>8}",
+        "batch", "clients", "events/s", "MB/s", "p50 ms", "p99 ms", "refused"
     );
+    let mut best = (0.0f64, 0usize, 0usize);
+    for per_request in [1, 100, 1000] {
+        for clients in [1, 8, 64] {
+            let mut p = rt.block_on(load(&server.url, per_request, clients, seconds, None));
+            let (p50, p99) = (p.pct(0.5), p.pct(0.99));
+            println!(
+                "{:>8} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>8}",
+                per_request,
+                clients,
+                p.events_per_s(),
+                p.mb_per_s(),
+                p50,
+                p99,
+                p.refused
+            );
+            if p.events_per_s() > best.0 {
+                best = (p.events_per_s(), per_request, clients);
+            }
+        }
+    }
+
+    let (dec_events, dec_mb) = decode_rate();
+    let best_mb = best.0 * event_bytes as f64 / 1e6;
     println!(
-        "  {:.0} events/s, {:.2} MB/s of JSON, request latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        events as f64 / secs,
-        bytes as f64 / secs / 1e6,
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3
+        "arrow-json decode, one core: {dec_events:.0} events/s, {dec_mb:.1} MB/s; best ingest {:.0} events/s ({best_mb:.1} MB/s, batch {}, {} clients) = {:.2} of it",
+        best.0, best.1, best.2, best.0 / dec_events
+    );
+
+    let (f50, f99) = fsync_latency();
+    let half_rate = best.0 / 2.0 / best.1 as f64; // requests/s
+    let mut half = rt.block_on(load(
+        &server.url,
+        best.1,
+        best.2,
+        seconds * 2.0,
+        Some(half_rate),
+    ));
+    let (h50, h99) = (half.pct(0.5), half.pct(0.99));
+    println!(
+        "fsync of 64 KiB: p50 {f50:.2} ms, p99 {f99:.2} ms; acks at half load ({:.0} events/s): p50 {h50:.2} ms, p99 {h99:.2} ms (p99 = {:.1} fsync p99s)",
+        half.events_per_s(),
+        h99 / f99
+    );
+
+    let mut over = rt.block_on(load(&server.url, 1000, 128, seconds * 2.0, None));
+    let over_p99 = over.pct(0.99);
+    println!(
+        "2x overload (128 clients x 1000 events): {:.0} events/s accepted, {} requests refused (503), ack p99 {over_p99:.1} ms; server peak RSS {:.0} MiB",
+        over.events_per_s(),
+        over.refused,
+        server.peak_rss_mib()
     );
 }
