@@ -11,19 +11,23 @@
 //! ]}
 //! ```
 //!
-//! | Pipelines type | Arrow type                         | JSON accepted                                  |
-//! |----------------|------------------------------------|------------------------------------------------|
-//! | `string`       | `Utf8`                             | string                                         |
-//! | `int32`        | `Int32`                            | integer in range                               |
-//! | `int64`        | `Int64`                            | integer in range                               |
-//! | `float32`      | `Float32`                          | number                                         |
-//! | `float64`      | `Float64`                          | number                                         |
-//! | `bool`         | `Boolean`                          | `true` / `false`                               |
-//! | `timestamp`    | `Timestamp(Microsecond, "+00:00")` | RFC 3339 string, or a number in the field's `unit` (`s`, `ms` default, `us`) |
-//! | `json`         | `Utf8` (the JSON text)             | any JSON value                                 |
-//! | `binary`       | `Binary`                           | base64 string                                  |
-//! | `list`         | `List(items)`                      | array                                          |
-//! | `struct`       | `Struct(fields)`                   | object                                         |
+//! | Pipelines type | Arrow type                         | Iceberg type  | JSON accepted                                  |
+//! |----------------|------------------------------------|---------------|------------------------------------------------|
+//! | `string`       | `Utf8`                             | `string`      | string                                         |
+//! | `int32`        | `Int32`                            | `int`         | integer in range                               |
+//! | `int64`        | `Int64`                            | `long`        | integer in range                               |
+//! | `float32`      | `Float32`                          | `float`       | number                                         |
+//! | `float64`      | `Float64`                          | `double`      | number                                         |
+//! | `bool`         | `Boolean`                          | `boolean`     | `true` / `false`                               |
+//! | `timestamp`    | `Timestamp(Microsecond, "+00:00")` | `timestamptz` | RFC 3339 string, or a number in the field's `unit` (`s`, `ms` default, `us`) |
+//! | `json`         | `Utf8` (the JSON text)             | `string`      | any JSON value                                 |
+//! | `binary`       | `Binary`                           | `binary`      | base64 string                                  |
+//! | `list`         | `List(items)`                      | `list`        | array                                          |
+//! | `struct`       | `Struct(fields)`                   | `struct`      | object                                         |
+//!
+//! `required` maps to non-nullable / Iceberg `required`. The snapshot tests
+//! `arrow_mapping_snapshot` (here) and `iceberg_mapping_snapshot` (sink) pin
+//! this table.
 //!
 //! A stream without a schema is *unstructured*: every event is kept whole in
 //! one `value` column holding its JSON text.
@@ -278,6 +282,48 @@ mod tests {
         let arrow = s.arrow_schema();
         assert!(matches!(arrow.field(0).data_type(), DataType::List(_)));
         assert!(matches!(arrow.field(1).data_type(), DataType::Struct(f) if !f[0].is_nullable()));
+    }
+
+    /// The one-way mapping of every Pipelines type to Arrow.
+    #[test]
+    fn arrow_mapping_snapshot() {
+        let s = StreamSchema::from_json(
+            r#"{"fields":[
+            {"name":"s","type":"string","required":true},
+            {"name":"i32","type":"int32"},{"name":"i64","type":"int64"},
+            {"name":"f32","type":"float32"},{"name":"f64","type":"float64"},
+            {"name":"b","type":"bool"},{"name":"ts","type":"timestamp","unit":"s"},
+            {"name":"doc","type":"json"},{"name":"raw","type":"binary"},
+            {"name":"tags","type":"list","items":{"type":"int32"}},
+            {"name":"meta","type":"struct","fields":[{"name":"k","type":"string","required":true}]}]}"#,
+        )
+        .unwrap();
+        let mapping: Vec<String> = s
+            .arrow_schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}: {} {}",
+                    f.name(),
+                    f.data_type(),
+                    if f.is_nullable() { "null" } else { "not null" }
+                )
+            })
+            .collect();
+        insta::assert_snapshot!(mapping.join("\n"), @r#"
+        s: Utf8 not null
+        i32: Int32 null
+        i64: Int64 null
+        f32: Float32 null
+        f64: Float64 null
+        b: Boolean null
+        ts: Timestamp(µs, "+00:00") null
+        doc: Utf8 null
+        raw: Binary null
+        tags: List(Int32, field: 'element') null
+        meta: Struct("k": non-null Utf8) null
+        "#);
     }
 
     #[test]

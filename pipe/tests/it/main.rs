@@ -14,3 +14,4 @@ mod idempotency;
 mod overload;
 mod s3;
 mod streams;
+mod types;

@@ -234,3 +234,65 @@ async fn an_incompatible_existing_table_is_refused_up_front() {
     .to_string();
     assert!(err.contains("column `id`"), "{err}");
 }
+
+/// The one-way mapping of every Pipelines type to Iceberg, as the table is created.
+#[tokio::test]
+async fn iceberg_mapping_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = pipe_schemas::StreamSchema::from_json(
+        r#"{"fields":[
+        {"name":"s","type":"string","required":true},
+        {"name":"i32","type":"int32"},{"name":"i64","type":"int64"},
+        {"name":"f32","type":"float32"},{"name":"f64","type":"float64"},
+        {"name":"b","type":"bool"},{"name":"ts","type":"timestamp"},
+        {"name":"doc","type":"json"},{"name":"raw","type":"binary"},
+        {"name":"tags","type":"list","items":{"type":"int32"}},
+        {"name":"meta","type":"struct","fields":[{"name":"k","type":"string","required":true}]}]}"#,
+    )
+    .unwrap();
+    let output = pipe_schemas::EventDecoder::new(Some(schema)).table_schema();
+    let catalog = open_catalog(&settings(dir.path())).await.unwrap();
+    let sink = TableSink::open(
+        catalog.clone(),
+        "default",
+        "all_types",
+        "p",
+        "s",
+        &output,
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let table = catalog.load_table(sink.ident()).await.unwrap();
+    let fields: Vec<String> = table
+        .metadata()
+        .current_schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {} {}",
+                f.name,
+                f.field_type,
+                if f.required { "required" } else { "optional" }
+            )
+        })
+        .collect();
+    insta::assert_snapshot!(fields.join("\n"), @r#"
+    s: string required
+    i32: int optional
+    i64: long optional
+    f32: float optional
+    f64: double optional
+    b: boolean optional
+    ts: timestamptz optional
+    doc: string optional
+    raw: binary optional
+    tags: list optional
+    meta: struct<string> optional
+    __ingest_ts: timestamptz required
+    "#);
+    let spec = table.metadata().default_partition_spec();
+    assert_eq!(spec.fields()[0].transform, iceberg::spec::Transform::Day);
+}
