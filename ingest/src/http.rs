@@ -7,6 +7,7 @@
 //! | outcome                               | status | body                                              |
 //! |---------------------------------------|--------|---------------------------------------------------|
 //! | every event valid, on disk            | 200    | `{"accepted": N}` (+ `"dropped_fields"` when dropping) |
+//! | quarantine mode, some events invalid  | 200    | `{"accepted": N, "quarantined": M, "errors": [...]}` |
 //! | some event invalid                    | 400    | `{"errors": [{"index","field","type","message"}]}` |
 //! | body not JSON / not events / bad gzip | 400    | `{"error": {"kind": "invalid_input", "message"}}` |
 //! | missing or wrong bearer token         | 401    | `{"error": {"kind": "unauthorized", …}}`, no detail |
@@ -67,6 +68,9 @@ pub struct StreamPolicy {
     pub max_body_bytes: usize,
     /// Largest request body after gzip decompression.
     pub max_decompressed_bytes: usize,
+    /// Keep a request's good events and quarantine its bad ones, instead of
+    /// refusing the whole request.
+    pub quarantine: bool,
 }
 
 impl Default for StreamPolicy {
@@ -77,6 +81,7 @@ impl Default for StreamPolicy {
             cors_origins: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
+            quarantine: false,
         }
     }
 }
@@ -292,12 +297,21 @@ async fn read_body(
     }
 }
 
-fn accepted_response(answer: &Answer, replayed: bool) -> Response {
-    let body = if answer.dropped > 0 {
-        json!({"accepted": answer.accepted, "dropped_fields": answer.dropped})
-    } else {
-        json!({"accepted": answer.accepted})
-    };
+fn accepted_response(
+    answer: &Answer,
+    errors: &[pipe_schemas::EventError],
+    replayed: bool,
+) -> Response {
+    let mut body = json!({"accepted": answer.accepted});
+    if answer.dropped > 0 {
+        body["dropped_fields"] = json!(answer.dropped);
+    }
+    if answer.quarantined > 0 {
+        body["quarantined"] = json!(answer.quarantined);
+        if !replayed {
+            body["errors"] = json!(errors);
+        }
+    }
     let mut response = Json(body).into_response();
     if replayed {
         response
@@ -331,7 +345,7 @@ async fn post_events(
             Begin::New => {}
             Begin::Replay(answer) => {
                 debug!(stream, key = %k, "idempotent replay");
-                return accepted_response(&answer, true);
+                return accepted_response(&answer, &[], true);
             }
             Begin::InFlight => {
                 return error_response(
@@ -344,12 +358,12 @@ async fn post_events(
     let response = accept(stream, endpoint, &headers, body, key.clone()).await;
     if let Some(k) = &key {
         match &response {
-            Ok(answer) => endpoint.keys.finish(k, *answer),
+            Ok((answer, _)) => endpoint.keys.finish(k, *answer),
             Err(_) => endpoint.keys.abort(k),
         }
     }
     match response {
-        Ok(answer) => accepted_response(&answer, false),
+        Ok((answer, errors)) => accepted_response(&answer, &errors, false),
         Err(response) => response,
     }
 }
@@ -361,7 +375,7 @@ async fn accept(
     headers: &HeaderMap,
     body: Body,
     key: Option<String>,
-) -> Result<Answer, Response> {
+) -> Result<(Answer, Vec<pipe_schemas::EventError>), Response> {
     let format = match headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -375,35 +389,57 @@ async fn accept(
     };
     let body = read_body(&endpoint.policy, headers, body).await?;
     let decoder = endpoint.decoder.clone();
-    let decoded = tokio::task::spawn_blocking(move || match decoder.decode(&body, format)? {
-        Decoded::Batch {
-            batch,
-            dropped_fields,
-        } => {
-            let at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros() as i64)
-                .unwrap_or_default();
-            let batch = pipe_schemas::stamp_ingest_ts(&batch, at)?;
-            let answer = Answer {
-                accepted: batch.num_rows() as u32,
-                dropped: dropped_fields as u32,
+    let quarantine = endpoint.policy.quarantine;
+    let decoded = tokio::task::spawn_blocking(move || {
+        // Reject mode: any bad event refuses the request. Quarantine mode:
+        // good events go on, bad ones are kept aside with their errors.
+        let (batch, dropped_fields, quarantined) = if quarantine {
+            let split = decoder.decode_split(&body, format)?;
+            (split.batch, split.dropped_fields, split.quarantined)
+        } else {
+            match decoder.decode(&body, format)? {
+                Decoded::Batch {
+                    batch,
+                    dropped_fields,
+                } => (Some(batch), dropped_fields, Vec::new()),
+                Decoded::Rejected(errors) => return Ok(Err(errors)),
+            }
+        };
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or_default();
+        let batch = batch
+            .map(|b| pipe_schemas::stamp_ingest_ts(&b, at))
+            .transpose()?;
+        let quarantine_batch = if quarantined.is_empty() {
+            None
+        } else {
+            Some(pipe_schemas::stamp_ingest_ts(
+                &pipe_schemas::quarantine_batch(&quarantined)?,
                 at,
-            };
-            let meta = RequestMeta {
-                key,
-                accepted: answer.accepted,
-                dropped_fields: answer.dropped,
-                at_micros: at,
-            };
-            let payload = payload::encode(&meta, &batch)
-                .map_err(|e| pipe_schemas::Error::Internal(e.to_string()))?;
-            Ok::<_, pipe_schemas::Error>(Ok((answer, payload)))
-        }
-        Decoded::Rejected(errors) => Ok(Err(errors)),
+            )?)
+        };
+        let answer = Answer {
+            accepted: batch.as_ref().map_or(0, |b| b.num_rows()) as u32,
+            dropped: dropped_fields as u32,
+            quarantined: quarantined.len() as u32,
+            at,
+        };
+        let meta = RequestMeta {
+            key,
+            accepted: answer.accepted,
+            dropped_fields: answer.dropped,
+            quarantined: answer.quarantined,
+            at_micros: at,
+        };
+        let payload = payload::encode(&meta, batch.as_ref(), quarantine_batch.as_ref())
+            .map_err(|e| pipe_schemas::Error::Internal(e.to_string()))?;
+        let errors: Vec<_> = quarantined.into_iter().flat_map(|q| q.errors).collect();
+        Ok::<_, pipe_schemas::Error>(Ok((answer, errors, payload)))
     })
     .await;
-    let (answer, payload) = match decoded {
+    let (answer, errors, payload) = match decoded {
         Ok(Ok(Ok(ok))) => ok,
         Ok(Ok(Err(errors))) => {
             debug!(stream, bad_events = errors.len(), "request refused");
@@ -419,8 +455,14 @@ async fn accept(
     };
     match endpoint.appender.append(payload).await {
         Ok(offset) => {
-            debug!(stream, offset, rows = answer.accepted, "events accepted");
-            Ok(answer)
+            debug!(
+                stream,
+                offset,
+                rows = answer.accepted,
+                quarantined = answer.quarantined,
+                "events accepted"
+            );
+            Ok((answer, errors))
         }
         Err(e) => Err(error_response(e.kind(), e.to_string())),
     }

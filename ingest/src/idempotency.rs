@@ -32,6 +32,8 @@ use crate::{Error, Result};
 pub struct Answer {
     pub accepted: u32,
     pub dropped: u32,
+    #[serde(default)]
+    pub quarantined: u32,
     /// When it was accepted, µs since the epoch.
     pub at: i64,
 }
@@ -136,6 +138,7 @@ impl KeyIndex {
             let answer = Answer {
                 accepted: meta.accepted,
                 dropped: meta.dropped_fields,
+                quarantined: meta.quarantined,
                 at: meta.at_micros,
             };
             self.entries
@@ -184,11 +187,12 @@ impl KeyIndex {
         let cutoff = now_micros().saturating_sub(self.window_micros);
         let mut out = Vec::new();
         for r in records {
-            let (meta, _) = payload::decode_meta(&r.payload)?;
+            let meta = payload::decode_meta(&r.payload)?;
             if let (Some(key), true) = (meta.key, meta.at_micros >= cutoff) {
                 let answer = Answer {
                     accepted: meta.accepted,
                     dropped: meta.dropped_fields,
+                    quarantined: meta.quarantined,
                     at: meta.at_micros,
                 };
                 serde_json::to_writer(&mut out, &LogLine { key, answer })
@@ -228,11 +232,12 @@ mod tests {
             key: Some(key.into()),
             accepted: 1,
             dropped_fields: 0,
+            quarantined: 0,
             at_micros: at,
         };
         Record {
             offset,
-            payload: payload::encode(&meta, &batch).unwrap(),
+            payload: payload::encode(&meta, Some(&batch), None).unwrap(),
         }
     }
 
@@ -245,6 +250,7 @@ mod tests {
         let answer = Answer {
             accepted: 3,
             dropped: 0,
+            quarantined: 0,
             at: now_micros(),
         };
         index.finish("k", answer);

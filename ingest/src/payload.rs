@@ -1,14 +1,20 @@
 //! What one buffer record holds: the events of one accepted request as an
-//! Arrow IPC stream, behind a small header that carries the request's
-//! idempotency key and the answer it got.
+//! Arrow IPC stream, and the events it quarantined as a second one, behind a
+//! small header that carries the request's idempotency key and the answer it
+//! got.
 //!
 //! ```text
-//!  ┌──── header ─────────────────────────────────────────────────────────┐
-//!  │ magic 'P' (1) │ version 1 (1) │ key len u16 LE (2) │ key (UTF-8)     │
-//!  │ accepted u32 LE (4) │ dropped fields u32 LE (4) │ at µs i64 LE (8)  │
-//!  └─────────────────────────────────────────────────────────────────────┘
-//!  Arrow IPC stream: schema message, one record batch, end marker
+//!  ┌──── header ───────────────────────────────────────────────────────────┐
+//!  │ magic 'P' (1) │ version 2 (1) │ key len u16 LE (2) │ key (UTF-8)       │
+//!  │ accepted u32 (4) │ dropped fields u32 (4) │ quarantined u32 (4)         │
+//!  │ at µs i64 (8) │ events IPC length u32 (4)                               │
+//!  └───────────────────────────────────────────────────────────────────────┘
+//!  events: Arrow IPC stream (empty when every event was quarantined)
+//!  quarantine: Arrow IPC stream of quarantine rows (empty when none)
 //! ```
+//!
+//! Both parts are in one record, so one fsync makes the good events and the
+//! quarantined ones durable together.
 //!
 //! Keeping the key in the record makes it durable in the same fsync as the
 //! events, so a retry after a crash is recognised whatever the timing.
@@ -20,8 +26,9 @@ use arrow::record_batch::RecordBatch;
 use crate::{Error, Result};
 
 const MAGIC: u8 = b'P';
-const VERSION: u8 = 1;
-const FIXED: usize = 4 + 4 + 4 + 8;
+const VERSION: u8 = 2;
+/// Bytes after the key: accepted, dropped, quarantined, at, events length.
+const FIXED: usize = 4 + 4 + 4 + 8 + 4;
 /// The longest idempotency key.
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -34,12 +41,29 @@ pub struct RequestMeta {
     pub accepted: u32,
     /// Unknown fields dropped.
     pub dropped_fields: u32,
+    /// Events set aside in the quarantine part.
+    pub quarantined: u32,
     /// When the request was accepted, µs since the epoch.
     pub at_micros: i64,
 }
 
-/// Encodes a record payload: header + the batch as Arrow IPC.
-pub fn encode(meta: &RequestMeta, batch: &RecordBatch) -> Result<Vec<u8>> {
+fn ipc(batch: Option<&RecordBatch>, out: &mut Vec<u8>) -> Result<()> {
+    let Some(batch) = batch else {
+        return Ok(());
+    };
+    let mut w = StreamWriter::try_new(out, &batch.schema())
+        .map_err(|e| Error::Internal(format!("encoding a batch: {e}")))?;
+    w.write(batch)
+        .and_then(|_| w.finish())
+        .map_err(|e| Error::Internal(format!("encoding a batch: {e}")))
+}
+
+/// Encodes a record payload: header, the good events, the quarantined ones.
+pub fn encode(
+    meta: &RequestMeta,
+    events: Option<&RecordBatch>,
+    quarantine: Option<&RecordBatch>,
+) -> Result<Vec<u8>> {
     let key = meta.key.as_deref().unwrap_or_default().as_bytes();
     if key.len() > MAX_KEY_LEN {
         return Err(Error::Internal(format!(
@@ -47,24 +71,33 @@ pub fn encode(meta: &RequestMeta, batch: &RecordBatch) -> Result<Vec<u8>> {
             key.len()
         )));
     }
-    let mut out = Vec::with_capacity(FIXED + key.len() + 1024);
+    let mut body = Vec::new();
+    ipc(events, &mut body)?;
+    let events_len = body.len() as u32;
+    ipc(quarantine, &mut body)?;
+    let mut out = Vec::with_capacity(4 + key.len() + FIXED + body.len());
     out.extend_from_slice(&[MAGIC, VERSION]);
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(&meta.accepted.to_le_bytes());
     out.extend_from_slice(&meta.dropped_fields.to_le_bytes());
+    out.extend_from_slice(&meta.quarantined.to_le_bytes());
     out.extend_from_slice(&meta.at_micros.to_le_bytes());
-    let mut w = StreamWriter::try_new(&mut out, &batch.schema())
-        .map_err(|e| Error::Internal(format!("encoding a batch: {e}")))?;
-    w.write(batch)
-        .and_then(|_| w.finish())
-        .map_err(|e| Error::Internal(format!("encoding a batch: {e}")))?;
-    drop(w);
+    out.extend_from_slice(&events_len.to_le_bytes());
+    out.extend_from_slice(&body);
     Ok(out)
 }
 
-/// Decodes the header; returns it and the IPC bytes after it.
-pub fn decode_meta(payload: &[u8]) -> Result<(RequestMeta, &[u8])> {
+/// A decoded payload: its header and its two IPC parts.
+#[derive(Debug)]
+pub struct Parts<'a> {
+    pub meta: RequestMeta,
+    pub events: &'a [u8],
+    pub quarantine: &'a [u8],
+}
+
+/// Decodes the header and locates the two parts.
+pub fn decode(payload: &[u8]) -> Result<Parts<'_>> {
     let corrupt = |what: &str| Error::Corrupt(format!("a buffer record payload {what}"));
     if payload.len() < 4 || payload[0] != MAGIC {
         return Err(corrupt("does not start with the payload magic"));
@@ -77,7 +110,7 @@ pub fn decode_meta(payload: &[u8]) -> Result<(RequestMeta, &[u8])> {
     }
     let key_len = u16::from_le_bytes([payload[2], payload[3]]) as usize;
     let rest = &payload[4..];
-    if rest.len() < key_len + FIXED - 4 {
+    if rest.len() < key_len + FIXED {
         return Err(corrupt("is cut short"));
     }
     let key = std::str::from_utf8(&rest[..key_len])
@@ -88,19 +121,45 @@ pub fn decode_meta(payload: &[u8]) -> Result<(RequestMeta, &[u8])> {
         key: (!key.is_empty()).then(|| key.to_string()),
         accepted: u32_at(0),
         dropped_fields: u32_at(4),
-        at_micros: i64::from_le_bytes(rest[8..16].try_into().expect("8 bytes")),
+        quarantined: u32_at(8),
+        at_micros: i64::from_le_bytes(rest[12..20].try_into().expect("8 bytes")),
     };
-    Ok((meta, &rest[16..]))
+    let events_len = u32_at(20) as usize;
+    let body = &rest[FIXED..];
+    if body.len() < events_len {
+        return Err(corrupt("is cut short"));
+    }
+    Ok(Parts {
+        meta,
+        events: &body[..events_len],
+        quarantine: &body[events_len..],
+    })
 }
 
-/// Decodes a record payload back into its batches.
-pub fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>> {
-    let (_, ipc) = decode_meta(payload)?;
+/// Decodes the header alone.
+pub fn decode_meta(payload: &[u8]) -> Result<RequestMeta> {
+    decode(payload).map(|p| p.meta)
+}
+
+fn batches(ipc: &[u8]) -> Result<Vec<RecordBatch>> {
+    if ipc.is_empty() {
+        return Ok(Vec::new());
+    }
     let reader = StreamReader::try_new(ipc, None)
         .map_err(|e| Error::Corrupt(format!("a buffer record is not Arrow IPC: {e}")))?;
     reader
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Corrupt(format!("a buffer record is not Arrow IPC: {e}")))
+}
+
+/// The good events of a record.
+pub fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>> {
+    batches(decode(payload)?.events)
+}
+
+/// The quarantined events of a record.
+pub fn decode_quarantine(payload: &[u8]) -> Result<Vec<RecordBatch>> {
+    batches(decode(payload)?.quarantine)
 }
 
 #[cfg(test)]
@@ -140,12 +199,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(key in proptest::option::of("[ -~]{1,255}"), accepted: u32, dropped: u32, at: i64) {
-            let meta = RequestMeta { key, accepted, dropped_fields: dropped, at_micros: at };
-            let bytes = encode(&meta, &batch()).unwrap();
-            let (back, _) = decode_meta(&bytes).unwrap();
-            prop_assert_eq!(back, meta);
-            prop_assert_eq!(decode_batches(&bytes).unwrap(), vec![batch()]);
+        fn round_trip(key in proptest::option::of("[ -~]{1,255}"), accepted: u32, dropped: u32, quarantined: u32, at: i64, parts in 0u8..4) {
+            let meta = RequestMeta { key, accepted, dropped_fields: dropped, quarantined, at_micros: at };
+            let (events, quarantine) = (parts & 1 == 1, parts & 2 == 2);
+            let b = batch();
+            let bytes = encode(&meta, events.then_some(&b), quarantine.then_some(&b)).unwrap();
+            prop_assert_eq!(decode_meta(&bytes).unwrap(), meta);
+            prop_assert_eq!(decode_batches(&bytes).unwrap().len(), events as usize);
+            prop_assert_eq!(decode_quarantine(&bytes).unwrap().len(), quarantine as usize);
         }
     }
 }

@@ -133,6 +133,23 @@ pub struct StreamFile {
     /// Disk quota of the buffer in MiB (default 8192); past it, requests get 503.
     #[serde(default)]
     pub max_buffer_mb: Option<usize>,
+    /// A request with bad events: `reject` it whole (default), or
+    /// `quarantine`: keep its good events, put the bad ones with their
+    /// errors in the quarantine table.
+    #[serde(default)]
+    pub invalid_events: InvalidEvents,
+    /// The quarantine table, `namespace.table` (default `default.<stream>_quarantine`).
+    #[serde(default)]
+    pub quarantine_table: Option<String>,
+}
+
+/// What happens to a request with bad events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvalidEvents {
+    #[default]
+    Reject,
+    Quarantine,
 }
 
 /// `[sinks.NAME]`.
@@ -197,6 +214,15 @@ pub struct StreamConfig {
     pub idempotency_window: std::time::Duration,
     pub segment_bytes: u64,
     pub max_buffer_bytes: u64,
+    /// `(namespace, table)` of the quarantine table, in quarantine mode.
+    pub quarantine: Option<(String, String)>,
+}
+
+impl StreamConfig {
+    /// The name of the pipeline that commits this stream's quarantined events.
+    pub fn quarantine_pipeline(&self) -> String {
+        format!("{}__quarantine", self.name)
+    }
 }
 
 impl StreamConfig {
@@ -380,6 +406,7 @@ impl Config {
                 None => Ok(default),
             };
             let policy = StreamPolicy {
+                quarantine: false,
                 http_enabled: s.http.unwrap_or(true),
                 token_digests,
                 cors_origins: s.cors_origins,
@@ -412,6 +439,28 @@ impl Config {
                     format!("must be at least twice `buffer_segment_mb` ({segment_mb}), or nothing could ever be released"),
                 ));
             }
+            let quarantine = match (s.invalid_events, s.quarantine_table) {
+                (InvalidEvents::Reject, Some(_)) => {
+                    return Err(err(
+                        key("quarantine_table"),
+                        "set `invalid_events = \"quarantine\"` to use a quarantine table".into(),
+                    ))
+                }
+                (InvalidEvents::Reject, None) => None,
+                (InvalidEvents::Quarantine, table) => {
+                    let table = table.unwrap_or_else(|| format!("default.{name}_quarantine"));
+                    let Some((ns, t)) = table.rsplit_once('.') else {
+                        return Err(err(
+                            key("quarantine_table"),
+                            format!("expected `namespace.table`, got `{table}`"),
+                        ));
+                    };
+                    check_name(&key("quarantine_table"), t)?;
+                    Some((ns.to_string(), t.to_string()))
+                }
+            };
+            let mut policy = policy;
+            policy.quarantine = quarantine.is_some();
             let stream = StreamConfig {
                 name,
                 schema,
@@ -421,6 +470,7 @@ impl Config {
                 idempotency_window: std::time::Duration::from_secs(window as u64),
                 segment_bytes: segment_mb as u64 * 1024 * 1024,
                 max_buffer_bytes: quota_mb as u64 * 1024 * 1024,
+                quarantine,
             };
             stream.decoder()?;
             streams.push(stream);
@@ -467,6 +517,11 @@ impl Config {
                 ));
             }
             pipelines.push(PipelineConfig { name, sql: p.sql });
+        }
+        for s in &streams {
+            if let Some((ns, t)) = &s.quarantine {
+                tables.insert((ns.clone(), t.clone()), format!("{} (quarantine)", s.name));
+            }
         }
         for s in &sinks {
             if let Some(other) =

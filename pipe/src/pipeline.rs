@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use pipe_ingest::buffer::{Buffer, BufferReader};
 use pipe_ingest::idempotency::KeyIndex;
-use pipe_ingest::payload::decode_batches;
+use pipe_ingest::payload::{decode_batches, decode_quarantine};
 use pipe_sink::{CommitOutcome, OffsetRange, TableSink};
 use pipe_transform::PipelinePlan;
 use serde::Serialize;
@@ -92,8 +92,18 @@ pub struct FlushReport {
 /// A request to roll and commit now.
 pub type FlushRequest = oneshot::Sender<Result<FlushReport>>;
 
+/// Which part of each buffer record a pipeline reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The accepted events (every user pipeline).
+    Events,
+    /// The quarantined events (a stream's quarantine pipeline).
+    Quarantine,
+}
+
 /// The running state of one pipeline.
 pub struct PipelineTask {
+    pub part: Part,
     pub plan: PipelinePlan,
     pub sink: TableSink,
     pub reader: BufferReader,
@@ -213,7 +223,10 @@ impl PipelineTask {
             let bytes: u64 = records.iter().map(|r| r.payload.len() as u64).sum();
             let mut batches = Vec::new();
             for r in &records {
-                batches.extend(decode_batches(&r.payload)?);
+                batches.extend(match self.part {
+                    Part::Events => decode_batches(&r.payload)?,
+                    Part::Quarantine => decode_quarantine(&r.payload)?,
+                });
             }
             let output = self.plan.run(batches).await?;
             let mut rows = 0;

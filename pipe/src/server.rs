@@ -36,8 +36,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::Config;
-use crate::pipeline::{FlushRequest, PipelineTask, ReleaseTracker};
+use crate::pipeline::{FlushRequest, Part, PipelineTask, ReleaseTracker};
 use crate::{Error, ErrorKind, Result};
+
+/// A pipeline planned and its table opened, ready to start.
+struct Planned {
+    /// The stream whose buffer it reads.
+    stream: String,
+    part: Part,
+    plan: PipelinePlan,
+    sink: TableSink,
+    committed: Option<u64>,
+    roll_interval: std::time::Duration,
+    roll_bytes: u64,
+}
 
 #[derive(Clone)]
 struct AdminState {
@@ -93,7 +105,53 @@ pub async fn serve(
         .await?;
         let committed = sink.last_committed().await?.map(|c| c.range.last);
         info!(pipeline = %p.name, stream = plan.stream(), table = %sink.ident(), committed_through = ?committed, "pipeline planned");
-        planned.push((plan, sink, committed, sink_config.clone()));
+        planned.push(Planned {
+            stream: plan.stream().to_string(),
+            part: Part::Events,
+            plan,
+            sink,
+            committed,
+            roll_interval: sink_config.roll_interval,
+            roll_bytes: sink_config.roll_bytes,
+        });
+    }
+    // Each quarantine-mode stream gets a pipeline into its quarantine table.
+    for stream in &config.streams {
+        let Some((namespace, table)) = &stream.quarantine else {
+            continue;
+        };
+        let name = stream.quarantine_pipeline();
+        let source = format!("{}__quarantined", stream.name);
+        let sink_name = format!("{name}_sink");
+        let schema = pipe_schemas::EventDecoder::quarantine_table_schema();
+        let plan = PipelinePlan::new(
+            &name,
+            &format!("INSERT INTO {sink_name} SELECT * FROM {source}"),
+            &HashMap::from([(source.clone(), schema)]),
+            std::slice::from_ref(&sink_name),
+        )
+        .await?;
+        let mut sink = TableSink::open(
+            catalog.clone(),
+            namespace,
+            table,
+            &name,
+            &sink_name,
+            plan.output_schema(),
+            WriteOptions::default(),
+        )
+        .await?;
+        let committed = sink.last_committed().await?.map(|c| c.range.last);
+        info!(pipeline = %name, stream = %stream.name, table = %sink.ident(), committed_through = ?committed, "quarantine pipeline planned");
+        planned.push(Planned {
+            stream: stream.name.clone(),
+            part: Part::Quarantine,
+            plan,
+            sink,
+            committed,
+            roll_interval: std::time::Duration::from_secs(60),
+            roll_bytes: 64 << 20,
+        });
     }
 
     // Open buffers and start their writers.
@@ -103,8 +161,8 @@ pub async fn serve(
     for stream in &config.streams {
         let min_next = planned
             .iter()
-            .filter(|(plan, ..)| plan.stream() == stream.name)
-            .filter_map(|(_, _, committed, _)| committed.map(|c| c + 1))
+            .filter(|p| p.stream == stream.name)
+            .filter_map(|p| p.committed.map(|c| c + 1))
             .max()
             .unwrap_or(0);
         let dir = config.data_dir.join("buffer").join(&stream.name);
@@ -125,8 +183,8 @@ pub async fn serve(
         let buffer = Arc::new(buffer);
         let users = planned
             .iter()
-            .filter(|(plan, ..)| plan.stream() == stream.name)
-            .map(|(plan, _, committed, _)| (plan.name().to_string(), *committed));
+            .filter(|p| p.stream == stream.name)
+            .map(|p| (p.plan.name().to_string(), p.committed));
         trackers.insert(
             stream.name.clone(),
             Arc::new(ReleaseTracker::new(buffer, keys.clone(), users)),
@@ -146,22 +204,23 @@ pub async fn serve(
     let cancel_pipelines = CancellationToken::new();
     let mut pipelines = JoinSet::new();
     let mut flushes = HashMap::new();
-    for (plan, sink, committed, sink_config) in planned {
-        let tracker = trackers[plan.stream()].clone();
-        let from = match committed {
+    for p in planned {
+        let tracker = trackers[&p.stream].clone();
+        let from = match p.committed {
             Some(c) => c + 1,
             None => tracker.buffer.first_offset(),
         };
         let (tx, rx) = mpsc::channel(16);
-        flushes.insert(plan.name().to_string(), tx);
+        flushes.insert(p.plan.name().to_string(), tx);
         let task = PipelineTask {
+            part: p.part,
             reader: tracker.buffer.reader(from),
-            plan,
-            sink,
+            plan: p.plan,
+            sink: p.sink,
             release: tracker,
-            roll_interval: sink_config.roll_interval,
-            roll_bytes: sink_config.roll_bytes,
-            committed_through: committed,
+            roll_interval: p.roll_interval,
+            roll_bytes: p.roll_bytes,
+            committed_through: p.committed,
             unfinished: None,
         };
         let cancel = cancel_pipelines.clone();
@@ -237,7 +296,7 @@ fn rebuild_keys(buffer: &Buffer, keys: &KeyIndex) -> Result<()> {
             return Ok(());
         }
         for r in &records {
-            keys.observe(&pipe_ingest::payload::decode_meta(&r.payload)?.0);
+            keys.observe(&pipe_ingest::payload::decode_meta(&r.payload)?);
         }
     }
 }

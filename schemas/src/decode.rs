@@ -77,6 +77,60 @@ pub enum UnknownFields {
 /// The column that holds unknown fields under [`UnknownFields::Keep`].
 pub const EXTRA_COLUMN: &str = "_extra";
 
+/// A body split into its good events and its quarantined ones.
+#[derive(Debug)]
+pub struct Split {
+    /// The good events, if any.
+    pub batch: Option<RecordBatch>,
+    /// Unknown fields removed under [`UnknownFields::Drop`].
+    pub dropped_fields: usize,
+    /// The bad events, in request order.
+    pub quarantined: Vec<QuarantinedEvent>,
+}
+
+/// An event set aside, with why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantinedEvent {
+    /// Position of the event in the request.
+    pub index: usize,
+    /// The event as sent (compact JSON).
+    pub event: String,
+    pub errors: Vec<EventError>,
+}
+
+/// The columns of a quarantine table, before `__ingest_ts`.
+pub fn quarantine_schema() -> SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("event_index", DataType::Int64, false),
+        Field::new("event", DataType::Utf8, false),
+        Field::new("errors", DataType::Utf8, false),
+    ]))
+}
+
+/// The quarantined events of one request as a batch of [`quarantine_schema`]:
+/// the event's JSON, and its errors as a JSON array.
+pub fn quarantine_batch(events: &[QuarantinedEvent]) -> Result<RecordBatch> {
+    use arrow::array::{Int64Array, StringArray};
+    let errors: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_string(&e.errors).unwrap_or_default())
+        .collect();
+    RecordBatch::try_new(
+        quarantine_schema(),
+        vec![
+            std::sync::Arc::new(Int64Array::from_iter_values(
+                events.iter().map(|e| e.index as i64),
+            )),
+            std::sync::Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| e.event.as_str()),
+            )),
+            std::sync::Arc::new(StringArray::from(errors)),
+        ],
+    )
+    .map_err(|e| Error::Internal(format!("building the quarantine batch: {e}")))
+}
+
 /// Validates and decodes bodies for one stream.
 #[derive(Debug, Clone)]
 pub struct EventDecoder {
@@ -152,6 +206,18 @@ impl EventDecoder {
         &self.arrow_schema
     }
 
+    /// The schema of a quarantine table: [`quarantine_schema`] plus
+    /// [`INGEST_TS_COLUMN`].
+    pub fn quarantine_table_schema() -> SchemaRef {
+        let mut fields: Vec<_> = quarantine_schema().fields().iter().cloned().collect();
+        fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+            INGEST_TS_COLUMN,
+            ingest_ts_type(),
+            false,
+        )));
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields))
+    }
+
     /// The schema of the stream as pipelines see it: the decoded columns
     /// plus [`INGEST_TS_COLUMN`], added by [`stamp_ingest_ts`].
     pub fn table_schema(&self) -> SchemaRef {
@@ -169,7 +235,68 @@ impl EventDecoder {
     /// Returns `Err` when the body itself is unusable (not JSON, not objects);
     /// per-event problems come back as [`Decoded::Rejected`].
     pub fn decode(&self, body: &[u8], format: BodyFormat) -> Result<Decoded> {
-        let mut events = split_events(body, format)?;
+        let mut events = self.split(body, format)?;
+        if self.schema.is_none() {
+            return self.decode_unstructured(events);
+        }
+        let (errors, dropped_fields) = self.validate(&mut events);
+        if !errors.is_empty() {
+            return Ok(Decoded::Rejected(errors));
+        }
+        Ok(Decoded::Batch {
+            batch: self.to_batch(&events)?,
+            dropped_fields,
+        })
+    }
+
+    /// Like [`decode`](Self::decode), but keeps the good events of a body and
+    /// sets the bad ones aside, each as its original JSON text with its errors.
+    pub fn decode_split(&self, body: &[u8], format: BodyFormat) -> Result<Split> {
+        let mut events = self.split(body, format)?;
+        if self.schema.is_none() {
+            let Decoded::Batch { batch, .. } = self.decode_unstructured(events)? else {
+                unreachable!("unstructured streams accept every JSON value");
+            };
+            return Ok(Split {
+                batch: Some(batch),
+                dropped_fields: 0,
+                quarantined: Vec::new(),
+            });
+        }
+        let originals: Vec<String> = events.iter().map(Value::to_string).collect();
+        let (errors, dropped_fields) = self.validate(&mut events);
+        let mut by_index: std::collections::BTreeMap<usize, Vec<EventError>> = Default::default();
+        for e in errors {
+            by_index.entry(e.index).or_default().push(e);
+        }
+        let good: Vec<Value> = events
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !by_index.contains_key(i))
+            .map(|(_, e)| e)
+            .collect();
+        let batch = if good.is_empty() {
+            None
+        } else {
+            Some(self.to_batch(&good)?)
+        };
+        let quarantined = by_index
+            .into_iter()
+            .map(|(index, errors)| QuarantinedEvent {
+                index,
+                event: originals[index].clone(),
+                errors,
+            })
+            .collect();
+        Ok(Split {
+            batch,
+            dropped_fields,
+            quarantined,
+        })
+    }
+
+    fn split(&self, body: &[u8], format: BodyFormat) -> Result<Vec<Value>> {
+        let events = split_events(body, format)?;
         if events.is_empty() {
             return Err(Error::InvalidBody("the body holds no events".into()));
         }
@@ -179,9 +306,13 @@ impl EventDecoder {
                 limit: self.max_events,
             });
         }
-        let Some(schema) = &self.schema else {
-            return self.decode_unstructured(events);
-        };
+        Ok(events)
+    }
+
+    /// Checks every event, normalising in place; returns the errors and the
+    /// count of dropped unknown fields.
+    fn validate(&self, events: &mut [Value]) -> (Vec<EventError>, usize) {
+        let schema = self.schema.as_ref().expect("structured streams only");
         let mut errors = Vec::new();
         let mut dropped_fields = 0;
         for (index, event) in events.iter_mut().enumerate() {
@@ -209,25 +340,23 @@ impl EventDecoder {
                 }),
             }
         }
-        if !errors.is_empty() {
-            return Ok(Decoded::Rejected(errors));
-        }
+        (errors, dropped_fields)
+    }
+
+    /// Decodes validated, normalised events into one batch.
+    fn to_batch(&self, events: &[Value]) -> Result<RecordBatch> {
         let mut decoder = arrow::json::ReaderBuilder::new(self.arrow_schema.clone())
             .with_batch_size(events.len().max(1))
             .with_strict_mode(true)
             .build_decoder()
             .map_err(|e| Error::Internal(format!("building the JSON decoder: {e}")))?;
         decoder
-            .serialize(&events)
+            .serialize(events)
             .map_err(|e| Error::Internal(format!("decoding validated events: {e}")))?;
-        let batch = decoder
+        decoder
             .flush()
             .map_err(|e| Error::Internal(format!("decoding validated events: {e}")))?
-            .ok_or_else(|| Error::Internal("the decoder produced no batch".into()))?;
-        Ok(Decoded::Batch {
-            batch,
-            dropped_fields,
-        })
+            .ok_or_else(|| Error::Internal("the decoder produced no batch".into()))
     }
 
     fn decode_unstructured(&self, events: Vec<Value>) -> Result<Decoded> {
@@ -641,6 +770,33 @@ mod tests {
         assert!(EventDecoder::new(None)
             .with_unknown_fields(UnknownFields::Keep)
             .is_err());
+    }
+
+    #[test]
+    fn split_keeps_good_events_and_sets_bad_ones_aside() {
+        let d = ecommerce();
+        let split = d
+            .decode_split(
+                br#"[{"user_id":"a","event_type":"x"},{"event_type":"y"},{"user_id":"c","event_type":"z","amount":"no"}]"#,
+                BodyFormat::Json,
+            )
+            .unwrap();
+        assert_eq!(split.batch.unwrap().num_rows(), 1);
+        let indexes: Vec<usize> = split.quarantined.iter().map(|q| q.index).collect();
+        assert_eq!(indexes, vec![1, 2]);
+        assert_eq!(split.quarantined[0].event, r#"{"event_type":"y"}"#);
+        assert_eq!(split.quarantined[1].errors[0].field, "amount");
+        let q = quarantine_batch(&split.quarantined).unwrap();
+        assert_eq!(q.num_rows(), 2);
+        assert!(q
+            .column(2)
+            .as_string::<i32>()
+            .value(0)
+            .contains("missing_field"));
+
+        let all_bad = d.decode_split(br#"[{}]"#, BodyFormat::Json).unwrap();
+        assert!(all_bad.batch.is_none());
+        assert_eq!(all_bad.quarantined.len(), 1);
     }
 
     #[test]

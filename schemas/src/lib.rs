@@ -26,8 +26,8 @@ pub mod decode;
 pub mod schema;
 
 pub use decode::{
-    stamp_ingest_ts, BodyFormat, Decoded, EventDecoder, EventError, EventErrorKind, UnknownFields,
-    EXTRA_COLUMN,
+    quarantine_batch, quarantine_schema, stamp_ingest_ts, BodyFormat, Decoded, EventDecoder,
+    EventError, EventErrorKind, QuarantinedEvent, Split, UnknownFields, EXTRA_COLUMN,
 };
 pub use schema::{FieldDef, FieldType, StreamSchema, TimestampUnit, INGEST_TS_COLUMN};
 

@@ -12,6 +12,7 @@ mod fanout;
 mod harness;
 mod idempotency;
 mod overload;
+mod quarantine;
 mod s3;
 mod streams;
 mod types;
