@@ -11,6 +11,7 @@ mod e2e;
 mod fanout;
 mod harness;
 mod idempotency;
+mod outage;
 mod overload;
 mod quarantine;
 mod s3;

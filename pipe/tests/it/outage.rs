@@ -1,0 +1,156 @@
+//! A storage outage stops commits, loses nothing that was acknowledged, and
+//! heals by itself: the S3 server (a private ministack) is killed while
+//! events keep arriving, then started again on the same data.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+struct S3 {
+    child: Child,
+    port: u16,
+    data: PathBuf,
+}
+
+impl S3 {
+    fn start(port: u16, data: &Path) -> S3 {
+        let bin = Path::new(&python()).with_file_name("ministack");
+        let child = Command::new(bin)
+            .env("BIND_HOST", "127.0.0.1")
+            .env("GATEWAY_PORT", port.to_string())
+            .env("S3_PERSIST", "1")
+            .env("S3_DATA_DIR", data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting ministack");
+        S3 {
+            child,
+            port,
+            data: data.to_path_buf(),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/_ministack/health", self.port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("ministack did not start on port {}", self.port);
+    }
+
+    fn kill(mut self) -> (u16, PathBuf) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        (self.port, self.data.clone())
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post_batch(server: &Server, from: usize) -> Option<Vec<String>> {
+    let ids: Vec<String> = (from..from + 50).map(|i| format!("o{i:06}")).collect();
+    let body: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"user_id": id, "event_type": "outage"}))
+        .collect();
+    let (status, _) = server
+        .post_json("ecommerce_stream", &Value::Array(body))
+        .await;
+    (status == 200).then_some(ids)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_outage_loses_nothing_and_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(free_port(), &dir.path().join("s3"));
+    s3.wait_ready().await;
+    let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/outage"))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let warehouse = format!(
+        r#"[warehouse]
+location = "s3://outage/warehouse"
+s3 = {{ endpoint = "{endpoint}", region = "us-east-1", access_key_id = "test", secret_access_key = "test", path_style = true }}"#
+    );
+    let config = write_config(dir.path(), 1, &warehouse);
+    let server = Server::start(&config).await;
+
+    let mut acked = Vec::new();
+    let mut next = 0;
+    for _ in 0..10 {
+        acked.extend(post_batch(&server, next).await.expect("S3 is up"));
+        next += 50;
+    }
+    server.flush("ecommerce");
+
+    // The store goes away; events keep arriving and are acknowledged from
+    // the buffer while the pipeline's commits fail.
+    let (port, data) = s3.kill();
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(12) {
+        if let Some(ids) = post_batch(&server, next).await {
+            acked.extend(ids);
+        }
+        next += 50;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        acked.len() > 1000,
+        "ingest kept acknowledging during the outage"
+    );
+
+    let log = server.log_text();
+    assert!(
+        log.contains("pipeline step failed") || log.contains("commit failed"),
+        "the outage should have made the pipeline's work fail and retry:\n{log}"
+    );
+
+    // The store comes back; the pipeline catches up on its own.
+    let s3 = S3::start(port, &data);
+    s3.wait_ready().await;
+    let report = server.flush("ecommerce");
+    assert!(report["committed_through"].as_u64().is_some(), "{report}");
+    server.stop();
+
+    let rows = query(&config, "SELECT user_id FROM default.ecommerce");
+    let stored: Vec<String> = rows
+        .iter()
+        .map(|r| r["user_id"].as_str().unwrap().to_string())
+        .collect();
+    let unique: HashSet<&String> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "duplicates after the outage");
+    let acked: HashSet<String> = acked.into_iter().collect();
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|id| !unique.contains(id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged events lost in the outage: {missing:?}"
+    );
+    assert_eq!(stored.len(), acked.len());
+    drop(s3);
+}
