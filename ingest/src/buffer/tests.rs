@@ -29,6 +29,17 @@ async fn append_all(appender: &Appender, payloads: &[Vec<u8>]) -> Vec<u64> {
     out
 }
 
+/// A closed buffer holding 30 records of 50 bytes in 200-byte segments.
+async fn thirty_records_in_small_segments(dir: &Path) -> Buffer {
+    let mut b = Buffer::open(dir, small_segments(), 0).unwrap();
+    let (appender, writer) = b.start_writer();
+    let payloads: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i; 50]).collect();
+    append_all(&appender, &payloads).await;
+    drop(appender);
+    writer.await.unwrap().unwrap();
+    b
+}
+
 fn read_everything(buffer: &Buffer, from: u64) -> Vec<Record> {
     let mut r = buffer.reader(from);
     let mut out = Vec::new();
@@ -141,12 +152,7 @@ fn torn_tail_is_cut_and_offsets_reused_only_past_it() {
 fn release_keeps_the_active_segment_and_unreleased_records() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
-        let mut b = Buffer::open(dir.path(), small_segments(), 0).unwrap();
-        let (appender, writer) = b.start_writer();
-        let payloads: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i; 50]).collect();
-        append_all(&appender, &payloads).await;
-        drop(appender);
-        writer.await.unwrap().unwrap();
+        let b = thirty_records_in_small_segments(dir.path()).await;
         let before = list_segments(dir.path()).unwrap().len();
         assert!(b.release_through(20, |_| Ok(())).unwrap() > 0);
         let after = list_segments(dir.path()).unwrap();
@@ -226,12 +232,7 @@ fn readers_wait_for_durable_records() {
 fn release_shows_each_released_record_before_deleting() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
-        let mut b = Buffer::open(dir.path(), small_segments(), 0).unwrap();
-        let (appender, writer) = b.start_writer();
-        let payloads: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i; 50]).collect();
-        append_all(&appender, &payloads).await;
-        drop(appender);
-        writer.await.unwrap().unwrap();
+        let b = thirty_records_in_small_segments(dir.path()).await;
         let mut seen = Vec::new();
         b.release_through(20, |records| {
             seen.extend(records.iter().map(|r| r.offset));

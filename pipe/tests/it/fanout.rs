@@ -41,15 +41,7 @@ sql = "INSERT INTO purchases SELECT user_id, amount * 100 AS cents FROM ecommerc
                    "product_id": "p".repeat(400), "amount": 1.5})
         })
         .collect();
-    for chunk in events.chunks(500) {
-        assert_eq!(
-            server
-                .post_json("ecommerce_stream", &Value::Array(chunk.to_vec()))
-                .await
-                .0,
-            200
-        );
-    }
+    server.post_chunks("ecommerce_stream", &events, 500).await;
     let first_segment = dir
         .path()
         .join(format!("data/buffer/ecommerce_stream/{:020}.seg", 0));

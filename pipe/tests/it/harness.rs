@@ -24,6 +24,16 @@ pub fn getting_started_events() -> Value {
 /// A definitions file for the getting-started pipeline in `dir`.
 /// `warehouse` is extra TOML for the `[warehouse]` table, or empty.
 pub fn write_config(dir: &Path, roll_interval_secs: u64, warehouse: &str) -> PathBuf {
+    write_config_with(dir, roll_interval_secs, warehouse, "")
+}
+
+/// [`write_config`] with extra options for `[streams.ecommerce_stream]`.
+pub fn write_config_with(
+    dir: &Path,
+    roll_interval_secs: u64,
+    warehouse: &str,
+    stream_options: &str,
+) -> PathBuf {
     std::fs::write(dir.join("schema.json"), SCHEMA).unwrap();
     let config = format!(
         r#"
@@ -32,6 +42,7 @@ data_dir = "data"
 
 [streams.ecommerce_stream]
 schema_file = "schema.json"
+{stream_options}
 
 [sinks.ecommerce_sink]
 namespace = "default"
@@ -127,6 +138,14 @@ impl Server {
     pub async fn post_json(&self, stream: &str, body: &Value) -> (u16, Value) {
         self.post(stream, body.to_string(), "application/json")
             .await
+    }
+
+    /// POSTs `events` in requests of `chunk` events; each must get a 200.
+    pub async fn post_chunks(&self, stream: &str, events: &[Value], chunk: usize) {
+        for part in events.chunks(chunk) {
+            let (status, body) = self.post_json(stream, &Value::Array(part.to_vec())).await;
+            assert_eq!(status, 200, "{body}");
+        }
     }
 
     /// Runs `pipe flush` for a pipeline and returns its JSON report.

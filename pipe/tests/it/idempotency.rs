@@ -20,13 +20,8 @@ async fn post_with_key(server: &Server, key: &str, body: &Value) -> (u16, Value,
 #[tokio::test(flavor = "multi_thread")]
 async fn retried_requests_land_once() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), 3600, "");
     // Small segments, so that the keyed request's segment is released.
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "schema_file = \"schema.json\"",
-        "schema_file = \"schema.json\"\nbuffer_segment_mb = 1",
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = write_config_with(dir.path(), 3600, "", "buffer_segment_mb = 1");
     let events = getting_started_events();
 
     let server = Server::start(&config).await;
@@ -70,15 +65,7 @@ async fn retried_requests_land_once() {
     let filler: Vec<Value> = (0..2000)
         .map(|i| json!({"user_id": format!("filler-{i:05}"), "event_type": "padding-padding-padding-padding", "product_id": "p".repeat(1000)}))
         .collect();
-    for chunk in filler.chunks(500) {
-        assert_eq!(
-            server
-                .post_json("ecommerce_stream", &Value::Array(chunk.to_vec()))
-                .await
-                .0,
-            200
-        );
-    }
+    server.post_chunks("ecommerce_stream", &filler, 500).await;
     server.flush("ecommerce");
     let segments = std::fs::read_dir(dir.path().join("data/buffer/ecommerce_stream"))
         .unwrap()

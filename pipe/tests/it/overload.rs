@@ -9,12 +9,13 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_buffer_answers_503_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), 3600, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "schema_file = \"schema.json\"",
-        "schema_file = \"schema.json\"\nbuffer_segment_mb = 1\nmax_buffer_mb = 2",
+    let config = write_config_with(
+        dir.path(),
+        3600,
+        "",
+        "buffer_segment_mb = 1
+max_buffer_mb = 2",
     );
-    std::fs::write(&config, text).unwrap();
     let server = Server::start(&config).await;
 
     let mut next = 0usize;

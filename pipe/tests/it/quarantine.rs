@@ -8,12 +8,7 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_events_are_quarantined_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), 3600, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "schema_file = \"schema.json\"",
-        "schema_file = \"schema.json\"\ninvalid_events = \"quarantine\"",
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = write_config_with(dir.path(), 3600, "", "invalid_events = \"quarantine\"");
     let server = Server::start(&config).await;
 
     let (status, body) = server
