@@ -201,6 +201,14 @@ pub async fn serve(
     }
 
     // Start the pipelines.
+    // Pipelines (DataFusion, Parquet encoding, uploads) run on their own
+    // runtime so that CPU-heavy batches never delay HTTP acks.
+    let pipeline_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(pipeline_threads())
+        .thread_name("pipe-pipeline")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("starting the pipeline runtime: {e}")))?;
     let cancel_pipelines = CancellationToken::new();
     let mut pipelines = JoinSet::new();
     let mut flushes = HashMap::new();
@@ -224,7 +232,7 @@ pub async fn serve(
             unfinished: None,
         };
         let cancel = cancel_pipelines.clone();
-        pipelines.spawn(task.run(rx, cancel));
+        pipelines.spawn_on(task.run(rx, cancel), pipeline_runtime.handle());
     }
 
     let ingest = pipe_ingest::http::router(IngestState {
@@ -283,8 +291,18 @@ pub async fn serve(
             }
         }
     }
+    // Every pipeline task has finished; the runtime has nothing left to run.
+    pipeline_runtime.shutdown_background();
     info!("pipe stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// Worker threads for pipelines: all cores but one, which stays with ingest.
+fn pipeline_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Puts the idempotency keys of every live buffer record into `keys`.
