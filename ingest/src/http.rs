@@ -12,6 +12,7 @@
 //! | body not JSON / not events / bad gzip | 400    | `{"error": {"kind": "invalid_input", "message"}}` |
 //! | missing or wrong bearer token         | 401    | `{"error": {"kind": "unauthorized", …}}`, no detail |
 //! | unknown stream, or HTTP disabled      | 404    | `{"error": …}`                                    |
+//! | body not received within the body timeout | 408 | `{"error": …}`                                    |
 //! | body, decompressed body or event count over the stream's limit | 413 | `{"error": …}` naming the limit |
 //! | same `Idempotency-Key` still in flight | 409   | `{"error": …}`                                    |
 //! | buffer queue full / shutting down     | 503    | `{"error": …}` + `Retry-After: 1`                 |
@@ -110,9 +111,15 @@ pub struct IngestState {
     pub streams: Arc<HashMap<String, StreamEndpoint>>,
 }
 
+/// Default time a client has to send a request body.
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The ingest routes: one route per stream that takes HTTP events (with its
-/// CORS layer), and a catch-all that answers 404 for any other name.
-pub fn router(state: IngestState) -> Router {
+/// CORS layer), and a catch-all that answers 404 for any other name. A body
+/// that does not arrive within `body_timeout` is answered 408. (Only the
+/// body is timed: once it is read, the request runs to its answer, so a
+/// client never sees a timeout for events that were accepted.)
+pub fn router(state: IngestState, body_timeout: std::time::Duration) -> Router {
     let mut router = Router::new().route(
         "/v1/streams/{stream}",
         post(|Path(stream): Path<String>| async move {
@@ -142,7 +149,9 @@ pub fn router(state: IngestState) -> Router {
         };
         router = router.route(&path, handler);
     }
-    router
+    router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        body_timeout,
+    ))
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
@@ -176,6 +185,7 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -189,6 +199,7 @@ pub fn error_response(kind: ErrorKind, message: impl Into<String>) -> Response {
         ErrorKind::NotFound => "not_found",
         ErrorKind::Conflict => "conflict",
         ErrorKind::TooLarge => "too_large",
+        ErrorKind::TimedOut => "timed_out",
         ErrorKind::Unavailable => "unavailable",
         ErrorKind::Internal => "internal",
     };
@@ -246,6 +257,17 @@ async fn read_body(
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
+            let e = e.into_inner();
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+            while let Some(err) = source {
+                if err.is::<tower_http::timeout::TimeoutError>() {
+                    return error_response(
+                        ErrorKind::TimedOut,
+                        "the request body did not arrive in time",
+                    );
+                }
+                source = err.source();
+            }
             error_response(
                 ErrorKind::InvalidInput,
                 format!("reading the request body: {e}"),

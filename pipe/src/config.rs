@@ -55,6 +55,9 @@ pub struct ConfigFile {
     /// Address the HTTP server listens on.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// Seconds a client has to send a request body (default 30); then 408.
+    #[serde(default)]
+    pub body_timeout_secs: Option<u64>,
     /// Where table files are written.
     #[serde(default)]
     pub warehouse: Option<WarehouseFile>,
@@ -258,6 +261,7 @@ pub struct PipelineConfig {
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    pub body_timeout: std::time::Duration,
     pub catalog: CatalogSettings,
     pub streams: Vec<StreamConfig>,
     pub sinks: Vec<SinkConfig>,
@@ -536,9 +540,15 @@ impl Config {
                 ));
             }
         }
+        let body_timeout = match file.body_timeout_secs {
+            Some(0) => return Err(err("body_timeout_secs".into(), "must be at least 1".into())),
+            Some(secs) => std::time::Duration::from_secs(secs),
+            None => pipe_ingest::http::DEFAULT_BODY_TIMEOUT,
+        };
         Ok(Config {
             data_dir,
             listen,
+            body_timeout,
             catalog,
             streams,
             sinks,

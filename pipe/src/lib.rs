@@ -78,6 +78,7 @@ pub fn exit_code(kind: ErrorKind) -> i32 {
         ErrorKind::Unavailable => 5,
         ErrorKind::Unauthorized => 6,
         ErrorKind::TooLarge => 7,
+        ErrorKind::TimedOut => 8,
         ErrorKind::Internal => 70,
     }
 }

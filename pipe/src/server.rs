@@ -235,9 +235,12 @@ pub async fn serve(
         pipelines.spawn_on(task.run(rx, cancel), pipeline_runtime.handle());
     }
 
-    let ingest = pipe_ingest::http::router(IngestState {
-        streams: Arc::new(endpoints),
-    });
+    let ingest = pipe_ingest::http::router(
+        IngestState {
+            streams: Arc::new(endpoints),
+        },
+        config.body_timeout,
+    );
     let admin = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/pipelines/{name}/flush", post(flush))

@@ -46,6 +46,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// The request is over a size or count limit.
     TooLarge,
+    /// The request did not arrive in time.
+    TimedOut,
     /// A bug or a broken invariant.
     Internal,
 }

@@ -112,3 +112,29 @@ fn bad_definitions_stop_startup_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_body_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("body_timeout_secs = 1\n{text}")).unwrap();
+    let server = Server::start(&config).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"POST /v1/streams/ecommerce_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[{\"user_id\":",
+    )
+    .await
+    .unwrap();
+    let mut response = vec![0u8; 512];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut response))
+        .await
+        .expect("the server answers a stalled body")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response[..n]);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("did not arrive in time"), "{response}");
+    server.stop();
+}
