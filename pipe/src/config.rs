@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use pipe_ingest::http::{
     StreamPolicy, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_EVENTS,
 };
-use pipe_schemas::{EventDecoder, StreamSchema, UnknownFields};
+use pipe_schemas::{EventDecoder, JsonSchema, StreamSchema, UnknownFields};
 use pipe_sink::{CatalogKind, CatalogSettings, Codec, S3Options, Warehouse};
 use serde::Deserialize;
 
@@ -105,6 +105,10 @@ pub struct StreamFile {
     /// Schema file in the Pipelines field format; none: unstructured stream.
     #[serde(default)]
     pub schema_file: Option<PathBuf>,
+    /// A JSON Schema document instead: columns from it, every event checked
+    /// against it (formats, enum, pattern, minimum, … enforced).
+    #[serde(default)]
+    pub json_schema_file: Option<PathBuf>,
     /// Whether the stream takes events over HTTP (default true).
     #[serde(default)]
     pub http: Option<bool>,
@@ -211,6 +215,8 @@ pub struct Overrides {
 pub struct StreamConfig {
     pub name: String,
     pub schema: Option<StreamSchema>,
+    /// Set when the stream is defined by a JSON Schema document.
+    pub json_schema: Option<JsonSchema>,
     pub policy: StreamPolicy,
     pub max_events: usize,
     pub unknown_fields: UnknownFields,
@@ -231,7 +237,11 @@ impl StreamConfig {
 impl StreamConfig {
     /// The decoder for this stream's bodies.
     pub fn decoder(&self) -> Result<EventDecoder> {
-        EventDecoder::new(self.schema.clone())
+        let decoder = match &self.json_schema {
+            Some(js) => EventDecoder::new(None).with_json_schema(js.clone()),
+            None => EventDecoder::new(self.schema.clone()),
+        };
+        decoder
             .with_unknown_fields(self.unknown_fields)
             .map(|d| d.with_max_events(self.max_events))
             .map_err(|e| Error::Config(format!("`streams.{}.unknown_fields`: {e}", self.name)))
@@ -366,15 +376,35 @@ impl Config {
         let mut streams = Vec::new();
         for (name, s) in file.streams {
             check_name(&format!("streams.{name}"), &name)?;
-            let schema = match s.schema_file {
-                None => None,
-                Some(p) => {
-                    let path = absolute(base, &p);
-                    let key = format!("streams.{name}.schema_file");
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        err(key.clone(), format!("reading `{}`: {e}", path.display()))
+            let read = |k: &str, p: &Path| {
+                let path = absolute(base, p);
+                std::fs::read_to_string(&path).map_err(|e| {
+                    err(
+                        format!("streams.{name}.{k}"),
+                        format!("reading `{}`: {e}", path.display()),
+                    )
+                })
+            };
+            let (schema, json_schema) = match (s.schema_file, s.json_schema_file) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        format!("streams.{name}"),
+                        "set `schema_file` or `json_schema_file`, not both".into(),
+                    ))
+                }
+                (None, None) => (None, None),
+                (Some(p), None) => {
+                    let text = read("schema_file", &p)?;
+                    let schema = StreamSchema::from_json(&text)
+                        .map_err(|e| err(format!("streams.{name}.schema_file"), e.to_string()))?;
+                    (Some(schema), None)
+                }
+                (None, Some(p)) => {
+                    let text = read("json_schema_file", &p)?;
+                    let js = JsonSchema::from_json(&text).map_err(|e| {
+                        err(format!("streams.{name}.json_schema_file"), e.to_string())
                     })?;
-                    Some(StreamSchema::from_json(&text).map_err(|e| err(key, e.to_string()))?)
+                    (Some(js.schema.clone()), Some(js))
                 }
             };
             let key = |k: &str| format!("streams.{name}.{k}");
@@ -468,6 +498,7 @@ impl Config {
             let stream = StreamConfig {
                 name,
                 schema,
+                json_schema,
                 policy,
                 max_events,
                 unknown_fields: s.unknown_fields,

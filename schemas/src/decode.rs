@@ -41,6 +41,8 @@ pub enum EventErrorKind {
     TypeMismatch,
     ParseFailure,
     UnknownField,
+    /// A JSON Schema constraint (`enum`, `pattern`, `minimum`, `format`, …).
+    ConstraintViolation,
 }
 
 /// One problem with one event of a request.
@@ -138,6 +140,8 @@ pub struct EventDecoder {
     arrow_schema: SchemaRef,
     unknown_fields: UnknownFields,
     max_events: usize,
+    /// A JSON Schema every event must also satisfy.
+    json_schema: Option<crate::json_schema::JsonSchema>,
 }
 
 /// The outcome of decoding one body.
@@ -165,7 +169,18 @@ impl EventDecoder {
             arrow_schema,
             unknown_fields: UnknownFields::Reject,
             max_events: usize::MAX,
+            json_schema: None,
         }
+    }
+
+    /// A decoder for a stream defined by a JSON Schema document: its columns
+    /// come from the document, and every event must satisfy it.
+    pub fn with_json_schema(self, json_schema: crate::json_schema::JsonSchema) -> Self {
+        let mut d = EventDecoder::new(Some(json_schema.schema.clone()));
+        d.unknown_fields = self.unknown_fields;
+        d.max_events = self.max_events;
+        d.json_schema = Some(json_schema);
+        d
     }
 
     /// Sets what happens to unknown fields. Under [`UnknownFields::Keep`] the
@@ -316,6 +331,13 @@ impl EventDecoder {
         let mut errors = Vec::new();
         let mut dropped_fields = 0;
         for (index, event) in events.iter_mut().enumerate() {
+            if let Some(js) = &self.json_schema {
+                let violations = js.errors(index, event);
+                if !violations.is_empty() {
+                    errors.extend(violations);
+                    continue;
+                }
+            }
             match event {
                 Value::Object(map) => {
                     let mut check = Check {

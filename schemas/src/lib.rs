@@ -23,12 +23,14 @@
 //! ```
 
 pub mod decode;
+pub mod json_schema;
 pub mod schema;
 
 pub use decode::{
     quarantine_batch, quarantine_schema, stamp_ingest_ts, BodyFormat, Decoded, EventDecoder,
     EventError, EventErrorKind, QuarantinedEvent, Split, UnknownFields, EXTRA_COLUMN,
 };
+pub use json_schema::JsonSchema;
 pub use schema::{FieldDef, FieldType, StreamSchema, TimestampUnit, INGEST_TS_COLUMN};
 
 /// What kind of failure an error is: decides HTTP statuses and exit codes.

@@ -165,3 +165,72 @@ print(str(t.schema()), file=sys.stderr)
         json!({"id": 3, "tags": null, "meta": null, "raw": null})
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_schema_stream_enforces_its_constraints() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("signup.schema.json"),
+        r#"{"type":"object",
+            "properties":{
+              "email":{"type":"string","pattern":"^[^@]+@[^@]+$"},
+              "plan":{"type":"string","enum":["free","pro"]},
+              "seats":{"type":"integer","minimum":1},
+              "at":{"type":"string","format":"date-time"}},
+            "required":["email","plan"]}"#,
+    )
+    .unwrap();
+    let config = dir.path().join("pipe.toml");
+    std::fs::write(
+        &config,
+        r#"data_dir = "data"
+[streams.signups]
+json_schema_file = "signup.schema.json"
+[sinks.signups_sink]
+table = "signups"
+roll_interval_secs = 3600
+[pipelines.signups_p]
+sql = "INSERT INTO signups_sink SELECT email, plan, seats, at FROM signups"
+"#,
+    )
+    .unwrap();
+    let server = Server::start(&config).await;
+    let (status, body) = server
+        .post_json("signups", &json!([{"email": "a@b.c", "plan": "gold", "seats": 0}, {"email": "nope", "plan": "pro"}]))
+        .await;
+    assert_eq!(status, 400);
+    let got: Vec<(u64, String, String)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["index"].as_u64().unwrap(),
+                e["field"].as_str().unwrap().into(),
+                e["type"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, "plan".into(), "constraint_violation".into()),
+            (0, "seats".into(), "constraint_violation".into()),
+            (1, "email".into(), "constraint_violation".into()),
+        ]
+    );
+    let ok = json!([{"email": "a@b.c", "plan": "pro", "seats": 3, "at": "2026-11-23T10:00:00Z"}]);
+    assert_eq!(
+        server.post_json("signups", &ok).await,
+        (200, json!({"accepted": 1}))
+    );
+    server.flush("signups_p");
+    server.stop();
+    assert_eq!(
+        query(
+            &config,
+            "SELECT email, plan, seats, CAST(at AS VARCHAR) AS at FROM default.signups"
+        ),
+        vec![json!({"email": "a@b.c", "plan": "pro", "seats": 3, "at": "2026-11-23T10:00:00Z"})]
+    );
+}
