@@ -545,6 +545,12 @@ impl Config {
         let mut tables = BTreeMap::new();
         for (name, p) in file.pipelines {
             check_name(&format!("pipelines.{name}"), &name)?;
+            if name.contains("__") {
+                return Err(err(
+                    format!("pipelines.{name}"),
+                    "names with `__` are reserved for pipelines pipe adds (such as `<stream>__quarantine`)".into(),
+                ));
+            }
             if p.sql.trim().is_empty() {
                 return Err(err(
                     format!("pipelines.{name}.sql"),
@@ -703,6 +709,31 @@ mod tests {
                 "[sinks.a]\ntable = \"t\"\n[sinks.b]\ntable = \"t\"",
                 "already the table of sink `a`",
             ),
+            (
+                "[streams.a]\nauth_token_sha256 = [\"abc\"]",
+                "`streams.a.auth_token_sha256[0]`: expected 64 hex digits",
+            ),
+            ("[streams.a]\ncors_origins = [\"example.com\"]", "`streams.a.cors_origins`"),
+            ("[streams.a]\nmax_request_bytes = 0", "`streams.a.max_request_bytes`: must be at least 1"),
+            (
+                "[streams.a]\nunknown_fields = \"keep\"",
+                "`streams.a.unknown_fields`: invalid stream schema: unknown fields can only be kept",
+            ),
+            ("[streams.a]\nunknown_fields = \"ignore\"", "unknown variant `ignore`"),
+            (
+                "[streams.a]\nbuffer_segment_mb = 64\nmax_buffer_mb = 100",
+                "`streams.a.max_buffer_mb`: must be at least twice",
+            ),
+            (
+                "[streams.a]\nquarantine_table = \"q.t\"",
+                "set `invalid_events = \"quarantine\"`",
+            ),
+            ("[pipelines.a__quarantine]\nsql = \"x\"", "reserved for pipelines pipe adds"),
+            (
+                "[streams.a]\nschema_file = \"a\"\njson_schema_file = \"b\"",
+                "`streams.a`: set `schema_file` or `json_schema_file`, not both",
+            ),
+            ("body_timeout_secs = 0", "`body_timeout_secs`: must be at least 1"),
         ] {
             let e = resolve(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text}\n=> {e}");
