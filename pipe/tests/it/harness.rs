@@ -285,3 +285,19 @@ pub fn sorted_json(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// The `(index, field, type)` of each error in a 400 body.
+pub fn error_triples(body: &Value) -> Vec<(u64, String, String)> {
+    body["errors"]
+        .as_array()
+        .expect("an errors array")
+        .iter()
+        .map(|e| {
+            (
+                e["index"].as_u64().unwrap(),
+                e["field"].as_str().unwrap().to_string(),
+                e["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

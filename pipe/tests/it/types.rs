@@ -72,18 +72,7 @@ sql = "INSERT INTO typed_sink SELECT * FROM typed"
         )
         .await;
     assert_eq!(status, 400);
-    let got: Vec<(u64, String, String)> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["index"].as_u64().unwrap(),
-                e["field"].as_str().unwrap().into(),
-                e["type"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let got = error_triples(&body);
     let want: Vec<(u64, String, String)> = [
         (0, "i32", "parse_failure"),
         (1, "i64", "parse_failure"),
@@ -199,18 +188,7 @@ sql = "INSERT INTO signups_sink SELECT email, plan, seats, at FROM signups"
         .post_json("signups", &json!([{"email": "a@b.c", "plan": "gold", "seats": 0}, {"email": "nope", "plan": "pro"}]))
         .await;
     assert_eq!(status, 400);
-    let got: Vec<(u64, String, String)> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["index"].as_u64().unwrap(),
-                e["field"].as_str().unwrap().into(),
-                e["type"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let got = error_triples(&body);
     assert_eq!(
         got,
         vec![
