@@ -4,9 +4,12 @@
 //! The body is a JSON array of events, a single JSON object, or NDJSON (one
 //! event per line). Each event is checked against the [`StreamSchema`]; a body
 //! with any bad event is rejected whole, with one [`EventError`] per problem,
-//! so nothing of a rejected request is ever kept. Good bodies are normalised
-//! (timestamps to microseconds, `json` fields to their text, base64 to bytes)
-//! and decoded once into a [`RecordBatch`] with arrow-json's typed decoder.
+//! so nothing of a rejected request is ever kept.
+//!
+//! Good bodies are decoded in one pass straight into Arrow builders
+//! (`columns.rs`): no intermediate `serde_json::Value`. Only when that fast
+//! path meets a problem is the body parsed into values and walked here, to
+//! report every problem with its event index and field path.
 
 use std::fmt;
 
@@ -16,6 +19,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::columns::Columns;
 use crate::schema::{
     ingest_ts_type, FieldDef, FieldType, StreamSchema, TimestampUnit, INGEST_TS_COLUMN,
     VALUE_COLUMN,
@@ -250,26 +254,57 @@ impl EventDecoder {
     /// Returns `Err` when the body itself is unusable (not JSON, not objects);
     /// per-event problems come back as [`Decoded::Rejected`].
     pub fn decode(&self, body: &[u8], format: BodyFormat) -> Result<Decoded> {
-        let mut events = self.split(body, format)?;
         if self.schema.is_none() {
-            return self.decode_unstructured(events);
+            return self.decode_unstructured(self.split(body, format)?);
         }
-        let (errors, dropped_fields) = self.validate(&mut events);
+        if let Some((batch, dropped_fields)) = self.fast(body, format)? {
+            return Ok(Decoded::Batch {
+                batch,
+                dropped_fields,
+            });
+        }
+        let events = self.split(body, format)?;
+        let errors = self.check(&events);
         if !errors.is_empty() {
             return Ok(Decoded::Rejected(errors));
         }
+        let (batch, dropped_fields) = self.to_batch(&events)?;
         Ok(Decoded::Batch {
-            batch: self.to_batch(&events)?,
+            batch,
             dropped_fields,
         })
+    }
+
+    /// The fast path: the whole body decoded in one pass, or `None` when it
+    /// has a problem (or the stream has a JSON Schema, which needs values).
+    fn fast(&self, body: &[u8], format: BodyFormat) -> Result<Option<(RecordBatch, usize)>> {
+        if self.json_schema.is_some() {
+            return Ok(None);
+        }
+        let mut columns = self.columns();
+        if columns.body(body, format).is_err() || columns.rows() == 0 {
+            return Ok(None);
+        }
+        columns.finish().map(Some)
+    }
+
+    fn columns(&self) -> Columns {
+        let schema = self.schema.as_ref().expect("structured streams only");
+        Columns::new(
+            &schema.fields,
+            self.arrow_schema.clone(),
+            self.unknown_fields,
+            self.max_events,
+        )
     }
 
     /// Like [`decode`](Self::decode), but keeps the good events of a body and
     /// sets the bad ones aside, each as its original JSON text with its errors.
     pub fn decode_split(&self, body: &[u8], format: BodyFormat) -> Result<Split> {
-        let mut events = self.split(body, format)?;
         if self.schema.is_none() {
-            let Decoded::Batch { batch, .. } = self.decode_unstructured(events)? else {
+            let Decoded::Batch { batch, .. } =
+                self.decode_unstructured(self.split(body, format)?)?
+            else {
                 unreachable!("unstructured streams accept every JSON value");
             };
             return Ok(Split {
@@ -278,28 +313,36 @@ impl EventDecoder {
                 quarantined: Vec::new(),
             });
         }
-        let originals: Vec<String> = events.iter().map(Value::to_string).collect();
-        let (errors, dropped_fields) = self.validate(&mut events);
+        if let Some((batch, dropped_fields)) = self.fast(body, format)? {
+            return Ok(Split {
+                batch: Some(batch),
+                dropped_fields,
+                quarantined: Vec::new(),
+            });
+        }
+        let events = self.split(body, format)?;
+        let errors = self.check(&events);
         let mut by_index: std::collections::BTreeMap<usize, Vec<EventError>> = Default::default();
         for e in errors {
             by_index.entry(e.index).or_default().push(e);
         }
         let good: Vec<Value> = events
-            .into_iter()
+            .iter()
             .enumerate()
             .filter(|(i, _)| !by_index.contains_key(i))
-            .map(|(_, e)| e)
+            .map(|(_, e)| e.clone())
             .collect();
-        let batch = if good.is_empty() {
-            None
+        let (batch, dropped_fields) = if good.is_empty() {
+            (None, 0)
         } else {
-            Some(self.to_batch(&good)?)
+            let (batch, dropped) = self.to_batch(&good)?;
+            (Some(batch), dropped)
         };
         let quarantined = by_index
             .into_iter()
             .map(|(index, errors)| QuarantinedEvent {
                 index,
-                event: originals[index].clone(),
+                event: events[index].to_string(),
                 errors,
             })
             .collect();
@@ -324,13 +367,11 @@ impl EventDecoder {
         Ok(events)
     }
 
-    /// Checks every event, normalising in place; returns the errors and the
-    /// count of dropped unknown fields.
-    fn validate(&self, events: &mut [Value]) -> (Vec<EventError>, usize) {
+    /// Checks every event; returns every problem found.
+    fn check(&self, events: &[Value]) -> Vec<EventError> {
         let schema = self.schema.as_ref().expect("structured streams only");
         let mut errors = Vec::new();
-        let mut dropped_fields = 0;
-        for (index, event) in events.iter_mut().enumerate() {
+        for (index, event) in events.iter().enumerate() {
             if let Some(js) = &self.json_schema {
                 let violations = js.errors(index, event);
                 if !violations.is_empty() {
@@ -339,21 +380,12 @@ impl EventDecoder {
                 }
             }
             match event {
-                Value::Object(map) => {
-                    let mut check = Check {
-                        index,
-                        errors: &mut errors,
-                        policy: self.unknown_fields,
-                        extra: Map::new(),
-                        dropped: 0,
-                    };
-                    check.object(map, &schema.fields, "");
-                    dropped_fields += check.dropped;
-                    if self.unknown_fields == UnknownFields::Keep && !check.extra.is_empty() {
-                        let extra = Value::Object(std::mem::take(&mut check.extra)).to_string();
-                        map.insert(EXTRA_COLUMN.to_string(), Value::String(extra));
-                    }
+                Value::Object(map) => Check {
+                    index,
+                    errors: &mut errors,
+                    policy: self.unknown_fields,
                 }
+                .object(map, &schema.fields, ""),
                 other => errors.push(EventError {
                     index,
                     field: String::new(),
@@ -362,23 +394,18 @@ impl EventDecoder {
                 }),
             }
         }
-        (errors, dropped_fields)
+        errors
     }
 
-    /// Decodes validated, normalised events into one batch.
-    fn to_batch(&self, events: &[Value]) -> Result<RecordBatch> {
-        let mut decoder = arrow::json::ReaderBuilder::new(self.arrow_schema.clone())
-            .with_batch_size(events.len().max(1))
-            .with_strict_mode(true)
-            .build_decoder()
-            .map_err(|e| Error::Internal(format!("building the JSON decoder: {e}")))?;
-        decoder
-            .serialize(events)
-            .map_err(|e| Error::Internal(format!("decoding validated events: {e}")))?;
-        decoder
-            .flush()
-            .map_err(|e| Error::Internal(format!("decoding validated events: {e}")))?
-            .ok_or_else(|| Error::Internal("the decoder produced no batch".into()))
+    /// Decodes checked events into one batch.
+    fn to_batch(&self, events: &[Value]) -> Result<(RecordBatch, usize)> {
+        let mut columns = self.columns();
+        for event in events {
+            columns
+                .value(event)
+                .map_err(|e| Error::Internal(format!("decoding checked events: {e}")))?;
+        }
+        columns.finish()
     }
 
     fn decode_unstructured(&self, events: Vec<Value>) -> Result<Decoded> {
@@ -464,15 +491,11 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-/// The validation of one event: its errors, and what the unknown-field
-/// policy removed or kept.
+/// The check of one event, collecting its errors.
 struct Check<'a> {
     index: usize,
     errors: &'a mut Vec<EventError>,
     policy: UnknownFields,
-    /// Unknown fields kept under [`UnknownFields::Keep`], by path.
-    extra: Map<String, Value>,
-    dropped: usize,
 }
 
 impl Check<'_> {
@@ -485,35 +508,21 @@ impl Check<'_> {
         });
     }
 
-    /// Checks one object against its fields, normalising values in place.
-    fn object(&mut self, map: &mut Map<String, Value>, fields: &[FieldDef], prefix: &str) {
-        let unknown: Vec<String> = map
-            .keys()
-            .filter(|key| !fields.iter().any(|f| &f.name == *key))
-            .cloned()
-            .collect();
-        for key in unknown {
-            let path = join(prefix, &key);
-            match self.policy {
-                UnknownFields::Reject => self.push(
+    /// Checks one object against its fields.
+    fn object(&mut self, map: &Map<String, Value>, fields: &[FieldDef], prefix: &str) {
+        if self.policy == UnknownFields::Reject {
+            for key in map.keys().filter(|k| !fields.iter().any(|f| &f.name == *k)) {
+                let path = join(prefix, key);
+                self.push(
                     &path,
                     EventErrorKind::UnknownField,
                     format!("field `{path}` is not in the stream schema"),
-                ),
-                UnknownFields::Drop => {
-                    map.remove(&key);
-                    self.dropped += 1;
-                }
-                UnknownFields::Keep => {
-                    if let Some(v) = map.remove(&key) {
-                        self.extra.insert(path, v);
-                    }
-                }
+                );
             }
         }
         for field in fields {
             let path = join(prefix, &field.name);
-            match map.get_mut(&field.name) {
+            match map.get(&field.name) {
                 None if field.required => self.push(
                     &path,
                     EventErrorKind::MissingField,
@@ -530,7 +539,7 @@ impl Check<'_> {
         }
     }
 
-    fn value(&mut self, value: &mut Value, ty: &FieldType, path: &str) {
+    fn value(&mut self, value: &Value, ty: &FieldType, path: &str) {
         let parse_failure = |this: &mut Self, message: String| {
             this.push(
                 path,
@@ -538,7 +547,7 @@ impl Check<'_> {
                 format!("field `{path}`: {message}"),
             )
         };
-        match (ty, &mut *value) {
+        match (ty, value) {
             (FieldType::String, Value::String(_)) => {}
             (FieldType::Bool, Value::Bool(_)) => {}
             (FieldType::Float32 | FieldType::Float64, Value::Number(_)) => {}
@@ -552,27 +561,26 @@ impl Check<'_> {
                 }
             }
             (FieldType::Timestamp { .. }, Value::String(s)) => {
-                match chrono::DateTime::parse_from_rfc3339(s) {
-                    Ok(t) => *value = Value::from(t.timestamp_micros()),
-                    Err(e) => parse_failure(
+                if let Err(e) = chrono::DateTime::parse_from_rfc3339(s) {
+                    parse_failure(
                         self,
                         format!("expected an RFC 3339 timestamp, got `{s}` ({e})"),
-                    ),
+                    )
                 }
             }
-            (FieldType::Timestamp { unit }, Value::Number(n)) => match timestamp_micros(n, *unit) {
-                Some(micros) => *value = Value::from(micros),
-                None => parse_failure(self, format!("timestamp `{n}` is out of range")),
-            },
-            (FieldType::Json, v) => *value = Value::String(v.to_string()),
+            (FieldType::Timestamp { unit }, Value::Number(n)) => {
+                if timestamp_micros(n, *unit).is_none() {
+                    parse_failure(self, format!("timestamp `{n}` is out of range"))
+                }
+            }
+            (FieldType::Json, _) => {}
             (FieldType::Binary, Value::String(s)) => {
-                match base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
-                    Ok(bytes) => *value = Value::String(hex(&bytes)),
-                    Err(e) => parse_failure(self, format!("expected base64, got `{s}` ({e})")),
+                if let Err(e) = base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
+                    parse_failure(self, format!("expected base64, got `{s}` ({e})"))
                 }
             }
             (FieldType::List { items }, Value::Array(elements)) => {
-                for (i, element) in elements.iter_mut().enumerate() {
+                for (i, element) in elements.iter().enumerate() {
                     if !element.is_null() {
                         self.value(element, &items.ty, &format!("{path}[{i}]"));
                     }
@@ -593,16 +601,6 @@ fn timestamp_micros(n: &serde_json::Number, unit: TimestampUnit) -> Option<i64> 
     }
     let f = n.as_f64()? * unit.micros() as f64;
     (f.is_finite() && f.abs() < i64::MAX as f64).then_some(f as i64)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! }
 //! ```
 
+mod columns;
 pub mod decode;
 pub mod json_schema;
 pub mod schema;
