@@ -202,10 +202,12 @@ pub async fn serve(
 
     // Start the pipelines.
     // Pipelines (DataFusion, Parquet encoding, uploads) run on their own
-    // runtime so that CPU-heavy batches never delay HTTP acks.
+    // runtime, at a lower CPU priority, so that CPU-heavy batches never
+    // delay HTTP acks: the buffer absorbs a pipeline that lags.
     let pipeline_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(pipeline_threads())
         .thread_name("pipe-pipeline")
+        .on_thread_start(lower_thread_priority)
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("starting the pipeline runtime: {e}")))?;
@@ -337,5 +339,19 @@ async fn flush(State(state): State<AdminState>, Path(name): Path<String>) -> Res
         Ok(Ok(report)) => Json(report).into_response(),
         Ok(Err(e)) => error_response(e.kind(), e.to_string()),
         Err(_) => error_response(ErrorKind::Unavailable, format!("pipeline `{name}` stopped")),
+    }
+}
+
+/// Niceness of pipeline threads: under contention the scheduler gives HTTP
+/// and buffer threads about ten times their CPU share.
+const PIPELINE_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority (Linux niceness is per thread).
+/// Best effort: on failure the thread runs at normal priority.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority has no memory effects; `0` names the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, PIPELINE_NICE);
     }
 }
