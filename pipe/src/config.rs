@@ -201,6 +201,9 @@ fn default_roll_size() -> u64 {
 pub struct PipelineFile {
     /// `INSERT INTO sink SELECT … FROM stream`.
     pub sql: String,
+    /// Where rows the SQL fails on go, `namespace.table`
+    /// (default `default.<pipeline>_failed`).
+    pub quarantine_table: Option<String>,
 }
 
 /// Settings from outside the file: environment and flags.
@@ -264,6 +267,15 @@ pub struct SinkConfig {
 pub struct PipelineConfig {
     pub name: String,
     pub sql: String,
+    /// `(namespace, table)` of the table for rows the SQL fails on.
+    pub quarantine: (String, String),
+}
+
+impl PipelineConfig {
+    /// The name under which the quarantine table's commits are recorded.
+    pub fn failed_rows_writer(&self) -> String {
+        format!("{}__failed", self.name)
+    }
 }
 
 /// The whole configuration, validated, with absolute paths.
@@ -481,17 +493,10 @@ impl Config {
                     ))
                 }
                 (InvalidEvents::Reject, None) => None,
-                (InvalidEvents::Quarantine, table) => {
-                    let table = table.unwrap_or_else(|| format!("default.{name}_quarantine"));
-                    let Some((ns, t)) = table.rsplit_once('.') else {
-                        return Err(err(
-                            key("quarantine_table"),
-                            format!("expected `namespace.table`, got `{table}`"),
-                        ));
-                    };
-                    check_name(&key("quarantine_table"), t)?;
-                    Some((ns.to_string(), t.to_string()))
-                }
+                (InvalidEvents::Quarantine, table) => Some(table_name(
+                    &key("quarantine_table"),
+                    table.unwrap_or_else(|| format!("default.{name}_quarantine")),
+                )?),
             };
             let mut policy = policy;
             policy.quarantine = quarantine.is_some();
@@ -557,21 +562,46 @@ impl Config {
                     "must not be empty".into(),
                 ));
             }
-            pipelines.push(PipelineConfig { name, sql: p.sql });
+            let quarantine = table_name(
+                &format!("pipelines.{name}.quarantine_table"),
+                p.quarantine_table
+                    .unwrap_or_else(|| format!("default.{name}_failed")),
+            )?;
+            pipelines.push(PipelineConfig {
+                name,
+                sql: p.sql,
+                quarantine,
+            });
         }
         for s in &streams {
             if let Some((ns, t)) = &s.quarantine {
-                tables.insert((ns.clone(), t.clone()), format!("{} (quarantine)", s.name));
+                tables.insert(
+                    (ns.clone(), t.clone()),
+                    format!("the quarantine of stream `{}`", s.name),
+                );
+            }
+        }
+        for p in &pipelines {
+            let (ns, t) = &p.quarantine;
+            if let Some(other) = tables.insert(
+                (ns.clone(), t.clone()),
+                format!("the failed rows of pipeline `{}`", p.name),
+            ) {
+                return Err(err(
+                    format!("pipelines.{}.quarantine_table", p.name),
+                    format!("`{ns}.{t}` is already the table of {other}"),
+                ));
             }
         }
         for s in &sinks {
-            if let Some(other) =
-                tables.insert((s.namespace.clone(), s.table.clone()), s.name.clone())
-            {
+            if let Some(other) = tables.insert(
+                (s.namespace.clone(), s.table.clone()),
+                format!("sink `{}`", s.name),
+            ) {
                 return Err(err(
                     format!("sinks.{}.table", s.name),
                     format!(
-                        "`{}.{}` is already the table of sink `{other}`",
+                        "`{}.{}` is already the table of {other}",
                         s.namespace, s.table
                     ),
                 ));
@@ -628,6 +658,17 @@ fn file_url(p: &Path) -> String {
 
 fn sqlite_uri(p: &Path) -> String {
     format!("sqlite:{}?mode=rwc", p.display())
+}
+
+/// Splits a `namespace.table` setting.
+fn table_name(key: &str, table: String) -> Result<(String, String)> {
+    let Some((ns, t)) = table.rsplit_once('.') else {
+        return Err(Error::Config(format!(
+            "`{key}`: expected `namespace.table`, got `{table}`"
+        )));
+    };
+    check_name(key, t)?;
+    Ok((ns.to_string(), t.to_string()))
 }
 
 #[cfg(test)]
@@ -729,6 +770,14 @@ mod tests {
                 "set `invalid_events = \"quarantine\"`",
             ),
             ("[pipelines.a__quarantine]\nsql = \"x\"", "reserved for pipelines pipe adds"),
+            (
+                "[pipelines.p]\nsql = \"x\"\nquarantine_table = \"t\"",
+                "`pipelines.p.quarantine_table`: expected `namespace.table`",
+            ),
+            (
+                "[sinks.s]\ntable = \"p_failed\"\n[pipelines.p]\nsql = \"x\"",
+                "`sinks.s.table`: `default.p_failed` is already the table of the failed rows of pipeline `p`",
+            ),
             (
                 "[streams.a]\nschema_file = \"a\"\njson_schema_file = \"b\"",
                 "`streams.a`: set `schema_file` or `json_schema_file`, not both",

@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod crash;
 pub mod pipeline;
 pub mod server;
 

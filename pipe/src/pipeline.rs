@@ -12,8 +12,18 @@
 //! is retried (same range, same files) until it succeeds or is found already
 //! done, and only then is buffer space released and new data read. On
 //! restart the task starts after the last range the table holds for it.
+//!
+//! Rows the SQL fails on (see `PipelinePlan::run_isolating`) go to the
+//! pipeline's quarantine table with their error, through a second sink that
+//! commits the same offset ranges under its own name, `<pipeline>__failed`.
+//! A roll commits the quarantine table first, then the sink table, so after
+//! a crash between the two the quarantine table is ahead: on replay, failed
+//! rows of records at or below its last committed offset are already there
+//! and are not written again. The sink table's range decides where the
+//! pipeline resumes and when the buffer is released.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +31,7 @@ use pipe_ingest::buffer::{Buffer, BufferReader};
 use pipe_ingest::idempotency::KeyIndex;
 use pipe_ingest::payload::{decode_batches, decode_quarantine};
 use pipe_sink::{CommitOutcome, OffsetRange, TableSink};
-use pipe_transform::PipelinePlan;
+use pipe_transform::{failed_rows_batch, PipelinePlan};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -87,6 +97,8 @@ pub struct FlushReport {
     pub committed_through: Option<u64>,
     /// Rows committed by this flush.
     pub rows: usize,
+    /// Rows the SQL failed on, committed to the quarantine table by this flush.
+    pub failed_rows: usize,
 }
 
 /// A request to roll and commit now.
@@ -111,16 +123,52 @@ pub struct PipelineTask {
     pub roll_interval: Duration,
     pub roll_bytes: u64,
     pub committed_through: Option<u64>,
+    /// Where rows the SQL fails on go; `None` for pipelines whose SQL
+    /// cannot fail on a row (a stream's quarantine pipeline).
+    pub failed: Option<FailedRows>,
     /// Closed files whose commit has not succeeded yet: retried before
     /// anything new is read, so no later range can overtake them.
-    pub unfinished: Option<(OffsetRange, usize, Vec<pipe_sink::DataFile>)>,
+    pub unfinished: Option<Unfinished>,
+}
+
+/// The pipeline's quarantine table for rows its SQL fails on.
+pub struct FailedRows {
+    pub sink: TableSink,
+    /// The last buffer offset whose failed rows the table holds.
+    pub committed_through: Option<u64>,
+    /// Rows set aside since the server started.
+    pub count: Arc<AtomicU64>,
+}
+
+/// A closed range waiting for its commits.
+pub struct Unfinished {
+    range: OffsetRange,
+    rows: usize,
+    files: Vec<pipe_sink::DataFile>,
+    failed_rows: usize,
+    failed_files: Vec<pipe_sink::DataFile>,
 }
 
 struct Pending {
     range: OffsetRange,
     bytes: u64,
     rows: usize,
+    failed_rows: usize,
     since: Instant,
+}
+
+/// Rows committed by one or more rolls.
+#[derive(Debug, Default, Clone, Copy)]
+struct Rolled {
+    rows: usize,
+    failed_rows: usize,
+}
+
+impl std::ops::AddAssign for Rolled {
+    fn add_assign(&mut self, other: Rolled) {
+        self.rows += other.rows;
+        self.failed_rows += other.failed_rows;
+    }
 }
 
 impl PipelineTask {
@@ -162,15 +210,16 @@ impl PipelineTask {
                 if due {
                     return self.roll(&mut pending, &cancel).await;
                 }
-                Ok(0)
+                Ok(Rolled::default())
             }
             .await;
             match (flush, result) {
-                (Some(reply), Ok(rows)) => {
+                (Some(reply), Ok(rolled)) => {
                     let _ = reply.send(Ok(FlushReport {
                         pipeline: name.clone(),
                         committed_through: self.committed_through,
-                        rows,
+                        rows: rolled.rows,
+                        failed_rows: rolled.failed_rows,
                     }));
                 }
                 (Some(reply), Err(e)) => {
@@ -194,7 +243,7 @@ impl PipelineTask {
         &mut self,
         pending: &mut Option<Pending>,
         cancel: &CancellationToken,
-    ) -> Result<usize> {
+    ) -> Result<Rolled> {
         let target = self.reader.durable_end();
         let mut rows = self.roll(pending, cancel).await?;
         while self.reader.position() < target {
@@ -222,29 +271,65 @@ impl PipelineTask {
             };
             let bytes: u64 = records.iter().map(|r| r.payload.len() as u64).sum();
             let mut batches = Vec::new();
+            // (rows so far, offset): the record each input row came from.
+            let mut ends = Vec::with_capacity(records.len());
+            let mut input_rows = 0;
             for r in &records {
-                batches.extend(match self.part {
+                let decoded = match self.part {
                     Part::Events => decode_batches(&r.payload)?,
                     Part::Quarantine => decode_quarantine(&r.payload)?,
-                });
+                };
+                input_rows += decoded.iter().map(|b| b.num_rows()).sum::<usize>();
+                ends.push((input_rows, r.offset));
+                batches.extend(decoded);
             }
-            let output = self.plan.run(batches).await?;
+            let (output, failed) = match &self.failed {
+                Some(_) => {
+                    let isolated = self.plan.run_isolating(batches).await?;
+                    (isolated.output, isolated.failed)
+                }
+                None => (self.plan.run(batches).await?, Vec::new()),
+            };
             let mut rows = 0;
             for batch in &output {
                 self.sink.write(batch).await?;
                 rows += batch.num_rows();
+            }
+            let mut failed_rows = 0;
+            if let Some(sink) = &mut self.failed {
+                // Failed rows of records the quarantine table already holds
+                // (written before a crash) are not written again.
+                let fresh: Vec<_> = failed
+                    .iter()
+                    .filter(|f| {
+                        let record = ends.partition_point(|(end, _)| *end <= f.index);
+                        sink.committed_through.is_none_or(|c| ends[record].1 > c)
+                    })
+                    .collect();
+                if let Some(first) = failed.first() {
+                    warn!(pipeline = %self.plan.name(), failed = failed.len(), first_error = %first.error, "the SQL failed on some rows; they go to the quarantine table");
+                    sink.count.fetch_add(fresh.len() as u64, Ordering::Relaxed);
+                }
+                if !fresh.is_empty() {
+                    sink.sink
+                        .write(&failed_rows_batch(fresh.iter().copied()))
+                        .await?;
+                    failed_rows = fresh.len();
+                }
             }
             match pending {
                 Some(p) => {
                     p.range.last = range.last;
                     p.bytes += bytes;
                     p.rows += rows;
+                    p.failed_rows += failed_rows;
                 }
                 None => {
                     *pending = Some(Pending {
                         range,
                         bytes,
                         rows,
+                        failed_rows,
                         since: Instant::now(),
                     })
                 }
@@ -259,6 +344,9 @@ impl PipelineTask {
     /// buffer: the safe answer to any failure before the files were closed.
     fn rewind(&mut self, pending: &mut Option<Pending>) {
         self.sink.abort();
+        if let Some(failed) = &mut self.failed {
+            failed.sink.abort();
+        }
         let from = match (pending.take(), self.committed_through) {
             (Some(p), _) => p.range.first,
             (None, Some(c)) => c + 1,
@@ -274,13 +362,30 @@ impl PipelineTask {
         &mut self,
         pending: &mut Option<Pending>,
         cancel: &CancellationToken,
-    ) -> Result<usize> {
+    ) -> Result<Rolled> {
         if self.unfinished.is_none() {
             let Some(p) = pending.take() else {
-                return Ok(0);
+                return Ok(Rolled::default());
             };
-            match self.sink.close_files().await {
-                Ok(files) => self.unfinished = Some((p.range, p.rows, files)),
+            let closed = async {
+                let files = self.sink.close_files().await?;
+                let failed_files = match &mut self.failed {
+                    Some(failed) => failed.sink.close_files().await?,
+                    None => Vec::new(),
+                };
+                Ok::<_, pipe_sink::Error>((files, failed_files))
+            }
+            .await;
+            match closed {
+                Ok((files, failed_files)) => {
+                    self.unfinished = Some(Unfinished {
+                        range: p.range,
+                        rows: p.rows,
+                        files,
+                        failed_rows: p.failed_rows,
+                        failed_files,
+                    })
+                }
                 Err(e) => {
                     *pending = Some(p);
                     self.rewind(pending);
@@ -288,11 +393,15 @@ impl PipelineTask {
                 }
             }
         }
-        let (range, rows, files) = self.unfinished.as_ref().expect("set above");
-        let (range, rows) = (*range, *rows);
+        let u = self.unfinished.as_ref().expect("set above");
+        let range = u.range;
+        let rolled = Rolled {
+            rows: u.rows,
+            failed_rows: u.failed_rows,
+        };
         let mut delay = Duration::from_millis(200);
         loop {
-            match self.sink.commit(range, files).await {
+            match self.commit_unfinished().await {
                 Ok(outcome) => {
                     if outcome == CommitOutcome::AlreadyCommitted {
                         warn!(pipeline = %self.plan.name(), first = range.first, last = range.last, "range was already committed; its new files stay unreferenced");
@@ -300,7 +409,7 @@ impl PipelineTask {
                     self.unfinished = None;
                     self.committed_through = Some(range.last);
                     self.release.committed(self.plan.name(), range.last);
-                    return Ok(rows);
+                    return Ok(rolled);
                 }
                 Err(e) if e.kind().retryable() && !cancel.is_cancelled() => {
                     warn!(pipeline = %self.plan.name(), error = %e, "commit failed; retrying the same range");
@@ -313,5 +422,23 @@ impl PipelineTask {
                 Err(e) => return Err(Error::from(e)),
             }
         }
+    }
+
+    /// Commits the unfinished range: the quarantine table first (when the
+    /// range has failed rows), then the sink table. Each commit is
+    /// idempotent, so a retry after a partial success is safe.
+    async fn commit_unfinished(&mut self) -> std::result::Result<CommitOutcome, pipe_sink::Error> {
+        let u = self
+            .unfinished
+            .as_ref()
+            .expect("called with an unfinished range");
+        if let Some(failed) = &mut self.failed {
+            if !u.failed_files.is_empty() {
+                failed.sink.commit(u.range, &u.failed_files).await?;
+                failed.committed_through = Some(u.range.last);
+                crate::crash::point(crate::crash::AFTER_FAILED_ROWS_COMMIT);
+            }
+        }
+        self.sink.commit(u.range, &u.files).await
     }
 }

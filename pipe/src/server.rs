@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::Config;
-use crate::pipeline::{FlushRequest, Part, PipelineTask, ReleaseTracker};
+use crate::pipeline::{FailedRows, FlushRequest, Part, PipelineTask, ReleaseTracker};
 use crate::{Error, ErrorKind, Result};
 
 /// A pipeline planned and its table opened, ready to start.
@@ -47,6 +47,7 @@ struct Planned {
     plan: PipelinePlan,
     sink: TableSink,
     committed: Option<u64>,
+    failed: Option<FailedRows>,
     roll_interval: std::time::Duration,
     roll_bytes: u64,
 }
@@ -104,13 +105,30 @@ pub async fn serve(
         )
         .await?;
         let committed = sink.last_committed().await?.map(|c| c.range.last);
-        info!(pipeline = %p.name, stream = plan.stream(), table = %sink.ident(), committed_through = ?committed, "pipeline planned");
+        let (namespace, table) = &p.quarantine;
+        let mut failed_sink = TableSink::open(
+            catalog.clone(),
+            namespace,
+            table,
+            &p.failed_rows_writer(),
+            &sink_config.name,
+            &pipe_transform::failed_rows_schema(),
+            WriteOptions::default(),
+        )
+        .await?;
+        let failed = FailedRows {
+            committed_through: failed_sink.last_committed().await?.map(|c| c.range.last),
+            sink: failed_sink,
+            count: Default::default(),
+        };
+        info!(pipeline = %p.name, stream = plan.stream(), table = %sink.ident(), quarantine_table = %failed.sink.ident(), committed_through = ?committed, "pipeline planned");
         planned.push(Planned {
             stream: plan.stream().to_string(),
             part: Part::Events,
             plan,
             sink,
             committed,
+            failed: Some(failed),
             roll_interval: sink_config.roll_interval,
             roll_bytes: sink_config.roll_bytes,
         });
@@ -149,6 +167,7 @@ pub async fn serve(
             plan,
             sink,
             committed,
+            failed: None,
             roll_interval: std::time::Duration::from_secs(60),
             roll_bytes: 64 << 20,
         });
@@ -231,6 +250,7 @@ pub async fn serve(
             roll_interval: p.roll_interval,
             roll_bytes: p.roll_bytes,
             committed_through: p.committed,
+            failed: p.failed,
             unfinished: None,
         };
         let cancel = cancel_pipelines.clone();

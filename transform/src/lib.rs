@@ -9,6 +9,20 @@
 //!   parsed and analysed only once.
 //! - The output always carries `__ingest_ts`: when the SELECT drops it, it is
 //!   added back with the newest ingest time of the batch.
+//! - [`PipelinePlan::run_isolating`] never lets one bad row hold up the rest:
+//!   when the SQL fails on a batch because of its data (a cast that fails on
+//!   one value, a division by zero, a function refusing its argument), the
+//!   batch is split in halves until the failing rows are single rows. The
+//!   other rows' output goes on; each failing row comes back as a
+//!   [`FailedRow`] (the input row as JSON, the error text) for the
+//!   pipeline's quarantine table. Errors that are not about the data (out of
+//!   memory, I/O, internal) fail the run as a whole, so the caller retries
+//!   and nothing is set aside that a retry could have handled. Finding `k`
+//!   bad rows among `n` costs about `2k·log2(n)` extra runs.
+//!
+//!   Splitting assumes the SQL works row by row (projection, filter,
+//!   UNNEST), which is what a pipeline over a stream of batches can mean:
+//!   an aggregate over one batch has no stable meaning anyway.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -73,6 +87,80 @@ pub enum Error {
         pipeline: String,
         source: datafusion::error::DataFusionError,
     },
+}
+
+/// An input row the SQL failed on, set aside with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedRow {
+    /// Position of the row in the run's input, counting across its batches.
+    pub index: usize,
+    /// The input row as a JSON object.
+    pub event: String,
+    /// The error the SQL raised on this row alone.
+    pub error: String,
+    /// The row's `__ingest_ts` (micros), or 0 when the input has none.
+    pub ingest_ts: i64,
+}
+
+/// What [`PipelinePlan::run_isolating`] produced.
+#[derive(Debug, Default)]
+pub struct Isolated {
+    /// Output of every row the SQL handled, in input order.
+    pub output: Vec<RecordBatch>,
+    /// The rows it failed on, in input order.
+    pub failed: Vec<FailedRow>,
+}
+
+/// The columns of a pipeline's quarantine table: `event` (the input row as
+/// JSON), `error`, and `__ingest_ts`.
+pub fn failed_rows_schema() -> SchemaRef {
+    use arrow::datatypes::{DataType, TimeUnit};
+    Arc::new(Schema::new(vec![
+        Field::new("event", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new(
+            INGEST_TS_COLUMN,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            false,
+        ),
+    ]))
+}
+
+/// Failed rows as one batch of [`failed_rows_schema`].
+pub fn failed_rows_batch<'a>(rows: impl IntoIterator<Item = &'a FailedRow>) -> RecordBatch {
+    use arrow::array::StringArray;
+    let rows: Vec<&FailedRow> = rows.into_iter().collect();
+    RecordBatch::try_new(
+        failed_rows_schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.event.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.error.as_str()),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.ingest_ts))
+                    .with_timezone("+00:00"),
+            ),
+        ],
+    )
+    .expect("columns match failed_rows_schema")
+}
+
+/// Whether an execution error is about the rows (a retry would fail the same
+/// way), as opposed to the machine (memory, I/O) or a bug.
+fn is_row_error(e: &datafusion::error::DataFusionError) -> bool {
+    use arrow::error::ArrowError;
+    use datafusion::error::DataFusionError;
+    match e.find_root() {
+        DataFusionError::ArrowError(a, _) => !matches!(
+            **a,
+            ArrowError::IoError(..) | ArrowError::MemoryError(_) | ArrowError::ExternalError(_)
+        ),
+        DataFusionError::Execution(_) => true,
+        _ => false,
+    }
 }
 
 /// Result with this crate's [`Error`].
@@ -278,6 +366,94 @@ impl PipelinePlan {
     }
 }
 
+impl PipelinePlan {
+    /// Runs the SQL over `input` like [`run`](Self::run), but when it fails
+    /// because of some rows, sets those rows aside and keeps the output of
+    /// the others. Fails only on errors that are not about the rows.
+    pub async fn run_isolating(&self, input: Vec<RecordBatch>) -> Result<Isolated> {
+        let schema = self.slot.schema.clone();
+        let whole = match self.run(input.clone()).await {
+            Ok(output) => {
+                return Ok(Isolated {
+                    output,
+                    failed: Vec::new(),
+                })
+            }
+            Err(Error::Execution { source, .. }) if is_row_error(&source) => {
+                arrow::compute::concat_batches(&schema, &input).map_err(|e| Error::Execution {
+                    pipeline: self.name.clone(),
+                    source: e.into(),
+                })?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut isolated = Isolated::default();
+        let (left, right) = halves(&whole);
+        self.isolate(left, 0, &mut isolated).await?;
+        self.isolate(right, whole.num_rows() / 2, &mut isolated)
+            .await?;
+        Ok(isolated)
+    }
+
+    /// Runs `batch` (rows from `offset` of the input); on a row error,
+    /// splits it until the failing rows stand alone.
+    fn isolate<'a>(
+        &'a self,
+        batch: RecordBatch,
+        offset: usize,
+        into: &'a mut Isolated,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if batch.num_rows() == 0 {
+                return Ok(());
+            }
+            match self.run(vec![batch.clone()]).await {
+                Ok(output) => into.output.extend(output),
+                Err(Error::Execution { source, .. })
+                    if is_row_error(&source) && batch.num_rows() == 1 =>
+                {
+                    into.failed.push(FailedRow {
+                        index: offset,
+                        event: row_json(&batch),
+                        error: source.strip_backtrace(),
+                        ingest_ts: newest_ingest_ts(std::slice::from_ref(&batch)),
+                    });
+                }
+                Err(Error::Execution { source, .. }) if is_row_error(&source) => {
+                    let (left, right) = halves(&batch);
+                    let mid = left.num_rows();
+                    self.isolate(left, offset, into).await?;
+                    self.isolate(right, offset + mid, into).await?;
+                }
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        })
+    }
+}
+
+fn halves(batch: &RecordBatch) -> (RecordBatch, RecordBatch) {
+    let mid = batch.num_rows() / 2;
+    (
+        batch.slice(0, mid),
+        batch.slice(mid, batch.num_rows() - mid),
+    )
+}
+
+/// One row as a JSON object (arrow-json's encoding: binary as hex,
+/// timestamps as RFC 3339).
+fn row_json(row: &RecordBatch) -> String {
+    let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
+    let text = writer
+        .write(row)
+        .and_then(|()| writer.finish())
+        .map(|()| writer.into_inner());
+    match text {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim_end().to_string(),
+        Err(e) => format!("{{\"unprintable\":{:?}}}", e.to_string()),
+    }
+}
+
 fn pipe_tz(schema: &Schema) -> String {
     match schema
         .field_with_name(INGEST_TS_COLUMN)
@@ -466,6 +642,60 @@ mod tests {
                 .value(0),
             42
         );
+    }
+
+    #[tokio::test]
+    async fn failing_rows_are_set_aside_and_the_rest_goes_on() {
+        let p = plan(
+            "INSERT INTO ecommerce_sink SELECT CAST(user_id AS INT) AS n, amount FROM ecommerce_stream",
+        )
+        .await
+        .unwrap();
+        let input = vec![
+            batch(&["1", "2", "x"], &[Some(1.0), None, Some(3.0)], 7),
+            batch(&["4", "y", "6", "7"], &[None; 4], 8),
+        ];
+        assert!(p.run(input.clone()).await.is_err(), "the whole run fails");
+        let out = p.run_isolating(input).await.unwrap();
+        let good = arrow::compute::concat_batches(p.output_schema(), &out.output).unwrap();
+        let n = good.column(0).as_primitive::<arrow::datatypes::Int32Type>();
+        assert_eq!(n.values().to_vec(), vec![1, 2, 4, 6, 7], "input order kept");
+        let failed: Vec<(usize, &str, i64)> = out
+            .failed
+            .iter()
+            .map(|f| (f.index, f.event.as_str(), f.ingest_ts))
+            .collect();
+        assert_eq!(
+            failed,
+            vec![
+                (
+                    2,
+                    r#"{"user_id":"x","amount":3.0,"__ingest_ts":"1970-01-01T00:00:00.000007Z"}"#,
+                    7
+                ),
+                (
+                    4,
+                    r#"{"user_id":"y","__ingest_ts":"1970-01-01T00:00:00.000008Z"}"#,
+                    8
+                ),
+            ]
+        );
+        assert!(
+            out.failed[0].error.contains("Cannot cast string 'x'"),
+            "{}",
+            out.failed[0].error
+        );
+        let table = failed_rows_batch(&out.failed);
+        assert_eq!(table.num_rows(), 2);
+        assert_eq!(table.schema(), failed_rows_schema());
+
+        // A run without bad rows is one plain run.
+        let out = p
+            .run_isolating(vec![batch(&["5"], &[None], 1)])
+            .await
+            .unwrap();
+        assert!(out.failed.is_empty());
+        assert_eq!(out.output.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
     }
 
     #[tokio::test]

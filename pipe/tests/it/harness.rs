@@ -76,6 +76,11 @@ pub struct Server {
 impl Server {
     /// Starts the server and waits until `/healthz` answers.
     pub async fn start(config: &Path) -> Server {
+        Server::start_with_env(config, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub async fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = config.with_file_name(format!("serve-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_pipe"))
@@ -83,6 +88,7 @@ impl Server {
             .arg(config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("PIPE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

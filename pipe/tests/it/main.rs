@@ -15,5 +15,6 @@ mod outage;
 mod overload;
 mod quarantine;
 mod s3;
+mod sql_errors;
 mod streams;
 mod types;

@@ -1,0 +1,120 @@
+//! Rows the pipeline SQL fails on: the good rows of the batch land, the bad
+//! ones land in the pipeline's quarantine table with the error, once each,
+//! also when the process dies between the two tables' commits.
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+const CONFIG: &str = r#"
+data_dir = "data"
+
+[streams.orders]
+schema_file = "schema.json"
+
+[sinks.orders_sink]
+namespace = "shop"
+table = "orders"
+roll_interval_secs = 3600
+
+[pipelines.orders_pipeline]
+sql = "INSERT INTO orders_sink SELECT id, CAST(qty AS INT) AS qty FROM orders"
+"#;
+
+const SCHEMA: &str = r#"{"fields":[
+  {"name":"id","type":"int64","required":true},
+  {"name":"qty","type":"string"}]}"#;
+
+fn events(from: i64, to: i64, poison: &[i64]) -> Value {
+    Value::Array(
+        (from..to)
+            .map(|id| {
+                let qty = if poison.contains(&id) {
+                    format!("{id} boxes")
+                } else {
+                    id.to_string()
+                };
+                json!({"id": id, "qty": qty})
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("schema.json"), SCHEMA).unwrap();
+    let config = dir.path().join("pipe.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+
+    // Die right after the quarantine table's commit, before the sink's.
+    let mut server = Server::start_with_env(
+        &config,
+        &[("PIPE_CRASH_AT", pipe::crash::AFTER_FAILED_ROWS_COMMIT)],
+    )
+    .await;
+    let (status, body) = server.post_json("orders", &events(0, 100, &[13, 57])).await;
+    assert_eq!(status, 200, "{body}");
+    let _ = reqwest::Client::new()
+        .post(format!("{}/v1/pipelines/orders_pipeline/flush", server.url))
+        .send()
+        .await;
+    let status = server.child.wait().unwrap();
+    assert!(!status.success(), "the crash point ends the process");
+    assert!(
+        server.log_text().contains("crash point"),
+        "{}",
+        server.log_text()
+    );
+    drop(server);
+
+    // After the restart the range is replayed: the sink gets its 98 rows,
+    // the quarantine table keeps the 2 it already had.
+    let server = Server::start(&config).await;
+    let report = server.flush("orders_pipeline");
+    assert_eq!(
+        (report["rows"].as_u64(), report["failed_rows"].as_u64()),
+        (Some(98), Some(0)),
+        "{report}"
+    );
+    let (status, body) = server.post_json("orders", &events(100, 110, &[105])).await;
+    assert_eq!(status, 200, "{body}");
+    let report = server.flush("orders_pipeline");
+    assert_eq!(
+        (report["rows"].as_u64(), report["failed_rows"].as_u64()),
+        (Some(9), Some(1)),
+        "{report}"
+    );
+    let log = server.log_text();
+    server.stop();
+
+    let counts = query(
+        &config,
+        "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(qty) AS total FROM shop.orders",
+    );
+    let want_total: i64 = (0..110).filter(|i| ![13, 57, 105].contains(i)).sum();
+    assert_eq!(
+        counts,
+        vec![json!({"n": 107, "ids": 107, "total": want_total})]
+    );
+
+    let failed = query(
+        &config,
+        "SELECT event, error FROM default.orders_pipeline_failed ORDER BY event",
+    );
+    let events: Vec<&str> = failed
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.len(), 3, "each failing row once: {failed:?}");
+    for (row, id) in events.iter().zip([105, 13, 57]) {
+        let row: Value = serde_json::from_str(row).unwrap();
+        assert_eq!(row["id"], id);
+        assert_eq!(row["qty"], format!("{id} boxes"));
+    }
+    for r in &failed {
+        let error = r["error"].as_str().unwrap();
+        assert!(error.contains("Cannot cast string"), "{error}");
+    }
+    assert!(log.contains("the SQL failed on some rows"), "{log}");
+}
