@@ -241,7 +241,10 @@ impl PipelinePlan {
             return Err(invalid("INSERT needs a SELECT".into()));
         };
 
-        let ctx = SessionContext::new();
+        let mut ctx = SessionContext::new();
+        // JSON functions (`json_get`, `json_get_str`, `json_contains`, …) and
+        // the `->` / `->>` operators, for `json` columns (JSON text).
+        datafusion_functions_json::register_all(&mut ctx).map_err(|e| invalid(e.to_string()))?;
         let mut slots = HashMap::new();
         for (stream, schema) in streams {
             let slot = Arc::new(BatchSlot::new(schema.clone()));
@@ -260,13 +263,30 @@ impl PipelinePlan {
             .map_err(|e| invalid(e.to_string()))?;
 
         let mut sources = Vec::new();
+        let mut unnests: Option<Vec<String>> = None;
         plan.apply(|node| {
-            if let LogicalPlan::TableScan(scan) = node {
-                sources.push(scan.table_name.table().to_string());
+            match node {
+                LogicalPlan::TableScan(scan) => sources.push(scan.table_name.table().to_string()),
+                LogicalPlan::Unnest(u) if u.list_type_columns.len() > 1 => {
+                    unnests = Some(
+                        u.list_type_columns
+                            .iter()
+                            .map(|(i, _)| unnest_source(u.input.schema().field(*i).name()))
+                            .collect(),
+                    )
+                }
+                _ => {}
             }
             Ok(TreeNodeRecursion::Continue)
         })
         .map_err(|e| invalid(e.to_string()))?;
+        if let Some(lists) = unnests {
+            return Err(invalid(format!(
+                "the SELECT unnests {} lists ({}); pipelines allow at most one UNNEST per SELECT (unnest the others in a WITH query)",
+                lists.len(),
+                lists.join(", ")
+            )));
+        }
         sources.sort();
         sources.dedup();
         let stream = match sources.as_slice() {
@@ -327,6 +347,12 @@ impl PipelinePlan {
     /// The stream the pipeline reads.
     pub fn stream(&self) -> &str {
         &self.stream
+    }
+
+    /// Whether `__ingest_ts` is added to the output because the SELECT
+    /// dropped it.
+    pub fn adds_ingest_ts(&self) -> bool {
+        self.add_ingest_ts
     }
 
     /// The schema of every batch [`run`](Self::run) returns.
@@ -430,6 +456,15 @@ impl PipelinePlan {
             Ok(())
         })
     }
+}
+
+/// The expression an UNNEST reads, from DataFusion's placeholder column
+/// name `__unnest_placeholder(expr)`.
+fn unnest_source(name: &str) -> String {
+    name.strip_prefix("__unnest_placeholder(")
+        .and_then(|n| n.strip_suffix(')'))
+        .unwrap_or(name)
+        .to_string()
 }
 
 fn halves(batch: &RecordBatch) -> (RecordBatch, RecordBatch) {
