@@ -70,3 +70,37 @@ sql = "INSERT INTO purchases SELECT user_id, amount * 100 AS cents FROM ecommerc
         vec![json!({"n": 1000, "c": 150.0})]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_without_pipelines_keeps_its_events_until_one_is_attached() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("schema.json"), SCHEMA).unwrap();
+    let config = dir.path().join("pipe.toml");
+    let stream_only = r#"data_dir = "data"
+[streams.ecommerce_stream]
+schema_file = "schema.json"
+
+[sinks.later]
+table = "later"
+roll_interval_secs = 3600
+"#;
+    std::fs::write(&config, stream_only).unwrap();
+    let server = Server::start(&config).await;
+    let events = getting_started_events();
+    assert_eq!(server.post_json("ecommerce_stream", &events).await.0, 200);
+    assert_eq!(server.post_json("ecommerce_stream", &events).await.0, 200);
+    server.stop();
+
+    std::fs::write(
+        &config,
+        format!(
+            "{stream_only}\n[pipelines.attached]\nsql = \"INSERT INTO later SELECT user_id FROM ecommerce_stream\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&config).await;
+    assert_eq!(server.flush("attached")["rows"], 6);
+    server.stop();
+    let rows = query(&config, "SELECT count(*) AS n FROM default.later");
+    assert_eq!(rows, vec![json!({"n": 6})]);
+}
