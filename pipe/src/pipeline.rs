@@ -129,6 +129,7 @@ pub struct PipelineTask {
     /// Closed files whose commit has not succeeded yet: retried before
     /// anything new is read, so no later range can overtake them.
     pub unfinished: Option<Unfinished>,
+    pub stats: Arc<PipelineStats>,
 }
 
 /// The pipeline's quarantine table for rows its SQL fails on.
@@ -136,8 +137,37 @@ pub struct FailedRows {
     pub sink: TableSink,
     /// The last buffer offset whose failed rows the table holds.
     pub committed_through: Option<u64>,
-    /// Rows set aside since the server started.
-    pub count: Arc<AtomicU64>,
+}
+
+/// Live figures of one pipeline, shared with the admin API.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Rows committed to the sink table since the server started.
+    pub rows_committed: AtomicU64,
+    /// Rows the SQL failed on, committed to the quarantine table since the
+    /// server started.
+    pub failed_rows_committed: AtomicU64,
+    /// The last committed buffer offset plus one (0: nothing yet).
+    committed_next: AtomicU64,
+}
+
+impl PipelineStats {
+    /// Stats of a pipeline that has committed through `committed`.
+    pub fn new(committed: Option<u64>) -> Self {
+        let stats = PipelineStats::default();
+        stats.set_committed(committed);
+        stats
+    }
+
+    fn set_committed(&self, committed: Option<u64>) {
+        self.committed_next
+            .store(committed.map_or(0, |c| c + 1), Ordering::Relaxed);
+    }
+
+    /// The last committed buffer offset.
+    pub fn committed_through(&self) -> Option<u64> {
+        self.committed_next.load(Ordering::Relaxed).checked_sub(1)
+    }
 }
 
 /// A closed range waiting for its commits.
@@ -308,7 +338,6 @@ impl PipelineTask {
                     .collect();
                 if let Some(first) = failed.first() {
                     warn!(pipeline = %self.plan.name(), failed = failed.len(), first_error = %first.error, "the SQL failed on some rows; they go to the quarantine table");
-                    sink.count.fetch_add(fresh.len() as u64, Ordering::Relaxed);
                 }
                 if !fresh.is_empty() {
                     sink.sink
@@ -408,6 +437,13 @@ impl PipelineTask {
                     }
                     self.unfinished = None;
                     self.committed_through = Some(range.last);
+                    self.stats.set_committed(self.committed_through);
+                    self.stats
+                        .rows_committed
+                        .fetch_add(rolled.rows as u64, Ordering::Relaxed);
+                    self.stats
+                        .failed_rows_committed
+                        .fetch_add(rolled.failed_rows as u64, Ordering::Relaxed);
                     self.release.committed(self.plan.name(), range.last);
                     return Ok(rolled);
                 }

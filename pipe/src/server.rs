@@ -36,7 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::Config;
-use crate::pipeline::{FailedRows, FlushRequest, Part, PipelineTask, ReleaseTracker};
+use crate::pipeline::{
+    FailedRows, FlushRequest, Part, PipelineStats, PipelineTask, ReleaseTracker,
+};
 use crate::{Error, ErrorKind, Result};
 
 /// A pipeline planned and its table opened, ready to start.
@@ -55,6 +57,15 @@ struct Planned {
 #[derive(Clone)]
 struct AdminState {
     flushes: Arc<HashMap<String, mpsc::Sender<FlushRequest>>>,
+    pipelines: Arc<HashMap<String, PipelineInfo>>,
+}
+
+/// What `GET /v1/pipelines/{name}` shows of a pipeline.
+struct PipelineInfo {
+    stream: String,
+    table: String,
+    quarantine_table: Option<String>,
+    stats: Arc<PipelineStats>,
 }
 
 /// Runs the server until `shutdown` completes.
@@ -119,7 +130,6 @@ pub async fn serve(
         let failed = FailedRows {
             committed_through: failed_sink.last_committed().await?.map(|c| c.range.last),
             sink: failed_sink,
-            count: Default::default(),
         };
         info!(pipeline = %p.name, stream = plan.stream(), table = %sink.ident(), quarantine_table = %failed.sink.ident(), committed_through = ?committed, "pipeline planned");
         planned.push(Planned {
@@ -233,6 +243,7 @@ pub async fn serve(
     let cancel_pipelines = CancellationToken::new();
     let mut pipelines = JoinSet::new();
     let mut flushes = HashMap::new();
+    let mut infos = HashMap::new();
     for p in planned {
         let tracker = trackers[&p.stream].clone();
         let from = match p.committed {
@@ -241,6 +252,16 @@ pub async fn serve(
         };
         let (tx, rx) = mpsc::channel(16);
         flushes.insert(p.plan.name().to_string(), tx);
+        let stats = Arc::new(PipelineStats::new(p.committed));
+        infos.insert(
+            p.plan.name().to_string(),
+            PipelineInfo {
+                stream: p.stream.clone(),
+                table: p.sink.ident().to_string(),
+                quarantine_table: p.failed.as_ref().map(|f| f.sink.ident().to_string()),
+                stats: stats.clone(),
+            },
+        );
         let task = PipelineTask {
             part: p.part,
             reader: tracker.buffer.reader(from),
@@ -252,6 +273,7 @@ pub async fn serve(
             committed_through: p.committed,
             failed: p.failed,
             unfinished: None,
+            stats,
         };
         let cancel = cancel_pipelines.clone();
         pipelines.spawn_on(task.run(rx, cancel), pipeline_runtime.handle());
@@ -265,9 +287,11 @@ pub async fn serve(
     );
     let admin = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v1/pipelines/{name}", get(pipeline_status))
         .route("/v1/pipelines/{name}/flush", post(flush))
         .with_state(AdminState {
             flushes: Arc::new(flushes),
+            pipelines: Arc::new(infos),
         });
     let app = ingest.merge(admin);
 
@@ -342,6 +366,22 @@ fn rebuild_keys(buffer: &Buffer, keys: &KeyIndex) -> Result<()> {
             keys.observe(&pipe_ingest::payload::decode_meta(&r.payload)?);
         }
     }
+}
+
+async fn pipeline_status(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    let Some(p) = state.pipelines.get(&name) else {
+        return error_response(ErrorKind::NotFound, format!("unknown pipeline `{name}`"));
+    };
+    Json(json!({
+        "pipeline": name,
+        "stream": p.stream,
+        "table": p.table,
+        "quarantine_table": p.quarantine_table,
+        "committed_through": p.stats.committed_through(),
+        "rows_committed": p.stats.rows_committed.load(std::sync::atomic::Ordering::Relaxed),
+        "failed_rows_committed": p.stats.failed_rows_committed.load(std::sync::atomic::Ordering::Relaxed),
+    }))
+    .into_response()
 }
 
 async fn flush(State(state): State<AdminState>, Path(name): Path<String>) -> Response {

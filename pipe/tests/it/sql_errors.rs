@@ -85,6 +85,25 @@ async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
         (Some(9), Some(1)),
         "{report}"
     );
+    // The live figures since this start.
+    let status: Value = reqwest::get(format!("{}/v1/pipelines/orders_pipeline", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["rows_committed"], 107, "{status}");
+    assert_eq!(status["failed_rows_committed"], 1, "{status}");
+    assert_eq!(
+        status["quarantine_table"], "default.orders_pipeline_failed",
+        "{status}"
+    );
+    assert_eq!(status["table"], "shop.orders", "{status}");
+    assert!(status["committed_through"].is_u64(), "{status}");
+    let missing = reqwest::get(format!("{}/v1/pipelines/nope", server.url))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
     let log = server.log_text();
     server.stop();
 
