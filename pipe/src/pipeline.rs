@@ -320,6 +320,7 @@ impl PipelineTask {
                 }
                 None => (self.plan.run(batches).await?, Vec::new()),
             };
+            crate::crash::point(crate::crash::BEFORE_WRITE);
             let mut rows = 0;
             for batch in &output {
                 self.sink.write(batch).await?;
@@ -407,6 +408,7 @@ impl PipelineTask {
             .await;
             match closed {
                 Ok((files, failed_files)) => {
+                    crate::crash::point(crate::crash::AFTER_FILES);
                     self.unfinished = Some(Unfinished {
                         range: p.range,
                         rows: p.rows,
@@ -437,6 +439,7 @@ impl PipelineTask {
                     }
                     self.unfinished = None;
                     self.committed_through = Some(range.last);
+                    crate::crash::point(crate::crash::BEFORE_RELEASE);
                     self.stats.set_committed(self.committed_through);
                     self.stats
                         .rows_committed

@@ -255,7 +255,9 @@ impl Catalog for FencedCatalog {
             )
             .with_retryable(false));
         }
-        self.inner.update_table(commit).await
+        let table = self.inner.update_table(commit).await?;
+        crate::crash::point(crate::crash::AFTER_COMMIT);
+        Ok(table)
     }
 
     async fn list_namespaces(

@@ -26,6 +26,7 @@
 
 pub mod catalog;
 pub mod commit;
+pub mod crash;
 pub mod table;
 
 pub use catalog::{open_catalog, CatalogKind, CatalogSettings, S3Options, Warehouse};

@@ -1,0 +1,63 @@
+//! Crash points, for the tests that prove exactly-once.
+//!
+//! `PIPE_CRASH_AT=<point>` in the environment makes the process abort, as
+//! abruptly as a SIGKILL (no destructors, no flushing, no shutdown), the
+//! first time it reaches that point; `PIPE_CRASH_AT=<point>@<n>` the n-th
+//! time. A SIGKILL from outside lands at a random instant; these land
+//! between two specific steps of the commit protocol, which a test could
+//! otherwise hit only by luck. Unset, a crash point costs one comparison.
+//!
+//! ```text
+//!  read records ─► [before-write] ─► write data files ─► close files ─► [after-files]
+//!     ─► commit: catalog update ─► [after-commit] (done, but no answer yet)
+//!     ─► commit known ─► [before-release] ─► release buffer space
+//! ```
+//!
+//! Hand-written rather than the `fail` crate: its actions (panic, return,
+//! sleep) do not end the process, and a panic inside a tokio task would only
+//! end that task.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Records read from the buffer, nothing written yet.
+pub const BEFORE_WRITE: &str = "before-write";
+/// Data files written and closed, not committed.
+pub const AFTER_FILES: &str = "after-files";
+/// The catalog accepted the commit; the committer has not heard back. The
+/// same as a commit whose response was lost.
+pub const AFTER_COMMIT: &str = "after-commit";
+/// The commit is known; the buffer space is not released yet.
+pub const BEFORE_RELEASE: &str = "before-release";
+/// A range's failed rows are committed to the pipeline's quarantine table;
+/// its rows are not yet committed to the sink table.
+pub const AFTER_FAILED_ROWS_COMMIT: &str = "after-failed-rows-commit";
+
+/// Every crash point, in protocol order.
+pub const ALL: [&str; 5] = [
+    BEFORE_WRITE,
+    AFTER_FILES,
+    AFTER_COMMIT,
+    BEFORE_RELEASE,
+    AFTER_FAILED_ROWS_COMMIT,
+];
+
+/// Aborts the process if `PIPE_CRASH_AT` names `point` and this is the hit
+/// it names.
+pub fn point(point: &str) {
+    static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let at = AT.get_or_init(|| {
+        let spec = std::env::var("PIPE_CRASH_AT").ok()?;
+        Some(match spec.split_once('@') {
+            Some((p, n)) => (p.to_string(), n.parse().unwrap_or(1)),
+            None => (spec, 1),
+        })
+    });
+    if let Some((name, nth)) = at {
+        if name == point && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {
+            eprintln!("PIPE_CRASH_AT: crash point `{point}` reached (hit {nth}); aborting");
+            std::process::abort();
+        }
+    }
+}
