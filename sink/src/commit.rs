@@ -18,8 +18,17 @@
 //!   `pipe.pipeline`, `pipe.commit-id`, `pipe.offset-first`, `pipe.offset-last`.
 //!   The commit id is derived from (pipeline, sink, first, last), so a replay of
 //!   the same range has the same id.
+//! - The same commit also sets table properties `pipe.<pipeline>.commit-id`,
+//!   `pipe.<pipeline>.offset-first` and `pipe.<pipeline>.offset-last` (one
+//!   transaction, one metadata swap: both or neither). Snapshots can be
+//!   expired; properties stay.
 //! - [`last_committed`] walks `main`'s ancestry (not just the current snapshot:
-//!   other writers and other pipelines may have committed since).
+//!   other writers and other pipelines may have committed since) and also
+//!   reads the properties, and takes the later of the two. After snapshot
+//!   expiry the properties still know the pipeline's last range, so a
+//!   restart neither replays committed offsets nor starts over. (A rollback
+//!   of the table to an older snapshot is an operator's decision; the
+//!   pipeline does not re-deliver the ranges rolled back.)
 //!
 //! The fence: iceberg-rust's `Transaction::commit` reloads the table and
 //! re-applies an append on top of whatever was committed meanwhile ("silent
@@ -74,12 +83,55 @@ pub fn commit_id(pipeline: &str, sink: &str, range: OffsetRange) -> String {
 pub struct Committed {
     pub commit_id: String,
     pub range: OffsetRange,
-    pub snapshot_id: i64,
+    /// The snapshot of the commit; `None` when only the table properties
+    /// still record it (its snapshot was expired).
+    pub snapshot_id: Option<i64>,
+}
+
+/// Table property key of a pipeline's last commit: `pipe.<pipeline>.<what>`.
+pub fn table_prop(pipeline: &str, what: &str) -> String {
+    format!("pipe.{pipeline}.{what}")
+}
+
+/// The newest commit made by `pipeline`, if any: the later of what `main`'s
+/// snapshot ancestry and the table properties record.
+pub fn last_committed(table: &Table, pipeline: &str) -> Result<Option<Committed>> {
+    let in_ancestry = last_in_ancestry(table, pipeline)?;
+    let in_props = last_in_properties(table, pipeline)?;
+    Ok(match (in_ancestry, in_props) {
+        (Some(a), Some(p)) if p.range.last > a.range.last => Some(p),
+        (Some(a), _) => Some(a),
+        (None, p) => p,
+    })
+}
+
+fn last_in_properties(table: &Table, pipeline: &str) -> Result<Option<Committed>> {
+    let props = table.metadata().properties();
+    let Some(commit_id) = props.get(&table_prop(pipeline, "commit-id")) else {
+        return Ok(None);
+    };
+    let offset = |what: &str| -> Result<u64> {
+        let key = table_prop(pipeline, what);
+        props.get(&key).and_then(|v| v.parse().ok()).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "table `{}` records a commit of pipeline `{pipeline}` but has no valid `{key}`",
+                table.identifier()
+            ))
+        })
+    };
+    Ok(Some(Committed {
+        commit_id: commit_id.clone(),
+        range: OffsetRange {
+            first: offset("offset-first")?,
+            last: offset("offset-last")?,
+        },
+        snapshot_id: None,
+    }))
 }
 
 /// Walks `main`'s ancestry from the current snapshot and returns the newest
 /// commit made by `pipeline`, if any.
-pub fn last_committed(table: &Table, pipeline: &str) -> Result<Option<Committed>> {
+fn last_in_ancestry(table: &Table, pipeline: &str) -> Result<Option<Committed>> {
     let metadata = table.metadata();
     let mut next = metadata.current_snapshot_id();
     while let Some(id) = next {
@@ -104,7 +156,7 @@ pub fn last_committed(table: &Table, pipeline: &str) -> Result<Option<Committed>
                     first: offset(PROP_OFFSET_FIRST)?,
                     last: offset(PROP_OFFSET_LAST)?,
                 },
-                snapshot_id: id,
+                snapshot_id: Some(id),
             }));
         }
         next = snapshot.parent_snapshot_id();
@@ -115,8 +167,9 @@ pub fn last_committed(table: &Table, pipeline: &str) -> Result<Option<Committed>
 /// What [`commit_range`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
-    /// Our append is now `main`'s snapshot `snapshot_id` (or in its ancestry).
-    Committed { snapshot_id: i64 },
+    /// Our append is now `main`'s snapshot `snapshot_id` (or in its
+    /// ancestry; `None` when that snapshot has been expired since).
+    Committed { snapshot_id: Option<i64> },
     /// The range (or a later one) was already committed by this pipeline; the
     /// files written for it must not be referenced again.
     AlreadyCommitted,
@@ -191,18 +244,29 @@ pub async fn commit_range(
             .with_check_duplicate(false)
             .add_data_files(files.iter().cloned())
             .set_snapshot_properties(props);
-        let tx = append.apply(tx).map_err(|e| Error::Catalog {
-            action: format!("preparing commit `{id}`"),
-            source: Box::new(e),
-        })?;
+        let record = tx
+            .update_table_properties()
+            .set(table_prop(pipeline, "commit-id"), id.clone())
+            .set(
+                table_prop(pipeline, "offset-first"),
+                range.first.to_string(),
+            )
+            .set(table_prop(pipeline, "offset-last"), range.last.to_string());
+        let tx = append
+            .apply(tx)
+            .and_then(|tx| record.apply(tx))
+            .map_err(|e| Error::Catalog {
+                action: format!("preparing commit `{id}`"),
+                source: Box::new(e),
+            })?;
         let fenced = FencedCatalog {
             inner: catalog.clone(),
             expected,
         };
         match tx.commit(&fenced).await {
             Ok(table) => {
-                let snapshot_id = table.metadata().current_snapshot_id().unwrap_or_default();
-                info!(pipeline, commit_id = %id, files = files.len(), snapshot_id, "committed");
+                let snapshot_id = table.metadata().current_snapshot_id();
+                info!(pipeline, commit_id = %id, files = files.len(), snapshot_id = ?snapshot_id, "committed");
                 return Ok(CommitOutcome::Committed { snapshot_id });
             }
             Err(e) if attempt < retry.attempts => {

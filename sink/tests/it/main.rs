@@ -296,3 +296,62 @@ async fn iceberg_mapping_snapshot() {
     let spec = table.metadata().default_partition_spec();
     assert_eq!(spec.fields()[0].transform, iceberg::spec::Transform::Day);
 }
+
+#[tokio::test]
+async fn the_last_range_survives_the_expiry_of_its_snapshot() {
+    use iceberg::transaction::{ApplyTransactionAction, Transaction};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = open(dir.path(), "a").await;
+    a.write(&rows(0..4)).await.unwrap();
+    let files = a.close_files().await.unwrap();
+    let range = OffsetRange { first: 0, last: 7 };
+    a.commit(range, &files).await.unwrap();
+    let ours = a.last_committed().await.unwrap().unwrap();
+    let ours_snapshot = ours.snapshot_id.expect("in the ancestry");
+
+    // Another pipeline commits after us, then our snapshot is expired.
+    let mut b = open(dir.path(), "b").await;
+    for at in 0..3 {
+        b.commit(
+            OffsetRange {
+                first: at,
+                last: at,
+            },
+            &[],
+        )
+        .await
+        .unwrap();
+    }
+    let catalog = open_catalog(&settings(dir.path())).await.unwrap();
+    let table = catalog.load_table(a.ident()).await.unwrap();
+    let tx = Transaction::new(&table);
+    let tx = tx
+        .expire_snapshots()
+        .expire_snapshot_ids([ours_snapshot])
+        .apply(tx)
+        .unwrap();
+    let table = tx.commit(catalog.as_ref()).await.unwrap();
+    assert!(table.metadata().snapshot_by_id(ours_snapshot).is_none());
+
+    // The table properties still know a's last range: no replay, no restart
+    // from zero.
+    let mut reopened = open(dir.path(), "a").await;
+    let last = reopened.last_committed().await.unwrap().unwrap();
+    assert_eq!((last.range, last.snapshot_id), (range, None));
+    assert_eq!(last.commit_id, ours.commit_id);
+    assert!(matches!(
+        reopened.commit(range, &files).await.unwrap(),
+        CommitOutcome::Committed { snapshot_id: None }
+    ));
+    assert_eq!(
+        reopened
+            .commit(OffsetRange { first: 2, last: 5 }, &[])
+            .await
+            .unwrap(),
+        CommitOutcome::AlreadyCommitted
+    );
+    assert_eq!(row_count(&reopened, dir.path()).await, 4);
+    // b's record is its own.
+    assert_eq!(b.last_committed().await.unwrap().unwrap().range.last, 2);
+}
