@@ -19,3 +19,4 @@ mod s3;
 mod sql_errors;
 mod streams;
 mod types;
+mod writers;
