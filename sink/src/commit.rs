@@ -42,7 +42,10 @@
 //! After any failure whose outcome is unknown (timeout, lost response,
 //! conflict) [`commit_range`] reloads the table and looks for its own commit
 //! id before retrying; if the range was committed (by us or a twin), it reports
-//! [`CommitOutcome::AlreadyCommitted`] and the caller drops its files.
+//! [`CommitOutcome::AlreadyCommitted`] and the caller deletes its files
+//! (`TableSink::discard`): they are never referenced. Files of an attempt
+//! that a crash cut short before its commit stay unreferenced orphans; a
+//! sweep of the data folder is not written yet.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -245,6 +245,23 @@ impl TableSink {
         self.pending_rows = 0;
     }
 
+    /// Deletes data files that will never be committed: the files of an
+    /// attempt whose range turned out to be committed already. Best effort:
+    /// a file that cannot be deleted is logged and stays an orphan.
+    /// Returns how many were deleted.
+    pub async fn discard(&mut self, files: &[DataFile]) -> usize {
+        let mut deleted = 0;
+        for f in files {
+            match self.table.file_io().delete(f.file_path()).await {
+                Ok(()) => deleted += 1,
+                Err(e) => {
+                    tracing::warn!(table = %self.ident, file = f.file_path(), error = %e, "could not delete an uncommitted data file")
+                }
+            }
+        }
+        deleted
+    }
+
     /// Commits `files` as covering buffer offsets `range`, exactly once.
     pub async fn commit(
         &mut self,

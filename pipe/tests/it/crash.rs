@@ -205,7 +205,15 @@ async fn crash_at_every_protocol_point_loses_and_duplicates_nothing() {
             next += 75;
             request_flush(&server).await;
         }
-        // Whatever the crash point did not end, a SIGKILL does.
+        // The flush's connection drops as the process aborts; give it a
+        // moment to be gone. Whatever the crash point did not end, a
+        // SIGKILL does.
+        for _ in 0..50 {
+            if server.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
         if let Ok(Some(_)) = server.child.try_wait() {
             crashed += 1;
             assert!(

@@ -355,3 +355,36 @@ async fn the_last_range_survives_the_expiry_of_its_snapshot() {
     // b's record is its own.
     assert_eq!(b.last_committed().await.unwrap().unwrap().range.last, 2);
 }
+
+#[tokio::test]
+async fn files_of_an_attempt_already_committed_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = open(dir.path(), "p").await;
+    first.write(&rows(0..6)).await.unwrap();
+    let committed = first.close_files().await.unwrap();
+    let range = OffsetRange { first: 0, last: 2 };
+    first.commit(range, &committed).await.unwrap();
+
+    // A replay after a crash wrote the same range again, into new files.
+    let mut replay = open(dir.path(), "p").await;
+    replay.write(&rows(0..6)).await.unwrap();
+    let again = replay.close_files().await.unwrap();
+    let local = |f: &iceberg::spec::DataFile| {
+        std::path::PathBuf::from(f.file_path().strip_prefix("file://").unwrap())
+    };
+    assert!(again.iter().all(|f| local(f).exists()));
+    assert_eq!(
+        replay
+            .commit(OffsetRange { first: 0, last: 1 }, &again)
+            .await
+            .unwrap(),
+        CommitOutcome::AlreadyCommitted
+    );
+    assert_eq!(replay.discard(&again).await, again.len());
+    assert!(again.iter().all(|f| !local(f).exists()), "deleted");
+    assert!(
+        committed.iter().all(|f| local(f).exists()),
+        "the committed files stay"
+    );
+    assert_eq!(row_count(&replay, dir.path()).await, 6);
+}
