@@ -15,9 +15,11 @@
 //!   batch is split in halves until the failing rows are single rows. The
 //!   other rows' output goes on; each failing row comes back as a
 //!   [`FailedRow`] (the input row as JSON, the error text) for the
-//!   pipeline's quarantine table. Errors that are not about the data (out of
-//!   memory, I/O, internal) fail the run as a whole, so the caller retries
-//!   and nothing is set aside that a retry could have handled. Finding `k`
+//!   pipeline's quarantine table. Errors that are about the machine (out of
+//!   memory, I/O, object store) fail the run as a whole, so the caller
+//!   retries and nothing is set aside that a retry could have handled; any
+//!   other error is deterministic, and a row it fails is set aside even
+//!   when every row fails the same way. Finding `k`
 //!   bad rows among `n` costs about `2k·log2(n)` extra runs.
 //!
 //!   Splitting assumes the SQL works row by row (projection, filter,
@@ -148,8 +150,12 @@ pub fn failed_rows_batch<'a>(rows: impl IntoIterator<Item = &'a FailedRow>) -> R
     .expect("columns match failed_rows_schema")
 }
 
-/// Whether an execution error is about the rows (a retry would fail the same
-/// way), as opposed to the machine (memory, I/O) or a bug.
+/// Whether an execution error is about the rows, so that a retry would fail
+/// the same way: everything but the machine's own trouble (memory, I/O,
+/// object store, a task that died). Deterministic errors that are not about
+/// one value (a function refusing a constant argument, say) fail every row,
+/// and every row goes to quarantine with the error: the pipeline never
+/// stalls on them.
 fn is_row_error(e: &datafusion::error::DataFusionError) -> bool {
     use arrow::error::ArrowError;
     use datafusion::error::DataFusionError;
@@ -158,8 +164,12 @@ fn is_row_error(e: &datafusion::error::DataFusionError) -> bool {
             **a,
             ArrowError::IoError(..) | ArrowError::MemoryError(_) | ArrowError::ExternalError(_)
         ),
-        DataFusionError::Execution(_) => true,
-        _ => false,
+        DataFusionError::ResourcesExhausted(_)
+        | DataFusionError::IoError(_)
+        | DataFusionError::ObjectStore(_)
+        | DataFusionError::ExecutionJoin(_)
+        | DataFusionError::External(_) => false,
+        _ => true,
     }
 }
 
