@@ -147,6 +147,12 @@ pub struct PipelineStats {
     /// Rows the SQL failed on, committed to the quarantine table since the
     /// server started.
     pub failed_rows_committed: AtomicU64,
+    /// Data files committed to the sink table since the server started.
+    pub files_committed: AtomicU64,
+    /// Their size on storage (compressed Parquet).
+    pub bytes_committed: AtomicU64,
+    /// Their Parquet row groups.
+    pub row_groups_committed: AtomicU64,
     /// The last committed buffer offset plus one (0: nothing yet).
     committed_next: AtomicU64,
 }
@@ -434,6 +440,24 @@ impl PipelineTask {
         loop {
             match self.commit_unfinished().await {
                 Ok(outcome) => {
+                    if let CommitOutcome::Committed { .. } = outcome {
+                        let files = &self.unfinished.as_ref().expect("still set").files;
+                        let add = |counter: &AtomicU64, n: u64| {
+                            counter.fetch_add(n, Ordering::Relaxed);
+                        };
+                        add(&self.stats.files_committed, files.len() as u64);
+                        add(
+                            &self.stats.bytes_committed,
+                            files.iter().map(|f| f.file_size_in_bytes()).sum(),
+                        );
+                        add(
+                            &self.stats.row_groups_committed,
+                            files
+                                .iter()
+                                .map(|f| f.split_offsets().map_or(1, |o| o.len()) as u64)
+                                .sum(),
+                        );
+                    }
                     if outcome == CommitOutcome::AlreadyCommitted {
                         let files = self.unfinished.take().expect("still set").files;
                         let deleted = self.sink.discard(&files).await;

@@ -380,6 +380,9 @@ async fn pipeline_status(State(state): State<AdminState>, Path(name): Path<Strin
         "committed_through": p.stats.committed_through(),
         "rows_committed": p.stats.rows_committed.load(std::sync::atomic::Ordering::Relaxed),
         "failed_rows_committed": p.stats.failed_rows_committed.load(std::sync::atomic::Ordering::Relaxed),
+        "files_committed": p.stats.files_committed.load(std::sync::atomic::Ordering::Relaxed),
+        "bytes_committed": p.stats.bytes_committed.load(std::sync::atomic::Ordering::Relaxed),
+        "row_groups_committed": p.stats.row_groups_committed.load(std::sync::atomic::Ordering::Relaxed),
     }))
     .into_response()
 }

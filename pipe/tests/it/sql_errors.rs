@@ -100,6 +100,13 @@ async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
     );
     assert_eq!(status["table"], "shop.orders", "{status}");
     assert!(status["committed_through"].is_u64(), "{status}");
+    // Two flushes since the restart, each one day partition: two files.
+    assert_eq!(status["files_committed"], 2, "{status}");
+    assert_eq!(status["row_groups_committed"], 2, "{status}");
+    assert!(
+        status["bytes_committed"].as_u64().unwrap() > 100,
+        "{status}"
+    );
     let missing = reqwest::get(format!("{}/v1/pipelines/nope", server.url))
         .await
         .unwrap();
