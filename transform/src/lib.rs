@@ -251,7 +251,11 @@ impl PipelinePlan {
             return Err(invalid("INSERT needs a SELECT".into()));
         };
 
-        let mut ctx = SessionContext::new();
+        // Spans let planning errors point at the part of the SQL at fault.
+        let mut ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new()
+                .set_bool("datafusion.sql_parser.collect_spans", true),
+        );
         // JSON functions (`json_get`, `json_get_str`, `json_contains`, …) and
         // the `->` / `->>` operators, for `json` columns (JSON text).
         datafusion_functions_json::register_all(&mut ctx).map_err(|e| invalid(e.to_string()))?;
@@ -266,7 +270,7 @@ impl PipelinePlan {
             .state()
             .statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query))))
             .await
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(|e| invalid(with_position(&e)))?;
         let plan = ctx
             .state()
             .optimize(&plan)
@@ -475,6 +479,19 @@ fn unnest_source(name: &str) -> String {
         .and_then(|n| n.strip_suffix(')'))
         .unwrap_or(name)
         .to_string()
+}
+
+/// A planning error's text, followed by where in the SQL it points, when
+/// DataFusion knows.
+fn with_position(e: &datafusion::error::DataFusionError) -> String {
+    let text = e.strip_backtrace();
+    match e.diagnostic().and_then(|d| d.span) {
+        Some(span) if !text.contains(" at Line: ") => format!(
+            "{text} (at line {}, column {})",
+            span.start.line, span.start.column
+        ),
+        _ => text,
+    }
 }
 
 fn halves(batch: &RecordBatch) -> (RecordBatch, RecordBatch) {
