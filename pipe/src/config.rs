@@ -22,7 +22,9 @@
 //! table = "ecommerce"
 //! roll_interval_secs = 10
 //! roll_size_mb = 64
+//! roll_rows = 1000000                # also commit once this many rows were written
 //! compression = "zstd"
+//! row_group_rows = 131072            # largest Parquet row group
 //!
 //! [pipelines.ecommerce]
 //! sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
@@ -177,9 +179,13 @@ pub struct SinkFile {
     /// Commit once this many MB of events have been read.
     #[serde(default = "default_roll_size")]
     pub roll_size_mb: u64,
+    /// Commit once this many rows have been written (no limit by default).
+    pub roll_rows: Option<u64>,
     /// Parquet compression: zstd, snappy, gzip, lz4, none.
     #[serde(default)]
     pub compression: Codec,
+    /// Largest Parquet row group, in rows (default 131072).
+    pub row_group_rows: Option<usize>,
 }
 
 fn default_sink_type() -> String {
@@ -259,7 +265,9 @@ pub struct SinkConfig {
     pub table: String,
     pub roll_interval: std::time::Duration,
     pub roll_bytes: u64,
+    pub roll_rows: Option<u64>,
     pub compression: Codec,
+    pub row_group_rows: usize,
 }
 
 /// A pipeline, resolved.
@@ -536,6 +544,17 @@ impl Config {
                     "must be at least 1".into(),
                 ));
             }
+            for (key, value) in [
+                ("roll_rows", s.roll_rows),
+                ("row_group_rows", s.row_group_rows.map(|n| n as u64)),
+            ] {
+                if value == Some(0) {
+                    return Err(err(
+                        format!("sinks.{name}.{key}"),
+                        "must be at least 1".into(),
+                    ));
+                }
+            }
             check_name(&format!("sinks.{name}.table"), &s.table)?;
             sinks.push(SinkConfig {
                 name,
@@ -543,7 +562,11 @@ impl Config {
                 table: s.table,
                 roll_interval: std::time::Duration::from_secs(s.roll_interval_secs),
                 roll_bytes: s.roll_size_mb * 1024 * 1024,
+                roll_rows: s.roll_rows,
                 compression: s.compression,
+                row_group_rows: s
+                    .row_group_rows
+                    .unwrap_or(pipe_sink::WriteOptions::default().row_group_rows),
             });
         }
         let mut pipelines = Vec::new();
@@ -783,6 +806,10 @@ mod tests {
                 "`streams.a`: set `schema_file` or `json_schema_file`, not both",
             ),
             ("body_timeout_secs = 0", "`body_timeout_secs`: must be at least 1"),
+            (
+                "[sinks.s]\ntable = \"t\"\nrow_group_rows = 0",
+                "`sinks.s.row_group_rows`: must be at least 1",
+            ),
         ] {
             let e = resolve(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text}\n=> {e}");

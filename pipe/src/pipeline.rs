@@ -122,6 +122,8 @@ pub struct PipelineTask {
     pub release: Arc<ReleaseTracker>,
     pub roll_interval: Duration,
     pub roll_bytes: u64,
+    /// Roll once this many rows were written, if set.
+    pub roll_rows: Option<u64>,
     pub committed_through: Option<u64>,
     /// Where rows the SQL fails on go; `None` for pipelines whose SQL
     /// cannot fail on a row (a stream's quarantine pipeline).
@@ -240,9 +242,9 @@ impl PipelineTask {
                     self.rewind(&mut pending);
                     return Err(e);
                 }
-                let due = pending.as_ref().is_some_and(|p| {
-                    p.bytes >= self.roll_bytes || p.since.elapsed() >= self.roll_interval
-                });
+                let due = pending
+                    .as_ref()
+                    .is_some_and(|p| self.full(p) || p.since.elapsed() >= self.roll_interval);
                 if due {
                     return self.roll(&mut pending, &cancel).await;
                 }
@@ -370,10 +372,18 @@ impl PipelineTask {
                     })
                 }
             }
-            if !drain || pending.as_ref().is_some_and(|p| p.bytes >= self.roll_bytes) {
+            if !drain || pending.as_ref().is_some_and(|p| self.full(p)) {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether the pending range has reached the size or row limit.
+    fn full(&self, p: &Pending) -> bool {
+        p.bytes >= self.roll_bytes
+            || self
+                .roll_rows
+                .is_some_and(|rows| (p.rows + p.failed_rows) as u64 >= rows)
     }
 
     /// Forgets what was read but not committed and reads it again from the

@@ -52,6 +52,7 @@ struct Planned {
     failed: Option<FailedRows>,
     roll_interval: std::time::Duration,
     roll_bytes: u64,
+    roll_rows: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -103,6 +104,7 @@ pub async fn serve(
             .expect("the plan checked the sink exists");
         let options = WriteOptions {
             codec: sink_config.compression,
+            row_group_rows: sink_config.row_group_rows,
             ..WriteOptions::default()
         };
         let mut sink = TableSink::open(
@@ -141,6 +143,7 @@ pub async fn serve(
             failed: Some(failed),
             roll_interval: sink_config.roll_interval,
             roll_bytes: sink_config.roll_bytes,
+            roll_rows: sink_config.roll_rows,
         });
     }
     // Each quarantine-mode stream gets a pipeline into its quarantine table.
@@ -180,6 +183,7 @@ pub async fn serve(
             failed: None,
             roll_interval: std::time::Duration::from_secs(60),
             roll_bytes: 64 << 20,
+            roll_rows: None,
         });
     }
 
@@ -270,6 +274,7 @@ pub async fn serve(
             release: tracker,
             roll_interval: p.roll_interval,
             roll_bytes: p.roll_bytes,
+            roll_rows: p.roll_rows,
             committed_through: p.committed,
             failed: p.failed,
             unfinished: None,

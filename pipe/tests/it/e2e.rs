@@ -95,3 +95,69 @@ async fn getting_started_events_reach_the_table() {
         "{read}"
     );
 }
+
+/// `roll_rows` commits without a flush once enough rows were written, and
+/// `row_group_rows` sets the Parquet row groups: 120 events in row groups of
+/// 10 are 12 row groups, which DuckDB counts in the file too.
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_rolls_by_rows_and_sizes_row_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "roll_interval_secs = 3600",
+        "roll_interval_secs = 3600\nroll_rows = 100\nrow_group_rows = 10\ncompression = \"snappy\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&config).await;
+    let events: Vec<Value> = (0..120)
+        .map(|i| json!({"user_id": format!("u{i}"), "event_type": "view"}))
+        .collect();
+    assert_eq!(
+        server
+            .post_json("ecommerce_stream", &Value::Array(events))
+            .await
+            .0,
+        200
+    );
+
+    // No flush: the row count alone rolls the range.
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = reqwest::get(format!("{}/v1/pipelines/ecommerce", server.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["rows_committed"] == 120 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["rows_committed"], 120, "{status}");
+    assert_eq!(status["files_committed"], 1, "{status}");
+    assert_eq!(status["row_groups_committed"], 12, "{status}");
+    server.stop();
+
+    let script = r#"
+import glob, json, sys, duckdb
+files = glob.glob(f"{sys.argv[1]}/data/warehouse/**/*.parquet", recursive=True)
+meta = duckdb.sql(f"SELECT count(DISTINCT row_group_id) AS groups, any_value(compression) AS codec FROM parquet_metadata({files!r})").fetchone()
+print(json.dumps({"files": len(files), "row_groups": meta[0], "codec": meta[1]}))
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        read,
+        json!({"files": 1, "row_groups": 12, "codec": "SNAPPY"})
+    );
+}
