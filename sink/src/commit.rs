@@ -324,6 +324,12 @@ impl Catalog for FencedCatalog {
         }
         let table = self.inner.update_table(commit).await?;
         crate::crash::point(crate::crash::AFTER_COMMIT);
+        if crate::crash::fault(crate::crash::LOSE_COMMIT_ANSWER) {
+            return Err(iceberg::Error::new(
+                iceberg::ErrorKind::Unexpected,
+                "PIPE_FAULT: the commit went through but its answer was lost",
+            ));
+        }
         Ok(table)
     }
 

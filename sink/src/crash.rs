@@ -13,6 +13,10 @@
 //!     ─► commit known ─► [before-release] ─► release buffer space
 //! ```
 //!
+//! `PIPE_FAULT=lose-commit-answer[@n]` is the one fault that is not a crash:
+//! the n-th catalog commit goes through, and its caller is told it failed,
+//! as when a response is lost on the network.
+//!
 //! Hand-written rather than the `fail` crate: its actions (panic, return,
 //! sleep) do not end the process, and a panic inside a tokio task would only
 //! end that task.
@@ -42,22 +46,34 @@ pub const ALL: [&str; 5] = [
     AFTER_FAILED_ROWS_COMMIT,
 ];
 
+/// A committed update whose caller hears it failed (`PIPE_FAULT`).
+pub const LOSE_COMMIT_ANSWER: &str = "lose-commit-answer";
+
 /// Aborts the process if `PIPE_CRASH_AT` names `point` and this is the hit
 /// it names.
 pub fn point(point: &str) {
     static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
     static HITS: AtomicU64 = AtomicU64::new(0);
-    let at = AT.get_or_init(|| {
-        let spec = std::env::var("PIPE_CRASH_AT").ok()?;
+    if hit(&AT, &HITS, "PIPE_CRASH_AT", point) {
+        eprintln!("PIPE_CRASH_AT: crash point `{point}` reached; aborting");
+        std::process::abort();
+    }
+}
+
+/// Whether `PIPE_FAULT` names `fault` and this is the hit it names.
+pub fn fault(fault: &str) -> bool {
+    static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    hit(&AT, &HITS, "PIPE_FAULT", fault)
+}
+
+fn hit(at: &OnceLock<Option<(String, u64)>>, hits: &AtomicU64, var: &str, name: &str) -> bool {
+    let at = at.get_or_init(|| {
+        let spec = std::env::var(var).ok()?;
         Some(match spec.split_once('@') {
             Some((p, n)) => (p.to_string(), n.parse().unwrap_or(1)),
             None => (spec, 1),
         })
     });
-    if let Some((name, nth)) = at {
-        if name == point && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {
-            eprintln!("PIPE_CRASH_AT: crash point `{point}` reached (hit {nth}); aborting");
-            std::process::abort();
-        }
-    }
+    matches!(at, Some((wanted, nth)) if wanted == name && hits.fetch_add(1, Ordering::Relaxed) + 1 == *nth)
 }

@@ -237,3 +237,23 @@ async fn crash_at_every_protocol_point_loses_and_duplicates_nothing() {
         acked.len()
     );
 }
+
+/// A commit whose answer is lost (the catalog took it, the committer hears
+/// an error) is found again by its commit id, not made twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_commit_answer_is_not_committed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server =
+        Server::start_with_env(&config, &[("PIPE_FAULT", pipe::crash::LOSE_COMMIT_ANSWER)]).await;
+    let acked: HashSet<String> = post_some(&server, 0, 4).await.into_iter().collect();
+    assert_eq!(acked.len(), 100);
+    assert_eq!(server.flush("ecommerce")["rows"], 100);
+    let log = server.log_text();
+    server.stop();
+    assert!(log.contains("answer was lost"), "{log}");
+    assert!(log.contains("re-checking the table"), "{log}");
+    assert_exactly_once(&config, &acked);
+    let rows = query(&config, "SELECT count(*) AS n FROM default.ecommerce");
+    assert_eq!(rows, vec![json!({"n": 100})]);
+}
