@@ -1,0 +1,215 @@
+//! Sink figures on a local warehouse (SQLite catalog, folder), one core:
+//!
+//! - throughput: fraud-detection events (decoded once, not timed) written
+//!   by `TableSink` (write, close, commit) as JSON MB/s in and Parquet MB/s
+//!   out, beside the parquet crate writing the same batches straight to a
+//!   file with the same settings, and the ratio;
+//! - commit latency at snapshot 50 and at snapshot 5,000 of one table;
+//! - files and bytes per commit for a default-size roll (128 MB read).
+//!
+//! A program that prints figures, not a test: it asserts nothing.
+//!
+//! ```sh
+//! cargo bench -p pipe-sink --bench sink -- [COMMITS]
+//! ```
+
+use std::time::Instant;
+
+use arrow::record_batch::RecordBatch;
+use pipe_schemas::{BodyFormat, Decoded, EventDecoder, StreamSchema};
+use pipe_sink::{
+    open_catalog, CatalogKind, CatalogSettings, OffsetRange, TableSink, Warehouse, WriteOptions,
+};
+
+const SCHEMA: &str = r#"{"fields":[
+  {"name":"transaction_id","type":"string","required":true},
+  {"name":"user_id","type":"int64","required":true},
+  {"name":"amount","type":"float64"},
+  {"name":"transaction_timestamp","type":"string"},
+  {"name":"location","type":"string"},
+  {"name":"merchant_category","type":"string"},
+  {"name":"is_fraud","type":"bool"}]}"#;
+
+const EVENTS: usize = 1_000_000;
+const PER_BODY: usize = 1000;
+
+fn body(seq: usize) -> String {
+    let events: Vec<String> = (0..PER_BODY)
+        .map(|j| {
+            let i = seq * PER_BODY + j;
+            format!(
+                r#"{{"transaction_id":"{:08x}-4b2c-4d5e-9f01-{:012x}","user_id":{},"amount":{}.{:02},"transaction_timestamp":"2026-11-{:02}T{:02}:{:02}:00Z","location":"{}","merchant_category":"{}","is_fraud":{}}}"#,
+                i.wrapping_mul(2_654_435_761) as u32,
+                i.wrapping_mul(0x9E37_79B9),
+                1000 + i % 9000,
+                10 + i % 2000,
+                i % 100,
+                1 + i % 28,
+                i % 24,
+                i % 60,
+                ["US", "UK", "CA", "DE", "NIGERIA", "RUSSIA"][i % 6],
+                ["GROCERY", "GAS_STATION", "RETAIL", "CRYPTO"][(i / 3) % 4],
+                i % 17 == 0
+            )
+        })
+        .collect();
+    format!("[{}]", events.join(","))
+}
+
+fn settings(dir: &std::path::Path) -> CatalogSettings {
+    CatalogSettings {
+        name: "pipe".into(),
+        kind: CatalogKind::Sql {
+            uri: format!("sqlite:{}/catalog.db?mode=rwc", dir.display()),
+        },
+        warehouse: Warehouse {
+            location: format!("file://{}/warehouse", dir.display()),
+            s3: Default::default(),
+        },
+    }
+}
+
+async fn open(
+    dir: &std::path::Path,
+    table: &str,
+    schema: &arrow::datatypes::SchemaRef,
+) -> TableSink {
+    let catalog = open_catalog(&settings(dir)).await.expect("catalog");
+    TableSink::open(
+        catalog,
+        "bench",
+        table,
+        "bench",
+        "sink",
+        schema,
+        WriteOptions::default(),
+    )
+    .await
+    .expect("table")
+}
+
+fn parquet_direct(path: &std::path::Path, batches: &[RecordBatch]) -> u64 {
+    let options = WriteOptions::default();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_max_row_group_row_count(Some(options.row_group_rows))
+        .build();
+    let file = std::fs::File::create(path).expect("file");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batches[0].schema(), Some(props))
+        .expect("writer");
+    for b in batches {
+        writer.write(b).expect("write");
+    }
+    writer.close().expect("close");
+    std::fs::metadata(path).expect("size").len()
+}
+
+fn main() {
+    let commits: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let decoder = EventDecoder::new(Some(StreamSchema::from_json(SCHEMA).expect("schema")));
+    let mut json_bytes = 0;
+    let mut ipc_bytes = 0;
+    let batches: Vec<RecordBatch> = (0..EVENTS / PER_BODY)
+        .map(|seq| {
+            let b = body(seq);
+            json_bytes += b.len();
+            let Ok(Decoded::Batch { batch, .. }) = decoder.decode(b.as_bytes(), BodyFormat::Json)
+            else {
+                panic!("valid events")
+            };
+            let batch =
+                pipe_schemas::stamp_ingest_ts(&batch, 1_795_000_000_000_000).expect("stamp");
+            ipc_bytes += batch.get_array_memory_size();
+            batch
+        })
+        .collect();
+    let schema = batches[0].schema();
+    let dir = tempfile::tempdir().expect("dir");
+
+    // Throughput: the sink against the parquet crate alone.
+    let t = Instant::now();
+    let sink_bytes: u64 = rt.block_on(async {
+        let mut sink = open(dir.path(), "throughput", &schema).await;
+        for b in &batches {
+            sink.write(b).await.expect("write");
+        }
+        let files = sink.close_files().await.expect("close");
+        sink.commit(OffsetRange { first: 0, last: 0 }, &files)
+            .await
+            .expect("commit");
+        files.iter().map(|f| f.file_size_in_bytes()).sum()
+    });
+    let t_sink = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let direct_bytes = parquet_direct(&dir.path().join("direct.parquet"), &batches);
+    let t_direct = t.elapsed().as_secs_f64();
+    let mb = |bytes: f64, secs: f64| bytes / secs / 1e6;
+    println!(
+        "sink bench: {EVENTS} fraud events, {:.0} MB of JSON",
+        json_bytes as f64 / 1e6
+    );
+    println!(
+        "TableSink (write + close + commit): {:.0} JSON MB/s in, {:.1} Parquet MB/s out ({:.1} MB, {:.2} s)",
+        mb(json_bytes as f64, t_sink),
+        mb(sink_bytes as f64, t_sink),
+        sink_bytes as f64 / 1e6,
+        t_sink
+    );
+    println!(
+        "parquet crate alone, same batches and settings: {:.0} JSON MB/s, {:.1} Parquet MB/s ({:.1} MB, {:.2} s); ratio sink / parquet = {:.2}",
+        mb(json_bytes as f64, t_direct),
+        mb(direct_bytes as f64, t_direct),
+        direct_bytes as f64 / 1e6,
+        t_direct,
+        t_direct / t_sink
+    );
+
+    // Files and bytes per commit at the default roll size (128 MB read).
+    let per_event = ipc_bytes as f64 / EVENTS as f64;
+    let roll_events = (128.0 * 1024.0 * 1024.0 / per_event) as u64;
+    println!(
+        "a default 128 MB roll holds ~{roll_events} events: 1 data file per day partition touched, ~{:.1} MB of Parquet",
+        sink_bytes as f64 / EVENTS as f64 * roll_events as f64 / 1e6
+    );
+
+    // Commit latency as the table's history grows (empty ranges: the
+    // commit path alone).
+    let small = &batches[..1];
+    let lat = rt.block_on(async {
+        let mut sink = open(dir.path(), "history", &schema).await;
+        let mut lat = Vec::with_capacity(commits);
+        for i in 0..commits as u64 {
+            let files = if i % 100 == 0 {
+                sink.write(&small[0]).await.expect("write");
+                sink.close_files().await.expect("close")
+            } else {
+                Vec::new()
+            };
+            let t = Instant::now();
+            sink.commit(OffsetRange { first: i, last: i }, &files)
+                .await
+                .expect("commit");
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        lat
+    });
+    let around = |n: usize| {
+        let from = n.saturating_sub(10).min(lat.len().saturating_sub(20));
+        let mut w: Vec<f64> = lat[from..(from + 20).min(lat.len())].to_vec();
+        w.sort_by(f64::total_cmp);
+        w[w.len() / 2]
+    };
+    let (at50, atn) = (around(50), around(commits));
+    println!(
+        "commit latency (median of 20): at snapshot 50 {at50:.1} ms, at snapshot {commits} {atn:.1} ms; ratio {:.2}",
+        atn / at50
+    );
+}
