@@ -19,14 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const SCHEMA: &str = r#"{"fields":[
-  {"name":"transaction_id","type":"string","required":true},
-  {"name":"user_id","type":"int64","required":true},
-  {"name":"amount","type":"float64","required":false},
-  {"name":"transaction_timestamp","type":"string","required":false},
-  {"name":"location","type":"string","required":false},
-  {"name":"merchant_category","type":"string","required":false},
-  {"name":"is_fraud","type":"bool","required":false}]}"#;
+#[path = "../../benches/fraud_events.rs"]
+mod fraud_events;
+use fraud_events::{event, SCHEMA};
 
 /// A filter and six expressions per row (no list to unnest in this shape).
 const HEAVY: &str = "SELECT transaction_id, upper(location) AS loc, amount * 1.1 AS with_tax, \
@@ -35,37 +30,8 @@ const HEAVY: &str = "SELECT transaction_id, upper(location) AS loc, amount * 1.1
     date_trunc('hour', CAST(transaction_timestamp AS TIMESTAMP)) AS hour \
     FROM transactions WHERE is_fraud = false OR amount > 100";
 
-const LOCATIONS: [&str; 6] = ["US", "UK", "CA", "DE", "NIGERIA", "RUSSIA"];
-const MERCHANTS: [&str; 6] = [
-    "GROCERY",
-    "GAS_STATION",
-    "RESTAURANT",
-    "RETAIL",
-    "CRYPTO",
-    "GIFT_CARDS",
-];
-
-fn event(i: usize) -> String {
-    format!(
-        r#"{{"transaction_id":"{:08x}-4b2c-4d5e-9f01-{:012x}","user_id":{},"amount":{}.{:02},"transaction_timestamp":"2026-11-{:02}T{:02}:{:02}:{:02}.123456+00:00","location":"{}","merchant_category":"{}","is_fraud":{}}}"#,
-        i.wrapping_mul(2_654_435_761) as u32,
-        i,
-        1000 + i % 9000,
-        i % 5000,
-        i % 100,
-        1 + i % 28,
-        i % 24,
-        i % 60,
-        (i * 7) % 60,
-        LOCATIONS[i % LOCATIONS.len()],
-        MERCHANTS[(i / 3) % MERCHANTS.len()],
-        i % 17 == 0
-    )
-}
-
 fn body(events: usize, seq: usize) -> String {
-    let all: Vec<String> = (0..events).map(|i| event(seq * events + i)).collect();
-    format!("[{}]", all.join(","))
+    fraud_events::body(events, seq, event)
 }
 
 struct Server {

@@ -40,11 +40,11 @@ use arrow::datatypes::{FieldRef, Fields, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use base64::Engine;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserializer;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::decode::{BodyFormat, UnknownFields};
-use crate::schema::{FieldDef, FieldType, TimestampUnit, UTC};
+use crate::schema::{arrow_fields, list_element, FieldDef, FieldType, TimestampUnit, UTC};
 use crate::{Error, Result};
 
 /// Why a body left the fast path. Never shown to users: the slow path
@@ -133,20 +133,12 @@ impl Col {
                 Col::Timestamp(TimestampMicrosecondBuilder::new().with_timezone(UTC), *unit)
             }
             FieldType::Binary => Col::Binary(BinaryBuilder::new()),
-            FieldType::List { .. } => {
-                let arrow::datatypes::DataType::List(element) = ty.arrow_type() else {
-                    unreachable!("a list maps to an Arrow list")
-                };
-                let FieldType::List { items } = ty else {
-                    unreachable!()
-                };
-                Col::List(Box::new(ListCol {
-                    element,
-                    item: Col::new(&items.ty),
-                    offsets: vec![0],
-                    nulls: NullBufferBuilder::new(0),
-                }))
-            }
+            FieldType::List { items } => Col::List(Box::new(ListCol {
+                element: list_element(items),
+                item: Col::new(&items.ty),
+                offsets: vec![0],
+                nulls: NullBufferBuilder::new(0),
+            })),
             FieldType::Struct { fields } => Col::Struct(Box::new(StructCol::new(fields))),
         }
     }
@@ -200,14 +192,8 @@ impl Col {
 
 impl StructCol {
     fn new(fields: &[FieldDef]) -> Self {
-        let arrow::datatypes::DataType::Struct(arrow_fields) = (FieldType::Struct {
-            fields: fields.to_vec(),
-        })
-        .arrow_type() else {
-            unreachable!("a struct maps to an Arrow struct")
-        };
         StructCol {
-            fields: arrow_fields,
+            fields: arrow_fields(fields),
             children: fields
                 .iter()
                 .map(|f| Child {
@@ -511,8 +497,6 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
         de.deserialize_any(self)
     }
 }
-
-use serde::Deserialize;
 
 impl<'de> Visitor<'de> for ValueSeed<'_> {
     type Value = ();

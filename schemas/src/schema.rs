@@ -161,15 +161,19 @@ impl FieldType {
                 DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
             }
             FieldType::Binary => DataType::Binary,
-            FieldType::List { items } => {
-                DataType::List(Arc::new(Field::new("element", items.ty.arrow_type(), true)))
-            }
+            FieldType::List { items } => DataType::List(list_element(items)),
             FieldType::Struct { fields } => DataType::Struct(arrow_fields(fields)),
         }
     }
 }
 
-fn arrow_fields(fields: &[FieldDef]) -> Fields {
+/// The element field of a list's Arrow type: `element`, nullable.
+pub(crate) fn list_element(items: &ItemType) -> Arc<Field> {
+    Arc::new(Field::new("element", items.ty.arrow_type(), true))
+}
+
+/// The Arrow fields of a struct (or of a whole event).
+pub(crate) fn arrow_fields(fields: &[FieldDef]) -> Fields {
     fields
         .iter()
         .map(|f| Field::new(&f.name, f.ty.arrow_type(), !f.required))

@@ -17,56 +17,17 @@ use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
 use pipe_schemas::{BodyFormat, Decoded, EventDecoder, StreamSchema};
-use pipe_sink::{
-    open_catalog, CatalogKind, CatalogSettings, OffsetRange, TableSink, Warehouse, WriteOptions,
-};
+use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
 
-const SCHEMA: &str = r#"{"fields":[
-  {"name":"transaction_id","type":"string","required":true},
-  {"name":"user_id","type":"int64","required":true},
-  {"name":"amount","type":"float64"},
-  {"name":"transaction_timestamp","type":"string"},
-  {"name":"location","type":"string"},
-  {"name":"merchant_category","type":"string"},
-  {"name":"is_fraud","type":"bool"}]}"#;
+#[path = "../../benches/fraud_events.rs"]
+mod fraud_events;
+use fraud_events::SCHEMA;
 
 const EVENTS: usize = 1_000_000;
 const PER_BODY: usize = 1000;
 
 fn body(seq: usize) -> String {
-    let events: Vec<String> = (0..PER_BODY)
-        .map(|j| {
-            let i = seq * PER_BODY + j;
-            format!(
-                r#"{{"transaction_id":"{:08x}-4b2c-4d5e-9f01-{:012x}","user_id":{},"amount":{}.{:02},"transaction_timestamp":"2026-11-{:02}T{:02}:{:02}:00Z","location":"{}","merchant_category":"{}","is_fraud":{}}}"#,
-                i.wrapping_mul(2_654_435_761) as u32,
-                i.wrapping_mul(0x9E37_79B9),
-                1000 + i % 9000,
-                10 + i % 2000,
-                i % 100,
-                1 + i % 28,
-                i % 24,
-                i % 60,
-                ["US", "UK", "CA", "DE", "NIGERIA", "RUSSIA"][i % 6],
-                ["GROCERY", "GAS_STATION", "RETAIL", "CRYPTO"][(i / 3) % 4],
-                i % 17 == 0
-            )
-        })
-        .collect();
-    format!("[{}]", events.join(","))
-}
-
-fn settings(dir: &std::path::Path) -> CatalogSettings {
-    CatalogSettings {
-        name: "pipe".into(),
-        kind: CatalogKind::Sql {
-            uri: format!("sqlite:{}/catalog.db?mode=rwc", dir.display()),
-        },
-        warehouse: Warehouse {
-            location: format!("file://{}/warehouse", dir.display()),
-            s3: Default::default(),
-        },
-    }
+    fraud_events::body(PER_BODY, seq, fraud_events::event)
 }
 
 async fn open(
@@ -74,7 +35,9 @@ async fn open(
     table: &str,
     schema: &arrow::datatypes::SchemaRef,
 ) -> TableSink {
-    let catalog = open_catalog(&settings(dir)).await.expect("catalog");
+    let catalog = open_catalog(&CatalogSettings::local(dir))
+        .await
+        .expect("catalog");
     TableSink::open(
         catalog,
         "bench",

@@ -63,6 +63,21 @@ pub struct CatalogSettings {
 }
 
 impl CatalogSettings {
+    /// The embedded default under one folder: a SQLite catalog named `pipe`
+    /// in `dir/catalog.db` and the warehouse folder `dir/warehouse`.
+    pub fn local(dir: &std::path::Path) -> Self {
+        CatalogSettings {
+            name: "pipe".into(),
+            kind: CatalogKind::Sql {
+                uri: format!("sqlite:{}/catalog.db?mode=rwc", dir.display()),
+            },
+            warehouse: Warehouse {
+                location: format!("file://{}/warehouse", dir.display()),
+                s3: S3Options::default(),
+            },
+        }
+    }
+
     /// The FileIO properties for the warehouse (the `s3.*` keys).
     pub fn storage_props(&self) -> HashMap<String, String> {
         let mut props = HashMap::new();

@@ -20,15 +20,8 @@ use arrow::record_batch::RecordBatch;
 use pipe_schemas::{BodyFormat, Decoded, EventDecoder, StreamSchema};
 use pipe_transform::PipelinePlan;
 
-const SCHEMA: &str = r#"{"fields":[
-  {"name":"transaction_id","type":"string","required":true},
-  {"name":"user_id","type":"int64","required":true},
-  {"name":"amount","type":"float64"},
-  {"name":"transaction_timestamp","type":"string"},
-  {"name":"location","type":"string"},
-  {"name":"merchant_category","type":"string"},
-  {"name":"is_fraud","type":"bool"},
-  {"name":"tags","type":"list","items":{"type":"string"}}]}"#;
+#[path = "../../benches/fraud_events.rs"]
+mod fraud_events;
 
 const HEAVY: &str = "INSERT INTO out SELECT transaction_id, upper(location) AS loc, \
     amount * 1.1 AS with_tax, date_trunc('hour', CAST(transaction_timestamp AS TIMESTAMP)) AS hour, \
@@ -39,27 +32,7 @@ const REQUESTS: usize = 100;
 const EVENTS: usize = 1000;
 
 fn body(seq: usize) -> String {
-    let events: Vec<String> = (0..EVENTS)
-        .map(|j| {
-            let i = seq * EVENTS + j;
-            format!(
-                r#"{{"transaction_id":"{:08x}-4b2c-4d5e-9f01-{:012x}","user_id":{},"amount":{}.{:02},"transaction_timestamp":"2026-11-{:02}T{:02}:{:02}:00Z","location":"{}","merchant_category":"RETAIL","is_fraud":{},"tags":["web","promo-{}","t{}"]}}"#,
-                i.wrapping_mul(2_654_435_761) as u32,
-                i,
-                1000 + i % 9000,
-                10 + i % 2000,
-                i % 100,
-                1 + i % 28,
-                i % 24,
-                i % 60,
-                ["US", "UK", "CA", "DE"][i % 4],
-                i % 17 == 0,
-                i % 7,
-                i % 3
-            )
-        })
-        .collect();
-    format!("[{}]", events.join(","))
+    fraud_events::body(EVENTS, seq, fraud_events::event_with_tags)
 }
 
 /// Best of three: seconds for one pass of `f`, and its result.
@@ -91,7 +64,9 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
-    let decoder = EventDecoder::new(Some(StreamSchema::from_json(SCHEMA).expect("schema")));
+    let decoder = EventDecoder::new(Some(
+        StreamSchema::from_json(&fraud_events::schema_with_tags()).expect("schema"),
+    ));
     let bodies: Vec<String> = (0..REQUESTS).map(body).collect();
     let n = (REQUESTS * EVENTS) as f64;
 

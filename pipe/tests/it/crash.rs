@@ -121,17 +121,7 @@ cat = SqlCatalog("pipe", uri=f"sqlite:///{d}/data/catalog.db", warehouse=f"file:
 ids = cat.load_table("default.ecommerce").scan(selected_fields=("user_id",)).to_arrow().column("user_id").to_pylist()
 print(json.dumps({"n": len(ids), "distinct": len(set(ids))}))
 "#;
-    let out = std::process::Command::new(python())
-        .args(["-c", script])
-        .arg(config.parent().unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let counts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts = python_json(script, config.parent().unwrap());
     assert_eq!(
         counts,
         json!({"n": stored.len(), "distinct": stored.len()}),

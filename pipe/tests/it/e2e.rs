@@ -145,17 +145,7 @@ files = glob.glob(f"{sys.argv[1]}/data/warehouse/**/*.parquet", recursive=True)
 meta = duckdb.sql(f"SELECT count(DISTINCT row_group_id) AS groups, any_value(compression) AS codec FROM parquet_metadata({files!r})").fetchone()
 print(json.dumps({"files": len(files), "row_groups": meta[0], "codec": meta[1]}))
 "#;
-    let out = std::process::Command::new(python())
-        .args(["-c", script])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let read = python_json(script, dir.path());
     assert_eq!(
         read,
         json!({"files": 1, "row_groups": 12, "codec": "SNAPPY"})

@@ -229,6 +229,22 @@ pub fn python() -> String {
     )
 }
 
+/// Runs a Python `script` (with the readers' Python) on the folder `dir`
+/// (its `sys.argv[1]`) and returns the JSON it prints.
+pub fn python_json(script: &str, dir: &Path) -> Value {
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Reads a table with PyIceberg (and DuckDB with `duckdb`) via tests/readers.
 pub fn read_with_python(
     dir: &Path,

@@ -1,7 +1,7 @@
 //! Every schema type, with edge values, through HTTP → buffer → SQL →
 //! Iceberg → `pipe query`, and read back by PyIceberg.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::*;
 
@@ -132,18 +132,7 @@ rows = sorted(t.scan(selected_fields=("id", "tags", "meta", "raw")).to_arrow().t
 print(json.dumps([{"id": r["id"], "tags": r["tags"], "meta": r["meta"], "raw": r["raw"].hex() if r["raw"] else None} for r in rows]))
 print(str(t.schema()), file=sys.stderr)
 "#;
-    let out = std::process::Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let read = python_json(script, dir.path());
     assert_eq!(
         read[0],
         json!({"id": 1, "tags": ["a", "b"], "meta": {"source": "web", "inner": {"depth": 3}}, "raw": "000102ff"})

@@ -6,23 +6,12 @@ use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use pipe_query::{render, OutputFormat, QueryEngine};
-use pipe_sink::{
-    open_catalog, CatalogKind, CatalogSettings, OffsetRange, TableSink, Warehouse, WriteOptions,
-};
+use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
 
 #[tokio::test]
 async fn select_show_and_render() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = CatalogSettings {
-        name: "pipe".into(),
-        kind: CatalogKind::Sql {
-            uri: format!("sqlite:{}/catalog.db?mode=rwc", dir.path().display()),
-        },
-        warehouse: Warehouse {
-            location: format!("file://{}/wh", dir.path().display()),
-            s3: Default::default(),
-        },
-    };
+    let settings = CatalogSettings::local(dir.path());
     let schema = Arc::new(Schema::new(vec![
         Field::new("user_id", DataType::Utf8, false),
         Field::new("amount", DataType::Float64, true),

@@ -6,22 +6,8 @@ use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use pipe_sink::{
-    open_catalog, CatalogKind, CatalogSettings, CommitOutcome, OffsetRange, TableSink, Warehouse,
-    WriteOptions,
+    open_catalog, CatalogSettings, CommitOutcome, OffsetRange, TableSink, WriteOptions,
 };
-
-fn settings(dir: &std::path::Path) -> CatalogSettings {
-    CatalogSettings {
-        name: "pipe".into(),
-        kind: CatalogKind::Sql {
-            uri: format!("sqlite:{}/catalog.db?mode=rwc", dir.display()),
-        },
-        warehouse: Warehouse {
-            location: format!("file://{}/warehouse", dir.display()),
-            s3: Default::default(),
-        },
-    }
-}
 
 fn output() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -55,7 +41,7 @@ fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
 }
 
 async fn open(dir: &std::path::Path, pipeline: &str) -> TableSink {
-    let catalog = open_catalog(&settings(dir)).await.unwrap();
+    let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
     TableSink::open(
         catalog,
         "default",
@@ -70,7 +56,7 @@ async fn open(dir: &std::path::Path, pipeline: &str) -> TableSink {
 }
 
 async fn row_count(sink: &TableSink, dir: &std::path::Path) -> u64 {
-    let catalog = open_catalog(&settings(dir)).await.unwrap();
+    let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
     let table = catalog.load_table(sink.ident()).await.unwrap();
     table
         .metadata()
@@ -149,7 +135,9 @@ async fn the_fence_refuses_what_iceberg_would_silently_rebase() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut a = open(dir.path(), "p").await;
-    let catalog = open_catalog(&settings(dir.path())).await.unwrap();
+    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
     let stale = catalog.load_table(a.ident()).await.unwrap();
     a.write(&rows(0..2)).await.unwrap();
     let files = a.close_files().await.unwrap();
@@ -211,7 +199,9 @@ async fn two_pipelines_share_a_table_and_keep_their_own_offsets() {
 async fn an_incompatible_existing_table_is_refused_up_front() {
     let dir = tempfile::tempdir().unwrap();
     let _ = open(dir.path(), "p").await;
-    let catalog = open_catalog(&settings(dir.path())).await.unwrap();
+    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
     let other = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Utf8, false),
         Field::new(
@@ -251,7 +241,9 @@ async fn iceberg_mapping_snapshot() {
     )
     .unwrap();
     let output = pipe_schemas::EventDecoder::new(Some(schema)).table_schema();
-    let catalog = open_catalog(&settings(dir.path())).await.unwrap();
+    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
     let sink = TableSink::open(
         catalog.clone(),
         "default",
@@ -323,7 +315,9 @@ async fn the_last_range_survives_the_expiry_of_its_snapshot() {
         .await
         .unwrap();
     }
-    let catalog = open_catalog(&settings(dir.path())).await.unwrap();
+    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
     let table = catalog.load_table(a.ident()).await.unwrap();
     let tx = Transaction::new(&table);
     let tx = tx

@@ -165,10 +165,9 @@ impl sqllogictest::AsyncDB for PipelineDb {
                     self.sinks.push(name.trim().to_string());
                     Ok(DBOutput::StatementComplete(0))
                 }
-                None if rest.eq_ignore_ascii_case("STREAM") => {
-                    Err(Failed("CREATE STREAM name".into()))
-                }
-                _ => Err(Failed(format!("unknown command: {sql}"))),
+                _ => Err(Failed(format!(
+                    "expected `CREATE STREAM name [schema]` or `CREATE SINK name`, got: {sql}"
+                ))),
             },
             "SEND" => self.send(rest).map(DBOutput::StatementComplete),
             "CLEAR" => {
