@@ -469,9 +469,7 @@ impl PipelineTask {
                         );
                     }
                     if outcome == CommitOutcome::AlreadyCommitted {
-                        let files = self.unfinished.take().expect("still set").files;
-                        let deleted = self.sink.discard(&files).await;
-                        warn!(pipeline = %self.plan.name(), first = range.first, last = range.last, files = files.len(), deleted, "range was already committed; this attempt's files are deleted");
+                        warn!(pipeline = %self.plan.name(), first = range.first, last = range.last, "range was already committed; this attempt's files were deleted");
                     }
                     self.unfinished = None;
                     self.committed_through = Some(range.last);
@@ -509,11 +507,7 @@ impl PipelineTask {
             .expect("called with an unfinished range");
         if let Some(failed) = &mut self.failed {
             if !u.failed_files.is_empty() {
-                if failed.sink.commit(u.range, &u.failed_files).await?
-                    == CommitOutcome::AlreadyCommitted
-                {
-                    failed.sink.discard(&u.failed_files).await;
-                }
+                failed.sink.commit(u.range, &u.failed_files).await?;
                 failed.committed_through = Some(u.range.last);
                 crate::crash::point(crate::crash::AFTER_FAILED_ROWS_COMMIT);
             }

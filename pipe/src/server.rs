@@ -87,6 +87,13 @@ pub async fn serve(
         .collect();
     let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
 
+    // Each sink's write ledger (files written, not yet resolved) lives
+    // beside the buffer.
+    let ledger_dir = config.data_dir.join("sinks");
+    let ledgered = || WriteOptions {
+        ledger_dir: Some(ledger_dir.clone()),
+        ..WriteOptions::default()
+    };
     // Plan every pipeline and open its table before anything is accepted.
     let mut planned = Vec::new();
     let mut sink_users: HashMap<String, String> = HashMap::new();
@@ -105,7 +112,7 @@ pub async fn serve(
         let options = WriteOptions {
             codec: sink_config.compression,
             row_group_rows: sink_config.row_group_rows,
-            ..WriteOptions::default()
+            ..ledgered()
         };
         let mut sink = TableSink::open(
             catalog.clone(),
@@ -126,7 +133,7 @@ pub async fn serve(
             &p.failed_rows_writer(),
             &sink_config.name,
             &pipe_transform::failed_rows_schema(),
-            WriteOptions::default(),
+            ledgered(),
         )
         .await?;
         let failed = FailedRows {
@@ -169,7 +176,7 @@ pub async fn serve(
             &name,
             &sink_name,
             plan.output_schema(),
-            WriteOptions::default(),
+            ledgered(),
         )
         .await?;
         let committed = sink.last_committed().await?.map(|c| c.range.last);

@@ -7,7 +7,8 @@
 //!
 //! ```text
 //!   planned a..=b ──write files──► files written ──fenced append──► committed
-//!        ▲                               │ crash: files are orphans,    │
+//!        ▲                               │ crash: files are listed in   │
+//!        │                               │ the ledger, deleted on open, │
 //!        │                               │ never referenced             │
 //!        └─ restart: walk the snapshot ancestry of `main` for this ─────┘
 //!           pipeline's newest commit; resume at its last offset + 1
@@ -43,9 +44,9 @@
 //! conflict) [`commit_range`] reloads the table and looks for its own commit
 //! id before retrying; if the range was committed (by us or a twin), it reports
 //! [`CommitOutcome::AlreadyCommitted`] and the caller deletes its files
-//! (`TableSink::discard`): they are never referenced. Files of an attempt
-//! that a crash cut short before its commit stay unreferenced orphans; a
-//! sweep of the data folder is not written yet.
+//! (`TableSink::commit` does): they are never referenced. Files of an
+//! attempt that a crash cut short before its commit are found through the
+//! sink's write ledger ([`crate::ledger`]) and deleted on the next open.
 
 use std::collections::HashMap;
 use std::sync::Arc;

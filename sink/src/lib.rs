@@ -8,6 +8,8 @@
 //! - [`commit`]: the protocol (commit ids in the snapshot summary, ancestry
 //!   walk, the fence against iceberg-rust's silent rebase, resolution of
 //!   unknown outcomes), documented in that module.
+//! - [`ledger`]: the write ledger that finds data files a crash left
+//!   uncommitted, so they are deleted rather than left on storage.
 //!
 //! ```no_run
 //! # async fn demo(output: arrow::datatypes::SchemaRef, batch: arrow::record_batch::RecordBatch) -> pipe_sink::Result<()> {
@@ -27,6 +29,7 @@
 pub mod catalog;
 pub mod commit;
 pub mod crash;
+pub mod ledger;
 pub mod table;
 
 pub use catalog::{open_catalog, CatalogKind, CatalogSettings, S3Options, Warehouse};

@@ -15,11 +15,12 @@ use arrow::record_batch::RecordBatch;
 use iceberg::arrow::{
     arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema, RecordBatchPartitionSplitter,
 };
+use iceberg::spec::PartitionKey;
 use iceberg::spec::{DataFile, DataFileFormat, Transform, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator,
+    DefaultFileNameGenerator, DefaultLocationGenerator, LocationGenerator,
 };
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::commit::{self, CommitOutcome, OffsetRange, RetryPolicy};
+use crate::ledger::Ledger;
 use crate::{Error, Result};
 
 /// The column every table gets, and is partitioned on by day.
@@ -71,6 +73,11 @@ pub struct WriteOptions {
     pub row_group_rows: usize,
     /// A data file is closed and another started past this size.
     pub target_file_bytes: usize,
+    /// Where the sink keeps its write ledger (see [`crate::ledger`]), the
+    /// list of data files not yet resolved that lets files a crash left
+    /// uncommitted be deleted on the next open. `None`: no ledger, and such
+    /// files stay as unreferenced orphans.
+    pub ledger_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for WriteOptions {
@@ -79,13 +86,32 @@ impl Default for WriteOptions {
             codec: Codec::Zstd,
             row_group_rows: 128 * 1024,
             target_file_bytes: 512 << 20,
+            ledger_dir: None,
         }
     }
 }
 
 type FileWriter = FanoutWriter<
-    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>,
+    DataFileWriterBuilder<ParquetWriterBuilder, LedgerLocations, DefaultFileNameGenerator>,
 >;
+
+/// iceberg's default data file locations, each written down in the ledger
+/// before the file is created.
+#[derive(Clone)]
+struct LedgerLocations {
+    inner: DefaultLocationGenerator,
+    ledger: Option<Arc<Ledger>>,
+}
+
+impl LocationGenerator for LedgerLocations {
+    fn generate_location(&self, partition_key: Option<&PartitionKey>, file_name: &str) -> String {
+        let location = self.inner.generate_location(partition_key, file_name);
+        if let Some(ledger) = &self.ledger {
+            ledger.record_file(&location);
+        }
+        location
+    }
+}
 
 /// One pipeline's writer into one Iceberg table.
 pub struct TableSink {
@@ -100,6 +126,7 @@ pub struct TableSink {
     splitter: RecordBatchPartitionSplitter,
     open: Option<FileWriter>,
     pending_rows: usize,
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl std::fmt::Debug for TableSink {
@@ -170,7 +197,17 @@ impl TableSink {
         );
         check_compatible(&ident, output, &arrow_schema)?;
         let splitter = splitter(&table)?;
-        Ok(TableSink {
+        let (ledger, leftover) = match &options.ledger_dir {
+            Some(dir) => {
+                let path = dir.join(format!("{pipeline}@{ident}.ledger"));
+                let (ledger, entries) = Ledger::open(&path).map_err(|e| {
+                    Error::Config(format!("opening the write ledger {}: {e}", path.display()))
+                })?;
+                (Some(Arc::new(ledger)), Some(entries))
+            }
+            None => (None, None),
+        };
+        let mut sink = TableSink {
             catalog,
             ident,
             pipeline: pipeline.to_string(),
@@ -182,7 +219,67 @@ impl TableSink {
             splitter,
             open: None,
             pending_rows: 0,
-        })
+            ledger,
+        };
+        if let Some(entries) = leftover {
+            sink.sweep(entries).await?;
+        }
+        Ok(sink)
+    }
+
+    /// Resolves a ledger left by an earlier run (see [`crate::ledger`]):
+    /// keeps the files of a commit the table holds, deletes every other
+    /// listed file.
+    async fn sweep(&mut self, entries: crate::ledger::Entries) -> Result<()> {
+        if entries.files.is_empty() {
+            return Ok(());
+        }
+        let landed = match &entries.commit {
+            Some(c) => commit::last_committed(&self.table, &self.pipeline)?
+                .is_some_and(|last| last.range.last >= c.last),
+            None => false,
+        };
+        let keep: std::collections::HashSet<&str> = match (&entries.commit, landed) {
+            (Some(c), true) => c.files.iter().map(String::as_str).collect(),
+            _ => Default::default(),
+        };
+        let orphans: Vec<&str> = entries
+            .files
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !keep.contains(f))
+            .collect();
+        let deleted = self.delete_and_forget(&orphans).await?;
+        if deleted > 0 {
+            info!(table = %self.ident, pipeline = %self.pipeline, deleted, "deleted data files an earlier run wrote and never committed");
+        }
+        Ok(())
+    }
+
+    /// Deletes `files` (none of which the table references) and rewrites the
+    /// ledger with those that could not be deleted. Returns how many were.
+    async fn delete_and_forget(&mut self, files: &[&str]) -> Result<usize> {
+        let mut left = Vec::new();
+        for f in files {
+            if let Err(e) = self.table.file_io().delete(f).await {
+                tracing::warn!(table = %self.ident, file = f, error = %e, "could not delete an uncommitted data file; trying again after the next commit");
+                left.push(f.to_string());
+            }
+        }
+        if let Some(ledger) = &self.ledger {
+            ledger.reset(&left).map_err(|e| self.ledger_error(e))?;
+        }
+        Ok(files.len() - left.len())
+    }
+
+    fn ledger_error(&self, e: std::io::Error) -> Error {
+        Error::Catalog {
+            action: format!("writing the write ledger of `{}`", self.ident),
+            source: Box::new(iceberg::Error::new(
+                iceberg::ErrorKind::Unexpected,
+                e.to_string(),
+            )),
+        }
     }
 
     /// The table this sink writes.
@@ -235,39 +332,40 @@ impl TableSink {
             None => Vec::new(),
         };
         self.pending_rows = 0;
+        if let Some(e) = self.ledger.as_ref().and_then(|l| l.take_error()) {
+            // A created file may be missing from the ledger: fail this
+            // attempt (its range is read again) rather than risk an orphan
+            // nobody can find. Retrying the ledger write is cheap.
+            return Err(self.ledger_error(e));
+        }
         Ok(files)
     }
 
-    /// Drops the open data files without committing them (they stay as
-    /// unreferenced orphans), e.g. to re-read a range after a failure.
+    /// Drops the open data files without committing them, e.g. to re-read a
+    /// range after a failure. With a ledger they are deleted after the next
+    /// commit (or on the next open); without one they stay as orphans.
     pub fn abort(&mut self) {
         self.open = None;
         self.pending_rows = 0;
     }
 
-    /// Deletes data files that will never be committed: the files of an
-    /// attempt whose range turned out to be committed already. Best effort:
-    /// a file that cannot be deleted is logged and stays an orphan.
-    /// Returns how many were deleted.
-    pub async fn discard(&mut self, files: &[DataFile]) -> usize {
-        let mut deleted = 0;
-        for f in files {
-            match self.table.file_io().delete(f.file_path()).await {
-                Ok(()) => deleted += 1,
-                Err(e) => {
-                    tracing::warn!(table = %self.ident, file = f.file_path(), error = %e, "could not delete an uncommitted data file")
-                }
-            }
-        }
-        deleted
-    }
-
     /// Commits `files` as covering buffer offsets `range`, exactly once.
+    ///
+    /// Then deletes the data files this sink wrote that the table will never
+    /// reference: those of aborted attempts and, when the range turns out to
+    /// be committed already ([`CommitOutcome::AlreadyCommitted`]), `files`
+    /// themselves.
     pub async fn commit(
         &mut self,
         range: OffsetRange,
         files: &[DataFile],
     ) -> Result<CommitOutcome> {
+        let paths: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
+        if let Some(ledger) = &self.ledger {
+            ledger
+                .record_commit(range, &paths)
+                .map_err(|e| self.ledger_error(e))?;
+        }
         let outcome = commit::commit_range(
             &self.catalog,
             &self.ident,
@@ -279,6 +377,24 @@ impl TableSink {
         )
         .await?;
         self.refresh().await?;
+        let referenced: std::collections::HashSet<&str> = match &outcome {
+            CommitOutcome::Committed { .. } => paths.iter().map(String::as_str).collect(),
+            CommitOutcome::AlreadyCommitted => Default::default(),
+        };
+        let unreferenced: Vec<String> = match &self.ledger {
+            Some(ledger) => ledger
+                .files()
+                .into_iter()
+                .filter(|f| !referenced.contains(f.as_str()))
+                .collect(),
+            None if outcome == CommitOutcome::AlreadyCommitted => paths.clone(),
+            None => Vec::new(),
+        };
+        let unreferenced: Vec<&str> = unreferenced.iter().map(String::as_str).collect();
+        let deleted = self.delete_and_forget(&unreferenced).await?;
+        if deleted > 0 {
+            info!(table = %self.ident, pipeline = %self.pipeline, deleted, "deleted data files the table will not reference");
+        }
         Ok(outcome)
     }
 
@@ -301,10 +417,13 @@ impl TableSink {
             .set_max_row_group_row_count(Some(self.options.row_group_rows.max(1)))
             .build();
         let parquet = ParquetWriterBuilder::new(props, metadata.current_schema().clone());
-        let location = DefaultLocationGenerator::new(metadata).map_err(|e| Error::Catalog {
-            action: format!("locating data files of `{}`", self.ident),
-            source: Box::new(e),
-        })?;
+        let location = LedgerLocations {
+            inner: DefaultLocationGenerator::new(metadata).map_err(|e| Error::Catalog {
+                action: format!("locating data files of `{}`", self.ident),
+                source: Box::new(e),
+            })?,
+            ledger: self.ledger.clone(),
+        };
         let names = DefaultFileNameGenerator::new(
             format!("{}-{}", self.pipeline, uuid::Uuid::new_v4()),
             None,

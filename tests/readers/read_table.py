@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from pyiceberg.catalog.sql import SqlCatalog
+from pipe_catalog import open_catalog
 
 
 def main() -> None:
@@ -23,16 +23,7 @@ def main() -> None:
     p.add_argument("--duckdb", action="store_true", help="also read the data files with DuckDB")
     args = p.parse_args()
 
-    props = {"uri": f"sqlite:///{args.catalog_db}", "warehouse": args.warehouse}
-    if args.s3_endpoint:
-        props.update({
-            "s3.endpoint": args.s3_endpoint,
-            "s3.access-key-id": "test",
-            "s3.secret-access-key": "test",
-            "s3.region": "us-east-1",
-            "s3.force-virtual-addressing": "false",
-        })
-    catalog = SqlCatalog(args.catalog_name, **props)
+    catalog = open_catalog(args.catalog_db, args.warehouse, args.s3_endpoint, args.catalog_name)
     table = catalog.load_table(args.table)
     data = table.scan().to_arrow()
     rows = data.drop_columns(["__ingest_ts"]).to_pylist()

@@ -5,7 +5,6 @@
 //! 1000`), and both tables are checked against what was sent.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use serde_json::{json, Value};
 
@@ -13,7 +12,7 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fraud_tutorial_fills_both_tables() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fraud");
+    let example = repo_path("examples/fraud");
     let dir = tempfile::tempdir().unwrap();
     for file in ["pipe.toml", "raw_transactions_schema.json"] {
         std::fs::copy(example.join(file), dir.path().join(file)).unwrap();

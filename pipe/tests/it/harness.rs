@@ -252,7 +252,7 @@ pub fn read_with_python(
     s3_endpoint: Option<&str>,
     duckdb: bool,
 ) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/readers/read_table.py");
+    let script = repo_path("tests/readers/read_table.py");
     let mut cmd = Command::new(python());
     cmd.arg(script)
         .arg("--catalog-db")
@@ -322,4 +322,132 @@ pub fn error_triples(body: &Value) -> Vec<(u64, String, String)> {
             )
         })
         .collect()
+}
+
+/// The S3 endpoint the test command started.
+pub fn s3_endpoint() -> String {
+    std::env::var("PIPE_TEST_S3_ENDPOINT").expect(
+        "PIPE_TEST_S3_ENDPOINT is not set: run the README's test command (scripts/test), \
+         which starts an S3-compatible server for these tests",
+    )
+}
+
+/// Creates a bucket with a bare S3 PUT (ministack accepts any credentials).
+pub async fn create_bucket(endpoint: &str, bucket: &str) {
+    let r = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("creating the bucket");
+    assert!(
+        r.status().is_success() || r.status().as_u16() == 409,
+        "create bucket: {}",
+        r.status()
+    );
+}
+
+/// Where a test's tables live, as the config and the readers name it.
+pub struct Store {
+    /// The warehouse location.
+    pub warehouse: String,
+    /// The S3 endpoint, for `s3://` warehouses.
+    pub s3_endpoint: Option<String>,
+}
+
+impl Store {
+    /// The default warehouse: a folder in the test's data dir.
+    pub fn local(dir: &Path) -> Store {
+        Store {
+            warehouse: format!("file://{}/data/warehouse", dir.display()),
+            s3_endpoint: None,
+        }
+    }
+
+    /// A fresh bucket `bucket` on the S3 server at `endpoint`.
+    pub async fn s3(endpoint: &str, bucket: &str) -> Store {
+        create_bucket(endpoint, bucket).await;
+        Store {
+            warehouse: format!("s3://{bucket}/warehouse"),
+            s3_endpoint: Some(endpoint.to_string()),
+        }
+    }
+
+    /// The `[warehouse]` TOML for [`write_config`] (empty for the default).
+    pub fn toml(&self) -> String {
+        match &self.s3_endpoint {
+            None => String::new(),
+            Some(endpoint) => format!(
+                r#"[warehouse]
+location = "{}"
+s3 = {{ endpoint = "{endpoint}", region = "us-east-1", access_key_id = "test", secret_access_key = "test", path_style = true }}"#,
+                self.warehouse
+            ),
+        }
+    }
+}
+
+/// Proves exactly-once on `default.ecommerce` of the config in `dir`:
+/// `pipe query` and PyIceberg both see every acknowledged `user_id` once,
+/// and no data file on storage is left unreferenced by the table.
+pub fn assert_exactly_once(dir: &Path, store: &Store, acked: &std::collections::HashSet<String>) {
+    let config = dir.join("pipe.toml");
+    let rows = query(&config, "SELECT user_id FROM default.ecommerce");
+    let stored: Vec<String> = rows
+        .iter()
+        .map(|r| r["user_id"].as_str().unwrap().to_string())
+        .collect();
+    let unique: std::collections::HashSet<String> = stored.iter().cloned().collect();
+    assert_eq!(stored.len(), unique.len(), "duplicated rows");
+    let missing: Vec<_> = acked.difference(&unique).take(5).collect();
+    assert!(missing.is_empty(), "acknowledged events lost: {missing:?}");
+
+    let script = repo_path("tests/readers/check_table.py");
+    let mut cmd = Command::new(python());
+    cmd.arg(script)
+        .arg("--catalog-db")
+        .arg(dir.join("data/catalog.db"))
+        .args(["--warehouse", &store.warehouse])
+        .args(["--table", "default.ecommerce", "--column", "user_id"]);
+    if let Some(endpoint) = &store.s3_endpoint {
+        cmd.args(["--s3-endpoint", endpoint]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "check_table.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checked: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (checked["n"].as_u64(), checked["distinct"].as_u64()),
+        (Some(stored.len() as u64), Some(stored.len() as u64)),
+        "PyIceberg sees what pipe query sees"
+    );
+    let ids: std::collections::HashSet<&str> = checked["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(acked.iter().all(|id| ids.contains(id.as_str())));
+    assert_eq!(
+        checked["orphans"],
+        serde_json::json!([]),
+        "uncommitted data files left on storage"
+    );
+    assert_eq!(
+        checked["missing"],
+        serde_json::json!([]),
+        "referenced data files missing"
+    );
+}
+
+/// A path in this checkout. Read at run time (cargo sets the variable when
+/// it runs tests): a binary built from another clone sharing the target
+/// folder must not point into that clone.
+pub fn repo_path(relative: &str) -> PathBuf {
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    package.join("..").join(relative)
 }

@@ -194,7 +194,12 @@ impl sqllogictest::AsyncDB for PipelineDb {
 }
 
 fn main() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    // Read at run time: a binary built from another clone sharing the
+    // target folder must read this checkout's files.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("tests/slt");
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("the slt folder")
