@@ -26,6 +26,11 @@
 //! compression = "zstd"
 //! row_group_rows = 131072            # largest Parquet row group
 //!
+//! [sinks.raw_files]                  # plain files instead of a table
+//! type = "parquet"                   # or "json" (NDJSON; compression "gzip" or "none")
+//! path = "s3://bucket/raw"           # default: `<warehouse>/<sink name>`
+//! partitioning = "year=%Y/month=%m/day=%d"   # strftime on __ingest_ts (UTC)
+//!
 //! [pipelines.ecommerce]
 //! sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
 //! ```
@@ -42,7 +47,9 @@ use pipe_ingest::http::{
     StreamPolicy, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_MAX_EVENTS,
 };
 use pipe_schemas::{EventDecoder, JsonSchema, StreamSchema, UnknownFields};
-use pipe_sink::{CatalogKind, CatalogSettings, Codec, S3Options, Warehouse};
+use pipe_sink::{
+    CatalogKind, CatalogSettings, Codec, FileFormat, FileSinkSettings, S3Options, Warehouse,
+};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -165,14 +172,20 @@ pub enum InvalidEvents {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkFile {
-    /// Sink type; only `iceberg` for now.
+    /// Sink type: `iceberg` (default), `parquet` or `json`.
     #[serde(default = "default_sink_type", rename = "type")]
     pub kind: String,
     /// Iceberg namespace.
     #[serde(default = "default_namespace")]
     pub namespace: String,
-    /// Iceberg table name.
-    pub table: String,
+    /// Iceberg table name (Iceberg sinks).
+    pub table: Option<String>,
+    /// Where files go (file sinks): a folder, `file://…` or `s3://…`;
+    /// default `<warehouse>/<sink name>`.
+    pub path: Option<String>,
+    /// Folder template of file sinks, strftime on each row's `__ingest_ts`
+    /// in UTC (default `year=%Y/month=%m/day=%d`; empty for none).
+    pub partitioning: Option<String>,
     /// Commit at least this often while data flows.
     #[serde(default = "default_roll_interval")]
     pub roll_interval_secs: u64,
@@ -181,9 +194,9 @@ pub struct SinkFile {
     pub roll_size_mb: u64,
     /// Commit once this many rows have been written (no limit by default).
     pub roll_rows: Option<u64>,
-    /// Parquet compression: zstd, snappy, gzip, lz4, none.
-    #[serde(default)]
-    pub compression: Codec,
+    /// Parquet compression: zstd (default), snappy, gzip, lz4, none; JSON
+    /// files: none (default) or gzip.
+    pub compression: Option<Codec>,
     /// Largest Parquet row group, in rows (default 131072).
     pub row_group_rows: Option<usize>,
 }
@@ -257,12 +270,20 @@ impl StreamConfig {
     }
 }
 
+/// What a sink writes into.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkTarget {
+    /// An Iceberg table.
+    Table { namespace: String, table: String },
+    /// Plain files under a location.
+    Files(FileSinkSettings),
+}
+
 /// A sink, resolved.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
     pub name: String,
-    pub namespace: String,
-    pub table: String,
+    pub target: SinkTarget,
     pub roll_interval: std::time::Duration,
     pub roll_bytes: u64,
     pub roll_rows: Option<u64>,
@@ -526,12 +547,95 @@ impl Config {
         let mut sinks = Vec::new();
         for (name, s) in file.sinks {
             check_name(&format!("sinks.{name}"), &name)?;
-            if s.kind != "iceberg" {
-                return Err(err(
-                    format!("sinks.{name}.type"),
-                    format!("expected `iceberg`, got `{}`", s.kind),
-                ));
-            }
+            let row_group_rows = s
+                .row_group_rows
+                .unwrap_or(pipe_sink::WriteOptions::default().row_group_rows);
+            let files_only = |key: &str, set: bool| {
+                if set && s.kind == "iceberg" {
+                    return Err(err(
+                        format!("sinks.{name}.{key}"),
+                        "only file sinks (`type = \"parquet\"` or `\"json\"`) take this".into(),
+                    ));
+                }
+                Ok(())
+            };
+            files_only("path", s.path.is_some())?;
+            files_only("partitioning", s.partitioning.is_some())?;
+            let target = match s.kind.as_str() {
+                "iceberg" => {
+                    let Some(table) = s.table.clone() else {
+                        return Err(err(
+                            format!("sinks.{name}.table"),
+                            "an Iceberg sink needs a table name".into(),
+                        ));
+                    };
+                    check_name(&format!("sinks.{name}.table"), &table)?;
+                    SinkTarget::Table {
+                        namespace: s.namespace.clone(),
+                        table,
+                    }
+                }
+                kind @ ("parquet" | "json") => {
+                    if s.table.is_some() {
+                        return Err(err(
+                            format!("sinks.{name}.table"),
+                            format!("a `{kind}` sink writes files under `path`, not a table"),
+                        ));
+                    }
+                    let format = match (kind, s.compression) {
+                        ("parquet", codec) => FileFormat::Parquet {
+                            codec: codec.unwrap_or_default(),
+                            row_group_rows,
+                        },
+                        (_, None | Some(Codec::None)) => FileFormat::Json { gzip: false },
+                        (_, Some(Codec::Gzip)) => FileFormat::Json { gzip: true },
+                        (_, Some(other)) => {
+                            return Err(err(
+                                format!("sinks.{name}.compression"),
+                                format!("JSON files take `gzip` or `none`, got `{other:?}`"),
+                            ))
+                        }
+                    };
+                    let (location, s3) = match &s.path {
+                        None => (
+                            format!("{}/{name}", catalog.warehouse.location),
+                            catalog.warehouse.s3.clone(),
+                        ),
+                        Some(p) if p.starts_with("s3://") => (
+                            p.trim_end_matches('/').to_string(),
+                            catalog.warehouse.s3.clone(),
+                        ),
+                        Some(p) if p.contains("://") && !p.starts_with("file://") => {
+                            return Err(err(
+                                format!("sinks.{name}.path"),
+                                format!("expected a folder, `file://…` or `s3://…`, got `{p}`"),
+                            ))
+                        }
+                        Some(p) => {
+                            let path = p.strip_prefix("file://").unwrap_or(p);
+                            (
+                                file_url(&absolute(base, Path::new(path))),
+                                S3Options::default(),
+                            )
+                        }
+                    };
+                    SinkTarget::Files(FileSinkSettings {
+                        location,
+                        s3,
+                        format,
+                        partitioning: s
+                            .partitioning
+                            .clone()
+                            .unwrap_or_else(|| pipe_sink::files::DEFAULT_PARTITIONING.into()),
+                    })
+                }
+                other => {
+                    return Err(err(
+                        format!("sinks.{name}.type"),
+                        format!("expected `iceberg`, `parquet` or `json`, got `{other}`"),
+                    ))
+                }
+            };
             if s.roll_interval_secs == 0 {
                 return Err(err(
                     format!("sinks.{name}.roll_interval_secs"),
@@ -555,18 +659,14 @@ impl Config {
                     ));
                 }
             }
-            check_name(&format!("sinks.{name}.table"), &s.table)?;
             sinks.push(SinkConfig {
                 name,
-                namespace: s.namespace,
-                table: s.table,
+                target,
                 roll_interval: std::time::Duration::from_secs(s.roll_interval_secs),
                 roll_bytes: s.roll_size_mb * 1024 * 1024,
                 roll_rows: s.roll_rows,
-                compression: s.compression,
-                row_group_rows: s
-                    .row_group_rows
-                    .unwrap_or(pipe_sink::WriteOptions::default().row_group_rows),
+                compression: s.compression.unwrap_or_default(),
+                row_group_rows,
             });
         }
         let mut pipelines = Vec::new();
@@ -616,18 +716,28 @@ impl Config {
                 ));
             }
         }
+        let mut locations = BTreeMap::new();
         for s in &sinks {
-            if let Some(other) = tables.insert(
-                (s.namespace.clone(), s.table.clone()),
-                format!("sink `{}`", s.name),
-            ) {
-                return Err(err(
-                    format!("sinks.{}.table", s.name),
-                    format!(
-                        "`{}.{}` is already the table of {other}",
-                        s.namespace, s.table
-                    ),
-                ));
+            match &s.target {
+                SinkTarget::Table { namespace, table } => {
+                    if let Some(other) = tables.insert(
+                        (namespace.clone(), table.clone()),
+                        format!("sink `{}`", s.name),
+                    ) {
+                        return Err(err(
+                            format!("sinks.{}.table", s.name),
+                            format!("`{namespace}.{table}` is already the table of {other}"),
+                        ));
+                    }
+                }
+                SinkTarget::Files(f) => {
+                    if let Some(other) = locations.insert(f.location.clone(), s.name.clone()) {
+                        return Err(err(
+                            format!("sinks.{}.path", s.name),
+                            format!("`{}` is already the path of sink `{other}`", f.location),
+                        ));
+                    }
+                }
             }
         }
         let body_timeout = match file.body_timeout_secs {
@@ -726,8 +836,48 @@ mod tests {
             }
         );
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.sinks[0].namespace, "default");
+        assert!(
+            matches!(&c.sinks[0].target, SinkTarget::Table { namespace, .. } if namespace == "default")
+        );
         assert_eq!(c.sinks[0].roll_interval.as_secs(), 300);
+    }
+
+    #[test]
+    fn file_sinks_default_under_the_warehouse() {
+        let c = resolve(
+            r#"
+            [warehouse]
+            location = "s3://bucket/wh"
+            s3 = { endpoint = "http://127.0.0.1:9000", path_style = true }
+            [sinks.raw]
+            type = "json"
+            compression = "gzip"
+            [sinks.local]
+            type = "parquet"
+            path = "out"
+            partitioning = ""
+            "#,
+        )
+        .unwrap();
+        let SinkTarget::Files(raw) = &c.sinks[1].target else {
+            panic!("{:?}", c.sinks[1]);
+        };
+        assert_eq!(raw.location, "s3://bucket/wh/raw");
+        assert_eq!(raw.format, FileFormat::Json { gzip: true });
+        assert_eq!(raw.partitioning, "year=%Y/month=%m/day=%d");
+        assert!(raw.s3.path_style);
+        let SinkTarget::Files(local) = &c.sinks[0].target else {
+            panic!("{:?}", c.sinks[0]);
+        };
+        assert_eq!(local.location, "file:///etc/pipe/out");
+        assert_eq!(local.partitioning, "");
+        assert!(matches!(
+            local.format,
+            FileFormat::Parquet {
+                codec: Codec::Zstd,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -810,6 +960,24 @@ mod tests {
                 "[sinks.s]\ntable = \"t\"\nrow_group_rows = 0",
                 "`sinks.s.row_group_rows`: must be at least 1",
             ),
+            ("[sinks.s]\nroll_size_mb = 1", "`sinks.s.table`: an Iceberg sink needs a table name"),
+            (
+                "[sinks.s]\ntable = \"t\"\npath = \"x\"",
+                "`sinks.s.path`: only file sinks",
+            ),
+            (
+                "[sinks.s]\ntype = \"json\"\ncompression = \"zstd\"",
+                "`sinks.s.compression`: JSON files take `gzip` or `none`",
+            ),
+            (
+                "[sinks.s]\ntype = \"parquet\"\ntable = \"t\"",
+                "`sinks.s.table`: a `parquet` sink writes files under `path`",
+            ),
+            (
+                "[sinks.a]\ntype = \"json\"\npath = \"out\"\n[sinks.b]\ntype = \"parquet\"\npath = \"out\"",
+                "`sinks.b.path`: `file:///etc/pipe/out` is already the path of sink `a`",
+            ),
+            ("[sinks.s]\ntype = \"parquet\"\npath = \"gs://b\"", "`sinks.s.path`: expected a folder"),
         ] {
             let e = resolve(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text}\n=> {e}");

@@ -1,7 +1,7 @@
 //! The task that runs one pipeline: buffer → SQL → data files → commit.
 //!
 //! ```text
-//!  BufferReader ──records──► decode IPC ──► PipelinePlan::run ──► TableSink::write
+//!  BufferReader ──records──► decode IPC ──► PipelinePlan::run ──► Sink::write
 //!       ▲                                                             │
 //!       │            roll (size / interval / flush request)           ▼
 //!       └──── release buffer ◄── commit(offsets a..=b, files) ◄── close files
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use pipe_ingest::buffer::{Buffer, BufferReader};
 use pipe_ingest::idempotency::KeyIndex;
 use pipe_ingest::payload::{decode_batches, decode_quarantine};
-use pipe_sink::{CommitOutcome, OffsetRange, TableSink};
+use pipe_sink::{Closed, CommitOutcome, OffsetRange, Sink, TableSink};
 use pipe_transform::{failed_rows_batch, PipelinePlan};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -117,7 +117,7 @@ pub enum Part {
 pub struct PipelineTask {
     pub part: Part,
     pub plan: PipelinePlan,
-    pub sink: TableSink,
+    pub sink: Sink,
     pub reader: BufferReader,
     pub release: Arc<ReleaseTracker>,
     pub roll_interval: Duration,
@@ -151,8 +151,11 @@ pub struct PipelineStats {
     pub failed_rows_committed: AtomicU64,
     /// Data files committed to the sink table since the server started.
     pub files_committed: AtomicU64,
-    /// Their size on storage (compressed Parquet).
+    /// Their size on storage (compressed).
     pub bytes_committed: AtomicU64,
+    /// Their size before compression (file sinks; Iceberg data files do
+    /// not record it).
+    pub uncompressed_bytes_committed: AtomicU64,
     /// Their Parquet row groups.
     pub row_groups_committed: AtomicU64,
     /// The last committed buffer offset plus one (0: nothing yet).
@@ -182,7 +185,7 @@ impl PipelineStats {
 pub struct Unfinished {
     range: OffsetRange,
     rows: usize,
-    files: Vec<pipe_sink::DataFile>,
+    files: Closed,
     failed_rows: usize,
     failed_files: Vec<pipe_sink::DataFile>,
 }
@@ -451,22 +454,17 @@ impl PipelineTask {
             match self.commit_unfinished().await {
                 Ok(outcome) => {
                     if let CommitOutcome::Committed { .. } = outcome {
-                        let files = &self.unfinished.as_ref().expect("still set").files;
+                        let files = self.unfinished.as_ref().expect("still set").files.stats();
                         let add = |counter: &AtomicU64, n: u64| {
                             counter.fetch_add(n, Ordering::Relaxed);
                         };
-                        add(&self.stats.files_committed, files.len() as u64);
+                        add(&self.stats.files_committed, files.files);
+                        add(&self.stats.bytes_committed, files.bytes);
                         add(
-                            &self.stats.bytes_committed,
-                            files.iter().map(|f| f.file_size_in_bytes()).sum(),
+                            &self.stats.uncompressed_bytes_committed,
+                            files.uncompressed_bytes.unwrap_or(0),
                         );
-                        add(
-                            &self.stats.row_groups_committed,
-                            files
-                                .iter()
-                                .map(|f| f.split_offsets().map_or(1, |o| o.len()) as u64)
-                                .sum(),
-                        );
+                        add(&self.stats.row_groups_committed, files.row_groups);
                     }
                     if outcome == CommitOutcome::AlreadyCommitted {
                         warn!(pipeline = %self.plan.name(), first = range.first, last = range.last, "range was already committed; this attempt's files were deleted");

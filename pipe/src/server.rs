@@ -26,7 +26,7 @@ use pipe_ingest::buffer::{Buffer, BufferOptions};
 use pipe_ingest::http::{error_response, IngestState, StreamEndpoint};
 use pipe_ingest::idempotency::KeyIndex;
 use pipe_schemas::EventDecoder;
-use pipe_sink::{open_catalog, TableSink, WriteOptions};
+use pipe_sink::{open_catalog, FileSink, Sink, TableSink, WriteOptions};
 use pipe_transform::PipelinePlan;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::Config;
+use crate::config::{Config, SinkTarget};
 use crate::pipeline::{
     FailedRows, FlushRequest, Part, PipelineStats, PipelineTask, ReleaseTracker,
 };
@@ -47,7 +47,7 @@ struct Planned {
     stream: String,
     part: Part,
     plan: PipelinePlan,
-    sink: TableSink,
+    sink: Sink,
     committed: Option<u64>,
     failed: Option<FailedRows>,
     roll_interval: std::time::Duration,
@@ -64,7 +64,9 @@ struct AdminState {
 /// What `GET /v1/pipelines/{name}` shows of a pipeline.
 struct PipelineInfo {
     stream: String,
-    table: String,
+    /// `namespace.table`, or the location of a file sink.
+    sink: String,
+    kind: &'static str,
     quarantine_table: Option<String>,
     stats: Arc<PipelineStats>,
 }
@@ -114,16 +116,23 @@ pub async fn serve(
             row_group_rows: sink_config.row_group_rows,
             ..ledgered()
         };
-        let mut sink = TableSink::open(
-            catalog.clone(),
-            &sink_config.namespace,
-            &sink_config.table,
-            &p.name,
-            &sink_config.name,
-            plan.output_schema(),
-            options,
-        )
-        .await?;
+        let mut sink = match &sink_config.target {
+            SinkTarget::Table { namespace, table } => Sink::Table(Box::new(
+                TableSink::open(
+                    catalog.clone(),
+                    namespace,
+                    table,
+                    &p.name,
+                    &sink_config.name,
+                    plan.output_schema(),
+                    options,
+                )
+                .await?,
+            )),
+            SinkTarget::Files(settings) => {
+                Sink::Files(FileSink::open(settings, &p.name, plan.output_schema()).await?)
+            }
+        };
         let committed = sink.last_committed().await?.map(|c| c.range.last);
         let (namespace, table) = &p.quarantine;
         let mut failed_sink = TableSink::open(
@@ -140,7 +149,7 @@ pub async fn serve(
             committed_through: failed_sink.last_committed().await?.map(|c| c.range.last),
             sink: failed_sink,
         };
-        info!(pipeline = %p.name, stream = plan.stream(), table = %sink.ident(), quarantine_table = %failed.sink.ident(), committed_through = ?committed, "pipeline planned");
+        info!(pipeline = %p.name, stream = plan.stream(), sink = %sink.describe(), quarantine_table = %failed.sink.ident(), committed_through = ?committed, "pipeline planned");
         planned.push(Planned {
             stream: plan.stream().to_string(),
             part: Part::Events,
@@ -169,18 +178,20 @@ pub async fn serve(
             std::slice::from_ref(&sink_name),
         )
         .await?;
-        let mut sink = TableSink::open(
-            catalog.clone(),
-            namespace,
-            table,
-            &name,
-            &sink_name,
-            plan.output_schema(),
-            ledgered(),
-        )
-        .await?;
+        let mut sink = Sink::Table(Box::new(
+            TableSink::open(
+                catalog.clone(),
+                namespace,
+                table,
+                &name,
+                &sink_name,
+                plan.output_schema(),
+                ledgered(),
+            )
+            .await?,
+        ));
         let committed = sink.last_committed().await?.map(|c| c.range.last);
-        info!(pipeline = %name, stream = %stream.name, table = %sink.ident(), committed_through = ?committed, "quarantine pipeline planned");
+        info!(pipeline = %name, stream = %stream.name, table = %sink.describe(), committed_through = ?committed, "quarantine pipeline planned");
         planned.push(Planned {
             stream: stream.name.clone(),
             part: Part::Quarantine,
@@ -268,7 +279,11 @@ pub async fn serve(
             p.plan.name().to_string(),
             PipelineInfo {
                 stream: p.stream.clone(),
-                table: p.sink.ident().to_string(),
+                sink: p.sink.describe(),
+                kind: match &p.sink {
+                    Sink::Table(_) => "iceberg",
+                    Sink::Files(_) => "files",
+                },
                 quarantine_table: p.failed.as_ref().map(|f| f.sink.ident().to_string()),
                 stats: stats.clone(),
             },
@@ -387,13 +402,15 @@ async fn pipeline_status(State(state): State<AdminState>, Path(name): Path<Strin
     Json(json!({
         "pipeline": name,
         "stream": p.stream,
-        "table": p.table,
+        "sink": p.sink,
+        "sink_kind": p.kind,
         "quarantine_table": p.quarantine_table,
         "committed_through": p.stats.committed_through(),
         "rows_committed": p.stats.rows_committed.load(std::sync::atomic::Ordering::Relaxed),
         "failed_rows_committed": p.stats.failed_rows_committed.load(std::sync::atomic::Ordering::Relaxed),
         "files_committed": p.stats.files_committed.load(std::sync::atomic::Ordering::Relaxed),
         "bytes_committed": p.stats.bytes_committed.load(std::sync::atomic::Ordering::Relaxed),
+        "uncompressed_bytes_committed": p.stats.uncompressed_bytes_committed.load(std::sync::atomic::Ordering::Relaxed),
         "row_groups_committed": p.stats.row_groups_committed.load(std::sync::atomic::Ordering::Relaxed),
     }))
     .into_response()

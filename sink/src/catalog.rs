@@ -32,6 +32,9 @@ pub struct S3Options {
     /// Secret access key.
     #[serde(default)]
     pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials.
+    #[serde(default)]
+    pub session_token: Option<String>,
     /// Address buckets as `endpoint/bucket` instead of `bucket.endpoint`.
     #[serde(default)]
     pub path_style: bool,
@@ -92,6 +95,7 @@ impl CatalogSettings {
             set("s3.region", &s3.region);
             set("s3.access-key-id", &s3.access_key_id);
             set("s3.secret-access-key", &s3.secret_access_key);
+            set("s3.session-token", &s3.session_token);
             props.insert("s3.path-style-access".into(), s3.path_style.to_string());
         }
         props

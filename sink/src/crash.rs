@@ -10,6 +10,8 @@
 //! ```text
 //!  read records ─► [before-write] ─► write data files ─► close files ─► [after-files]
 //!     ─► commit: catalog update ─► [after-commit] (done, but no answer yet)
+//!        (file sinks: commit record written ─► [after-commit] ─► publish
+//!         the first file ─► [mid-publish] ─► publish the rest)
 //!     ─► commit known ─► [before-release] ─► release buffer space
 //! ```
 //!
@@ -31,6 +33,9 @@ pub const AFTER_FILES: &str = "after-files";
 /// The catalog accepted the commit; the committer has not heard back. The
 /// same as a commit whose response was lost.
 pub const AFTER_COMMIT: &str = "after-commit";
+/// A file sink's commit record is written and its first file published;
+/// any other files are still staging files.
+pub const MID_PUBLISH: &str = "mid-publish";
 /// The commit is known; the buffer space is not released yet.
 pub const BEFORE_RELEASE: &str = "before-release";
 /// A range's failed rows are committed to the pipeline's quarantine table;
@@ -38,10 +43,11 @@ pub const BEFORE_RELEASE: &str = "before-release";
 pub const AFTER_FAILED_ROWS_COMMIT: &str = "after-failed-rows-commit";
 
 /// Every crash point, in protocol order.
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 6] = [
     BEFORE_WRITE,
     AFTER_FILES,
     AFTER_COMMIT,
+    MID_PUBLISH,
     BEFORE_RELEASE,
     AFTER_FAILED_ROWS_COMMIT,
 ];

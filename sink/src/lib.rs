@@ -1,5 +1,6 @@
-//! Sinks for `pipe`: Iceberg tables on a local folder or an S3-compatible
-//! bucket, written with an exactly-once commit protocol.
+//! Sinks for `pipe`: Iceberg tables and plain Parquet / NDJSON files on a
+//! local folder or an S3-compatible bucket, written with an exactly-once
+//! commit protocol.
 //!
 //! - [`catalog`]: warehouse + catalog settings and [`open_catalog`].
 //! - [`TableSink`]: creates the table from a pipeline's output schema,
@@ -8,6 +9,9 @@
 //! - [`commit`]: the protocol (commit ids in the snapshot summary, ancestry
 //!   walk, the fence against iceberg-rust's silent rebase, resolution of
 //!   unknown outcomes), documented in that module.
+//! - [`FileSink`]: Parquet or NDJSON files under a time-partitioned path,
+//!   published by commit records, exactly once ([`files`] documents how).
+//! - [`Sink`]: either kind, for the pipeline task.
 //! - [`ledger`]: the write ledger that finds data files a crash left
 //!   uncommitted, so they are deleted rather than left on storage.
 //!
@@ -26,14 +30,18 @@
 //! # Ok(()) }
 //! ```
 
+mod any;
 pub mod catalog;
 pub mod commit;
 pub mod crash;
+pub mod files;
 pub mod ledger;
 pub mod table;
 
+pub use any::{Closed, FileStats, Sink};
 pub use catalog::{open_catalog, CatalogKind, CatalogSettings, S3Options, Warehouse};
 pub use commit::{CommitOutcome, Committed, OffsetRange};
+pub use files::{FileFormat, FileSink, FileSinkSettings, StagedFile};
 pub use iceberg::spec::DataFile;
 pub use pipe_schemas::ErrorKind;
 pub use table::{Codec, TableSink, WriteOptions};
@@ -54,6 +62,13 @@ pub enum Error {
         #[source]
         source: Box<iceberg::Error>,
     },
+    /// The storage under a file sink failed.
+    #[error("{action}: {source}")]
+    Store {
+        action: String,
+        #[source]
+        source: Box<opendal::Error>,
+    },
     /// The table holds something the protocol never writes.
     #[error("table state is inconsistent: {0}")]
     Corrupt(String),
@@ -70,6 +85,14 @@ impl Error {
                 }
                 iceberg::ErrorKind::CatalogCommitConflicts => ErrorKind::Conflict,
                 iceberg::ErrorKind::DataInvalid | iceberg::ErrorKind::FeatureUnsupported => {
+                    ErrorKind::InvalidInput
+                }
+                _ => ErrorKind::Unavailable,
+            },
+            Error::Store { source, .. } => match source.kind() {
+                opendal::ErrorKind::NotFound => ErrorKind::NotFound,
+                opendal::ErrorKind::ConditionNotMatch => ErrorKind::Conflict,
+                opendal::ErrorKind::ConfigInvalid | opendal::ErrorKind::Unsupported => {
                     ErrorKind::InvalidInput
                 }
                 _ => ErrorKind::Unavailable,

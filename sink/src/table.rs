@@ -52,7 +52,7 @@ pub enum Codec {
 }
 
 impl Codec {
-    fn parquet(self) -> Compression {
+    pub(crate) fn parquet(self) -> Compression {
         match self {
             Codec::Zstd => {
                 Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a valid zstd level"))

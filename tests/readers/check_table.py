@@ -14,7 +14,7 @@ import sys
 from urllib.parse import urlparse
 
 from pyarrow import fs
-from pipe_catalog import open_catalog
+from testenv import open_catalog, s3_filesystem
 
 
 def main() -> None:
@@ -32,14 +32,7 @@ def main() -> None:
 
     data = urlparse(table.metadata.location.rstrip("/") + "/data")
     if data.scheme == "s3":
-        endpoint = urlparse(args.s3_endpoint)
-        store = fs.S3FileSystem(
-            endpoint_override=endpoint.netloc,
-            scheme=endpoint.scheme,
-            access_key="test",
-            secret_key="test",
-            region="us-east-1",
-        )
+        store = s3_filesystem(args.s3_endpoint)
         root, prefix = data.netloc + data.path, "s3://"
     else:
         store, root, prefix = fs.LocalFileSystem(), data.path, "file://"

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from pipe_catalog import open_catalog
+from testenv import open_catalog
 
 
 def main() -> None:

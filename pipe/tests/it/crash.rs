@@ -82,40 +82,6 @@ async fn sigkill_mid_stream_loses_and_duplicates_nothing_acknowledged() {
     );
 }
 
-/// Posts `requests` requests of 25 unique events; returns the acked ids.
-async fn post_some(server: &Server, first: usize, requests: usize) -> Vec<String> {
-    let mut acked = Vec::new();
-    for r in 0..requests {
-        let ids: Vec<String> = (0..25)
-            .map(|i| format!("id-{:08}", first + r * 25 + i))
-            .collect();
-        let body: Vec<Value> = ids
-            .iter()
-            .map(|id| json!({"user_id": id, "event_type": "crash_point"}))
-            .collect();
-        let sent = reqwest::Client::new()
-            .post(format!("{}/v1/streams/ecommerce_stream", server.url))
-            .json(&body)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await;
-        // A refused connection (the process is gone) acknowledges nothing.
-        if sent.is_ok_and(|r| r.status() == 200) {
-            acked.extend(ids);
-        }
-    }
-    acked
-}
-
-/// Asks for a flush; the answer does not matter (the process may die).
-async fn request_flush(server: &Server) {
-    let _ = reqwest::Client::new()
-        .post(format!("{}/v1/pipelines/ecommerce/flush", server.url))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await;
-}
-
 /// The crash matrix: the process dies at each point of the commit protocol
 /// (before data files are written, after they are closed, right after the
 /// catalog took the commit but before the answer, after the commit before
@@ -135,40 +101,7 @@ async fn crash_at_every_protocol_point_loses_and_duplicates_nothing() {
         pipe::crash::AFTER_COMMIT,
         pipe::crash::BEFORE_RELEASE,
     ];
-    let mut acked = HashSet::new();
-    let mut next = 0;
-    let mut crashed = 0;
-    for trial in 0..20 {
-        let point = points[trial % points.len()];
-        let hit = 1 + (trial / points.len()) % 2;
-        let spec = format!("{point}@{hit}");
-        let mut server = Server::start_with_env(&config, &[("PIPE_CRASH_AT", &spec)]).await;
-        for _ in 0..2 {
-            if server.child.try_wait().unwrap().is_some() {
-                break;
-            }
-            acked.extend(post_some(&server, next, 3).await);
-            next += 75;
-            request_flush(&server).await;
-        }
-        // The flush's connection drops as the process aborts; give it a
-        // moment to be gone. Whatever the crash point did not end, a
-        // SIGKILL does.
-        for _ in 0..50 {
-            if server.child.try_wait().unwrap().is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(40)).await;
-        }
-        if let Ok(Some(_)) = server.child.try_wait() {
-            crashed += 1;
-            assert!(
-                server.log_text().contains("crash point"),
-                "trial {trial} ({spec})"
-            );
-        }
-        server.kill();
-    }
+    let (acked, crashed) = crash_trials(&config, &points, &["ecommerce"], 20).await;
     assert!(
         crashed >= 16,
         "most trials reach their crash point, {crashed} did"

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub const SCHEMA: &str = r#"{"fields":[
   {"name":"user_id","type":"string","required":true},
@@ -34,15 +34,11 @@ pub fn write_config_with(
     warehouse: &str,
     stream_options: &str,
 ) -> PathBuf {
-    std::fs::write(dir.join("schema.json"), SCHEMA).unwrap();
-    let config = format!(
-        r#"
-data_dir = "data"
-{warehouse}
-
-[streams.ecommerce_stream]
-schema_file = "schema.json"
-{stream_options}
+    write_stream_config(
+        dir,
+        warehouse,
+        &format!(
+            r#"{stream_options}
 
 [sinks.ecommerce_sink]
 namespace = "default"
@@ -52,6 +48,23 @@ roll_interval_secs = {roll_interval_secs}
 [pipelines.ecommerce]
 sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
 "#
+        ),
+    )
+}
+
+/// Writes `dir/pipe.toml`: the data dir, `warehouse` (TOML for the
+/// `[warehouse]` table, or empty), the `ecommerce_stream` stream with the
+/// getting-started schema, then `rest` (its options, sinks, pipelines).
+pub fn write_stream_config(dir: &Path, warehouse: &str, rest: &str) -> PathBuf {
+    std::fs::write(dir.join("schema.json"), SCHEMA).unwrap();
+    let config = format!(
+        r#"
+data_dir = "data"
+{warehouse}
+
+[streams.ecommerce_stream]
+schema_file = "schema.json"
+{rest}"#
     );
     let path = dir.join("pipe.toml");
     std::fs::write(&path, config).unwrap();
@@ -113,6 +126,16 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("pipe serve did not become healthy:\n{}", self.log_text());
+    }
+
+    /// `GET /v1/pipelines/{pipeline}`: the pipeline's live figures.
+    pub async fn status(&self, pipeline: &str) -> Value {
+        reqwest::get(format!("{}/v1/pipelines/{pipeline}", self.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub fn log_text(&self) -> String {
@@ -450,4 +473,89 @@ pub fn repo_path(relative: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     package.join("..").join(relative)
+}
+
+/// Posts `requests` requests of 25 unique events; returns the acked ids.
+pub async fn post_some(server: &Server, first: usize, requests: usize) -> Vec<String> {
+    let mut acked = Vec::new();
+    for r in 0..requests {
+        let ids: Vec<String> = (0..25)
+            .map(|i| format!("id-{:08}", first + r * 25 + i))
+            .collect();
+        let body: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"user_id": id, "event_type": "crash_point"}))
+            .collect();
+        let sent = reqwest::Client::new()
+            .post(format!("{}/v1/streams/ecommerce_stream", server.url))
+            .json(&body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        // A refused connection (the process is gone) acknowledges nothing.
+        if sent.is_ok_and(|r| r.status() == 200) {
+            acked.extend(ids);
+        }
+    }
+    acked
+}
+
+/// Asks `pipeline` for a flush; the answer does not matter (the process
+/// may die).
+pub async fn request_flush(server: &Server, pipeline: &str) {
+    let _ = reqwest::Client::new()
+        .post(format!("{}/v1/pipelines/{pipeline}/flush", server.url))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+}
+
+/// Runs `trials` crash trials on the config at `config`: trial `t` starts
+/// the server with `PIPE_CRASH_AT` at `points[t % len]` (its first or
+/// second hit), posts 3 requests of 25 unique events and asks each of
+/// `pipelines` to flush, twice, then kills whatever is left. Returns the
+/// acknowledged ids and how many trials ended at their crash point.
+pub async fn crash_trials(
+    config: &Path,
+    points: &[&str],
+    pipelines: &[&str],
+    trials: usize,
+) -> (std::collections::HashSet<String>, usize) {
+    let mut acked = std::collections::HashSet::new();
+    let mut next = 0;
+    let mut crashed = 0;
+    for trial in 0..trials {
+        let point = points[trial % points.len()];
+        let hit = 1 + (trial / points.len()) % 2;
+        let spec = format!("{point}@{hit}");
+        let mut server = Server::start_with_env(config, &[("PIPE_CRASH_AT", &spec)]).await;
+        for _ in 0..2 {
+            if server.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            acked.extend(post_some(&server, next, 3).await);
+            next += 75;
+            for pipeline in pipelines {
+                request_flush(&server, pipeline).await;
+            }
+        }
+        // The flush's connection drops as the process aborts; give it a
+        // moment to be gone. Whatever the crash point did not end, a
+        // SIGKILL does.
+        for _ in 0..50 {
+            if server.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        if let Ok(Some(_)) = server.child.try_wait() {
+            crashed += 1;
+            assert!(
+                server.log_text().contains("crash point"),
+                "trial {trial} ({spec})"
+            );
+        }
+        server.kill();
+    }
+    (acked, crashed)
 }

@@ -9,6 +9,7 @@ mod bad_input;
 mod crash;
 mod e2e;
 mod fanout;
+mod files;
 mod fraud;
 mod harness;
 mod idempotency;

@@ -86,19 +86,15 @@ async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
         "{report}"
     );
     // The live figures since this start.
-    let status: Value = reqwest::get(format!("{}/v1/pipelines/orders_pipeline", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = server.status("orders_pipeline").await;
     assert_eq!(status["rows_committed"], 107, "{status}");
     assert_eq!(status["failed_rows_committed"], 1, "{status}");
     assert_eq!(
         status["quarantine_table"], "default.orders_pipeline_failed",
         "{status}"
     );
-    assert_eq!(status["table"], "shop.orders", "{status}");
+    assert_eq!(status["sink"], "shop.orders", "{status}");
+    assert_eq!(status["sink_kind"], "iceberg", "{status}");
     assert!(status["committed_through"].is_u64(), "{status}");
     // Two flushes since the restart, each one day partition: two files.
     assert_eq!(status["files_committed"], 2, "{status}");

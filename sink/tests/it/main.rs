@@ -506,3 +506,180 @@ async fn a_commit_sent_but_never_landed_is_swept() {
     assert!(data_files_on_disk(dir.path()).is_empty(), "orphans deleted");
     assert_eq!(sink.last_committed().await.unwrap(), None);
 }
+
+mod files {
+    use super::*;
+    use pipe_sink::{FileFormat, FileSink, FileSinkSettings, S3Options};
+
+    fn settings(dir: &std::path::Path, format: FileFormat) -> FileSinkSettings {
+        FileSinkSettings {
+            location: format!("file://{}/out", dir.display()),
+            s3: S3Options::default(),
+            format,
+            partitioning: pipe_sink::files::DEFAULT_PARTITIONING.into(),
+        }
+    }
+
+    const PARQUET: FileFormat = FileFormat::Parquet {
+        codec: pipe_sink::Codec::Zstd,
+        row_group_rows: 1000,
+    };
+
+    async fn open_parquet(dir: &std::path::Path) -> FileSink {
+        FileSink::open(&settings(dir, PARQUET), "p", &output())
+            .await
+            .unwrap()
+    }
+
+    /// Every file under `dir/out`, relative, sorted.
+    fn tree(dir: &std::path::Path) -> Vec<String> {
+        fn walk(root: &std::path::Path, d: &std::path::Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(root, &p, out);
+                } else {
+                    out.push(p.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&dir.join("out"), &dir.join("out"), &mut out);
+        out.sort();
+        out
+    }
+
+    fn published(dir: &std::path::Path) -> Vec<String> {
+        tree(dir)
+            .into_iter()
+            .filter(|p| !p.starts_with("_pipe/"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_commit_publishes_deterministic_names_per_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open_parquet(dir.path()).await;
+        sink.write(&rows(0..6)).await.unwrap();
+        let staged = sink.close_files().await.unwrap();
+        assert_eq!(staged.len(), 2, "two days, two files");
+        assert!(
+            published(dir.path()).is_empty(),
+            "nothing visible before the commit"
+        );
+        assert_eq!(staged.iter().map(|f| f.rows).sum::<u64>(), 6);
+        assert!(staged
+            .iter()
+            .all(|f| f.uncompressed_bytes > 0 && f.bytes > 0));
+        let range = OffsetRange { first: 0, last: 7 };
+        let outcome = sink.commit(range, &staged).await.unwrap();
+        assert!(matches!(outcome, CommitOutcome::Committed { .. }));
+        assert_eq!(
+            published(dir.path()),
+            [
+                "year=2023/month=11/day=14/00000000000000000000-00000000000000000007-0000.parquet",
+                "year=2023/month=11/day=15/00000000000000000000-00000000000000000007-0001.parquet",
+            ]
+        );
+        assert_eq!(
+            tree(dir.path())
+                .iter()
+                .filter(|p| p.starts_with("_pipe/"))
+                .collect::<Vec<_>>(),
+            ["_pipe/p/commits/00000000000000000007.commit"],
+            "no staging file left"
+        );
+        // The same range again (a replay): nothing is added.
+        sink.write(&rows(0..6)).await.unwrap();
+        let again = sink.close_files().await.unwrap();
+        assert_eq!(
+            sink.commit(range, &again).await.unwrap(),
+            CommitOutcome::AlreadyCommitted
+        );
+        assert_eq!(published(dir.path()).len(), 2);
+        let reopened = open_parquet(dir.path()).await;
+        assert_eq!(reopened.last_committed().unwrap().range, range);
+        assert_eq!(tree(dir.path()).len(), 3, "{:?}", tree(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn staging_files_of_a_crash_are_deleted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open_parquet(dir.path()).await;
+        sink.write(&rows(0..6)).await.unwrap();
+        sink.close_files().await.unwrap();
+        assert_eq!(tree(dir.path()).len(), 2, "two staging files");
+        drop(sink);
+        let sink = open_parquet(dir.path()).await;
+        assert!(tree(dir.path()).is_empty(), "{:?}", tree(dir.path()));
+        assert_eq!(sink.last_committed(), None);
+    }
+
+    #[tokio::test]
+    async fn a_commit_cut_short_mid_publish_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open_parquet(dir.path()).await;
+        sink.write(&rows(0..6)).await.unwrap();
+        let staged = sink.close_files().await.unwrap();
+        sink.commit(OffsetRange { first: 0, last: 3 }, &staged)
+            .await
+            .unwrap();
+        let done = published(dir.path());
+        let out = dir.path().join("out");
+        let bytes = |files: &[String]| -> Vec<Vec<u8>> {
+            files
+                .iter()
+                .map(|f| std::fs::read(out.join(f)).unwrap())
+                .collect()
+        };
+        let before = bytes(&done);
+        // Put the second published file back as its staging file: what a
+        // crash between the two moves leaves. (The record pairs files in
+        // partition order, as `published` lists them.)
+        let mut sorted = staged.clone();
+        sorted.sort_by(|a, b| a.partition.cmp(&b.partition));
+        std::fs::rename(out.join(&done[1]), out.join(&sorted[1].staging)).unwrap();
+        let sink = open_parquet(dir.path()).await;
+        assert_eq!(published(dir.path()), done);
+        assert_eq!(bytes(&done), before, "each file back under its own name");
+        assert_eq!(sink.last_committed().unwrap().range.last, 3);
+    }
+
+    #[tokio::test]
+    async fn gzip_json_files_hold_one_object_per_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::open(
+            &FileSinkSettings {
+                partitioning: String::new(),
+                ..settings(dir.path(), FileFormat::Json { gzip: true })
+            },
+            "p",
+            &output(),
+        )
+        .await
+        .unwrap();
+        sink.write(&rows(0..5)).await.unwrap();
+        let staged = sink.close_files().await.unwrap();
+        sink.commit(OffsetRange { first: 0, last: 0 }, &staged)
+            .await
+            .unwrap();
+        let files = published(dir.path());
+        assert_eq!(
+            files,
+            ["00000000000000000000-00000000000000000000-0000.json.gz"]
+        );
+        let gz = std::fs::read(dir.path().join("out").join(&files[0])).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+            .unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[3]["id"], 3);
+        assert_eq!(lines[3]["name"], "n3");
+        assert_eq!(staged[0].uncompressed_bytes, text.len() as u64);
+        assert_eq!(staged[0].bytes, gz.len() as u64);
+    }
+}

@@ -1,4 +1,9 @@
-"""Opens the SQL catalog (SQLite file) a test's `pipe` wrote, with PyIceberg."""
+"""What the readers share: the catalog a test's `pipe` wrote (PyIceberg on
+its SQLite file) and the test's S3 server (pyarrow's file system)."""
+
+from urllib.parse import urlparse
+
+from pyarrow import fs
 
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -16,3 +21,15 @@ def open_catalog(catalog_db, warehouse, s3_endpoint=None, name="pipe"):
             "s3.force-virtual-addressing": "false",
         })
     return SqlCatalog(name, **props)
+
+
+def s3_filesystem(s3_endpoint):
+    """pyarrow's S3 file system on the test's S3 server (any credentials)."""
+    endpoint = urlparse(s3_endpoint)
+    return fs.S3FileSystem(
+        endpoint_override=endpoint.netloc,
+        scheme=endpoint.scheme,
+        access_key="test",
+        secret_key="test",
+        region="us-east-1",
+    )

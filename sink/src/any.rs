@@ -1,0 +1,110 @@
+//! One interface over the sink kinds, for the pipeline task: write rows,
+//! close files, commit them with their offset range.
+
+use arrow::record_batch::RecordBatch;
+use iceberg::spec::DataFile;
+
+use crate::{CommitOutcome, Committed, FileSink, OffsetRange, Result, StagedFile, TableSink};
+
+/// An Iceberg table sink or a plain file sink.
+#[derive(Debug)]
+pub enum Sink {
+    Table(Box<TableSink>),
+    Files(FileSink),
+}
+
+/// Files a sink closed, waiting for their commit.
+#[derive(Debug, Clone)]
+pub enum Closed {
+    Table(Vec<DataFile>),
+    Files(Vec<StagedFile>),
+}
+
+/// What a set of closed files adds up to, for the sink metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FileStats {
+    pub files: u64,
+    /// Size on storage (compressed).
+    pub bytes: u64,
+    /// Size before compression, where known (`None` for Iceberg data files,
+    /// whose metadata keeps compressed sizes only).
+    pub uncompressed_bytes: Option<u64>,
+    pub row_groups: u64,
+}
+
+impl Closed {
+    /// Counts the files, their bytes and row groups.
+    pub fn stats(&self) -> FileStats {
+        match self {
+            Closed::Table(files) => FileStats {
+                files: files.len() as u64,
+                bytes: files.iter().map(|f| f.file_size_in_bytes()).sum(),
+                uncompressed_bytes: None,
+                row_groups: files
+                    .iter()
+                    .map(|f| f.split_offsets().map_or(1, |o| o.len()) as u64)
+                    .sum(),
+            },
+            Closed::Files(files) => FileStats {
+                files: files.len() as u64,
+                bytes: files.iter().map(|f| f.bytes).sum(),
+                uncompressed_bytes: Some(files.iter().map(|f| f.uncompressed_bytes).sum()),
+                row_groups: files.iter().map(|f| f.row_groups).sum(),
+            },
+        }
+    }
+}
+
+impl Sink {
+    /// Where the sink writes: `namespace.table`, or the files' location.
+    pub fn describe(&self) -> String {
+        match self {
+            Sink::Table(t) => t.ident().to_string(),
+            Sink::Files(f) => f.location().to_string(),
+        }
+    }
+
+    /// The newest commit of this pipeline the sink holds.
+    pub async fn last_committed(&mut self) -> Result<Option<Committed>> {
+        match self {
+            Sink::Table(t) => t.last_committed().await,
+            Sink::Files(f) => Ok(f.last_committed()),
+        }
+    }
+
+    /// Writes a batch of the pipeline's output.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        match self {
+            Sink::Table(t) => t.write(batch).await,
+            Sink::Files(f) => f.write(batch).await,
+        }
+    }
+
+    /// Closes the open files, ready to commit.
+    pub async fn close_files(&mut self) -> Result<Closed> {
+        Ok(match self {
+            Sink::Table(t) => Closed::Table(t.close_files().await?),
+            Sink::Files(f) => Closed::Files(f.close_files().await?),
+        })
+    }
+
+    /// Drops the open files (a range is read again).
+    pub fn abort(&mut self) {
+        match self {
+            Sink::Table(t) => t.abort(),
+            Sink::Files(f) => f.abort(),
+        }
+    }
+
+    /// Commits `closed` as covering `range`, exactly once.
+    ///
+    /// # Panics
+    /// If `closed` came from the other kind of sink.
+    pub async fn commit(&mut self, range: OffsetRange, closed: &Closed) -> Result<CommitOutcome> {
+        match (self, closed) {
+            (Sink::Table(t), Closed::Table(files)) => t.commit(range, files).await,
+            (Sink::Files(f), Closed::Files(files)) => f.commit(range, files).await,
+            _ => panic!("files closed by one kind of sink committed to another"),
+        }
+    }
+}

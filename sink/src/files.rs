@@ -1,0 +1,818 @@
+//! Plain file sinks: Parquet or NDJSON (optionally gzip) files under a path
+//! on a local folder or an S3-compatible bucket, time-partitioned by a path
+//! template, with the same exactly-once promise as the Iceberg sink.
+//!
+//! There is no catalog to make a set of files appear at once, so what a
+//! reader sees *is* what exists under the sink's path. Files are therefore
+//! written out of sight first and only moved into place by a commit that is
+//! already durable:
+//!
+//! ```text
+//! <path>/year=2026/month=11/day=23/<first>-<last>-0000.parquet   published: committed rows
+//! <path>/_pipe/<pipeline>/staging/<uuid>.parquet.inprogress      written, not committed
+//! <path>/_pipe/<pipeline>/commits/<last>.commit                  commit records (JSON)
+//!
+//!  write rows ──► staging files ──close──► commit record ──publish──► final names
+//!                 (invisible to            (conditional PUT:          (copy or rename,
+//!                  *.parquet globs)          the commit point)         then delete staging)
+//! ```
+//!
+//! - **Commit point.** A commit writes one record, `commits/<last>.commit`
+//!   (`<last>` zero-padded, so names sort by offset), naming the offset
+//!   range and, for each staging file, its final name. It is written with
+//!   "create only if absent" (`If-None-Match: *` on S3), so a record is
+//!   never replaced. Final names are `<partition>/<first>-<last>-<n>.<ext>`,
+//!   deterministic per commit.
+//! - **Publish.** Each staging file is copied (S3) or renamed (local
+//!   folder) to its final name, then the staging file is deleted. Copying
+//!   the same staging file to the same name again writes the same bytes,
+//!   so a publish cut short by a crash is finished on restart and nothing
+//!   is duplicated: a final name only ever receives one staging file.
+//! - **Recovery** (on open): the newest record is the pipeline's last
+//!   commit; its publish is finished (staging files still there are moved,
+//!   the others must already be published), then every remaining staging
+//!   file, which no record names, is deleted. The pipeline resumes after
+//!   the record's last offset.
+//! - **Unknown outcomes.** If the record's conditional write fails because
+//!   a record with that name exists, the record is read back: the same
+//!   staging files mean it is ours (a retry after a lost answer) and the
+//!   publish goes on; anything else means the range was committed by
+//!   another attempt ([`CommitOutcome::AlreadyCommitted`]) and this
+//!   attempt's staging files are deleted.
+//!
+//! Readers should read `<path>/**/*.parquet` (or `*.json`, `*.json.gz`):
+//! staging files end in `.inprogress` and records in `.commit`. A reader
+//! listing while a commit is being published may see part of it; a plain
+//! folder has no atomic multi-file swap (use the Iceberg sink for that).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use arrow::array::{Array, TimestampMicrosecondArray};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use flate2::write::GzEncoder;
+use futures::future::BoxFuture;
+use opendal::{ErrorKind as StoreErrorKind, Operator};
+use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::commit::{CommitOutcome, Committed, OffsetRange};
+use crate::table::{Codec, INGEST_TS_COLUMN};
+use crate::{Error, Result, S3Options};
+
+/// The default path template: one folder per UTC day of `__ingest_ts`.
+pub const DEFAULT_PARTITIONING: &str = "year=%Y/month=%m/day=%d";
+
+/// How a file sink encodes rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Parquet with the given codec and largest row group (rows).
+    Parquet { codec: Codec, row_group_rows: usize },
+    /// Newline-delimited JSON, gzip-compressed when `gzip`.
+    Json { gzip: bool },
+}
+
+impl FileFormat {
+    /// The extension of published files.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Parquet { .. } => "parquet",
+            FileFormat::Json { gzip: false } => "json",
+            FileFormat::Json { gzip: true } => "json.gz",
+        }
+    }
+}
+
+/// Where and how a file sink writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSinkSettings {
+    /// `file:///absolute/folder` or `s3://bucket/prefix`.
+    pub location: String,
+    /// Connection settings for `s3://` locations.
+    pub s3: S3Options,
+    pub format: FileFormat,
+    /// `strftime` template of the folder, applied to each row's
+    /// `__ingest_ts` in UTC; empty: no folders.
+    pub partitioning: String,
+}
+
+/// A closed staging file, waiting for its commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedFile {
+    /// Path of the staging file, relative to the sink's location.
+    pub staging: String,
+    /// The partition folder it belongs in (the template applied).
+    pub partition: String,
+    pub rows: u64,
+    /// Size on storage.
+    pub bytes: u64,
+    /// Size before compression (Parquet: the column chunks' uncompressed
+    /// size; JSON: the NDJSON text).
+    pub uncompressed_bytes: u64,
+    /// Parquet row groups (1 for JSON).
+    pub row_groups: u64,
+}
+
+/// One commit record, `commits/<last>.commit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    pipeline: String,
+    first: u64,
+    last: u64,
+    /// (staging file, final path), both relative to the sink's location.
+    files: Vec<(String, String)>,
+}
+
+/// One pipeline's writer of plain files under one path.
+pub struct FileSink {
+    store: Store,
+    format: FileFormat,
+    partitioning: String,
+    pipeline: String,
+    schema: SchemaRef,
+    open: BTreeMap<String, PartWriter>,
+    pending_rows: usize,
+    last: Option<Committed>,
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink")
+            .field("location", &self.store.location)
+            .field("pipeline", &self.pipeline)
+            .field("pending_rows", &self.pending_rows)
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_err(action: impl Into<String>) -> impl FnOnce(opendal::Error) -> Error {
+    let action = action.into();
+    move |e| Error::Store {
+        action,
+        source: Box::new(e),
+    }
+}
+
+impl FileSink {
+    /// Opens the sink for rows of `output` written by `pipeline`, finishing
+    /// whatever an earlier run left (see the module docs).
+    pub async fn open(
+        settings: &FileSinkSettings,
+        pipeline: &str,
+        output: &SchemaRef,
+    ) -> Result<FileSink> {
+        if !settings.partitioning.is_empty() && output.field_with_name(INGEST_TS_COLUMN).is_err() {
+            return Err(Error::Schema(format!(
+                "the pipeline output has no `{INGEST_TS_COLUMN}` column to partition files by"
+            )));
+        }
+        check_template(&settings.partitioning)?;
+        let op = operator(&settings.location, &settings.s3)?;
+        let mut sink = FileSink {
+            store: Store {
+                op,
+                location: settings.location.trim_end_matches('/').to_string(),
+            },
+            format: settings.format,
+            partitioning: settings.partitioning.trim_matches('/').to_string(),
+            pipeline: pipeline.to_string(),
+            schema: output.clone(),
+            open: BTreeMap::new(),
+            pending_rows: 0,
+            last: None,
+        };
+        sink.recover().await?;
+        Ok(sink)
+    }
+
+    /// Where the files go.
+    pub fn location(&self) -> &str {
+        &self.store.location
+    }
+
+    /// The pipeline's last commit under this path.
+    pub fn last_committed(&self) -> Option<Committed> {
+        self.last.clone()
+    }
+
+    /// Rows written since the last commit.
+    pub fn pending_rows(&self) -> usize {
+        self.pending_rows
+    }
+
+    fn dir(&self, what: &str) -> String {
+        format!("_pipe/{}/{what}/", self.pipeline)
+    }
+
+    /// Finishes the newest commit's publish and deletes every other
+    /// staging file.
+    async fn recover(&mut self) -> Result<()> {
+        let commits = self.dir("commits");
+        let names = self.store.list(&commits, ".commit").await?;
+        // A record is written whole or not at all (a PUT; on a folder a
+        // create of a small file), but a record we cannot read must not
+        // be taken as nothing: that would replay its range.
+        if let Some(newest) = names.last() {
+            let record = self.store.read_record(newest).await?.ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "commit record {}/{newest} has vanished while being read",
+                    self.store.location
+                ))
+            })?;
+            self.store.publish(&record, false).await?;
+            self.last = Some(committed(&record));
+        }
+        let leftovers = self.store.list(&self.dir("staging"), ".inprogress").await?;
+        for path in &leftovers {
+            self.store.delete(path).await?;
+        }
+        if !leftovers.is_empty() {
+            info!(location = %self.store.location, pipeline = %self.pipeline, deleted = leftovers.len(), "deleted staging files an earlier run wrote and never committed");
+        }
+        Ok(())
+    }
+
+    /// Writes a batch of the pipeline's output into the open staging files.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = conform(batch, &self.schema)?;
+        for (partition, part) in self.split(&batch)? {
+            if !self.open.contains_key(&partition) {
+                let writer = PartWriter::create(
+                    &self.store.op,
+                    &self.dir("staging"),
+                    &self.schema,
+                    self.format,
+                )
+                .await?;
+                self.open.insert(partition.clone(), writer);
+            }
+            let writer = self.open.get_mut(&partition).expect("inserted above");
+            writer.write(&part).await?;
+        }
+        self.pending_rows += batch.num_rows();
+        Ok(())
+    }
+
+    /// Splits a batch by partition folder.
+    fn split(&self, batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
+        if self.partitioning.is_empty() {
+            return Ok(vec![(String::new(), batch.clone())]);
+        }
+        let ts = batch
+            .column_by_name(INGEST_TS_COLUMN)
+            .expect("checked at open");
+        let ts = cast(ts, &DataType::Timestamp(TimeUnit::Microsecond, None))
+            .map_err(|e| Error::Schema(format!("reading `{INGEST_TS_COLUMN}`: {e}")))?;
+        let ts = ts
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .expect("cast to microseconds");
+        // Consecutive rows usually share a timestamp (one request): format
+        // each distinct value once.
+        let mut folders: Vec<String> = Vec::with_capacity(ts.len());
+        let mut last: Option<(i64, usize)> = None;
+        for i in 0..ts.len() {
+            let micros = if ts.is_null(i) { 0 } else { ts.value(i) };
+            match last {
+                Some((m, at)) if m == micros => folders.push(folders[at].clone()),
+                _ => {
+                    let time = DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default();
+                    folders.push(time.format(&self.partitioning).to_string());
+                    last = Some((micros, i));
+                }
+            }
+        }
+        let mut distinct: Vec<&String> = folders.iter().collect();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() == 1 {
+            return Ok(vec![(distinct[0].clone(), batch.clone())]);
+        }
+        distinct
+            .into_iter()
+            .map(|folder| {
+                let mask: arrow::array::BooleanArray =
+                    folders.iter().map(|f| Some(f == folder)).collect();
+                filter_record_batch(batch, &mask)
+                    .map(|b| (folder.clone(), b))
+                    .map_err(|e| Error::Schema(format!("partitioning rows: {e}")))
+            })
+            .collect()
+    }
+
+    /// Closes the open staging files and returns them, ready to commit.
+    pub async fn close_files(&mut self) -> Result<Vec<StagedFile>> {
+        let mut files = Vec::new();
+        for (partition, writer) in std::mem::take(&mut self.open) {
+            files.push(writer.close(partition).await?);
+        }
+        self.pending_rows = 0;
+        Ok(files)
+    }
+
+    /// Drops the open staging files; they are deleted on the next open
+    /// or commit.
+    pub fn abort(&mut self) {
+        self.open.clear();
+        self.pending_rows = 0;
+    }
+
+    /// Commits `files` as covering buffer offsets `range`, exactly once.
+    pub async fn commit(
+        &mut self,
+        range: OffsetRange,
+        files: &[StagedFile],
+    ) -> Result<CommitOutcome> {
+        if let Some(last) = &self.last {
+            if last.range.last >= range.last {
+                self.store.delete_staged(files).await?;
+                return Ok(CommitOutcome::AlreadyCommitted);
+            }
+            if last.range.last >= range.first {
+                return Err(Error::Corrupt(format!(
+                    "pipeline `{}` is committing offsets {}..={} but {} already holds {}..={}: overlapping ranges",
+                    self.pipeline, range.first, range.last, self.store.location, last.range.first, last.range.last
+                )));
+            }
+        }
+        let mut sorted: Vec<&StagedFile> = files.iter().collect();
+        sorted.sort_by(|a, b| (&a.partition, &a.staging).cmp(&(&b.partition, &b.staging)));
+        let ext = self.format.extension();
+        let record = Record {
+            pipeline: self.pipeline.clone(),
+            first: range.first,
+            last: range.last,
+            files: sorted
+                .iter()
+                .enumerate()
+                .map(|(n, f)| {
+                    let name = format!("{:020}-{:020}-{n:04}.{ext}", range.first, range.last);
+                    let target = if f.partition.is_empty() {
+                        name
+                    } else {
+                        format!("{}/{name}", f.partition)
+                    };
+                    (f.staging.clone(), target)
+                })
+                .collect(),
+        };
+        let path = format!("{}{:020}.commit", self.dir("commits"), range.last);
+        let body = serde_json::to_vec(&record).expect("a record serializes");
+        match self
+            .store
+            .op
+            .write_with(&path, body)
+            .if_not_exists(true)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == StoreErrorKind::ConditionNotMatch => {
+                // Written before: by this attempt (its answer was lost) or
+                // by another one that committed the same range.
+                let existing = self.store.read_record(&path).await?;
+                if existing.as_ref() != Some(&record) {
+                    warn!(pipeline = %self.pipeline, location = %self.store.location, first = range.first, last = range.last, "range already committed; dropping this attempt's files");
+                    self.store.delete_staged(files).await?;
+                    return Ok(CommitOutcome::AlreadyCommitted);
+                }
+            }
+            Err(e) => return Err(store_err(format!("writing commit record {path}"))(e)),
+        }
+        crate::crash::point(crate::crash::AFTER_COMMIT);
+        self.store.publish(&record, true).await?;
+        self.last = Some(committed(&record));
+        info!(pipeline = %self.pipeline, location = %self.store.location, first = range.first, last = range.last, files = files.len(), "committed files");
+        self.store.prune_records(&self.dir("commits"), &path).await;
+        Ok(CommitOutcome::Committed { snapshot_id: None })
+    }
+}
+
+/// The storage under a file sink: an OpenDAL operator rooted at its path.
+struct Store {
+    op: Operator,
+    location: String,
+}
+
+impl Store {
+    /// The names in folder `dir` ending in `suffix`, sorted.
+    async fn list(&self, dir: &str, suffix: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .op
+            .list(dir)
+            .await
+            .or_else(|e| match e.kind() {
+                StoreErrorKind::NotFound => Ok(Vec::new()),
+                _ => Err(e),
+            })
+            .map_err(store_err(format!("listing {}/{dir}", self.location)))?
+            .into_iter()
+            .map(|e| e.path().to_string())
+            .filter(|p| p.ends_with(suffix))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        self.op
+            .delete(path)
+            .await
+            .map_err(store_err(format!("deleting {}/{path}", self.location)))
+    }
+
+    async fn read_record(&self, path: &str) -> Result<Option<Record>> {
+        match self.op.read(path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes.to_vec())
+                .map(Some)
+                .map_err(|e| {
+                    Error::Corrupt(format!(
+                        "commit record {}/{path} is not valid: {e}",
+                        self.location
+                    ))
+                }),
+            Err(e) if e.kind() == StoreErrorKind::NotFound => Ok(None),
+            Err(e) => Err(store_err(format!("reading {}/{path}", self.location))(e)),
+        }
+    }
+
+    /// Moves each staging file of `record` to its final name (idempotent).
+    /// `crash`: offer the `mid-publish` crash point.
+    async fn publish(&self, record: &Record, crash: bool) -> Result<()> {
+        let rename = self.op.info().full_capability().rename;
+        for (n, (staging, target)) in record.files.iter().enumerate() {
+            let staged = self
+                .op
+                .exists(staging)
+                .await
+                .map_err(store_err(format!("looking up {staging}")))?;
+            if staged {
+                if rename {
+                    self.op
+                        .rename(staging, target)
+                        .await
+                        .map_err(store_err(format!("publishing {target}")))?;
+                } else {
+                    self.op
+                        .copy(staging, target)
+                        .await
+                        .map_err(store_err(format!("publishing {target}")))?;
+                    self.op
+                        .delete(staging)
+                        .await
+                        .map_err(store_err(format!("deleting {staging}")))?;
+                }
+            } else if !self
+                .op
+                .exists(target)
+                .await
+                .map_err(store_err(format!("looking up {target}")))?
+            {
+                return Err(Error::Corrupt(format!(
+                    "commit {}..={} names {target}, but neither it nor its staging file {staging} exists under {}",
+                    record.first, record.last, self.location
+                )));
+            }
+            if crash && n == 0 {
+                crate::crash::point(crate::crash::MID_PUBLISH);
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_staged(&self, files: &[StagedFile]) -> Result<()> {
+        for f in files {
+            self.delete(&f.staging).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the newest few commit records of folder `dir`, up to `newest`;
+    /// recovery only needs the last.
+    async fn prune_records(&self, dir: &str, newest: &str) {
+        const KEEP: usize = 16;
+        let Ok(names) = self.list(dir, ".commit").await else {
+            return;
+        };
+        let names: Vec<&String> = names.iter().filter(|p| p.as_str() <= newest).collect();
+        let old = names.len().saturating_sub(KEEP);
+        for name in &names[..old] {
+            if let Err(e) = self.op.delete(name).await {
+                warn!(record = %name, error = %e, "could not delete an old commit record");
+            }
+        }
+    }
+}
+
+fn committed(record: &Record) -> Committed {
+    Committed {
+        commit_id: format!("{}/{}-{}", record.pipeline, record.first, record.last),
+        range: OffsetRange {
+            first: record.first,
+            last: record.last,
+        },
+        snapshot_id: None,
+    }
+}
+
+/// A `strftime` template must format without error and name folders only.
+fn check_template(template: &str) -> Result<()> {
+    use chrono::format::{Item, StrftimeItems};
+    if StrftimeItems::new(template).any(|i| matches!(i, Item::Error)) {
+        return Err(Error::Config(format!(
+            "partitioning `{template}` is not a valid strftime template"
+        )));
+    }
+    if template.split('/').any(|part| part == ".." || part == ".") {
+        return Err(Error::Config(format!(
+            "partitioning `{template}` must not contain `.` or `..` folders"
+        )));
+    }
+    Ok(())
+}
+
+/// The operator for a `file://` folder or an `s3://bucket/prefix`.
+fn operator(location: &str, s3: &S3Options) -> Result<Operator> {
+    use opendal::layers::RetryLayer;
+    use opendal::services;
+    let built = if let Some(folder) = location.strip_prefix("file://") {
+        std::fs::create_dir_all(folder)
+            .map_err(|e| Error::Config(format!("creating the sink folder {folder}: {e}")))?;
+        Operator::new(services::Fs::default().root(folder)).map(|b| b.finish())
+    } else if let Some(rest) = location.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut b = services::S3::default()
+            .bucket(bucket)
+            .root(&format!("/{prefix}"));
+        if let Some(v) = &s3.endpoint {
+            b = b.endpoint(v);
+        }
+        b = b.region(s3.region.as_deref().unwrap_or("us-east-1"));
+        if let Some(v) = &s3.access_key_id {
+            b = b.access_key_id(v);
+        }
+        if let Some(v) = &s3.secret_access_key {
+            b = b.secret_access_key(v);
+        }
+        if let Some(v) = &s3.session_token {
+            b = b.session_token(v);
+        }
+        if !s3.path_style {
+            b = b.enable_virtual_host_style();
+        }
+        Operator::new(b).map(|b| b.finish())
+    } else {
+        return Err(Error::Config(format!(
+            "sink path `{location}` must be a file:// folder or an s3:// location"
+        )));
+    };
+    let op = built.map_err(|e| Error::Config(format!("sink path `{location}`: {e}")))?;
+    Ok(op.layer(RetryLayer::new().with_jitter()))
+}
+
+/// Casts a batch to the sink's schema (the pipeline's output schema).
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema() == *schema {
+        return Ok(batch.clone());
+    }
+    RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+        .map_err(|e| Error::Schema(format!("rows do not fit the sink: {e}")))
+}
+
+/// One open staging file.
+struct PartWriter {
+    staging: String,
+    rows: u64,
+    inner: PartInner,
+}
+
+enum PartInner {
+    Parquet(AsyncArrowWriter<StoreWriter>),
+    Json(JsonWriter),
+}
+
+impl PartWriter {
+    async fn create(
+        op: &Operator,
+        dir: &str,
+        schema: &SchemaRef,
+        format: FileFormat,
+    ) -> Result<PartWriter> {
+        let staging = format!(
+            "{dir}{}.{}.inprogress",
+            uuid::Uuid::new_v4(),
+            format.extension()
+        );
+        let writer = op
+            .writer(&staging)
+            .await
+            .map_err(store_err(format!("creating {staging}")))?;
+        let inner = match format {
+            FileFormat::Parquet {
+                codec,
+                row_group_rows,
+            } => {
+                let props = WriterProperties::builder()
+                    .set_compression(codec.parquet())
+                    .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+                    .build();
+                PartInner::Parquet(
+                    AsyncArrowWriter::try_new(
+                        StoreWriter { writer, written: 0 },
+                        schema.clone(),
+                        Some(props),
+                    )
+                    .map_err(|e| Error::Schema(format!("starting a Parquet file: {e}")))?,
+                )
+            }
+            FileFormat::Json { gzip } => PartInner::Json(JsonWriter {
+                store: writer,
+                gzip: gzip.then(|| GzEncoder::new(Vec::new(), flate2::Compression::fast())),
+                plain: Vec::new(),
+                uncompressed: 0,
+                written: 0,
+            }),
+        };
+        Ok(PartWriter {
+            staging,
+            rows: 0,
+            inner,
+        })
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        match &mut self.inner {
+            PartInner::Parquet(w) => w
+                .write(batch)
+                .await
+                .map_err(|e| parquet_err(&self.staging, e))?,
+            PartInner::Json(w) => w.write(batch, &self.staging).await?,
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    async fn close(self, partition: String) -> Result<StagedFile> {
+        let (bytes, uncompressed_bytes, row_groups) = match self.inner {
+            PartInner::Parquet(mut w) => {
+                let meta = w
+                    .finish()
+                    .await
+                    .map_err(|e| parquet_err(&self.staging, e))?;
+                let uncompressed = meta
+                    .row_groups()
+                    .iter()
+                    .flat_map(|rg| rg.columns())
+                    .map(|c| c.uncompressed_size().max(0) as u64)
+                    .sum();
+                (
+                    w.into_inner().written,
+                    uncompressed,
+                    meta.num_row_groups() as u64,
+                )
+            }
+            PartInner::Json(w) => {
+                let (bytes, uncompressed) = w.close(&self.staging).await?;
+                (bytes, uncompressed, 1)
+            }
+        };
+        Ok(StagedFile {
+            staging: self.staging,
+            partition,
+            rows: self.rows,
+            bytes,
+            uncompressed_bytes,
+            row_groups,
+        })
+    }
+}
+
+fn parquet_err(path: &str, e: parquet::errors::ParquetError) -> Error {
+    match e {
+        parquet::errors::ParquetError::External(inner) => {
+            match inner.downcast::<opendal::Error>() {
+                Ok(store) => Error::Store {
+                    action: format!("writing {path}"),
+                    source: store,
+                },
+                Err(other) => Error::Schema(format!("writing {path}: {other}")),
+            }
+        }
+        other => Error::Schema(format!("writing {path}: {other}")),
+    }
+}
+
+/// Parquet's async writer over an OpenDAL writer (multipart on S3).
+struct StoreWriter {
+    writer: opendal::Writer,
+    written: u64,
+}
+
+impl AsyncFileWriter for StoreWriter {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        self.written += bs.len() as u64;
+        Box::pin(async move {
+            self.writer
+                .write(bs)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.writer
+                .close()
+                .await
+                .map(|_| ())
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        })
+    }
+}
+
+/// NDJSON into a staging file, through gzip when asked.
+struct JsonWriter {
+    store: opendal::Writer,
+    gzip: Option<GzEncoder<Vec<u8>>>,
+    plain: Vec<u8>,
+    uncompressed: u64,
+    written: u64,
+}
+
+/// Bytes gathered before a part is sent to storage.
+const JSON_CHUNK: usize = 8 << 20;
+
+impl JsonWriter {
+    async fn write(&mut self, batch: &RecordBatch, path: &str) -> Result<()> {
+        let mut text = Vec::new();
+        {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut text);
+            w.write(batch)
+                .and_then(|_| w.finish())
+                .map_err(|e| Error::Schema(format!("writing {path}: {e}")))?;
+        }
+        self.uncompressed += text.len() as u64;
+        match &mut self.gzip {
+            Some(gz) => gz
+                .write_all(&text)
+                .map_err(|e| Error::Schema(format!("compressing {path}: {e}")))?,
+            None => self.plain.extend_from_slice(&text),
+        }
+        self.send(false, path).await
+    }
+
+    /// Sends what is gathered once it is a good part size (or `all`).
+    async fn send(&mut self, all: bool, path: &str) -> Result<()> {
+        let out = match &mut self.gzip {
+            Some(gz) => gz.get_mut(),
+            None => &mut self.plain,
+        };
+        if out.is_empty() || (!all && out.len() < JSON_CHUNK) {
+            return Ok(());
+        }
+        let chunk = std::mem::take(out);
+        self.written += chunk.len() as u64;
+        self.store
+            .write(chunk)
+            .await
+            .map_err(store_err(format!("writing {path}")))
+    }
+
+    async fn close(mut self, path: &str) -> Result<(u64, u64)> {
+        if let Some(gz) = self.gzip.take() {
+            let rest = gz
+                .finish()
+                .map_err(|e| Error::Schema(format!("compressing {path}: {e}")))?;
+            self.plain = rest;
+        }
+        self.send(true, path).await?;
+        self.store
+            .close()
+            .await
+            .map_err(store_err(format!("closing {path}")))?;
+        Ok((self.written, self.uncompressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_are_checked() {
+        assert!(check_template(DEFAULT_PARTITIONING).is_ok());
+        assert!(check_template("dt=%Y-%m-%d/hr=%H").is_ok());
+        assert!(check_template("").is_ok());
+        assert!(check_template("%Q").is_err());
+        assert!(check_template("../%Y").is_err());
+    }
+}
