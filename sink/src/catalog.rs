@@ -52,7 +52,9 @@ pub struct Warehouse {
 /// Which catalog tracks the tables.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CatalogKind {
-    /// iceberg-rust's SQL catalog, e.g. `sqlite:/path/catalog.db?mode=rwc`.
+    /// iceberg-rust's SQL catalog, e.g. `sqlite:/path/catalog.db?mode=rwc`,
+    /// or `postgres://user:password@host:5432/db` when several `pipe`
+    /// processes (on one machine or many) share tables.
     Sql { uri: String },
 }
 
@@ -126,7 +128,13 @@ pub async fn open_catalog(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>
             let mut props = settings.storage_props();
             props.insert("uri".into(), uri.clone());
             props.insert("warehouse".into(), settings.warehouse.location.clone());
-            props.insert("sql_bind_style".into(), SqlBindStyle::QMark.to_string());
+            // SQLite takes `?` parameters, PostgreSQL `$1`.
+            let style = if uri.starts_with("postgres") {
+                SqlBindStyle::DollarNumeric
+            } else {
+                SqlBindStyle::QMark
+            };
+            props.insert("sql_bind_style".into(), style.to_string());
             let catalog = SqlCatalogBuilder::default()
                 .with_storage_factory(Arc::new(OpenDalResolvingStorageFactory::new()))
                 .load(&settings.name, props)

@@ -19,14 +19,19 @@ from testenv import open_catalog, s3_filesystem
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--catalog-db", required=True, help="path of the SQLite catalog file")
+    p.add_argument("--catalog-db", help="path of the SQLite catalog file")
+    p.add_argument("--catalog-uri", help="SQLAlchemy URI of another SQL catalog")
+    p.add_argument("--catalog-name", default="pipe")
     p.add_argument("--warehouse", required=True)
     p.add_argument("--table", required=True, help="namespace.table")
     p.add_argument("--column", required=True, help="the column of unique ids")
     p.add_argument("--s3-endpoint", help="S3 endpoint for s3:// warehouses")
     args = p.parse_args()
 
-    table = open_catalog(args.catalog_db, args.warehouse, args.s3_endpoint).load_table(args.table)
+    catalog = open_catalog(
+        args.catalog_db, args.warehouse, args.s3_endpoint, args.catalog_name, args.catalog_uri
+    )
+    table = catalog.load_table(args.table)
     ids = table.scan(selected_fields=(args.column,)).to_arrow().column(args.column).to_pylist()
     referenced = set(table.inspect.files().column("file_path").to_pylist())
 

@@ -8,10 +8,11 @@ from pyarrow import fs
 from pyiceberg.catalog.sql import SqlCatalog
 
 
-def open_catalog(catalog_db, warehouse, s3_endpoint=None, name="pipe"):
-    """The catalog at `catalog_db`; `s3_endpoint` for s3:// warehouses on
-    the test's S3 server (any credentials, path-style)."""
-    props = {"uri": f"sqlite:///{catalog_db}", "warehouse": warehouse}
+def open_catalog(catalog_db, warehouse, s3_endpoint=None, name="pipe", uri=None):
+    """The catalog in the SQLite file `catalog_db`, or at the SQLAlchemy
+    `uri` (e.g. `postgresql+pg8000://…`); `s3_endpoint` for s3://
+    warehouses on the test's S3 server (any credentials, path-style)."""
+    props = {"uri": uri or f"sqlite:///{catalog_db}", "warehouse": warehouse}
     if s3_endpoint:
         props.update({
             "s3.endpoint": s3_endpoint,

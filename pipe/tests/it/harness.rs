@@ -413,8 +413,29 @@ s3 = {{ endpoint = "{endpoint}", region = "us-east-1", access_key_id = "test", s
 /// `pipe query` and PyIceberg both see every acknowledged `user_id` once,
 /// and no data file on storage is left unreferenced by the table.
 pub fn assert_exactly_once(dir: &Path, store: &Store, acked: &std::collections::HashSet<String>) {
+    let catalog = CatalogRef::Sqlite(dir.join("data/catalog.db"));
+    assert_exactly_once_in(dir, store, &catalog, "default.ecommerce", acked)
+}
+
+/// The SQL catalog a test's `pipe` uses, as PyIceberg opens it.
+pub enum CatalogRef {
+    /// The default: a SQLite file, catalog name `pipe`.
+    Sqlite(PathBuf),
+    /// A catalog named `name` in the PostgreSQL database at `uri`.
+    Postgres { name: String, uri: String },
+}
+
+/// [`assert_exactly_once`] on `table` (a `user_id` column) of the config
+/// `dir/pipe.toml`, whose catalog PyIceberg opens as `catalog`.
+pub fn assert_exactly_once_in(
+    dir: &Path,
+    store: &Store,
+    catalog: &CatalogRef,
+    table: &str,
+    acked: &std::collections::HashSet<String>,
+) {
     let config = dir.join("pipe.toml");
-    let rows = query(&config, "SELECT user_id FROM default.ecommerce");
+    let rows = query(&config, &format!("SELECT user_id FROM {table}"));
     let stored: Vec<String> = rows
         .iter()
         .map(|r| r["user_id"].as_str().unwrap().to_string())
@@ -427,10 +448,17 @@ pub fn assert_exactly_once(dir: &Path, store: &Store, acked: &std::collections::
     let script = repo_path("tests/readers/check_table.py");
     let mut cmd = Command::new(python());
     cmd.arg(script)
-        .arg("--catalog-db")
-        .arg(dir.join("data/catalog.db"))
         .args(["--warehouse", &store.warehouse])
-        .args(["--table", "default.ecommerce", "--column", "user_id"]);
+        .args(["--table", table, "--column", "user_id"]);
+    match catalog {
+        CatalogRef::Sqlite(db) => cmd.arg("--catalog-db").arg(db),
+        CatalogRef::Postgres { name, uri } => cmd.args([
+            "--catalog-name",
+            name,
+            "--catalog-uri",
+            &uri.replace("postgres://", "postgresql+pg8000://"),
+        ]),
+    };
     if let Some(endpoint) = &store.s3_endpoint {
         cmd.args(["--s3-endpoint", endpoint]);
     }

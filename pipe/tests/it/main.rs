@@ -2,8 +2,10 @@
 //! warehouse (local folder, and S3 served by ministack), and readers nobody
 //! on the project wrote (PyIceberg, DuckDB).
 //!
-//! `scripts/test` sets `PIPE_TEST_PYTHON` (a virtualenv with the readers) and
-//! `PIPE_TEST_S3_ENDPOINT` (a ministack on 127.0.0.1) before running these.
+//! `scripts/test` sets `PIPE_TEST_PYTHON` (a virtualenv with the readers),
+//! `PIPE_TEST_S3_ENDPOINT` (a ministack on 127.0.0.1) and
+//! `PIPE_TEST_POSTGRES_URI` (a PostgreSQL server on 127.0.0.1) before
+//! running these.
 
 mod bad_input;
 mod crash;
@@ -15,6 +17,7 @@ mod harness;
 mod idempotency;
 mod outage;
 mod overload;
+mod postgres;
 mod quarantine;
 mod s3;
 mod sql_errors;
