@@ -25,6 +25,7 @@
 //! roll_rows = 1000000                # also commit once this many rows were written
 //! compression = "zstd"
 //! row_group_rows = 131072            # largest Parquet row group
+//! partition_by = ["day(__ingest_ts)", "bucket(16, user_id)"]   # when the table is created
 //!
 //! [sinks.raw_files]                  # plain files instead of a table
 //! type = "parquet"                   # or "json" (NDJSON; compression "gzip" or "none")
@@ -48,7 +49,8 @@ use pipe_ingest::http::{
 };
 use pipe_schemas::{EventDecoder, JsonSchema, StreamSchema, UnknownFields};
 use pipe_sink::{
-    CatalogKind, CatalogSettings, Codec, FileFormat, FileSinkSettings, S3Options, Warehouse,
+    CatalogKind, CatalogSettings, Codec, FileFormat, FileSinkSettings, PartitionField, S3Options,
+    Warehouse,
 };
 use serde::Deserialize;
 
@@ -186,6 +188,10 @@ pub struct SinkFile {
     /// Folder template of file sinks, strftime on each row's `__ingest_ts`
     /// in UTC (default `year=%Y/month=%m/day=%d`; empty for none).
     pub partitioning: Option<String>,
+    /// Partition fields of an Iceberg table the sink creates, e.g.
+    /// `["day(__ingest_ts)", "bucket(16, user_id)"]` (the default is
+    /// `["day(__ingest_ts)"]`; `[]` for none).
+    pub partition_by: Option<Vec<String>>,
     /// Commit at least this often while data flows.
     #[serde(default = "default_roll_interval")]
     pub roll_interval_secs: u64,
@@ -284,6 +290,8 @@ pub enum SinkTarget {
 pub struct SinkConfig {
     pub name: String,
     pub target: SinkTarget,
+    /// Partition fields of the table, when the sink creates it.
+    pub partition_by: Vec<PartitionField>,
     pub roll_interval: std::time::Duration,
     pub roll_bytes: u64,
     pub roll_rows: Option<u64>,
@@ -561,6 +569,24 @@ impl Config {
             };
             files_only("path", s.path.is_some())?;
             files_only("partitioning", s.partitioning.is_some())?;
+            if s.partition_by.is_some() && s.kind != "iceberg" {
+                return Err(err(
+                    format!("sinks.{name}.partition_by"),
+                    "file sinks set their folders with `partitioning`".into(),
+                ));
+            }
+            let partition_by = match &s.partition_by {
+                None => vec![PartitionField::ingest_day()],
+                Some(specs) => specs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, spec)| {
+                        spec.parse::<PartitionField>().map_err(|e| {
+                            err(format!("sinks.{name}.partition_by[{i}]"), e.to_string())
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            };
             let target = match s.kind.as_str() {
                 "iceberg" => {
                     let Some(table) = s.table.clone() else {
@@ -662,6 +688,7 @@ impl Config {
             sinks.push(SinkConfig {
                 name,
                 target,
+                partition_by,
                 roll_interval: std::time::Duration::from_secs(s.roll_interval_secs),
                 roll_bytes: s.roll_size_mb * 1024 * 1024,
                 roll_rows: s.roll_rows,
@@ -978,6 +1005,14 @@ mod tests {
                 "`sinks.b.path`: `file:///etc/pipe/out` is already the path of sink `a`",
             ),
             ("[sinks.s]\ntype = \"parquet\"\npath = \"gs://b\"", "`sinks.s.path`: expected a folder"),
+            (
+                "[sinks.s]\ntable = \"t\"\npartition_by = [\"day(ts)\", \"bucket(x)\"]",
+                "`sinks.s.partition_by[1]`: partition field `bucket(x)`: this transform takes a number and a column",
+            ),
+            (
+                "[sinks.s]\ntype = \"json\"\npartition_by = [\"day(ts)\"]",
+                "`sinks.s.partition_by`: file sinks set their folders with `partitioning`",
+            ),
         ] {
             let e = resolve(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text}\n=> {e}");

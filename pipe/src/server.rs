@@ -114,6 +114,7 @@ pub async fn serve(
         let options = WriteOptions {
             codec: sink_config.compression,
             row_group_rows: sink_config.row_group_rows,
+            partition_by: sink_config.partition_by.clone(),
             ..ledgered()
         };
         let mut sink = match &sink_config.target {

@@ -2,9 +2,11 @@
 //! schema, writes batches into Parquet data files, and commits them through
 //! the [`commit`](crate::commit) protocol.
 //!
-//! Tables are partitioned by `day(__ingest_ts)`. Data files are Parquet with
-//! zstd (level 1) by default and row groups of at most 128k rows, a layout
-//! that keeps DataFusion scans close to DuckDB's speed.
+//! Tables are partitioned by `day(__ingest_ts)` unless the sink names other
+//! [`PartitionField`]s (identity, year, month, day, hour, bucket, truncate
+//! of output columns). Data files are Parquet with zstd (level 1) by
+//! default and row groups of at most 128k rows, a layout that keeps
+//! DataFusion scans close to DuckDB's speed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,6 +67,112 @@ impl Codec {
     }
 }
 
+/// One partition field of a table: a transform of an output column,
+/// written as in Iceberg's SQL: `day(__ingest_ts)`, `bucket(16, user_id)`,
+/// `truncate(4, sku)`, `identity(country)` (or just `country`), `year(ts)`,
+/// `month(ts)`, `hour(ts)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionField {
+    pub transform: Transform,
+    pub column: String,
+}
+
+impl PartitionField {
+    /// `day(__ingest_ts)`, the default partitioning.
+    pub fn ingest_day() -> Self {
+        PartitionField {
+            transform: Transform::Day,
+            column: INGEST_TS_COLUMN.to_string(),
+        }
+    }
+
+    /// The partition field's name in the spec (and in data file paths):
+    /// the column for identity, else `<column>_<transform>`.
+    pub fn name(&self) -> String {
+        let suffix = match self.transform {
+            Transform::Identity => return self.column.clone(),
+            Transform::Year => "year".to_string(),
+            Transform::Month => "month".to_string(),
+            Transform::Day => "day".to_string(),
+            Transform::Hour => "hour".to_string(),
+            Transform::Bucket(n) => format!("bucket_{n}"),
+            Transform::Truncate(w) => format!("trunc_{w}"),
+            Transform::Void | Transform::Unknown => "void".to_string(),
+        };
+        format!("{}_{suffix}", self.column)
+    }
+}
+
+impl std::str::FromStr for PartitionField {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Config(format!(
+                "partition field `{spec}`: {why} (expected e.g. `day(ts)`, `bucket(16, id)`, `truncate(4, name)`, `identity(col)`)"
+            ))
+        };
+        let spec_trimmed = spec.trim();
+        let Some((func, rest)) = spec_trimmed.split_once('(') else {
+            if spec_trimmed.is_empty() || !is_column_name(spec_trimmed) {
+                return Err(bad("not a column or a transform"));
+            }
+            return Ok(PartitionField {
+                transform: Transform::Identity,
+                column: spec_trimmed.to_string(),
+            });
+        };
+        let args = rest.strip_suffix(')').ok_or_else(|| bad("missing `)`"))?;
+        let args: Vec<&str> = args.split(',').map(str::trim).collect();
+        let number = |s: &str| -> Result<u32> {
+            s.parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad("the first argument must be a positive whole number"))
+        };
+        let (transform, column) = match (func.trim().to_ascii_lowercase().as_str(), args.as_slice())
+        {
+            ("identity", [c]) => (Transform::Identity, *c),
+            ("year" | "years", [c]) => (Transform::Year, *c),
+            ("month" | "months", [c]) => (Transform::Month, *c),
+            ("day" | "days", [c]) => (Transform::Day, *c),
+            ("hour" | "hours", [c]) => (Transform::Hour, *c),
+            ("bucket", [n, c]) => (Transform::Bucket(number(n)?), *c),
+            ("truncate", [w, c]) => (Transform::Truncate(number(w)?), *c),
+            (
+                "identity" | "year" | "years" | "month" | "months" | "day" | "days" | "hour"
+                | "hours",
+                _,
+            ) => return Err(bad("this transform takes one column")),
+            ("bucket" | "truncate", _) => {
+                return Err(bad("this transform takes a number and a column"))
+            }
+            _ => return Err(bad("unknown transform")),
+        };
+        if !is_column_name(column) {
+            return Err(bad("not a column name"));
+        }
+        Ok(PartitionField {
+            transform,
+            column: column.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for PartitionField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.transform {
+            Transform::Bucket(n) => write!(f, "bucket({n}, {})", self.column),
+            Transform::Truncate(w) => write!(f, "truncate({w}, {})", self.column),
+            t => write!(f, "{t}({})", self.column),
+        }
+    }
+}
+
+fn is_column_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+}
+
 /// How data files are written.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
@@ -78,6 +186,9 @@ pub struct WriteOptions {
     /// uncommitted be deleted on the next open. `None`: no ledger, and such
     /// files stay as unreferenced orphans.
     pub ledger_dir: Option<std::path::PathBuf>,
+    /// The partition spec of a table this sink creates (an existing table
+    /// keeps its own).
+    pub partition_by: Vec<PartitionField>,
 }
 
 impl Default for WriteOptions {
@@ -87,6 +198,7 @@ impl Default for WriteOptions {
             row_group_rows: 128 * 1024,
             target_file_bytes: 512 << 20,
             ledger_dir: None,
+            partition_by: vec![PartitionField::ingest_day()],
         }
     }
 }
@@ -196,6 +308,17 @@ impl TableSink {
                 .map_err(catalog_err(format!("reading the schema of `{ident}`")))?,
         );
         check_compatible(&ident, output, &arrow_schema)?;
+        let existing: Vec<String> = table
+            .metadata()
+            .default_partition_spec()
+            .fields()
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        let wanted: Vec<String> = options.partition_by.iter().map(|f| f.name()).collect();
+        if existing != wanted {
+            tracing::warn!(table = %ident, partitioned_by = ?existing, configured = ?wanted, "the table keeps its own partition spec; the sink's partition_by applies to tables it creates");
+        }
         let splitter = splitter(&table)?;
         let (ledger, leftover) = match &options.ledger_dir {
             Some(dir) => {
@@ -441,11 +564,6 @@ impl TableSink {
 }
 
 fn table_creation(name: &str, output: &SchemaRef, options: &WriteOptions) -> Result<TableCreation> {
-    if output.field_with_name(INGEST_TS_COLUMN).is_err() {
-        return Err(Error::Schema(format!(
-            "the pipeline output has no `{INGEST_TS_COLUMN}` column to partition by"
-        )));
-    }
     // Arrow fields carry no Iceberg ids yet: strip any and assign fresh ones.
     let plain = ArrowSchema::new(
         output
@@ -456,14 +574,28 @@ fn table_creation(name: &str, output: &SchemaRef, options: &WriteOptions) -> Res
     );
     let schema = arrow_schema_to_schema_auto_assign_ids(&plain)
         .map_err(|e| Error::Schema(format!("mapping the pipeline output to Iceberg types: {e}")))?;
-    let source_id = schema
-        .field_by_name(INGEST_TS_COLUMN)
-        .map(|f| f.id)
-        .expect("checked above");
-    let spec = UnboundPartitionSpec::builder()
-        .add_partition_field(source_id, format!("{INGEST_TS_COLUMN}_day"), Transform::Day)
-        .map_err(|e| Error::Schema(format!("partitioning by day({INGEST_TS_COLUMN}): {e}")))?
-        .build();
+    let mut spec = UnboundPartitionSpec::builder();
+    for field in &options.partition_by {
+        let source = schema.field_by_name(&field.column).ok_or_else(|| {
+            Error::Schema(format!(
+                "partition field `{field}`: the pipeline output has no column `{}`",
+                field.column
+            ))
+        })?;
+        field
+            .transform
+            .result_type(&source.field_type)
+            .map_err(|_| {
+                Error::Schema(format!(
+                    "partition field `{field}`: {} does not apply to column `{}` of type {}",
+                    field.transform, field.column, source.field_type
+                ))
+            })?;
+        spec = spec
+            .add_partition_field(source.id, field.name(), field.transform)
+            .map_err(|e| Error::Schema(format!("partition field `{field}`: {e}")))?;
+    }
+    let spec = spec.build();
     let codec = match options.codec {
         Codec::Zstd => "zstd",
         Codec::Snappy => "snappy",
@@ -575,4 +707,60 @@ fn conform(batch: &RecordBatch, table: &SchemaRef) -> Result<RecordBatch> {
         .collect::<Result<Vec<_>>>()?;
     RecordBatch::try_new(table.clone(), columns)
         .map_err(|e| Error::Schema(format!("rows do not fit the table: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_fields_parse_and_print() {
+        for (spec, transform, column, name) in [
+            (
+                "day(__ingest_ts)",
+                Transform::Day,
+                "__ingest_ts",
+                "__ingest_ts_day",
+            ),
+            (
+                "bucket(16, user_id)",
+                Transform::Bucket(16),
+                "user_id",
+                "user_id_bucket_16",
+            ),
+            (
+                "truncate( 4 ,sku )",
+                Transform::Truncate(4),
+                "sku",
+                "sku_trunc_4",
+            ),
+            (
+                "identity(country)",
+                Transform::Identity,
+                "country",
+                "country",
+            ),
+            ("country", Transform::Identity, "country", "country"),
+            ("HOUR(ts)", Transform::Hour, "ts", "ts_hour"),
+            ("months(ts)", Transform::Month, "ts", "ts_month"),
+            ("year(ts)", Transform::Year, "ts", "ts_year"),
+        ] {
+            let field: PartitionField = spec.parse().unwrap();
+            assert_eq!(field.transform, transform, "{spec}");
+            assert_eq!(field.column, column, "{spec}");
+            assert_eq!(field.name(), name, "{spec}");
+            assert_eq!(field.to_string().parse::<PartitionField>().unwrap(), field);
+        }
+        for (spec, why) in [
+            ("bucket(user_id)", "takes a number and a column"),
+            ("bucket(0, user_id)", "positive whole number"),
+            ("day(a, b)", "takes one column"),
+            ("zorder(a)", "unknown transform"),
+            ("day(a", "missing `)`"),
+            ("a-b", "not a column"),
+        ] {
+            let e = spec.parse::<PartitionField>().unwrap_err().to_string();
+            assert!(e.contains(why), "{spec}: {e}");
+        }
+    }
 }

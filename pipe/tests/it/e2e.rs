@@ -151,3 +151,45 @@ print(json.dumps({"files": len(files), "row_groups": meta[0], "codec": meta[1]})
         json!({"files": 1, "row_groups": 12, "codec": "SNAPPY"})
     );
 }
+
+/// `partition_by` shapes the table pipe creates; PyIceberg reads the spec
+/// and the rows, and DuckDB the files.
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_transforms_chosen_by_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_stream_config(
+        dir.path(),
+        "",
+        r#"
+[sinks.ecommerce_sink]
+table = "ecommerce"
+partition_by = ["identity(event_type)", "bucket(8, user_id)", "day(__ingest_ts)"]
+
+[pipelines.ecommerce]
+sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
+"#,
+    );
+    let server = Server::start(&config).await;
+    let events = getting_started_events();
+    assert_eq!(server.post_json("ecommerce_stream", &events).await.0, 200);
+    assert_eq!(server.flush("ecommerce")["rows"], 3);
+    server.stop();
+    let read = read_with_python(dir.path(), &Store::local(dir.path()).warehouse, None, true);
+    let spec = read["pyiceberg"]["partition_spec"].as_str().unwrap();
+    for field in [
+        "event_type: identity(",
+        "user_id_bucket_8: bucket[8](",
+        "__ingest_ts_day: day(",
+    ] {
+        assert!(spec.contains(field), "{field} in {spec}");
+    }
+    let want = expected_rows(&events);
+    assert_eq!(sorted(&read["pyiceberg"]["rows"]), want, "PyIceberg");
+    assert_eq!(sorted(&read["duckdb"]["rows"]), want, "DuckDB");
+    let files = read["pyiceberg"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3, "one file per event type here: {files:?}");
+    assert!(files.iter().any(|f| f
+        .as_str()
+        .unwrap()
+        .contains("/event_type=purchase/user_id_bucket_8=")));
+}

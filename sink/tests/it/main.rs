@@ -683,3 +683,76 @@ mod files {
         assert_eq!(staged[0].bytes, gz.len() as u64);
     }
 }
+
+#[tokio::test]
+async fn user_partition_transforms_shape_the_table_and_its_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WriteOptions {
+        partition_by: vec![
+            "bucket(4, id)".parse().unwrap(),
+            "day(__ingest_ts)".parse().unwrap(),
+        ],
+        ..WriteOptions::default()
+    };
+    let mut sink = open_with(dir.path(), "p", options).await;
+    sink.write(&rows(0..40)).await.unwrap();
+    let files = sink.close_files().await.unwrap();
+    sink.commit(OffsetRange { first: 0, last: 0 }, &files)
+        .await
+        .unwrap();
+    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
+    let table = catalog.load_table(sink.ident()).await.unwrap();
+    let names: Vec<String> = table
+        .metadata()
+        .default_partition_spec()
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name, f.transform))
+        .collect();
+    assert_eq!(names, ["id_bucket_4 bucket[4]", "__ingest_ts_day day"]);
+    // 40 ids over 4 buckets and 2 days.
+    assert!(files.len() > 2 && files.len() <= 8, "{}", files.len());
+    assert!(files
+        .iter()
+        .all(|f| f.file_path().contains("/id_bucket_4=")
+            && f.file_path().contains("/__ingest_ts_day=")));
+    assert_eq!(row_count(&sink, dir.path()).await, 40);
+}
+
+#[tokio::test]
+async fn a_partition_field_that_cannot_apply_is_refused_before_any_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
+    for (spec, want) in [
+        (
+            "day(name)",
+            "partition field `day(name)`: day does not apply to column `name` of type string",
+        ),
+        (
+            "bucket(4, missing)",
+            "partition field `bucket(4, missing)`: the pipeline output has no column `missing`",
+        ),
+    ] {
+        let options = WriteOptions {
+            partition_by: vec![spec.parse().unwrap()],
+            ..WriteOptions::default()
+        };
+        let e = TableSink::open(
+            catalog.clone(),
+            "default",
+            "events",
+            "p",
+            "sink",
+            &output(),
+            options,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, want);
+    }
+}
