@@ -26,6 +26,8 @@
 //! compression = "zstd"
 //! row_group_rows = 131072            # largest Parquet row group
 //! partition_by = ["day(__ingest_ts)", "bucket(16, user_id)"]   # when the table is created
+//! snapshot_max_age_secs = 86400      # expire older snapshots after commits…
+//! snapshot_retain_last = 100         # …but keep the newest 100 (expire_snapshots = false: keep all)
 //!
 //! [sinks.raw_files]                  # plain files instead of a table
 //! type = "parquet"                   # or "json" (NDJSON; compression "gzip" or "none")
@@ -50,7 +52,7 @@ use pipe_ingest::http::{
 use pipe_schemas::{EventDecoder, JsonSchema, StreamSchema, UnknownFields};
 use pipe_sink::{
     CatalogKind, CatalogSettings, Codec, FileFormat, FileSinkSettings, PartitionField, S3Options,
-    Warehouse,
+    SnapshotRetention, Warehouse,
 };
 use serde::Deserialize;
 
@@ -192,6 +194,13 @@ pub struct SinkFile {
     /// `["day(__ingest_ts)", "bucket(16, user_id)"]` (the default is
     /// `["day(__ingest_ts)"]`; `[]` for none).
     pub partition_by: Option<Vec<String>>,
+    /// Expire snapshots older than this after commits (Iceberg sinks;
+    /// default one day).
+    pub snapshot_max_age_secs: Option<u64>,
+    /// ... but keep at least this many of the newest (default 100).
+    pub snapshot_retain_last: Option<usize>,
+    /// `false`: never expire snapshots (keep the whole history).
+    pub expire_snapshots: Option<bool>,
     /// Commit at least this often while data flows.
     #[serde(default = "default_roll_interval")]
     pub roll_interval_secs: u64,
@@ -292,6 +301,8 @@ pub struct SinkConfig {
     pub target: SinkTarget,
     /// Partition fields of the table, when the sink creates it.
     pub partition_by: Vec<PartitionField>,
+    /// How much table history to keep; `None`: all of it.
+    pub retention: Option<SnapshotRetention>,
     pub roll_interval: std::time::Duration,
     pub roll_bytes: u64,
     pub roll_rows: Option<u64>,
@@ -575,6 +586,28 @@ impl Config {
                     "file sinks set their folders with `partitioning`".into(),
                 ));
             }
+            let retention_keys = s.snapshot_max_age_secs.is_some()
+                || s.snapshot_retain_last.is_some()
+                || s.expire_snapshots.is_some();
+            if retention_keys && s.kind != "iceberg" {
+                return Err(err(
+                    format!("sinks.{name}"),
+                    "snapshot expiry settings apply to Iceberg sinks only".into(),
+                ));
+            }
+            if s.snapshot_retain_last == Some(0) {
+                return Err(err(
+                    format!("sinks.{name}.snapshot_retain_last"),
+                    "must be at least 1 (the current snapshot is always kept)".into(),
+                ));
+            }
+            let defaults = SnapshotRetention::default();
+            let retention = (s.expire_snapshots != Some(false)).then(|| SnapshotRetention {
+                max_age: s
+                    .snapshot_max_age_secs
+                    .map_or(defaults.max_age, std::time::Duration::from_secs),
+                retain_last: s.snapshot_retain_last.unwrap_or(defaults.retain_last),
+            });
             let partition_by = match &s.partition_by {
                 None => vec![PartitionField::ingest_day()],
                 Some(specs) => specs
@@ -689,6 +722,7 @@ impl Config {
                 name,
                 target,
                 partition_by,
+                retention,
                 roll_interval: std::time::Duration::from_secs(s.roll_interval_secs),
                 roll_bytes: s.roll_size_mb * 1024 * 1024,
                 roll_rows: s.roll_rows,
@@ -1012,6 +1046,10 @@ mod tests {
             (
                 "[sinks.s]\ntype = \"json\"\npartition_by = [\"day(ts)\"]",
                 "`sinks.s.partition_by`: file sinks set their folders with `partitioning`",
+            ),
+            (
+                "[sinks.s]\ntable = \"t\"\nsnapshot_retain_last = 0",
+                "`sinks.s.snapshot_retain_last`: must be at least 1",
             ),
         ] {
             let e = resolve(text).unwrap_err().to_string();

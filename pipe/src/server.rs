@@ -115,6 +115,7 @@ pub async fn serve(
             codec: sink_config.compression,
             row_group_rows: sink_config.row_group_rows,
             partition_by: sink_config.partition_by.clone(),
+            retention: sink_config.retention,
             ..ledgered()
         };
         let mut sink = match &sink_config.target {

@@ -34,21 +34,14 @@ async fn open(
     dir: &std::path::Path,
     table: &str,
     schema: &arrow::datatypes::SchemaRef,
+    options: WriteOptions,
 ) -> TableSink {
     let catalog = open_catalog(&CatalogSettings::local(dir))
         .await
         .expect("catalog");
-    TableSink::open(
-        catalog,
-        "bench",
-        table,
-        "bench",
-        "sink",
-        schema,
-        WriteOptions::default(),
-    )
-    .await
-    .expect("table")
+    TableSink::open(catalog, "bench", table, "bench", "sink", schema, options)
+        .await
+        .expect("table")
 }
 
 fn parquet_direct(path: &std::path::Path, batches: &[RecordBatch]) -> u64 {
@@ -100,7 +93,7 @@ fn main() {
     // Throughput: the sink against the parquet crate alone.
     let t = Instant::now();
     let sink_bytes: u64 = rt.block_on(async {
-        let mut sink = open(dir.path(), "throughput", &schema).await;
+        let mut sink = open(dir.path(), "throughput", &schema, WriteOptions::default()).await;
         for b in &batches {
             sink.write(b).await.expect("write");
         }
@@ -143,36 +136,63 @@ fn main() {
         sink_bytes as f64 / EVENTS as f64 * roll_events as f64 / 1e6
     );
 
-    // Commit latency as the table's history grows (empty ranges: the
-    // commit path alone).
+    // Commit latency as the table's history grows (mostly empty ranges:
+    // the commit path alone), with all history kept, then with expiry
+    // keeping the newest 100 snapshots (the default keeps a day, and at
+    // least 100: a long-running table is in this steady state).
     let small = &batches[..1];
-    let lat = rt.block_on(async {
-        let mut sink = open(dir.path(), "history", &schema).await;
-        let mut lat = Vec::with_capacity(commits);
-        for i in 0..commits as u64 {
-            let files = if i % 100 == 0 {
-                sink.write(&small[0]).await.expect("write");
-                sink.close_files().await.expect("close")
-            } else {
-                Vec::new()
+    for (label, retention) in [
+        ("all history kept", None),
+        (
+            "expiry keeping 100",
+            Some(pipe_sink::SnapshotRetention {
+                max_age: std::time::Duration::ZERO,
+                retain_last: 100,
+            }),
+        ),
+    ] {
+        let table = format!("history_{}", retention.map_or(0, |r| r.retain_last));
+        let (lat, metadata_bytes) = rt.block_on(async {
+            let options = WriteOptions {
+                retention,
+                ..WriteOptions::default()
             };
-            let t = Instant::now();
-            sink.commit(OffsetRange { first: i, last: i }, &files)
+            let mut sink = open(dir.path(), &table, &schema, options).await;
+            let mut lat = Vec::with_capacity(commits);
+            for i in 0..commits as u64 {
+                let files = if i % 100 == 0 {
+                    sink.write(&small[0]).await.expect("write");
+                    sink.close_files().await.expect("close")
+                } else {
+                    Vec::new()
+                };
+                let t = Instant::now();
+                sink.commit(OffsetRange { first: i, last: i }, &files)
+                    .await
+                    .expect("commit");
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let catalog = open_catalog(&CatalogSettings::local(dir.path()))
                 .await
-                .expect("commit");
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        lat
-    });
-    let around = |n: usize| {
-        let from = n.saturating_sub(10).min(lat.len().saturating_sub(20));
-        let mut w: Vec<f64> = lat[from..(from + 20).min(lat.len())].to_vec();
-        w.sort_by(f64::total_cmp);
-        w[w.len() / 2]
-    };
-    let (at50, atn) = (around(50), around(commits));
-    println!(
-        "commit latency (median of 20): at snapshot 50 {at50:.1} ms, at snapshot {commits} {atn:.1} ms; ratio {:.2}",
-        atn / at50
-    );
+                .expect("catalog");
+            let loaded = catalog.load_table(sink.ident()).await.expect("load");
+            let location = loaded.metadata_location().expect("metadata location");
+            let bytes = std::fs::metadata(location.trim_start_matches("file://"))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            (lat, bytes)
+        });
+        let around = |n: usize| {
+            let from = n.saturating_sub(10).min(lat.len().saturating_sub(20));
+            let mut w: Vec<f64> = lat[from..(from + 20).min(lat.len())].to_vec();
+            w.sort_by(f64::total_cmp);
+            w[w.len() / 2]
+        };
+        let (at50, atn) = (around(50), around(commits));
+        println!(
+            "commit latency, {label} (median of 20): at snapshot 50 {at50:.1} ms, at snapshot {commits} {atn:.1} ms; ratio {:.2}; metadata JSON at the end {:.0} KB",
+            atn / at50,
+            metadata_bytes as f64 / 1e3
+        );
+    }
 }

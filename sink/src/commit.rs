@@ -35,10 +35,17 @@
 //! re-applies an append on top of whatever was committed meanwhile ("silent
 //! rebase"), so two writers that planned the same range would both succeed.
 //! [`FencedCatalog`] wraps the catalog and refuses, with a non-retryable
-//! conflict, any `update_table` when `main` is no longer the snapshot the
-//! commit was planned against. The SQL catalog then checks the append's own
-//! `main` requirement and swaps the metadata location atomically, so nothing
-//! lands between the fence's check and the swap.
+//! conflict, the reload `Transaction::commit` does when `main` is no longer
+//! the snapshot the commit was planned against. What it loaded carries the
+//! append's requirement that `main` is that snapshot; the SQL catalog checks
+//! it and swaps the metadata location atomically, so nothing lands between
+//! the fence's check and the swap.
+//!
+//! Cost: a commit plans against the table its previous commit returned (no
+//! load of its own; a stale copy is a conflict, then every try reloads), so
+//! a commit reads the metadata twice (iceberg's reload and the SQL
+//! catalog's) and writes it once. Snapshot expiry ([`expire_snapshots`])
+//! keeps that metadata from growing with the table's history.
 //!
 //! After any failure whose outcome is unknown (timeout, lost response,
 //! conflict) [`commit_range`] reloads the table and looks for its own commit
@@ -197,36 +204,49 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Commits `files` for `range` of `pipeline` into table `ident`, exactly once.
+/// Commits `files` for `range` of `pipeline` into `table`, exactly once,
+/// and returns what happened with the table as it now is.
 ///
-/// `files` may be empty: the snapshot then only records that the range was
-/// processed (a WHERE clause kept none of its rows).
+/// `table` is the caller's latest copy (typically what its previous commit
+/// returned): the first attempt plans against it, and the fence turns a
+/// copy that is out of date into a conflict, after which every attempt
+/// reloads. `files` may be empty: the snapshot then only records that the
+/// range was processed (a WHERE clause kept none of its rows).
+#[allow(clippy::too_many_arguments)]
 pub async fn commit_range(
     catalog: &Arc<dyn Catalog>,
-    ident: &TableIdent,
+    table: &Table,
     pipeline: &str,
     sink: &str,
     range: OffsetRange,
     files: &[DataFile],
     retry: &RetryPolicy,
-) -> Result<CommitOutcome> {
+) -> Result<(CommitOutcome, Table)> {
     let id = commit_id(pipeline, sink, range);
+    let ident = table.identifier();
     let mut backoff = retry.first_backoff;
     let mut attempt = 0;
+    let mut cached = Some(table.clone());
     loop {
         attempt += 1;
-        let table = load(catalog, ident).await?;
+        let table = match cached.take() {
+            Some(t) => t,
+            None => load(catalog, ident).await?,
+        };
         // Resolve what is already in the table before (re)trying.
         match last_committed(&table, pipeline)? {
             Some(c) if c.commit_id == id => {
-                return Ok(CommitOutcome::Committed {
-                    snapshot_id: c.snapshot_id,
-                })
+                return Ok((
+                    CommitOutcome::Committed {
+                        snapshot_id: c.snapshot_id,
+                    },
+                    table,
+                ))
             }
             Some(c) if c.range.last >= range.first => {
                 if c.range.last >= range.last {
                     warn!(pipeline, commit_id = %id, found = %c.commit_id, "range already committed; dropping this attempt's files");
-                    return Ok(CommitOutcome::AlreadyCommitted);
+                    return Ok((CommitOutcome::AlreadyCommitted, table));
                 }
                 return Err(Error::Corrupt(format!(
                     "pipeline `{pipeline}` is committing offsets {}..={} but `{ident}` already holds {}..={} (commit `{}`): overlapping ranges",
@@ -271,7 +291,7 @@ pub async fn commit_range(
             Ok(table) => {
                 let snapshot_id = table.metadata().current_snapshot_id();
                 info!(pipeline, commit_id = %id, files = files.len(), snapshot_id = ?snapshot_id, "committed");
-                return Ok(CommitOutcome::Committed { snapshot_id });
+                return Ok((CommitOutcome::Committed { snapshot_id }, table));
             }
             Err(e) if attempt < retry.attempts => {
                 // Unknown outcome or a conflict: the next turn re-reads the
@@ -308,21 +328,27 @@ pub struct FencedCatalog {
 
 #[async_trait]
 impl Catalog for FencedCatalog {
-    async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
-        let current = self.inner.load_table(commit.identifier()).await?;
+    /// `Transaction::commit` reloads the table and re-applies its actions
+    /// to what it loaded: this is where a moved `main` is refused. From
+    /// here on the commit carries a requirement that `main` is this very
+    /// snapshot, which the SQL catalog checks and swaps atomically.
+    async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
+        let current = self.inner.load_table(table).await?;
         let now = current.metadata().current_snapshot_id();
         if now != self.expected {
             return Err(iceberg::Error::new(
                 iceberg::ErrorKind::CatalogCommitConflicts,
                 format!(
-                    "fence: `{}` moved from snapshot {:?} to {:?} since the commit was planned",
-                    commit.identifier(),
-                    self.expected,
-                    now
+                    "fence: `{table}` moved from snapshot {:?} to {:?} since the commit was planned",
+                    self.expected, now
                 ),
             )
             .with_retryable(false));
         }
+        Ok(current)
+    }
+
+    async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
         let table = self.inner.update_table(commit).await?;
         crate::crash::point(crate::crash::AFTER_COMMIT);
         if crate::crash::fault(crate::crash::LOSE_COMMIT_ANSWER) {
@@ -372,9 +398,6 @@ impl Catalog for FencedCatalog {
         creation: TableCreation,
     ) -> iceberg::Result<Table> {
         self.inner.create_table(namespace, creation).await
-    }
-    async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
-        self.inner.load_table(table).await
     }
     async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
         self.inner.drop_table(table).await

@@ -44,7 +44,7 @@ pub use commit::{CommitOutcome, Committed, OffsetRange};
 pub use files::{FileFormat, FileSink, FileSinkSettings, StagedFile};
 pub use iceberg::spec::DataFile;
 pub use pipe_schemas::ErrorKind;
-pub use table::{Codec, PartitionField, TableSink, WriteOptions};
+pub use table::{Codec, PartitionField, SnapshotRetention, TableSink, WriteOptions};
 
 /// Errors of the sink crate.
 #[derive(Debug, thiserror::Error)]

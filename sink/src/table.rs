@@ -20,6 +20,7 @@ use iceberg::arrow::{
 use iceberg::spec::PartitionKey;
 use iceberg::spec::{DataFile, DataFileFormat, Transform, UnboundPartitionSpec};
 use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator, LocationGenerator,
@@ -173,6 +174,29 @@ fn is_column_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
 
+/// How much of a table's history a sink keeps: after a commit, snapshots
+/// older than `max_age` are expired, except the newest `retain_last` of
+/// `main` (Iceberg's `history.expire.*` semantics, run by the writer).
+/// Expiry rewrites metadata only: data files stay, since nothing is ever
+/// deleted from these tables, and the pipeline's own offsets live in table
+/// properties that outlive their snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRetention {
+    pub max_age: std::time::Duration,
+    /// At least 1.
+    pub retain_last: usize,
+}
+
+impl Default for SnapshotRetention {
+    /// A day of history, and at least the last 100 snapshots.
+    fn default() -> Self {
+        SnapshotRetention {
+            max_age: std::time::Duration::from_secs(24 * 3600),
+            retain_last: 100,
+        }
+    }
+}
+
 /// How data files are written.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
@@ -189,6 +213,8 @@ pub struct WriteOptions {
     /// The partition spec of a table this sink creates (an existing table
     /// keeps its own).
     pub partition_by: Vec<PartitionField>,
+    /// Expire old snapshots after commits; `None`: keep all history.
+    pub retention: Option<SnapshotRetention>,
 }
 
 impl Default for WriteOptions {
@@ -199,6 +225,7 @@ impl Default for WriteOptions {
             target_file_bytes: 512 << 20,
             ledger_dir: None,
             partition_by: vec![PartitionField::ingest_day()],
+            retention: Some(SnapshotRetention::default()),
         }
     }
 }
@@ -489,9 +516,9 @@ impl TableSink {
                 .record_commit(range, &paths)
                 .map_err(|e| self.ledger_error(e))?;
         }
-        let outcome = commit::commit_range(
+        let (outcome, table) = commit::commit_range(
             &self.catalog,
-            &self.ident,
+            &self.table,
             &self.pipeline,
             &self.sink,
             range,
@@ -499,7 +526,10 @@ impl TableSink {
             &self.retry,
         )
         .await?;
-        self.refresh().await?;
+        self.table = table;
+        if matches!(outcome, CommitOutcome::Committed { .. }) {
+            self.expire_snapshots().await;
+        }
         let referenced: std::collections::HashSet<&str> = match &outcome {
             CommitOutcome::Committed { .. } => paths.iter().map(String::as_str).collect(),
             CommitOutcome::AlreadyCommitted => Default::default(),
@@ -519,6 +549,52 @@ impl TableSink {
             info!(table = %self.ident, pipeline = %self.pipeline, deleted, "deleted data files the table will not reference");
         }
         Ok(outcome)
+    }
+
+    /// Expires snapshots past the retention, once enough have gathered
+    /// (a tenth of `retain_last`, so the extra metadata commit is rare).
+    /// A failure is logged: the data commit already succeeded, and the
+    /// next commit tries again.
+    async fn expire_snapshots(&mut self) {
+        let Some(retention) = self.options.retention else {
+            return;
+        };
+        let metadata = self.table.metadata();
+        let cutoff = chrono::Utc::now().timestamp_millis()
+            - i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
+        let mut expirable = 0;
+        let mut kept = 0;
+        let mut next = metadata.current_snapshot_id();
+        while let Some(snapshot) = next.and_then(|id| metadata.snapshot_by_id(id)) {
+            if kept < retention.retain_last || snapshot.timestamp_ms() >= cutoff {
+                kept += 1;
+            } else {
+                expirable += 1;
+            }
+            next = snapshot.parent_snapshot_id();
+        }
+        if expirable < (retention.retain_last / 10).max(1) {
+            return;
+        }
+        let tx = Transaction::new(&self.table);
+        let expired = tx
+            .expire_snapshots()
+            .retain_last(retention.retain_last.max(1))
+            .expire_older_than_ms(cutoff)
+            .apply(tx);
+        let committed = match expired {
+            Ok(tx) => tx.commit(self.catalog.as_ref()).await,
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(table) => {
+                info!(table = %self.ident, expired = expirable, kept = table.metadata().snapshots().count(), "expired old snapshots");
+                self.table = table;
+            }
+            Err(e) => {
+                tracing::warn!(table = %self.ident, error = %e, "could not expire old snapshots; trying again after a later commit")
+            }
+        }
     }
 
     async fn refresh(&mut self) -> Result<()> {

@@ -94,6 +94,21 @@ impl Server {
 
     /// [`start`](Self::start) with extra environment variables.
     pub async fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Server {
+        let mut server = Server::spawn(config, env);
+        server.wait_healthy(false).await;
+        server
+    }
+
+    /// Starts the server with a crash point armed, and waits until it is
+    /// healthy or has already ended (a pipeline catching up can reach its
+    /// crash point before the server answers).
+    pub async fn start_to_crash(config: &Path, env: &[(&str, &str)]) -> Server {
+        let mut server = Server::spawn(config, env);
+        server.wait_healthy(true).await;
+        server
+    }
+
+    fn spawn(config: &Path, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = config.with_file_name(format!("serve-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_pipe"))
@@ -106,18 +121,19 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting pipe serve");
-        let server = Server {
+        Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
             log,
-        };
-        server.wait_healthy().await;
-        server
+        }
     }
 
-    async fn wait_healthy(&self) {
+    async fn wait_healthy(&mut self, may_end: bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
+            if may_end && self.child.try_wait().unwrap().is_some() {
+                return;
+            }
             if let Ok(r) = reqwest::get(format!("{}/healthz", self.url)).await {
                 if r.status() == 200 {
                     return;
@@ -556,7 +572,7 @@ pub async fn crash_trials(
         let point = points[trial % points.len()];
         let hit = 1 + (trial / points.len()) % 2;
         let spec = format!("{point}@{hit}");
-        let mut server = Server::start_with_env(config, &[("PIPE_CRASH_AT", &spec)]).await;
+        let mut server = Server::start_to_crash(config, &[("PIPE_CRASH_AT", &spec)]).await;
         for _ in 0..2 {
             if server.child.try_wait().unwrap().is_some() {
                 break;

@@ -109,6 +109,12 @@ fn paths(files: &[iceberg::spec::DataFile]) -> std::collections::BTreeSet<String
     files.iter().map(|f| f.file_path().to_string()).collect()
 }
 
+/// The sink's table as the catalog has it now.
+async fn load_table(dir: &std::path::Path, sink: &TableSink) -> iceberg::table::Table {
+    let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
+    catalog.load_table(sink.ident()).await.unwrap()
+}
+
 async fn row_count(sink: &TableSink, dir: &std::path::Path) -> u64 {
     let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
     let table = catalog.load_table(sink.ident()).await.unwrap();
@@ -700,10 +706,7 @@ async fn user_partition_transforms_shape_the_table_and_its_paths() {
     sink.commit(OffsetRange { first: 0, last: 0 }, &files)
         .await
         .unwrap();
-    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
-        .await
-        .unwrap();
-    let table = catalog.load_table(sink.ident()).await.unwrap();
+    let table = load_table(dir.path(), &sink).await;
     let names: Vec<String> = table
         .metadata()
         .default_partition_spec()
@@ -755,4 +758,53 @@ async fn a_partition_field_that_cannot_apply_is_refused_before_any_data() {
         .to_string();
         assert_eq!(e, want);
     }
+}
+
+#[tokio::test]
+async fn old_snapshots_are_expired_after_commits_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WriteOptions {
+        retention: Some(pipe_sink::SnapshotRetention {
+            max_age: std::time::Duration::ZERO,
+            retain_last: 5,
+        }),
+        ..WriteOptions::default()
+    };
+    let mut sink = open_with(dir.path(), "p", options).await;
+    for i in 0..20 {
+        sink.write(&rows(i * 10..i * 10 + 10)).await.unwrap();
+        let files = sink.close_files().await.unwrap();
+        sink.commit(
+            OffsetRange {
+                first: i as u64,
+                last: i as u64,
+            },
+            &files,
+        )
+        .await
+        .unwrap();
+    }
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(table.metadata().snapshots().count(), 5);
+    assert_eq!(
+        row_count(&sink, dir.path()).await,
+        200,
+        "every row is still there"
+    );
+    assert_eq!(
+        sink.last_committed().await.unwrap().unwrap().range,
+        OffsetRange {
+            first: 19,
+            last: 19
+        }
+    );
+    // A replay of an old range is still known as committed (properties).
+    sink.write(&rows(0..10)).await.unwrap();
+    let files = sink.close_files().await.unwrap();
+    assert_eq!(
+        sink.commit(OffsetRange { first: 3, last: 3 }, &files)
+            .await
+            .unwrap(),
+        CommitOutcome::AlreadyCommitted
+    );
 }
