@@ -122,8 +122,11 @@ pub fn run(args: Args) -> Result<()> {
                         data_dir,
                     },
                 )?;
-                let pipe_sink::CatalogKind::Sql { uri } = &config.catalog.kind;
-                if let Some(path) = pipe_sink::catalog::sqlite_path(uri) {
+                let sqlite = match &config.catalog.kind {
+                    pipe_sink::CatalogKind::Sql { uri } => pipe_sink::catalog::sqlite_path(uri),
+                    pipe_sink::CatalogKind::Rest(_) => None,
+                };
+                if let Some(path) = sqlite {
                     if !path.exists() {
                         return Err(Error::Remote(
                             format!(

@@ -13,6 +13,9 @@
 //! [catalog]                          # default: SQLite file `catalog.db` in data_dir
 //! name = "pipe"
 //! uri = "sqlite:/var/lib/pipe/catalog.db"
+//! # or a REST catalog, e.g. R2 Data Catalog:
+//! # type = "rest", uri = "https://…", warehouse = "…", token = "…"
+//! #   (or credential = "client_id:secret", oauth2_server_uri, scope)
 //!
 //! [streams.ecommerce_stream]
 //! schema_file = "schema.json"        # Pipelines field format; omit for unstructured
@@ -51,8 +54,8 @@ use pipe_ingest::http::{
 };
 use pipe_schemas::{EventDecoder, JsonSchema, StreamSchema, UnknownFields};
 use pipe_sink::{
-    CatalogKind, CatalogSettings, Codec, FileFormat, FileSinkSettings, PartitionField, S3Options,
-    SnapshotRetention, Warehouse,
+    CatalogKind, CatalogSettings, Codec, FileFormat, FileSinkSettings, PartitionField,
+    RestSettings, S3Options, SnapshotRetention, Warehouse,
 };
 use serde::Deserialize;
 
@@ -106,9 +109,28 @@ pub struct CatalogFile {
     /// Catalog name (readers such as PyIceberg must use the same).
     #[serde(default)]
     pub name: Option<String>,
-    /// SQL catalog URI: `sqlite:PATH` (relative paths allowed) or `postgres://…`.
+    /// `sql` (default) or `rest`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// SQL catalog URI: `sqlite:PATH` (relative paths allowed) or
+    /// `postgres://…`; REST catalog base URI: `https://…`.
     #[serde(default)]
     pub uri: Option<String>,
+    /// REST: the warehouse the catalog serves.
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    /// REST: a bearer token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// REST: OAuth2 client credentials `client_id:client_secret`.
+    #[serde(default)]
+    pub credential: Option<String>,
+    /// REST: where credentials are exchanged for a token.
+    #[serde(default)]
+    pub oauth2_server_uri: Option<String>,
+    /// REST: OAuth2 scope.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 /// `[streams.NAME]`.
@@ -410,26 +432,54 @@ impl Config {
             }
         };
         let catalog_file = file.catalog.unwrap_or_default();
-        let uri = match catalog_file.uri {
-            None => sqlite_uri(&data_dir.join("catalog.db")),
-            Some(uri) => match uri.strip_prefix("sqlite:") {
-                Some(path) => {
-                    let path = path.trim_start_matches("//");
-                    let (path, _) = path.split_once('?').unwrap_or((path, ""));
-                    sqlite_uri(&absolute(base, Path::new(path)))
+        let rest_only = [
+            ("warehouse", catalog_file.warehouse.is_some()),
+            ("token", catalog_file.token.is_some()),
+            ("credential", catalog_file.credential.is_some()),
+            (
+                "oauth2_server_uri",
+                catalog_file.oauth2_server_uri.is_some(),
+            ),
+            ("scope", catalog_file.scope.is_some()),
+        ];
+        let kind = match catalog_file.kind.as_deref() {
+            None | Some("sql") => {
+                if let Some((key, _)) = rest_only.iter().find(|(_, set)| *set) {
+                    return Err(err(
+                        format!("catalog.{key}"),
+                        "only a REST catalog (`type = \"rest\"`) takes this".into(),
+                    ));
                 }
-                None if uri.starts_with("postgres") => uri,
-                None => {
+                CatalogKind::Sql {
+                    uri: sql_catalog_uri(catalog_file.uri, base, &data_dir)?,
+                }
+            }
+            Some("rest") => {
+                let Some(uri) = catalog_file.uri.filter(|u| u.starts_with("http")) else {
                     return Err(err(
                         "catalog.uri".into(),
-                        format!("expected `sqlite:PATH` or `postgres://…`, got `{uri}`"),
-                    ))
-                }
-            },
+                        "a REST catalog needs its `http://…` or `https://…` URI".into(),
+                    ));
+                };
+                CatalogKind::Rest(RestSettings {
+                    uri,
+                    warehouse: catalog_file.warehouse,
+                    token: catalog_file.token,
+                    credential: catalog_file.credential,
+                    oauth2_server_uri: catalog_file.oauth2_server_uri,
+                    scope: catalog_file.scope,
+                })
+            }
+            Some(other) => {
+                return Err(err(
+                    "catalog.type".into(),
+                    format!("expected `sql` or `rest`, got `{other}`"),
+                ))
+            }
         };
         let catalog = CatalogSettings {
             name: catalog_file.name.unwrap_or_else(|| "pipe".into()),
-            kind: CatalogKind::Sql { uri },
+            kind,
             warehouse,
         };
 
@@ -823,6 +873,29 @@ impl Config {
     }
 }
 
+/// The SQL catalog's URI: the default SQLite file under `data_dir`, a
+/// `sqlite:` path relative to the file's folder, or `postgres://…`.
+fn sql_catalog_uri(uri: Option<String>, base: &Path, data_dir: &Path) -> Result<String> {
+    let err = |key: String, message: String| Error::Config(format!("`{key}`: {message}"));
+    Ok(match uri {
+        None => sqlite_uri(&data_dir.join("catalog.db")),
+        Some(uri) => match uri.strip_prefix("sqlite:") {
+            Some(path) => {
+                let path = path.trim_start_matches("//");
+                let (path, _) = path.split_once('?').unwrap_or((path, ""));
+                sqlite_uri(&absolute(base, Path::new(path)))
+            }
+            None if uri.starts_with("postgres") => uri,
+            None => {
+                return Err(err(
+                    "catalog.uri".into(),
+                    format!("expected `sqlite:PATH` or `postgres://…`, got `{uri}`"),
+                ))
+            }
+        },
+    })
+}
+
 fn check_name(key: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -1047,6 +1120,9 @@ mod tests {
                 "[sinks.s]\ntype = \"json\"\npartition_by = [\"day(ts)\"]",
                 "`sinks.s.partition_by`: file sinks set their folders with `partitioning`",
             ),
+            ("[catalog]\ntype = \"rest\"", "`catalog.uri`: a REST catalog needs its `http://…`"),
+            ("[catalog]\ntoken = \"x\"", "`catalog.token`: only a REST catalog"),
+            ("[catalog]\ntype = \"glue\"", "`catalog.type`: expected `sql` or `rest`"),
             (
                 "[sinks.s]\ntable = \"t\"\nsnapshot_retain_last = 0",
                 "`sinks.s.snapshot_retain_last`: must be at least 1",

@@ -3,13 +3,18 @@
 //!
 //! The catalog is iceberg-rust's SQL catalog. On SQLite (the default) it is
 //! the same tables PyIceberg's `SqlCatalog` reads, so any Iceberg reader can
-//! open what `pipe` writes. Storage goes through iceberg's OpenDAL factory,
+//! open what `pipe` writes; on PostgreSQL several processes share it. An
+//! Iceberg REST catalog (bearer token or OAuth2 client credentials) serves
+//! hosted catalogs such as R2 Data Catalog. Storage goes through iceberg's OpenDAL factory,
 //! which picks the backend from the URL scheme (`file://`, `s3://`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use iceberg::{Catalog, CatalogBuilder};
+use iceberg_catalog_rest::{
+    RestCatalogBuilder, REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE,
+};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use serde::{Deserialize, Serialize};
@@ -56,6 +61,28 @@ pub enum CatalogKind {
     /// or `postgres://user:password@host:5432/db` when several `pipe`
     /// processes (on one machine or many) share tables.
     Sql { uri: String },
+    /// An Iceberg REST catalog (R2 Data Catalog, Polaris, Lakekeeper, S3
+    /// Tables, …) at `uri`.
+    Rest(RestSettings),
+}
+
+/// How to reach an Iceberg REST catalog.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RestSettings {
+    /// Base URI, e.g. `https://catalog.cloudflarestorage.com/<account>/<bucket>`.
+    pub uri: String,
+    /// The warehouse the catalog serves (R2: `<account>_<bucket>`; S3
+    /// Tables: the table bucket ARN).
+    pub warehouse: Option<String>,
+    /// A bearer token (R2 Data Catalog's API token).
+    pub token: Option<String>,
+    /// OAuth2 client credentials, `client_id:client_secret`, exchanged for
+    /// a token at `oauth2_server_uri` (default: the catalog's
+    /// `v1/oauth/tokens`).
+    pub credential: Option<String>,
+    pub oauth2_server_uri: Option<String>,
+    /// OAuth2 scope (default `catalog`).
+    pub scope: Option<String>,
 }
 
 /// Everything needed to open the catalog.
@@ -114,6 +141,40 @@ pub fn sqlite_path(uri: &str) -> Option<std::path::PathBuf> {
 /// Opens the catalog described by `settings`.
 pub async fn open_catalog(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>> {
     match &settings.kind {
+        CatalogKind::Rest(rest) => {
+            let mut props = settings.storage_props();
+            props.insert(REST_CATALOG_PROP_URI.into(), rest.uri.clone());
+            let optional = [
+                (REST_CATALOG_PROP_WAREHOUSE, &rest.warehouse),
+                ("token", &rest.token),
+                ("credential", &rest.credential),
+                ("oauth2-server-uri", &rest.oauth2_server_uri),
+                ("scope", &rest.scope),
+            ];
+            for (key, value) in optional {
+                if let Some(v) = value {
+                    props.insert(key.into(), v.clone());
+                }
+            }
+            let catalog = RestCatalogBuilder::default()
+                .with_storage_factory(Arc::new(OpenDalResolvingStorageFactory::new()))
+                .load(&settings.name, props)
+                .await
+                .map_err(|e| Error::Catalog {
+                    action: format!("opening the REST catalog at `{}`", rest.uri),
+                    source: Box::new(e),
+                })?;
+            // The catalog's configuration is fetched lazily; ask once now so
+            // a wrong address or credential stops startup here.
+            catalog
+                .list_namespaces(None)
+                .await
+                .map_err(|e| Error::Catalog {
+                    action: format!("reaching the REST catalog at `{}`", rest.uri),
+                    source: Box::new(e),
+                })?;
+            Ok(Arc::new(catalog))
+        }
         CatalogKind::Sql { uri } => {
             if let Some(path) = sqlite_path(uri) {
                 if let Some(parent) = path.parent() {

@@ -39,7 +39,7 @@ pub mod ledger;
 pub mod table;
 
 pub use any::{Closed, FileStats, Sink};
-pub use catalog::{open_catalog, CatalogKind, CatalogSettings, S3Options, Warehouse};
+pub use catalog::{open_catalog, CatalogKind, CatalogSettings, RestSettings, S3Options, Warehouse};
 pub use commit::{CommitOutcome, Committed, OffsetRange};
 pub use files::{FileFormat, FileSink, FileSinkSettings, StagedFile};
 pub use iceberg::spec::DataFile;

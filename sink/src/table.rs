@@ -650,8 +650,10 @@ fn table_creation(name: &str, output: &SchemaRef, options: &WriteOptions) -> Res
     );
     let schema = arrow_schema_to_schema_auto_assign_ids(&plain)
         .map_err(|e| Error::Schema(format!("mapping the pipeline output to Iceberg types: {e}")))?;
-    let mut spec = UnboundPartitionSpec::builder();
-    for field in &options.partition_by {
+    // Spec and field ids spelled out (0, and 1000 up, what a catalog would
+    // assign): some REST catalogs echo the request's spec back verbatim.
+    let mut spec = UnboundPartitionSpec::builder().with_spec_id(0);
+    for (n, field) in options.partition_by.iter().enumerate() {
         let source = schema.field_by_name(&field.column).ok_or_else(|| {
             Error::Schema(format!(
                 "partition field `{field}`: the pipeline output has no column `{}`",
@@ -668,7 +670,12 @@ fn table_creation(name: &str, output: &SchemaRef, options: &WriteOptions) -> Res
                 ))
             })?;
         spec = spec
-            .add_partition_field(source.id, field.name(), field.transform)
+            .add_partition_fields([iceberg::spec::UnboundPartitionField {
+                source_id: source.id,
+                field_id: Some(1000 + n as i32),
+                name: field.name(),
+                transform: field.transform,
+            }])
             .map_err(|e| Error::Schema(format!("partition field `{field}`: {e}")))?;
     }
     let spec = spec.build();

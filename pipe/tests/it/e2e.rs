@@ -169,11 +169,7 @@ partition_by = ["identity(event_type)", "bucket(8, user_id)", "day(__ingest_ts)"
 sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
 "#,
     );
-    let server = Server::start(&config).await;
-    let events = getting_started_events();
-    assert_eq!(server.post_json("ecommerce_stream", &events).await.0, 200);
-    assert_eq!(server.flush("ecommerce")["rows"], 3);
-    server.stop();
+    let events = deliver_getting_started(&config).await;
     let read = read_with_python(dir.path(), &Store::local(dir.path()).warehouse, None, true);
     let spec = read["pyiceberg"]["partition_spec"].as_str().unwrap();
     for field in [

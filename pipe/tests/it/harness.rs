@@ -603,3 +603,15 @@ pub async fn crash_trials(
     }
     (acked, crashed)
 }
+
+/// Starts the server on `config`, sends the getting-started events to
+/// `ecommerce_stream`, commits them through pipeline `ecommerce`, stops it;
+/// returns the events.
+pub async fn deliver_getting_started(config: &Path) -> Value {
+    let server = Server::start(config).await;
+    let events = getting_started_events();
+    assert_eq!(server.post_json("ecommerce_stream", &events).await.0, 200);
+    assert_eq!(server.flush("ecommerce")["rows"], 3);
+    server.stop();
+    events
+}

@@ -19,6 +19,7 @@ mod outage;
 mod overload;
 mod postgres;
 mod quarantine;
+mod rest;
 mod s3;
 mod sql_errors;
 mod streams;

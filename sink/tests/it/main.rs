@@ -808,3 +808,95 @@ async fn old_snapshots_are_expired_after_commits_and_nothing_is_lost() {
         CommitOutcome::AlreadyCommitted
     );
 }
+
+/// The REST catalog's credentials reach the wire: OAuth2 client
+/// credentials are exchanged for a token, which every later call carries.
+/// (The full round trip against a real REST catalog is in the pipe crate's
+/// tests; this server only answers what opening a catalog asks.)
+#[tokio::test]
+async fn rest_catalog_credentials_are_exchanged_and_sent() {
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+    use axum::routing::{get, post};
+    use std::sync::Mutex;
+
+    type Seen = Arc<Mutex<Vec<String>>>;
+    async fn token(State(seen): State<Seen>, body: String) -> axum::Json<serde_json::Value> {
+        seen.lock().unwrap().push(format!("token request: {body}"));
+        axum::Json(serde_json::json!({
+            "access_token": "exchanged-token", "token_type": "bearer", "expires_in": 3600,
+            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"
+        }))
+    }
+    async fn config(State(seen): State<Seen>, headers: HeaderMap) -> axum::Json<serde_json::Value> {
+        let auth = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string());
+        seen.lock().unwrap().push(format!("config: {auth:?}"));
+        axum::Json(serde_json::json!({"defaults": {}, "overrides": {}}))
+    }
+    async fn namespaces(
+        State(seen): State<Seen>,
+        headers: HeaderMap,
+    ) -> axum::Json<serde_json::Value> {
+        let auth = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string());
+        seen.lock().unwrap().push(format!("namespaces: {auth:?}"));
+        axum::Json(serde_json::json!({"namespaces": []}))
+    }
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route("/v1/oauth/tokens", post(token))
+        .route("/v1/config", get(config))
+        .route("/v1/namespaces", get(namespaces))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let settings = CatalogSettings {
+        name: "r".into(),
+        kind: pipe_sink::CatalogKind::Rest(pipe_sink::RestSettings {
+            uri: format!("http://{addr}"),
+            warehouse: Some("wh".into()),
+            credential: Some("client-id:client-secret".into()),
+            scope: Some("PRINCIPAL_ROLE:ALL".into()),
+            ..Default::default()
+        }),
+        ..CatalogSettings::local(dir.path())
+    };
+    open_catalog(&settings).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen[0].starts_with("token request: ")
+            && seen[0].contains("grant_type=client_credentials")
+            && seen[0].contains("client_id=client-id")
+            && seen[0].contains("client_secret=client-secret")
+            && seen[0].contains("scope=PRINCIPAL_ROLE%3AALL"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1..]
+            .iter()
+            .all(|s| s.contains("Some(\"Bearer exchanged-token\")")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|s| s.starts_with("namespaces")), "{seen:?}");
+
+    // A wrong address stops the opening with the catalog named.
+    let unreachable = CatalogSettings {
+        kind: pipe_sink::CatalogKind::Rest(pipe_sink::RestSettings {
+            uri: "http://127.0.0.1:9".into(),
+            token: Some("t".into()),
+            ..Default::default()
+        }),
+        ..settings
+    };
+    let e = open_catalog(&unreachable).await.err().unwrap().to_string();
+    assert!(
+        e.contains("the REST catalog at `http://127.0.0.1:9`"),
+        "{e}"
+    );
+}
