@@ -28,6 +28,7 @@ use iceberg::writer::file_writer::location_generator::{
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::writer::partitioning::unpartitioned_writer::UnpartitionedWriter;
 use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
@@ -230,9 +231,15 @@ impl Default for WriteOptions {
     }
 }
 
-type FileWriter = FanoutWriter<
-    DataFileWriterBuilder<ParquetWriterBuilder, LedgerLocations, DefaultFileNameGenerator>,
->;
+type FileWriterBuilder =
+    DataFileWriterBuilder<ParquetWriterBuilder, LedgerLocations, DefaultFileNameGenerator>;
+
+/// The open data files: one per partition, or one for an unpartitioned
+/// table.
+enum FileWriter {
+    Partitioned(Box<FanoutWriter<FileWriterBuilder>>),
+    Unpartitioned(Box<UnpartitionedWriter<FileWriterBuilder>>),
+}
 
 /// iceberg's default data file locations, each written down in the ledger
 /// before the file is created.
@@ -262,7 +269,8 @@ pub struct TableSink {
     retry: RetryPolicy,
     table: Table,
     arrow_schema: SchemaRef,
-    splitter: RecordBatchPartitionSplitter,
+    /// `None` for an unpartitioned table.
+    splitter: Option<RecordBatchPartitionSplitter>,
     open: Option<FileWriter>,
     pending_rows: usize,
     ledger: Option<Arc<Ledger>>,
@@ -457,30 +465,54 @@ impl TableSink {
         if self.open.is_none() {
             self.open = Some(self.new_writer()?);
         }
-        let writer = self.open.as_mut().expect("opened above");
-        let parts = self.splitter.split(&batch).map_err(|e| Error::Catalog {
-            action: format!("partitioning rows for `{}`", self.ident),
+        let write_err = |e| Error::Catalog {
+            action: format!("writing data files of `{}`", self.ident),
             source: Box::new(e),
-        })?;
-        for (key, part) in parts {
-            writer.write(key, part).await.map_err(|e| Error::Catalog {
-                action: format!("writing data files of `{}`", self.ident),
-                source: Box::new(e),
-            })?;
+        };
+        let rows = batch.num_rows();
+        match (self.open.as_mut().expect("opened above"), &self.splitter) {
+            (FileWriter::Unpartitioned(writer), _) => {
+                writer.write(batch).await.map_err(write_err)?;
+            }
+            (FileWriter::Partitioned(writer), Some(splitter)) => {
+                let split_err = |e| Error::Catalog {
+                    action: format!("partitioning rows for `{}`", self.ident),
+                    source: Box::new(e),
+                };
+                // Most batches (one request, one roll) fall in a single
+                // partition: find its key from one row and write the batch
+                // whole, instead of splitting it row by row.
+                let parts = if single_partition(&self.table, &batch) {
+                    let (key, _) = splitter
+                        .split(&batch.slice(0, 1))
+                        .map_err(split_err)?
+                        .pop()
+                        .expect("one row, one partition");
+                    vec![(key, batch)]
+                } else {
+                    splitter.split(&batch).map_err(split_err)?
+                };
+                for (key, part) in parts {
+                    writer.write(key, part).await.map_err(write_err)?;
+                }
+            }
+            (FileWriter::Partitioned(_), None) => unreachable!("a fan-out writer has a splitter"),
         }
-        self.pending_rows += batch.num_rows();
+        self.pending_rows += rows;
         Ok(())
     }
 
     /// Closes the open data files and returns them, ready to commit.
     pub async fn close_files(&mut self) -> Result<Vec<DataFile>> {
-        let files = match self.open.take() {
-            Some(writer) => writer.close().await.map_err(|e| Error::Catalog {
-                action: format!("closing data files of `{}`", self.ident),
-                source: Box::new(e),
-            })?,
-            None => Vec::new(),
+        let closed = match self.open.take() {
+            Some(FileWriter::Partitioned(writer)) => writer.close().await,
+            Some(FileWriter::Unpartitioned(writer)) => writer.close().await,
+            None => Ok(Vec::new()),
         };
+        let files = closed.map_err(|e| Error::Catalog {
+            action: format!("closing data files of `{}`", self.ident),
+            source: Box::new(e),
+        })?;
         self.pending_rows = 0;
         if let Some(e) = self.ledger.as_ref().and_then(|l| l.take_error()) {
             // A created file may be missing from the ledger: fail this
@@ -635,7 +667,11 @@ impl TableSink {
             location,
             names,
         );
-        Ok(FanoutWriter::new(DataFileWriterBuilder::new(rolling)))
+        let builder = DataFileWriterBuilder::new(rolling);
+        Ok(match self.splitter {
+            Some(_) => FileWriter::Partitioned(Box::new(FanoutWriter::new(builder))),
+            None => FileWriter::Unpartitioned(Box::new(UnpartitionedWriter::new(builder))),
+        })
     }
 }
 
@@ -700,12 +736,47 @@ fn table_creation(name: &str, output: &SchemaRef, options: &WriteOptions) -> Res
         .build())
 }
 
-fn splitter(table: &Table) -> Result<RecordBatchPartitionSplitter> {
+/// Whether every row of `batch` has the same partition values: each
+/// partition field's transform, applied to its (top-level) source column,
+/// gives one value and no nulls. `false` when unsure.
+fn single_partition(table: &Table, batch: &RecordBatch) -> bool {
     let metadata = table.metadata();
+    let schema = metadata.current_schema();
+    metadata
+        .default_partition_spec()
+        .fields()
+        .iter()
+        .all(|field| {
+            let Some(column) = schema
+                .field_by_id(field.source_id)
+                .and_then(|source| batch.column_by_name(&source.name))
+            else {
+                return false;
+            };
+            let Ok(transformed) = iceberg::transform::create_transform_function(&field.transform)
+                .and_then(|f| f.transform(column.clone()))
+            else {
+                return false;
+            };
+            if transformed.null_count() > 0 {
+                return false;
+            }
+            let first = arrow::array::Scalar::new(transformed.slice(0, 1));
+            arrow::compute::kernels::cmp::eq(&transformed, &first)
+                .is_ok_and(|same| same.true_count() == transformed.len())
+        })
+}
+
+fn splitter(table: &Table) -> Result<Option<RecordBatchPartitionSplitter>> {
+    let metadata = table.metadata();
+    if metadata.default_partition_spec().is_unpartitioned() {
+        return Ok(None);
+    }
     RecordBatchPartitionSplitter::try_new_with_computed_values(
         metadata.current_schema().clone(),
         metadata.default_partition_spec().clone(),
     )
+    .map(Some)
     .map_err(|e| Error::Catalog {
         action: format!("partitioning `{}`", table.identifier()),
         source: Box::new(e),

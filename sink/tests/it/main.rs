@@ -900,3 +900,58 @@ async fn rest_catalog_credentials_are_exchanged_and_sent() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn an_unpartitioned_table_takes_rows_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WriteOptions {
+        partition_by: Vec::new(),
+        ..WriteOptions::default()
+    };
+    let mut sink = open_with(dir.path(), "p", options).await;
+    sink.write(&rows(0..10)).await.unwrap();
+    let files = sink.close_files().await.unwrap();
+    assert_eq!(files.len(), 1, "two days of rows, one file");
+    sink.commit(OffsetRange { first: 0, last: 0 }, &files)
+        .await
+        .unwrap();
+    let table = load_table(dir.path(), &sink).await;
+    assert!(table.metadata().default_partition_spec().is_unpartitioned());
+    assert_eq!(row_count(&sink, dir.path()).await, 10);
+}
+
+#[tokio::test]
+async fn a_batch_in_one_partition_is_written_whole_under_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open(dir.path(), "p").await;
+    // Even ids only: every row on the first day (2023-11-14).
+    let all = rows(0..20);
+    let one_day = arrow::compute::filter_record_batch(
+        &all,
+        &arrow::array::BooleanArray::from_iter((0..20).map(|i| Some(i % 2 == 0))),
+    )
+    .unwrap();
+    sink.write(&one_day).await.unwrap();
+    sink.write(&all).await.unwrap();
+    let files = sink.close_files().await.unwrap();
+    let mut paths: Vec<(String, u64)> = files
+        .iter()
+        .map(|f| {
+            let day = f
+                .file_path()
+                .split('/')
+                .find(|p| p.starts_with("__ingest_ts_day="))
+                .unwrap();
+            (day.to_string(), f.record_count())
+        })
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            ("__ingest_ts_day=2023-11-14".to_string(), 20),
+            ("__ingest_ts_day=2023-11-15".to_string(), 10)
+        ],
+        "the whole batch and the split one land in the same partitions"
+    );
+}
