@@ -153,8 +153,8 @@ pub struct PipelineStats {
     pub files_committed: AtomicU64,
     /// Their size on storage (compressed).
     pub bytes_committed: AtomicU64,
-    /// Their size before compression (file sinks; Iceberg data files do
-    /// not record it).
+    /// Their size before compression (Parquet pages before the codec,
+    /// NDJSON text before gzip).
     pub uncompressed_bytes_committed: AtomicU64,
     /// Their Parquet row groups.
     pub row_groups_committed: AtomicU64,

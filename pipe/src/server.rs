@@ -401,19 +401,31 @@ async fn pipeline_status(State(state): State<AdminState>, Path(name): Path<Strin
     let Some(p) = state.pipelines.get(&name) else {
         return error_response(ErrorKind::NotFound, format!("unknown pipeline `{name}`"));
     };
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let stats = &p.stats;
     Json(json!({
         "pipeline": name,
         "stream": p.stream,
         "sink": p.sink,
         "sink_kind": p.kind,
         "quarantine_table": p.quarantine_table,
-        "committed_through": p.stats.committed_through(),
-        "rows_committed": p.stats.rows_committed.load(std::sync::atomic::Ordering::Relaxed),
-        "failed_rows_committed": p.stats.failed_rows_committed.load(std::sync::atomic::Ordering::Relaxed),
-        "files_committed": p.stats.files_committed.load(std::sync::atomic::Ordering::Relaxed),
-        "bytes_committed": p.stats.bytes_committed.load(std::sync::atomic::Ordering::Relaxed),
-        "uncompressed_bytes_committed": p.stats.uncompressed_bytes_committed.load(std::sync::atomic::Ordering::Relaxed),
-        "row_groups_committed": p.stats.row_groups_committed.load(std::sync::atomic::Ordering::Relaxed),
+        "committed_through": stats.committed_through(),
+        "rows_committed": load(&stats.rows_committed),
+        "failed_rows_committed": load(&stats.failed_rows_committed),
+        "files_committed": load(&stats.files_committed),
+        "bytes_committed": load(&stats.bytes_committed),
+        "uncompressed_bytes_committed": load(&stats.uncompressed_bytes_committed),
+        "row_groups_committed": load(&stats.row_groups_committed),
+        // The same figures under the names the hosted service's sink
+        // metrics use.
+        "sink_metrics": {
+            "recordsWritten": load(&stats.rows_committed),
+            "filesWritten": load(&stats.files_committed),
+            "bytesWritten": load(&stats.bytes_committed),
+            "uncompressedBytesWritten": load(&stats.uncompressed_bytes_committed),
+            "rowGroupsWritten": load(&stats.row_groups_committed),
+        },
     }))
     .into_response()
 }

@@ -16,7 +16,8 @@ pub enum Sink {
 /// Files a sink closed, waiting for their commit.
 #[derive(Debug, Clone)]
 pub enum Closed {
-    Table(Vec<DataFile>),
+    /// Iceberg data files, and their size before compression if known.
+    Table(Vec<DataFile>, Option<u64>),
     Files(Vec<StagedFile>),
 }
 
@@ -26,8 +27,8 @@ pub struct FileStats {
     pub files: u64,
     /// Size on storage (compressed).
     pub bytes: u64,
-    /// Size before compression, where known (`None` for Iceberg data files,
-    /// whose metadata keeps compressed sizes only).
+    /// Size before compression (Parquet column chunks' uncompressed size,
+    /// NDJSON text); `None` if a data file's footer could not be read.
     pub uncompressed_bytes: Option<u64>,
     pub row_groups: u64,
 }
@@ -36,10 +37,10 @@ impl Closed {
     /// Counts the files, their bytes and row groups.
     pub fn stats(&self) -> FileStats {
         match self {
-            Closed::Table(files) => FileStats {
+            Closed::Table(files, uncompressed_bytes) => FileStats {
                 files: files.len() as u64,
                 bytes: files.iter().map(|f| f.file_size_in_bytes()).sum(),
-                uncompressed_bytes: None,
+                uncompressed_bytes: *uncompressed_bytes,
                 row_groups: files
                     .iter()
                     .map(|f| f.split_offsets().map_or(1, |o| o.len()) as u64)
@@ -83,7 +84,11 @@ impl Sink {
     /// Closes the open files, ready to commit.
     pub async fn close_files(&mut self) -> Result<Closed> {
         Ok(match self {
-            Sink::Table(t) => Closed::Table(t.close_files().await?),
+            Sink::Table(t) => {
+                let files = t.close_files().await?;
+                let uncompressed = t.uncompressed_bytes(&files).await;
+                Closed::Table(files, uncompressed)
+            }
             Sink::Files(f) => Closed::Files(f.close_files().await?),
         })
     }
@@ -102,7 +107,7 @@ impl Sink {
     /// If `closed` came from the other kind of sink.
     pub async fn commit(&mut self, range: OffsetRange, closed: &Closed) -> Result<CommitOutcome> {
         match (self, closed) {
-            (Sink::Table(t), Closed::Table(files)) => t.commit(range, files).await,
+            (Sink::Table(t), Closed::Table(files, _)) => t.commit(range, files).await,
             (Sink::Files(f), Closed::Files(files)) => f.commit(range, files).await,
             _ => panic!("files closed by one kind of sink committed to another"),
         }

@@ -668,17 +668,9 @@ impl PartWriter {
                     .finish()
                     .await
                     .map_err(|e| parquet_err(&self.staging, e))?;
-                let uncompressed = meta
-                    .row_groups()
-                    .iter()
-                    .flat_map(|rg| rg.columns())
-                    .map(|c| c.uncompressed_size().max(0) as u64)
-                    .sum();
-                (
-                    w.into_inner().written,
-                    uncompressed,
-                    meta.num_row_groups() as u64,
-                )
+                let written = w.into_inner().written;
+                let uncompressed = size_before_compression(&meta, written);
+                (written, uncompressed, meta.num_row_groups() as u64)
             }
             PartInner::Json(w) => {
                 let (bytes, uncompressed) = w.close(&self.staging).await?;
@@ -694,6 +686,26 @@ impl PartWriter {
             row_groups,
         })
     }
+}
+
+/// What a Parquet file of `file_bytes` would weigh without its codec: its
+/// size, less its column chunks' compressed size, plus their uncompressed
+/// size (footer and headers count as they are).
+pub fn size_before_compression(
+    meta: &parquet::file::metadata::ParquetMetaData,
+    file_bytes: u64,
+) -> u64 {
+    let (compressed, uncompressed) =
+        meta.row_groups()
+            .iter()
+            .flat_map(|rg| rg.columns())
+            .fold((0u64, 0u64), |(c, u), col| {
+                (
+                    c + col.compressed_size().max(0) as u64,
+                    u + col.uncompressed_size().max(0) as u64,
+                )
+            });
+    (file_bytes + uncompressed).saturating_sub(compressed)
 }
 
 fn parquet_err(path: &str, e: parquet::errors::ParquetError) -> Error {

@@ -523,6 +523,40 @@ impl TableSink {
         Ok(files)
     }
 
+    /// The data files' size before compression (see
+    /// [`crate::files::size_before_compression`]), read from their Parquet
+    /// footers; Iceberg metadata keeps compressed sizes only. `None` if a footer could not
+    /// be read (the figure is a metric, never a reason to fail a roll).
+    pub async fn uncompressed_bytes(&mut self, files: &[DataFile]) -> Option<u64> {
+        use parquet::arrow::async_reader::AsyncFileReader;
+        let mut total = 0;
+        for f in files {
+            let read = async {
+                let input = self.table.file_io().new_input(f.file_path())?;
+                let mut reader = iceberg::arrow::ArrowFileReader::new(
+                    iceberg::io::FileMetadata {
+                        size: f.file_size_in_bytes(),
+                    },
+                    input.reader().await?,
+                );
+                reader
+                    .get_metadata(None)
+                    .await
+                    .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string()))
+            };
+            match read.await {
+                Ok(meta) => {
+                    total += crate::files::size_before_compression(&meta, f.file_size_in_bytes())
+                }
+                Err(e) => {
+                    tracing::warn!(file = f.file_path(), error = %e, "could not read a data file's footer for the uncompressed-bytes metric");
+                    return None;
+                }
+            }
+        }
+        Some(total)
+    }
+
     /// Drops the open data files without committing them, e.g. to re-read a
     /// range after a failure. With a ledger they are deleted after the next
     /// commit (or on the next open); without one they stay as orphans.

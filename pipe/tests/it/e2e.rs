@@ -137,6 +137,16 @@ async fn sink_rolls_by_rows_and_sizes_row_groups() {
     assert_eq!(status["rows_committed"], 120, "{status}");
     assert_eq!(status["files_committed"], 1, "{status}");
     assert_eq!(status["row_groups_committed"], 12, "{status}");
+    let metrics = &status["sink_metrics"];
+    assert_eq!(metrics["recordsWritten"], 120, "{status}");
+    assert_eq!(metrics["filesWritten"], 1, "{status}");
+    assert_eq!(metrics["rowGroupsWritten"], 12, "{status}");
+    // 10-row pages barely compress; the figure is checked exactly in the
+    // sink's tests.
+    assert!(
+        metrics["uncompressedBytesWritten"].as_u64() > Some(0),
+        "{status}"
+    );
     server.stop();
 
     let script = r#"
