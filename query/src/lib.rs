@@ -2,9 +2,14 @@
 //!
 //! [`QueryEngine`] is a DataFusion session whose default catalog is the
 //! Iceberg catalog the sinks write to, so `SELECT … FROM default.ecommerce`
-//! reads the table `ecommerce` in namespace `default`. `SHOW TABLES` and
-//! `information_schema` work as in DataFusion. [`render`] prints results as
-//! a table, JSON (an array of row objects) or CSV.
+//! reads the table `ecommerce` in namespace `default`. R2 SQL's discovery
+//! statements (`SHOW DATABASES`, `SHOW TABLES IN ns`, `DESCRIBE ns.t`) are
+//! answered from the catalog ([`discovery`]); `SHOW TABLES` and
+//! `information_schema` work as in DataFusion. The approximate aggregates
+//! are R2 SQL's: DataFusion's `approx_distinct`, `approx_median`,
+//! `approx_percentile_cont(_with_weight)`, and our `approx_top_k`
+//! ([`top_k`]). [`render`] prints results as a table, JSON (an array of row
+//! objects) or CSV.
 //!
 //! ```no_run
 //! # async fn demo(catalog: std::sync::Arc<dyn iceberg::Catalog>) -> pipe_query::Result<()> {
@@ -22,6 +27,11 @@ use datafusion::execution::context::{SessionConfig, SessionContext};
 use iceberg::Catalog;
 use iceberg_datafusion::IcebergCatalogProvider;
 pub use pipe_sink::ErrorKind;
+
+pub mod discovery;
+pub mod top_k;
+
+use discovery::Discovery;
 
 /// The name the Iceberg catalog has inside DataFusion.
 pub const CATALOG_NAME: &str = "pipe";
@@ -57,6 +67,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A SQL session over the catalog's tables.
 pub struct QueryEngine {
     ctx: SessionContext,
+    catalog: Arc<dyn Catalog>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -68,7 +79,7 @@ impl std::fmt::Debug for QueryEngine {
 impl QueryEngine {
     /// A session over every table in `catalog` as it is now.
     pub async fn new(catalog: Arc<dyn Catalog>) -> Result<QueryEngine> {
-        let provider = IcebergCatalogProvider::try_new(catalog)
+        let provider = IcebergCatalogProvider::try_new(catalog.clone())
             .await
             .map_err(|e| Error::Unavailable(format!("listing the catalog's tables: {e}")))?;
         let config = SessionConfig::new()
@@ -76,11 +87,15 @@ impl QueryEngine {
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
         ctx.register_catalog(CATALOG_NAME, Arc::new(provider));
-        Ok(QueryEngine { ctx })
+        ctx.register_udaf(top_k::approx_top_k());
+        Ok(QueryEngine { ctx, catalog })
     }
 
     /// Runs one statement and collects its result.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        if let Some(statement) = Discovery::parse(sql) {
+            return Ok(vec![statement.run(&self.catalog).await?]);
+        }
         let df = self.ctx.sql(sql).await.map_err(classify)?;
         df.collect().await.map_err(classify)
     }

@@ -1,4 +1,7 @@
-//! Queries over a table written by the sink, on a local warehouse.
+//! Queries over a table written by the sink, on a local warehouse, and the
+//! sqllogictest files (`slt`).
+
+mod slt;
 
 use std::sync::Arc;
 

@@ -23,15 +23,17 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use pipe_schemas::{BodyFormat, Decoded, EventDecoder, StreamSchema};
 use pipe_transform::{FailedRow, PipelinePlan};
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 const INGEST_TS: i64 = 1_700_000_000_000_000;
 
+#[path = "../../../tests/support/slt_format.rs"]
+mod slt_format;
+use slt_format::{column_type, format_rows};
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Failed(String);
@@ -110,40 +112,10 @@ impl PipelineDb {
             .collect();
         let mut rows = Vec::new();
         for batch in &out.output {
-            rows.extend(format_rows(batch, shown)?);
+            rows.extend(format_rows(batch, shown).map_err(|e| Failed(e.to_string()))?);
         }
         Ok(DBOutput::Rows { types, rows })
     }
-}
-
-fn column_type(t: &DataType) -> DefaultColumnType {
-    if t.is_integer() {
-        DefaultColumnType::Integer
-    } else if t.is_floating() {
-        DefaultColumnType::FloatingPoint
-    } else {
-        DefaultColumnType::Text
-    }
-}
-
-fn format_rows(batch: &RecordBatch, columns: usize) -> Result<Vec<Vec<String>>, Failed> {
-    let options = FormatOptions::default().with_null("NULL");
-    let formatters = batch.columns()[..columns]
-        .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Failed(e.to_string()))?;
-    Ok((0..batch.num_rows())
-        .map(|row| {
-            formatters
-                .iter()
-                .map(|f| match f.value(row).to_string() {
-                    s if s.is_empty() => "(empty)".to_string(),
-                    s => s,
-                })
-                .collect()
-        })
-        .collect())
 }
 
 #[async_trait::async_trait]
