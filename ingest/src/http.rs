@@ -29,6 +29,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -100,6 +101,51 @@ pub struct StreamEndpoint {
     pub policy: StreamPolicy,
     /// Idempotency keys seen within the stream's window.
     pub keys: Arc<KeyIndex>,
+    /// What the stream has taken in since the server started.
+    pub stats: Arc<StreamStats>,
+}
+
+/// A stream's ingest figures since the server started, named as the hosted
+/// service's operator and user-error metrics are.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    /// Requests that reached the stream (authorized, any outcome).
+    pub requests: AtomicU64,
+    /// Body bytes decoded (after gzip), `bytesIn`.
+    pub bytes_in: AtomicU64,
+    /// Events accepted and on disk, `recordsIn`.
+    pub records_in: AtomicU64,
+    /// Events refused (reject mode) or quarantined, `decodeErrors`.
+    pub decode_errors: AtomicU64,
+    /// Problems by error type (`missing_field`, `type_mismatch`, …); an
+    /// event may have several.
+    user_errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl StreamStats {
+    fn count_errors(&self, errors: &[pipe_schemas::EventError]) {
+        let events: std::collections::BTreeSet<usize> = errors.iter().map(|e| e.index).collect();
+        self.decode_errors
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        let mut by_type = self.user_errors.lock().expect("never poisoned");
+        for e in errors {
+            let kind = serde_json::to_value(e.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "unknown".into());
+            *by_type.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// Problems counted by error type.
+    pub fn user_errors(&self) -> Vec<(String, u64)> {
+        self.user_errors
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
 }
 
 /// The header a client sets to make retries safe.
@@ -410,6 +456,11 @@ async fn accept(
         _ => BodyFormat::Json,
     };
     let body = read_body(&endpoint.policy, headers, body).await?;
+    endpoint.stats.requests.fetch_add(1, Ordering::Relaxed);
+    endpoint
+        .stats
+        .bytes_in
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
     let decoder = endpoint.decoder.clone();
     let quarantine = endpoint.policy.quarantine;
     let decoded = tokio::task::spawn_blocking(move || {
@@ -464,6 +515,7 @@ async fn accept(
     let (answer, errors, payload) = match decoded {
         Ok(Ok(Ok(ok))) => ok,
         Ok(Ok(Err(errors))) => {
+            endpoint.stats.count_errors(&errors);
             debug!(stream, bad_events = errors.len(), "request refused");
             return Err((StatusCode::BAD_REQUEST, Json(json!({"errors": errors}))).into_response());
         }
@@ -477,6 +529,11 @@ async fn accept(
     };
     match endpoint.appender.append(payload).await {
         Ok(offset) => {
+            endpoint
+                .stats
+                .records_in
+                .fetch_add(u64::from(answer.accepted), Ordering::Relaxed);
+            endpoint.stats.count_errors(&errors);
             debug!(
                 stream,
                 offset,

@@ -22,6 +22,16 @@ pub struct Args {
     /// Log filter (`info`, `pipe=debug`, …); also `RUST_LOG`.
     #[arg(long, global = true, env = "PIPE_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as text (default) or as JSON objects, one per line.
+    #[arg(long, global = true, env = "PIPE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,7 +104,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", hex::encode(pipe_ingest::http::token_digest(&token)));
         return Ok(());
     }
-    init_logging(&args.log);
+    init_logging(&args.log, args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,31 +168,54 @@ pub fn run(args: Args) -> Result<()> {
     })
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
+/// Resolves on the first SIGINT or SIGTERM: the server then stops taking
+/// events, drains and commits. A second signal exits at once: everything
+/// acknowledged is in the buffer on disk and is committed on the next start.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
+        tracing::info!(
+            "shutdown requested: draining and committing (signal again to exit at once)"
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            tracing::warn!("second signal: exiting now; acknowledged events stay in the buffer and are committed on the next start");
+            std::process::exit(EXIT_INTERRUPTED);
+        });
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+    }
 }
+
+/// The exit code after a second SIGINT/SIGTERM (128 + SIGINT, as shells use).
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// Asks a running server to flush `pipeline`; returns its JSON report.
 async fn flush(server: &str, pipeline: &str) -> Result<String> {

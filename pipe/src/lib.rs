@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub use pipe_sink::crash;
 pub mod pipeline;
 pub mod server;

@@ -158,6 +158,12 @@ pub struct PipelineStats {
     pub uncompressed_bytes_committed: AtomicU64,
     /// Their Parquet row groups.
     pub row_groups_committed: AtomicU64,
+    /// Commits made, and the time they took (µs, closing files to a known
+    /// outcome).
+    pub commits: AtomicU64,
+    pub commit_micros: AtomicU64,
+    /// When the last commit landed, ms since the epoch (0: none yet).
+    pub last_commit_unix_ms: AtomicU64,
     /// The last committed buffer offset plus one (0: nothing yet).
     committed_next: AtomicU64,
 }
@@ -450,9 +456,20 @@ impl PipelineTask {
             failed_rows: u.failed_rows,
         };
         let mut delay = Duration::from_millis(200);
+        let started = Instant::now();
         loop {
             match self.commit_unfinished().await {
                 Ok(outcome) => {
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .commit_micros
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    self.stats
+                        .last_commit_unix_ms
+                        .store(now_ms, Ordering::Relaxed);
                     if let CommitOutcome::Committed { .. } = outcome {
                         let files = self.unfinished.as_ref().expect("still set").files.stats();
                         let add = |counter: &AtomicU64, n: u64| {

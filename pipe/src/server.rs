@@ -59,6 +59,9 @@ struct Planned {
 struct AdminState {
     flushes: Arc<HashMap<String, mpsc::Sender<FlushRequest>>>,
     pipelines: Arc<HashMap<String, PipelineInfo>>,
+    metrics: Arc<prometheus_client::registry::Registry>,
+    /// Set once shutdown has begun: `/readyz` answers 503 from then on.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What `GET /v1/pipelines/{name}` shows of a pipeline.
@@ -211,6 +214,7 @@ pub async fn serve(
     let mut writers = JoinSet::new();
     let mut endpoints = HashMap::new();
     let mut trackers = HashMap::new();
+    let mut metrics = crate::metrics::Metrics::default();
     for stream in &config.streams {
         let min_next = planned
             .iter()
@@ -234,6 +238,12 @@ pub async fn serve(
         let name = stream.name.clone();
         writers.spawn(async move { (name, writer.await) });
         let buffer = Arc::new(buffer);
+        let stream_stats = Arc::new(pipe_ingest::http::StreamStats::default());
+        metrics.streams.push(crate::metrics::StreamSource {
+            name: stream.name.clone(),
+            stats: stream_stats.clone(),
+            buffer: buffer.clone(),
+        });
         let users = planned
             .iter()
             .filter(|p| p.stream == stream.name)
@@ -249,6 +259,7 @@ pub async fn serve(
                 appender,
                 policy: stream.policy.clone(),
                 keys,
+                stats: stream_stats,
             },
         );
     }
@@ -277,6 +288,13 @@ pub async fn serve(
         let (tx, rx) = mpsc::channel(16);
         flushes.insert(p.plan.name().to_string(), tx);
         let stats = Arc::new(PipelineStats::new(p.committed));
+        metrics.pipelines.push(crate::metrics::PipelineSource {
+            name: p.plan.name().to_string(),
+            stream: p.stream.clone(),
+            sink: p.sink.describe(),
+            stats: stats.clone(),
+            buffer: tracker.buffer.clone(),
+        });
         infos.insert(
             p.plan.name().to_string(),
             PipelineInfo {
@@ -314,13 +332,18 @@ pub async fn serve(
         },
         config.body_timeout,
     );
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
         .route("/v1/pipelines/{name}", get(pipeline_status))
         .route("/v1/pipelines/{name}/flush", post(flush))
         .with_state(AdminState {
             flushes: Arc::new(flushes),
             pipelines: Arc::new(infos),
+            metrics: Arc::new(metrics.registry()),
+            draining: draining.clone(),
         });
     let app = ingest.merge(admin);
 
@@ -333,6 +356,10 @@ pub async fn serve(
     info!(%addr, streams = config.streams.len(), pipelines = config.pipelines.len(), "pipe is serving");
     println!("pipe listening on http://{addr}");
 
+    let shutdown = async move {
+        shutdown.await;
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -395,6 +422,31 @@ fn rebuild_keys(buffer: &Buffer, keys: &KeyIndex) -> Result<()> {
             keys.observe(&pipe_ingest::payload::decode_meta(&r.payload)?);
         }
     }
+}
+
+/// `GET /readyz`: 200 while the server takes events, 503 once it drains.
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response();
+    }
+    Json(json!({"status": "ready"})).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format (see [`crate::metrics`]).
+async fn prometheus(State(state): State<AdminState>) -> Response {
+    let body = crate::metrics::render(&state.metrics);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn pipeline_status(State(state): State<AdminState>, Path(name): Path<String>) -> Response {

@@ -15,6 +15,7 @@ mod files;
 mod fraud;
 mod harness;
 mod idempotency;
+mod ops;
 mod outage;
 mod overload;
 mod postgres;

@@ -1,0 +1,306 @@
+//! `GET /metrics`: the server's figures in the Prometheus text format.
+//!
+//! The metric set follows the hosted service's (operator, sink and user
+//! error metrics), per stream and per pipeline, plus what an operator of a
+//! self-hosted server needs: buffer depth, the age of the oldest event not
+//! yet committed, commit latency and the time of the last commit. Every
+//! figure counts since the server started (counters) or is read at scrape
+//! time (gauges); nothing is sampled in between.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `pipe_stream_requests_total` | stream | requests that reached the stream |
+//! | `pipe_stream_bytes_in_total` | stream | body bytes decoded (`bytesIn`) |
+//! | `pipe_stream_records_in_total` | stream | events accepted, on disk (`recordsIn`) |
+//! | `pipe_stream_decode_errors_total` | stream | events refused or quarantined (`decodeErrors`) |
+//! | `pipe_stream_user_errors_total` | stream, error_family, error_type | problems by type (`missing_field`, …) |
+//! | `pipe_stream_buffer_bytes` | stream | the buffer's size on disk |
+//! | `pipe_stream_buffer_records` | stream | records in the buffer (appended, not yet released) |
+//! | `pipe_pipeline_lag_records` | pipeline, stream | durable records the pipeline has not committed |
+//! | `pipe_pipeline_oldest_unprocessed_age_seconds` | pipeline, stream | age of the oldest of them (0 when none) |
+//! | `pipe_pipeline_failed_rows_total` | pipeline | rows the SQL failed on, committed to the quarantine table |
+//! | `pipe_sink_records_written_total` | pipeline, sink | rows committed (`recordsWritten`) |
+//! | `pipe_sink_files_written_total` | pipeline, sink | data files committed (`filesWritten`) |
+//! | `pipe_sink_bytes_written_total` | pipeline, sink | their size, compressed (`bytesWritten`) |
+//! | `pipe_sink_uncompressed_bytes_written_total` | pipeline, sink | before compression (`uncompressedBytesWritten`) |
+//! | `pipe_sink_row_groups_written_total` | pipeline, sink | Parquet row groups (`rowGroupsWritten`) |
+//! | `pipe_sink_commit_seconds_total`, `pipe_sink_commits_total` | pipeline, sink | time spent committing, and commits: their ratio is the mean commit latency |
+//! | `pipe_sink_last_commit_timestamp_seconds` | pipeline, sink | when the last commit landed (0: none yet) |
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pipe_ingest::buffer::Buffer;
+use pipe_ingest::http::StreamStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::pipeline::PipelineStats;
+
+/// One stream's sources of figures.
+#[derive(Debug, Clone)]
+pub struct StreamSource {
+    pub name: String,
+    pub stats: Arc<StreamStats>,
+    pub buffer: Arc<Buffer>,
+}
+
+/// One pipeline's sources of figures.
+#[derive(Debug, Clone)]
+pub struct PipelineSource {
+    pub name: String,
+    pub stream: String,
+    /// `namespace.table` or the files' location.
+    pub sink: String,
+    pub stats: Arc<PipelineStats>,
+    pub buffer: Arc<Buffer>,
+}
+
+/// Everything `/metrics` reports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub streams: Vec<StreamSource>,
+    pub pipelines: Vec<PipelineSource>,
+}
+
+impl Metrics {
+    /// The registry to encode on each scrape.
+    pub fn registry(self) -> Registry {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self));
+        registry
+    }
+}
+
+/// Encodes the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family: a name, help, type, and its labeled values.
+fn family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    values: Vec<(Labels, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in values {
+        let child = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(value).encode(child)?,
+            _ => ConstGauge::new(value).encode(child)?,
+        }
+    }
+    Ok(())
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Durable records the pipeline has not committed, and the age in seconds
+/// of the oldest (read from its request's accept time in the buffer).
+fn lag(p: &PipelineSource) -> (u64, f64) {
+    let first_uncommitted = p.stats.committed_through().map_or(0, |c| c + 1);
+    let from = first_uncommitted.max(p.buffer.first_offset());
+    let mut reader = p.buffer.reader(from);
+    let end = reader.durable_end();
+    if end <= from {
+        return (0, 0.0);
+    }
+    let age = reader
+        .read(1, usize::MAX)
+        .ok()
+        .and_then(|records| records.into_iter().next())
+        .and_then(|r| pipe_ingest::payload::decode_meta(&r.payload).ok())
+        .map_or(0.0, |meta| {
+            (now_micros() - meta.at_micros).max(0) as f64 / 1e6
+        });
+    (end - from, age)
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
+        let stream = |s: &StreamSource| vec![("stream", s.name.clone())];
+        let per_stream = |f: &dyn Fn(&StreamSource) -> f64| -> Vec<(Labels, f64)> {
+            self.streams.iter().map(|s| (stream(s), f(s))).collect()
+        };
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+        family(
+            &mut e,
+            "pipe_stream_requests",
+            "Requests that reached the stream.",
+            Counter,
+            per_stream(&|s| load(&s.stats.requests)),
+        )?;
+        family(
+            &mut e,
+            "pipe_stream_bytes_in",
+            "Body bytes decoded (bytesIn).",
+            Counter,
+            per_stream(&|s| load(&s.stats.bytes_in)),
+        )?;
+        family(
+            &mut e,
+            "pipe_stream_records_in",
+            "Events accepted and on disk (recordsIn).",
+            Counter,
+            per_stream(&|s| load(&s.stats.records_in)),
+        )?;
+        family(
+            &mut e,
+            "pipe_stream_decode_errors",
+            "Events refused or quarantined for not fitting the schema (decodeErrors).",
+            Counter,
+            per_stream(&|s| load(&s.stats.decode_errors)),
+        )?;
+        let user_errors = self
+            .streams
+            .iter()
+            .flat_map(|s| {
+                s.stats.user_errors().into_iter().map(|(kind, n)| {
+                    let labels = vec![
+                        ("stream", s.name.clone()),
+                        ("error_family", "deserialization".to_string()),
+                        ("error_type", kind),
+                    ];
+                    (labels, n as f64)
+                })
+            })
+            .collect();
+        family(
+            &mut e,
+            "pipe_stream_user_errors",
+            "Problems found in events, by error type.",
+            Counter,
+            user_errors,
+        )?;
+        family(
+            &mut e,
+            "pipe_stream_buffer_bytes",
+            "The stream buffer's size on disk.",
+            Gauge,
+            per_stream(&|s| s.buffer.disk_bytes() as f64),
+        )?;
+        family(
+            &mut e,
+            "pipe_stream_buffer_records",
+            "Records in the stream buffer, appended and not yet released.",
+            Gauge,
+            per_stream(&|s| {
+                s.buffer
+                    .next_offset()
+                    .saturating_sub(s.buffer.first_offset()) as f64
+            }),
+        )?;
+
+        let pipeline =
+            |p: &PipelineSource| vec![("pipeline", p.name.clone()), ("stream", p.stream.clone())];
+        let sink =
+            |p: &PipelineSource| vec![("pipeline", p.name.clone()), ("sink", p.sink.clone())];
+        let lags: Vec<(u64, f64)> = self.pipelines.iter().map(lag).collect();
+        let per = |labels: &dyn Fn(&PipelineSource) -> Labels,
+                   f: &dyn Fn(usize, &PipelineSource) -> f64|
+         -> Vec<(Labels, f64)> {
+            self.pipelines
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (labels(p), f(i, p)))
+                .collect()
+        };
+        family(
+            &mut e,
+            "pipe_pipeline_lag_records",
+            "Durable records the pipeline has not committed yet.",
+            Gauge,
+            per(&pipeline, &|i, _| lags[i].0 as f64),
+        )?;
+        family(
+            &mut e,
+            "pipe_pipeline_oldest_unprocessed_age_seconds",
+            "Age of the oldest record the pipeline has not committed (0 when none).",
+            Gauge,
+            per(&pipeline, &|i, _| lags[i].1),
+        )?;
+        family(
+            &mut e,
+            "pipe_pipeline_failed_rows",
+            "Rows the SQL failed on, committed to the quarantine table.",
+            Counter,
+            per(&pipeline, &|_, p| load(&p.stats.failed_rows_committed)),
+        )?;
+        family(
+            &mut e,
+            "pipe_sink_records_written",
+            "Rows committed to the sink (recordsWritten).",
+            Counter,
+            per(&sink, &|_, p| load(&p.stats.rows_committed)),
+        )?;
+        family(
+            &mut e,
+            "pipe_sink_files_written",
+            "Data files committed (filesWritten).",
+            Counter,
+            per(&sink, &|_, p| load(&p.stats.files_committed)),
+        )?;
+        family(
+            &mut e,
+            "pipe_sink_bytes_written",
+            "Bytes of committed data files, compressed (bytesWritten).",
+            Counter,
+            per(&sink, &|_, p| load(&p.stats.bytes_committed)),
+        )?;
+        family(
+            &mut e,
+            "pipe_sink_uncompressed_bytes_written",
+            "Bytes of committed data files before compression (uncompressedBytesWritten).",
+            Counter,
+            per(&sink, &|_, p| load(&p.stats.uncompressed_bytes_committed)),
+        )?;
+        family(
+            &mut e,
+            "pipe_sink_row_groups_written",
+            "Parquet row groups committed (rowGroupsWritten).",
+            Counter,
+            per(&sink, &|_, p| load(&p.stats.row_groups_committed)),
+        )?;
+        family(
+            &mut e,
+            "pipe_sink_last_commit_timestamp_seconds",
+            "When the last commit landed, seconds since the epoch (0: none yet).",
+            Gauge,
+            per(&sink, &|_, p| load(&p.stats.last_commit_unix_ms) / 1e3),
+        )?;
+        // Commit latency as a sum and a count (rate(sum) / rate(count) is
+        // the mean over any window).
+        family(
+            &mut e,
+            "pipe_sink_commit_seconds",
+            "Time spent committing: closing data files to a known commit.",
+            Counter,
+            per(&sink, &|_, p| load(&p.stats.commit_micros) / 1e6),
+        )?;
+        family(
+            &mut e,
+            "pipe_sink_commits",
+            "Commits made.",
+            Counter,
+            per(&sink, &|_, p| load(&p.stats.commits)),
+        )?;
+        Ok(())
+    }
+}
