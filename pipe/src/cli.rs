@@ -67,6 +67,29 @@ pub enum Command {
         /// The token; read from standard input when absent (keeps it out of shell history).
         token: Option<String>,
     },
+    /// Send events from a file (or standard input) to a stream: NDJSON or a
+    /// JSON array, in batches, with a summary of what was accepted.
+    Send {
+        /// The server's address.
+        #[arg(long, env = "PIPE_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Bearer token, for streams that require one.
+        #[arg(long, env = "PIPE_TOKEN")]
+        token: Option<String>,
+        /// Events per request.
+        #[arg(long, default_value_t = 1000)]
+        batch_events: usize,
+        /// Bytes per request (at most).
+        #[arg(long, default_value_t = 4 << 20)]
+        batch_bytes: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// The stream.
+        stream: String,
+        /// The input file; `-` or nothing for standard input.
+        file: Option<PathBuf>,
+    },
     /// Ask a running server to roll and commit a pipeline now.
     Flush {
         /// The server's address.
@@ -159,6 +182,42 @@ pub fn run(args: Args) -> Result<()> {
                 Ok(())
             }
             Command::HashToken { .. } => unreachable!("answered before the runtime starts"),
+            Command::Send {
+                server,
+                token,
+                batch_events,
+                batch_bytes,
+                concurrency,
+                stream,
+                file,
+            } => {
+                let input: Box<dyn std::io::Read + Send> = match file {
+                    Some(path) if path.as_os_str() != "-" => {
+                        Box::new(std::fs::File::open(&path).map_err(|e| {
+                            Error::Config(format!("opening `{}`: {e}", path.display()))
+                        })?)
+                    }
+                    _ => Box::new(std::io::stdin()),
+                };
+                let options = crate::send::SendOptions {
+                    server,
+                    stream,
+                    token,
+                    batch_events,
+                    batch_bytes,
+                    concurrency,
+                    progress: true,
+                };
+                let summary = crate::send::send(input, options).await?;
+                print!("{summary}");
+                if summary.rejected > 0 {
+                    return Err(Error::Remote(
+                        format!("{} events were rejected", summary.rejected),
+                        ErrorKind::InvalidInput,
+                    ));
+                }
+                Ok(())
+            }
             Command::Flush { server, pipeline } => {
                 let body = flush(&server, &pipeline).await?;
                 println!("{body}");

@@ -22,6 +22,7 @@ pub mod config;
 pub mod metrics;
 pub use pipe_sink::crash;
 pub mod pipeline;
+pub mod send;
 pub mod server;
 
 pub use pipe_ingest as ingest;

@@ -22,6 +22,7 @@ mod postgres;
 mod quarantine;
 mod rest;
 mod s3;
+mod send;
 mod sql_errors;
 mod streams;
 mod types;
