@@ -14,10 +14,15 @@
 //! | [`query`] | `pipe-query` | SQL over the tables |
 //!
 //! [`config`] reads `pipe.toml`; [`server::serve`] runs everything;
-//! [`cli`] is the command line. Errors map to HTTP statuses in
+//! [`cli`] is the command line. [`batch`] runs a pipeline in a batch job
+//! (same validation, SQL and exactly-once commits, keyed by a batch id) and
+//! queries the tables; [`Client`] sends events to a running server. Errors map to HTTP statuses in
 //! [`ingest::http::status_for`] and to exit codes in [`exit_code`].
 
+pub mod batch;
 pub mod cli;
+mod client;
+pub use client::{Client, Sent};
 pub mod config;
 pub mod metrics;
 pub use pipe_sink::crash;

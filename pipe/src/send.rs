@@ -287,7 +287,9 @@ async fn send_batch(
         if batch.events.is_empty() {
             return Ok(outcome);
         }
-        let (status, body) = post_with_retries(client, url, token, batch.body()).await?;
+        let answer =
+            post_with_retries(client, url, token, batch.body(), "application/x-ndjson").await?;
+        let (status, body) = (answer.status, answer.body);
         outcome.requests += 1;
         let errors = body["errors"].as_array().cloned().unwrap_or_default();
         let mut count_types = |errors: &[Value]| {
@@ -366,14 +368,23 @@ async fn send_batch(
     }
 }
 
-/// POSTs one NDJSON body with an idempotency key, retrying what may be
-/// transient (connection errors, timeouts, 408, 429, 5xx) with backoff.
-async fn post_with_retries(
+/// A server's answer to a POST.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub body: Value,
+    /// Answered from an earlier try with the same idempotency key.
+    pub replayed: bool,
+}
+
+/// POSTs one body with an idempotency key, retrying what may be transient
+/// (connection errors, timeouts, 408, 429, 5xx) with backoff.
+pub(crate) async fn post_with_retries(
     client: &reqwest::Client,
     url: &str,
     token: Option<&str>,
     body: String,
-) -> Result<(u16, Value)> {
+    content_type: &str,
+) -> Result<Answer> {
     let key = uuid::Uuid::new_v4().to_string();
     let mut delay = Duration::from_millis(100);
     let mut attempt = 0;
@@ -381,7 +392,7 @@ async fn post_with_retries(
         attempt += 1;
         let mut request = client
             .post(url)
-            .header("content-type", "application/x-ndjson")
+            .header("content-type", content_type)
             .header("idempotency-key", &key)
             .body(body.clone());
         if let Some(t) = token {
@@ -391,9 +402,14 @@ async fn post_with_retries(
             Ok(r) => {
                 let status = r.status().as_u16();
                 if !(status == 408 || status == 429 || status >= 500) || attempt >= 8 {
+                    let replayed = r.headers().contains_key("idempotent-replayed");
                     let text = r.text().await.unwrap_or_default();
-                    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-                    return Ok((status, value));
+                    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                    return Ok(Answer {
+                        status,
+                        body,
+                        replayed,
+                    });
                 }
                 format!("status {status}")
             }

@@ -15,6 +15,7 @@ mod files;
 mod fraud;
 mod harness;
 mod idempotency;
+mod library;
 mod ops;
 mod outage;
 mod overload;
