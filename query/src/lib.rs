@@ -8,8 +8,9 @@
 //! `information_schema` work as in DataFusion. The approximate aggregates
 //! are R2 SQL's: DataFusion's `approx_distinct`, `approx_median`,
 //! `approx_percentile_cont(_with_weight)`, and our `approx_top_k`
-//! ([`top_k`]). [`render`] prints results as a table, JSON (an array of row
-//! objects) or CSV.
+//! ([`top_k`]). `table_at('ns.t', snapshot id or timestamp)` reads a table
+//! as of a snapshot ([`time_travel`]). [`render`] prints results as a
+//! table, JSON (an array of row objects) or CSV.
 //!
 //! ```no_run
 //! # async fn demo(catalog: std::sync::Arc<dyn iceberg::Catalog>) -> pipe_query::Result<()> {
@@ -29,6 +30,7 @@ use iceberg_datafusion::IcebergCatalogProvider;
 pub use pipe_sink::ErrorKind;
 
 pub mod discovery;
+pub mod time_travel;
 pub mod top_k;
 
 use discovery::Discovery;
@@ -88,6 +90,12 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config(config);
         ctx.register_catalog(CATALOG_NAME, Arc::new(provider));
         ctx.register_udaf(top_k::approx_top_k());
+        ctx.register_udtf(
+            "table_at",
+            Arc::new(time_travel::TableAt {
+                catalog: catalog.clone(),
+            }),
+        );
         Ok(QueryEngine { ctx, catalog })
     }
 

@@ -246,3 +246,98 @@ async fn slt_files() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// `table_at` reads the table as of a snapshot, by id or by time. (In Rust
+/// rather than in an `.slt` file: snapshot ids and times differ per run.)
+#[tokio::test(flavor = "multi_thread")]
+async fn time_travel_reads_a_table_as_of_a_snapshot() {
+    let db = QueryDb::new().await;
+    let catalog = open_catalog(&CatalogSettings::local(db._dir.path()))
+        .await
+        .unwrap();
+    let ident = iceberg::TableIdent::from_strs(["shop", "orders"]).unwrap();
+    let table = catalog.load_table(&ident).await.unwrap();
+    let history = table.metadata().history().to_vec();
+    assert_eq!(history.len(), 2);
+    let count = |sql: String| {
+        let engine = &db.engine;
+        async move {
+            let rows = engine.sql(&sql).await?;
+            Ok::<i64, pipe_query::Error>(
+                rows[0]
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .value(0),
+            )
+        }
+    };
+    let first = history[0].snapshot_id;
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339()
+    };
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM table_at('shop.orders', {first})"
+        ))
+        .await
+        .unwrap(),
+        8
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM table_at('shop.orders', '{}')",
+            at(history[0].timestamp_ms)
+        ))
+        .await
+        .unwrap(),
+        8
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM table_at('shop.orders', '{}')",
+            at(history[1].timestamp_ms + 1000)
+        ))
+        .await
+        .unwrap(),
+        12
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM shop.orders".into())
+            .await
+            .unwrap(),
+        12
+    );
+    // Joined with the current table: the orders the second commit added.
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM shop.orders o WHERE o.order_id NOT IN (SELECT order_id FROM table_at('shop.orders', {first}))"
+        ))
+        .await
+        .unwrap(),
+        4
+    );
+    let too_early = count(format!(
+        "SELECT count(*) FROM table_at('shop.orders', '{}')",
+        at(history[0].timestamp_ms - 86_400_000)
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(too_early.kind(), pipe_query::ErrorKind::InvalidInput);
+    assert!(
+        too_early
+            .to_string()
+            .contains("has no snapshot at or before"),
+        "{too_early}"
+    );
+    let unknown = count("SELECT count(*) FROM table_at('shop.orders', 42)".into())
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.to_string().contains("has no snapshot 42"),
+        "{unknown}"
+    );
+}
