@@ -105,6 +105,7 @@ pub enum Command {
 pub enum Format {
     Table,
     Json,
+    Ndjson,
     Csv,
 }
 
@@ -170,6 +171,7 @@ pub fn run(args: Args) -> Result<()> {
                         ));
                     }
                 }
+                let started = std::time::Instant::now();
                 let catalog = pipe_sink::open_catalog(&config.catalog).await?;
                 let engine = QueryEngine::new(catalog).await?;
                 let batches = engine.sql(&sql).await?;
@@ -177,8 +179,21 @@ pub fn run(args: Args) -> Result<()> {
                     Format::Table => OutputFormat::Table,
                     Format::Json => OutputFormat::Json,
                     Format::Csv => OutputFormat::Csv,
+                    Format::Ndjson => OutputFormat::NdJson,
                 };
-                println!("{}", render(&batches, format)?);
+                let text = render(&batches, format)?;
+                if format == OutputFormat::NdJson {
+                    print!("{text}");
+                } else {
+                    println!("{text}");
+                }
+                // The stats line goes to standard error: standard output
+                // stays the results alone.
+                eprintln!(
+                    "{} rows in {:.1} ms",
+                    pipe_query::row_count(&batches),
+                    started.elapsed().as_secs_f64() * 1e3
+                );
                 Ok(())
             }
             Command::HashToken { .. } => unreachable!("answered before the runtime starts"),

@@ -129,6 +129,13 @@ pub enum OutputFormat {
     Json,
     /// CSV with a header row.
     Csv,
+    /// One JSON object per row, one per line.
+    NdJson,
+}
+
+/// Rows in `batches`, for the stats line.
+pub fn row_count(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
 }
 
 /// Renders query results.
@@ -150,6 +157,14 @@ pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
                 out.push_str("[]");
             }
             Ok(out)
+        }
+        OutputFormat::NdJson => {
+            let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+            for b in batches {
+                w.write(b).map_err(render_err)?;
+            }
+            w.finish().map_err(render_err)?;
+            String::from_utf8(w.into_inner()).map_err(|e| Error::Render(e.to_string()))
         }
         OutputFormat::Csv => {
             let mut buf = Vec::new();

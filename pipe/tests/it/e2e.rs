@@ -199,3 +199,34 @@ sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
         .unwrap()
         .contains("/event_type=purchase/user_id_bucket_8=")));
 }
+
+/// `pipe query --format ndjson` prints one object per line on standard
+/// output and a stats line on standard error.
+#[tokio::test(flavor = "multi_thread")]
+async fn query_prints_ndjson_and_a_stats_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    deliver_getting_started(&config).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["query", "--format", "ndjson", "--config"])
+        .arg(&config)
+        .arg("SELECT user_id FROM default.ecommerce ORDER BY user_id, amount")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"user_id\":\"user_12345\"}\n{\"user_id\":\"user_12345\"}\n{\"user_id\":\"user_67890\"}\n"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("3 rows in "), "{stderr}");
+    // A bad query exits 2 and names the problem.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["query", "--config"])
+        .arg(&config)
+        .arg("SELECT nope FROM default.ecommerce")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
+}

@@ -67,6 +67,11 @@ async fn select_show_and_render() {
         render(&out, OutputFormat::Csv).unwrap(),
         "user_id,total\na,3.5\nb,\n"
     );
+    assert_eq!(
+        render(&out, OutputFormat::NdJson).unwrap(),
+        "{\"user_id\":\"a\",\"total\":3.5}\n{\"user_id\":\"b\"}\n"
+    );
+    assert_eq!(pipe_query::row_count(&out), 2);
     assert!(render(&out, OutputFormat::Table)
         .unwrap()
         .contains("| a       | 3.5   |"));
