@@ -267,7 +267,14 @@ pub fn error_response(kind: ErrorKind, message: impl Into<String>) -> Response {
 /// Whether the request carries one of the policy's bearer tokens. Every
 /// stored digest is compared, in constant time, whatever matches.
 fn authorized(policy: &StreamPolicy, headers: &HeaderMap) -> bool {
-    if policy.token_digests.is_empty() {
+    bearer_authorized(&policy.token_digests, headers)
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` with a token whose
+/// SHA-256 is in `digests` (compared in constant time); any request passes
+/// when `digests` is empty.
+pub fn bearer_authorized(digests: &[[u8; 32]], headers: &HeaderMap) -> bool {
+    if digests.is_empty() {
         return true;
     }
     let Some(token) = headers
@@ -279,7 +286,7 @@ fn authorized(policy: &StreamPolicy, headers: &HeaderMap) -> bool {
     };
     let presented = token_digest(token.trim());
     let mut ok = subtle::Choice::from(0);
-    for digest in &policy.token_digests {
+    for digest in digests {
         ok |= digest.ct_eq(&presented);
     }
     ok.into()

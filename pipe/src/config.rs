@@ -80,6 +80,9 @@ pub struct ConfigFile {
     /// The catalog that tracks tables.
     #[serde(default)]
     pub catalog: Option<CatalogFile>,
+    /// The read-only SQL endpoint.
+    #[serde(default)]
+    pub query: Option<QueryFile>,
     /// Streams by name.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamFile>,
@@ -131,6 +134,18 @@ pub struct CatalogFile {
     /// REST: OAuth2 scope.
     #[serde(default)]
     pub scope: Option<String>,
+}
+
+/// `[query]`: the server's read-only SQL endpoint, `POST /v1/query`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryFile {
+    /// `false` turns the endpoint off (404).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// SHA-256 digests of accepted bearer tokens; empty: no auth.
+    #[serde(default)]
+    pub auth_token_sha256: Vec<String>,
 }
 
 /// `[streams.NAME]`.
@@ -348,9 +363,17 @@ impl PipelineConfig {
     }
 }
 
+/// The read-only SQL endpoint, resolved.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    pub enabled: bool,
+    pub token_digests: Vec<[u8; 32]>,
+}
+
 /// The whole configuration, validated, with absolute paths.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub query: QueryConfig,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub body_timeout: std::time::Duration,
@@ -518,19 +541,7 @@ impl Config {
                 }
             };
             let key = |k: &str| format!("streams.{name}.{k}");
-            let mut token_digests = Vec::new();
-            for (i, digest) in s.auth_token_sha256.iter().enumerate() {
-                let bytes = hex::decode(digest.trim())
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| {
-                        err(
-                            format!("{}[{i}]", key("auth_token_sha256")),
-                            "expected 64 hex digits, the output of `pipe hash-token`".into(),
-                        )
-                    })?;
-                token_digests.push(bytes);
-            }
+            let token_digests = token_digests(&key("auth_token_sha256"), &s.auth_token_sha256)?;
             for origin in &s.cors_origins {
                 let valid = origin == "*"
                     || ((origin.starts_with("http://") || origin.starts_with("https://"))
@@ -856,7 +867,13 @@ impl Config {
             Some(secs) => std::time::Duration::from_secs(secs),
             None => pipe_ingest::http::DEFAULT_BODY_TIMEOUT,
         };
+        let query_file = file.query.unwrap_or_default();
+        let query = QueryConfig {
+            enabled: query_file.enabled.unwrap_or(true),
+            token_digests: token_digests("query.auth_token_sha256", &query_file.auth_token_sha256)?,
+        };
         Ok(Config {
+            query,
             data_dir,
             listen,
             body_timeout,
@@ -894,6 +911,24 @@ fn sql_catalog_uri(uri: Option<String>, base: &Path, data_dir: &Path) -> Result<
             }
         },
     })
+}
+
+/// Parses `auth_token_sha256` digests (the output of `pipe hash-token`).
+fn token_digests(key: &str, digests: &[String]) -> Result<Vec<[u8; 32]>> {
+    digests
+        .iter()
+        .enumerate()
+        .map(|(i, digest)| {
+            hex::decode(digest.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "`{key}[{i}]`: expected 64 hex digits, the output of `pipe hash-token`"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn check_name(key: &str, name: &str) -> Result<()> {

@@ -62,6 +62,8 @@ struct AdminState {
     metrics: Arc<prometheus_client::registry::Registry>,
     /// Set once shutdown has begun: `/readyz` answers 503 from then on.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    catalog: pipe_sink::CatalogSettings,
+    query: crate::config::QueryConfig,
 }
 
 /// What `GET /v1/pipelines/{name}` shows of a pipeline.
@@ -337,6 +339,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
+        .route("/v1/query", post(query))
         .route("/v1/pipelines/{name}", get(pipeline_status))
         .route("/v1/pipelines/{name}/flush", post(flush))
         .with_state(AdminState {
@@ -344,6 +347,8 @@ pub async fn serve(
             pipelines: Arc::new(infos),
             metrics: Arc::new(metrics.registry()),
             draining: draining.clone(),
+            catalog: config.catalog.clone(),
+            query: config.query.clone(),
         });
     let app = ingest.merge(admin);
 
@@ -420,6 +425,92 @@ fn rebuild_keys(buffer: &Buffer, keys: &KeyIndex) -> Result<()> {
         }
         for r in &records {
             keys.observe(&pipe_ingest::payload::decode_meta(&r.payload)?);
+        }
+    }
+}
+
+/// The body of `POST /v1/query`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    sql: String,
+    /// Rows returned at most (default 10,000; the caller may ask for more).
+    #[serde(default = "default_max_rows")]
+    max_rows: usize,
+    /// Seconds the query may take (default 30).
+    #[serde(default = "default_query_secs")]
+    timeout_secs: u64,
+}
+
+fn default_max_rows() -> usize {
+    10_000
+}
+
+fn default_query_secs() -> u64 {
+    30
+}
+
+/// `POST /v1/query`: one read-only statement over the catalog's tables;
+/// the rows as JSON objects. Statements that would change data or
+/// definitions are refused (400), a query past its time limit is 408.
+async fn query(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !state.query.enabled {
+        return error_response(
+            ErrorKind::NotFound,
+            "the query endpoint is turned off (`[query] enabled = false`)",
+        );
+    }
+    if !pipe_ingest::http::bearer_authorized(&state.query.token_digests, &headers) {
+        return error_response(ErrorKind::Unauthorized, "unauthorized");
+    }
+    let request: QueryRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                ErrorKind::InvalidInput,
+                format!("expected {{\"sql\": \"…\", \"max_rows\": n, \"timeout_secs\": n}}: {e}"),
+            )
+        }
+    };
+    let started = std::time::Instant::now();
+    let run = async {
+        let catalog = pipe_sink::open_catalog(&state.catalog).await?;
+        let engine = pipe_query::QueryEngine::new(catalog).await?;
+        let (batches, truncated) = engine.read_only(&request.sql, request.max_rows).await?;
+        let rows = pipe_query::render(&batches, pipe_query::OutputFormat::Json)?;
+        Ok::<_, Error>((batches, truncated, rows))
+    };
+    let limit = std::time::Duration::from_secs(request.timeout_secs.max(1));
+    match tokio::time::timeout(limit, run).await {
+        Err(_) => error_response(
+            ErrorKind::TimedOut,
+            format!("the query took longer than {} s", limit.as_secs()),
+        ),
+        Ok(Err(e)) => error_response(e.kind(), e.to_string()),
+        Ok(Ok((batches, truncated, rows))) => {
+            let columns: Vec<String> = batches
+                .first()
+                .map(|b| {
+                    b.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let rows: serde_json::Value = serde_json::from_str(&rows).unwrap_or_default();
+            Json(json!({
+                "columns": columns,
+                "rows": rows,
+                "row_count": pipe_query::row_count(&batches),
+                "truncated": truncated,
+                "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
+            }))
+            .into_response()
         }
     }
 }

@@ -99,6 +99,63 @@ impl QueryEngine {
         Ok(QueryEngine { ctx, catalog })
     }
 
+    /// Runs one statement that only reads (a query, `SHOW`, `DESCRIBE`,
+    /// `EXPLAIN`): anything that would change data or definitions (DDL,
+    /// DML, `SET`, transactions) is refused before it runs. Returns at most
+    /// `max_rows` rows, and whether more were there.
+    pub async fn read_only(&self, sql: &str, max_rows: usize) -> Result<(Vec<RecordBatch>, bool)> {
+        if let Some(statement) = Discovery::parse(sql) {
+            let batch = statement.run(&self.catalog).await?;
+            let truncated = batch.num_rows() > max_rows;
+            return Ok((
+                vec![batch.slice(0, batch.num_rows().min(max_rows))],
+                truncated,
+            ));
+        }
+        let options = datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = self
+            .ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| match classify(e) {
+                Error::Sql(m) => Error::Sql(format!("read-only endpoint: {m}")),
+                other => other,
+            })?;
+        // One row past the limit tells whether the result was cut (and a
+        // huge limit must not overflow the optimizer's arithmetic).
+        let max_rows = max_rows.min(1 << 40);
+        let explains = matches!(
+            df.logical_plan(),
+            datafusion::logical_expr::LogicalPlan::Explain(_)
+                | datafusion::logical_expr::LogicalPlan::Analyze(_)
+        );
+        let df = if explains {
+            df
+        } else {
+            df.limit(0, Some(max_rows + 1)).map_err(classify)?
+        };
+        let mut batches = df.collect().await.map_err(classify)?;
+        let mut left = max_rows;
+        let mut truncated = false;
+        for b in &mut batches {
+            if b.num_rows() > left {
+                *b = b.slice(0, left);
+                truncated = true;
+            }
+            left -= b.num_rows();
+        }
+        // Keep one (empty) batch when no row is left: it carries the schema.
+        let empty = batches.first().map(|b| b.slice(0, 0));
+        batches.retain(|b| b.num_rows() > 0);
+        if batches.is_empty() {
+            batches.extend(empty);
+        }
+        Ok((batches, truncated))
+    }
+
     /// Runs one statement and collects its result.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         if let Some(statement) = Discovery::parse(sql) {

@@ -230,3 +230,88 @@ async fn query_prints_ndjson_and_a_stats_line() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
 }
+
+/// `POST /v1/query`: read-only SQL over HTTP with a caller-set row limit,
+/// the stream auth model, and refusals for anything that writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_query_endpoint_reads_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_digest = hex_digest("q-secret");
+    let config = write_stream_config(
+        dir.path(),
+        &format!("[query]\nauth_token_sha256 = [\"{token_digest}\"]\n"),
+        r#"
+[sinks.ecommerce_sink]
+table = "ecommerce"
+
+[pipelines.ecommerce]
+sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
+"#,
+    );
+    let server = Server::start(&config).await;
+    assert_eq!(
+        server
+            .post_json("ecommerce_stream", &getting_started_events())
+            .await
+            .0,
+        200
+    );
+    server.flush("ecommerce");
+    let client = reqwest::Client::new();
+    let ask = |body: Value, token: Option<&'static str>| {
+        let mut request = client.post(format!("{}/v1/query", server.url)).json(&body);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let sql = "SELECT user_id, amount FROM default.ecommerce ORDER BY user_id, amount";
+    assert_eq!(ask(json!({"sql": sql}), None).await.0, 401);
+    assert_eq!(ask(json!({"sql": sql}), Some("wrong")).await.0, 401);
+    let (status, body) = ask(json!({"sql": sql, "max_rows": 2}), Some("q-secret")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["columns"], json!(["user_id", "amount"]));
+    assert_eq!(
+        body["rows"],
+        json!([{"user_id": "user_12345", "amount": 15.5}, {"user_id": "user_12345", "amount": 29.99}])
+    );
+    assert_eq!(
+        (body["row_count"].clone(), body["truncated"].clone()),
+        (json!(2), json!(true))
+    );
+    let (_, all) = ask(json!({"sql": sql}), Some("q-secret")).await;
+    assert_eq!(
+        (all["row_count"].clone(), all["truncated"].clone()),
+        (json!(3), json!(false))
+    );
+    let (_, tables) = ask(json!({"sql": "SHOW TABLES IN default"}), Some("q-secret")).await;
+    assert_eq!(tables["rows"][0]["table_name"], "ecommerce", "{tables}");
+    for write in [
+        "INSERT INTO default.ecommerce SELECT * FROM default.ecommerce",
+        "DROP TABLE default.ecommerce",
+        "CREATE TABLE t AS SELECT 1",
+    ] {
+        let (status, body) = ask(json!({"sql": write}), Some("q-secret")).await;
+        assert_eq!(status, 400, "{write}: {body}");
+        assert!(body.to_string().contains("read-only endpoint"), "{body}");
+    }
+    let (status, _) = ask(json!({"query": sql}), Some("q-secret")).await;
+    assert_eq!(status, 400, "an unknown field is refused");
+    server.stop();
+    let rows = query(&config, "SELECT count(*) AS n FROM default.ecommerce");
+    assert_eq!(rows, vec![json!({"n": 3})], "nothing was written");
+}
+
+fn hex_digest(token: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["hash-token", token])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
