@@ -90,6 +90,12 @@ pub enum Command {
         /// The input file; `-` or nothing for standard input.
         file: Option<PathBuf>,
     },
+    /// A running server's pipelines: `list`, or `get NAME` with live
+    /// figures and recent errors.
+    Pipelines {
+        #[command(subcommand)]
+        action: PipelinesAction,
+    },
     /// Ask a running server to roll and commit a pipeline now.
     Flush {
         /// The server's address.
@@ -97,6 +103,28 @@ pub enum Command {
         server: String,
         /// The pipeline.
         pipeline: String,
+    },
+}
+
+/// `pipe pipelines …`.
+#[derive(Debug, Subcommand)]
+pub enum PipelinesAction {
+    /// Every pipeline, one line each.
+    List {
+        #[arg(long, env = "PIPE_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// The server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One pipeline: its stream and sink, what it committed since the
+    /// server started, and its recent errors with their reasons.
+    Get {
+        #[arg(long, env = "PIPE_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        #[arg(long)]
+        json: bool,
+        name: String,
     },
 }
 
@@ -233,8 +261,39 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 Ok(())
             }
+            Command::Pipelines { action } => {
+                match action {
+                    PipelinesAction::List { server, json } => {
+                        let body = call(reqwest::Method::GET, &server, "/v1/pipelines").await?;
+                        if json {
+                            println!("{body}");
+                        } else {
+                            print!("{}", pipelines_table(&body)?);
+                        }
+                    }
+                    PipelinesAction::Get { server, json, name } => {
+                        let body = call(
+                            reqwest::Method::GET,
+                            &server,
+                            &format!("/v1/pipelines/{name}"),
+                        )
+                        .await?;
+                        if json {
+                            println!("{body}");
+                        } else {
+                            print!("{}", pipeline_details(&body)?);
+                        }
+                    }
+                }
+                Ok(())
+            }
             Command::Flush { server, pipeline } => {
-                let body = flush(&server, &pipeline).await?;
+                let body = call(
+                    reqwest::Method::POST,
+                    &server,
+                    &format!("/v1/pipelines/{pipeline}/flush"),
+                )
+                .await?;
                 println!("{body}");
                 Ok(())
             }
@@ -291,14 +350,11 @@ async fn shutdown_signal() {
 /// The exit code after a second SIGINT/SIGTERM (128 + SIGINT, as shells use).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
-/// Asks a running server to flush `pipeline`; returns its JSON report.
-async fn flush(server: &str, pipeline: &str) -> Result<String> {
-    let url = format!(
-        "{}/v1/pipelines/{pipeline}/flush",
-        server.trim_end_matches('/')
-    );
+/// Calls a running server's admin API; returns the body of a 2xx answer.
+async fn call(method: reqwest::Method, server: &str, path: &str) -> Result<String> {
+    let url = format!("{}{path}", server.trim_end_matches('/'));
     let response = reqwest::Client::new()
-        .post(&url)
+        .request(method, &url)
         .send()
         .await
         .map_err(|e| Error::Remote(format!("calling `{url}`: {e}"), ErrorKind::Unavailable))?;
@@ -316,4 +372,118 @@ async fn flush(server: &str, pipeline: &str) -> Result<String> {
         _ => ErrorKind::Unavailable,
     };
     Err(Error::Remote(format!("{status}: {body}"), kind))
+}
+
+fn parse(body: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(body).map_err(|e| Error::Internal(format!("the server's answer: {e}")))
+}
+
+/// How long ago `ms` (since the epoch) was, for people.
+fn ago(ms: u64) -> String {
+    if ms == 0 {
+        return "never".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let secs = now.saturating_sub(ms) / 1000;
+    match secs {
+        0..=119 => format!("{secs} s ago"),
+        120..=7199 => format!("{} min ago", secs / 60),
+        _ => format!("{} h ago", secs / 3600),
+    }
+}
+
+/// `pipe pipelines list` as a table.
+fn pipelines_table(body: &str) -> Result<String> {
+    let all = parse(body)?;
+    let mut rows = vec![[
+        "PIPELINE",
+        "STREAM",
+        "SINK",
+        "COMMITTED",
+        "ROWS",
+        "FAILED",
+        "FILES",
+        "LAST COMMIT",
+        "ERRORS",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for p in all["pipelines"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            p["pipeline"].as_str().unwrap_or_default().to_string(),
+            p["stream"].as_str().unwrap_or_default().to_string(),
+            p["sink"].as_str().unwrap_or_default().to_string(),
+            p["committed_through"]
+                .as_u64()
+                .map_or("-".into(), |c| c.to_string()),
+            p["rows_committed"].to_string(),
+            p["failed_rows_committed"].to_string(),
+            p["files_committed"].to_string(),
+            ago(p["last_commit_unix_ms"].as_u64().unwrap_or(0)),
+            p["recent_errors"]
+                .as_array()
+                .map_or(0, Vec::len)
+                .to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `pipe pipelines get` for people.
+fn pipeline_details(body: &str) -> Result<String> {
+    let p = parse(body)?;
+    let field = |k: &str| match &p[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "pipeline          {}\nstream            {}\nsink              {} ({})\nquarantine table  {}\ncommitted through offset {}\n",
+        field("pipeline"),
+        field("stream"),
+        field("sink"),
+        field("sink_kind"),
+        field("quarantine_table"),
+        field("committed_through"),
+    );
+    out.push_str(&format!(
+        "since start: {} rows, {} failed rows, {} files, {} bytes ({} before compression), {} row groups, {} commits, last {}\n",
+        field("rows_committed"),
+        field("failed_rows_committed"),
+        field("files_committed"),
+        field("bytes_committed"),
+        field("uncompressed_bytes_committed"),
+        field("row_groups_committed"),
+        field("commits"),
+        ago(p["last_commit_unix_ms"].as_u64().unwrap_or(0)),
+    ));
+    let errors = p["recent_errors"].as_array().cloned().unwrap_or_default();
+    if errors.is_empty() {
+        out.push_str("recent errors: none\n");
+    } else {
+        out.push_str("recent errors:\n");
+        for e in errors {
+            out.push_str(&format!(
+                "  {}  {}\n",
+                e["at"].as_str().unwrap_or_default(),
+                e["error"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    Ok(out)
 }

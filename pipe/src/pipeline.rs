@@ -164,11 +164,48 @@ pub struct PipelineStats {
     pub commit_micros: AtomicU64,
     /// When the last commit landed, ms since the epoch (0: none yet).
     pub last_commit_unix_ms: AtomicU64,
+    /// The latest problems, newest last (at most [`RECENT_ERRORS`]).
+    recent_errors: Mutex<std::collections::VecDeque<RecentError>>,
     /// The last committed buffer offset plus one (0: nothing yet).
     committed_next: AtomicU64,
 }
 
+/// Problems a pipeline keeps for `pipe pipelines get`.
+pub const RECENT_ERRORS: usize = 20;
+
+/// One problem a pipeline met: a failed step or commit (retried), or rows
+/// its SQL failed on (in the quarantine table).
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentError {
+    /// When, RFC 3339.
+    pub at: String,
+    pub error: String,
+}
+
 impl PipelineStats {
+    /// Keeps `error` among the recent problems.
+    pub fn record_error(&self, error: impl std::fmt::Display) {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut recent = self.recent_errors.lock().expect("never poisoned");
+        if recent.len() == RECENT_ERRORS {
+            recent.pop_front();
+        }
+        recent.push_back(RecentError {
+            at,
+            error: error.to_string(),
+        });
+    }
+
+    /// The recent problems, oldest first.
+    pub fn recent_errors(&self) -> Vec<RecentError> {
+        self.recent_errors
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Stats of a pipeline that has committed through `committed`.
     pub fn new(committed: Option<u64>) -> Self {
         let stats = PipelineStats::default();
@@ -271,6 +308,7 @@ impl PipelineTask {
                 }
                 (Some(reply), Err(e)) => {
                     error!(pipeline = %name, error = %e, "flush failed");
+                    self.stats.record_error(format!("flush failed: {e}"));
                     let _ = reply.send(Err(e));
                 }
                 (None, Ok(_)) => {}
@@ -278,6 +316,8 @@ impl PipelineTask {
                     // Nothing is lost: the pending range stays in the buffer
                     // and the next turn tries again.
                     error!(pipeline = %name, error = %e, "pipeline step failed; retrying");
+                    self.stats
+                        .record_error(format!("step failed (retrying): {e}"));
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -356,6 +396,11 @@ impl PipelineTask {
                     .collect();
                 if let Some(first) = failed.first() {
                     warn!(pipeline = %self.plan.name(), failed = failed.len(), first_error = %first.error, "the SQL failed on some rows; they go to the quarantine table");
+                    self.stats.record_error(format!(
+                        "the SQL failed on {} rows (kept in the quarantine table), first: {}",
+                        failed.len(),
+                        first.error
+                    ));
                 }
                 if !fresh.is_empty() {
                     sink.sink
@@ -501,6 +546,8 @@ impl PipelineTask {
                 }
                 Err(e) if e.kind().retryable() && !cancel.is_cancelled() => {
                     warn!(pipeline = %self.plan.name(), error = %e, "commit failed; retrying the same range");
+                    self.stats
+                        .record_error(format!("commit failed (retrying): {e}"));
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }

@@ -340,6 +340,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/v1/query", post(query))
+        .route("/v1/pipelines", get(pipelines_status))
         .route("/v1/pipelines/{name}", get(pipeline_status))
         .route("/v1/pipelines/{name}/flush", post(flush))
         .with_state(AdminState {
@@ -544,10 +545,25 @@ async fn pipeline_status(State(state): State<AdminState>, Path(name): Path<Strin
     let Some(p) = state.pipelines.get(&name) else {
         return error_response(ErrorKind::NotFound, format!("unknown pipeline `{name}`"));
     };
+    Json(status_json(&name, p)).into_response()
+}
+
+/// `GET /v1/pipelines`: every pipeline's status, by name.
+async fn pipelines_status(State(state): State<AdminState>) -> Response {
+    let mut names: Vec<&String> = state.pipelines.keys().collect();
+    names.sort();
+    let all: Vec<serde_json::Value> = names
+        .into_iter()
+        .map(|name| status_json(name, &state.pipelines[name]))
+        .collect();
+    Json(json!({ "pipelines": all })).into_response()
+}
+
+fn status_json(name: &str, p: &PipelineInfo) -> serde_json::Value {
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     let stats = &p.stats;
-    Json(json!({
+    json!({
         "pipeline": name,
         "stream": p.stream,
         "sink": p.sink,
@@ -560,6 +576,8 @@ async fn pipeline_status(State(state): State<AdminState>, Path(name): Path<Strin
         "bytes_committed": load(&stats.bytes_committed),
         "uncompressed_bytes_committed": load(&stats.uncompressed_bytes_committed),
         "row_groups_committed": load(&stats.row_groups_committed),
+        "commits": load(&stats.commits),
+        "last_commit_unix_ms": load(&stats.last_commit_unix_ms),
         // The same figures under the names the hosted service's sink
         // metrics use.
         "sink_metrics": {
@@ -569,8 +587,8 @@ async fn pipeline_status(State(state): State<AdminState>, Path(name): Path<Strin
             "uncompressedBytesWritten": load(&stats.uncompressed_bytes_committed),
             "rowGroupsWritten": load(&stats.row_groups_committed),
         },
-    }))
-    .into_response()
+        "recent_errors": stats.recent_errors(),
+    })
 }
 
 async fn flush(State(state): State<AdminState>, Path(name): Path<String>) -> Response {

@@ -98,6 +98,53 @@ async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
     assert!(status["committed_through"].is_u64(), "{status}");
     // Two flushes since the restart, each one day partition: two files.
     assert_eq!(status["files_committed"], 2, "{status}");
+    // `pipe pipelines get` and `list` show the figures and the reason.
+    let errors = status["recent_errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| e["error"]
+            .as_str()
+            .unwrap()
+            .contains("the SQL failed on 1 rows")),
+        "{status}"
+    );
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .args(["pipelines"])
+            .args(args)
+            .args(["--server", &server.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let details = cli(&["get", "orders_pipeline"]);
+    assert!(
+        details.contains("sink              shop.orders (iceberg)"),
+        "{details}"
+    );
+    assert!(
+        details.contains("since start: 107 rows, 1 failed rows, 2 files"),
+        "{details}"
+    );
+    assert!(details.contains("recent errors:\n"), "{details}");
+    assert!(details.contains("the SQL failed on 1 rows"), "{details}");
+    let list = cli(&["list"]);
+    let header = list.lines().next().unwrap();
+    assert!(
+        header.starts_with("PIPELINE") && header.contains("LAST COMMIT"),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("orders_pipeline ") && l.contains("shop.orders")),
+        "{list}"
+    );
+    let json: Value = serde_json::from_str(&cli(&["list", "--json"])).unwrap();
+    assert_eq!(json["pipelines"][0]["pipeline"], "orders_pipeline");
     assert_eq!(status["row_groups_committed"], 2, "{status}");
     assert!(
         status["bytes_committed"].as_u64().unwrap() > 100,
