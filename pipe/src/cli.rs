@@ -59,8 +59,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, short, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// The statement, e.g. `SELECT * FROM default.ecommerce LIMIT 10`.
-        sql: String,
+        /// The statement, e.g. `SELECT * FROM default.ecommerce LIMIT 10`;
+        /// none: an interactive prompt (statements end with `;`).
+        sql: Option<String>,
     },
     /// Print the SHA-256 of a bearer token, for a stream's `auth_token_sha256`.
     HashToken {
@@ -202,27 +203,16 @@ pub fn run(args: Args) -> Result<()> {
                 let started = std::time::Instant::now();
                 let catalog = pipe_sink::open_catalog(&config.catalog).await?;
                 let engine = QueryEngine::new(catalog).await?;
-                let batches = engine.sql(&sql).await?;
                 let format = match format {
                     Format::Table => OutputFormat::Table,
                     Format::Json => OutputFormat::Json,
                     Format::Csv => OutputFormat::Csv,
                     Format::Ndjson => OutputFormat::NdJson,
                 };
-                let text = render(&batches, format)?;
-                if format == OutputFormat::NdJson {
-                    print!("{text}");
-                } else {
-                    println!("{text}");
+                match sql {
+                    Some(sql) => run_statement(&engine, &sql, format, started).await,
+                    None => repl(&engine, format).await,
                 }
-                // The stats line goes to standard error: standard output
-                // stays the results alone.
-                eprintln!(
-                    "{} rows in {:.1} ms",
-                    pipe_query::row_count(&batches),
-                    started.elapsed().as_secs_f64() * 1e3
-                );
-                Ok(())
             }
             Command::HashToken { .. } => unreachable!("answered before the runtime starts"),
             Command::Send {
@@ -349,6 +339,78 @@ async fn shutdown_signal() {
 
 /// The exit code after a second SIGINT/SIGTERM (128 + SIGINT, as shells use).
 pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Runs one statement and prints its result, then the stats line on
+/// standard error (standard output stays the results alone).
+async fn run_statement(
+    engine: &QueryEngine,
+    sql: &str,
+    format: OutputFormat,
+    started: std::time::Instant,
+) -> Result<()> {
+    let batches = engine.sql(sql).await?;
+    let text = render(&batches, format)?;
+    if format == OutputFormat::NdJson {
+        print!("{text}");
+    } else {
+        println!("{text}");
+    }
+    eprintln!(
+        "{} rows in {:.1} ms",
+        pipe_query::row_count(&batches),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// `pipe query` without SQL: a prompt with line editing and history
+/// (`~/.pipe_history`). A statement may span lines and ends with `;`; an
+/// error is printed and the prompt goes on; `exit`, `quit` or Ctrl-D leave.
+async fn repl(engine: &QueryEngine, format: OutputFormat) -> Result<()> {
+    let mut editor = rustyline::DefaultEditor::new()
+        .map_err(|e| Error::Internal(format!("starting the prompt: {e}")))?;
+    let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pipe_history"));
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    let mut statement = String::new();
+    loop {
+        let prompt = if statement.is_empty() {
+            "pipe> "
+        } else {
+            "  ... "
+        };
+        let line = match tokio::task::block_in_place(|| editor.readline(prompt)) {
+            Ok(line) => line,
+            Err(rustyline::error::ReadlineError::Interrupted) => {
+                statement.clear();
+                continue;
+            }
+            Err(_) => break, // end of input
+        };
+        let trimmed = line.trim();
+        if statement.is_empty() && matches!(trimmed, "exit" | "quit" | "\\q") {
+            break;
+        }
+        if trimmed.is_empty() && statement.is_empty() {
+            continue;
+        }
+        statement.push_str(&line);
+        statement.push('\n');
+        if !trimmed.ends_with(';') {
+            continue;
+        }
+        let sql = std::mem::take(&mut statement);
+        let _ = editor.add_history_entry(sql.trim());
+        if let Err(e) = run_statement(engine, &sql, format, std::time::Instant::now()).await {
+            eprintln!("error: {e}");
+        }
+    }
+    if let Some(h) = &history {
+        let _ = editor.save_history(h);
+    }
+    Ok(())
+}
 
 /// Calls a running server's admin API; returns the body of a 2xx answer.
 async fn call(method: reqwest::Method, server: &str, path: &str) -> Result<String> {

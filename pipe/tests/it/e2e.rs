@@ -315,3 +315,30 @@ fn hex_digest(token: &str) -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// `pipe query` without SQL reads statements (ending with `;`, over several
+/// lines) until `exit`; an error does not end the session.
+#[tokio::test(flavor = "multi_thread")]
+async fn query_without_sql_is_an_interactive_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    deliver_getting_started(&config).await;
+    let out = run_with_stdin(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .args(["query", "--format", "json", "--config"])
+            .arg(&config)
+            .env("HOME", dir.path()),
+        b"SELECT count(*) AS n FROM default.ecommerce;\nSELECT\n  1 + 1 AS two;\nSELECT nope FROM default.ecommerce;\nSELECT 3 AS three;\nexit\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for want in [r#"[{"n":3}]"#, r#"[{"two":2}]"#, r#"[{"three":3}]"#] {
+        assert!(stdout.contains(want), "{want} in {stdout}");
+    }
+    assert!(
+        stderr.contains("error:") && stderr.contains("nope"),
+        "{stderr}"
+    );
+    assert!(dir.path().join(".pipe_history").exists(), "history is kept");
+}

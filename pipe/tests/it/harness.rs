@@ -615,3 +615,16 @@ pub async fn deliver_getting_started(config: &Path) -> Value {
     server.stop();
     events
 }
+
+/// Runs `cmd` with `input` on its standard input; returns its output.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}

@@ -1,8 +1,7 @@
 //! `pipe send`: a file of NDJSON events, some bad, and a JSON array on
 //! standard input, posted to a running server.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::json;
 
@@ -52,19 +51,16 @@ async fn send_posts_a_file_in_batches_and_reports_the_bad_lines() {
     assert!(stderr.contains("2 events were rejected"), "{stderr}");
 
     // A JSON array on standard input.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args(["send", "--server", &server.url, "ecommerce_stream", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(getting_started_events().to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_pipe")).args([
+            "send",
+            "--server",
+            &server.url,
+            "ecommerce_stream",
+            "-",
+        ]),
+        getting_started_events().to_string().as_bytes(),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
