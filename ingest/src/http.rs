@@ -485,10 +485,7 @@ async fn accept(
                 Decoded::Rejected(errors) => return Ok(Err(errors)),
             }
         };
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or_default();
+        let at = pipe_schemas::now_micros();
         let batch = batch
             .map(|b| pipe_schemas::stamp_ingest_ts(&b, at))
             .transpose()?;

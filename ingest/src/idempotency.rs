@@ -70,12 +70,7 @@ pub struct KeyIndex {
     entries: Mutex<HashMap<String, Entry>>,
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
-}
+use pipe_schemas::now_micros;
 
 impl KeyIndex {
     /// Loads `path` (keys of released records), keeping what is inside

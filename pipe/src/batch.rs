@@ -231,10 +231,10 @@ impl BatchJob {
                 )));
             }
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
-        Ok(pipe_schemas::stamp_ingest_ts(&batch, now)?)
+        Ok(pipe_schemas::stamp_ingest_ts(
+            &batch,
+            pipe_schemas::now_micros(),
+        )?)
     }
 }
 

@@ -445,9 +445,7 @@ fn ago(ms: u64) -> String {
     if ms == 0 {
         return "never".into();
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = pipe_schemas::now_micros().max(0) as u64 / 1000;
     let secs = now.saturating_sub(ms) / 1000;
     match secs {
         0..=119 => format!("{secs} s ago"),

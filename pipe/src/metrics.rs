@@ -105,12 +105,6 @@ fn family(
     Ok(())
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 /// Durable records the pipeline has not committed, and the age in seconds
 /// of the oldest (read from its request's accept time in the buffer).
 fn lag(p: &PipelineSource) -> (u64, f64) {
@@ -127,7 +121,7 @@ fn lag(p: &PipelineSource) -> (u64, f64) {
         .and_then(|records| records.into_iter().next())
         .and_then(|r| pipe_ingest::payload::decode_meta(&r.payload).ok())
         .map_or(0.0, |meta| {
-            (now_micros() - meta.at_micros).max(0) as f64 / 1e6
+            (pipe_schemas::now_micros() - meta.at_micros).max(0) as f64 / 1e6
         });
     (end - from, age)
 }

@@ -509,9 +509,7 @@ impl PipelineTask {
                     self.stats
                         .commit_micros
                         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
+                    let now_ms = pipe_schemas::now_micros().max(0) as u64 / 1000;
                     self.stats
                         .last_commit_unix_ms
                         .store(now_ms, Ordering::Relaxed);

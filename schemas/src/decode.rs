@@ -423,6 +423,14 @@ impl EventDecoder {
     }
 }
 
+/// Now, in microseconds since the epoch (UTC): the unit of
+/// [`INGEST_TS_COLUMN`] and of every timestamp `pipe` keeps.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// Adds the [`INGEST_TS_COLUMN`] (`micros` since the epoch, UTC) to every
 /// row of a decoded batch. Stamped once at ingest and kept in the buffer, so a
 /// replay after a crash produces the very same rows.

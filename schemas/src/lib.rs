@@ -28,8 +28,8 @@ pub mod json_schema;
 pub mod schema;
 
 pub use decode::{
-    quarantine_batch, quarantine_schema, stamp_ingest_ts, BodyFormat, Decoded, EventDecoder,
-    EventError, EventErrorKind, QuarantinedEvent, Split, UnknownFields, EXTRA_COLUMN,
+    now_micros, quarantine_batch, quarantine_schema, stamp_ingest_ts, BodyFormat, Decoded,
+    EventDecoder, EventError, EventErrorKind, QuarantinedEvent, Split, UnknownFields, EXTRA_COLUMN,
 };
 pub use json_schema::JsonSchema;
 pub use schema::{FieldDef, FieldType, StreamSchema, TimestampUnit, INGEST_TS_COLUMN};
