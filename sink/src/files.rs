@@ -140,6 +140,8 @@ pub struct FileSink {
     open: BTreeMap<String, PartWriter>,
     pending_rows: usize,
     last: Option<Committed>,
+    /// Commits since old commit records were last pruned.
+    unpruned: usize,
 }
 
 impl std::fmt::Debug for FileSink {
@@ -187,6 +189,7 @@ impl FileSink {
             open: BTreeMap::new(),
             pending_rows: 0,
             last: None,
+            unpruned: 0,
         };
         sink.recover().await?;
         Ok(sink)
@@ -392,7 +395,12 @@ impl FileSink {
         self.store.publish(&record, true).await?;
         self.last = Some(committed(&record));
         info!(pipeline = %self.pipeline, location = %self.store.location, first = range.first, last = range.last, files = files.len(), "committed files");
-        self.store.prune_records(&self.dir("commits"), &path).await;
+        // Listing the records costs a request: prune once every KEEP commits.
+        self.unpruned += 1;
+        if self.unpruned >= KEEP_RECORDS {
+            self.unpruned = 0;
+            self.store.prune_records(&self.dir("commits"), &path).await;
+        }
         Ok(CommitOutcome::Committed { snapshot_id: None })
     }
 }
@@ -499,12 +507,11 @@ impl Store {
     /// Keeps the newest few commit records of folder `dir`, up to `newest`;
     /// recovery only needs the last.
     async fn prune_records(&self, dir: &str, newest: &str) {
-        const KEEP: usize = 16;
         let Ok(names) = self.list(dir, ".commit").await else {
             return;
         };
         let names: Vec<&String> = names.iter().filter(|p| p.as_str() <= newest).collect();
-        let old = names.len().saturating_sub(KEEP);
+        let old = names.len().saturating_sub(KEEP_RECORDS);
         for name in &names[..old] {
             if let Err(e) = self.op.delete(name).await {
                 warn!(record = %name, error = %e, "could not delete an old commit record");
@@ -512,6 +519,9 @@ impl Store {
         }
     }
 }
+
+/// Commit records kept (recovery needs only the newest).
+const KEEP_RECORDS: usize = 16;
 
 fn committed(record: &Record) -> Committed {
     Committed {

@@ -609,6 +609,32 @@ mod files {
     }
 
     #[tokio::test]
+    async fn old_commit_records_are_pruned_and_recovery_still_finds_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open_parquet(dir.path()).await;
+        for i in 0..40u64 {
+            sink.write(&rows(i as i64 * 2..i as i64 * 2 + 2))
+                .await
+                .unwrap();
+            let staged = sink.close_files().await.unwrap();
+            sink.commit(OffsetRange { first: i, last: i }, &staged)
+                .await
+                .unwrap();
+        }
+        let records: Vec<String> = tree(dir.path())
+            .into_iter()
+            .filter(|p| p.ends_with(".commit"))
+            .collect();
+        assert!((16..=32).contains(&records.len()), "{records:?}");
+        assert!(records
+            .last()
+            .unwrap()
+            .ends_with("00000000000000000039.commit"));
+        let reopened = open_parquet(dir.path()).await;
+        assert_eq!(reopened.last_committed().unwrap().range.last, 39);
+    }
+
+    #[tokio::test]
     async fn staging_files_of_a_crash_are_deleted_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = open_parquet(dir.path()).await;
