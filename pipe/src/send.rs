@@ -2,7 +2,9 @@
 //! to a running server, in NDJSON batches, and sums up what happened.
 //!
 //! - Input: NDJSON (one event per line; blank lines skipped) or one JSON
-//!   array (the input's first character is `[`).
+//!   array (the input's first character is `[`). A line that is not JSON
+//!   is reported (`parse_failure`) and not sent: the server would refuse
+//!   its whole request for it.
 //! - Batches of at most `--batch-events` events and `--batch-bytes` bytes,
 //!   several in flight. Each batch carries an `Idempotency-Key`, so a batch
 //!   retried after a timeout or a 5xx is never stored twice.
@@ -106,9 +108,13 @@ impl std::fmt::Display for SendSummary {
 }
 
 /// A batch: its events (raw JSON text) and the input line of each.
+#[derive(Default)]
 struct Batch {
     events: Vec<String>,
     lines: Vec<u64>,
+    /// Lines that are not JSON: never sent (the server would refuse the
+    /// whole request for one), reported as `parse_failure`.
+    invalid: Vec<Rejection>,
 }
 
 impl Batch {
@@ -156,7 +162,7 @@ pub async fn send(input: Box<dyn Read + Send>, options: SendOptions) -> Result<S
         while !input_done && in_flight.len() < options.concurrency.max(1) {
             match rx.recv().await {
                 Some(batch) => {
-                    summary.events += batch.events.len() as u64;
+                    summary.events += (batch.events.len() + batch.invalid.len()) as u64;
                     summary.bytes += batch.events.iter().map(|e| e.len() as u64 + 1).sum::<u64>();
                     let (client, url, token) = (client.clone(), url.clone(), options.token.clone());
                     in_flight.spawn(async move {
@@ -214,10 +220,7 @@ fn read_batches(
             .map_err(|e| Error::Config(format!("reading the input: {e}")))?;
         buf.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
     };
-    let mut batch = Batch {
-        events: Vec::new(),
-        lines: Vec::new(),
-    };
+    let mut batch = Batch::default();
     let mut size = 0;
     let push = |event: String, line: u64, batch: &mut Batch, size: &mut usize| -> bool {
         *size += event.len() + 1;
@@ -225,13 +228,7 @@ fn read_batches(
         batch.lines.push(line);
         if batch.events.len() >= batch_events || *size >= batch_bytes {
             *size = 0;
-            let full = std::mem::replace(
-                batch,
-                Batch {
-                    events: Vec::new(),
-                    lines: Vec::new(),
-                },
-            );
+            let full = std::mem::take(batch);
             return tx.blocking_send(full).is_ok();
         }
         true
@@ -254,12 +251,20 @@ fn read_batches(
             if line.trim().is_empty() {
                 continue;
             }
+            if let Err(e) = serde_json::from_str::<&serde_json::value::RawValue>(&line) {
+                batch.invalid.push(Rejection {
+                    line: i as u64 + 1,
+                    kind: "parse_failure".into(),
+                    message: format!("not JSON: {e}"),
+                });
+                continue;
+            }
             if !push(line, i as u64 + 1, &mut batch, &mut size) {
                 return Ok(());
             }
         }
     }
-    if !batch.events.is_empty() {
+    if !batch.events.is_empty() || !batch.invalid.is_empty() {
         let _ = tx.blocking_send(batch);
     }
     Ok(())
@@ -283,6 +288,10 @@ async fn send_batch(
     mut batch: Batch,
 ) -> Result<Outcome> {
     let mut outcome = Outcome::default();
+    for bad in std::mem::take(&mut batch.invalid) {
+        *outcome.by_type.entry(bad.kind.clone()).or_default() += 1;
+        outcome.rejected.push(bad);
+    }
     loop {
         if batch.events.is_empty() {
             return Ok(outcome);
@@ -330,10 +339,7 @@ async fn send_batch(
                         ErrorKind::InvalidInput,
                     ));
                 }
-                let mut kept = Batch {
-                    events: Vec::new(),
-                    lines: Vec::new(),
-                };
+                let mut kept = Batch::default();
                 for (i, (event, line)) in batch.events.into_iter().zip(batch.lines).enumerate() {
                     match refused.remove(&i) {
                         Some((kind, message)) => outcome.rejected.push(Rejection {

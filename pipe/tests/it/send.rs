@@ -24,6 +24,9 @@ async fn send_posts_a_file_in_batches_and_reports_the_bad_lines() {
         if i == 100 {
             text.push('\n'); // blank lines are skipped
         }
+        if i == 2000 {
+            text.push_str("not json\n"); // reported, never sent
+        }
     }
     let file = dir.path().join("events.ndjson");
     std::fs::write(&file, text).unwrap();
@@ -36,19 +39,20 @@ async fn send_posts_a_file_in_batches_and_reports_the_bad_lines() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
-    assert!(stdout.contains("sent 2500 events"), "{stdout}");
+    assert!(stdout.contains("sent 2501 events"), "{stdout}");
     assert!(
-        stdout.contains("accepted 2498, quarantined 0, rejected 2"),
+        stdout.contains("accepted 2498, quarantined 0, rejected 3"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("problems by type: missing_field ×1, type_mismatch ×1"),
+        stdout.contains("problems by type: missing_field ×1, parse_failure ×1, type_mismatch ×1"),
         "{stdout}"
     );
+    assert!(stdout.contains("line 2002: not JSON"), "{stdout}");
     let line_7 = stdout.find("line 7: `user_id`").expect(&stdout);
     let line_1500 = stdout.find("line 1501: `amount`").expect(&stdout);
     assert!(line_7 < line_1500, "in input order: {stdout}");
-    assert!(stderr.contains("2 events were rejected"), "{stderr}");
+    assert!(stderr.contains("3 events were rejected"), "{stderr}");
 
     // A JSON array on standard input.
     let out = run_with_stdin(
