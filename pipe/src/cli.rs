@@ -348,18 +348,14 @@ async fn run_statement(
     format: OutputFormat,
     started: std::time::Instant,
 ) -> Result<()> {
-    let batches = engine.sql(sql).await?;
-    let text = render(&batches, format)?;
+    let answer = engine.query(sql).await?;
+    let text = render(&answer.batches, format)?;
     if format == OutputFormat::NdJson {
         print!("{text}");
     } else {
         println!("{text}");
     }
-    eprintln!(
-        "{} rows in {:.1} ms",
-        pipe_query::row_count(&batches),
-        started.elapsed().as_secs_f64() * 1e3
-    );
+    eprintln!("{}", answer.summary(started.elapsed()));
     Ok(())
 }
 

@@ -481,9 +481,9 @@ async fn query(
     let run = async {
         let catalog = pipe_sink::open_catalog(&state.catalog).await?;
         let engine = pipe_query::QueryEngine::new(catalog).await?;
-        let (batches, truncated) = engine.read_only(&request.sql, request.max_rows).await?;
-        let rows = pipe_query::render(&batches, pipe_query::OutputFormat::Json)?;
-        Ok::<_, Error>((batches, truncated, rows))
+        let (answer, truncated) = engine.read_only(&request.sql, request.max_rows).await?;
+        let rows = pipe_query::render(&answer.batches, pipe_query::OutputFormat::Json)?;
+        Ok::<_, Error>((answer, truncated, rows))
     };
     let limit = std::time::Duration::from_secs(request.timeout_secs.max(1));
     match tokio::time::timeout(limit, run).await {
@@ -492,8 +492,9 @@ async fn query(
             format!("the query took longer than {} s", limit.as_secs()),
         ),
         Ok(Err(e)) => error_response(e.kind(), e.to_string()),
-        Ok(Ok((batches, truncated, rows))) => {
-            let columns: Vec<String> = batches
+        Ok(Ok((answer, truncated, rows))) => {
+            let columns: Vec<String> = answer
+                .batches
                 .first()
                 .map(|b| {
                     b.schema()
@@ -507,9 +508,13 @@ async fn query(
             Json(json!({
                 "columns": columns,
                 "rows": rows,
-                "row_count": pipe_query::row_count(&batches),
+                "row_count": pipe_query::row_count(&answer.batches),
                 "truncated": truncated,
                 "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
+                "files_total": answer.scan.files_total,
+                "files_scanned": answer.scan.files_planned,
+                "files_skipped": answer.scan.files_skipped(),
+                "bytes_read": answer.scan.bytes_read,
             }))
             .into_response()
         }

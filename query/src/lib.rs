@@ -26,12 +26,15 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use iceberg::Catalog;
-use iceberg_datafusion::IcebergCatalogProvider;
 pub use pipe_sink::ErrorKind;
 
 pub mod discovery;
+pub mod provider;
+pub mod scan;
 pub mod time_travel;
 pub mod top_k;
+
+pub use scan::ScanStats;
 
 use discovery::Discovery;
 
@@ -81,7 +84,7 @@ impl std::fmt::Debug for QueryEngine {
 impl QueryEngine {
     /// A session over every table in `catalog` as it is now.
     pub async fn new(catalog: Arc<dyn Catalog>) -> Result<QueryEngine> {
-        let provider = IcebergCatalogProvider::try_new(catalog.clone())
+        let provider = provider::IcebergCatalog::try_new(catalog.clone())
             .await
             .map_err(|e| Error::Unavailable(format!("listing the catalog's tables: {e}")))?;
         let config = SessionConfig::new()
@@ -103,12 +106,15 @@ impl QueryEngine {
     /// `EXPLAIN`): anything that would change data or definitions (DDL,
     /// DML, `SET`, transactions) is refused before it runs. Returns at most
     /// `max_rows` rows, and whether more were there.
-    pub async fn read_only(&self, sql: &str, max_rows: usize) -> Result<(Vec<RecordBatch>, bool)> {
+    pub async fn read_only(&self, sql: &str, max_rows: usize) -> Result<(Answer, bool)> {
         if let Some(statement) = Discovery::parse(sql) {
             let batch = statement.run(&self.catalog).await?;
             let truncated = batch.num_rows() > max_rows;
             return Ok((
-                vec![batch.slice(0, batch.num_rows().min(max_rows))],
+                Answer {
+                    batches: vec![batch.slice(0, batch.num_rows().min(max_rows))],
+                    scan: ScanStats::default(),
+                },
                 truncated,
             ));
         }
@@ -137,7 +143,7 @@ impl QueryEngine {
         } else {
             df.limit(0, Some(max_rows + 1)).map_err(classify)?
         };
-        let mut batches = df.collect().await.map_err(classify)?;
+        let Answer { mut batches, scan } = execute(df).await?;
         let mut left = max_rows;
         let mut truncated = false;
         for b in &mut batches {
@@ -153,17 +159,86 @@ impl QueryEngine {
         if batches.is_empty() {
             batches.extend(empty);
         }
-        Ok((batches, truncated))
+        Ok((Answer { batches, scan }, truncated))
     }
 
     /// Runs one statement and collects its result.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.query(sql).await?.batches)
+    }
+
+    /// Runs one statement and collects its result, with what its scans
+    /// read.
+    pub async fn query(&self, sql: &str) -> Result<Answer> {
         if let Some(statement) = Discovery::parse(sql) {
-            return Ok(vec![statement.run(&self.catalog).await?]);
+            return Ok(Answer {
+                batches: vec![statement.run(&self.catalog).await?],
+                scan: ScanStats::default(),
+            });
         }
         let df = self.ctx.sql(sql).await.map_err(classify)?;
-        df.collect().await.map_err(classify)
+        execute(df).await
     }
+}
+
+/// A statement's result and what reading it took.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+    /// Files and bytes the table scans read.
+    pub scan: ScanStats,
+}
+
+impl Answer {
+    /// The stats line: rows, files read and skipped, bytes read, time.
+    pub fn summary(&self, elapsed: std::time::Duration) -> String {
+        let rows = row_count(&self.batches);
+        let mut line = format!(
+            "{rows} row{} in {:.1} ms",
+            if rows == 1 { "" } else { "s" },
+            elapsed.as_secs_f64() * 1e3
+        );
+        let s = &self.scan;
+        if s.files_total > 0 || s.bytes_read > 0 {
+            line.push_str(&format!(
+                "; read {} from {} of {} files ({} skipped)",
+                human_bytes(s.bytes_read),
+                s.files_planned,
+                s.files_total,
+                s.files_skipped()
+            ));
+        }
+        line
+    }
+}
+
+/// `1.5 MB`, `870 B`: decimal units, as R2 SQL prints them.
+pub fn human_bytes(n: usize) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Plans, runs and collects a query, then reads its scans' counters.
+async fn execute(df: datafusion::dataframe::DataFrame) -> Result<Answer> {
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await.map_err(classify)?;
+    let batches = datafusion::physical_plan::collect(plan.clone(), task_ctx)
+        .await
+        .map_err(classify)?;
+    Ok(Answer {
+        scan: ScanStats::of(&plan),
+        batches,
+    })
 }
 
 fn classify(e: datafusion::error::DataFusionError) -> Error {

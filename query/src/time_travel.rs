@@ -18,7 +18,8 @@ use datafusion::catalog::{TableFunctionImpl, TableProvider};
 use datafusion::common::{plan_err, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::Expr;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
-use iceberg_datafusion::IcebergStaticTableProvider;
+
+use crate::scan::IcebergTable;
 
 /// The `table_at` table function over `catalog`.
 #[derive(Debug)]
@@ -85,12 +86,7 @@ impl TableFunctionImpl for TableAt {
                 "`{name}` has no snapshot {snapshot_id} (it may have been expired); see `{name}$snapshots`"
             );
         }
-        let provider = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(
-                IcebergStaticTableProvider::try_new_from_table_snapshot(loaded, snapshot_id),
-            )
-        })
-        .map_err(|e| {
+        let provider = IcebergTable::at_snapshot(loaded, snapshot_id).map_err(|e| {
             DataFusionError::Plan(format!("table `{name}` at snapshot {snapshot_id}: {e}"))
         })?;
         Ok(Arc::new(provider))

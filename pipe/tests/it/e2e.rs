@@ -220,6 +220,13 @@ async fn query_prints_ndjson_and_a_stats_line() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("3 rows in "), "{stderr}");
+    // The getting-started events land in one day's file, and the scan says
+    // what it read.
+    assert!(
+        stderr.contains(" from 1 of 1 files (0 skipped)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("; read "), "{stderr}");
     // A bad query exits 2 and names the problem.
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
         .args(["query", "--config"])
@@ -290,6 +297,12 @@ sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
         (all["row_count"].clone(), all["truncated"].clone()),
         (json!(3), json!(false))
     );
+    assert_eq!(
+        (all["files_scanned"].clone(), all["files_skipped"].clone()),
+        (json!(1), json!(0)),
+        "{all}"
+    );
+    assert!(all["bytes_read"].as_u64().unwrap() > 0, "{all}");
     let (_, tables) = ask(json!({"sql": "SHOW TABLES IN default"}), Some("q-secret")).await;
     assert_eq!(tables["rows"][0]["table_name"], "ecommerce", "{tables}");
     for write in [

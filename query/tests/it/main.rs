@@ -1,6 +1,7 @@
 //! Queries over a table written by the sink, on a local warehouse, and the
 //! sqllogictest files (`slt`).
 
+mod pruning;
 mod slt;
 
 use std::sync::Arc;

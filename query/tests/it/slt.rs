@@ -199,11 +199,12 @@ impl sqllogictest::AsyncDB for QueryDb {
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Failed> {
         // Through the read-only path the HTTP endpoint uses, so the files
         // can show what it refuses.
-        let (batches, _) = self
+        let (answer, _) = self
             .engine
             .read_only(sql, 1_000_000)
             .await
             .map_err(|e| Failed(e.to_string()))?;
+        let batches = answer.batches;
         let Some(first) = batches.first() else {
             return Ok(DBOutput::Rows {
                 types: Vec::new(),

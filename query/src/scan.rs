@@ -1,0 +1,377 @@
+//! Reading an Iceberg table: Iceberg plans, DataFusion reads.
+//!
+//! A scan of [`IcebergTable`] has two halves:
+//!
+//! 1. **Planning, by iceberg-rust.** The query's filters become an Iceberg
+//!    predicate, and `TableScan::plan_files` keeps only the data files that
+//!    can hold a matching row: manifests are skipped by their partition
+//!    summaries, entries by their partition values (`day(__ingest_ts)` and
+//!    the other transforms), and files by their column bounds. A filter on
+//!    one day of a 30-day table plans one day's files.
+//! 2. **Reading, by DataFusion.** The planned files become a DataFusion
+//!    Parquet scan (`DataSourceExec`), split into as many partitions as the
+//!    session has cores, with the filters as its pruning predicate, so row
+//!    groups and pages are skipped by their statistics, and `LIMIT` and
+//!    `ORDER BY … LIMIT` stop reading early. Bytes come through the table's
+//!    own `FileIO` (the catalog's storage and credentials, local or S3):
+//!    [`FileIoReaderFactory`] hands DataFusion an async Parquet reader per
+//!    file and counts every byte fetched.
+//!
+//! Each scan records three counters in its plan's metrics ([`FILES_TOTAL`],
+//! [`FILES_PLANNED`], [`BYTES_READ`]); [`ScanStats::of`] sums them after a
+//! query for the stats line, and `EXPLAIN ANALYZE` shows them per scan.
+//!
+//! Reading data files by column name is right for tables whose schema never
+//! changed and that have no delete files, which is every table `pipe`
+//! writes. For any other table (more than one schema, delete files, or data
+//! files that are not Parquet) the scan falls back to iceberg-datafusion's
+//! own reader, which maps columns by field id and applies deletes.
+
+use std::any::Any;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, DataFusionError, Result as DFResult, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfigBuilder, FileSource, ParquetSource,
+};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
+use datafusion::physical_plan::ExecutionPlan;
+use futures::TryStreamExt;
+use iceberg::arrow::{schema_to_arrow_schema, ArrowFileReader};
+use iceberg::io::{FileIO, FileMetadata, FileRead, InputFile};
+use iceberg::spec::DataFileFormat;
+use iceberg::table::Table;
+use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
+use iceberg_datafusion::IcebergStaticTableProvider;
+use tokio::sync::OnceCell;
+
+/// Metric: data files in the snapshot a scan read from.
+pub const FILES_TOTAL: &str = "iceberg_files_total";
+/// Metric: data files left after Iceberg's partition and statistics pruning.
+pub const FILES_PLANNED: &str = "iceberg_files_planned";
+/// Metric: bytes fetched from storage (footers, indexes and column chunks).
+pub const BYTES_READ: &str = "iceberg_bytes_read";
+
+/// An Iceberg table (at its current snapshot, or at a chosen one) as a
+/// DataFusion table.
+#[derive(Debug, Clone)]
+pub struct IcebergTable {
+    table: Table,
+    snapshot_id: Option<i64>,
+    schema: SchemaRef,
+}
+
+impl IcebergTable {
+    /// The table as it is in `table`'s metadata now.
+    pub fn current(table: Table) -> iceberg::Result<IcebergTable> {
+        let schema = Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?);
+        Ok(IcebergTable {
+            table,
+            snapshot_id: None,
+            schema,
+        })
+    }
+
+    /// The table as it was at snapshot `snapshot_id`, with that snapshot's
+    /// schema.
+    pub fn at_snapshot(table: Table, snapshot_id: i64) -> iceberg::Result<IcebergTable> {
+        let metadata = table.metadata();
+        let snapshot = metadata.snapshot_by_id(snapshot_id).ok_or_else(|| {
+            iceberg::Error::new(
+                iceberg::ErrorKind::DataInvalid,
+                format!("no snapshot {snapshot_id}"),
+            )
+        })?;
+        let schema = Arc::new(schema_to_arrow_schema(&*snapshot.schema(metadata)?)?);
+        Ok(IcebergTable {
+            table,
+            snapshot_id: Some(snapshot_id),
+            schema,
+        })
+    }
+
+    /// The loaded table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Whether data files can be read by column name: one schema ever.
+    fn reads_by_name(&self) -> bool {
+        self.table.metadata().schemas_iter().len() == 1
+    }
+
+    async fn fallback(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        snapshot_id: i64,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        IcebergStaticTableProvider::try_new_from_table_snapshot(self.table.clone(), snapshot_id)
+            .await
+            .map_err(external)?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+fn external(e: iceberg::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+#[async_trait]
+impl TableProvider for IcebergTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        // Filters prune files and row groups; rows are still filtered above.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let metadata = self.table.metadata();
+        let snapshot = match self.snapshot_id {
+            Some(id) => metadata.snapshot_by_id(id),
+            None => metadata.current_snapshot(),
+        };
+        let Some(snapshot) = snapshot else {
+            // A table nothing was committed to yet has no rows.
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        };
+        let snapshot_id = snapshot.snapshot_id();
+        if !self.reads_by_name() {
+            return self
+                .fallback(state, projection, filters, limit, snapshot_id)
+                .await;
+        }
+
+        let mut builder = self.table.scan().snapshot_id(snapshot_id).select_all();
+        if let Some(predicate) = convert_filters_to_predicate(filters) {
+            builder = builder.with_filter(predicate);
+        }
+        let tasks: Vec<_> = builder
+            .build()
+            .map_err(external)?
+            .plan_files()
+            .await
+            .map_err(external)?
+            .try_collect()
+            .await
+            .map_err(external)?;
+        if tasks
+            .iter()
+            .any(|t| !t.deletes.is_empty() || t.data_file_format != DataFileFormat::Parquet)
+        {
+            return self
+                .fallback(state, projection, filters, limit, snapshot_id)
+                .await;
+        }
+        let files_total = snapshot
+            .summary()
+            .additional_properties
+            .get("total-data-files")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(tasks.len());
+
+        // Balance the files over the session's partitions by size.
+        let partitions = state
+            .config()
+            .target_partitions()
+            .clamp(1, tasks.len().max(1));
+        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions];
+        let mut by_size: Vec<_> = tasks.iter().collect();
+        by_size.sort_by_key(|t| std::cmp::Reverse(t.file_size_in_bytes));
+        for task in by_size {
+            let file = PartitionedFile::new(task.data_file_path.clone(), task.file_size_in_bytes)
+                .with_extensions(Arc::new(DataFilePath(task.data_file_path.clone())));
+            let smallest = groups
+                .iter_mut()
+                .min_by_key(|(bytes, _)| *bytes)
+                .expect("at least one group");
+            smallest.0 += task.file_size_in_bytes;
+            smallest.1.push(file);
+        }
+        let file_groups: Vec<FileGroup> = groups
+            .into_iter()
+            .filter(|(_, files)| !files.is_empty())
+            .map(|(_, files)| FileGroup::new(files))
+            .collect();
+
+        let mut statistics = Statistics::new_unknown(&self.schema);
+        let rows: Option<u64> = tasks.iter().map(|t| t.record_count).sum();
+        statistics.num_rows = match rows {
+            // Without filters every row of every planned file is a result.
+            Some(n) if filters.is_empty() => Precision::Exact(n as usize),
+            Some(n) => Precision::Inexact(n as usize),
+            None => Precision::Absent,
+        };
+        statistics.total_byte_size =
+            Precision::Inexact(tasks.iter().map(|t| t.file_size_in_bytes as usize).sum());
+
+        let mut source = ParquetSource::new(self.schema.clone())
+            .with_table_parquet_options(state.table_options().parquet.clone())
+            .with_parquet_file_reader_factory(Arc::new(FileIoReaderFactory {
+                file_io: self.table.file_io().clone(),
+            }));
+        if let Some(filter) = conjunction(filters.iter().cloned()) {
+            let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+            source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
+        }
+        let metrics = source.metrics();
+        MetricBuilder::new(metrics)
+            .global_counter(FILES_TOTAL)
+            .add(files_total);
+        MetricBuilder::new(metrics)
+            .global_counter(FILES_PLANNED)
+            .add(tasks.len());
+
+        // The object store URL is not used to read: the reader factory
+        // reads through the table's FileIO. DataFusion still resolves one,
+        // and the local one is always registered.
+        let config =
+            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(file_groups)
+                .with_statistics(statistics)
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+        if config.file_groups.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(config.projected_schema()?)));
+        }
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+/// The full path of a data file, as the table's FileIO names it, carried
+/// in a [`PartitionedFile`]'s extensions (its object store path cannot
+/// hold a scheme and bucket).
+#[derive(Debug)]
+struct DataFilePath(String);
+
+/// Opens Parquet data files through an Iceberg [`FileIO`], counting bytes.
+#[derive(Debug)]
+struct FileIoReaderFactory {
+    file_io: FileIO,
+}
+
+impl ParquetFileReaderFactory for FileIoReaderFactory {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        file: PartitionedFile,
+        _metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> DFResult<Box<dyn AsyncFileReader + Send>> {
+        let path = file
+            .extensions
+            .as_ref()
+            .and_then(|e| e.downcast_ref::<DataFilePath>())
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "data file {} has no Iceberg path",
+                    file.object_meta.location
+                ))
+            })?;
+        let input = self.file_io.new_input(&path.0).map_err(external)?;
+        let read = CountingRead {
+            input,
+            reader: OnceCell::new(),
+            bytes_read: MetricBuilder::new(metrics).counter(BYTES_READ, partition_index),
+        };
+        // The manifest's file size saves a HEAD request per file.
+        let size = FileMetadata {
+            size: file.object_meta.size,
+        };
+        Ok(Box::new(ArrowFileReader::new(size, Box::new(read))))
+    }
+}
+
+/// A data file's reader, opened on first read, that counts what it reads.
+struct CountingRead {
+    input: InputFile,
+    reader: OnceCell<Box<dyn FileRead>>,
+    bytes_read: Count,
+}
+
+#[async_trait]
+impl FileRead for CountingRead {
+    async fn read(&self, range: Range<u64>) -> iceberg::Result<Bytes> {
+        let reader = self.reader.get_or_try_init(|| self.input.reader()).await?;
+        let bytes = reader.read(range).await?;
+        self.bytes_read.add(bytes.len());
+        Ok(bytes)
+    }
+}
+
+/// What the scans of one executed query did, summed over its plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Data files in the scanned snapshots.
+    pub files_total: usize,
+    /// Data files left to read after pruning.
+    pub files_planned: usize,
+    /// Bytes fetched from storage.
+    pub bytes_read: usize,
+}
+
+impl ScanStats {
+    /// Sums the scan counters of an executed plan.
+    pub fn of(plan: &Arc<dyn ExecutionPlan>) -> ScanStats {
+        let mut stats = ScanStats::default();
+        let mut stack = vec![plan.clone()];
+        while let Some(node) = stack.pop() {
+            if let Some(metrics) = node.metrics() {
+                let sum = |name: &str| metrics.sum_by_name(name).map(|m| m.as_usize()).unwrap_or(0);
+                stats.files_total += sum(FILES_TOTAL);
+                stats.files_planned += sum(FILES_PLANNED);
+                stats.bytes_read += sum(BYTES_READ);
+            }
+            stack.extend(node.children().into_iter().cloned());
+        }
+        stats
+    }
+
+    /// Data files pruning left out.
+    pub fn files_skipped(&self) -> usize {
+        self.files_total.saturating_sub(self.files_planned)
+    }
+}
