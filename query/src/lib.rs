@@ -34,7 +34,7 @@ pub mod scan;
 pub mod time_travel;
 pub mod top_k;
 
-pub use scan::ScanStats;
+pub use scan::{Reader, ScanStats};
 
 use discovery::Discovery;
 
@@ -84,10 +84,19 @@ impl std::fmt::Debug for QueryEngine {
 impl QueryEngine {
     /// A session over every table in `catalog` as it is now.
     pub async fn new(catalog: Arc<dyn Catalog>) -> Result<QueryEngine> {
-        let provider = provider::IcebergCatalog::try_new(catalog.clone())
+        Self::with_reader(catalog, Reader::default()).await
+    }
+
+    /// A session whose table scans use `reader` ([`Reader::Iceberg`] to
+    /// compare results with iceberg-datafusion's own scan).
+    pub async fn with_reader(catalog: Arc<dyn Catalog>, reader: Reader) -> Result<QueryEngine> {
+        let provider = provider::IcebergCatalog::try_new(catalog.clone(), reader)
             .await
             .map_err(|e| Error::Unavailable(format!("listing the catalog's tables: {e}")))?;
-        let config = SessionConfig::new()
+        // DATAFUSION_* variables tune the session (e.g.
+        // DATAFUSION_EXECUTION_TARGET_PARTITIONS).
+        let config = SessionConfig::from_env()
+            .map_err(|e| Error::Unavailable(format!("DATAFUSION_* settings: {e}")))?
             .with_default_catalog_and_schema(CATALOG_NAME, "default")
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);

@@ -31,7 +31,7 @@ use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
 
-use crate::scan::IcebergTable;
+use crate::scan::{IcebergTable, Reader};
 
 /// The metadata tables every table has, by the suffix after `$`.
 pub const METADATA_TABLES: [&str; 3] = ["snapshots", "manifests", "files"];
@@ -44,7 +44,10 @@ pub struct IcebergCatalog {
 
 impl IcebergCatalog {
     /// Lists the catalog's namespaces and their tables.
-    pub async fn try_new(catalog: Arc<dyn Catalog>) -> iceberg::Result<IcebergCatalog> {
+    pub async fn try_new(
+        catalog: Arc<dyn Catalog>,
+        reader: Reader,
+    ) -> iceberg::Result<IcebergCatalog> {
         let mut schemas = HashMap::new();
         for namespace in catalog.list_namespaces(None).await? {
             let tables = catalog
@@ -58,6 +61,7 @@ impl IcebergCatalog {
                 catalog: catalog.clone(),
                 namespace,
                 tables,
+                reader,
             };
             schemas.insert(name, Arc::new(provider) as Arc<dyn SchemaProvider>);
         }
@@ -84,6 +88,7 @@ struct Namespace {
     catalog: Arc<dyn Catalog>,
     namespace: NamespaceIdent,
     tables: Vec<String>,
+    reader: Reader,
 }
 
 impl Namespace {
@@ -134,6 +139,7 @@ impl SchemaProvider for Namespace {
         match kind {
             None => Ok(Some(Arc::new(
                 IcebergTable::current(loaded)
+                    .map(|t| t.with_reader(self.reader))
                     .map_err(|e| DataFusionError::External(Box::new(e)))?,
             ))),
             Some(kind) => metadata_table(&loaded, kind).await.map(Some),

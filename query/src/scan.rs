@@ -31,7 +31,7 @@ use std::any::Any;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::catalog::Session;
@@ -48,8 +48,11 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::TryStreamExt;
 use iceberg::arrow::{schema_to_arrow_schema, ArrowFileReader};
@@ -67,6 +70,19 @@ pub const FILES_PLANNED: &str = "iceberg_files_planned";
 /// Metric: bytes fetched from storage (footers, indexes and column chunks).
 pub const BYTES_READ: &str = "iceberg_bytes_read";
 
+/// Which reader scans data files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reader {
+    /// Iceberg plans, DataFusion's Parquet scan reads (the default; tables
+    /// that need field-id mapping or deletes still use [`Reader::Iceberg`]).
+    #[default]
+    DataFusion,
+    /// iceberg-datafusion's own scan for every table: one partition, no
+    /// scan counters. For comparing results, and as a way around a problem
+    /// in the default reader.
+    Iceberg,
+}
+
 /// An Iceberg table (at its current snapshot, or at a chosen one) as a
 /// DataFusion table.
 #[derive(Debug, Clone)]
@@ -74,16 +90,18 @@ pub struct IcebergTable {
     table: Table,
     snapshot_id: Option<i64>,
     schema: SchemaRef,
+    reader: Reader,
 }
 
 impl IcebergTable {
     /// The table as it is in `table`'s metadata now.
     pub fn current(table: Table) -> iceberg::Result<IcebergTable> {
-        let schema = Arc::new(schema_to_arrow_schema(table.metadata().current_schema())?);
+        let schema = view_types(schema_to_arrow_schema(table.metadata().current_schema())?);
         Ok(IcebergTable {
             table,
             snapshot_id: None,
             schema,
+            reader: Reader::default(),
         })
     }
 
@@ -97,12 +115,19 @@ impl IcebergTable {
                 format!("no snapshot {snapshot_id}"),
             )
         })?;
-        let schema = Arc::new(schema_to_arrow_schema(&*snapshot.schema(metadata)?)?);
+        let schema = view_types(schema_to_arrow_schema(&*snapshot.schema(metadata)?)?);
         Ok(IcebergTable {
             table,
             snapshot_id: Some(snapshot_id),
             schema,
+            reader: Reader::default(),
         })
+    }
+
+    /// This table, scanned by `reader`.
+    pub fn with_reader(mut self, reader: Reader) -> IcebergTable {
+        self.reader = reader;
+        self
     }
 
     /// The loaded table.
@@ -112,7 +137,7 @@ impl IcebergTable {
 
     /// Whether data files can be read by column name: one schema ever.
     fn reads_by_name(&self) -> bool {
-        self.table.metadata().schemas_iter().len() == 1
+        self.reader == Reader::DataFusion && self.table.metadata().schemas_iter().len() == 1
     }
 
     async fn fallback(
@@ -123,12 +148,60 @@ impl IcebergTable {
         limit: Option<usize>,
         snapshot_id: i64,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        IcebergStaticTableProvider::try_new_from_table_snapshot(self.table.clone(), snapshot_id)
-            .await
-            .map_err(external)?
-            .scan(state, projection, filters, limit)
-            .await
+        let scan = IcebergStaticTableProvider::try_new_from_table_snapshot(
+            self.table.clone(),
+            snapshot_id,
+        )
+        .await
+        .map_err(external)?
+        .scan(state, projection, filters, limit)
+        .await?;
+        // That reader yields strings as `Utf8`; this table says `Utf8View`.
+        let declared = match projection {
+            Some(p) => self.schema.project(p)?,
+            None => self.schema.as_ref().clone(),
+        };
+        let produced = scan.schema();
+        let columns = declared
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                let column: Arc<dyn PhysicalExpr> =
+                    Arc::new(Column::new(produced.field(i).name(), i));
+                let expr = if produced.field(i).data_type() == field.data_type() {
+                    column
+                } else {
+                    Arc::new(CastExpr::new(column, field.data_type().clone(), None))
+                };
+                (expr, field.name().clone())
+            })
+            .collect::<Vec<_>>();
+        Ok(Arc::new(ProjectionExec::try_new(columns, scan)?))
     }
+}
+
+/// The table's Arrow schema with `Utf8View`/`BinaryView` for top-level
+/// strings and binaries, as DataFusion reads Parquet by default
+/// (`schema_force_view_types`): grouping, comparing and filtering on views
+/// avoids copying every string.
+fn view_types(schema: arrow::datatypes::Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let viewed = match f.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
+                DataType::Binary | DataType::LargeBinary => DataType::BinaryView,
+                other => other.clone(),
+            };
+            f.as_ref().clone().with_data_type(viewed)
+        })
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
 }
 
 fn external(e: iceberg::Error) -> DataFusionError {
@@ -230,9 +303,11 @@ impl TableProvider for IcebergTable {
             smallest.0 += task.file_size_in_bytes;
             smallest.1.push(file);
         }
+        // With no file left, one empty group: the scan reads nothing but
+        // still reports what it skipped.
         let file_groups: Vec<FileGroup> = groups
             .into_iter()
-            .filter(|(_, files)| !files.is_empty())
+            .filter(|(_, files)| !files.is_empty() || tasks.is_empty())
             .map(|(_, files)| FileGroup::new(files))
             .collect();
 
@@ -274,9 +349,6 @@ impl TableProvider for IcebergTable {
                 .with_projection_indices(projection.cloned())?
                 .with_limit(limit)
                 .build();
-        if config.file_groups.is_empty() {
-            return Ok(Arc::new(EmptyExec::new(config.projected_schema()?)));
-        }
         Ok(DataSourceExec::from_data_source(config))
     }
 }

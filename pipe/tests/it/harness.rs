@@ -243,6 +243,11 @@ fn unsafe_kill(pid: u32, signal: &str) {
 
 /// Runs `pipe query --format json` and returns the rows.
 pub fn query(config: &Path, sql: &str) -> Vec<Value> {
+    query_with_stats(config, sql).0
+}
+
+/// [`query`], with the stats line `pipe query` printed on standard error.
+pub fn query_with_stats(config: &Path, sql: &str) -> (Vec<Value>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
         .args(["query", "--format", "json", "--config"])
         .arg(config)
@@ -254,8 +259,9 @@ pub fn query(config: &Path, sql: &str) -> Vec<Value> {
         "pipe query failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stats = String::from_utf8_lossy(&out.stderr).trim().to_string();
     match serde_json::from_slice(&out.stdout).unwrap() {
-        Value::Array(rows) => rows,
+        Value::Array(rows) => (rows, stats),
         other => panic!("not rows: {other}"),
     }
 }

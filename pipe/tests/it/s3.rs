@@ -24,6 +24,18 @@ async fn s3_warehouse_round_trip() {
         "SELECT count(*) AS n, round(sum(amount), 2) AS total FROM default.ecommerce",
     );
     assert_eq!(rows, vec![json!({"n": 3, "total": 45.49})]);
+    // Scans read S3 through the table's FileIO, and pruning works there too.
+    let (_, stats) = query_with_stats(&config, "SELECT sum(amount) FROM default.ecommerce");
+    assert!(stats.contains(" from 1 of 1 files (0 skipped)"), "{stats}");
+    let (rows, stats) = query_with_stats(
+        &config,
+        "SELECT count(*) AS n FROM default.ecommerce WHERE __ingest_ts < '2000-01-01T00:00:00Z'",
+    );
+    assert_eq!(rows, vec![json!({"n": 0})]);
+    assert!(
+        stats.contains("read 0 B from 0 of 1 files (1 skipped)"),
+        "{stats}"
+    );
     server.stop();
 
     let read = read_with_python(dir.path(), &store.warehouse, Some(&endpoint), false);
