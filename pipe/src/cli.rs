@@ -349,7 +349,12 @@ async fn run_statement(
     started: std::time::Instant,
 ) -> Result<()> {
     let answer = engine.query(sql).await?;
-    let text = render(&answer.batches, format)?;
+    let text = match terminal_width() {
+        Some(width) if format == OutputFormat::Table => {
+            pipe_query::render_table(&answer.batches, width)?
+        }
+        _ => render(&answer.batches, format)?,
+    };
     if format == OutputFormat::NdJson {
         print!("{text}");
     } else {
@@ -357,6 +362,15 @@ async fn run_statement(
     }
     eprintln!("{}", answer.summary(started.elapsed()));
     Ok(())
+}
+
+/// The width of the terminal standard output is, if it is one: a table
+/// wider than that is printed a row at a time. Piped output is never
+/// reshaped.
+fn terminal_width() -> Option<usize> {
+    terminal_size::terminal_size_of(std::io::stdout())
+        .map(|(w, _)| usize::from(w.0))
+        .filter(|&w| w > 0)
 }
 
 /// `pipe query` without SQL: a prompt with line editing and history

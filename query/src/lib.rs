@@ -279,6 +279,46 @@ pub fn row_count(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
 
+/// Renders results as [`OutputFormat::Table`] when that table fits in
+/// `width` columns of text; when it does not, as one block per row with
+/// each column on a line of its own (`psql`'s expanded display), so a wide
+/// result stays readable in a terminal.
+pub fn render_table(batches: &[RecordBatch], width: usize) -> Result<String> {
+    let table = render(batches, OutputFormat::Table)?;
+    let table_width = table.lines().next().map_or(0, |l| l.chars().count());
+    if table_width <= width {
+        return Ok(table);
+    }
+    let render_err = |e: arrow::error::ArrowError| Error::Render(e.to_string());
+    let Some(schema) = batches.first().map(RecordBatch::schema) else {
+        return Ok(table);
+    };
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let options = arrow::util::display::FormatOptions::default();
+    let mut out = String::new();
+    let mut row = 0;
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(render_err)?;
+        for i in 0..batch.num_rows() {
+            row += 1;
+            let title = format!("-[ row {row} ]");
+            out.push_str(&title);
+            out.push_str(&"-".repeat((name_width + 3).saturating_sub(title.len()).max(1)));
+            out.push('\n');
+            for (name, f) in names.iter().zip(&formatters) {
+                out.push_str(&format!("{name:<name_width$} | {}\n", f.value(i)));
+            }
+        }
+    }
+    Ok(out.trim_end().to_string())
+}
+
 /// Renders query results.
 pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
     let render_err = |e: arrow::error::ArrowError| Error::Render(e.to_string());

@@ -76,6 +76,16 @@ async fn select_show_and_render() {
     assert!(render(&out, OutputFormat::Table)
         .unwrap()
         .contains("| a       | 3.5   |"));
+    // A table that fits is the same table; one that does not, a row at a
+    // time.
+    assert_eq!(
+        pipe_query::render_table(&out, 80).unwrap(),
+        render(&out, OutputFormat::Table).unwrap()
+    );
+    assert_eq!(
+        pipe_query::render_table(&out, 10).unwrap(),
+        "-[ row 1 ]-\nuser_id | a\ntotal   | 3.5\n-[ row 2 ]-\nuser_id | b\ntotal   | ".trim_end()
+    );
 
     let tables = engine.sql("SHOW TABLES").await.unwrap();
     assert!(render(&tables, OutputFormat::Csv)
