@@ -23,8 +23,24 @@ pub fn schema_with_tags() -> String {
     )
 }
 
-const LOCATIONS: [&str; 6] = ["US", "UK", "CA", "DE", "NIGERIA", "RUSSIA"];
-const MERCHANTS: [&str; 6] = [
+/// [`SCHEMA`]'s columns as Arrow fields (the types `pipe` decodes them to).
+pub fn arrow_fields() -> Vec<arrow::datatypes::Field> {
+    use arrow::datatypes::{DataType, Field};
+    vec![
+        Field::new("transaction_id", DataType::Utf8, false),
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("transaction_timestamp", DataType::Utf8, true),
+        Field::new("location", DataType::Utf8, true),
+        Field::new("merchant_category", DataType::Utf8, true),
+        Field::new("is_fraud", DataType::Boolean, true),
+    ]
+}
+
+/// The `location` values events take.
+pub const LOCATIONS: [&str; 6] = ["US", "UK", "CA", "DE", "NIGERIA", "RUSSIA"];
+/// The `merchant_category` values events take.
+pub const MERCHANTS: [&str; 6] = [
     "GROCERY",
     "GAS_STATION",
     "RESTAURANT",

@@ -225,16 +225,7 @@ async fn load(
 
 /// Single-core arrow-json decode rate of the same events: (events/s, MB/s).
 fn decode_rate() -> (f64, f64) {
-    use arrow::datatypes::{DataType, Field, Schema};
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("transaction_id", DataType::Utf8, false),
-        Field::new("user_id", DataType::Int64, false),
-        Field::new("amount", DataType::Float64, true),
-        Field::new("transaction_timestamp", DataType::Utf8, true),
-        Field::new("location", DataType::Utf8, true),
-        Field::new("merchant_category", DataType::Utf8, true),
-        Field::new("is_fraud", DataType::Boolean, true),
-    ]));
+    let schema = Arc::new(arrow::datatypes::Schema::new(fraud_events::arrow_fields()));
     let n = 200_000;
     let ndjson: String = (0..n).map(|i| event(i) + "\n").collect();
     let mut best = f64::MAX;

@@ -44,6 +44,10 @@ use arrow::record_batch::RecordBatch;
 use pipe_query::QueryEngine;
 use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
 
+#[path = "../../benches/fraud_events.rs"]
+mod fraud_events;
+use fraud_events::{LOCATIONS, MERCHANTS};
+
 const DEFAULT_EVENTS: usize = 10_000_000;
 const RUNS: usize = 5;
 const DAYS: i64 = 30;
@@ -51,15 +55,6 @@ const USERS: u64 = 9000;
 /// 2026-10-01T00:00:00Z.
 const START_MICROS: i64 = 1_790_812_800_000_000;
 const DAY_MICROS: i64 = 86_400_000_000;
-const LOCATIONS: [&str; 6] = ["US", "UK", "CA", "DE", "NIGERIA", "RUSSIA"];
-const MERCHANTS: [&str; 6] = [
-    "GROCERY",
-    "GAS_STATION",
-    "RESTAURANT",
-    "RETAIL",
-    "CRYPTO",
-    "GIFT_CARDS",
-];
 const SEGMENTS: [&str; 4] = ["new", "regular", "vip", "dormant"];
 
 /// Each query as `pipe query` and as DuckDB spell it (the same query;
@@ -140,21 +135,19 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+fn ingest_ts() -> Field {
+    Field::new(
+        "__ingest_ts",
+        DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        false,
+    )
+}
+
+/// The tutorial's columns and `__ingest_ts`, as the sink stores them.
 fn events_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("transaction_id", DataType::Utf8, false),
-        Field::new("user_id", DataType::Int64, false),
-        Field::new("amount", DataType::Float64, true),
-        Field::new("transaction_timestamp", DataType::Utf8, true),
-        Field::new("location", DataType::Utf8, true),
-        Field::new("merchant_category", DataType::Utf8, true),
-        Field::new("is_fraud", DataType::Boolean, true),
-        Field::new(
-            "__ingest_ts",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-            false,
-        ),
-    ]))
+    let mut fields = fraud_events::arrow_fields();
+    fields.push(ingest_ts());
+    Arc::new(Schema::new(fields))
 }
 
 /// Events `from..to` of `total`, in ingest order.
@@ -280,11 +273,7 @@ async fn warehouse(total: usize) -> PathBuf {
         Field::new("user_id", DataType::Int64, false),
         Field::new("segment", DataType::Utf8, false),
         Field::new("home", DataType::Utf8, false),
-        Field::new(
-            "__ingest_ts",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-            false,
-        ),
+        ingest_ts(),
     ]));
     write_table(
         &dir,

@@ -150,27 +150,18 @@ impl SchemaProvider for Namespace {
 /// The metadata table `kind` of `table`, in memory.
 pub async fn metadata_table(table: &Table, kind: &str) -> DFResult<Arc<dyn TableProvider>> {
     let iceberg = |e: iceberg::Error| DataFusionError::External(Box::new(e));
+    let inspect = table.inspect();
     let (schema, batches) = match kind {
-        "snapshots" => {
-            let inspect = table.inspect();
-            let snapshots = inspect.snapshots();
-            let schema = Arc::new(schema_to_arrow_schema(&snapshots.schema()).map_err(iceberg)?);
-            let batches: Vec<RecordBatch> = snapshots
-                .scan()
-                .await
-                .map_err(iceberg)?
-                .try_collect()
-                .await
-                .map_err(iceberg)?;
-            (schema, batches)
-        }
-        "manifests" => {
-            let inspect = table.inspect();
-            let manifests = inspect.manifests();
-            let schema = Arc::new(schema_to_arrow_schema(&manifests.schema()).map_err(iceberg)?);
-            let batches: Vec<RecordBatch> = manifests
-                .scan()
-                .await
+        "snapshots" | "manifests" => {
+            let (schema, stream) = if kind == "snapshots" {
+                let t = inspect.snapshots();
+                (t.schema(), t.scan().await)
+            } else {
+                let t = inspect.manifests();
+                (t.schema(), t.scan().await)
+            };
+            let schema = Arc::new(schema_to_arrow_schema(&schema).map_err(iceberg)?);
+            let batches: Vec<RecordBatch> = stream
                 .map_err(iceberg)?
                 .try_collect()
                 .await
