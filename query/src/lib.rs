@@ -96,7 +96,7 @@ impl QueryEngine {
         // DATAFUSION_* variables tune the session (e.g.
         // DATAFUSION_EXECUTION_TARGET_PARTITIONS).
         let config = SessionConfig::from_env()
-            .map_err(|e| Error::Unavailable(format!("DATAFUSION_* settings: {e}")))?
+            .map_err(|e| Error::Sql(format!("DATAFUSION_* settings: {e}")))?
             .with_default_catalog_and_schema(CATALOG_NAME, "default")
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
@@ -251,9 +251,15 @@ async fn execute(df: datafusion::dataframe::DataFrame) -> Result<Answer> {
 }
 
 fn classify(e: datafusion::error::DataFusionError) -> Error {
+    use arrow::error::ArrowError as A;
     use datafusion::error::DataFusionError as E;
     match e.find_root() {
         E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => {
+            Error::Sql(e.to_string())
+        }
+        // A literal that does not parse or cast, a division by zero: the
+        // query's fault, not the store's.
+        E::ArrowError(a, _) if !matches!(**a, A::IoError(..) | A::ExternalError(_)) => {
             Error::Sql(e.to_string())
         }
         _ => Error::Unavailable(e.to_string()),

@@ -102,4 +102,11 @@ async fn select_show_and_render() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), pipe_query::ErrorKind::InvalidInput, "{err}");
+    // A literal that does not parse is the query's fault too.
+    let err = engine
+        .sql("SELECT count(*) FROM default.ecommerce WHERE __ingest_ts > 'notatime'")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), pipe_query::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("notatime"), "{err}");
 }
