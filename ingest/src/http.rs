@@ -33,7 +33,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -151,53 +150,107 @@ impl StreamStats {
 /// The header a client sets to make retries safe.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// Everything the ingest routes need.
-#[derive(Debug, Clone)]
-pub struct IngestState {
-    pub streams: Arc<HashMap<String, StreamEndpoint>>,
+/// The streams that take events right now, each with its own route (and
+/// CORS layer). Streams are added and removed while the server runs
+/// (`pipe streams create|delete`): a request is dispatched to the route of
+/// its stream as it is when the request arrives. A removed stream's
+/// endpoint lives on in requests already dispatched to it, so its buffer
+/// writer ends once they have their answers.
+#[derive(Debug)]
+pub struct StreamRoutes {
+    routes: std::sync::RwLock<HashMap<String, Router>>,
+    body_timeout: std::time::Duration,
 }
 
 /// Default time a client has to send a request body.
 pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The ingest routes: one route per stream that takes HTTP events (with its
-/// CORS layer), and a catch-all that answers 404 for any other name. A body
-/// that does not arrive within `body_timeout` is answered 408. (Only the
-/// body is timed: once it is read, the request runs to its answer, so a
-/// client never sees a timeout for events that were accepted.)
-pub fn router(state: IngestState, body_timeout: std::time::Duration) -> Router {
-    let mut router = Router::new().route(
-        "/v1/streams/{stream}",
-        post(|Path(stream): Path<String>| async move {
-            error_response(ErrorKind::NotFound, format!("unknown stream `{stream}`"))
-        }),
-    );
-    for (name, endpoint) in state.streams.iter() {
-        let path = format!("/v1/streams/{name}");
-        if !endpoint.policy.http_enabled {
-            let message = format!("stream `{name}` does not take events over HTTP");
-            router = router.route(
-                &path,
-                post(move || async move { error_response(ErrorKind::NotFound, message) }),
-            );
-            continue;
+impl StreamRoutes {
+    /// No streams yet. A body that does not arrive within `body_timeout` is
+    /// answered 408. (Only the body is timed: once it is read, the request
+    /// runs to its answer, so a client never sees a timeout for events
+    /// that were accepted.)
+    pub fn new(body_timeout: std::time::Duration) -> Self {
+        Self {
+            routes: std::sync::RwLock::new(HashMap::new()),
+            body_timeout,
         }
-        let endpoint = Arc::new(endpoint.clone());
-        let stream = name.clone();
-        let handler = post(move |headers: HeaderMap, body: Body| {
-            let endpoint = endpoint.clone();
-            let stream = stream.clone();
-            async move { post_events(&stream, &endpoint, headers, body).await }
-        });
-        let handler = match cors_layer(&state.streams[name].policy.cors_origins) {
-            Some(cors) => handler.layer(cors),
-            None => handler,
-        };
-        router = router.route(&path, handler);
     }
-    router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-        body_timeout,
-    ))
+
+    /// Starts routing `POST /v1/streams/{name}` to `endpoint` (replacing
+    /// any route of that name).
+    pub fn insert(&self, name: &str, endpoint: StreamEndpoint) {
+        let router = stream_router(name, endpoint, self.body_timeout);
+        self.routes
+            .write()
+            .expect("never poisoned")
+            .insert(name.to_string(), router);
+    }
+
+    /// Stops routing to `name`; false if it had no route.
+    pub fn remove(&self, name: &str) -> bool {
+        self.routes
+            .write()
+            .expect("never poisoned")
+            .remove(name)
+            .is_some()
+    }
+
+    /// Removes every route (at shutdown): new requests get 404.
+    pub fn clear(&self) {
+        self.routes.write().expect("never poisoned").clear();
+    }
+
+    /// Answers one request to `/v1/streams/{name}` (`POST`, or a CORS
+    /// preflight): 404 for a stream that does not exist.
+    pub async fn dispatch(&self, name: &str, request: axum::extract::Request) -> Response {
+        let route = self
+            .routes
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .cloned();
+        let Some(mut route) = route else {
+            return error_response(ErrorKind::NotFound, format!("unknown stream `{name}`"));
+        };
+        match tower::Service::call(&mut route, request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// The route of one stream: its handler, CORS layer and body timeout.
+fn stream_router(
+    name: &str,
+    endpoint: StreamEndpoint,
+    body_timeout: std::time::Duration,
+) -> Router {
+    let path = format!("/v1/streams/{name}");
+    if !endpoint.policy.http_enabled {
+        let message = format!("stream `{name}` does not take events over HTTP");
+        return Router::new().route(
+            &path,
+            post(move || async move { error_response(ErrorKind::NotFound, message) }),
+        );
+    }
+    let cors = cors_layer(&endpoint.policy.cors_origins);
+    let endpoint = Arc::new(endpoint);
+    let stream = name.to_string();
+    let handler = post(move |headers: HeaderMap, body: Body| {
+        let endpoint = endpoint.clone();
+        let stream = stream.clone();
+        async move { post_events(&stream, &endpoint, headers, body).await }
+    });
+    let handler = match cors {
+        Some(cors) => handler.layer(cors),
+        None => handler,
+    };
+    Router::new()
+        .route(&path, handler)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {

@@ -3,9 +3,10 @@
 //!
 //! - [`buffer::Buffer`]: one per stream; segments of CRC-framed records,
 //!   group commit, torn-tail recovery, release after commit.
-//! - [`http::router`]: `POST /v1/streams/{stream}` validates a body with the
-//!   stream's [`EventDecoder`](pipe_schemas::EventDecoder), appends the batch
-//!   to the buffer and answers `200 {"accepted": N}` only once it is on disk.
+//! - [`http::StreamRoutes`]: `POST /v1/streams/{stream}` validates a body
+//!   with the stream's [`EventDecoder`](pipe_schemas::EventDecoder), appends
+//!   the batch to the buffer and answers `200 {"accepted": N}` only once it
+//!   is on disk. Streams come and go while the server runs.
 //! - [`ErrorKind`] and [`http::status_for`]: the one place error kinds become
 //!   HTTP statuses.
 //!

@@ -1,4 +1,5 @@
-//! The command line: `pipe serve`, `pipe query`, `pipe flush`.
+//! The command line: `pipe serve`, `pipe query`, `pipe send`, `pipe flush`,
+//! and the management commands of [`crate::manage`].
 //!
 //! Flags may also come from `PIPE_*` environment variables (`PIPE_CONFIG`,
 //! `PIPE_LISTEN`, `PIPE_DATA_DIR`, `PIPE_SERVER`); a flag on the command line
@@ -91,41 +92,36 @@ pub enum Command {
         /// The input file; `-` or nothing for standard input.
         file: Option<PathBuf>,
     },
-    /// A running server's pipelines: `list`, or `get NAME` with live
-    /// figures and recent errors.
+    /// A running server's streams: `create`, `list`, `get`, `delete`.
+    Streams {
+        #[command(subcommand)]
+        action: crate::manage::StreamsAction,
+    },
+    /// A running server's sinks: `create`, `list`, `get`, `delete`.
+    Sinks {
+        #[command(subcommand)]
+        action: crate::manage::SinksAction,
+    },
+    /// A running server's pipelines: `create`, `list`, `get` (live figures
+    /// and recent errors), `delete`.
     Pipelines {
         #[command(subcommand)]
-        action: PipelinesAction,
+        action: crate::manage::PipelinesAction,
+    },
+    /// First use: asks for a stream, a sink and a pipeline, and creates them
+    /// on a running server.
+    Setup {
+        /// The server's address.
+        #[arg(long, env = "PIPE_SERVER", default_value = crate::manage::DEFAULT_SERVER)]
+        server: String,
     },
     /// Ask a running server to roll and commit a pipeline now.
     Flush {
         /// The server's address.
-        #[arg(long, env = "PIPE_SERVER", default_value = "http://127.0.0.1:8080")]
+        #[arg(long, env = "PIPE_SERVER", default_value = crate::manage::DEFAULT_SERVER)]
         server: String,
         /// The pipeline.
         pipeline: String,
-    },
-}
-
-/// `pipe pipelines …`.
-#[derive(Debug, Subcommand)]
-pub enum PipelinesAction {
-    /// Every pipeline, one line each.
-    List {
-        #[arg(long, env = "PIPE_SERVER", default_value = "http://127.0.0.1:8080")]
-        server: String,
-        /// The server's JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// One pipeline: its stream and sink, what it committed since the
-    /// server started, and its recent errors with their reasons.
-    Get {
-        #[arg(long, env = "PIPE_SERVER", default_value = "http://127.0.0.1:8080")]
-        server: String,
-        #[arg(long)]
-        json: bool,
-        name: String,
     },
 }
 
@@ -169,8 +165,11 @@ pub fn run(args: Args) -> Result<()> {
                 listen,
                 data_dir,
             } => {
-                let config = Config::load(&config, &Overrides { listen, data_dir })?;
-                crate::server::serve(config, shutdown_signal()).await
+                let (definitions, config) = crate::definitions::Definitions::load(
+                    &config,
+                    &Overrides { listen, data_dir },
+                )?;
+                crate::server::serve(definitions, config, shutdown_signal()).await
             }
             Command::Query {
                 config,
@@ -251,37 +250,18 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 Ok(())
             }
-            Command::Pipelines { action } => {
-                match action {
-                    PipelinesAction::List { server, json } => {
-                        let body = call(reqwest::Method::GET, &server, "/v1/pipelines").await?;
-                        if json {
-                            println!("{body}");
-                        } else {
-                            print!("{}", pipelines_table(&body)?);
-                        }
-                    }
-                    PipelinesAction::Get { server, json, name } => {
-                        let body = call(
-                            reqwest::Method::GET,
-                            &server,
-                            &format!("/v1/pipelines/{name}"),
-                        )
-                        .await?;
-                        if json {
-                            println!("{body}");
-                        } else {
-                            print!("{}", pipeline_details(&body)?);
-                        }
-                    }
-                }
-                Ok(())
+            Command::Streams { action } => crate::manage::streams(action).await,
+            Command::Sinks { action } => crate::manage::sinks(action).await,
+            Command::Pipelines { action } => crate::manage::pipelines(action).await,
+            Command::Setup { server } => {
+                crate::manage::setup(&server, std::io::stdin().lock()).await
             }
             Command::Flush { server, pipeline } => {
-                let body = call(
+                let body = crate::manage::call(
                     reqwest::Method::POST,
                     &server,
                     &format!("/v1/pipelines/{pipeline}/flush"),
+                    None,
                 )
                 .await?;
                 println!("{body}");
@@ -420,140 +400,4 @@ async fn repl(engine: &QueryEngine, format: OutputFormat) -> Result<()> {
         let _ = editor.save_history(h);
     }
     Ok(())
-}
-
-/// Calls a running server's admin API; returns the body of a 2xx answer.
-async fn call(method: reqwest::Method, server: &str, path: &str) -> Result<String> {
-    let url = format!("{}{path}", server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .request(method, &url)
-        .send()
-        .await
-        .map_err(|e| Error::Remote(format!("calling `{url}`: {e}"), ErrorKind::Unavailable))?;
-    let status = response.status();
-    let body = response.text().await.map_err(|e| {
-        Error::Remote(
-            format!("reading the answer of `{url}`: {e}"),
-            ErrorKind::Unavailable,
-        )
-    })?;
-    let kind = match status.as_u16() {
-        200..=299 => return Ok(body),
-        404 => ErrorKind::NotFound,
-        400..=499 => ErrorKind::InvalidInput,
-        _ => ErrorKind::Unavailable,
-    };
-    Err(Error::Remote(format!("{status}: {body}"), kind))
-}
-
-fn parse(body: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(body).map_err(|e| Error::Internal(format!("the server's answer: {e}")))
-}
-
-/// How long ago `ms` (since the epoch) was, for people.
-fn ago(ms: u64) -> String {
-    if ms == 0 {
-        return "never".into();
-    }
-    let now = pipe_schemas::now_micros().max(0) as u64 / 1000;
-    let secs = now.saturating_sub(ms) / 1000;
-    match secs {
-        0..=119 => format!("{secs} s ago"),
-        120..=7199 => format!("{} min ago", secs / 60),
-        _ => format!("{} h ago", secs / 3600),
-    }
-}
-
-/// `pipe pipelines list` as a table.
-fn pipelines_table(body: &str) -> Result<String> {
-    let all = parse(body)?;
-    let mut rows = vec![[
-        "PIPELINE",
-        "STREAM",
-        "SINK",
-        "COMMITTED",
-        "ROWS",
-        "FAILED",
-        "FILES",
-        "LAST COMMIT",
-        "ERRORS",
-    ]
-    .map(String::from)
-    .to_vec()];
-    for p in all["pipelines"].as_array().into_iter().flatten() {
-        rows.push(vec![
-            p["pipeline"].as_str().unwrap_or_default().to_string(),
-            p["stream"].as_str().unwrap_or_default().to_string(),
-            p["sink"].as_str().unwrap_or_default().to_string(),
-            p["committed_through"]
-                .as_u64()
-                .map_or("-".into(), |c| c.to_string()),
-            p["rows_committed"].to_string(),
-            p["failed_rows_committed"].to_string(),
-            p["files_committed"].to_string(),
-            ago(p["last_commit_unix_ms"].as_u64().unwrap_or(0)),
-            p["recent_errors"]
-                .as_array()
-                .map_or(0, Vec::len)
-                .to_string(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    Ok(out)
-}
-
-/// `pipe pipelines get` for people.
-fn pipeline_details(body: &str) -> Result<String> {
-    let p = parse(body)?;
-    let field = |k: &str| match &p[k] {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    let mut out = format!(
-        "pipeline          {}\nstream            {}\nsink              {} ({})\nquarantine table  {}\ncommitted through offset {}\n",
-        field("pipeline"),
-        field("stream"),
-        field("sink"),
-        field("sink_kind"),
-        field("quarantine_table"),
-        field("committed_through"),
-    );
-    out.push_str(&format!(
-        "since start: {} rows, {} failed rows, {} files, {} bytes ({} before compression), {} row groups, {} commits, last {}\n",
-        field("rows_committed"),
-        field("failed_rows_committed"),
-        field("files_committed"),
-        field("bytes_committed"),
-        field("uncompressed_bytes_committed"),
-        field("row_groups_committed"),
-        field("commits"),
-        ago(p["last_commit_unix_ms"].as_u64().unwrap_or(0)),
-    ));
-    let errors = p["recent_errors"].as_array().cloned().unwrap_or_default();
-    if errors.is_empty() {
-        out.push_str("recent errors: none\n");
-    } else {
-        out.push_str("recent errors:\n");
-        for e in errors {
-            out.push_str(&format!(
-                "  {}  {}\n",
-                e["at"].as_str().unwrap_or_default(),
-                e["error"].as_str().unwrap_or_default()
-            ));
-        }
-    }
-    Ok(out)
 }

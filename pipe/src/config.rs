@@ -57,7 +57,7 @@ use pipe_sink::{
     CatalogKind, CatalogSettings, Codec, FileFormat, FileSinkSettings, PartitionField,
     RestSettings, S3Options, SnapshotRetention, Warehouse,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
@@ -92,6 +92,23 @@ pub struct ConfigFile {
     /// Pipelines by name.
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineFile>,
+}
+
+impl ConfigFile {
+    /// Reads and parses the file at `path`; also returns its folder, which
+    /// relative paths in it resolve against.
+    pub fn read(path: &Path) -> Result<(ConfigFile, PathBuf)> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("reading `{}`: {e}", path.display())))?;
+        let file: ConfigFile = toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("`{}`: {e}", path.display())))?;
+        let base = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok((file, base))
+    }
 }
 
 /// `[warehouse]`.
@@ -149,7 +166,7 @@ pub struct QueryFile {
 }
 
 /// `[streams.NAME]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamFile {
     /// Schema file in the Pipelines field format; none: unstructured stream.
@@ -201,7 +218,7 @@ pub struct StreamFile {
 }
 
 /// What happens to a request with bad events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InvalidEvents {
     #[default]
@@ -210,7 +227,7 @@ pub enum InvalidEvents {
 }
 
 /// `[sinks.NAME]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkFile {
     /// Sink type: `iceberg` (default), `parquet` or `json`.
@@ -267,7 +284,7 @@ fn default_roll_size() -> u64 {
 }
 
 /// `[pipelines.NAME]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineFile {
     /// `INSERT INTO sink SELECT … FROM stream`.
@@ -388,16 +405,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 impl Config {
     /// Reads, parses and validates the file at `path`, then applies overrides.
+    /// (The definitions the admin API made are not read: `pipe serve` uses
+    /// [`crate::definitions::Definitions::load`].)
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("reading `{}`: {e}", path.display())))?;
-        let file: ConfigFile = toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("`{}`: {e}", path.display())))?;
-        let base = path
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .unwrap_or_else(|| PathBuf::from("."));
+        let (file, base) = ConfigFile::read(path)?;
         Config::resolve(file, &base, overrides)
     }
 
@@ -931,7 +942,8 @@ fn token_digests(key: &str, digests: &[String]) -> Result<Vec<[u8; 32]>> {
         .collect()
 }
 
-fn check_name(key: &str, name: &str) -> Result<()> {
+/// Refuses names that are not letters, digits, `_` and `-`.
+pub(crate) fn check_name(key: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name

@@ -19,16 +19,20 @@
 //! queries the tables; [`Client`] sends events to a running server. Errors map to HTTP statuses in
 //! [`ingest::http::status_for`] and to exit codes in [`exit_code`].
 
+pub mod admin;
 pub mod batch;
 pub mod cli;
 mod client;
 pub use client::{Client, Sent};
 pub mod config;
+pub mod definitions;
+pub mod manage;
 pub mod metrics;
 pub use pipe_sink::crash;
 pub mod pipeline;
 pub mod send;
 pub mod server;
+pub mod supervisor;
 
 pub use pipe_ingest as ingest;
 pub use pipe_query as query;

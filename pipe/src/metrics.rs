@@ -28,7 +28,7 @@
 //! | `pipe_sink_last_commit_timestamp_seconds` | pipeline, sink | when the last commit landed (0: none yet) |
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use pipe_ingest::buffer::Buffer;
 use pipe_ingest::http::StreamStats;
@@ -67,12 +67,53 @@ pub struct Metrics {
     pub pipelines: Vec<PipelineSource>,
 }
 
-impl Metrics {
+/// The sources of a running server, which change as streams and pipelines
+/// are created and deleted.
+#[derive(Debug, Default, Clone)]
+pub struct SharedMetrics(Arc<RwLock<Metrics>>);
+
+impl SharedMetrics {
     /// The registry to encode on each scrape.
-    pub fn registry(self) -> Registry {
+    pub fn registry(&self) -> Registry {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(self));
+        registry.register_collector(Box::new(self.clone()));
         registry
+    }
+
+    pub fn add_stream(&self, source: StreamSource) {
+        self.0.write().expect("never poisoned").streams.push(source);
+    }
+
+    pub fn add_pipeline(&self, source: PipelineSource) {
+        self.0
+            .write()
+            .expect("never poisoned")
+            .pipelines
+            .push(source);
+    }
+
+    /// Forgets a deleted stream's figures.
+    pub fn remove_stream(&self, name: &str) {
+        self.0
+            .write()
+            .expect("never poisoned")
+            .streams
+            .retain(|s| s.name != name);
+    }
+
+    /// Forgets a deleted pipeline's figures.
+    pub fn remove_pipeline(&self, name: &str) {
+        self.0
+            .write()
+            .expect("never poisoned")
+            .pipelines
+            .retain(|p| p.name != name);
+    }
+}
+
+impl Collector for SharedMetrics {
+    fn encode(&self, e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.0.read().expect("never poisoned").encode(e)
     }
 }
 

@@ -76,6 +76,57 @@ impl ReleaseTracker {
             map.insert(pipeline.to_string(), Some(last));
             map.values().copied().min().flatten()
         };
+        self.release_through(pipeline, through);
+    }
+
+    /// A pipeline that starts reading the stream while it runs.
+    pub fn attach(&self, pipeline: &str, committed: Option<u64>) {
+        self.committed
+            .lock()
+            .expect("never poisoned")
+            .insert(pipeline.to_string(), committed);
+    }
+
+    /// A pipeline deleted: it no longer holds anything in the buffer. With
+    /// no pipeline left, the stream keeps every event until one is attached.
+    pub fn detach(&self, pipeline: &str) {
+        let through = {
+            let mut map = self.committed.lock().expect("never poisoned");
+            map.remove(pipeline);
+            map.values().copied().min().flatten()
+        };
+        self.release_through(pipeline, through);
+    }
+
+    /// The pipelines reading the stream.
+    pub fn pipelines(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .committed
+            .lock()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Buffer records (one per accepted request) that some pipeline has
+    /// not committed yet: all of them when no pipeline reads the stream.
+    pub fn unprocessed(&self) -> u64 {
+        let through = self
+            .committed
+            .lock()
+            .expect("never poisoned")
+            .values()
+            .copied()
+            .min()
+            .flatten();
+        let from = through.map_or(0, |c| c + 1).max(self.buffer.first_offset());
+        self.buffer.reader(from).durable_end().saturating_sub(from)
+    }
+
+    fn release_through(&self, pipeline: &str, through: Option<u64>) {
         if let Some(through) = through {
             match self
                 .buffer

@@ -43,6 +43,8 @@ pub use catalog::{open_catalog, CatalogKind, CatalogSettings, RestSettings, S3Op
 pub use commit::{CommitOutcome, Committed, OffsetRange};
 pub use files::{FileFormat, FileSink, FileSinkSettings, StagedFile};
 pub use iceberg::spec::DataFile;
+/// The catalog trait [`open_catalog`] returns.
+pub use iceberg::Catalog;
 pub use pipe_schemas::ErrorKind;
 pub use table::{Codec, PartitionField, SnapshotRetention, TableSink, WriteOptions};
 

@@ -16,6 +16,7 @@ mod fraud;
 mod harness;
 mod idempotency;
 mod library;
+mod manage;
 mod ops;
 mod outage;
 mod overload;

@@ -1,0 +1,602 @@
+//! The admin API: streams, sinks and pipelines created, listed, read and
+//! deleted while the server runs. `pipe streams|sinks|pipelines …` is its
+//! client ([`crate::manage`]).
+//!
+//! | call | answer |
+//! |---|---|
+//! | `GET /v1/streams`, `/v1/sinks`, `/v1/pipelines` | `{"streams": [view…]}` (and so on), by name |
+//! | `GET /v1/streams/{name}` (and sinks, pipelines) | the view, 404 for an unknown name |
+//! | `POST /v1/streams` `{"name", "schema"?, "json_schema"?, …}` | 201 and the view |
+//! | `POST /v1/sinks` `{"name", "type"?, "table"?, …}` | 201 and the view |
+//! | `POST /v1/pipelines` `{"name", "sql", "quarantine_table"?}` | 201 and the view |
+//! | `DELETE /v1/{streams,sinks,pipelines}/{name}` | 200 `{"deleted": name, …}` |
+//! | `POST /v1/pipelines/{name}/flush` | what the flush committed |
+//!
+//! A create body takes the keys of the definition in `pipe.toml`
+//! ([`crate::config`]), except that a stream's schema comes inline
+//! (`schema`, in the Pipelines field format, or `json_schema`, a JSON
+//! Schema document) instead of as a file. The new definition is checked
+//! with all the others exactly as the file is; a bad one is a 400 naming
+//! the key, an existing name a 409. What happens on create and delete:
+//!
+//! - **Stream:** its buffer opens and `POST /v1/streams/{name}` takes
+//!   events at once. Delete refuses (409) while pipelines read it or its
+//!   buffer holds events no pipeline has committed; `?force=true` deletes
+//!   the pipelines too (each commits what it has first) and then the
+//!   buffer, with whatever it still held.
+//! - **Sink:** a definition only; the table or folder is created by the
+//!   first pipeline that writes to it. Delete refuses (409) while a
+//!   pipeline writes to it, and never deletes the table or files.
+//! - **Pipeline:** its SQL is planned and its table opened (created if
+//!   need be) before the 201; it reads its stream from where a pipeline of
+//!   that name last committed into that table, else from the oldest event
+//!   the buffer holds. Delete stops it after it commits what it has read.
+//!
+//! Every change is written to `definitions.toml` before it is answered
+//! ([`crate::definitions`]), so it holds across restarts. Definitions from
+//! the file cannot be changed here (409).
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pipe_ingest::http::error_response;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::{Config, PipelineFile, SinkFile, SinkTarget, StreamFile};
+use crate::definitions::{Definitions, Kind};
+use crate::server::AdminState;
+use crate::{Error, ErrorKind, Result};
+
+/// The admin routes.
+pub(crate) fn router() -> Router<AdminState> {
+    Router::new()
+        .route("/v1/streams", get(list_streams).post(create_stream))
+        .route("/v1/sinks", get(list_sinks).post(create_sink))
+        .route("/v1/sinks/{name}", get(get_sink).delete(delete_sink))
+        .route("/v1/pipelines", get(list_pipelines).post(create_pipeline))
+        .route(
+            "/v1/pipelines/{name}",
+            get(get_pipeline).delete(delete_pipeline),
+        )
+        .route("/v1/pipelines/{name}/flush", post(flush))
+}
+
+fn answer(result: Result<Value>, created: bool) -> Response {
+    match result {
+        Ok(body) if created => (axum::http::StatusCode::CREATED, Json(body)).into_response(),
+        Ok(body) => Json(body).into_response(),
+        Err(e) => error_response(e.kind(), e.to_string()),
+    }
+}
+
+fn not_found(kind: Kind, name: &str) -> Error {
+    Error::Remote(
+        format!("unknown {} `{name}`", kind.noun()),
+        ErrorKind::NotFound,
+    )
+}
+
+fn invalid(message: String) -> Error {
+    Error::Remote(message, ErrorKind::InvalidInput)
+}
+
+/// Splits a create body into its name and the rest.
+fn take_name(body: &[u8], kind: Kind) -> Result<(String, serde_json::Map<String, Value>)> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("expected a JSON object: {e}")))?;
+    let Value::Object(mut map) = value else {
+        return Err(invalid("expected a JSON object".into()));
+    };
+    match map.remove("name") {
+        Some(Value::String(name)) => Ok((name, map)),
+        _ => Err(invalid(format!(
+            "a {} needs a `name` (a string)",
+            kind.noun()
+        ))),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    kind: Kind,
+    name: &str,
+    map: serde_json::Map<String, Value>,
+) -> Result<T> {
+    serde_json::from_value(Value::Object(map))
+        .map_err(|e| invalid(format!("`{}s.{name}`: {e}", kind.noun())))
+}
+
+/// Applies a change of the API's definitions: validated with every other
+/// definition, stored, then made the configuration in effect.
+fn changed(
+    definitions: &Definitions,
+    edit: impl FnOnce(&mut crate::definitions::ApiDefinitions),
+) -> Result<(crate::definitions::ApiDefinitions, Config)> {
+    let mut api = definitions.api().clone();
+    edit(&mut api);
+    let config = definitions.resolve(&api).map_err(|e| match e {
+        Error::Config(message) => invalid(message),
+        other => other,
+    })?;
+    Ok((api, config))
+}
+
+// ---- streams ----
+
+async fn list_streams(State(state): State<AdminState>) -> Response {
+    let definitions = state.supervisor.definitions.lock().await;
+    let config = state.supervisor.config();
+    let all: Vec<Value> = config
+        .streams
+        .iter()
+        .filter_map(|s| stream_view(&state, &definitions, &config, &s.name))
+        .collect();
+    Json(json!({ "streams": all })).into_response()
+}
+
+pub(crate) async fn get_stream(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Response {
+    let definitions = state.supervisor.definitions.lock().await;
+    let config = state.supervisor.config();
+    answer(
+        stream_view(&state, &definitions, &config, &name)
+            .ok_or_else(|| not_found(Kind::Stream, &name)),
+        false,
+    )
+}
+
+fn stream_view(
+    state: &AdminState,
+    definitions: &Definitions,
+    config: &Config,
+    name: &str,
+) -> Option<Value> {
+    let s = config.streams.iter().find(|s| s.name == name)?;
+    let running = state.supervisor.stream(name);
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let buffer = running.as_ref().map(|r| {
+        json!({
+            "bytes": r.tracker.buffer.disk_bytes(),
+            "unprocessed_records": r.tracker.unprocessed(),
+        })
+    });
+    let stats = running.as_ref().map(|r| {
+        json!({
+            "requests": load(&r.stats.requests),
+            "records_in": load(&r.stats.records_in),
+            "bytes_in": load(&r.stats.bytes_in),
+            "decode_errors": load(&r.stats.decode_errors),
+        })
+    });
+    let pipelines: Vec<&str> = config
+        .pipelines
+        .iter()
+        .filter(|p| {
+            state
+                .supervisor
+                .pipeline(&p.name)
+                .is_some_and(|r| r.stream == name)
+        })
+        .map(|p| p.name.as_str())
+        .collect();
+    Some(json!({
+        "stream": name,
+        "origin": definitions.origin(Kind::Stream, name),
+        "endpoint": format!("http://{}/v1/streams/{name}", state.addr),
+        "http": {
+            "enabled": s.policy.http_enabled,
+            "auth": !s.policy.token_digests.is_empty(),
+            "cors_origins": s.policy.cors_origins,
+        },
+        "schema": s.schema,
+        "json_schema": s.json_schema.is_some(),
+        "unknown_fields": s.unknown_fields,
+        "invalid_events": if s.quarantine.is_some() { "quarantine" } else { "reject" },
+        "quarantine_table": s.quarantine.as_ref().map(|(ns, t)| format!("{ns}.{t}")),
+        "max_request_bytes": s.policy.max_body_bytes,
+        "max_events_per_request": s.max_events,
+        "buffer": buffer,
+        "pipelines": pipelines,
+        "stats": stats,
+    }))
+}
+
+async fn create_stream(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let result = async {
+        let (name, mut map) = take_name(&body, Kind::Stream)?;
+        crate::config::check_name(&format!("streams.{name}"), &name).map_err(|e| invalid(e.to_string()))?;
+        let mut definitions = state.supervisor.definitions.lock().await;
+        definitions.check_new(Kind::Stream, &name)?;
+        for key in ["schema_file", "json_schema_file"] {
+            if map.contains_key(key) {
+                return Err(invalid(format!(
+                    "`{key}`: send the schema itself as `schema` (Pipelines field format) or `json_schema`"
+                )));
+            }
+        }
+        let schema = map.remove("schema").filter(|v| !v.is_null());
+        let json_schema = map.remove("json_schema").filter(|v| !v.is_null());
+        let mut stream: StreamFile = parse(Kind::Stream, &name, map)?;
+        // The schema is kept beside the definitions, named after the stream.
+        let schema_file = match (schema, json_schema) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("send `schema` or `json_schema`, not both".into()))
+            }
+            (None, None) => None,
+            (Some(doc), None) => {
+                stream.schema_file = Some(schema_relative(&name, "schema"));
+                Some(doc)
+            }
+            (None, Some(doc)) => {
+                stream.json_schema_file = Some(schema_relative(&name, "json-schema"));
+                Some(doc)
+            }
+        };
+        let path = stream
+            .schema_file
+            .clone()
+            .or(stream.json_schema_file.clone())
+            .map(|p| definitions.data_dir().join(p));
+        if let (Some(doc), Some(path)) = (&schema_file, &path) {
+            let text = serde_json::to_vec_pretty(doc)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            crate::definitions::write_durably(path, &text)?;
+        }
+        let outcome = async {
+            let (api, config) = changed(&definitions, |api| {
+                api.streams.insert(name.clone(), stream);
+            })?;
+            state.supervisor.start(&config, &[&name], &[]).await?;
+            if let Err(e) = definitions.store(api) {
+                let _ = state.supervisor.stop_stream(&name).await;
+                return Err(e);
+            }
+            state.supervisor.set_config(config);
+            Ok(())
+        }
+        .await;
+        if let (Err(_), Some(path)) = (&outcome, &path) {
+            let _ = std::fs::remove_file(path);
+        }
+        outcome?;
+        tracing::info!(stream = %name, "stream created");
+        let config = state.supervisor.config();
+        stream_view(&state, &definitions, &config, &name)
+            .ok_or_else(|| Error::Internal("the new stream is missing".into()))
+    }
+    .await;
+    answer(result, true)
+}
+
+fn schema_relative(stream: &str, kind: &str) -> std::path::PathBuf {
+    std::path::Path::new(crate::definitions::SCHEMAS_DIR).join(format!("{stream}.{kind}.json"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct DeleteParams {
+    #[serde(default)]
+    force: bool,
+}
+
+pub(crate) async fn delete_stream(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(params): Query<DeleteParams>,
+) -> Response {
+    let result = async {
+        let mut definitions = state.supervisor.definitions.lock().await;
+        definitions.check_deletable(Kind::Stream, &name)?;
+        let config = state.supervisor.config();
+        let running = state.supervisor.stream(&name);
+        let readers: Vec<String> = state
+            .supervisor
+            .pipelines()
+            .iter()
+            .filter(|p| p.stream == name && !p.name.contains("__"))
+            .map(|p| p.name.clone())
+            .collect();
+        let unprocessed = running.as_ref().map_or(0, |r| r.tracker.unprocessed());
+        if !params.force {
+            if !readers.is_empty() {
+                return Err(Error::Remote(
+                    format!(
+                        "stream `{name}` is read by pipeline(s) {}: delete them first, or force (each commits what it has read, then is deleted with the stream)",
+                        readers.join(", ")
+                    ),
+                    ErrorKind::Conflict,
+                ));
+            }
+            if unprocessed > 0 {
+                return Err(Error::Remote(
+                    format!(
+                        "stream `{name}` holds {unprocessed} accepted request(s) not committed by any pipeline it has now: deleting it loses them; force to delete anyway"
+                    ),
+                    ErrorKind::Conflict,
+                ));
+            }
+        }
+        for p in readers.iter().cloned().chain([format!("{name}__quarantine")]) {
+            if let Err(e) = state.supervisor.stop_pipeline(&p).await {
+                tracing::warn!(pipeline = %p, error = %e, "the pipeline's last commit failed; deleting it anyway (forced)");
+            }
+        }
+        state.supervisor.stop_stream(&name).await?;
+        let schema = definitions
+            .api()
+            .streams
+            .get(&name)
+            .and_then(|s| s.schema_file.clone().or(s.json_schema_file.clone()));
+        let (api, new_config) = changed(&definitions, |api| {
+            api.streams.remove(&name);
+            for p in &readers {
+                api.pipelines.remove(p);
+            }
+        })?;
+        definitions.store(api)?;
+        state.supervisor.set_config(new_config);
+        std::fs::remove_dir_all(crate::supervisor::buffer_dir(&config, &name)).or_else(|e| {
+            match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(Error::Internal(format!("removing the buffer of `{name}`: {e}"))),
+            }
+        })?;
+        if let Some(schema) = schema {
+            let _ = std::fs::remove_file(definitions.data_dir().join(schema));
+        }
+        tracing::info!(stream = %name, pipelines = ?readers, unprocessed, "stream deleted");
+        Ok(json!({
+            "deleted": name,
+            "pipelines_deleted": readers,
+            "unprocessed_records_dropped": unprocessed,
+        }))
+    }
+    .await;
+    answer(result, false)
+}
+
+// ---- sinks ----
+
+async fn list_sinks(State(state): State<AdminState>) -> Response {
+    let definitions = state.supervisor.definitions.lock().await;
+    let config = state.supervisor.config();
+    let all: Vec<Value> = config
+        .sinks
+        .iter()
+        .filter_map(|s| sink_view(&state, &definitions, &config, &s.name))
+        .collect();
+    Json(json!({ "sinks": all })).into_response()
+}
+
+async fn get_sink(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    let definitions = state.supervisor.definitions.lock().await;
+    let config = state.supervisor.config();
+    answer(
+        sink_view(&state, &definitions, &config, &name).ok_or_else(|| not_found(Kind::Sink, &name)),
+        false,
+    )
+}
+
+/// The pipeline that writes to sink `name`, if one runs.
+fn sink_writer(state: &AdminState, name: &str) -> Option<String> {
+    state
+        .supervisor
+        .pipelines()
+        .iter()
+        .find(|p| p.sink_name == name)
+        .map(|p| p.name.clone())
+}
+
+fn sink_view(
+    state: &AdminState,
+    definitions: &Definitions,
+    config: &Config,
+    name: &str,
+) -> Option<Value> {
+    let s = config.sink(name)?;
+    let (kind, table, path, format) = match &s.target {
+        SinkTarget::Table { namespace, table } => (
+            "iceberg",
+            Some(format!("{namespace}.{table}")),
+            None,
+            "parquet",
+        ),
+        SinkTarget::Files(f) => match f.format {
+            pipe_sink::FileFormat::Parquet { .. } => {
+                ("parquet", None, Some(f.location.clone()), "parquet")
+            }
+            pipe_sink::FileFormat::Json { .. } => {
+                ("json", None, Some(f.location.clone()), "ndjson")
+            }
+        },
+    };
+    let partitioning = match &s.target {
+        SinkTarget::Files(f) => Some(f.partitioning.clone()),
+        SinkTarget::Table { .. } => None,
+    };
+    Some(json!({
+        "sink": name,
+        "origin": definitions.origin(Kind::Sink, name),
+        "type": kind,
+        "table": table,
+        "path": path,
+        "format": format,
+        "compression": s.compression,
+        "roll_interval_secs": s.roll_interval.as_secs(),
+        "roll_size_mb": s.roll_bytes / (1024 * 1024),
+        "roll_rows": s.roll_rows,
+        "row_group_rows": s.row_group_rows,
+        "partition_by": (kind == "iceberg").then(|| s.partition_by.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        "partitioning": partitioning,
+        "pipeline": sink_writer(state, name),
+    }))
+}
+
+async fn create_sink(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let result = async {
+        let (name, map) = take_name(&body, Kind::Sink)?;
+        let mut definitions = state.supervisor.definitions.lock().await;
+        definitions.check_new(Kind::Sink, &name)?;
+        let sink: SinkFile = parse(Kind::Sink, &name, map)?;
+        let (api, config) = changed(&definitions, |api| {
+            api.sinks.insert(name.clone(), sink);
+        })?;
+        definitions.store(api)?;
+        state.supervisor.set_config(config);
+        tracing::info!(sink = %name, "sink created");
+        let config = state.supervisor.config();
+        sink_view(&state, &definitions, &config, &name)
+            .ok_or_else(|| Error::Internal("the new sink is missing".into()))
+    }
+    .await;
+    answer(result, true)
+}
+
+async fn delete_sink(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    let result = async {
+        let mut definitions = state.supervisor.definitions.lock().await;
+        definitions.check_deletable(Kind::Sink, &name)?;
+        if let Some(p) = sink_writer(&state, &name) {
+            return Err(Error::Remote(
+                format!("sink `{name}` is written by pipeline `{p}`: delete the pipeline first"),
+                ErrorKind::Conflict,
+            ));
+        }
+        let (api, config) = changed(&definitions, |api| {
+            api.sinks.remove(&name);
+        })?;
+        definitions.store(api)?;
+        state.supervisor.set_config(config);
+        tracing::info!(sink = %name, "sink deleted");
+        Ok(json!({ "deleted": name }))
+    }
+    .await;
+    answer(result, false)
+}
+
+// ---- pipelines ----
+
+async fn list_pipelines(State(state): State<AdminState>) -> Response {
+    let definitions = state.supervisor.definitions.lock().await;
+    let config = state.supervisor.config();
+    let all: Vec<Value> = state
+        .supervisor
+        .pipelines()
+        .iter()
+        .map(|p| pipeline_view(&definitions, &config, p))
+        .collect();
+    Json(json!({ "pipelines": all })).into_response()
+}
+
+async fn get_pipeline(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    let definitions = state.supervisor.definitions.lock().await;
+    let config = state.supervisor.config();
+    answer(
+        state
+            .supervisor
+            .pipeline(&name)
+            .map(|p| pipeline_view(&definitions, &config, &p))
+            .ok_or_else(|| not_found(Kind::Pipeline, &name)),
+        false,
+    )
+}
+
+fn pipeline_view(
+    definitions: &Definitions,
+    config: &Config,
+    p: &crate::supervisor::RunningPipeline,
+) -> Value {
+    let mut view = crate::server::status_json(p);
+    let sql = config
+        .pipelines
+        .iter()
+        .find(|c| c.name == p.name)
+        .map(|c| c.sql.clone());
+    view["sql"] = json!(sql);
+    // A stream's quarantine pipeline is pipe's own: it comes with the stream.
+    view["origin"] = match definitions.origin(Kind::Pipeline, &p.name) {
+        Some(origin) => json!(origin),
+        None => json!("stream"),
+    };
+    view
+}
+
+async fn create_pipeline(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let result = async {
+        let (name, map) = take_name(&body, Kind::Pipeline)?;
+        let mut definitions = state.supervisor.definitions.lock().await;
+        definitions.check_new(Kind::Pipeline, &name)?;
+        if state.supervisor.pipeline(&name).is_some() {
+            return Err(Error::Remote(
+                format!("pipeline `{name}` already exists"),
+                ErrorKind::Conflict,
+            ));
+        }
+        let pipeline: PipelineFile = parse(Kind::Pipeline, &name, map)?;
+        let (api, config) = changed(&definitions, |api| {
+            api.pipelines.insert(name.clone(), pipeline);
+        })?;
+        definitions.store(api.clone())?;
+        if let Err(e) = state.supervisor.start(&config, &[], &[&name]).await {
+            let mut previous = api;
+            previous.pipelines.remove(&name);
+            definitions.store(previous)?;
+            return Err(match e {
+                Error::Transform(t) => invalid(t.to_string()),
+                other => other,
+            });
+        }
+        state.supervisor.set_config(config);
+        tracing::info!(pipeline = %name, "pipeline created");
+        let config = state.supervisor.config();
+        let running = state
+            .supervisor
+            .pipeline(&name)
+            .ok_or_else(|| Error::Internal("the new pipeline is missing".into()))?;
+        Ok(pipeline_view(&definitions, &config, &running))
+    }
+    .await;
+    answer(result, true)
+}
+
+async fn delete_pipeline(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    let result = async {
+        let mut definitions = state.supervisor.definitions.lock().await;
+        definitions.check_deletable(Kind::Pipeline, &name)?;
+        let committed = state
+            .supervisor
+            .pipeline(&name)
+            .and_then(|p| p.stats.committed_through());
+        state.supervisor.stop_pipeline(&name).await?;
+        let (api, config) = changed(&definitions, |api| {
+            api.pipelines.remove(&name);
+        })?;
+        definitions.store(api)?;
+        state.supervisor.set_config(config);
+        tracing::info!(pipeline = %name, "pipeline deleted");
+        Ok(json!({ "deleted": name, "committed_through": committed }))
+    }
+    .await;
+    answer(result, false)
+}
+
+/// `POST /v1/pipelines/{name}/flush`: roll and commit now.
+async fn flush(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    let Some(p) = state.supervisor.pipeline(&name) else {
+        return error_response(ErrorKind::NotFound, format!("unknown pipeline `{name}`"));
+    };
+    let (reply, done) = tokio::sync::oneshot::channel();
+    if p.flush.send(reply).await.is_err() {
+        return error_response(
+            ErrorKind::Unavailable,
+            format!("pipeline `{name}` is not running"),
+        );
+    }
+    match done.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => error_response(e.kind(), e.to_string()),
+        Err(_) => error_response(ErrorKind::Unavailable, format!("pipeline `{name}` stopped")),
+    }
+}

@@ -1,0 +1,1149 @@
+//! `pipe streams|sinks|pipelines create|list|get|delete` and `pipe setup`:
+//! the command-line client of a running server's admin API
+//! ([`crate::admin`]). Human output is tables; `--json` prints the server's
+//! JSON as it came.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args as ClapArgs, Subcommand};
+use serde_json::{json, Map, Value};
+
+use crate::{Error, ErrorKind, Result};
+
+/// The default server address.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// Where the server is, and how to print its answers.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Target {
+    /// The server's address.
+    #[arg(long, env = "PIPE_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// The server's JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pipe streams …`.
+#[derive(Debug, Subcommand)]
+pub enum StreamsAction {
+    /// Create a stream; it takes events at once.
+    Create {
+        name: String,
+        /// Schema in the Pipelines field format (`{"fields": [...]}`); none: unstructured.
+        #[arg(long, conflicts_with = "json_schema_file")]
+        schema_file: Option<PathBuf>,
+        /// A JSON Schema document instead: every event is checked against it.
+        #[arg(long)]
+        json_schema_file: Option<PathBuf>,
+        /// Whether the stream takes events over HTTP.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        http_enabled: bool,
+        /// Require a bearer token: one is generated and printed once.
+        #[arg(long)]
+        http_auth: bool,
+        /// Require a token whose SHA-256 is this (`pipe hash-token`); repeatable.
+        #[arg(long)]
+        auth_token_sha256: Vec<String>,
+        /// An origin browsers may send from, or `*`; repeatable.
+        #[arg(long)]
+        cors_origin: Vec<String>,
+        /// A request with bad events: `reject` it whole, or `quarantine` the bad ones.
+        #[arg(long)]
+        invalid_events: Option<String>,
+        /// Fields not in the schema: `reject`, `drop` or `keep`.
+        #[arg(long)]
+        unknown_fields: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every stream.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// One stream: endpoint, schema, buffer, pipelines, figures.
+    Get {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a stream and its buffer.
+    Delete {
+        name: String,
+        /// Skip the confirmation; also needed when events would be lost or
+        /// pipelines read the stream (they are deleted with it, after
+        /// committing what they have).
+        #[arg(long, short = 'y', alias = "y")]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `pipe sinks …`.
+// Parsed once per process: the size of the `create` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum SinksAction {
+    /// Create a sink: an Iceberg table, or Parquet / NDJSON files.
+    Create {
+        name: String,
+        /// `iceberg`, `parquet` or `json`.
+        #[arg(long = "type", default_value = "iceberg")]
+        kind: String,
+        /// Iceberg namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Iceberg table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Where files go (file sinks): a folder on the server, `file://…` or `s3://…`.
+        #[arg(long)]
+        path: Option<String>,
+        /// Folder template of file sinks (strftime on `__ingest_ts`).
+        #[arg(long)]
+        partitioning: Option<String>,
+        /// A partition field of the table, e.g. `day(__ingest_ts)`; repeatable.
+        #[arg(long)]
+        partition_by: Vec<String>,
+        /// zstd, snappy, gzip, lz4, none.
+        #[arg(long)]
+        compression: Option<String>,
+        /// Commit at least this often, in seconds.
+        #[arg(long)]
+        roll_interval: Option<u64>,
+        /// Commit once this many MB were read.
+        #[arg(long)]
+        roll_size: Option<u64>,
+        /// Commit once this many rows were written.
+        #[arg(long)]
+        roll_rows: Option<u64>,
+        /// Largest Parquet row group, in rows.
+        #[arg(long)]
+        target_row_group_size: Option<usize>,
+        #[command(flatten)]
+        target: Target,
+    },
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    Get {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a sink's definition (its table or files stay).
+    Delete {
+        name: String,
+        #[arg(long, short = 'y')]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `pipe pipelines …`.
+#[derive(Debug, Subcommand)]
+pub enum PipelinesAction {
+    /// Create a pipeline: `INSERT INTO sink SELECT … FROM stream`.
+    Create {
+        name: String,
+        /// The SQL.
+        #[arg(
+            long,
+            conflicts_with = "sql_file",
+            required_unless_present = "sql_file"
+        )]
+        sql: Option<String>,
+        /// A file holding the SQL.
+        #[arg(long)]
+        sql_file: Option<PathBuf>,
+        /// Where rows the SQL fails on go, `namespace.table`.
+        #[arg(long)]
+        quarantine_table: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Every pipeline, one line each.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// One pipeline: its stream, sink and SQL, what it committed since the
+    /// server started, and its recent errors with their reasons.
+    Get {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a pipeline after it commits what it has read.
+    Delete {
+        name: String,
+        #[arg(long, short = 'y')]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Calls a running server's admin API; returns the body of a 2xx answer.
+/// An error answer becomes an error of its kind, with the server's message.
+pub async fn call(
+    method: reqwest::Method,
+    server: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<String> {
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let mut request = reqwest::Client::new().request(method, &url);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| Error::Remote(format!("calling `{url}`: {e}"), ErrorKind::Unavailable))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| {
+        Error::Remote(
+            format!("reading the answer of `{url}`: {e}"),
+            ErrorKind::Unavailable,
+        )
+    })?;
+    let kind = match status.as_u16() {
+        200..=299 => return Ok(text),
+        404 => ErrorKind::NotFound,
+        409 => ErrorKind::Conflict,
+        401 | 403 => ErrorKind::Unauthorized,
+        400..=499 => ErrorKind::InvalidInput,
+        _ => ErrorKind::Unavailable,
+    };
+    let message = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(String::from))
+        .unwrap_or(text);
+    Err(Error::Remote(message, kind))
+}
+
+/// Parses a JSON answer of the server.
+pub fn parse(body: &str) -> Result<Value> {
+    serde_json::from_str(body).map_err(|e| Error::Internal(format!("the server's answer: {e}")))
+}
+
+fn read_file(path: &Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("reading the {what} `{}`: {e}", path.display())))
+}
+
+fn read_json(path: &Path, what: &str) -> Result<Value> {
+    serde_json::from_str(&read_file(path, what)?)
+        .map_err(|e| Error::Config(format!("the {what} `{}` is not JSON: {e}", path.display())))
+}
+
+/// Puts `value` under `key` when it is set.
+fn set(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        map.insert(key.into(), v);
+    }
+}
+
+/// A new random bearer token (256 bits, hex).
+fn new_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Asks before deleting: `--force`, or a `y` on a terminal.
+fn confirm(question: &str, force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Remote(
+            format!("{question} Pass --force to confirm (standard input is not a terminal)."),
+            ErrorKind::Conflict,
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::Internal(format!("reading the answer: {e}")))?;
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::Remote("not deleted".into(), ErrorKind::Conflict))
+    }
+}
+
+/// Runs `pipe streams …`.
+pub async fn streams(action: StreamsAction) -> Result<()> {
+    match action {
+        StreamsAction::Create {
+            name,
+            schema_file,
+            json_schema_file,
+            http_enabled,
+            http_auth,
+            mut auth_token_sha256,
+            cors_origin,
+            invalid_events,
+            unknown_fields,
+            target,
+        } => {
+            let token = http_auth.then(new_token);
+            if let Some(t) = &token {
+                auth_token_sha256.push(hex::encode(pipe_ingest::http::token_digest(t)));
+            }
+            let mut body = Map::new();
+            body.insert("name".into(), json!(name));
+            set(
+                &mut body,
+                "schema",
+                schema_file
+                    .map(|p| read_json(&p, "schema file"))
+                    .transpose()?,
+            );
+            set(
+                &mut body,
+                "json_schema",
+                json_schema_file
+                    .map(|p| read_json(&p, "JSON Schema file"))
+                    .transpose()?,
+            );
+            body.insert("http".into(), json!(http_enabled));
+            body.insert("auth_token_sha256".into(), json!(auth_token_sha256));
+            body.insert("cors_origins".into(), json!(cors_origin));
+            set(&mut body, "invalid_events", invalid_events.map(Value::from));
+            set(&mut body, "unknown_fields", unknown_fields.map(Value::from));
+            let answer = call(
+                reqwest::Method::POST,
+                &target.server,
+                "/v1/streams",
+                Some(&Value::Object(body)),
+            )
+            .await?;
+            if target.json {
+                let mut v = parse(&answer)?;
+                if let Some(t) = &token {
+                    v["token"] = json!(t);
+                }
+                println!("{v}");
+            } else {
+                println!("Created stream '{name}'.");
+                print!("{}", stream_details(&parse(&answer)?));
+                if let Some(t) = token {
+                    println!("\nBearer token (shown once, not stored; send `Authorization: Bearer <token>`):\n  {t}");
+                }
+            }
+        }
+        StreamsAction::List { target } => {
+            let answer = call(reqwest::Method::GET, &target.server, "/v1/streams", None).await?;
+            if target.json {
+                println!("{answer}");
+            } else {
+                let all = parse(&answer)?;
+                let mut rows = vec![header(&[
+                    "STREAM",
+                    "ORIGIN",
+                    "HTTP",
+                    "AUTH",
+                    "SCHEMA",
+                    "UNPROCESSED",
+                    "PIPELINES",
+                    "ENDPOINT",
+                ])];
+                for s in all["streams"].as_array().into_iter().flatten() {
+                    rows.push(vec![
+                        text(&s["stream"]),
+                        text(&s["origin"]),
+                        yes_no(&s["http"]["enabled"]),
+                        yes_no(&s["http"]["auth"]),
+                        schema_summary(s),
+                        text(&s["buffer"]["unprocessed_records"]),
+                        list(&s["pipelines"]),
+                        text(&s["endpoint"]),
+                    ]);
+                }
+                print!("{}", aligned(&rows));
+            }
+        }
+        StreamsAction::Get { name, target } => {
+            show(&target, &format!("/v1/streams/{name}"), stream_details).await?;
+        }
+        StreamsAction::Delete {
+            name,
+            force,
+            target,
+        } => {
+            let path = format!("/v1/streams/{name}");
+            let stream = parse(&call(reqwest::Method::GET, &target.server, &path, None).await?)?;
+            let unprocessed = stream["buffer"]["unprocessed_records"]
+                .as_u64()
+                .unwrap_or(0);
+            let readers: Vec<String> = stream["pipelines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str())
+                .filter(|p| !p.contains("__"))
+                .map(String::from)
+                .collect();
+            let mut warnings = Vec::new();
+            if unprocessed > 0 {
+                warnings.push(format!(
+                    "stream '{name}' holds {unprocessed} accepted request(s) not committed by any pipeline it has now: they would be lost"
+                ));
+            }
+            if !readers.is_empty() {
+                warnings.push(format!(
+                    "pipeline(s) {} read it and would be deleted too (after committing what they have read)",
+                    readers.join(", ")
+                ));
+            }
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            if !warnings.is_empty() && !force {
+                return Err(Error::Remote(
+                    format!("stream '{name}' not deleted: pass --force to delete it anyway"),
+                    ErrorKind::Conflict,
+                ));
+            }
+            confirm(&format!("Delete stream '{name}' and its buffer?"), force)?;
+            remove(&target, &format!("{path}?force={force}"), "stream", &name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `pipe sinks …`.
+pub async fn sinks(action: SinksAction) -> Result<()> {
+    match action {
+        SinksAction::Create {
+            name,
+            kind,
+            namespace,
+            table,
+            path,
+            partitioning,
+            partition_by,
+            compression,
+            roll_interval,
+            roll_size,
+            roll_rows,
+            target_row_group_size,
+            target,
+        } => {
+            let mut body = Map::new();
+            body.insert("name".into(), json!(name));
+            body.insert("type".into(), json!(kind));
+            set(&mut body, "namespace", namespace.map(Value::from));
+            set(&mut body, "table", table.map(Value::from));
+            set(&mut body, "path", path.map(Value::from));
+            set(&mut body, "partitioning", partitioning.map(Value::from));
+            if !partition_by.is_empty() {
+                body.insert("partition_by".into(), json!(partition_by));
+            }
+            set(&mut body, "compression", compression.map(Value::from));
+            set(
+                &mut body,
+                "roll_interval_secs",
+                roll_interval.map(Value::from),
+            );
+            set(&mut body, "roll_size_mb", roll_size.map(Value::from));
+            set(&mut body, "roll_rows", roll_rows.map(Value::from));
+            set(
+                &mut body,
+                "row_group_rows",
+                target_row_group_size.map(Value::from),
+            );
+            create(&target, "sink", &name, body, sink_details).await?;
+        }
+        SinksAction::List { target } => {
+            let answer = call(reqwest::Method::GET, &target.server, "/v1/sinks", None).await?;
+            if target.json {
+                println!("{answer}");
+            } else {
+                let all = parse(&answer)?;
+                let mut rows = vec![header(&[
+                    "SINK",
+                    "ORIGIN",
+                    "TYPE",
+                    "DESTINATION",
+                    "COMPRESSION",
+                    "ROLL",
+                    "PIPELINE",
+                ])];
+                for s in all["sinks"].as_array().into_iter().flatten() {
+                    rows.push(vec![
+                        text(&s["sink"]),
+                        text(&s["origin"]),
+                        text(&s["type"]),
+                        destination(s),
+                        text(&s["compression"]),
+                        format!(
+                            "{} s / {} MB",
+                            text(&s["roll_interval_secs"]),
+                            text(&s["roll_size_mb"])
+                        ),
+                        text(&s["pipeline"]),
+                    ]);
+                }
+                print!("{}", aligned(&rows));
+            }
+        }
+        SinksAction::Get { name, target } => {
+            show(&target, &format!("/v1/sinks/{name}"), sink_details).await?;
+        }
+        SinksAction::Delete {
+            name,
+            force,
+            target,
+        } => {
+            confirm(
+                &format!("Delete sink '{name}'? (Its table or files stay.)"),
+                force,
+            )?;
+            remove(&target, &format!("/v1/sinks/{name}"), "sink", &name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `pipe pipelines …`.
+pub async fn pipelines(action: PipelinesAction) -> Result<()> {
+    match action {
+        PipelinesAction::Create {
+            name,
+            sql,
+            sql_file,
+            quarantine_table,
+            target,
+        } => {
+            let sql = match (sql, sql_file) {
+                (Some(sql), _) => sql,
+                (None, Some(path)) => read_file(&path, "SQL file")?,
+                (None, None) => return Err(Error::Config("--sql or --sql-file".into())),
+            };
+            let mut body = Map::new();
+            body.insert("name".into(), json!(name));
+            body.insert("sql".into(), json!(sql));
+            set(
+                &mut body,
+                "quarantine_table",
+                quarantine_table.map(Value::from),
+            );
+            create(&target, "pipeline", &name, body, pipeline_details).await?;
+        }
+        PipelinesAction::List { target } => {
+            let body = call(reqwest::Method::GET, &target.server, "/v1/pipelines", None).await?;
+            if target.json {
+                println!("{body}");
+            } else {
+                print!("{}", pipelines_table(&parse(&body)?));
+            }
+        }
+        PipelinesAction::Get { name, target } => {
+            show(&target, &format!("/v1/pipelines/{name}"), pipeline_details).await?;
+        }
+        PipelinesAction::Delete {
+            name,
+            force,
+            target,
+        } => {
+            confirm(
+                &format!("Delete pipeline '{name}'? (It commits what it has read first.)"),
+                force,
+            )?;
+            remove(&target, &format!("/v1/pipelines/{name}"), "pipeline", &name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// POSTs a create body to `/v1/{kind}s`; prints the answer: its JSON, or
+/// `Created …` and `details`.
+async fn create(
+    target: &Target,
+    kind: &str,
+    name: &str,
+    body: Map<String, Value>,
+    details: fn(&Value) -> String,
+) -> Result<()> {
+    let path = format!("/v1/{kind}s");
+    let answer = call(
+        reqwest::Method::POST,
+        &target.server,
+        &path,
+        Some(&Value::Object(body)),
+    )
+    .await?;
+    if target.json {
+        println!("{answer}");
+    } else {
+        println!("Created {kind} '{name}'.");
+        print!("{}", details(&parse(&answer)?));
+    }
+    Ok(())
+}
+
+/// GETs `path`; prints its JSON or `details`.
+async fn show(target: &Target, path: &str, details: fn(&Value) -> String) -> Result<()> {
+    let answer = call(reqwest::Method::GET, &target.server, path, None).await?;
+    if target.json {
+        println!("{answer}");
+    } else {
+        print!("{}", details(&parse(&answer)?));
+    }
+    Ok(())
+}
+
+/// DELETEs `path`; prints what was deleted.
+async fn remove(target: &Target, path: &str, kind: &str, name: &str) -> Result<()> {
+    let answer = call(reqwest::Method::DELETE, &target.server, path, None).await?;
+    print_deleted(&answer, target.json, kind, name)
+}
+
+fn print_deleted(answer: &str, json: bool, kind: &str, name: &str) -> Result<()> {
+    if json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let v = parse(answer)?;
+    println!("Deleted {kind} '{name}'.");
+    for p in v["pipelines_deleted"].as_array().into_iter().flatten() {
+        println!("Deleted pipeline '{}' with it.", text(p));
+    }
+    if let Some(n) = v["unprocessed_records_dropped"].as_u64().filter(|n| *n > 0) {
+        println!("Dropped {n} accepted request(s) no pipeline had committed.");
+    }
+    Ok(())
+}
+
+// ---- rendering ----
+
+/// A value for people: strings bare, null as `-`.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn yes_no(v: &Value) -> String {
+    if v.as_bool().unwrap_or(false) {
+        "Yes".into()
+    } else {
+        "No".into()
+    }
+}
+
+fn list(v: &Value) -> String {
+    let items: Vec<String> = v.as_array().into_iter().flatten().map(text).collect();
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+fn aligned(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A table with box-drawing borders, as wrangler prints a schema.
+fn boxed(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let rule = |l: &str, m: &str, r: &str| {
+        let parts: Vec<String> = widths.iter().map(|w| "─".repeat(w + 2)).collect();
+        format!("{l}{}{r}\n", parts.join(m))
+    };
+    let mut out = rule("┌", "┬", "┐");
+    for (i, r) in rows.iter().enumerate() {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!(" {cell:<w$} "))
+            .collect();
+        out.push_str(&format!("│{}│\n", cells.join("│")));
+        if i + 1 < rows.len() {
+            out.push_str(&rule("├", "┼", "┤"));
+        }
+    }
+    out.push_str(&rule("└", "┴", "┘"));
+    out
+}
+
+/// The rows of a schema: nested fields as `parent.child`, list items as
+/// their type.
+fn schema_rows(fields: &Value, prefix: &str, rows: &mut Vec<Vec<String>>) {
+    for f in fields.as_array().into_iter().flatten() {
+        let name = format!("{prefix}{}", text(&f["name"]));
+        let ty = text(&f["type"]);
+        let detail = match ty.as_str() {
+            "timestamp" => text(&f["unit"]),
+            "list" => text(&f["items"]["type"]),
+            _ => String::new(),
+        };
+        rows.push(vec![
+            name.clone(),
+            ty.clone(),
+            detail,
+            yes_no(&f["required"]),
+        ]);
+        if ty == "struct" {
+            schema_rows(&f["fields"], &format!("{name}."), rows);
+        }
+        if ty == "list" && f["items"]["type"] == "struct" {
+            schema_rows(&f["items"]["fields"], &format!("{name}[]."), rows);
+        }
+    }
+}
+
+fn schema_summary(s: &Value) -> String {
+    match s["schema"]["fields"].as_array() {
+        Some(fields) if s["json_schema"] == true => {
+            format!("JSON Schema ({} fields)", fields.len())
+        }
+        Some(fields) => format!("{} fields", fields.len()),
+        None => "unstructured".into(),
+    }
+}
+
+/// `pipe streams get` (and create) for people, in the layout of wrangler's
+/// creation summary.
+pub fn stream_details(s: &Value) -> String {
+    let mut out = format!(
+        "General:\n  Name: {}\n  Defined in: {}\nHTTP Ingest:\n  Enabled: {}\n  Authentication: {}\n  Endpoint: {}\n  CORS Origins: {}\n",
+        text(&s["stream"]),
+        match s["origin"].as_str() {
+            Some("file") => "the definitions file",
+            _ => "the admin API (definitions.toml)",
+        },
+        yes_no(&s["http"]["enabled"]),
+        yes_no(&s["http"]["auth"]),
+        text(&s["endpoint"]),
+        match list(&s["http"]["cors_origins"]).as_str() {
+            "-" => "None".to_string(),
+            other => other.to_string(),
+        },
+    );
+    out.push_str(&format!(
+        "Events:\n  Invalid events: {}{}\n  Unknown fields: {}\n",
+        text(&s["invalid_events"]),
+        match &s["quarantine_table"] {
+            Value::String(t) => format!(" (into {t})"),
+            _ => String::new(),
+        },
+        text(&s["unknown_fields"]),
+    ));
+    if s["buffer"].is_object() {
+        out.push_str(&format!(
+            "Buffer:\n  On disk: {}\n  Not yet committed: {} request(s)\n",
+            pipe_query::human_bytes(s["buffer"]["bytes"].as_u64().unwrap_or(0) as usize),
+            text(&s["buffer"]["unprocessed_records"]),
+        ));
+    }
+    if s["stats"].is_object() {
+        out.push_str(&format!(
+            "Since start:\n  Requests: {}\n  Events accepted: {}\n  Bytes in: {}\n  Decode errors: {}\n",
+            text(&s["stats"]["requests"]),
+            text(&s["stats"]["records_in"]),
+            text(&s["stats"]["bytes_in"]),
+            text(&s["stats"]["decode_errors"]),
+        ));
+    }
+    out.push_str(&format!("Pipelines: {}\n", list(&s["pipelines"])));
+    if s["schema"].is_object() {
+        out.push_str(if s["json_schema"] == true {
+            "Input Schema (from a JSON Schema document):\n"
+        } else {
+            "Input Schema:\n"
+        });
+        let mut rows = vec![header(&["Field Name", "Type", "Unit/Items", "Required"])];
+        schema_rows(&s["schema"]["fields"], "", &mut rows);
+        out.push_str(&boxed(&rows));
+    } else {
+        out.push_str("Input Schema: none (unstructured: any JSON object, kept as `value`)\n");
+    }
+    out
+}
+
+fn destination(s: &Value) -> String {
+    match (&s["table"], &s["path"]) {
+        (Value::String(t), _) => t.clone(),
+        (_, Value::String(p)) => p.clone(),
+        _ => "-".into(),
+    }
+}
+
+/// `pipe sinks get` for people.
+pub fn sink_details(s: &Value) -> String {
+    let mut out = format!(
+        "General:\n  Name: {}\n  Type: {}\n  Defined in: {}\n",
+        text(&s["sink"]),
+        text(&s["type"]),
+        match s["origin"].as_str() {
+            Some("file") => "the definitions file",
+            _ => "the admin API (definitions.toml)",
+        },
+    );
+    if s["table"].is_string() {
+        out.push_str(&format!(
+            "Destination:\n  Table: {}\n  Partitioned by: {}\n",
+            text(&s["table"]),
+            list(&s["partition_by"]),
+        ));
+    } else {
+        out.push_str(&format!(
+            "Destination:\n  Path: {}\n  Folders: {}\n",
+            text(&s["path"]),
+            text(&s["partitioning"]),
+        ));
+    }
+    out.push_str(&format!(
+        "Format:\n  Type: {}\n  Compression: {}\n  Row group: {} rows\nBatching:\n  Roll interval: {} s\n  Roll size: {} MB\n  Roll rows: {}\nPipeline: {}\n",
+        text(&s["format"]),
+        text(&s["compression"]),
+        text(&s["row_group_rows"]),
+        text(&s["roll_interval_secs"]),
+        text(&s["roll_size_mb"]),
+        text(&s["roll_rows"]),
+        text(&s["pipeline"]),
+    ));
+    out
+}
+
+/// How long ago `ms` (since the epoch) was, for people.
+fn ago(ms: u64) -> String {
+    if ms == 0 {
+        return "never".into();
+    }
+    let now = pipe_schemas::now_micros().max(0) as u64 / 1000;
+    let secs = now.saturating_sub(ms) / 1000;
+    match secs {
+        0..=119 => format!("{secs} s ago"),
+        120..=7199 => format!("{} min ago", secs / 60),
+        _ => format!("{} h ago", secs / 3600),
+    }
+}
+
+/// `pipe pipelines list` as a table.
+pub fn pipelines_table(all: &Value) -> String {
+    let mut rows = vec![header(&[
+        "PIPELINE",
+        "STREAM",
+        "SINK",
+        "COMMITTED",
+        "ROWS",
+        "FAILED",
+        "FILES",
+        "LAST COMMIT",
+        "ERRORS",
+    ])];
+    for p in all["pipelines"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            text(&p["pipeline"]),
+            text(&p["stream"]),
+            text(&p["sink"]),
+            text(&p["committed_through"]),
+            text(&p["rows_committed"]),
+            text(&p["failed_rows_committed"]),
+            text(&p["files_committed"]),
+            ago(p["last_commit_unix_ms"].as_u64().unwrap_or(0)),
+            p["recent_errors"]
+                .as_array()
+                .map_or(0, Vec::len)
+                .to_string(),
+        ]);
+    }
+    aligned(&rows)
+}
+
+/// `pipe pipelines get` for people.
+pub fn pipeline_details(p: &Value) -> String {
+    let field = |k: &str| text(&p[k]);
+    let mut out = format!(
+        "pipeline          {}\nstream            {}\nsink              {} ({})\nquarantine table  {}\nsql               {}\ncommitted through offset {}\n",
+        field("pipeline"),
+        field("stream"),
+        field("sink"),
+        field("sink_kind"),
+        field("quarantine_table"),
+        field("sql").trim(),
+        field("committed_through"),
+    );
+    out.push_str(&format!(
+        "since start: {} rows, {} failed rows, {} files, {} bytes ({} before compression), {} row groups, {} commits, last {}\n",
+        field("rows_committed"),
+        field("failed_rows_committed"),
+        field("files_committed"),
+        field("bytes_committed"),
+        field("uncompressed_bytes_committed"),
+        field("row_groups_committed"),
+        field("commits"),
+        ago(p["last_commit_unix_ms"].as_u64().unwrap_or(0)),
+    ));
+    let errors = p["recent_errors"].as_array().cloned().unwrap_or_default();
+    if errors.is_empty() {
+        out.push_str("recent errors: none\n");
+    } else {
+        out.push_str("recent errors:\n");
+        for e in errors {
+            out.push_str(&format!("  {}  {}\n", text(&e["at"]), text(&e["error"])));
+        }
+    }
+    out
+}
+
+// ---- setup ----
+
+/// Reads answers to the wizard's questions, one line each.
+struct Prompt<R> {
+    input: R,
+}
+
+impl<R: BufRead> Prompt<R> {
+    /// Asks `question`; an empty answer takes `default`.
+    fn ask(&mut self, question: &str, default: &str) -> Result<String> {
+        if default.is_empty() {
+            print!("{question}: ");
+        } else {
+            print!("{question} [{default}]: ");
+        }
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        let n = self
+            .input
+            .read_line(&mut line)
+            .map_err(|e| Error::Internal(format!("reading the answer: {e}")))?;
+        if n == 0 {
+            return Err(Error::Config("setup cancelled: the input ended".into()));
+        }
+        let answer = line.trim();
+        if !std::io::stdin().is_terminal() {
+            println!("{answer}");
+        }
+        Ok(if answer.is_empty() {
+            default.to_string()
+        } else {
+            answer.to_string()
+        })
+    }
+
+    fn yes(&mut self, question: &str, default: bool) -> Result<bool> {
+        let hint = if default { "Y/n" } else { "y/N" };
+        loop {
+            let answer = self.ask(&format!("{question} ({hint})"), "")?;
+            match answer.to_ascii_lowercase().as_str() {
+                "" => return Ok(default),
+                "y" | "yes" => return Ok(true),
+                "n" | "no" => return Ok(false),
+                _ => println!("  please answer y or n"),
+            }
+        }
+    }
+}
+
+/// `pipe setup`: asks for a stream, a sink and a pipeline, and creates the
+/// three on a running server. A failed step deletes what the earlier steps
+/// created, so it can be run again.
+pub async fn setup(server: &str, input: impl BufRead) -> Result<()> {
+    let mut prompt = Prompt { input };
+    println!("pipe setup: a stream, a sink and a pipeline on {server}\n");
+    let pipeline = prompt.ask("Pipeline name", "events")?;
+    println!("\nStream");
+    let stream = prompt.ask("  Stream name", &format!("{pipeline}_stream"))?;
+    let http = prompt.yes("  Enable the HTTP endpoint?", true)?;
+    let auth = http && prompt.yes("  Require authentication?", false)?;
+    let cors = if http {
+        prompt.ask(
+            "  CORS origins (comma-separated, * for any; empty for none)",
+            "",
+        )?
+    } else {
+        String::new()
+    };
+    let schema_file = prompt.ask(
+        "  Schema file (Pipelines field format; empty for unstructured)",
+        "",
+    )?;
+    println!("\nSink");
+    let kind = loop {
+        let k = prompt.ask(
+            "  Destination: iceberg table, parquet or json files",
+            "iceberg",
+        )?;
+        if matches!(k.as_str(), "iceberg" | "parquet" | "json") {
+            break k;
+        }
+        println!("  please answer iceberg, parquet or json");
+    };
+    let sink = prompt.ask("  Sink name", &format!("{pipeline}_sink"))?;
+    let mut sink_body = Map::new();
+    sink_body.insert("name".into(), json!(sink));
+    sink_body.insert("type".into(), json!(kind));
+    if kind == "iceberg" {
+        sink_body.insert(
+            "namespace".into(),
+            json!(prompt.ask("  Namespace", "default")?),
+        );
+        sink_body.insert("table".into(), json!(prompt.ask("  Table", &pipeline)?));
+    } else {
+        let path = prompt.ask(
+            "  Path (empty: a folder named after the sink in the warehouse)",
+            "",
+        )?;
+        if !path.is_empty() {
+            sink_body.insert("path".into(), json!(path));
+        }
+    }
+    let default_codec = if kind == "json" { "none" } else { "zstd" };
+    sink_body.insert(
+        "compression".into(),
+        json!(prompt.ask("  Compression", default_codec)?),
+    );
+    let number = |answer: String, what: &str| {
+        answer
+            .parse::<u64>()
+            .map_err(|_| Error::Config(format!("{what}: expected a whole number, got `{answer}`")))
+    };
+    sink_body.insert(
+        "roll_size_mb".into(),
+        json!(number(
+            prompt.ask("  Roll file when size reaches (MB)", "128")?,
+            "roll size"
+        )?),
+    );
+    sink_body.insert(
+        "roll_interval_secs".into(),
+        json!(number(
+            prompt.ask("  Roll file when time reaches (seconds)", "300")?,
+            "roll interval"
+        )?),
+    );
+    println!("\nSQL");
+    let simple = format!("INSERT INTO {sink} SELECT * FROM {stream}");
+    let sql = if prompt.yes(
+        &format!("  Use the simple ingestion query ({simple})?"),
+        true,
+    )? {
+        simple
+    } else {
+        prompt.ask("  SQL", &simple)?
+    };
+    println!();
+
+    let token = auth.then(new_token);
+    let mut stream_body = Map::new();
+    stream_body.insert("name".into(), json!(stream));
+    stream_body.insert("http".into(), json!(http));
+    if let Some(t) = &token {
+        stream_body.insert(
+            "auth_token_sha256".into(),
+            json!([hex::encode(pipe_ingest::http::token_digest(t))]),
+        );
+    }
+    let origins: Vec<&str> = cors
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .collect();
+    stream_body.insert("cors_origins".into(), json!(origins));
+    if !schema_file.is_empty() {
+        stream_body.insert(
+            "schema".into(),
+            read_json(Path::new(&schema_file), "schema file")?,
+        );
+    }
+    let created_stream = call(
+        reqwest::Method::POST,
+        server,
+        "/v1/streams",
+        Some(&Value::Object(stream_body)),
+    )
+    .await?;
+    println!("Created stream '{stream}'.");
+    if let Err(e) = call(
+        reqwest::Method::POST,
+        server,
+        "/v1/sinks",
+        Some(&Value::Object(sink_body)),
+    )
+    .await
+    {
+        let _ = call(
+            reqwest::Method::DELETE,
+            server,
+            &format!("/v1/streams/{stream}?force=true"),
+            None,
+        )
+        .await;
+        return Err(e);
+    }
+    println!("Created sink '{sink}'.");
+    let body = json!({"name": pipeline, "sql": sql});
+    if let Err(e) = call(reqwest::Method::POST, server, "/v1/pipelines", Some(&body)).await {
+        let _ = call(
+            reqwest::Method::DELETE,
+            server,
+            &format!("/v1/sinks/{sink}"),
+            None,
+        )
+        .await;
+        let _ = call(
+            reqwest::Method::DELETE,
+            server,
+            &format!("/v1/streams/{stream}?force=true"),
+            None,
+        )
+        .await;
+        return Err(e);
+    }
+    println!("Created pipeline '{pipeline}'.\n");
+    let view = parse(&created_stream)?;
+    print!("{}", stream_details(&view));
+    let endpoint = text(&view["endpoint"]);
+    println!("\nSend events:");
+    match &token {
+        Some(t) => {
+            println!("  Bearer token (shown once, not stored): {t}");
+            println!("  curl -X POST {endpoint} -H 'Authorization: Bearer {t}' -H 'Content-Type: application/json' -d @events.json");
+        }
+        None => println!(
+            "  curl -X POST {endpoint} -H 'Content-Type: application/json' -d @events.json"
+        ),
+    }
+    println!("  pipe send {stream} events.ndjson");
+    println!("Then: pipe pipelines get {pipeline}");
+    Ok(())
+}

@@ -1,0 +1,586 @@
+//! The running parts of `pipe serve`: one buffer writer and HTTP route per
+//! stream, one task per pipeline. All of them start together when the
+//! server starts, and one at a time while it runs, as the admin API
+//! creates and deletes definitions ([`crate::admin`]).
+//!
+//! Starting a set of new parts follows the startup order of
+//! [`crate::server`]: plan each pipeline's SQL and open its table (reading
+//! its last committed offset), then open each new stream's buffer (its
+//! offsets start past anything a table already holds for it), then start
+//! the pipelines. A pipeline added to a stream that is already running is
+//! attached to the stream's [`ReleaseTracker`] before it reads, so nothing
+//! it needs is released under it.
+//!
+//! Stopping is the shutdown order, per part: a pipeline commits what it
+//! has read from the buffer and ends, then it stops holding buffer space; a
+//! stream stops taking requests, its writer finishes what is queued, and
+//! its buffer is removed only when the stream is deleted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pipe_ingest::buffer::{Buffer, BufferOptions};
+use pipe_ingest::http::{StreamEndpoint, StreamRoutes, StreamStats};
+use pipe_ingest::idempotency::KeyIndex;
+use pipe_sink::Catalog;
+use pipe_sink::{FileSink, Sink, TableSink, WriteOptions};
+use pipe_transform::PipelinePlan;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::{Config, PipelineConfig, SinkTarget, StreamConfig};
+use crate::definitions::Definitions;
+use crate::metrics::{PipelineSource, SharedMetrics, StreamSource};
+use crate::pipeline::{
+    FailedRows, FlushRequest, Part, PipelineStats, PipelineTask, ReleaseTracker,
+};
+use crate::{Error, ErrorKind, Result};
+
+/// A stream that takes events.
+pub struct RunningStream {
+    pub tracker: Arc<ReleaseTracker>,
+    pub stats: Arc<StreamStats>,
+    writer: std::sync::Mutex<Option<JoinHandle<pipe_ingest::Result<()>>>>,
+}
+
+/// A pipeline that runs.
+pub struct RunningPipeline {
+    pub name: String,
+    pub stream: String,
+    /// The sink's name (empty for a stream's quarantine pipeline).
+    pub sink_name: String,
+    /// `namespace.table`, or the location of a file sink.
+    pub sink: String,
+    pub kind: &'static str,
+    pub quarantine_table: Option<String>,
+    pub stats: Arc<PipelineStats>,
+    pub flush: mpsc::Sender<FlushRequest>,
+    cancel: CancellationToken,
+    task: std::sync::Mutex<Option<JoinHandle<Result<()>>>>,
+}
+
+/// A pipeline planned and its table opened, ready to start.
+struct Planned {
+    /// The stream whose buffer it reads.
+    stream: String,
+    sink_name: String,
+    part: Part,
+    plan: PipelinePlan,
+    sink: Sink,
+    committed: Option<u64>,
+    failed: Option<FailedRows>,
+    roll_interval: Duration,
+    roll_bytes: u64,
+    roll_rows: Option<u64>,
+}
+
+/// Everything running, and the definitions it runs.
+pub struct Supervisor {
+    catalog: Arc<dyn Catalog>,
+    pub routes: Arc<StreamRoutes>,
+    pub metrics: SharedMetrics,
+    pipeline_runtime: tokio::runtime::Handle,
+    /// Cancels every pipeline at shutdown (each also has its own child).
+    cancel: CancellationToken,
+    /// Held while the definitions change, so changes happen one at a time.
+    pub definitions: tokio::sync::Mutex<Definitions>,
+    config: RwLock<Arc<Config>>,
+    streams: RwLock<BTreeMap<String, Arc<RunningStream>>>,
+    pipelines: RwLock<BTreeMap<String, Arc<RunningPipeline>>>,
+}
+
+impl Supervisor {
+    /// Nothing running yet: [`Supervisor::start`] starts the parts.
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        definitions: Definitions,
+        config: Config,
+        pipeline_runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            catalog,
+            routes: Arc::new(StreamRoutes::new(config.body_timeout)),
+            metrics: SharedMetrics::default(),
+            pipeline_runtime,
+            cancel: CancellationToken::new(),
+            definitions: tokio::sync::Mutex::new(definitions),
+            config: RwLock::new(Arc::new(config)),
+            streams: RwLock::new(BTreeMap::new()),
+            pipelines: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// The definitions in effect.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("never poisoned").clone()
+    }
+
+    /// Makes `config` the definitions in effect (after a change started or
+    /// stopped its parts).
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().expect("never poisoned") = Arc::new(config);
+    }
+
+    pub fn stream(&self, name: &str) -> Option<Arc<RunningStream>> {
+        self.streams
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    pub fn pipeline(&self, name: &str) -> Option<Arc<RunningPipeline>> {
+        self.pipelines
+            .read()
+            .expect("never poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    /// Every running pipeline, by name.
+    pub fn pipelines(&self) -> Vec<Arc<RunningPipeline>> {
+        self.pipelines
+            .read()
+            .expect("never poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Starts the streams and pipelines of `config` named in `streams` and
+    /// `pipelines` (with a new stream comes its quarantine pipeline, if it
+    /// has one). Every pipeline is planned and its table opened before
+    /// anything starts, so a failure starts nothing.
+    pub async fn start(&self, config: &Config, streams: &[&str], pipelines: &[&str]) -> Result<()> {
+        let tables: HashMap<String, _> = config
+            .streams
+            .iter()
+            .map(|s| Ok((s.name.clone(), s.decoder()?.table_schema())))
+            .collect::<Result<_>>()?;
+        let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+        let mut sink_users: HashMap<String, String> = self
+            .pipelines()
+            .iter()
+            .filter(|p| !p.sink_name.is_empty())
+            .map(|p| (p.sink_name.clone(), p.name.clone()))
+            .collect();
+        let mut planned = Vec::new();
+        for name in pipelines {
+            let p = config
+                .pipelines
+                .iter()
+                .find(|p| p.name == *name)
+                .ok_or_else(|| Error::Internal(format!("pipeline `{name}` is not defined")))?;
+            let plan = PipelinePlan::new(&p.name, &p.sql, &tables, &sink_names).await?;
+            if let Some(other) = sink_users.insert(plan.sink().to_string(), p.name.clone()) {
+                return Err(Error::Remote(
+                    format!(
+                        "`pipelines.{}.sql`: sink `{}` is already written by pipeline `{other}`",
+                        p.name,
+                        plan.sink()
+                    ),
+                    ErrorKind::Conflict,
+                ));
+            }
+            planned.push(self.open_pipeline(config, p, plan).await?);
+        }
+        for name in streams {
+            let stream = stream_config(config, name)?;
+            if let Some(q) = self.open_quarantine(config, stream).await? {
+                planned.push(q);
+            }
+        }
+
+        // New streams: their buffers start past anything committed from them.
+        for name in streams {
+            let stream = stream_config(config, name)?;
+            let min_next = planned
+                .iter()
+                .filter(|p| p.stream == stream.name)
+                .filter_map(|p| p.committed.map(|c| c + 1))
+                .max()
+                .unwrap_or(0);
+            let users = planned
+                .iter()
+                .filter(|p| p.stream == stream.name)
+                .map(|p| (p.plan.name().to_string(), p.committed));
+            self.start_stream(config, stream, min_next, users)?;
+        }
+        // Pipelines added to running streams.
+        for p in &planned {
+            if streams.contains(&p.stream.as_str()) {
+                continue;
+            }
+            let running = self
+                .stream(&p.stream)
+                .ok_or_else(|| Error::Internal(format!("stream `{}` is not running", p.stream)))?;
+            let next = running.tracker.buffer.next_offset();
+            if let Some(c) = p.committed.filter(|c| c + 1 > next) {
+                return Err(Error::Remote(
+                    format!(
+                        "table `{}` already holds what a pipeline named `{}` committed from `{}` through offset {c}, past the stream's buffer (next offset {next}): the stream was recreated since; give the pipeline another name",
+                        p.sink.describe(),
+                        p.plan.name(),
+                        p.stream
+                    ),
+                    ErrorKind::Conflict,
+                ));
+            }
+        }
+        for p in planned {
+            self.start_pipeline(p);
+        }
+        Ok(())
+    }
+
+    /// Plans the quarantine pipeline of a stream in quarantine mode.
+    async fn open_quarantine(
+        &self,
+        config: &Config,
+        stream: &StreamConfig,
+    ) -> Result<Option<Planned>> {
+        let Some((namespace, table)) = &stream.quarantine else {
+            return Ok(None);
+        };
+        let name = stream.quarantine_pipeline();
+        let source = format!("{}__quarantined", stream.name);
+        let sink_name = format!("{name}_sink");
+        let schema = pipe_schemas::EventDecoder::quarantine_table_schema();
+        let plan = PipelinePlan::new(
+            &name,
+            &format!("INSERT INTO {sink_name} SELECT * FROM {source}"),
+            &HashMap::from([(source.clone(), schema)]),
+            std::slice::from_ref(&sink_name),
+        )
+        .await?;
+        let mut sink = Sink::Table(Box::new(
+            TableSink::open(
+                self.catalog.clone(),
+                namespace,
+                table,
+                &name,
+                &sink_name,
+                plan.output_schema(),
+                ledgered(config),
+            )
+            .await?,
+        ));
+        let committed = sink.last_committed().await?.map(|c| c.range.last);
+        info!(pipeline = %name, stream = %stream.name, table = %sink.describe(), committed_through = ?committed, "quarantine pipeline planned");
+        Ok(Some(Planned {
+            stream: stream.name.clone(),
+            sink_name: String::new(),
+            part: Part::Quarantine,
+            plan,
+            sink,
+            committed,
+            failed: None,
+            roll_interval: Duration::from_secs(60),
+            roll_bytes: 64 << 20,
+            roll_rows: None,
+        }))
+    }
+
+    /// Opens a planned pipeline's sink and quarantine table.
+    async fn open_pipeline(
+        &self,
+        config: &Config,
+        p: &PipelineConfig,
+        plan: PipelinePlan,
+    ) -> Result<Planned> {
+        let sink_config = config
+            .sink(plan.sink())
+            .expect("the plan checked the sink exists");
+        let options = WriteOptions {
+            codec: sink_config.compression,
+            row_group_rows: sink_config.row_group_rows,
+            partition_by: sink_config.partition_by.clone(),
+            retention: sink_config.retention,
+            ..ledgered(config)
+        };
+        let mut sink = match &sink_config.target {
+            SinkTarget::Table { namespace, table } => Sink::Table(Box::new(
+                TableSink::open(
+                    self.catalog.clone(),
+                    namespace,
+                    table,
+                    &p.name,
+                    &sink_config.name,
+                    plan.output_schema(),
+                    options,
+                )
+                .await?,
+            )),
+            SinkTarget::Files(settings) => {
+                Sink::Files(FileSink::open(settings, &p.name, plan.output_schema()).await?)
+            }
+        };
+        let committed = sink.last_committed().await?.map(|c| c.range.last);
+        let (namespace, table) = &p.quarantine;
+        let mut failed_sink = TableSink::open(
+            self.catalog.clone(),
+            namespace,
+            table,
+            &p.failed_rows_writer(),
+            &sink_config.name,
+            &pipe_transform::failed_rows_schema(),
+            ledgered(config),
+        )
+        .await?;
+        let failed = FailedRows {
+            committed_through: failed_sink.last_committed().await?.map(|c| c.range.last),
+            sink: failed_sink,
+        };
+        info!(pipeline = %p.name, stream = plan.stream(), sink = %sink.describe(), quarantine_table = %failed.sink.ident(), committed_through = ?committed, "pipeline planned");
+        Ok(Planned {
+            stream: plan.stream().to_string(),
+            sink_name: sink_config.name.clone(),
+            part: Part::Events,
+            plan,
+            sink,
+            committed,
+            failed: Some(failed),
+            roll_interval: sink_config.roll_interval,
+            roll_bytes: sink_config.roll_bytes,
+            roll_rows: sink_config.roll_rows,
+        })
+    }
+
+    /// Opens a stream's buffer (recovering a torn tail), starts its writer
+    /// and its route.
+    fn start_stream(
+        &self,
+        config: &Config,
+        stream: &StreamConfig,
+        min_next: u64,
+        users: impl IntoIterator<Item = (String, Option<u64>)>,
+    ) -> Result<()> {
+        let dir = buffer_dir(config, &stream.name);
+        let options = BufferOptions {
+            segment_bytes: stream.segment_bytes,
+            max_disk_bytes: stream.max_buffer_bytes,
+            ..BufferOptions::default()
+        };
+        let mut buffer = Buffer::open(&dir, options, min_next)?;
+        let keys = Arc::new(KeyIndex::open(
+            &dir.join("keys.log"),
+            stream.idempotency_window,
+        )?);
+        rebuild_keys(&buffer, &keys)?;
+        let (appender, writer) = buffer.start_writer();
+        let buffer = Arc::new(buffer);
+        let stats = Arc::new(StreamStats::default());
+        self.metrics.add_stream(StreamSource {
+            name: stream.name.clone(),
+            stats: stats.clone(),
+            buffer: buffer.clone(),
+        });
+        let tracker = Arc::new(ReleaseTracker::new(buffer, keys.clone(), users));
+        self.routes.insert(
+            &stream.name,
+            StreamEndpoint {
+                decoder: stream.decoder()?,
+                appender,
+                policy: stream.policy.clone(),
+                keys,
+                stats: stats.clone(),
+            },
+        );
+        self.streams.write().expect("never poisoned").insert(
+            stream.name.clone(),
+            Arc::new(RunningStream {
+                tracker,
+                stats,
+                writer: std::sync::Mutex::new(Some(writer)),
+            }),
+        );
+        info!(stream = %stream.name, "stream started");
+        Ok(())
+    }
+
+    /// Starts a planned pipeline's task.
+    fn start_pipeline(&self, p: Planned) {
+        let name = p.plan.name().to_string();
+        let running = self
+            .stream(&p.stream)
+            .expect("the stream started before its pipelines");
+        let tracker = running.tracker.clone();
+        // Attached before its start is read, so no release passes it.
+        tracker.attach(&name, p.committed);
+        let from = match p.committed {
+            Some(c) => c + 1,
+            None => tracker.buffer.first_offset(),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let stats = Arc::new(PipelineStats::new(p.committed));
+        self.metrics.add_pipeline(PipelineSource {
+            name: name.clone(),
+            stream: p.stream.clone(),
+            sink: p.sink.describe(),
+            stats: stats.clone(),
+            buffer: tracker.buffer.clone(),
+        });
+        let cancel = self.cancel.child_token();
+        let info = RunningPipeline {
+            name: name.clone(),
+            stream: p.stream.clone(),
+            sink_name: p.sink_name.clone(),
+            sink: p.sink.describe(),
+            kind: match &p.sink {
+                Sink::Table(_) => "iceberg",
+                Sink::Files(_) => "files",
+            },
+            quarantine_table: p.failed.as_ref().map(|f| f.sink.ident().to_string()),
+            stats: stats.clone(),
+            flush: tx,
+            cancel: cancel.clone(),
+            task: std::sync::Mutex::new(None),
+        };
+        let task = PipelineTask {
+            part: p.part,
+            reader: tracker.buffer.reader(from),
+            plan: p.plan,
+            sink: p.sink,
+            release: tracker,
+            roll_interval: p.roll_interval,
+            roll_bytes: p.roll_bytes,
+            roll_rows: p.roll_rows,
+            committed_through: p.committed,
+            failed: p.failed,
+            unfinished: None,
+            stats,
+        };
+        let handle = self.pipeline_runtime.spawn(task.run(rx, cancel));
+        *info.task.lock().expect("never poisoned") = Some(handle);
+        self.pipelines
+            .write()
+            .expect("never poisoned")
+            .insert(name, Arc::new(info));
+    }
+
+    /// Stops a pipeline: it commits what it has read and ends; then it no
+    /// longer holds buffer space. An error is its last commit's.
+    pub async fn stop_pipeline(&self, name: &str) -> Result<()> {
+        let Some(p) = self.pipelines.write().expect("never poisoned").remove(name) else {
+            return Ok(());
+        };
+        p.cancel.cancel();
+        let task = p.task.lock().expect("never poisoned").take();
+        let result = match task {
+            Some(task) => task
+                .await
+                .map_err(|e| Error::Internal(format!("pipeline `{name}`: {e}")))
+                .and_then(|r| r),
+            None => Ok(()),
+        };
+        if let Some(stream) = self.stream(&p.stream) {
+            stream.tracker.detach(name);
+        }
+        self.metrics.remove_pipeline(name);
+        info!(pipeline = name, "pipeline stopped");
+        result
+    }
+
+    /// Stops a stream (after its pipelines: see [`Supervisor::stop_pipeline`]):
+    /// new requests get 404, queued ones finish. Its buffer stays on disk.
+    pub async fn stop_stream(&self, name: &str) -> Result<()> {
+        let Some(stream) = self.streams.write().expect("never poisoned").remove(name) else {
+            return Ok(());
+        };
+        self.routes.remove(name);
+        let writer = stream.writer.lock().expect("never poisoned").take();
+        if let Some(writer) = writer {
+            writer
+                .await
+                .map_err(|e| Error::Internal(format!("buffer writer of `{name}`: {e}")))??;
+        }
+        self.metrics.remove_stream(name);
+        info!(stream = name, "stream stopped");
+        Ok(())
+    }
+
+    /// Shutdown: no new requests; each buffer writer finishes its queue;
+    /// then every pipeline commits what is left and ends. Returns the first
+    /// failure.
+    pub async fn shutdown(&self) -> Option<Error> {
+        self.routes.clear();
+        let mut failure = None;
+        let streams: Vec<(String, Arc<RunningStream>)> = self
+            .streams
+            .read()
+            .expect("never poisoned")
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        for (name, stream) in streams {
+            let writer = stream.writer.lock().expect("never poisoned").take();
+            let Some(writer) = writer else { continue };
+            match writer.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    error!(stream = %name, error = %e, "buffer writer failed");
+                    failure.get_or_insert(Error::from(e));
+                }
+                Err(e) => {
+                    failure
+                        .get_or_insert(Error::Internal(format!("buffer writer of `{name}`: {e}")));
+                }
+            }
+        }
+        self.cancel.cancel();
+        for p in self.pipelines() {
+            let task = p.task.lock().expect("never poisoned").take();
+            let Some(task) = task else { continue };
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    error!(pipeline = %p.name, error = %e, "pipeline stopped with an error");
+                    failure.get_or_insert(e);
+                }
+                Err(e) => {
+                    failure.get_or_insert(Error::Internal(e.to_string()));
+                }
+            }
+        }
+        failure
+    }
+}
+
+fn stream_config<'a>(config: &'a Config, name: &str) -> Result<&'a StreamConfig> {
+    config
+        .streams
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| Error::Internal(format!("stream `{name}` is not defined")))
+}
+
+/// Each sink's write ledger (files written, not yet resolved) lives beside
+/// the buffer.
+fn ledgered(config: &Config) -> WriteOptions {
+    WriteOptions {
+        ledger_dir: Some(config.data_dir.join("sinks")),
+        ..WriteOptions::default()
+    }
+}
+
+/// Where a stream's buffer lives.
+pub fn buffer_dir(config: &Config, stream: &str) -> std::path::PathBuf {
+    config.data_dir.join("buffer").join(stream)
+}
+
+/// Puts the idempotency keys of every live buffer record into `keys`.
+fn rebuild_keys(buffer: &Buffer, keys: &KeyIndex) -> Result<()> {
+    let mut reader = buffer.reader(buffer.first_offset());
+    loop {
+        let records = reader.read(4096, 64 << 20)?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        for r in &records {
+            keys.observe(&pipe_ingest::payload::decode_meta(&r.payload)?);
+        }
+    }
+}
