@@ -29,7 +29,7 @@ use pipe_transform::PipelinePlan;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, PipelineConfig, SinkTarget, StreamConfig};
 use crate::definitions::Definitions;
@@ -410,9 +410,17 @@ impl Supervisor {
         let tracker = running.tracker.clone();
         // Attached before its start is read, so no release passes it.
         tracker.attach(&name, p.committed);
+        // A pipeline recreated under a deleted one's name resumes after its
+        // last commit, unless the buffer has released those events since
+        // (nothing held them while no pipeline of that name existed).
+        let first = tracker.buffer.first_offset();
         let from = match p.committed {
+            Some(c) if c + 1 < first => {
+                warn!(pipeline = %name, committed_through = c, first_offset = first, "events after this pipeline's last commit were released while it did not exist; it starts at the oldest event the buffer holds");
+                first
+            }
             Some(c) => c + 1,
-            None => tracker.buffer.first_offset(),
+            None => first,
         };
         let (tx, rx) = mpsc::channel(16);
         let stats = Arc::new(PipelineStats::new(p.committed));
