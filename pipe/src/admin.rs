@@ -49,7 +49,21 @@ use crate::definitions::{Definitions, Kind};
 use crate::server::AdminState;
 use crate::{Error, ErrorKind, Result};
 
-/// The admin routes.
+/// Answers 401 unless the caller sends one of `[admin] auth_token_sha256`
+/// as a bearer token (when any is configured).
+pub(crate) async fn authorize(
+    State(state): State<AdminState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let digests = &state.supervisor.config().admin_token_digests;
+    if !pipe_ingest::http::bearer_authorized(digests, request.headers()) {
+        return error_response(ErrorKind::Unauthorized, "unauthorized");
+    }
+    next.run(request).await
+}
+
+/// The admin routes (behind [`authorize`], which the caller layers on).
 pub(crate) fn router() -> Router<AdminState> {
     Router::new()
         .route("/v1/streams", get(list_streams).post(create_stream))

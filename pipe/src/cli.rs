@@ -254,12 +254,13 @@ pub fn run(args: Args) -> Result<()> {
             Command::Sinks { action } => crate::manage::sinks(action).await,
             Command::Pipelines { action } => crate::manage::pipelines(action).await,
             Command::Setup { server } => {
-                crate::manage::setup(&server, std::io::stdin().lock()).await
+                crate::manage::setup(&crate::manage::Target::at(&server), std::io::stdin().lock())
+                    .await
             }
             Command::Flush { server, pipeline } => {
                 let body = crate::manage::call(
                     reqwest::Method::POST,
-                    &server,
+                    &crate::manage::Target::at(&server),
                     &format!("/v1/pipelines/{pipeline}/flush"),
                     None,
                 )

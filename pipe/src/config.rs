@@ -17,6 +17,9 @@
 //! # type = "rest", uri = "https://…", warehouse = "…", token = "…"
 //! #   (or credential = "client_id:secret", oauth2_server_uri, scope)
 //!
+//! [admin]                            # the admin API (pipe streams|sinks|pipelines …)
+//! auth_token_sha256 = ["9f86d0…"]    # bearer tokens as `pipe hash-token` digests; none: no auth
+//!
 //! [streams.ecommerce_stream]
 //! schema_file = "schema.json"        # Pipelines field format; omit for unstructured
 //!
@@ -40,6 +43,9 @@
 //! [pipelines.ecommerce]
 //! sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
 //! ```
+//!
+//! The full reference is `docs/configuration.md`. Definitions made through
+//! the admin API live beside the data ([`crate::definitions`]).
 //!
 //! Relative paths resolve against the file's folder. Precedence, lowest
 //! first: built-in defaults < this file < `PIPE_*` environment variables <
@@ -83,6 +89,9 @@ pub struct ConfigFile {
     /// The read-only SQL endpoint.
     #[serde(default)]
     pub query: Option<QueryFile>,
+    /// The admin API (`/v1/streams`, `/v1/sinks`, `/v1/pipelines`).
+    #[serde(default)]
+    pub admin: Option<AdminFile>,
     /// Streams by name.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamFile>,
@@ -161,6 +170,16 @@ pub struct QueryFile {
     #[serde(default)]
     pub enabled: Option<bool>,
     /// SHA-256 digests of accepted bearer tokens; empty: no auth.
+    #[serde(default)]
+    pub auth_token_sha256: Vec<String>,
+}
+
+/// `[admin]`: who may call the admin API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// SHA-256 digests of accepted bearer tokens (`pipe hash-token`);
+    /// empty: no auth (keep `listen` on loopback then).
     #[serde(default)]
     pub auth_token_sha256: Vec<String>,
 }
@@ -391,6 +410,8 @@ pub struct QueryConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub query: QueryConfig,
+    /// Digests of the bearer tokens the admin API accepts; empty: any caller.
+    pub admin_token_digests: Vec<[u8; 32]>,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub body_timeout: std::time::Duration,
@@ -883,8 +904,13 @@ impl Config {
             enabled: query_file.enabled.unwrap_or(true),
             token_digests: token_digests("query.auth_token_sha256", &query_file.auth_token_sha256)?,
         };
+        let admin_token_digests = token_digests(
+            "admin.auth_token_sha256",
+            &file.admin.unwrap_or_default().auth_token_sha256,
+        )?;
         Ok(Config {
             query,
+            admin_token_digests,
             data_dir,
             listen,
             body_timeout,

@@ -23,6 +23,21 @@ pub struct Target {
     /// The server's JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Bearer token for a server with `[admin] auth_token_sha256`.
+    #[arg(long, env = "PIPE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+impl Target {
+    /// The server at `server`, without `--json` and with the token from
+    /// `PIPE_ADMIN_TOKEN` (for commands that do not take these flags).
+    pub fn at(server: &str) -> Self {
+        Self {
+            server: server.to_string(),
+            json: false,
+            admin_token: std::env::var("PIPE_ADMIN_TOKEN").ok(),
+        }
+    }
 }
 
 /// `pipe streams …`.
@@ -193,12 +208,15 @@ pub enum PipelinesAction {
 /// An error answer becomes an error of its kind, with the server's message.
 pub async fn call(
     method: reqwest::Method,
-    server: &str,
+    target: &Target,
     path: &str,
     body: Option<&Value>,
 ) -> Result<String> {
-    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let url = format!("{}{path}", target.server.trim_end_matches('/'));
     let mut request = reqwest::Client::new().request(method, &url);
+    if let Some(token) = &target.admin_token {
+        request = request.bearer_auth(token);
+    }
     if let Some(body) = body {
         request = request.json(body);
     }
@@ -325,7 +343,7 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
             set(&mut body, "unknown_fields", unknown_fields.map(Value::from));
             let answer = call(
                 reqwest::Method::POST,
-                &target.server,
+                &target,
                 "/v1/streams",
                 Some(&Value::Object(body)),
             )
@@ -345,7 +363,7 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
             }
         }
         StreamsAction::List { target } => {
-            let answer = call(reqwest::Method::GET, &target.server, "/v1/streams", None).await?;
+            let answer = call(reqwest::Method::GET, &target, "/v1/streams", None).await?;
             if target.json {
                 println!("{answer}");
             } else {
@@ -384,7 +402,7 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
             target,
         } => {
             let path = format!("/v1/streams/{name}");
-            let stream = parse(&call(reqwest::Method::GET, &target.server, &path, None).await?)?;
+            let stream = parse(&call(reqwest::Method::GET, &target, &path, None).await?)?;
             let unprocessed = stream["buffer"]["unprocessed_records"]
                 .as_u64()
                 .unwrap_or(0);
@@ -468,7 +486,7 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
             create(&target, "sink", &name, body, sink_details).await?;
         }
         SinksAction::List { target } => {
-            let answer = call(reqwest::Method::GET, &target.server, "/v1/sinks", None).await?;
+            let answer = call(reqwest::Method::GET, &target, "/v1/sinks", None).await?;
             if target.json {
                 println!("{answer}");
             } else {
@@ -544,7 +562,7 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
             create(&target, "pipeline", &name, body, pipeline_details).await?;
         }
         PipelinesAction::List { target } => {
-            let body = call(reqwest::Method::GET, &target.server, "/v1/pipelines", None).await?;
+            let body = call(reqwest::Method::GET, &target, "/v1/pipelines", None).await?;
             if target.json {
                 println!("{body}");
             } else {
@@ -581,7 +599,7 @@ async fn create(
     let path = format!("/v1/{kind}s");
     let answer = call(
         reqwest::Method::POST,
-        &target.server,
+        target,
         &path,
         Some(&Value::Object(body)),
     )
@@ -597,7 +615,7 @@ async fn create(
 
 /// GETs `path`; prints its JSON or `details`.
 async fn show(target: &Target, path: &str, details: fn(&Value) -> String) -> Result<()> {
-    let answer = call(reqwest::Method::GET, &target.server, path, None).await?;
+    let answer = call(reqwest::Method::GET, target, path, None).await?;
     if target.json {
         println!("{answer}");
     } else {
@@ -608,7 +626,7 @@ async fn show(target: &Target, path: &str, details: fn(&Value) -> String) -> Res
 
 /// DELETEs `path`; prints what was deleted.
 async fn remove(target: &Target, path: &str, kind: &str, name: &str) -> Result<()> {
-    let answer = call(reqwest::Method::DELETE, &target.server, path, None).await?;
+    let answer = call(reqwest::Method::DELETE, target, path, None).await?;
     print_deleted(&answer, target.json, kind, name)
 }
 
@@ -977,9 +995,13 @@ impl<R: BufRead> Prompt<R> {
 /// `pipe setup`: asks for a stream, a sink and a pipeline, and creates the
 /// three on a running server. A failed step deletes what the earlier steps
 /// created, so it can be run again.
-pub async fn setup(server: &str, input: impl BufRead) -> Result<()> {
+pub async fn setup(target: &Target, input: impl BufRead) -> Result<()> {
+    let server = target;
     let mut prompt = Prompt { input };
-    println!("pipe setup: a stream, a sink and a pipeline on {server}\n");
+    println!(
+        "pipe setup: a stream, a sink and a pipeline on {}\n",
+        target.server
+    );
     let pipeline = prompt.ask("Pipeline name", "events")?;
     println!("\nStream");
     let stream = prompt.ask("  Stream name", &format!("{pipeline}_stream"))?;

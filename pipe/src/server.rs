@@ -96,24 +96,26 @@ async fn run(
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let state = AdminState {
+        metrics: Arc::new(supervisor.metrics.registry()),
+        supervisor: supervisor.clone(),
+        draining: draining.clone(),
+        addr,
+    };
+    let admin_only = axum::middleware::from_fn_with_state(state.clone(), crate::admin::authorize);
     let app = crate::admin::router()
         .route(
             "/v1/streams/{stream}",
-            post(dispatch)
-                .options(dispatch)
-                .get(crate::admin::get_stream)
-                .delete(crate::admin::delete_stream),
+            get(crate::admin::get_stream).delete(crate::admin::delete_stream),
         )
+        .route_layer(admin_only)
+        // Ingest (after the admin layer: streams check their own tokens).
+        .route("/v1/streams/{stream}", post(dispatch).options(dispatch))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/v1/query", post(query))
-        .with_state(AdminState {
-            metrics: Arc::new(supervisor.metrics.registry()),
-            supervisor: supervisor.clone(),
-            draining: draining.clone(),
-            addr,
-        });
+        .with_state(state);
 
     info!(%addr, streams = config.streams.len(), pipelines = config.pipelines.len(), "pipe is serving");
     println!("pipe listening on http://{addr}");

@@ -403,3 +403,52 @@ async fn setup_asks_and_creates_a_working_pipeline() {
     assert_eq!(names(&streams, "streams", "stream"), ["orders_stream"]);
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_token_guards_the_admin_api_but_not_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, "");
+    let digest = hex_digest("s3cret");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[admin]\nauth_token_sha256 = [\"{digest}\"]\n"),
+    )
+    .unwrap();
+    let server = Server::start(&config).await;
+
+    let e = fails(&server, &["streams", "list"], 6);
+    assert!(e.contains("unauthorized"), "{e}");
+    fails(
+        &server,
+        &["pipelines", "get", "ecommerce", "--admin-token", "wrong"],
+        6,
+    );
+    let status = reqwest::get(format!("{}/v1/streams/ecommerce_stream", server.url))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+    let list = ok(
+        &server,
+        &["streams", "list", "--admin-token", "s3cret", "--json"],
+    );
+    assert_eq!(
+        names(&json_of(&list), "streams", "stream"),
+        ["ecommerce_stream"]
+    );
+    // Events need no admin token (the stream has no token of its own).
+    let (status, body) = server
+        .post_json("ecommerce_stream", &getting_started_events())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop();
+}
+
+fn hex_digest(token: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["hash-token", token])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
