@@ -7,10 +7,61 @@ mod slt;
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use pipe_query::{render, OutputFormat, QueryEngine};
 use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
+
+/// The `__ingest_ts` column sinks add.
+pub(crate) fn ts_field() -> Field {
+    Field::new(
+        "__ingest_ts",
+        DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        false,
+    )
+}
+
+/// Values of an `__ingest_ts` column, in microseconds.
+pub(crate) fn timestamps(values: impl IntoIterator<Item = i64>) -> Arc<TimestampMicrosecondArray> {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone("+00:00"))
+}
+
+/// Writes `namespace.table` through the sink: each slice of `commits` is
+/// one commit (one snapshot), at buffer offsets 0, 1, ….
+pub(crate) async fn write_table(
+    catalog: Arc<dyn iceberg::Catalog>,
+    namespace: &str,
+    table: &str,
+    schema: &SchemaRef,
+    commits: &[&[RecordBatch]],
+) {
+    let mut sink = TableSink::open(
+        catalog,
+        namespace,
+        table,
+        "fixture",
+        "s",
+        schema,
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    for (at, batches) in (0u64..).zip(commits) {
+        for b in batches.iter() {
+            sink.write(b).await.unwrap();
+        }
+        let files = sink.close_files().await.unwrap();
+        sink.commit(
+            OffsetRange {
+                first: at,
+                last: at,
+            },
+            &files,
+        )
+        .await
+        .unwrap();
+    }
+}
 
 #[tokio::test]
 async fn select_show_and_render() {
@@ -19,41 +70,26 @@ async fn select_show_and_render() {
     let schema = Arc::new(Schema::new(vec![
         Field::new("user_id", DataType::Utf8, false),
         Field::new("amount", DataType::Float64, true),
-        Field::new(
-            "__ingest_ts",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-            false,
-        ),
+        ts_field(),
     ]));
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
             Arc::new(StringArray::from(vec!["a", "b", "a"])),
             Arc::new(Float64Array::from(vec![Some(1.5), None, Some(2.0)])),
-            Arc::new(
-                TimestampMicrosecondArray::from(vec![1_700_000_000_000_000; 3])
-                    .with_timezone("+00:00"),
-            ),
+            timestamps([1_700_000_000_000_000; 3]),
         ],
     )
     .unwrap();
     let catalog = open_catalog(&settings).await.unwrap();
-    let mut sink = TableSink::open(
+    write_table(
         catalog.clone(),
         "default",
         "ecommerce",
-        "p",
-        "s",
         &schema,
-        WriteOptions::default(),
+        &[&[batch]],
     )
-    .await
-    .unwrap();
-    sink.write(&batch).await.unwrap();
-    let files = sink.close_files().await.unwrap();
-    sink.commit(OffsetRange { first: 0, last: 0 }, &files)
-        .await
-        .unwrap();
+    .await;
 
     let engine = QueryEngine::new(catalog).await.unwrap();
     let out = engine

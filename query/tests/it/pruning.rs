@@ -5,11 +5,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::array::{Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use pipe_query::{QueryEngine, Reader, ScanStats};
-use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
+use pipe_sink::{open_catalog, CatalogSettings};
+
+use crate::{timestamps, ts_field, write_table};
 
 const DAYS: i64 = 30;
 const ROWS_PER_DAY: i64 = 3000;
@@ -31,51 +33,31 @@ async fn thirty_days_catalog(dir: &std::path::Path) -> Arc<dyn iceberg::Catalog>
         Field::new("order_id", DataType::Int64, false),
         Field::new("user_id", DataType::Utf8, false),
         Field::new("amount", DataType::Float64, false),
-        Field::new(
-            "__ingest_ts",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-            false,
-        ),
+        ts_field(),
     ]));
-    let mut sink = TableSink::open(
-        catalog.clone(),
-        "shop",
-        "orders",
-        "p",
-        "s",
-        &schema,
-        WriteOptions::default(),
-    )
-    .await
-    .unwrap();
+    let mut batches = Vec::new();
     for day in 0..DAYS {
         let ids: Vec<i64> = (0..ROWS_PER_DAY).map(|i| day * ROWS_PER_DAY + i).collect();
-        let batch =
-            RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(Int64Array::from(ids.clone())),
-                    Arc::new(StringArray::from_iter_values(
-                        ids.iter().map(|i| format!("user-{:05}", i % 977)),
-                    )),
-                    Arc::new(Float64Array::from_iter_values(
-                        ids.iter().map(|i| (i % 100) as f64 + 0.5),
-                    )),
-                    Arc::new(
-                        TimestampMicrosecondArray::from_iter_values(ids.iter().map(|i| {
-                            START_MICROS + day * DAY_MICROS + (i % ROWS_PER_DAY) * 1_000_000
-                        }))
-                        .with_timezone("+00:00"),
-                    ),
-                ],
-            )
-            .unwrap();
-        sink.write(&batch).await.unwrap();
-    }
-    let files = sink.close_files().await.unwrap();
-    sink.commit(OffsetRange { first: 0, last: 0 }, &files)
-        .await
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("user-{:05}", i % 977)),
+                )),
+                Arc::new(Float64Array::from_iter_values(
+                    ids.iter().map(|i| (i % 100) as f64 + 0.5),
+                )),
+                timestamps(
+                    ids.iter()
+                        .map(|i| START_MICROS + day * DAY_MICROS + (i % ROWS_PER_DAY) * 1_000_000),
+                ),
+            ],
+        )
         .unwrap();
+        batches.push(batch);
+    }
+    write_table(catalog.clone(), "shop", "orders", &schema, &[&batches]).await;
     catalog
 }
 

@@ -19,11 +19,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::array::{Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use pipe_query::QueryEngine;
-use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
+use pipe_sink::{open_catalog, CatalogSettings};
+
+use crate::{timestamps, ts_field, write_table};
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 const DAY: i64 = 86_400_000_000;
@@ -39,52 +41,6 @@ struct Failed(String);
 struct QueryDb {
     engine: QueryEngine,
     _dir: tempfile::TempDir,
-}
-
-fn ts_field() -> Field {
-    Field::new(
-        "__ingest_ts",
-        DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-        false,
-    )
-}
-
-fn timestamps(values: impl IntoIterator<Item = i64>) -> Arc<TimestampMicrosecondArray> {
-    Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone("+00:00"))
-}
-
-async fn write(
-    settings: &CatalogSettings,
-    table: &str,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-) {
-    let catalog = open_catalog(settings).await.unwrap();
-    let mut sink = TableSink::open(
-        catalog,
-        "shop",
-        table,
-        "fixture",
-        "s",
-        schema,
-        WriteOptions::default(),
-    )
-    .await
-    .unwrap();
-    for (i, b) in batches.iter().enumerate() {
-        sink.write(b).await.unwrap();
-        let files = sink.close_files().await.unwrap();
-        let at = i as u64;
-        sink.commit(
-            OffsetRange {
-                first: at,
-                last: at,
-            },
-            &files,
-        )
-        .await
-        .unwrap();
-    }
 }
 
 impl QueryDb {
@@ -153,7 +109,15 @@ impl QueryDb {
             )
             .unwrap()
         };
-        write(&settings, "orders", &orders, &[batch(0..8), batch(8..12)]).await;
+        let catalog = open_catalog(&settings).await.unwrap();
+        write_table(
+            catalog.clone(),
+            "shop",
+            "orders",
+            &orders,
+            &[&[batch(0..8)], &[batch(8..12)]],
+        )
+        .await;
         let people = Arc::new(Schema::new(vec![
             Field::new("customer", DataType::Utf8, false),
             Field::new("tier", DataType::Utf8, false),
@@ -168,10 +132,15 @@ impl QueryDb {
             ],
         )
         .unwrap();
-        write(&settings, "customers", &people, &[customers]).await;
-        let engine = QueryEngine::new(open_catalog(&settings).await.unwrap())
-            .await
-            .unwrap();
+        write_table(
+            catalog.clone(),
+            "shop",
+            "customers",
+            &people,
+            &[&[customers]],
+        )
+        .await;
+        let engine = QueryEngine::new(catalog).await.unwrap();
         QueryDb { engine, _dir: dir }
     }
 }
