@@ -162,6 +162,22 @@ pub(crate) async fn get_stream(
     )
 }
 
+/// The defined pipelines that read stream `name` (not the stream's own
+/// quarantine pipeline, which comes and goes with it).
+fn readers(state: &AdminState, config: &Config, name: &str) -> Vec<String> {
+    config
+        .pipelines
+        .iter()
+        .filter(|p| {
+            state
+                .supervisor
+                .pipeline(&p.name)
+                .is_some_and(|r| r.stream == name)
+        })
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 fn stream_view(
     state: &AdminState,
     definitions: &Definitions,
@@ -185,17 +201,7 @@ fn stream_view(
             "decode_errors": load(&r.stats.decode_errors),
         })
     });
-    let pipelines: Vec<&str> = config
-        .pipelines
-        .iter()
-        .filter(|p| {
-            state
-                .supervisor
-                .pipeline(&p.name)
-                .is_some_and(|r| r.stream == name)
-        })
-        .map(|p| p.name.as_str())
-        .collect();
+    let pipelines = readers(state, config, name);
     Some(json!({
         "stream": name,
         "origin": definitions.origin(Kind::Stream, name),
@@ -305,13 +311,7 @@ pub(crate) async fn delete_stream(
         definitions.check_deletable(Kind::Stream, &name)?;
         let config = state.supervisor.config();
         let running = state.supervisor.stream(&name);
-        let readers: Vec<String> = state
-            .supervisor
-            .pipelines()
-            .iter()
-            .filter(|p| p.stream == name && !p.name.contains("__"))
-            .map(|p| p.name.clone())
-            .collect();
+        let readers = readers(&state, &config, &name);
         let unprocessed = running.as_ref().map_or(0, |r| r.tracker.unprocessed());
         if !params.force {
             if !readers.is_empty() {
@@ -332,7 +332,12 @@ pub(crate) async fn delete_stream(
                 ));
             }
         }
-        for p in readers.iter().cloned().chain([format!("{name}__quarantine")]) {
+        let own = config
+            .streams
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.quarantine_pipeline());
+        for p in readers.iter().cloned().chain(own) {
             if let Err(e) = state.supervisor.stop_pipeline(&p).await {
                 tracing::warn!(pipeline = %p, error = %e, "the pipeline's last commit failed; deleting it anyway (forced)");
             }
@@ -522,7 +527,7 @@ fn pipeline_view(
     config: &Config,
     p: &crate::supervisor::RunningPipeline,
 ) -> Value {
-    let mut view = crate::server::status_json(p);
+    let mut view = status_json(p);
     let sql = config
         .pipelines
         .iter()
@@ -535,6 +540,39 @@ fn pipeline_view(
         None => json!("stream"),
     };
     view
+}
+
+/// A running pipeline's live figures and recent errors.
+fn status_json(p: &crate::supervisor::RunningPipeline) -> serde_json::Value {
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let stats = &p.stats;
+    json!({
+        "pipeline": p.name,
+        "stream": p.stream,
+        "sink": p.sink,
+        "sink_kind": p.kind,
+        "quarantine_table": p.quarantine_table,
+        "committed_through": stats.committed_through(),
+        "rows_committed": load(&stats.rows_committed),
+        "failed_rows_committed": load(&stats.failed_rows_committed),
+        "files_committed": load(&stats.files_committed),
+        "bytes_committed": load(&stats.bytes_committed),
+        "uncompressed_bytes_committed": load(&stats.uncompressed_bytes_committed),
+        "row_groups_committed": load(&stats.row_groups_committed),
+        "commits": load(&stats.commits),
+        "last_commit_unix_ms": load(&stats.last_commit_unix_ms),
+        // The same figures under the names the hosted service's sink
+        // metrics use.
+        "sink_metrics": {
+            "recordsWritten": load(&stats.rows_committed),
+            "filesWritten": load(&stats.files_committed),
+            "bytesWritten": load(&stats.bytes_committed),
+            "uncompressedBytesWritten": load(&stats.uncompressed_bytes_committed),
+            "rowGroupsWritten": load(&stats.row_groups_committed),
+        },
+        "recent_errors": stats.recent_errors(),
+    })
 }
 
 async fn create_pipeline(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {

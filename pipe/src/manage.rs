@@ -411,7 +411,6 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
                 .into_iter()
                 .flatten()
                 .filter_map(|p| p.as_str())
-                .filter(|p| !p.contains("__"))
                 .map(String::from)
                 .collect();
             let mut warnings = Vec::new();

@@ -33,7 +33,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::definitions::Definitions;
-use crate::supervisor::{RunningPipeline, Supervisor};
+use crate::supervisor::Supervisor;
 use crate::{Error, ErrorKind, Result};
 
 /// What the admin routes share.
@@ -266,39 +266,6 @@ async fn prometheus(State(state): State<AdminState>) -> Response {
         body,
     )
         .into_response()
-}
-
-/// A running pipeline's live figures and recent errors.
-pub(crate) fn status_json(p: &RunningPipeline) -> serde_json::Value {
-    let load =
-        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
-    let stats = &p.stats;
-    json!({
-        "pipeline": p.name,
-        "stream": p.stream,
-        "sink": p.sink,
-        "sink_kind": p.kind,
-        "quarantine_table": p.quarantine_table,
-        "committed_through": stats.committed_through(),
-        "rows_committed": load(&stats.rows_committed),
-        "failed_rows_committed": load(&stats.failed_rows_committed),
-        "files_committed": load(&stats.files_committed),
-        "bytes_committed": load(&stats.bytes_committed),
-        "uncompressed_bytes_committed": load(&stats.uncompressed_bytes_committed),
-        "row_groups_committed": load(&stats.row_groups_committed),
-        "commits": load(&stats.commits),
-        "last_commit_unix_ms": load(&stats.last_commit_unix_ms),
-        // The same figures under the names the hosted service's sink
-        // metrics use.
-        "sink_metrics": {
-            "recordsWritten": load(&stats.rows_committed),
-            "filesWritten": load(&stats.files_committed),
-            "bytesWritten": load(&stats.bytes_committed),
-            "uncompressedBytesWritten": load(&stats.uncompressed_bytes_committed),
-            "rowGroupsWritten": load(&stats.row_groups_committed),
-        },
-        "recent_errors": stats.recent_errors(),
-    })
 }
 
 /// Niceness of pipeline threads: under contention the scheduler gives HTTP
