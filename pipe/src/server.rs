@@ -45,6 +45,8 @@ pub(crate) struct AdminState {
     draining: Arc<std::sync::atomic::AtomicBool>,
     /// The address the server listens on (for streams' endpoint URLs).
     pub addr: std::net::SocketAddr,
+    /// What `POST /v1/query` sessions keep between requests.
+    query_caches: pipe_query::Caches,
 }
 
 /// Runs the server until `shutdown` completes: the definitions of the file
@@ -101,6 +103,7 @@ async fn run(
         supervisor: supervisor.clone(),
         draining: draining.clone(),
         addr,
+        query_caches: pipe_query::Caches::default(),
     };
     let admin_only = axum::middleware::from_fn_with_state(state.clone(), crate::admin::authorize);
     let app = crate::admin::router()
@@ -202,7 +205,12 @@ async fn query(
     let started = std::time::Instant::now();
     let run = async {
         let catalog = pipe_sink::open_catalog(&config.catalog).await?;
-        let engine = pipe_query::QueryEngine::new(catalog).await?;
+        let engine = pipe_query::QueryEngine::with_caches(
+            catalog,
+            pipe_query::Reader::default(),
+            &state.query_caches,
+        )
+        .await?;
         let (answer, truncated) = engine.read_only(&request.sql, request.max_rows).await?;
         let rows = pipe_query::render(&answer.batches, pipe_query::OutputFormat::Json)?;
         Ok::<_, Error>((answer, truncated, rows))

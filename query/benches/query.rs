@@ -26,7 +26,7 @@
 //! virtualenv; `scripts/bench-query` sets it up and runs this:
 //!
 //! ```sh
-//! scripts/bench-query [EVENTS]
+//! scripts/bench-query [EVENTS] [QUERY…]   # QUERY: a part of a query's name
 //! # or: PIPE_TEST_PYTHON=…/bin/python cargo bench -p pipe-query --bench query -- [EVENTS]
 //! ```
 
@@ -49,6 +49,7 @@ mod fraud_events;
 use fraud_events::{LOCATIONS, MERCHANTS};
 
 const DEFAULT_EVENTS: usize = 10_000_000;
+/// Runs per query and engine after the warm-up (`PIPE_BENCH_RUNS` to change).
 const RUNS: usize = 5;
 const DAYS: i64 = 30;
 const USERS: u64 = 9000;
@@ -358,10 +359,25 @@ async fn data_files(engine: &QueryEngine, table: &str) -> Vec<String> {
 
 #[tokio::main]
 async fn main() {
-    let total = std::env::args()
+    let args: Vec<String> = std::env::args()
         .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let total = args
+        .iter()
         .find_map(|a| a.parse::<usize>().ok())
         .unwrap_or(DEFAULT_EVENTS);
+    // Other arguments pick queries by a part of their name.
+    let picked: Vec<&String> = args
+        .iter()
+        .filter(|a| a.parse::<usize>().is_err())
+        .collect();
+    let queries: Vec<_> = QUERIES
+        .iter()
+        .filter(|(name, _, _)| {
+            picked.is_empty() || picked.iter().any(|p| name.contains(p.as_str()))
+        })
+        .collect();
     let dir = warehouse(total).await;
     let catalog = open_catalog(&CatalogSettings::local(&dir))
         .await
@@ -387,14 +403,19 @@ async fn main() {
         "\n{:<20} {:>10} {:>10} {:>7} {:>6}",
         "query", "pipe ms", "duckdb ms", "ratio", "rows"
     );
+    let runs = std::env::var("PIPE_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok())
+        .unwrap_or(RUNS)
+        .max(1);
     let mut log_sum = 0.0;
-    for (name, ours, theirs) in QUERIES {
-        let d = duck.ask(&serde_json::json!({"sql": theirs, "runs": RUNS}));
+    for &&(name, ours, theirs) in &queries {
+        let d = duck.ask(&serde_json::json!({"sql": theirs, "runs": runs}));
         let duck_ms = d["median_ms"].as_f64().expect("a time");
         let duck_rows = d["rows"].as_u64().expect("a row count") as usize;
         let mut times = Vec::new();
         let mut rows = 0;
-        for run in 0..=RUNS {
+        for run in 0..=runs {
             let started = Instant::now();
             let answer = engine
                 .query(ours)
@@ -413,7 +434,7 @@ async fn main() {
     }
     println!(
         "geometric mean of the ratios (pipe / DuckDB): {:.2}",
-        (log_sum / QUERIES.len() as f64).exp()
+        (log_sum / queries.len() as f64).exp()
     );
 
     let same = "SELECT count(*), sum(amount), max(__ingest_ts) FROM shop.events";

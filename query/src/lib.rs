@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use iceberg::Catalog;
 pub use pipe_sink::ErrorKind;
 
@@ -69,6 +70,24 @@ impl Error {
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What sessions keep between queries, all of it keyed so that it can
+/// never be stale: loaded tables (each with the manifests it parsed), kept
+/// while their metadata file is the catalog's current one; and the footers
+/// and page indexes of data files, which Iceberg never rewrites (in the
+/// runtime's file metadata cache, bounded by
+/// `datafusion.runtime.metadata_cache_limit`). Cloning shares them.
+#[derive(Clone, Default)]
+pub struct Caches {
+    runtime: Arc<RuntimeEnv>,
+    tables: provider::LoadedTables,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches").finish_non_exhaustive()
+    }
+}
+
 /// A SQL session over the catalog's tables.
 pub struct QueryEngine {
     ctx: SessionContext,
@@ -90,16 +109,28 @@ impl QueryEngine {
     /// A session whose table scans use `reader` ([`Reader::Iceberg`] to
     /// compare results with iceberg-datafusion's own scan).
     pub async fn with_reader(catalog: Arc<dyn Catalog>, reader: Reader) -> Result<QueryEngine> {
-        let provider = provider::IcebergCatalog::try_new(catalog.clone(), reader)
-            .await
-            .map_err(|e| Error::Unavailable(format!("listing the catalog's tables: {e}")))?;
+        Self::with_caches(catalog, reader, &Caches::default()).await
+    }
+
+    /// A session that keeps what it reads in `caches`, and finds there what
+    /// earlier sessions over the same tables read: a server that opens a
+    /// session per request passes the same caches to each.
+    pub async fn with_caches(
+        catalog: Arc<dyn Catalog>,
+        reader: Reader,
+        caches: &Caches,
+    ) -> Result<QueryEngine> {
+        let provider =
+            provider::IcebergCatalog::try_new(catalog.clone(), reader, caches.tables.clone())
+                .await
+                .map_err(|e| Error::Unavailable(format!("listing the catalog's tables: {e}")))?;
         // DATAFUSION_* variables tune the session (e.g.
         // DATAFUSION_EXECUTION_TARGET_PARTITIONS).
         let config = SessionConfig::from_env()
             .map_err(|e| Error::Sql(format!("DATAFUSION_* settings: {e}")))?
             .with_default_catalog_and_schema(CATALOG_NAME, "default")
             .with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_config_rt(config, caches.runtime.clone());
         ctx.register_catalog(CATALOG_NAME, Arc::new(provider));
         ctx.register_udaf(top_k::approx_top_k());
         ctx.register_udtf(

@@ -4,6 +4,10 @@
 //! Names are listed once, when the session starts; a table is loaded when
 //! a query names it, so each query plans against the table as it is then
 //! and a session over a hundred tables does not load a hundred tables.
+//! A loaded table is kept while its metadata file stays the catalog's
+//! current one: manifests are immutable, so the manifest list and manifests
+//! the table has parsed (iceberg-rust's per-table object cache) serve every
+//! later query until the next commit replaces the metadata file.
 //!
 //! Metadata tables, named `table$kind`:
 //!
@@ -18,7 +22,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -47,6 +51,7 @@ impl IcebergCatalog {
     pub async fn try_new(
         catalog: Arc<dyn Catalog>,
         reader: Reader,
+        loaded: LoadedTables,
     ) -> iceberg::Result<IcebergCatalog> {
         let mut schemas = HashMap::new();
         for namespace in catalog.list_namespaces(None).await? {
@@ -62,6 +67,7 @@ impl IcebergCatalog {
                 namespace,
                 tables,
                 reader,
+                loaded: loaded.clone(),
             };
             schemas.insert(name, Arc::new(provider) as Arc<dyn SchemaProvider>);
         }
@@ -89,14 +95,38 @@ struct Namespace {
     namespace: NamespaceIdent,
     tables: Vec<String>,
     reader: Reader,
+    loaded: LoadedTables,
 }
 
+/// The last loaded version of each table, shared by the sessions of one
+/// [`crate::Caches`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadedTables(Arc<Mutex<HashMap<TableIdent, Table>>>);
+
 impl Namespace {
+    /// The table as the catalog has it now: the version loaded before if
+    /// its metadata file is still the current one (with the manifests it
+    /// has parsed), else the new version, kept for the next query.
     async fn load(&self, name: &str) -> DFResult<Table> {
-        self.catalog
-            .load_table(&TableIdent::new(self.namespace.clone(), name.to_string()))
+        let ident = TableIdent::new(self.namespace.clone(), name.to_string());
+        let fresh = self
+            .catalog
+            .load_table(&ident)
             .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let mut loaded = self.loaded.0.lock().expect("the table cache lock");
+        match loaded.get(&ident) {
+            Some(kept)
+                if kept.metadata_location().is_some()
+                    && kept.metadata_location() == fresh.metadata_location() =>
+            {
+                Ok(kept.clone())
+            }
+            _ => {
+                loaded.insert(ident, fresh.clone());
+                Ok(fresh)
+            }
+        }
     }
 }
 

@@ -15,7 +15,12 @@
 //!    `ORDER BY … LIMIT` stop reading early. Bytes come through the table's
 //!    own `FileIO` (the catalog's storage and credentials, local or S3):
 //!    [`FileIoReaderFactory`] hands DataFusion an async Parquet reader per
-//!    file and counts every byte fetched.
+//!    file and counts every byte fetched. A file's footer and page index
+//!    are parsed once per session and kept in DataFusion's file metadata
+//!    cache (`datafusion.runtime.metadata_cache_limit`, 50 MB by
+//!    default): Iceberg data files never change, so a path and size name
+//!    one file's metadata for good, and a later query over the same files
+//!    fetches only column chunks.
 //!
 //! Each scan records three counters in its plan's metrics ([`FILES_TOTAL`],
 //! [`FILES_PLANNED`], [`BYTES_READ`]); [`ScanStats::of`] sums them after a
@@ -38,23 +43,33 @@ use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::{DFSchema, DataFusionError, Result as DFResult, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::ParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetMetaData, ParquetFileReaderFactory,
+};
 use datafusion::datasource::physical_plan::{
     FileGroup, FileScanConfigBuilder, FileSource, ParquetSource,
 };
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::cache::cache_manager::{CachedFileMetadataEntry, FileMetadataCache};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
+use datafusion::object_store::{path::Path as StorePath, ObjectMeta};
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::errors::Result as ParquetResult;
+use datafusion::parquet::file::metadata::{
+    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader,
+};
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
-use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
 use iceberg::arrow::{schema_to_arrow_schema, ArrowFileReader};
 use iceberg::io::{FileIO, FileMetadata, FileRead, InputFile};
 use iceberg::spec::DataFileFormat;
@@ -326,10 +341,18 @@ impl TableProvider for IcebergTable {
             .with_table_parquet_options(state.table_options().parquet.clone())
             .with_parquet_file_reader_factory(Arc::new(FileIoReaderFactory {
                 file_io: self.table.file_io().clone(),
+                metadata_cache: state.runtime_env().cache_manager.get_file_metadata_cache(),
             }));
         if let Some(filter) = conjunction(filters.iter().cloned()) {
             let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
             source = source.with_predicate(state.create_physical_expr(filter, &df_schema)?);
+        }
+        if !state.config_options().execution.parquet.pushdown_filters
+            && filters.iter().any(picks_few_rows)
+        {
+            source = source
+                .with_pushdown_filters(true)
+                .with_reorder_filters(true);
         }
         let metrics = source.metrics();
         MetricBuilder::new(metrics)
@@ -353,16 +376,54 @@ impl TableProvider for IcebergTable {
     }
 }
 
+/// Whether `filter` looks like a lookup (`column = value`, `column IN
+/// (values)`) that keeps few rows: then the scan decodes the filter's
+/// columns first and the others only where it matched (late
+/// materialization; `datafusion.execution.parquet.pushdown_filters` turns
+/// it on for every filter). For a filter that keeps many rows (a flag, a
+/// time range), deciding row by row costs more than it saves, so those
+/// prune files and row groups and are applied above the scan.
+fn picks_few_rows(filter: &Expr) -> bool {
+    fn column(e: &Expr) -> bool {
+        match e {
+            Expr::Column(_) => true,
+            Expr::Cast(c) => column(&c.expr),
+            Expr::TryCast(c) => column(&c.expr),
+            _ => false,
+        }
+    }
+    fn literal(e: &Expr) -> bool {
+        match e {
+            Expr::Literal(..) => true,
+            Expr::Cast(c) => literal(&c.expr),
+            Expr::TryCast(c) => literal(&c.expr),
+            _ => false,
+        }
+    }
+    match filter {
+        Expr::BinaryExpr(b) if b.op == Operator::And => {
+            picks_few_rows(&b.left) || picks_few_rows(&b.right)
+        }
+        Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+            (column(&b.left) && literal(&b.right)) || (literal(&b.left) && column(&b.right))
+        }
+        Expr::InList(l) => !l.negated && column(&l.expr) && l.list.iter().all(literal),
+        _ => false,
+    }
+}
+
 /// The full path of a data file, as the table's FileIO names it, carried
 /// in a [`PartitionedFile`]'s extensions (its object store path cannot
 /// hold a scheme and bucket).
 #[derive(Debug)]
 struct DataFilePath(String);
 
-/// Opens Parquet data files through an Iceberg [`FileIO`], counting bytes.
+/// Opens Parquet data files through an Iceberg [`FileIO`], counting bytes,
+/// with their metadata from the session's cache when it is there.
 #[derive(Debug)]
 struct FileIoReaderFactory {
     file_io: FileIO,
+    metadata_cache: Arc<dyn FileMetadataCache>,
 }
 
 impl ParquetFileReaderFactory for FileIoReaderFactory {
@@ -370,7 +431,7 @@ impl ParquetFileReaderFactory for FileIoReaderFactory {
         &self,
         partition_index: usize,
         file: PartitionedFile,
-        _metadata_size_hint: Option<usize>,
+        metadata_size_hint: Option<usize>,
         metrics: &ExecutionPlanMetricsSet,
     ) -> DFResult<Box<dyn AsyncFileReader + Send>> {
         let path = file
@@ -393,7 +454,81 @@ impl ParquetFileReaderFactory for FileIoReaderFactory {
         let size = FileMetadata {
             size: file.object_meta.size,
         };
-        Ok(Box::new(ArrowFileReader::new(size, Box::new(read))))
+        Ok(Box::new(CachedMetadataReader {
+            inner: ArrowFileReader::new(size, Box::new(read)),
+            // The full path (scheme and bucket included) is the cache key.
+            meta: ObjectMeta {
+                location: StorePath::from(path.0.as_str()),
+                ..file.object_meta
+            },
+            cache: self.metadata_cache.clone(),
+            size_hint: metadata_size_hint,
+        }))
+    }
+}
+
+/// A data file's reader whose metadata comes from the session's file
+/// metadata cache, or is read whole (footer and page index) and put there.
+struct CachedMetadataReader {
+    inner: ArrowFileReader,
+    meta: ObjectMeta,
+    cache: Arc<dyn FileMetadataCache>,
+    size_hint: Option<usize>,
+}
+
+impl CachedMetadataReader {
+    fn cached(&self) -> Option<Arc<ParquetMetaData>> {
+        let entry = self.cache.get(&self.meta.location)?;
+        if entry.meta.size != self.meta.size {
+            return None;
+        }
+        let cached = entry
+            .file_metadata
+            .as_any()
+            .downcast_ref::<CachedParquetMetaData>()?;
+        Some(cached.parquet_metadata().clone())
+    }
+}
+
+impl AsyncFileReader for CachedMetadataReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, ParquetResult<Bytes>> {
+        self.inner.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, ParquetResult<Vec<Bytes>>> {
+        self.inner.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, ParquetResult<Arc<ParquetMetaData>>> {
+        async move {
+            if let Some(metadata) = self.cached() {
+                return Ok(metadata);
+            }
+            // The page index too, whether this query needs it or not, so
+            // that the cached copy serves every later query.
+            let metadata = Arc::new(
+                ParquetMetaDataReader::new()
+                    .with_prefetch_hint(self.size_hint)
+                    .with_page_index_policy(PageIndexPolicy::Optional)
+                    .load_and_finish(&mut self.inner, self.meta.size)
+                    .await?,
+            );
+            self.cache.put(
+                &self.meta.location,
+                CachedFileMetadataEntry::new(
+                    self.meta.clone(),
+                    Arc::new(CachedParquetMetaData::new(metadata.clone())),
+                ),
+            );
+            Ok(metadata)
+        }
+        .boxed()
     }
 }
 
@@ -445,5 +580,36 @@ impl ScanStats {
     /// Data files pruning left out.
     pub fn files_skipped(&self) -> usize {
         self.files_total.saturating_sub(self.files_planned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::{col, lit};
+
+    use super::picks_few_rows;
+
+    #[test]
+    fn lookups_pick_few_rows() {
+        let id = || col("id");
+        for lookup in [
+            id().eq(lit("a")),
+            lit(7).eq(id()),
+            id().in_list(vec![lit(1), lit(2)], false),
+            id().eq(lit(1)).and(col("ts").gt(lit(0))),
+            col("ts").gt(lit(0)).and(id().eq(lit(1))),
+        ] {
+            assert!(picks_few_rows(&lookup), "{lookup}");
+        }
+        for scan in [
+            col("is_fraud"),
+            col("ts").gt(lit(0)),
+            id().not_eq(lit(1)),
+            id().in_list(vec![lit(1)], true),
+            id().eq(col("other")),
+            id().eq(lit(1)).or(col("ts").gt(lit(0))),
+        ] {
+            assert!(!picks_few_rows(&scan), "{scan}");
+        }
     }
 }

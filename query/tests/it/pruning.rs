@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use pipe_query::{QueryEngine, Reader, ScanStats};
-use pipe_sink::{open_catalog, CatalogSettings};
+use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
 
 use crate::{timestamps, ts_field, write_table};
 
@@ -27,14 +27,18 @@ async fn thirty_days(dir: &std::path::Path) -> QueryEngine {
         .unwrap()
 }
 
-async fn thirty_days_catalog(dir: &std::path::Path) -> Arc<dyn iceberg::Catalog> {
-    let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
-    let schema = Arc::new(Schema::new(vec![
+fn orders_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
         Field::new("order_id", DataType::Int64, false),
         Field::new("user_id", DataType::Utf8, false),
         Field::new("amount", DataType::Float64, false),
         ts_field(),
-    ]));
+    ]))
+}
+
+async fn thirty_days_catalog(dir: &std::path::Path) -> Arc<dyn iceberg::Catalog> {
+    let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
+    let schema = orders_schema();
     let mut batches = Vec::new();
     for day in 0..DAYS {
         let ids: Vec<i64> = (0..ROWS_PER_DAY).map(|i| day * ROWS_PER_DAY + i).collect();
@@ -191,6 +195,10 @@ async fn both_readers_agree() {
         "SELECT arrow_typeof(user_id) AS t, count(*) AS n FROM shop.orders \
          WHERE user_id LIKE 'user-0001%' AND __ingest_ts > '2026-01-20T00:00:00Z' GROUP BY t",
         "SELECT order_id, amount FROM shop.orders WHERE order_id IN (5, 45000, 89999) ORDER BY 1",
+        // Lookups are read with late materialization.
+        "SELECT * FROM shop.orders WHERE user_id = 'user-00042' ORDER BY order_id",
+        "SELECT order_id FROM shop.orders WHERE user_id = 'user-00042' AND amount = 42.5 \
+         AND __ingest_ts < '2026-01-10T00:00:00Z' ORDER BY order_id",
     ] {
         let (a, stats) = run(&ours, sql).await;
         let (b, none) = run(&theirs, sql).await;
@@ -204,4 +212,61 @@ async fn both_readers_agree() {
     )
     .await;
     assert_eq!(types, "t\nUtf8View\n");
+}
+
+/// One engine answers many queries: a repeated query fetches no footer or
+/// page index again (the session keeps them), and a commit made between two
+/// queries is in the next one's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_queries_reuse_metadata_and_see_new_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = thirty_days_catalog(dir.path()).await;
+    let engine = QueryEngine::new(catalog.clone()).await.unwrap();
+    let query = "SELECT count(*) AS n, sum(amount) AS total FROM shop.orders WHERE amount > 50";
+    let (rows, first) = run(&engine, query).await;
+    assert_eq!(rows, "n,total\n45000,3375000.0\n");
+    let (again_rows, again) = run(&engine, query).await;
+    assert_eq!(again_rows, rows);
+    assert!(
+        0 < again.bytes_read && again.bytes_read < first.bytes_read,
+        "the repeat read {} bytes, the first {}",
+        again.bytes_read,
+        first.bytes_read
+    );
+
+    let schema = orders_schema();
+    let mut sink = TableSink::open(
+        catalog,
+        "shop",
+        "orders",
+        "later",
+        "s",
+        &schema,
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(90_000..90_010)),
+            Arc::new(StringArray::from_iter_values((0..10).map(|_| "user-late"))),
+            Arc::new(Float64Array::from(vec![60.5; 10])),
+            timestamps((0..10).map(|i| START_MICROS + DAYS * DAY_MICROS + i)),
+        ],
+    )
+    .unwrap();
+    sink.write(&batch).await.unwrap();
+    let files = sink.close_files().await.unwrap();
+    sink.commit(OffsetRange { first: 0, last: 0 }, &files)
+        .await
+        .unwrap();
+
+    let (rows, after) = run(&engine, query).await;
+    assert_eq!(rows, "n,total\n45010,3375605.0\n");
+    assert_eq!(
+        (after.files_total, after.files_planned),
+        (31, 31),
+        "{after:?}"
+    );
 }
