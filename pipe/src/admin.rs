@@ -448,6 +448,7 @@ fn sink_view(
         "roll_rows": s.roll_rows,
         "row_group_rows": s.row_group_rows,
         "partition_by": (kind == "iceberg").then(|| s.partition_by.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        "bloom_filter_columns": (kind == "iceberg").then(|| s.bloom_filter_columns.clone()),
         "partitioning": partitioning,
         "pipeline": sink_writer(state, name),
     }))

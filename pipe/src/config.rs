@@ -32,6 +32,7 @@
 //! compression = "zstd"
 //! row_group_rows = 131072            # largest Parquet row group
 //! partition_by = ["day(__ingest_ts)", "bucket(16, user_id)"]   # when the table is created
+//! bloom_filter_columns = ["order_id"]  # bloom filters for lookups by these columns
 //! snapshot_max_age_secs = 86400      # expire older snapshots after commits…
 //! snapshot_retain_last = 100         # …but keep the newest 100 (expire_snapshots = false: keep all)
 //!
@@ -287,6 +288,9 @@ pub struct SinkFile {
     pub compression: Option<Codec>,
     /// Largest Parquet row group, in rows (default 131072).
     pub row_group_rows: Option<usize>,
+    /// Columns that get a Parquet bloom filter in each row group (Iceberg
+    /// sinks), for lookups by id.
+    pub bloom_filter_columns: Option<Vec<String>>,
 }
 
 fn default_sink_type() -> String {
@@ -381,6 +385,8 @@ pub struct SinkConfig {
     pub roll_rows: Option<u64>,
     pub compression: Codec,
     pub row_group_rows: usize,
+    /// Columns with bloom filters (Iceberg sinks).
+    pub bloom_filter_columns: Vec<String>,
 }
 
 /// A pipeline, resolved.
@@ -679,6 +685,22 @@ impl Config {
                     "file sinks set their folders with `partitioning`".into(),
                 ));
             }
+            if s.bloom_filter_columns.is_some() && s.kind != "iceberg" {
+                return Err(err(
+                    format!("sinks.{name}.bloom_filter_columns"),
+                    "bloom filters are written by Iceberg sinks only".into(),
+                ));
+            }
+            let bloom_filter_columns = s.bloom_filter_columns.clone().unwrap_or_default();
+            if let Some(bad) = bloom_filter_columns
+                .iter()
+                .find(|c| c.is_empty() || c.contains('.'))
+            {
+                return Err(err(
+                    format!("sinks.{name}.bloom_filter_columns"),
+                    format!("`{bad}` is not a top-level column name"),
+                ));
+            }
             let retention_keys = s.snapshot_max_age_secs.is_some()
                 || s.snapshot_retain_last.is_some()
                 || s.expire_snapshots.is_some();
@@ -821,6 +843,7 @@ impl Config {
                 roll_rows: s.roll_rows,
                 compression: s.compression.unwrap_or_default(),
                 row_group_rows,
+                bloom_filter_columns,
             });
         }
         let mut pipelines = Vec::new();
@@ -1188,6 +1211,14 @@ mod tests {
             (
                 "[sinks.s]\ntable = \"t\"\npartition_by = [\"day(ts)\", \"bucket(x)\"]",
                 "`sinks.s.partition_by[1]`: partition field `bucket(x)`: this transform takes a number and a column",
+            ),
+            (
+                "[sinks.s]\ntype = \"parquet\"\nbloom_filter_columns = [\"id\"]",
+                "`sinks.s.bloom_filter_columns`: bloom filters are written by Iceberg sinks only",
+            ),
+            (
+                "[sinks.s]\ntable = \"t\"\nbloom_filter_columns = [\"a.b\"]",
+                "`sinks.s.bloom_filter_columns`: `a.b` is not a top-level column name",
             ),
             (
                 "[sinks.s]\ntype = \"json\"\npartition_by = [\"day(ts)\"]",

@@ -123,6 +123,9 @@ pub enum SinksAction {
         /// A partition field of the table, e.g. `day(__ingest_ts)`; repeatable.
         #[arg(long)]
         partition_by: Vec<String>,
+        /// A column that gets a bloom filter, for lookups by id; repeatable.
+        #[arg(long)]
+        bloom_filter_column: Vec<String>,
         /// zstd, snappy, gzip, lz4, none.
         #[arg(long)]
         compression: Option<String>,
@@ -452,6 +455,7 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
             path,
             partitioning,
             partition_by,
+            bloom_filter_column,
             compression,
             roll_interval,
             roll_size,
@@ -468,6 +472,9 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
             set(&mut body, "partitioning", partitioning.map(Value::from));
             if !partition_by.is_empty() {
                 body.insert("partition_by".into(), json!(partition_by));
+            }
+            if !bloom_filter_column.is_empty() {
+                body.insert("bloom_filter_columns".into(), json!(bloom_filter_column));
             }
             set(&mut body, "compression", compression.map(Value::from));
             set(
@@ -836,9 +843,10 @@ pub fn sink_details(s: &Value) -> String {
     );
     if s["table"].is_string() {
         out.push_str(&format!(
-            "Destination:\n  Table: {}\n  Partitioned by: {}\n",
+            "Destination:\n  Table: {}\n  Partitioned by: {}\n  Bloom filters: {}\n",
             text(&s["table"]),
             list(&s["partition_by"]),
+            list(&s["bloom_filter_columns"]),
         ));
     } else {
         out.push_str(&format!(

@@ -299,6 +299,7 @@ impl Supervisor {
             row_group_rows: sink_config.row_group_rows,
             partition_by: sink_config.partition_by.clone(),
             retention: sink_config.retention,
+            bloom_filter_columns: sink_config.bloom_filter_columns.clone(),
             ..ledgered(config)
         };
         let mut sink = match &sink_config.target {

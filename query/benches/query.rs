@@ -7,7 +7,9 @@
 //! - `shop.events`: the fraud-detection tutorial's transactions
 //!   (`../shared/reference/r2-sql.md`), 10M by default, spread evenly over
 //!   30 days of `__ingest_ts`, with pseudo-random users, amounts, places
-//!   and merchants;
+//!   and merchants; with a bloom filter on `transaction_id`
+//!   (`bloom_filter_columns`), as a table people look transactions up in
+//!   would have (DuckDB reads it too);
 //! - `shop.users`: the 9,000 users, with a segment and a home country, for
 //!   the join.
 //!
@@ -223,21 +225,14 @@ async fn write_table(
     name: &str,
     schema: &SchemaRef,
     batches: impl Iterator<Item = RecordBatch>,
+    options: WriteOptions,
 ) {
     let catalog = open_catalog(&CatalogSettings::local(dir))
         .await
         .expect("the catalog");
-    let mut sink = TableSink::open(
-        catalog,
-        "shop",
-        name,
-        "bench",
-        "s",
-        schema,
-        WriteOptions::default(),
-    )
-    .await
-    .expect("the sink");
+    let mut sink = TableSink::open(catalog, "shop", name, "bench", "s", schema, options)
+        .await
+        .expect("the sink");
     for batch in batches {
         sink.write(&batch).await.expect("a write");
     }
@@ -252,7 +247,9 @@ async fn warehouse(total: usize) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join(format!("bench-query-{total}"));
+    // The suffix changes with the tables' layout, so an old warehouse is
+    // not reused.
+    let dir = target.join(format!("bench-query-{total}-bloom"));
     let done = dir.join("complete");
     if done.exists() {
         return dir;
@@ -268,6 +265,10 @@ async fn warehouse(total: usize) -> PathBuf {
         &schema,
         (0..total.div_ceil(CHUNK))
             .map(|c| events(&schema, c * CHUNK, ((c + 1) * CHUNK).min(total), total)),
+        WriteOptions {
+            bloom_filter_columns: vec!["transaction_id".into()],
+            ..WriteOptions::default()
+        },
     )
     .await;
     let users_schema = Arc::new(Schema::new(vec![
@@ -281,6 +282,7 @@ async fn warehouse(total: usize) -> PathBuf {
         "users",
         &users_schema,
         std::iter::once(users(&users_schema)),
+        WriteOptions::default(),
     )
     .await;
     std::fs::write(&done, b"").expect("marking the warehouse complete");

@@ -46,7 +46,10 @@ pub use iceberg::spec::DataFile;
 /// The catalog trait [`open_catalog`] returns.
 pub use iceberg::Catalog;
 pub use pipe_schemas::ErrorKind;
-pub use table::{Codec, PartitionField, SnapshotRetention, TableSink, WriteOptions};
+pub use table::{
+    Codec, PartitionField, SnapshotRetention, TableSink, WriteOptions, BLOOM_FILTER_FPP,
+    BLOOM_FILTER_PROPERTY,
+};
 
 /// Errors of the sink crate.
 #[derive(Debug, thiserror::Error)]

@@ -112,11 +112,14 @@ async fn definitions_made_with_the_cli_work_persist_and_refuse_what_they_should(
             "big_orders",
             "--roll-interval",
             "1",
+            "--bloom-filter-column",
+            "user_id",
             "--json",
         ],
     ));
     assert_eq!(sink["table"], "shop.big_orders", "{sink}");
     assert_eq!(sink["compression"], "zstd", "{sink}");
+    assert_eq!(sink["bloom_filter_columns"], json!(["user_id"]), "{sink}");
     let sql = "INSERT INTO api_sink SELECT user_id, amount FROM api_stream WHERE amount > 20";
     let pipeline = json_of(&ok(
         &server,
@@ -175,6 +178,7 @@ async fn definitions_made_with_the_cli_work_persist_and_refuse_what_they_should(
     );
     let sinks = ok(&server, &["sinks", "get", "api_sink"]);
     assert!(sinks.contains("Table: shop.big_orders"), "{sinks}");
+    assert!(sinks.contains("Bloom filters: user_id"), "{sinks}");
     assert!(sinks.contains("Pipeline: api_pipeline"), "{sinks}");
     let pipelines = json_of(&ok(&server, &["pipelines", "list", "--json"]));
     assert_eq!(

@@ -35,17 +35,29 @@ pub(crate) async fn write_table(
     schema: &SchemaRef,
     commits: &[&[RecordBatch]],
 ) {
-    let mut sink = TableSink::open(
+    write_table_with(
         catalog,
         namespace,
         table,
-        "fixture",
-        "s",
         schema,
+        commits,
         WriteOptions::default(),
     )
     .await
-    .unwrap();
+}
+
+/// [`write_table`] with the sink's `options`.
+pub(crate) async fn write_table_with(
+    catalog: Arc<dyn iceberg::Catalog>,
+    namespace: &str,
+    table: &str,
+    schema: &SchemaRef,
+    commits: &[&[RecordBatch]],
+    options: WriteOptions,
+) {
+    let mut sink = TableSink::open(catalog, namespace, table, "fixture", "s", schema, options)
+        .await
+        .unwrap();
     for (at, batches) in (0u64..).zip(commits) {
         for b in batches.iter() {
             sink.write(b).await.unwrap();

@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use pipe_query::{QueryEngine, Reader, ScanStats};
 use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
 
-use crate::{timestamps, ts_field, write_table};
+use crate::{timestamps, ts_field, write_table, write_table_with};
 
 const DAYS: i64 = 30;
 const ROWS_PER_DAY: i64 = 3000;
@@ -269,4 +269,83 @@ async fn later_queries_reuse_metadata_and_see_new_commits() {
         (31, 31),
         "{after:?}"
     );
+}
+
+/// Bloom filters the sink writes skip the row groups a looked-up id is not
+/// in: min/max statistics of unsorted ids skip nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bloom_filters_skip_row_groups_of_a_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
+    let schema = orders_schema();
+    // Ids in scrambled order, so every row group spans nearly all of them.
+    let ids: Vec<i64> = (0..40_000).map(|i| (i * 7919) % 40_000).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("user-{i:05}")),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                ids.iter().map(|i| *i as f64),
+            )),
+            timestamps((0..40_000).map(|i| START_MICROS + i)),
+        ],
+    )
+    .unwrap();
+    for (table, bloom) in [("plain", vec![]), ("bloomed", vec!["user_id".to_string()])] {
+        let options = WriteOptions {
+            row_group_rows: 2000,
+            bloom_filter_columns: bloom,
+            ..WriteOptions::default()
+        };
+        write_table_with(
+            catalog.clone(),
+            "shop",
+            table,
+            &schema,
+            &[std::slice::from_ref(&batch)],
+            options,
+        )
+        .await;
+    }
+    let engine = QueryEngine::new(catalog).await.unwrap();
+    let lookup = |table: &str, id: &str| {
+        format!("SELECT order_id, amount FROM shop.{table} WHERE user_id = '{id}'")
+    };
+    // Warm the footers, so only column chunks and filters are counted.
+    for table in ["plain", "bloomed"] {
+        run(&engine, &lookup(table, "user-00000")).await;
+    }
+    let (plain_rows, plain) = run(&engine, &lookup("plain", "user-12345")).await;
+    let (rows, bloomed) = run(&engine, &lookup("bloomed", "user-12345")).await;
+    assert_eq!(rows, "order_id,amount\n12345,12345.0\n");
+    assert_eq!(rows, plain_rows);
+    println!(
+        "one id of 40,000 in 20 row groups: {} bytes with bloom filters, {} without",
+        bloomed.bytes_read, plain.bytes_read
+    );
+    assert!(
+        bloomed.bytes_read < plain.bytes_read,
+        "with bloom filters {} bytes, without {}",
+        bloomed.bytes_read,
+        plain.bytes_read
+    );
+    for (table, groups) in [
+        ("bloomed", "20 total → 1 matched"),
+        ("plain", "20 total → 20 matched"),
+    ] {
+        let (plan, _) = run(
+            &engine,
+            &format!("EXPLAIN ANALYZE {}", lookup(table, "user-12345")),
+        )
+        .await;
+        let pruned = format!("row_groups_pruned_bloom_filter={groups}");
+        assert!(plan.contains(&pruned), "{table}: no `{pruned}` in {plan}");
+    }
+    let (none, _) = run(&engine, &lookup("bloomed", "user-99999")).await;
+    assert_eq!(none.lines().skip(1).count(), 0, "{none}");
 }

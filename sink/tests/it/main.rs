@@ -59,6 +59,23 @@ async fn open_with(dir: &std::path::Path, pipeline: &str, options: WriteOptions)
     .unwrap()
 }
 
+/// The error opening the sink with `options` gives.
+async fn refused(dir: &std::path::Path, options: WriteOptions) -> String {
+    let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
+    TableSink::open(
+        catalog,
+        "default",
+        "events",
+        "p",
+        "sink",
+        &output(),
+        options,
+    )
+    .await
+    .unwrap_err()
+    .to_string()
+}
+
 /// A sink that keeps its write ledger in `dir/sinks`.
 async fn open_ledgered(dir: &std::path::Path) -> TableSink {
     let options = WriteOptions {
@@ -283,6 +300,86 @@ async fn an_incompatible_existing_table_is_refused_up_front() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("column `id`"), "{err}");
+}
+
+/// Bloom filters go where they were asked for, in every row group, hold
+/// the values written there, and are recorded on the table so that a
+/// sink opened later without the option (or another writer) keeps writing
+/// them. A column the rows lack is refused before the table exists.
+#[tokio::test]
+async fn bloom_filters_are_written_where_asked_and_kept_by_the_table() {
+    use parquet::file::properties::ReaderProperties;
+    use parquet::file::reader::FileReader;
+    use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = WriteOptions {
+        bloom_filter_columns: vec!["nope".into()],
+        ..WriteOptions::default()
+    };
+    let err = refused(dir.path(), options).await;
+    assert!(err.contains("bloom filter column `nope`"), "{err}");
+
+    let options = WriteOptions {
+        bloom_filter_columns: vec!["name".into()],
+        row_group_rows: 100,
+        ..WriteOptions::default()
+    };
+    let mut sink = open_with(dir.path(), "p", options).await;
+    sink.write(&rows(0..1000)).await.unwrap();
+    let files = sink.close_files().await.unwrap();
+    sink.commit(OffsetRange { first: 0, last: 0 }, &files)
+        .await
+        .unwrap();
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(
+        table
+            .metadata()
+            .properties()
+            .get("write.parquet.bloom-filter-enabled.column.name")
+            .map(String::as_str),
+        Some("true")
+    );
+
+    // Reopened without the option, the table's property still asks.
+    let mut later = open(dir.path(), "q").await;
+    later.write(&rows(1000..1200)).await.unwrap();
+    let more = later.close_files().await.unwrap();
+    later
+        .commit(OffsetRange { first: 0, last: 0 }, &more)
+        .await
+        .unwrap();
+
+    let on_disk = data_files_on_disk(dir.path());
+    assert_eq!(on_disk.len(), 4, "two days, two commits");
+    let mut row_groups = 0;
+    for path in &on_disk {
+        let file = std::fs::File::open(path.trim_start_matches("file://")).unwrap();
+        let reader = SerializedFileReader::new_with_options(
+            file,
+            ReadOptionsBuilder::new()
+                .with_reader_properties(
+                    ReaderProperties::builder()
+                        .set_read_bloom_filter(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .unwrap();
+        for i in 0..reader.num_row_groups() {
+            row_groups += 1;
+            let group = reader.get_row_group(i).unwrap();
+            assert!(group.get_column_bloom_filter(0).is_none(), "id has none");
+            let filter = group.get_column_bloom_filter(1).expect("name has one");
+            let first = group.metadata().column(0).statistics().unwrap();
+            let id = i64::from_le_bytes(first.min_bytes_opt().unwrap().try_into().unwrap());
+            assert!(filter.check(&format!("n{id}").as_str()), "{path}: n{id}");
+        }
+    }
+    assert_eq!(
+        row_groups, 12,
+        "1000 rows in groups of 100 over 2 days, then 200"
+    );
 }
 
 /// The one-way mapping of every Pipelines type to Iceberg, as the table is created.
@@ -753,9 +850,6 @@ async fn user_partition_transforms_shape_the_table_and_its_paths() {
 #[tokio::test]
 async fn a_partition_field_that_cannot_apply_is_refused_before_any_data() {
     let dir = tempfile::tempdir().unwrap();
-    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
-        .await
-        .unwrap();
     for (spec, want) in [
         (
             "day(name)",
@@ -770,19 +864,7 @@ async fn a_partition_field_that_cannot_apply_is_refused_before_any_data() {
             partition_by: vec![spec.parse().unwrap()],
             ..WriteOptions::default()
         };
-        let e = TableSink::open(
-            catalog.clone(),
-            "default",
-            "events",
-            "p",
-            "sink",
-            &output(),
-            options,
-        )
-        .await
-        .unwrap_err()
-        .to_string();
-        assert_eq!(e, want);
+        assert_eq!(refused(dir.path(), options).await, want);
     }
 }
 
