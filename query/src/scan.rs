@@ -20,7 +20,9 @@
 //!    cache (`datafusion.runtime.metadata_cache_limit`, 50 MB by
 //!    default): Iceberg data files never change, so a path and size name
 //!    one file's metadata for good, and a later query over the same files
-//!    fetches only column chunks.
+//!    fetches only column chunks. Bloom filters (which sinks write for
+//!    `bloom_filter_columns`) are kept in the same cache once read, so a
+//!    repeated lookup reads only the row groups that may hold its value.
 //!
 //! Each scan records three counters in its plan's metrics ([`FILES_TOTAL`],
 //! [`FILES_PLANNED`], [`BYTES_READ`]); [`ScanStats::of`] sums them after a
@@ -51,7 +53,9 @@ use datafusion::datasource::physical_plan::{
 };
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::execution::cache::cache_manager::{CachedFileMetadataEntry, FileMetadataCache};
+use datafusion::execution::cache::cache_manager::{
+    CachedFileMetadataEntry, FileMetadata as CachedFileMetadata, FileMetadataCache,
+};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
@@ -463,36 +467,101 @@ impl ParquetFileReaderFactory for FileIoReaderFactory {
             },
             cache: self.metadata_cache.clone(),
             size_hint: metadata_size_hint,
+            metadata: None,
         }))
     }
 }
 
 /// A data file's reader whose metadata comes from the session's file
 /// metadata cache, or is read whole (footer and page index) and put there.
+/// Bloom filters go into the same cache (under the file's path and the
+/// filter's offset), so repeated lookups read only the row groups that
+/// may hold their value; the cache's limit bounds both.
 struct CachedMetadataReader {
     inner: ArrowFileReader,
     meta: ObjectMeta,
     cache: Arc<dyn FileMetadataCache>,
     size_hint: Option<usize>,
+    /// This file's metadata, once asked for.
+    metadata: Option<Arc<ParquetMetaData>>,
+}
+
+/// A bloom filter's bytes (header and bitset), as the metadata cache
+/// keeps them.
+struct BloomFilterBytes(Bytes);
+
+impl CachedFileMetadata for BloomFilterBytes {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn memory_size(&self) -> usize {
+        self.0.len()
+    }
+
+    fn extra_info(&self) -> std::collections::HashMap<String, String> {
+        Default::default()
+    }
 }
 
 impl CachedMetadataReader {
-    fn cached(&self) -> Option<Arc<ParquetMetaData>> {
-        let entry = self.cache.get(&self.meta.location)?;
-        if entry.meta.size != self.meta.size {
-            return None;
-        }
-        let cached = entry
-            .file_metadata
-            .as_any()
-            .downcast_ref::<CachedParquetMetaData>()?;
+    /// The cache's entry for `key`, if it is of this file (same size).
+    fn cached<T: Any + Send + Sync>(&self, key: &StorePath) -> Option<Arc<dyn CachedFileMetadata>> {
+        let entry = self.cache.get(key)?;
+        (entry.meta.size == self.meta.size && entry.file_metadata.as_any().is::<T>())
+            .then_some(entry.file_metadata)
+    }
+
+    fn cached_metadata(&self) -> Option<Arc<ParquetMetaData>> {
+        let entry = self.cached::<CachedParquetMetaData>(&self.meta.location)?;
+        let cached = entry.as_any().downcast_ref::<CachedParquetMetaData>()?;
         Some(cached.parquet_metadata().clone())
+    }
+
+    /// Whether `range` is exactly one column chunk's bloom filter (as
+    /// parquet-rs reads them when the footer gives their length, which
+    /// every writer since parquet-format 2.10 does).
+    fn is_bloom_filter(&self, range: &Range<u64>) -> bool {
+        let Some(metadata) = &self.metadata else {
+            return false;
+        };
+        metadata.row_groups().iter().any(|group| {
+            group.columns().iter().any(|column| {
+                column.bloom_filter_offset() == Some(range.start as i64)
+                    && column.bloom_filter_length().map(|l| l as u64)
+                        == Some(range.end - range.start)
+            })
+        })
     }
 }
 
 impl AsyncFileReader for CachedMetadataReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, ParquetResult<Bytes>> {
-        self.inner.get_bytes(range)
+        if !self.is_bloom_filter(&range) {
+            return self.inner.get_bytes(range);
+        }
+        let key = StorePath::from(format!("{}#bloom-{}", self.meta.location, range.start));
+        if let Some(entry) = self.cached::<BloomFilterBytes>(&key) {
+            let bytes = entry
+                .as_any()
+                .downcast_ref::<BloomFilterBytes>()
+                .map(|b| b.0.clone());
+            if let Some(bytes) = bytes {
+                return async move { Ok(bytes) }.boxed();
+            }
+        }
+        async move {
+            let bytes = self.inner.get_bytes(range).await?;
+            self.cache.put(
+                &key,
+                CachedFileMetadataEntry::new(
+                    self.meta.clone(),
+                    Arc::new(BloomFilterBytes(bytes.clone())),
+                ),
+            );
+            Ok(bytes)
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
@@ -507,7 +576,8 @@ impl AsyncFileReader for CachedMetadataReader {
         _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, ParquetResult<Arc<ParquetMetaData>>> {
         async move {
-            if let Some(metadata) = self.cached() {
+            if let Some(metadata) = self.cached_metadata() {
+                self.metadata = Some(metadata.clone());
                 return Ok(metadata);
             }
             // The page index too, whether this query needs it or not, so
@@ -526,6 +596,7 @@ impl AsyncFileReader for CachedMetadataReader {
                     Arc::new(CachedParquetMetaData::new(metadata.clone())),
                 ),
             );
+            self.metadata = Some(metadata.clone());
             Ok(metadata)
         }
         .boxed()
