@@ -366,35 +366,7 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
             }
         }
         StreamsAction::List { target } => {
-            let answer = call(reqwest::Method::GET, &target, "/v1/streams", None).await?;
-            if target.json {
-                println!("{answer}");
-            } else {
-                let all = parse(&answer)?;
-                let mut rows = vec![header(&[
-                    "STREAM",
-                    "ORIGIN",
-                    "HTTP",
-                    "AUTH",
-                    "SCHEMA",
-                    "UNPROCESSED",
-                    "PIPELINES",
-                    "ENDPOINT",
-                ])];
-                for s in all["streams"].as_array().into_iter().flatten() {
-                    rows.push(vec![
-                        text(&s["stream"]),
-                        text(&s["origin"]),
-                        yes_no(&s["http"]["enabled"]),
-                        yes_no(&s["http"]["auth"]),
-                        schema_summary(s),
-                        text(&s["buffer"]["unprocessed_records"]),
-                        list(&s["pipelines"]),
-                        text(&s["endpoint"]),
-                    ]);
-                }
-                print!("{}", aligned(&rows));
-            }
+            show(&target, "/v1/streams", streams_table).await?;
         }
         StreamsAction::Get { name, target } => {
             show(&target, &format!("/v1/streams/{name}"), stream_details).await?;
@@ -492,37 +464,7 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
             create(&target, "sink", &name, body, sink_details).await?;
         }
         SinksAction::List { target } => {
-            let answer = call(reqwest::Method::GET, &target, "/v1/sinks", None).await?;
-            if target.json {
-                println!("{answer}");
-            } else {
-                let all = parse(&answer)?;
-                let mut rows = vec![header(&[
-                    "SINK",
-                    "ORIGIN",
-                    "TYPE",
-                    "DESTINATION",
-                    "COMPRESSION",
-                    "ROLL",
-                    "PIPELINE",
-                ])];
-                for s in all["sinks"].as_array().into_iter().flatten() {
-                    rows.push(vec![
-                        text(&s["sink"]),
-                        text(&s["origin"]),
-                        text(&s["type"]),
-                        destination(s),
-                        text(&s["compression"]),
-                        format!(
-                            "{} s / {} MB",
-                            text(&s["roll_interval_secs"]),
-                            text(&s["roll_size_mb"])
-                        ),
-                        text(&s["pipeline"]),
-                    ]);
-                }
-                print!("{}", aligned(&rows));
-            }
+            show(&target, "/v1/sinks", sinks_table).await?;
         }
         SinksAction::Get { name, target } => {
             show(&target, &format!("/v1/sinks/{name}"), sink_details).await?;
@@ -568,12 +510,7 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
             create(&target, "pipeline", &name, body, pipeline_details).await?;
         }
         PipelinesAction::List { target } => {
-            let body = call(reqwest::Method::GET, &target, "/v1/pipelines", None).await?;
-            if target.json {
-                println!("{body}");
-            } else {
-                print!("{}", pipelines_table(&parse(&body)?));
-            }
+            show(&target, "/v1/pipelines", pipelines_table).await?;
         }
         PipelinesAction::Get { name, target } => {
             show(&target, &format!("/v1/pipelines/{name}"), pipeline_details).await?;
@@ -880,6 +817,62 @@ fn ago(ms: u64) -> String {
         120..=7199 => format!("{} min ago", secs / 60),
         _ => format!("{} h ago", secs / 3600),
     }
+}
+
+/// `pipe streams list` for people.
+fn streams_table(all: &Value) -> String {
+    let mut rows = vec![header(&[
+        "STREAM",
+        "ORIGIN",
+        "HTTP",
+        "AUTH",
+        "SCHEMA",
+        "UNPROCESSED",
+        "PIPELINES",
+        "ENDPOINT",
+    ])];
+    for s in all["streams"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            text(&s["stream"]),
+            text(&s["origin"]),
+            yes_no(&s["http"]["enabled"]),
+            yes_no(&s["http"]["auth"]),
+            schema_summary(s),
+            text(&s["buffer"]["unprocessed_records"]),
+            list(&s["pipelines"]),
+            text(&s["endpoint"]),
+        ]);
+    }
+    aligned(&rows)
+}
+
+/// `pipe sinks list` for people.
+fn sinks_table(all: &Value) -> String {
+    let mut rows = vec![header(&[
+        "SINK",
+        "ORIGIN",
+        "TYPE",
+        "DESTINATION",
+        "COMPRESSION",
+        "ROLL",
+        "PIPELINE",
+    ])];
+    for s in all["sinks"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            text(&s["sink"]),
+            text(&s["origin"]),
+            text(&s["type"]),
+            destination(s),
+            text(&s["compression"]),
+            format!(
+                "{} s / {} MB",
+                text(&s["roll_interval_secs"]),
+                text(&s["roll_size_mb"])
+            ),
+            text(&s["pipeline"]),
+        ]);
+    }
+    aligned(&rows)
 }
 
 /// `pipe pipelines list` as a table.

@@ -144,6 +144,24 @@ impl Server {
         panic!("pipe serve did not become healthy:\n{}", self.log_text());
     }
 
+    /// `GET /metrics`, as `name{labels}` → value.
+    pub async fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let r = reqwest::get(format!("{}/metrics", self.url)).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        r.text()
+            .await
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (name, value) = l.rsplit_once(' ').unwrap();
+                (name.to_string(), value.parse().unwrap())
+            })
+            .collect()
+    }
+
     /// `GET /v1/pipelines/{pipeline}`: the pipeline's live figures.
     pub async fn status(&self, pipeline: &str) -> Value {
         reqwest::get(format!("{}/v1/pipelines/{pipeline}", self.url))

@@ -53,15 +53,6 @@ fn names(list: &Value, key: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-async fn metrics_text(server: &Server) -> String {
-    reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn count(config: &Path, table: &str) -> u64 {
     query(config, &format!("SELECT count(*) AS n FROM {table}"))[0]["n"]
         .as_u64()
@@ -143,12 +134,15 @@ async fn definitions_made_with_the_cli_work_persist_and_refuse_what_they_should(
     assert_eq!(server.flush("api_pipeline")["rows"], 1);
     assert_eq!(count(&config, "shop.big_orders"), 1);
     // `/metrics` follows what was created.
-    let metrics = metrics_text(&server).await;
-    for line in [
-        r#"pipe_stream_records_in_total{stream="api_stream"} 3.0"#,
-        r#"pipe_sink_records_written_total{pipeline="api_pipeline",sink="shop.big_orders"} 1.0"#,
+    let metrics = server.metrics().await;
+    for (name, value) in [
+        (r#"pipe_stream_records_in_total{stream="api_stream"}"#, 3.0),
+        (
+            r#"pipe_sink_records_written_total{pipeline="api_pipeline",sink="shop.big_orders"}"#,
+            1.0,
+        ),
     ] {
-        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        assert_eq!(metrics.get(name), Some(&value), "{name} in {metrics:?}");
     }
 
     // Human output: the creation summary's layout, tables for lists.
@@ -325,10 +319,12 @@ async fn definitions_made_with_the_cli_work_persist_and_refuse_what_they_should(
         .await;
     assert_eq!(status, 404, "{body}");
     assert!(!dir.path().join("data/buffer/api_stream").exists());
-    let metrics = metrics_text(&server).await;
+    let metrics = server.metrics().await;
     assert!(
-        !metrics.contains("api_stream") && !metrics.contains("api_pipeline"),
-        "{metrics}"
+        !metrics
+            .keys()
+            .any(|k| k.contains("api_stream") || k.contains("api_pipeline")),
+        "{metrics:?}"
     );
     // The file's pipeline was never disturbed.
     let (status, _) = server

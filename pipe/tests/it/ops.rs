@@ -2,7 +2,7 @@
 //! landed, `/readyz` answers, JSON logs parse, and SIGTERM under load
 //! drains, commits and exits 0 with nothing acknowledged lost.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,26 +10,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::*;
-
-/// `GET /metrics`, as `name{labels}` → value.
-async fn scrape(server: &Server) -> BTreeMap<String, f64> {
-    let r = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(content_type.starts_with("text/plain"), "{content_type}");
-    r.text()
-        .await
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').unwrap();
-            (name.to_string(), value.parse().unwrap())
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_what_was_sent_and_what_landed() {
@@ -49,7 +29,7 @@ async fn metrics_count_what_was_sent_and_what_landed() {
         {"user_id": "u", "event_type": "view", "amount": "lots"}
     ]);
     assert_eq!(server.post_json("ecommerce_stream", &bad).await.0, 400);
-    let before = scrape(&server).await;
+    let before = server.metrics().await;
     let stream = r#"{stream="ecommerce_stream"}"#;
     let lag = r#"pipe_pipeline_lag_records{pipeline="ecommerce",stream="ecommerce_stream"}"#;
     assert_eq!(before[lag], 1.0, "one durable record not committed yet");
@@ -59,7 +39,7 @@ async fn metrics_count_what_was_sent_and_what_landed() {
     );
     assert_eq!(server.flush("ecommerce")["rows"], 3);
 
-    let m = scrape(&server).await;
+    let m = server.metrics().await;
     server.stop();
     assert_eq!(m[&format!("pipe_stream_requests_total{stream}")], 2.0);
     assert_eq!(m[&format!("pipe_stream_records_in_total{stream}")], 3.0);
