@@ -506,16 +506,14 @@ impl CachedFileMetadata for BloomFilterBytes {
 
 impl CachedMetadataReader {
     /// The cache's entry for `key`, if it is of this file (same size).
-    fn cached<T: Any + Send + Sync>(&self, key: &StorePath) -> Option<Arc<dyn CachedFileMetadata>> {
+    /// The cache's entry under `key`, of type `T`, if it is of this file
+    /// (same size).
+    fn cached<T: Any, R>(&self, key: &StorePath, read: impl FnOnce(&T) -> R) -> Option<R> {
         let entry = self.cache.get(key)?;
-        (entry.meta.size == self.meta.size && entry.file_metadata.as_any().is::<T>())
-            .then_some(entry.file_metadata)
-    }
-
-    fn cached_metadata(&self) -> Option<Arc<ParquetMetaData>> {
-        let entry = self.cached::<CachedParquetMetaData>(&self.meta.location)?;
-        let cached = entry.as_any().downcast_ref::<CachedParquetMetaData>()?;
-        Some(cached.parquet_metadata().clone())
+        if entry.meta.size != self.meta.size {
+            return None;
+        }
+        entry.file_metadata.as_any().downcast_ref::<T>().map(read)
     }
 
     /// Whether `range` is exactly one column chunk's bloom filter (as
@@ -541,14 +539,8 @@ impl AsyncFileReader for CachedMetadataReader {
             return self.inner.get_bytes(range);
         }
         let key = StorePath::from(format!("{}#bloom-{}", self.meta.location, range.start));
-        if let Some(entry) = self.cached::<BloomFilterBytes>(&key) {
-            let bytes = entry
-                .as_any()
-                .downcast_ref::<BloomFilterBytes>()
-                .map(|b| b.0.clone());
-            if let Some(bytes) = bytes {
-                return async move { Ok(bytes) }.boxed();
-            }
+        if let Some(bytes) = self.cached(&key, |b: &BloomFilterBytes| b.0.clone()) {
+            return async move { Ok(bytes) }.boxed();
         }
         async move {
             let bytes = self.inner.get_bytes(range).await?;
@@ -576,7 +568,10 @@ impl AsyncFileReader for CachedMetadataReader {
         _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, ParquetResult<Arc<ParquetMetaData>>> {
         async move {
-            if let Some(metadata) = self.cached_metadata() {
+            let cached = self.cached(&self.meta.location, |m: &CachedParquetMetaData| {
+                m.parquet_metadata().clone()
+            });
+            if let Some(metadata) = cached {
                 self.metadata = Some(metadata.clone());
                 return Ok(metadata);
             }
