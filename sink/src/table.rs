@@ -325,6 +325,9 @@ impl TableSink {
         let ns = NamespaceIdent::from_strs(namespace.split('.'))
             .map_err(|e| Error::Config(format!("namespace `{namespace}`: {e}")))?;
         let ident = TableIdent::new(ns.clone(), name.to_string());
+        // Before anything is created: a bad column must not end up in a new
+        // table's properties.
+        check_bloom_filter_columns(&ident, output, &options.bloom_filter_columns)?;
         let catalog_err = |action: String| {
             move |e| Error::Catalog {
                 action,
@@ -351,16 +354,6 @@ impl TableSink {
                 .await
                 .map_err(catalog_err(format!("loading table `{ident}`")))?
         } else {
-            // A bad column must not end up in the new table's properties.
-            if let Some(missing) = options
-                .bloom_filter_columns
-                .iter()
-                .find(|c| output.field_with_name(c).is_err())
-            {
-                return Err(Error::Config(format!(
-                    "bloom filter column `{missing}`: the rows written to `{ident}` have no such column"
-                )));
-            }
             let creation = table_creation(name, output, &options)?;
             let table = catalog
                 .create_table(&ns, creation)
@@ -375,7 +368,7 @@ impl TableSink {
         );
         check_compatible(&ident, output, &arrow_schema)?;
         let mut options = options;
-        options.bloom_filter_columns = bloom_filter_columns(&table, &options.bloom_filter_columns)?;
+        options.bloom_filter_columns = bloom_filter_columns(&table, &options.bloom_filter_columns);
         let existing: Vec<String> = table
             .metadata()
             .default_partition_spec()
@@ -817,40 +810,56 @@ fn table_creation(name: &str, output: &SchemaRef, options: &WriteOptions) -> Res
         .build())
 }
 
-/// The columns that get bloom filters: those the sink asks for and those
-/// the table's properties name, each checked to be a top-level column of
-/// a type a filter can hold (not a list, map or struct).
-fn bloom_filter_columns(table: &Table, asked: &[String]) -> Result<Vec<String>> {
-    let metadata = table.metadata();
-    let mut columns: Vec<String> = asked.to_vec();
-    for (key, value) in metadata.properties() {
-        if let Some(column) = key.strip_prefix(BLOOM_FILTER_PROPERTY) {
-            if value.eq_ignore_ascii_case("true") && !columns.iter().any(|c| c == column) {
-                columns.push(column.to_string());
-            }
-        }
-    }
-    let schema = metadata.current_schema();
-    for column in &columns {
-        let field = schema
-            .as_struct()
-            .fields()
-            .iter()
-            .find(|f| &f.name == column)
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "bloom filter column `{column}`: table `{}` has no such column",
-                    table.identifier()
-                ))
-            })?;
-        if !field.field_type.is_primitive() {
+/// Checks that each column asked for is a top-level column of the rows
+/// written, of a type a bloom filter can hold (not a list, map or struct).
+fn check_bloom_filter_columns(
+    ident: &TableIdent,
+    output: &SchemaRef,
+    asked: &[String],
+) -> Result<()> {
+    for column in asked {
+        let field = output.field_with_name(column).map_err(|_| {
+            Error::Config(format!(
+                "bloom filter column `{column}`: the rows written to `{ident}` have no such column"
+            ))
+        })?;
+        if field.data_type().is_nested() {
             return Err(Error::Config(format!(
-                "bloom filter column `{column}`: a bloom filter holds single values, not a {}",
-                field.field_type
+                "bloom filter column `{column}`: a bloom filter holds single values, not {}",
+                field.data_type()
             )));
         }
     }
-    Ok(columns)
+    Ok(())
+}
+
+/// The columns that get bloom filters: those the sink asks for (checked by
+/// [`check_bloom_filter_columns`]) and those the table's properties name.
+/// A property naming what is not a top-level primitive column of the table
+/// (another writer's, or a column since dropped) is skipped with a warning.
+fn bloom_filter_columns(table: &Table, asked: &[String]) -> Vec<String> {
+    let metadata = table.metadata();
+    let schema = metadata.current_schema();
+    let mut columns: Vec<String> = asked.to_vec();
+    for (key, value) in metadata.properties() {
+        let Some(column) = key.strip_prefix(BLOOM_FILTER_PROPERTY) else {
+            continue;
+        };
+        if !value.eq_ignore_ascii_case("true") || columns.iter().any(|c| c == column) {
+            continue;
+        }
+        let primitive = schema
+            .as_struct()
+            .fields()
+            .iter()
+            .any(|f| f.name == column && f.field_type.is_primitive());
+        if primitive {
+            columns.push(column.to_string());
+        } else {
+            tracing::warn!(table = %table.identifier(), property = %key, "no top-level column of a single-value type has this name; no bloom filter is written for it");
+        }
+    }
+    columns
 }
 
 /// Whether every row of `batch` has the same partition values: each
