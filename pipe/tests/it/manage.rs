@@ -241,6 +241,34 @@ async fn definitions_made_with_the_cli_work_persist_and_refuse_what_they_should(
         e.contains("already the table of sink `ecommerce_sink`"),
         "{e}"
     );
+    // A bloom filter on a column the pipeline does not write: the pipeline
+    // is refused before it starts, and leaves nothing behind.
+    ok(
+        &server,
+        &[
+            "sinks",
+            "create",
+            "bloomy",
+            "--table",
+            "bloomy",
+            "--bloom-filter-column",
+            "nope",
+        ],
+    );
+    let e = fails(
+        &server,
+        &[
+            "pipelines",
+            "create",
+            "p3",
+            "--sql",
+            "INSERT INTO bloomy SELECT * FROM api_stream",
+        ],
+        2,
+    );
+    assert!(e.contains("bloom filter column `nope`"), "{e}");
+    fails(&server, &["pipelines", "get", "p3"], 3);
+    ok(&server, &["sinks", "delete", "bloomy", "--force"]);
     let e = fails(&server, &["streams", "create", "bad name"], 2);
     assert!(e.contains("names use letters"), "{e}");
     let e = fails(
