@@ -410,6 +410,8 @@ async fn main() {
         .and_then(|r| r.parse::<usize>().ok())
         .unwrap_or(RUNS)
         .max(1);
+    // `PIPE_BENCH_EXPLAIN=1`: each query's `EXPLAIN ANALYZE` after its times.
+    let explain = std::env::var_os("PIPE_BENCH_EXPLAIN").is_some();
     let mut log_sum = 0.0;
     for &&(name, ours, theirs) in &queries {
         let d = duck.ask(&serde_json::json!({"sql": theirs, "runs": runs}));
@@ -433,6 +435,15 @@ async fn main() {
         let ratio = ours_ms / duck_ms;
         log_sum += ratio.ln();
         println!("{name:<20} {ours_ms:>10.1} {duck_ms:>10.1} {ratio:>7.2} {rows:>6}");
+        if explain {
+            let plan = engine
+                .query(&format!("EXPLAIN ANALYZE {ours}"))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let text = arrow::util::pretty::pretty_format_batches(&plan.batches)
+                .expect("the plan as text");
+            println!("{text}");
+        }
     }
     println!(
         "geometric mean of the ratios (pipe / DuckDB): {:.2}",

@@ -10,12 +10,15 @@
 //!    one day of a 30-day table plans one day's files.
 //! 2. **Reading, by DataFusion.** The planned files become a DataFusion
 //!    Parquet scan (`DataSourceExec`), split into as many partitions as the
-//!    session has cores, with the filters as its pruning predicate, so row
+//!    session has cores (fewer files than that are split into byte ranges,
+//!    so one day's file is still decoded by every core), with the filters
+//!    as its pruning predicate, so row
 //!    groups and pages are skipped by their statistics, and `LIMIT` and
 //!    `ORDER BY … LIMIT` stop reading early. Bytes come through the table's
-//!    own `FileIO` (the catalog's storage and credentials, local or S3):
-//!    [`FileIoReaderFactory`] hands DataFusion an async Parquet reader per
-//!    file and counts every byte fetched. A file's footer and page index
+//!    own `FileIO` (the catalog's storage and credentials, local or S3),
+//!    or for a local warehouse straight from the file with positional
+//!    reads: [`FileIoReaderFactory`] hands DataFusion an async Parquet
+//!    reader per file and counts every byte fetched. A file's footer and page index
 //!    are parsed once per session and kept in DataFusion's file metadata
 //!    cache (`datafusion.runtime.metadata_cache_limit`, 50 MB by
 //!    default): Iceberg data files never change, so a path and size name
@@ -36,6 +39,7 @@
 
 use std::any::Any;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, SchemaRef};
@@ -49,7 +53,7 @@ use datafusion::datasource::physical_plan::parquet::{
     CachedParquetMetaData, ParquetFileReaderFactory,
 };
 use datafusion::datasource::physical_plan::{
-    FileGroup, FileScanConfigBuilder, FileSource, ParquetSource,
+    FileGroup, FileGroupPartitioner, FileScanConfigBuilder, FileSource, ParquetSource,
 };
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
@@ -88,6 +92,11 @@ pub const FILES_TOTAL: &str = "iceberg_files_total";
 pub const FILES_PLANNED: &str = "iceberg_files_planned";
 /// Metric: bytes fetched from storage (footers, indexes and column chunks).
 pub const BYTES_READ: &str = "iceberg_bytes_read";
+
+/// Files planned for fewer partitions than the session's cores are split
+/// into byte ranges when they hold at least this many bytes together; a
+/// smaller read is over before a second core would have its row groups.
+const SPLIT_FILES_FROM: usize = 1 << 20;
 
 /// Which reader scans data files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -305,10 +314,8 @@ impl TableProvider for IcebergTable {
             .unwrap_or(tasks.len());
 
         // Balance the files over the session's partitions by size.
-        let partitions = state
-            .config()
-            .target_partitions()
-            .clamp(1, tasks.len().max(1));
+        let target_partitions = state.config().target_partitions();
+        let partitions = target_partitions.clamp(1, tasks.len().max(1));
         let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions];
         let mut by_size: Vec<_> = tasks.iter().collect();
         by_size.sort_by_key(|t| std::cmp::Reverse(t.file_size_in_bytes));
@@ -324,11 +331,25 @@ impl TableProvider for IcebergTable {
         }
         // With no file left, one empty group: the scan reads nothing but
         // still reports what it skipped.
-        let file_groups: Vec<FileGroup> = groups
+        let mut file_groups: Vec<FileGroup> = groups
             .into_iter()
             .filter(|(_, files)| !files.is_empty() || tasks.is_empty())
             .map(|(_, files)| FileGroup::new(files))
             .collect();
+        // Fewer files than cores (a filter on one day of a day-partitioned
+        // table): split them into byte ranges, one per partition, so every
+        // core decodes some of their row groups (a row group goes to the
+        // range that holds its middle).
+        if !tasks.is_empty() && tasks.len() < target_partitions {
+            if let Some(split) = FileGroupPartitioner::new()
+                .with_target_partitions(target_partitions)
+                .with_repartition_file_min_size(SPLIT_FILES_FROM)
+                .with_preserve_order_within_groups(false)
+                .repartition_file_groups(&file_groups)
+            {
+                file_groups = split;
+            }
+        }
 
         let mut statistics = Statistics::new_unknown(&self.schema);
         let rows: Option<u64> = tasks.iter().map(|t| t.record_count).sum();
@@ -448,10 +469,18 @@ impl ParquetFileReaderFactory for FileIoReaderFactory {
                     file.object_meta.location
                 ))
             })?;
-        let input = self.file_io.new_input(&path.0).map_err(external)?;
+        let source = match local_file(&path.0) {
+            Some(local) => Source::Local {
+                path: local,
+                file: OnceCell::new(),
+            },
+            None => Source::FileIo {
+                input: self.file_io.new_input(&path.0).map_err(external)?,
+                reader: OnceCell::new(),
+            },
+        };
         let read = CountingRead {
-            input,
-            reader: OnceCell::new(),
+            source,
             bytes_read: MetricBuilder::new(metrics).counter(BYTES_READ, partition_index),
         };
         // The manifest's file size saves a HEAD request per file.
@@ -600,16 +629,102 @@ impl AsyncFileReader for CachedMetadataReader {
 
 /// A data file's reader, opened on first read, that counts what it reads.
 struct CountingRead {
-    input: InputFile,
-    reader: OnceCell<Box<dyn FileRead>>,
+    source: Source,
     bytes_read: Count,
+}
+
+/// Where a data file's bytes come from.
+enum Source {
+    /// The table's FileIO (S3, or any other storage it is set up for).
+    FileIo {
+        input: InputFile,
+        reader: OnceCell<Box<dyn FileRead>>,
+    },
+    /// A file on this machine (a local warehouse), read with one
+    /// positional read per range on a blocking thread. FileIO's local
+    /// storage (OpenDAL's `fs`) opens, seeks and reads in separate blocking
+    /// steps and copies each range twice; on a scan that finds its pages in
+    /// the OS cache that costs as much as decoding them.
+    Local {
+        path: PathBuf,
+        file: OnceCell<Arc<std::fs::File>>,
+    },
+}
+
+/// The local file a data file path names (`file:///…`, `file:/…` or an
+/// absolute path), on systems with positional reads.
+fn local_file(path: &str) -> Option<PathBuf> {
+    if !cfg!(unix) {
+        return None;
+    }
+    let rest = match path.strip_prefix("file:") {
+        // `file://host/…` names another machine's file.
+        Some(rest) if rest.starts_with("//") && !rest.starts_with("///") => return None,
+        Some(rest) => rest,
+        None => path,
+    };
+    rest.starts_with('/')
+        .then(|| PathBuf::from(format!("/{}", rest.trim_start_matches('/'))))
+}
+
+fn io_error(path: &std::path::Path, e: std::io::Error) -> iceberg::Error {
+    iceberg::Error::new(
+        iceberg::ErrorKind::Unexpected,
+        format!("reading {}", path.display()),
+    )
+    .with_source(e)
+}
+
+impl Source {
+    async fn read(&self, range: Range<u64>) -> iceberg::Result<Bytes> {
+        match self {
+            Source::FileIo { input, reader } => {
+                let reader = reader.get_or_try_init(|| input.reader()).await?;
+                reader.read(range).await
+            }
+            Source::Local { path, file } => {
+                let file = file
+                    .get_or_try_init(|| async {
+                        let path = path.clone();
+                        blocking(move || std::fs::File::open(&path).map_err(|e| io_error(&path, e)))
+                            .await
+                            .map(Arc::new)
+                    })
+                    .await?
+                    .clone();
+                let path = path.clone();
+                blocking(move || read_at(&file, range).map_err(|e| io_error(&path, e))).await
+            }
+        }
+    }
+}
+
+/// `read` on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> iceberg::Result<T> + Send + 'static,
+) -> iceberg::Result<T> {
+    tokio::task::spawn_blocking(read).await.map_err(|e| {
+        iceberg::Error::new(iceberg::ErrorKind::Unexpected, "a file read stopped").with_source(e)
+    })?
+}
+
+#[cfg(unix)]
+fn read_at(file: &std::fs::File, range: Range<u64>) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; (range.end - range.start) as usize];
+    file.read_exact_at(&mut buf, range.start)?;
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(not(unix))]
+fn read_at(_: &std::fs::File, _: Range<u64>) -> std::io::Result<Bytes> {
+    unreachable!("local_file names no file on this system")
 }
 
 #[async_trait]
 impl FileRead for CountingRead {
     async fn read(&self, range: Range<u64>) -> iceberg::Result<Bytes> {
-        let reader = self.reader.get_or_try_init(|| self.input.reader()).await?;
-        let bytes = reader.read(range).await?;
+        let bytes = self.source.read(range).await?;
         self.bytes_read.add(bytes.len());
         Ok(bytes)
     }
@@ -653,7 +768,9 @@ impl ScanStats {
 mod tests {
     use datafusion::logical_expr::{col, lit};
 
-    use super::picks_few_rows;
+    use std::path::PathBuf;
+
+    use super::{local_file, picks_few_rows, read_at};
 
     #[test]
     fn lookups_pick_few_rows() {
@@ -677,5 +794,38 @@ mod tests {
         ] {
             assert!(!picks_few_rows(&scan), "{scan}");
         }
+    }
+
+    #[test]
+    fn local_paths_are_read_directly() {
+        if !cfg!(unix) {
+            return;
+        }
+        for (path, file) in [
+            (
+                "file:///w/shop/t/data/a.parquet",
+                "/w/shop/t/data/a.parquet",
+            ),
+            ("file:/w/a.parquet", "/w/a.parquet"),
+            ("/w/a.parquet", "/w/a.parquet"),
+        ] {
+            assert_eq!(local_file(path), Some(PathBuf::from(file)), "{path}");
+        }
+        for path in [
+            "s3://bucket/w/a.parquet",
+            "file://host/w/a.parquet",
+            "memory:/w/a.parquet",
+            "w/a.parquet",
+        ] {
+            assert_eq!(local_file(path), None, "{path}");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        assert_eq!(&read_at(&file, 2..5).unwrap()[..], b"234");
+        let past_end = read_at(&file, 8..12).unwrap_err();
+        assert_eq!(past_end.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }

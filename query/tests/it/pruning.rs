@@ -351,3 +351,77 @@ async fn bloom_filters_skip_row_groups_of_a_lookup() {
     let (none, _) = run(&engine, &lookup("bloomed", "user-99999")).await;
     assert_eq!(none.lines().skip(1).count(), 0, "{none}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_file_is_read_by_every_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
+    let schema = orders_schema();
+    // 200,000 rows of scrambled ids in 20 row groups: one file of a few MB,
+    // all on one day.
+    let rows = 200_000i64;
+    let ids: Vec<i64> = (0..rows).map(|i| (i * 7919) % rows).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter()
+                    .map(|i| format!("user-{:08x}", i.wrapping_mul(2_654_435_761))),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                ids.iter().map(|i| *i as f64),
+            )),
+            timestamps((0..rows).map(|i| START_MICROS + i)),
+        ],
+    )
+    .unwrap();
+    let options = WriteOptions {
+        row_group_rows: 10_000,
+        ..WriteOptions::default()
+    };
+    write_table_with(
+        catalog.clone(),
+        "shop",
+        "orders",
+        &schema,
+        &[std::slice::from_ref(&batch)],
+        options,
+    )
+    .await;
+    let engine = QueryEngine::new(catalog.clone()).await.unwrap();
+    let one_core = QueryEngine::with_reader(catalog, Reader::Iceberg)
+        .await
+        .unwrap();
+
+    let query = "SELECT count(*) AS n, sum(order_id) AS ids, count(DISTINCT user_id) AS users \
+                 FROM shop.orders WHERE amount >= 100";
+    let (answer, stats) = run(&engine, query).await;
+    assert_eq!(answer, "n,ids,users\n199900,19999895050,199900\n");
+    assert_eq!(answer, run(&one_core, query).await.0);
+    assert_eq!(
+        (stats.files_total, stats.files_planned),
+        (1, 1),
+        "{stats:?}"
+    );
+
+    // As many ranges of the file as the session has partitions, and each
+    // row group read by one of them.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (plan, _) = run(&engine, &format!("EXPLAIN ANALYZE {query}")).await;
+    let groups = if cores == 1 {
+        "1 group:".to_string()
+    } else {
+        format!("{cores} groups:")
+    };
+    assert!(
+        plan.contains(&format!("file_groups={{{groups}")),
+        "not {groups} in {plan}"
+    );
+    assert!(
+        plan.contains("row_groups_pruned_statistics=20 total → 20 matched"),
+        "{plan}"
+    );
+}
