@@ -65,6 +65,24 @@ async fn thirty_days_catalog(dir: &std::path::Path) -> Arc<dyn iceberg::Catalog>
     catalog
 }
 
+/// `rows` orders of one day with ids `0..rows` in scrambled order, each
+/// amount its id, and `user(id)` as the user.
+fn scrambled_orders(rows: i64, user: impl Fn(i64) -> String) -> RecordBatch {
+    let ids: Vec<i64> = (0..rows).map(|i| (i * 7919) % rows).collect();
+    RecordBatch::try_new(
+        orders_schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter_values(ids.iter().map(|i| user(*i)))),
+            Arc::new(Float64Array::from_iter_values(
+                ids.iter().map(|i| *i as f64),
+            )),
+            timestamps((0..rows).map(|i| START_MICROS + i)),
+        ],
+    )
+    .unwrap()
+}
+
 async fn run(engine: &QueryEngine, sql: &str) -> (String, ScanStats) {
     let answer = engine.query(sql).await.unwrap();
     let csv = pipe_query::render(&answer.batches, pipe_query::OutputFormat::Csv).unwrap();
@@ -281,21 +299,7 @@ async fn bloom_filters_skip_row_groups_of_a_lookup() {
         .unwrap();
     let schema = orders_schema();
     // Ids in scrambled order, so every row group spans nearly all of them.
-    let ids: Vec<i64> = (0..40_000).map(|i| (i * 7919) % 40_000).collect();
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from(ids.clone())),
-            Arc::new(StringArray::from_iter_values(
-                ids.iter().map(|i| format!("user-{i:05}")),
-            )),
-            Arc::new(Float64Array::from_iter_values(
-                ids.iter().map(|i| *i as f64),
-            )),
-            timestamps((0..40_000).map(|i| START_MICROS + i)),
-        ],
-    )
-    .unwrap();
+    let batch = scrambled_orders(40_000, |i| format!("user-{i:05}"));
     for (table, bloom) in [("plain", vec![]), ("bloomed", vec!["user_id".to_string()])] {
         let options = WriteOptions {
             row_group_rows: 2000,
@@ -352,6 +356,9 @@ async fn bloom_filters_skip_row_groups_of_a_lookup() {
     assert_eq!(none.lines().skip(1).count(), 0, "{none}");
 }
 
+/// A scan that plans one file (one day of a day-partitioned table) still
+/// decodes it on every core: the file is split into byte ranges, each row
+/// group read once, and the answer is the one-partition reader's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_file_is_read_by_every_core() {
     let dir = tempfile::tempdir().unwrap();
@@ -361,23 +368,9 @@ async fn one_file_is_read_by_every_core() {
     let schema = orders_schema();
     // 200,000 rows of scrambled ids in 20 row groups: one file of a few MB,
     // all on one day.
-    let rows = 200_000i64;
-    let ids: Vec<i64> = (0..rows).map(|i| (i * 7919) % rows).collect();
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from(ids.clone())),
-            Arc::new(StringArray::from_iter_values(
-                ids.iter()
-                    .map(|i| format!("user-{:08x}", i.wrapping_mul(2_654_435_761))),
-            )),
-            Arc::new(Float64Array::from_iter_values(
-                ids.iter().map(|i| *i as f64),
-            )),
-            timestamps((0..rows).map(|i| START_MICROS + i)),
-        ],
-    )
-    .unwrap();
+    let batch = scrambled_orders(200_000, |i| {
+        format!("user-{:08x}", i.wrapping_mul(2_654_435_761))
+    });
     let options = WriteOptions {
         row_group_rows: 10_000,
         ..WriteOptions::default()
