@@ -417,4 +417,12 @@ async fn one_file_is_read_by_every_core() {
         plan.contains("row_groups_pruned_statistics=20 total → 20 matched"),
         "{plan}"
     );
+
+    // A data file gone from under the table is an error that names it,
+    // even with its footer still cached.
+    let (path, _) = run(&engine, "SELECT file_path FROM shop.\"orders$files\"").await;
+    let path = path.lines().nth(1).unwrap().trim_start_matches("file://");
+    std::fs::remove_file(path).unwrap();
+    let e = engine.query(query).await.unwrap_err().to_string();
+    assert!(e.contains(path) && e.contains("No such file"), "{e}");
 }
