@@ -42,6 +42,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::buffer::Appender;
@@ -160,6 +161,9 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub struct StreamRoutes {
     routes: std::sync::RwLock<HashMap<String, Router>>,
     body_timeout: std::time::Duration,
+    /// Requests whose body has arrived run to their answer here, whether
+    /// or not their client is still connected.
+    requests: TaskTracker,
 }
 
 /// Default time a client has to send a request body.
@@ -174,13 +178,14 @@ impl StreamRoutes {
         Self {
             routes: std::sync::RwLock::new(HashMap::new()),
             body_timeout,
+            requests: TaskTracker::new(),
         }
     }
 
     /// Starts routing `POST /v1/streams/{name}` to `endpoint` (replacing
     /// any route of that name).
     pub fn insert(&self, name: &str, endpoint: StreamEndpoint) {
-        let router = stream_router(name, endpoint, self.body_timeout);
+        let router = stream_router(name, endpoint, self.body_timeout, self.requests.clone());
         self.routes
             .write()
             .expect("never poisoned")
@@ -196,9 +201,12 @@ impl StreamRoutes {
             .is_some()
     }
 
-    /// Removes every route (at shutdown): new requests get 404.
-    pub fn clear(&self) {
+    /// Removes every route (at shutdown): new requests get 404. Then waits
+    /// for every request whose body had arrived to get its answer.
+    pub async fn clear(&self) {
         self.routes.write().expect("never poisoned").clear();
+        self.requests.close();
+        self.requests.wait().await;
     }
 
     /// Answers one request to `/v1/streams/{name}` (`POST`, or a CORS
@@ -225,6 +233,7 @@ fn stream_router(
     name: &str,
     endpoint: StreamEndpoint,
     body_timeout: std::time::Duration,
+    requests: TaskTracker,
 ) -> Router {
     let path = format!("/v1/streams/{name}");
     if !endpoint.policy.http_enabled {
@@ -240,7 +249,8 @@ fn stream_router(
     let handler = post(move |headers: HeaderMap, body: Body| {
         let endpoint = endpoint.clone();
         let stream = stream.clone();
-        async move { post_events(&stream, &endpoint, headers, body).await }
+        let requests = requests.clone();
+        async move { post_events(stream, endpoint, &requests, headers, body).await }
     });
     let handler = match cors {
         Some(cors) => handler.layer(cors),
@@ -398,31 +408,51 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
     {
         None | Some("identity") => Ok(bytes),
-        Some("gzip") => {
-            let limit = policy.max_decompressed_bytes;
-            let mut out = Vec::new();
-            let mut decoder = flate2::read::GzDecoder::new(&bytes[..]).take(limit as u64 + 1);
-            decoder.read_to_end(&mut out).map_err(|e| {
-                error_response(
-                    ErrorKind::InvalidInput,
-                    format!("the gzip body does not decompress: {e}"),
-                )
-            })?;
-            if out.len() > limit {
-                return Err(error_response(
-                    ErrorKind::TooLarge,
-                    format!(
-                        "the decompressed body is larger than the stream's limit of {limit} bytes"
-                    ),
-                ));
-            }
-            Ok(Bytes::from(out))
-        }
+        Some("gzip") => match gunzip(&bytes, policy.max_decompressed_bytes) {
+            Ok(out) => Ok(Bytes::from(out)),
+            Err(GunzipError::TooLarge(limit)) => Err(error_response(
+                ErrorKind::TooLarge,
+                format!("the decompressed body is larger than the stream's limit of {limit} bytes"),
+            )),
+            Err(GunzipError::Invalid(e)) => Err(error_response(
+                ErrorKind::InvalidInput,
+                format!("the gzip body does not decompress: {e}"),
+            )),
+        },
         Some(other) => Err(error_response(
             ErrorKind::InvalidInput,
             format!("unsupported Content-Encoding `{other}` (use gzip or none)"),
         )),
     }
+}
+
+/// Why a gzip body was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum GunzipError {
+    /// It inflates past this many bytes.
+    TooLarge(usize),
+    /// It is not gzip, is cut short, or has bytes after its last member.
+    Invalid(String),
+}
+
+/// Inflates a gzip body: every member of it (`cat a.gz b.gz` is one body
+/// of two members, and streaming compressors write many), up to `limit`
+/// bytes. Anything after the last member that is not another whole member
+/// refuses the body: reading only part of it would accept some events and
+/// silently drop the rest.
+fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| GunzipError::Invalid(e.to_string()))?;
+    if out.len() > limit {
+        return Err(GunzipError::TooLarge(limit));
+    }
+    if body.is_empty() {
+        return Err(GunzipError::Invalid("the body is empty".into()));
+    }
+    Ok(out)
 }
 
 fn accepted_response(
@@ -450,8 +480,9 @@ fn accepted_response(
 }
 
 async fn post_events(
-    stream: &str,
-    endpoint: &StreamEndpoint,
+    stream: String,
+    endpoint: Arc<StreamEndpoint>,
+    requests: &TaskTracker,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -468,43 +499,50 @@ async fn post_events(
             )
         }
     };
-    if let Some(k) = &key {
-        match endpoint.keys.begin(k) {
-            Begin::New => {}
-            Begin::Replay(answer) => {
-                debug!(stream, key = %k, "idempotent replay");
-                return accepted_response(&answer, &[], true);
-            }
-            Begin::InFlight => {
-                return error_response(
-                    ErrorKind::Conflict,
-                    "a request with this Idempotency-Key is being processed; retry when it has finished",
-                )
-            }
+    // Held until the request's outcome is known; dropped unfinished (the
+    // request failed, or the client hung up while its body was arriving),
+    // it releases the key.
+    let claim = match key.map(|k| endpoint.keys.begin(&k)) {
+        None => None,
+        Some(Begin::New(claim)) => Some(claim),
+        Some(Begin::Replay(answer)) => {
+            debug!(stream = %stream, "idempotent replay");
+            return accepted_response(&answer, &[], true);
         }
-    }
-    let response = accept(stream, endpoint, &headers, body, key.clone()).await;
-    if let Some(k) = &key {
-        match &response {
-            Ok((answer, _)) => endpoint.keys.finish(k, *answer),
-            Err(_) => endpoint.keys.abort(k),
+        Some(Begin::InFlight) => {
+            return error_response(
+                ErrorKind::Conflict,
+                "a request with this Idempotency-Key is being processed; retry when it has finished",
+            )
         }
-    }
-    match response {
-        Ok((answer, errors)) => accepted_response(&answer, &errors, false),
-        Err(response) => response,
+    };
+    let format = body_format(&headers);
+    let body = match read_body(&endpoint.policy, &headers, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    // From here the request runs to its answer on a task of its own: hyper
+    // drops this handler when the client hangs up, and a record handed to
+    // the buffer may still become durable, so the key's outcome must be
+    // settled by whoever sees the append end.
+    let task = requests.spawn(async move {
+        let key = claim.as_ref().map(|c| c.key().to_string());
+        let result = accept(&stream, &endpoint, format, body, key).await;
+        if let (Some(claim), Ok((answer, _))) = (claim, &result) {
+            claim.finish(*answer);
+        }
+        result
+    });
+    match task.await {
+        Ok(Ok((answer, errors))) => accepted_response(&answer, &errors, false),
+        Ok(Err(response)) => response,
+        Err(e) => error_response(ErrorKind::Internal, format!("the request failed: {e}")),
     }
 }
 
-/// Reads, validates, decodes and appends a request; the answer once durable.
-async fn accept(
-    stream: &str,
-    endpoint: &StreamEndpoint,
-    headers: &HeaderMap,
-    body: Body,
-    key: Option<String>,
-) -> Result<(Answer, Vec<pipe_schemas::EventError>), Response> {
-    let format = match headers
+/// How the body lists its events, from `Content-Type`.
+fn body_format(headers: &HeaderMap) -> BodyFormat {
+    match headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
     {
@@ -514,8 +552,17 @@ async fn accept(
             BodyFormat::NdJson
         }
         _ => BodyFormat::Json,
-    };
-    let body = read_body(&endpoint.policy, headers, body).await?;
+    }
+}
+
+/// Reads, validates, decodes and appends a request; the answer once durable.
+async fn accept(
+    stream: &str,
+    endpoint: &StreamEndpoint,
+    format: BodyFormat,
+    body: Bytes,
+    key: Option<String>,
+) -> Result<(Answer, Vec<pipe_schemas::EventError>), Response> {
     endpoint.stats.requests.fetch_add(1, Ordering::Relaxed);
     endpoint
         .stats
@@ -601,5 +648,54 @@ async fn accept(
             Ok((answer, errors))
         }
         Err(e) => Err(error_response(e.kind(), e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn every_gzip_member_is_read() {
+        let mut body = gzip(b"{\"a\":1}\n{\"a\":2}\n");
+        body.extend(gzip(b"{\"a\":3}\n{\"a\":4}\n"));
+        body.extend(gzip(b""));
+        assert_eq!(
+            gunzip(&body, 1 << 20).unwrap(),
+            b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n{\"a\":4}\n"
+        );
+    }
+
+    #[test]
+    fn bytes_after_the_last_member_refuse_the_body() {
+        let whole = gzip(b"[1,2,3]");
+        for tail in [&b"garbage"[..], b"\0\0\0\0", b"\x1f", &whole[..whole.len() - 1]] {
+            let mut body = whole.clone();
+            body.extend_from_slice(tail);
+            assert!(
+                matches!(gunzip(&body, 1 << 20), Err(GunzipError::Invalid(_))),
+                "tail {tail:?}"
+            );
+        }
+        // Cut short, empty, or not gzip at all.
+        assert!(matches!(gunzip(&whole[..whole.len() - 3], 1 << 20), Err(GunzipError::Invalid(_))));
+        assert!(matches!(gunzip(b"", 1 << 20), Err(GunzipError::Invalid(_))));
+        assert!(matches!(gunzip(b"not gzip", 1 << 20), Err(GunzipError::Invalid(_))));
+    }
+
+    #[test]
+    fn the_limit_counts_every_member() {
+        let mut body = gzip(&[b'x'; 600]);
+        body.extend(gzip(&[b'y'; 600]));
+        assert_eq!(gunzip(&body, 1000), Err(GunzipError::TooLarge(1000)));
+        assert_eq!(gunzip(&body, 1200).unwrap().len(), 1200);
     }
 }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -45,14 +45,52 @@ enum Entry {
 }
 
 /// What to do with a request that carries a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Begin {
-    /// First time seen: process it, then [`KeyIndex::finish`] or [`KeyIndex::abort`].
-    New,
+    /// First time seen: process it, then settle the claim.
+    New(KeyClaim),
     /// Seen and answered within the window: answer the same.
     Replay(Answer),
     /// The same key is being processed right now.
     InFlight,
+}
+
+/// A key being processed by one request. [`KeyClaim::finish`] records the
+/// answer; a claim dropped unfinished releases the key, so a retry is
+/// processed again. That covers a request that fails and one whose handler
+/// is dropped (a client that hangs up): nothing may keep a key "being
+/// processed" once no one is processing it.
+///
+/// Whoever holds the claim when the request's record is handed to the
+/// buffer must hold it until the append's outcome is known (the HTTP layer
+/// runs that part on its own task for this reason): releasing the key of a
+/// record that then becomes durable would let a retry store it twice.
+#[derive(Debug)]
+pub struct KeyClaim {
+    keys: Arc<KeyIndex>,
+    key: String,
+    finished: bool,
+}
+
+impl KeyClaim {
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The request was accepted with `answer`: retries get it back.
+    pub fn finish(mut self, answer: Answer) {
+        self.keys.finish(&self.key, answer);
+        self.finished = true;
+    }
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.keys.abort(&self.key);
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -144,7 +182,7 @@ impl KeyIndex {
     }
 
     /// Starts a request with `key`.
-    pub fn begin(&self, key: &str) -> Begin {
+    pub fn begin(self: &Arc<Self>, key: &str) -> Begin {
         let mut entries = self.entries.lock().expect("never poisoned");
         match entries.get(key) {
             Some(Entry::InFlight) => Begin::InFlight,
@@ -153,13 +191,27 @@ impl KeyIndex {
             }
             _ => {
                 entries.insert(key.to_string(), Entry::InFlight);
-                Begin::New
+                Begin::New(KeyClaim {
+                    keys: self.clone(),
+                    key: key.to_string(),
+                    finished: false,
+                })
             }
         }
     }
 
+    /// Keys being processed right now.
+    pub fn in_flight(&self) -> usize {
+        self.entries
+            .lock()
+            .expect("never poisoned")
+            .values()
+            .filter(|e| matches!(e, Entry::InFlight))
+            .count()
+    }
+
     /// The request with `key` was accepted with `answer`.
-    pub fn finish(&self, key: &str, answer: Answer) {
+    fn finish(&self, key: &str, answer: Answer) {
         let mut entries = self.entries.lock().expect("never poisoned");
         entries.insert(key.to_string(), Entry::Done(answer));
         // Keep memory bounded by the window: prune now and then.
@@ -170,7 +222,7 @@ impl KeyIndex {
     }
 
     /// The request with `key` failed: a retry may try again.
-    pub fn abort(&self, key: &str) {
+    fn abort(&self, key: &str) {
         let mut entries = self.entries.lock().expect("never poisoned");
         if matches!(entries.get(key), Some(Entry::InFlight)) {
             entries.remove(key);
@@ -211,8 +263,6 @@ impl KeyIndex {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
     use arrow::record_batch::RecordBatch;
@@ -239,20 +289,29 @@ mod tests {
     #[test]
     fn begin_finish_replay_abort() {
         let dir = tempfile::tempdir().unwrap();
-        let index = KeyIndex::open(&dir.path().join("keys.log"), Duration::from_secs(60)).unwrap();
-        assert_eq!(index.begin("k"), Begin::New);
-        assert_eq!(index.begin("k"), Begin::InFlight);
+        let index =
+            Arc::new(KeyIndex::open(&dir.path().join("keys.log"), Duration::from_secs(60)).unwrap());
+        let Begin::New(claim) = index.begin("k") else {
+            panic!("a new key")
+        };
+        assert!(matches!(index.begin("k"), Begin::InFlight));
+        assert_eq!(index.in_flight(), 1);
         let answer = Answer {
             accepted: 3,
             dropped: 0,
             quarantined: 0,
             at: now_micros(),
         };
-        index.finish("k", answer);
-        assert_eq!(index.begin("k"), Begin::Replay(answer));
-        assert_eq!(index.begin("other"), Begin::New);
-        index.abort("other");
-        assert_eq!(index.begin("other"), Begin::New);
+        claim.finish(answer);
+        assert!(matches!(index.begin("k"), Begin::Replay(a) if a == answer));
+        // A claim dropped unfinished (a failed request, or a handler dropped
+        // when its client hung up) releases its key.
+        let Begin::New(claim) = index.begin("other") else {
+            panic!("a new key")
+        };
+        drop(claim);
+        assert_eq!(index.in_flight(), 0);
+        assert!(matches!(index.begin("other"), Begin::New(_)));
     }
 
     #[test]
@@ -265,9 +324,9 @@ mod tests {
         index
             .retain(&[record(0, "fresh", now), record(1, "stale", old)])
             .unwrap();
-        let reopened = KeyIndex::open(&path, Duration::from_secs(3600)).unwrap();
+        let reopened = Arc::new(KeyIndex::open(&path, Duration::from_secs(3600)).unwrap());
         assert!(matches!(reopened.begin("fresh"), Begin::Replay(a) if a.accepted == 1));
-        assert_eq!(reopened.begin("stale"), Begin::New);
+        assert!(matches!(reopened.begin("stale"), Begin::New(_)));
         // A torn last line is ignored.
         std::fs::OpenOptions::new()
             .append(true)
@@ -275,7 +334,7 @@ mod tests {
             .unwrap()
             .write_all(b"{\"key\":")
             .unwrap();
-        let again = KeyIndex::open(&path, Duration::from_secs(3600)).unwrap();
+        let again = Arc::new(KeyIndex::open(&path, Duration::from_secs(3600)).unwrap());
         assert!(matches!(again.begin("fresh"), Begin::Replay(_)));
     }
 }

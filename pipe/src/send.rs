@@ -356,8 +356,9 @@ async fn send_batch(
                 batch = kept;
             }
             _ => {
-                let message = body["error"]
+                let message = body["error"]["message"]
                     .as_str()
+                    .or_else(|| body["error"].as_str())
                     .map_or_else(|| body.to_string(), str::to_string);
                 let kind = match status {
                     401 | 403 => ErrorKind::Unauthorized,
@@ -383,7 +384,7 @@ pub(crate) struct Answer {
 }
 
 /// POSTs one body with an idempotency key, retrying what may be transient
-/// (connection errors, timeouts, 408, 429, 5xx) with backoff.
+/// (connection errors, timeouts, 408, 409, 429, 5xx) with backoff.
 pub(crate) async fn post_with_retries(
     client: &reqwest::Client,
     url: &str,
@@ -407,7 +408,11 @@ pub(crate) async fn post_with_retries(
         let transient = match request.send().await {
             Ok(r) => {
                 let status = r.status().as_u16();
-                if !(status == 408 || status == 429 || status >= 500) || attempt >= 8 {
+                // 409: the first try with this key is still being
+                // processed (a client that timed out and retried); once it
+                // ends, the retry gets its answer.
+                let transient = matches!(status, 408 | 409 | 429) || status >= 500;
+                if !transient || attempt >= 8 {
                     let replayed = r.headers().contains_key("idempotent-replayed");
                     let text = r.text().await.unwrap_or_default();
                     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));

@@ -515,7 +515,7 @@ impl Supervisor {
     /// then every pipeline commits what is left and ends. Returns the first
     /// failure.
     pub async fn shutdown(&self) -> Option<Error> {
-        self.routes.clear();
+        self.routes.clear().await;
         let mut failure = None;
         let streams: Vec<(String, Arc<RunningStream>)> = self
             .streams

@@ -105,3 +105,64 @@ async fn retried_requests_land_once() {
         "three events of order-1 and one of order-2, once each"
     );
 }
+
+/// A client that sends a whole body with a key and hangs up before the
+/// answer (a client timeout, a killed process) must not leave the key
+/// "being processed": the request runs to its end without it, and the
+/// retry gets that answer. Its events land once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_hangs_up_leaves_no_key_stuck() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    // Big enough that decoding it takes longer than noticing the hang-up.
+    let events = 20_000;
+    let body: String = (0..events)
+        .map(|i| format!("{{\"user_id\":\"u{i}\",\"event_type\":\"view_product\",\"product_id\":\"p-{i:08}\"}}\n"))
+        .collect();
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let keys: Vec<String> = (0..4).map(|i| format!("hangup-{i}")).collect();
+    for key in &keys {
+        let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            socket,
+            "POST /v1/streams/ecommerce_stream HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-ndjson\r\nidempotency-key: {key}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        socket.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    let client = reqwest::Client::new();
+    for key in &keys {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let r = client
+                .post(format!("{}/v1/streams/ecommerce_stream", server.url))
+                .header("content-type", "application/x-ndjson")
+                .header("idempotency-key", key)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            if status == 200 {
+                assert_eq!(r.json::<Value>().await.unwrap()["accepted"], events);
+                break;
+            }
+            assert_eq!(status, 409, "{}", r.text().await.unwrap());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "key `{key}` is still `being processed` 10 s after its client hung up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    server.flush("ecommerce");
+    server.stop();
+    assert_eq!(
+        query(&config, "SELECT count(*) AS n, count(DISTINCT user_id) AS users FROM default.ecommerce"),
+        vec![json!({"n": events * keys.len(), "users": events})],
+        "each key's events once"
+    );
+}

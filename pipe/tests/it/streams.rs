@@ -194,6 +194,38 @@ sql = "INSERT INTO loose_sink SELECT * FROM loose"
         .unwrap();
     assert_eq!(r.status(), 400);
 
+    // A body of two gzip members (`cat a.gz b.gz`) is read whole; bytes
+    // after the last member refuse it rather than drop what they hold.
+    let two = format!("{event}\n{event}\n");
+    let mut members = gzip(two.as_bytes());
+    members.extend(gzip(two.as_bytes()));
+    let r = client
+        .post(&secure)
+        .bearer_auth("s3cret")
+        .header("content-encoding", "gzip")
+        .header("content-type", "application/x-ndjson")
+        .body(members.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({"accepted": 4})
+    );
+    members.extend_from_slice(b"trailing garbage");
+    let r = client
+        .post(&secure)
+        .bearer_auth("s3cret")
+        .header("content-encoding", "gzip")
+        .header("content-type", "application/x-ndjson")
+        .body(members)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("does not decompress"));
+
     // HTTP switched off for a stream.
     let (status, body) = server
         .post_json("internal", &json!({"user_id": "u", "event_type": "e"}))
