@@ -618,7 +618,17 @@ impl PipelineTask {
             .expect("called with an unfinished range");
         if let Some(failed) = &mut self.failed {
             if !u.failed_files.is_empty() {
-                failed.sink.commit(u.range, &u.failed_files).await?;
+                // After a crash between the two commits the quarantine
+                // table may hold the start of this range already (and its
+                // rows were not written again): it gets the rest.
+                let range = match failed.committed_through {
+                    Some(c) if c >= u.range.first && c < u.range.last => OffsetRange {
+                        first: c + 1,
+                        last: u.range.last,
+                    },
+                    _ => u.range,
+                };
+                failed.sink.commit(range, &u.failed_files).await?;
                 failed.committed_through = Some(u.range.last);
                 crate::crash::point(crate::crash::AFTER_FAILED_ROWS_COMMIT);
             }
