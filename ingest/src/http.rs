@@ -41,8 +41,8 @@ use pipe_schemas::{BodyFormat, Decoded, EventDecoder};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::debug;
 
 use crate::buffer::Appender;
@@ -509,12 +509,10 @@ async fn post_events(
             debug!(stream = %stream, "idempotent replay");
             return accepted_response(&answer, &[], true);
         }
-        Some(Begin::InFlight) => {
-            return error_response(
-                ErrorKind::Conflict,
-                "a request with this Idempotency-Key is being processed; retry when it has finished",
-            )
-        }
+        Some(Begin::InFlight) => return error_response(
+            ErrorKind::Conflict,
+            "a request with this Idempotency-Key is being processed; retry when it has finished",
+        ),
     };
     let format = body_format(&headers);
     let body = match read_body(&endpoint.policy, &headers, body).await {
@@ -677,7 +675,12 @@ mod tests {
     #[test]
     fn bytes_after_the_last_member_refuse_the_body() {
         let whole = gzip(b"[1,2,3]");
-        for tail in [&b"garbage"[..], b"\0\0\0\0", b"\x1f", &whole[..whole.len() - 1]] {
+        for tail in [
+            &b"garbage"[..],
+            b"\0\0\0\0",
+            b"\x1f",
+            &whole[..whole.len() - 1],
+        ] {
             let mut body = whole.clone();
             body.extend_from_slice(tail);
             assert!(
@@ -686,9 +689,15 @@ mod tests {
             );
         }
         // Cut short, empty, or not gzip at all.
-        assert!(matches!(gunzip(&whole[..whole.len() - 3], 1 << 20), Err(GunzipError::Invalid(_))));
+        assert!(matches!(
+            gunzip(&whole[..whole.len() - 3], 1 << 20),
+            Err(GunzipError::Invalid(_))
+        ));
         assert!(matches!(gunzip(b"", 1 << 20), Err(GunzipError::Invalid(_))));
-        assert!(matches!(gunzip(b"not gzip", 1 << 20), Err(GunzipError::Invalid(_))));
+        assert!(matches!(
+            gunzip(b"not gzip", 1 << 20),
+            Err(GunzipError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -289,8 +289,9 @@ mod tests {
     #[test]
     fn begin_finish_replay_abort() {
         let dir = tempfile::tempdir().unwrap();
-        let index =
-            Arc::new(KeyIndex::open(&dir.path().join("keys.log"), Duration::from_secs(60)).unwrap());
+        let index = Arc::new(
+            KeyIndex::open(&dir.path().join("keys.log"), Duration::from_secs(60)).unwrap(),
+        );
         let Begin::New(claim) = index.begin("k") else {
             panic!("a new key")
         };

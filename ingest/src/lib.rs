@@ -24,6 +24,7 @@
 pub mod buffer;
 pub mod http;
 pub mod idempotency;
+pub mod log;
 pub mod payload;
 
 use std::path::Path;

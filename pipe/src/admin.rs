@@ -189,8 +189,8 @@ fn stream_view(
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let buffer = running.as_ref().map(|r| {
         json!({
-            "bytes": r.tracker.buffer.disk_bytes(),
-            "unprocessed_records": r.tracker.unprocessed(),
+            "bytes": r.log.disk_bytes(),
+            "unprocessed_records": r.log.unprocessed(),
         })
     });
     let stats = running.as_ref().map(|r| {
@@ -312,7 +312,7 @@ pub(crate) async fn delete_stream(
         let config = state.supervisor.config();
         let running = state.supervisor.stream(&name);
         let readers = readers(&state, &config, &name);
-        let unprocessed = running.as_ref().map_or(0, |r| r.tracker.unprocessed());
+        let unprocessed = running.as_ref().map_or(0, |r| r.log.unprocessed());
         if !params.force {
             if !readers.is_empty() {
                 return Err(Error::Remote(

@@ -30,8 +30,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
-use pipe_ingest::buffer::Buffer;
 use pipe_ingest::http::StreamStats;
+use pipe_ingest::log::StreamLog;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -46,7 +46,7 @@ use crate::pipeline::PipelineStats;
 pub struct StreamSource {
     pub name: String,
     pub stats: Arc<StreamStats>,
-    pub buffer: Arc<Buffer>,
+    pub log: Arc<StreamLog>,
 }
 
 /// One pipeline's sources of figures.
@@ -57,7 +57,7 @@ pub struct PipelineSource {
     /// `namespace.table` or the files' location.
     pub sink: String,
     pub stats: Arc<PipelineStats>,
-    pub buffer: Arc<Buffer>,
+    pub log: Arc<StreamLog>,
 }
 
 /// Everything `/metrics` reports.
@@ -150,8 +150,8 @@ fn family(
 /// of the oldest (read from its request's accept time in the buffer).
 fn lag(p: &PipelineSource) -> (u64, f64) {
     let first_uncommitted = p.stats.committed_through().map_or(0, |c| c + 1);
-    let from = first_uncommitted.max(p.buffer.first_offset());
-    let mut reader = p.buffer.reader(from);
+    let from = first_uncommitted.max(p.log.first_offset());
+    let mut reader = p.log.reader(from);
     let end = reader.durable_end();
     if end <= from {
         return (0, 0.0);
@@ -229,18 +229,14 @@ impl Collector for Metrics {
             "pipe_stream_buffer_bytes",
             "The stream buffer's size on disk.",
             Gauge,
-            per_stream(&|s| s.buffer.disk_bytes() as f64),
+            per_stream(&|s| s.log.disk_bytes() as f64),
         )?;
         family(
             &mut e,
             "pipe_stream_buffer_records",
             "Records in the stream buffer, appended and not yet released.",
             Gauge,
-            per_stream(&|s| {
-                s.buffer
-                    .next_offset()
-                    .saturating_sub(s.buffer.first_offset()) as f64
-            }),
+            per_stream(&|s| s.log.next_offset().saturating_sub(s.log.first_offset()) as f64),
         )?;
 
         let pipeline =

@@ -22,13 +22,12 @@
 //! and are not written again. The sink table's range decides where the
 //! pipeline resumes and when the buffer is released.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipe_ingest::buffer::{Buffer, BufferReader};
-use pipe_ingest::idempotency::KeyIndex;
+use pipe_ingest::buffer::BufferReader;
+use pipe_ingest::log::StreamLog;
 use pipe_ingest::payload::{decode_batches, decode_quarantine};
 use pipe_sink::{Closed, CommitOutcome, OffsetRange, Sink, TableSink};
 use pipe_transform::{failed_rows_batch, PipelinePlan};
@@ -43,102 +42,6 @@ use crate::{Error, Result};
 const READ_RECORDS: usize = 4096;
 /// Bytes read from the buffer per step.
 const READ_BYTES: usize = 32 << 20;
-
-/// Frees buffer space once every pipeline reading a stream has committed it.
-#[derive(Debug)]
-pub struct ReleaseTracker {
-    pub buffer: Arc<Buffer>,
-    keys: Arc<KeyIndex>,
-    committed: Mutex<HashMap<String, Option<u64>>>,
-}
-
-impl ReleaseTracker {
-    /// Tracks the given pipelines of one stream's buffer; idempotency keys
-    /// of released records are kept in `keys`.
-    pub fn new(
-        buffer: Arc<Buffer>,
-        keys: Arc<KeyIndex>,
-        pipelines: impl IntoIterator<Item = (String, Option<u64>)>,
-    ) -> Self {
-        Self {
-            buffer,
-            keys,
-            committed: Mutex::new(pipelines.into_iter().collect()),
-        }
-    }
-
-    fn committed(&self, pipeline: &str, last: u64) {
-        let through = {
-            let mut map = self
-                .committed
-                .lock()
-                .expect("never poisoned: no panics while held");
-            map.insert(pipeline.to_string(), Some(last));
-            map.values().copied().min().flatten()
-        };
-        self.release_through(pipeline, through);
-    }
-
-    /// A pipeline that starts reading the stream while it runs.
-    pub fn attach(&self, pipeline: &str, committed: Option<u64>) {
-        self.committed
-            .lock()
-            .expect("never poisoned")
-            .insert(pipeline.to_string(), committed);
-    }
-
-    /// A pipeline deleted: it no longer holds anything in the buffer. With
-    /// no pipeline left, the stream keeps every event until one is attached.
-    pub fn detach(&self, pipeline: &str) {
-        let through = {
-            let mut map = self.committed.lock().expect("never poisoned");
-            map.remove(pipeline);
-            map.values().copied().min().flatten()
-        };
-        self.release_through(pipeline, through);
-    }
-
-    /// The pipelines reading the stream.
-    pub fn pipelines(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .committed
-            .lock()
-            .expect("never poisoned")
-            .keys()
-            .cloned()
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// Buffer records (one per accepted request) that some pipeline has
-    /// not committed yet: all of them when no pipeline reads the stream.
-    pub fn unprocessed(&self) -> u64 {
-        let through = self
-            .committed
-            .lock()
-            .expect("never poisoned")
-            .values()
-            .copied()
-            .min()
-            .flatten();
-        let from = through.map_or(0, |c| c + 1).max(self.buffer.first_offset());
-        self.buffer.reader(from).durable_end().saturating_sub(from)
-    }
-
-    fn release_through(&self, pipeline: &str, through: Option<u64>) {
-        if let Some(through) = through {
-            match self
-                .buffer
-                .release_through(through, |records| self.keys.retain(records))
-            {
-                Ok(0) => {}
-                Ok(n) => info!(pipeline, through, segments = n, "released buffer segments"),
-                Err(e) => warn!(pipeline, error = %e, "could not release buffer segments"),
-            }
-        }
-    }
-}
 
 /// What a flush did.
 #[derive(Debug, Clone, Serialize)]
@@ -170,7 +73,9 @@ pub struct PipelineTask {
     pub plan: PipelinePlan,
     pub sink: Sink,
     pub reader: BufferReader,
-    pub release: Arc<ReleaseTracker>,
+    /// The stream's log: where the reader comes from, and what is told of
+    /// each commit (so it can release what every consumer has committed).
+    pub log: Arc<StreamLog>,
     pub roll_interval: Duration,
     pub roll_bytes: u64,
     /// Roll once this many rows were written, if set.
@@ -504,7 +409,7 @@ impl PipelineTask {
             (None, None) => self.reader.position(),
         };
         warn!(pipeline = %self.plan.name(), from_offset = from, "rewinding to the first uncommitted offset");
-        self.reader = self.release.buffer.reader(from);
+        self.reader = self.log.reader(from);
     }
 
     /// Closes the data files and commits the pending range (or retries an
@@ -590,7 +495,7 @@ impl PipelineTask {
                     self.stats
                         .failed_rows_committed
                         .fetch_add(rolled.failed_rows as u64, Ordering::Relaxed);
-                    self.release.committed(self.plan.name(), range.last);
+                    self.log.committed(self.plan.name(), range.last);
                     return Ok(rolled);
                 }
                 Err(e) if e.kind().retryable() && !cancel.is_cancelled() => {

@@ -8,8 +8,11 @@
 //! its last committed offset), then open each new stream's buffer (its
 //! offsets start past anything a table already holds for it), then start
 //! the pipelines. A pipeline added to a stream that is already running is
-//! attached to the stream's [`ReleaseTracker`] before it reads, so nothing
-//! it needs is released under it.
+//! attached to the stream's [`StreamLog`] before it reads, so nothing it
+//! needs is released under it. A pipeline's position is read from its sink
+//! for the stream's log (its identity is read first): offsets committed
+//! from another log (the pipeline read another stream before, or the
+//! stream was made again) are not this log's.
 //!
 //! Stopping is the shutdown order, per part: a pipeline commits what it
 //! has read from the buffer and ends, then it stops holding buffer space; a
@@ -20,28 +23,26 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use pipe_ingest::buffer::{Buffer, BufferOptions};
+use pipe_ingest::buffer::BufferOptions;
 use pipe_ingest::http::{StreamEndpoint, StreamRoutes, StreamStats};
-use pipe_ingest::idempotency::KeyIndex;
+use pipe_ingest::log::{LogOptions, StreamLog};
 use pipe_sink::Catalog;
 use pipe_sink::{FileSink, Sink, TableSink, WriteOptions};
 use pipe_transform::PipelinePlan;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::config::{Config, PipelineConfig, SinkTarget, StreamConfig};
 use crate::definitions::Definitions;
 use crate::metrics::{PipelineSource, SharedMetrics, StreamSource};
-use crate::pipeline::{
-    FailedRows, FlushRequest, Part, PipelineStats, PipelineTask, ReleaseTracker,
-};
+use crate::pipeline::{FailedRows, FlushRequest, Part, PipelineStats, PipelineTask};
 use crate::{Error, ErrorKind, Result};
 
 /// A stream that takes events.
 pub struct RunningStream {
-    pub tracker: Arc<ReleaseTracker>,
+    pub log: Arc<StreamLog>,
     pub stats: Arc<StreamStats>,
     writer: std::sync::Mutex<Option<JoinHandle<pipe_ingest::Result<()>>>>,
 }
@@ -167,6 +168,23 @@ impl Supervisor {
             .filter(|p| !p.sink_name.is_empty())
             .map(|p| (p.sink_name.clone(), p.name.clone()))
             .collect();
+        // The identity of each stream's log: what the sinks' positions are for.
+        let mut sources: HashMap<String, String> = HashMap::new();
+        for name in streams {
+            sources.insert(
+                name.to_string(),
+                StreamLog::identity(&buffer_dir(config, name))?,
+            );
+        }
+        let source_of = |stream: &str| -> Result<String> {
+            match sources.get(stream) {
+                Some(id) => Ok(id.clone()),
+                None => self
+                    .stream(stream)
+                    .map(|s| s.log.id().to_string())
+                    .ok_or_else(|| Error::Internal(format!("stream `{stream}` is not running"))),
+            }
+        };
         let mut planned = Vec::new();
         for name in pipelines {
             let p = config
@@ -185,29 +203,27 @@ impl Supervisor {
                     ErrorKind::Conflict,
                 ));
             }
-            planned.push(self.open_pipeline(config, p, plan).await?);
+            let source = source_of(plan.stream())?;
+            planned.push(self.open_pipeline(config, p, plan, &source).await?);
         }
         for name in streams {
             let stream = stream_config(config, name)?;
-            if let Some(q) = self.open_quarantine(config, stream).await? {
+            if let Some(q) = self
+                .open_quarantine(config, stream, &sources[*name])
+                .await?
+            {
                 planned.push(q);
             }
         }
 
-        // New streams: their buffers start past anything committed from them.
+        // New streams: their logs start past anything committed from them.
         for name in streams {
             let stream = stream_config(config, name)?;
-            let min_next = planned
-                .iter()
-                .filter(|p| p.stream == stream.name)
-                .filter_map(|p| p.committed.map(|c| c + 1))
-                .max()
-                .unwrap_or(0);
             let users = planned
                 .iter()
                 .filter(|p| p.stream == stream.name)
                 .map(|p| (p.plan.name().to_string(), p.committed));
-            self.start_stream(config, stream, min_next, users)?;
+            self.start_stream(config, stream, users)?;
         }
         // Pipelines added to running streams.
         for p in &planned {
@@ -217,11 +233,11 @@ impl Supervisor {
             let running = self
                 .stream(&p.stream)
                 .ok_or_else(|| Error::Internal(format!("stream `{}` is not running", p.stream)))?;
-            let next = running.tracker.buffer.next_offset();
+            let next = running.log.next_offset();
             if let Some(c) = p.committed.filter(|c| c + 1 > next) {
                 return Err(Error::Remote(
                     format!(
-                        "table `{}` already holds what a pipeline named `{}` committed from `{}` through offset {c}, past the stream's buffer (next offset {next}): the stream was recreated since; give the pipeline another name",
+                        "`{}` holds what a pipeline named `{}` committed from this log of `{}` through offset {c}, past its end (next offset {next}): restart the server, which starts the log past it",
                         p.sink.describe(),
                         p.plan.name(),
                         p.stream
@@ -241,6 +257,7 @@ impl Supervisor {
         &self,
         config: &Config,
         stream: &StreamConfig,
+        log_id: &str,
     ) -> Result<Option<Planned>> {
         let Some((namespace, table)) = &stream.quarantine else {
             return Ok(None);
@@ -264,7 +281,7 @@ impl Supervisor {
                 &name,
                 &sink_name,
                 plan.output_schema(),
-                ledgered(config),
+                ledgered(config, log_id),
             )
             .await?,
         ));
@@ -290,6 +307,7 @@ impl Supervisor {
         config: &Config,
         p: &PipelineConfig,
         plan: PipelinePlan,
+        source: &str,
     ) -> Result<Planned> {
         let sink_config = config
             .sink(plan.sink())
@@ -300,7 +318,7 @@ impl Supervisor {
             partition_by: sink_config.partition_by.clone(),
             retention: sink_config.retention,
             bloom_filter_columns: sink_config.bloom_filter_columns.clone(),
-            ..ledgered(config)
+            ..ledgered(config, source)
         };
         let mut sink = match &sink_config.target {
             SinkTarget::Table { namespace, table } => Sink::Table(Box::new(
@@ -315,9 +333,9 @@ impl Supervisor {
                 )
                 .await?,
             )),
-            SinkTarget::Files(settings) => {
-                Sink::Files(FileSink::open(settings, &p.name, plan.output_schema()).await?)
-            }
+            SinkTarget::Files(settings) => Sink::Files(Box::new(
+                FileSink::open(settings, &p.name, Some(source), plan.output_schema()).await?,
+            )),
         };
         let committed = sink.last_committed().await?.map(|c| c.range.last);
         let (namespace, table) = &p.quarantine;
@@ -328,7 +346,7 @@ impl Supervisor {
             &p.failed_rows_writer(),
             &sink_config.name,
             &pipe_transform::failed_rows_schema(),
-            ledgered(config),
+            ledgered(config, source),
         )
         .await?;
         let failed = FailedRows {
@@ -350,52 +368,51 @@ impl Supervisor {
         })
     }
 
-    /// Opens a stream's buffer (recovering a torn tail), starts its writer
-    /// and its route.
+    /// Opens a stream's log (recovering its buffer), starts its writer
+    /// and its route. `users`: the pipelines that read it, with what each
+    /// committed from this log.
     fn start_stream(
         &self,
         config: &Config,
         stream: &StreamConfig,
-        min_next: u64,
         users: impl IntoIterator<Item = (String, Option<u64>)>,
     ) -> Result<()> {
-        let dir = buffer_dir(config, &stream.name);
-        let options = BufferOptions {
-            segment_bytes: stream.segment_bytes,
-            max_disk_bytes: stream.max_buffer_bytes,
-            ..BufferOptions::default()
+        let options = LogOptions {
+            buffer: BufferOptions {
+                segment_bytes: stream.segment_bytes,
+                max_disk_bytes: stream.max_buffer_bytes,
+                ..BufferOptions::default()
+            },
+            idempotency_window: stream.idempotency_window,
         };
-        let mut buffer = Buffer::open(&dir, options, min_next)?;
-        let keys = Arc::new(KeyIndex::open(
-            &dir.join("keys.log"),
-            stream.idempotency_window,
-        )?);
-        rebuild_keys(&buffer, &keys)?;
-        let (appender, writer) = buffer.start_writer();
-        let buffer = Arc::new(buffer);
+        let opened = StreamLog::open(
+            &stream.name,
+            &buffer_dir(config, &stream.name),
+            options,
+            users,
+        )?;
         let stats = Arc::new(StreamStats::default());
         self.metrics.add_stream(StreamSource {
             name: stream.name.clone(),
             stats: stats.clone(),
-            buffer: buffer.clone(),
+            log: opened.log.clone(),
         });
-        let tracker = Arc::new(ReleaseTracker::new(buffer, keys.clone(), users));
         self.routes.insert(
             &stream.name,
             StreamEndpoint {
                 decoder: stream.decoder()?,
-                appender,
+                appender: opened.appender,
                 policy: stream.policy.clone(),
-                keys,
+                keys: opened.log.keys(),
                 stats: stats.clone(),
             },
         );
         self.streams.write().expect("never poisoned").insert(
             stream.name.clone(),
             Arc::new(RunningStream {
-                tracker,
+                log: opened.log,
                 stats,
-                writer: std::sync::Mutex::new(Some(writer)),
+                writer: std::sync::Mutex::new(Some(opened.writer)),
             }),
         );
         info!(stream = %stream.name, "stream started");
@@ -408,21 +425,11 @@ impl Supervisor {
         let running = self
             .stream(&p.stream)
             .expect("the stream started before its pipelines");
-        let tracker = running.tracker.clone();
-        // Attached before its start is read, so no release passes it.
-        tracker.attach(&name, p.committed);
-        // A pipeline recreated under a deleted one's name resumes after its
-        // last commit, unless the buffer has released those events since
-        // (nothing held them while no pipeline of that name existed).
-        let first = tracker.buffer.first_offset();
-        let from = match p.committed {
-            Some(c) if c + 1 < first => {
-                warn!(pipeline = %name, committed_through = c, first_offset = first, "events after this pipeline's last commit were released while it did not exist; it starts at the oldest event the buffer holds");
-                first
-            }
-            Some(c) => c + 1,
-            None => first,
-        };
+        let log = running.log.clone();
+        // Attached before it reads, so no release passes it. A pipeline
+        // recreated under a deleted one's name resumes after its last
+        // commit, unless the log has released those events since.
+        let from = log.attach(&name, p.committed);
         let (tx, rx) = mpsc::channel(16);
         let stats = Arc::new(PipelineStats::new(p.committed));
         self.metrics.add_pipeline(PipelineSource {
@@ -430,7 +437,7 @@ impl Supervisor {
             stream: p.stream.clone(),
             sink: p.sink.describe(),
             stats: stats.clone(),
-            buffer: tracker.buffer.clone(),
+            log: log.clone(),
         });
         let cancel = self.cancel.child_token();
         let info = RunningPipeline {
@@ -450,10 +457,10 @@ impl Supervisor {
         };
         let task = PipelineTask {
             part: p.part,
-            reader: tracker.buffer.reader(from),
+            reader: log.reader(from),
             plan: p.plan,
             sink: p.sink,
-            release: tracker,
+            log,
             roll_interval: p.roll_interval,
             roll_bytes: p.roll_bytes,
             roll_rows: p.roll_rows,
@@ -486,7 +493,7 @@ impl Supervisor {
             None => Ok(()),
         };
         if let Some(stream) = self.stream(&p.stream) {
-            stream.tracker.detach(name);
+            stream.log.detach(name);
         }
         self.metrics.remove_pipeline(name);
         info!(pipeline = name, "pipeline stopped");
@@ -567,10 +574,11 @@ fn stream_config<'a>(config: &'a Config, name: &str) -> Result<&'a StreamConfig>
 }
 
 /// Each sink's write ledger (files written, not yet resolved) lives beside
-/// the buffer.
-fn ledgered(config: &Config) -> WriteOptions {
+/// the buffer; its commits record the stream log `source` they read.
+fn ledgered(config: &Config, source: &str) -> WriteOptions {
     WriteOptions {
         ledger_dir: Some(config.data_dir.join("sinks")),
+        source: Some(source.to_string()),
         ..WriteOptions::default()
     }
 }
@@ -578,18 +586,4 @@ fn ledgered(config: &Config) -> WriteOptions {
 /// Where a stream's buffer lives.
 pub fn buffer_dir(config: &Config, stream: &str) -> std::path::PathBuf {
     config.data_dir.join("buffer").join(stream)
-}
-
-/// Puts the idempotency keys of every live buffer record into `keys`.
-fn rebuild_keys(buffer: &Buffer, keys: &KeyIndex) -> Result<()> {
-    let mut reader = buffer.reader(buffer.first_offset());
-    loop {
-        let records = reader.read(4096, 64 << 20)?;
-        if records.is_empty() {
-            return Ok(());
-        }
-        for r in &records {
-            keys.observe(&pipe_ingest::payload::decode_meta(&r.payload)?);
-        }
-    }
 }

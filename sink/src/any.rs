@@ -10,7 +10,7 @@ use crate::{CommitOutcome, Committed, FileSink, OffsetRange, Result, StagedFile,
 #[derive(Debug)]
 pub enum Sink {
     Table(Box<TableSink>),
-    Files(FileSink),
+    Files(Box<FileSink>),
 }
 
 /// Files a sink closed, waiting for their commit.

@@ -16,13 +16,24 @@
 //!
 //! What is stored where:
 //! - Each commit is one fast append whose snapshot summary holds
-//!   `pipe.pipeline`, `pipe.commit-id`, `pipe.offset-first`, `pipe.offset-last`.
-//!   The commit id is derived from (pipeline, sink, first, last), so a replay of
-//!   the same range has the same id.
-//! - The same commit also sets table properties `pipe.<pipeline>.commit-id`,
-//!   `pipe.<pipeline>.offset-first` and `pipe.<pipeline>.offset-last` (one
-//!   transaction, one metadata swap: both or neither). Snapshots can be
-//!   expired; properties stay.
+//!   `pipe.pipeline`, `pipe.source`, `pipe.commit-id`, `pipe.offset-first`,
+//!   `pipe.offset-last`. The *source* is the identity of the stream log the
+//!   offsets count records of (`StreamLog::id` in the ingest crate): offsets
+//!   of one log mean nothing in another (another stream after a change of
+//!   the pipeline's `FROM`, the same stream wiped and made again, another
+//!   process that runs a pipeline of the same name). The commit id is
+//!   derived from (pipeline, sink, source, first, last), so a replay of the
+//!   same range has the same id.
+//! - The same commit also sets table properties
+//!   `pipe.<pipeline>@<source>.commit-id`, `….offset-first` and
+//!   `….offset-last` (one transaction, one metadata swap: both or neither).
+//!   Snapshots can be expired; properties stay.
+//! - A pipeline's position is per source: [`last_committed`] only looks at
+//!   commits of its own source. Commits written before sources were
+//!   recorded (no `pipe.source`, properties `pipe.<pipeline>.…`) count as
+//!   the pipeline's own, whatever its source now. So two processes running
+//!   a pipeline of the same name into one table each commit their own
+//!   events, and neither takes the other's ranges for its own.
 //! - [`last_committed`] walks `main`'s ancestry (not just the current snapshot:
 //!   other writers and other pipelines may have committed since) and also
 //!   reads the properties, and takes the later of the two. After snapshot
@@ -70,6 +81,8 @@ use crate::{Error, Result};
 
 /// Snapshot summary key: the pipeline that made the commit.
 pub const PROP_PIPELINE: &str = "pipe.pipeline";
+/// Snapshot summary key: the identity of the log the offsets come from.
+pub const PROP_SOURCE: &str = "pipe.source";
 /// Snapshot summary key: the deterministic commit id.
 pub const PROP_COMMIT_ID: &str = "pipe.commit-id";
 /// Snapshot summary key: first buffer offset the commit covers.
@@ -84,9 +97,28 @@ pub struct OffsetRange {
     pub last: u64,
 }
 
+/// Who commits: a pipeline, through one of its sinks, offsets of one log.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub pipeline: &'a str,
+    pub sink: &'a str,
+    /// The identity of the log the offsets come from; `None` for writers
+    /// with no log (batch jobs), which only see commits without a source.
+    pub source: Option<&'a str>,
+}
+
 /// The deterministic id of a commit.
-pub fn commit_id(pipeline: &str, sink: &str, range: OffsetRange) -> String {
-    format!("{pipeline}/{sink}/{}-{}", range.first, range.last)
+pub fn commit_id(origin: &Origin, range: OffsetRange) -> String {
+    match origin.source {
+        Some(source) => format!(
+            "{}/{}/{source}/{}-{}",
+            origin.pipeline, origin.sink, range.first, range.last
+        ),
+        None => format!(
+            "{}/{}/{}-{}",
+            origin.pipeline, origin.sink, range.first, range.last
+        ),
+    }
 }
 
 /// A pipeline's newest commit found in a table.
@@ -97,32 +129,55 @@ pub struct Committed {
     /// The snapshot of the commit; `None` when only the table properties
     /// still record it (its snapshot was expired).
     pub snapshot_id: Option<i64>,
+    /// The log its offsets come from; `None` for commits that recorded none.
+    pub source: Option<String>,
 }
 
-/// Table property key of a pipeline's last commit: `pipe.<pipeline>.<what>`.
-pub fn table_prop(pipeline: &str, what: &str) -> String {
-    format!("pipe.{pipeline}.{what}")
+/// Table property key of a pipeline's last commit from `source`:
+/// `pipe.<pipeline>@<source>.<what>` (`pipe.<pipeline>.<what>` without a
+/// source, as written before sources were recorded).
+pub fn table_prop(pipeline: &str, source: Option<&str>, what: &str) -> String {
+    match source {
+        Some(source) => format!("pipe.{pipeline}@{source}.{what}"),
+        None => format!("pipe.{pipeline}.{what}"),
+    }
 }
 
-/// The newest commit made by `pipeline`, if any: the later of what `main`'s
-/// snapshot ancestry and the table properties record.
-pub fn last_committed(table: &Table, pipeline: &str) -> Result<Option<Committed>> {
-    let in_ancestry = last_in_ancestry(table, pipeline)?;
-    let in_props = last_in_properties(table, pipeline)?;
-    Ok(match (in_ancestry, in_props) {
-        (Some(a), Some(p)) if p.range.last > a.range.last => Some(p),
-        (Some(a), _) => Some(a),
-        (None, p) => p,
-    })
+/// The newest commit made by `pipeline` from `source` (or with no source
+/// recorded), if any: the later of what `main`'s snapshot ancestry and the
+/// table properties record.
+pub fn last_committed(
+    table: &Table,
+    pipeline: &str,
+    source: Option<&str>,
+) -> Result<Option<Committed>> {
+    let mut found = last_in_ancestry(table, pipeline, source)?;
+    let in_props = [
+        last_in_properties(table, pipeline, None)?,
+        match source {
+            Some(_) => last_in_properties(table, pipeline, source)?,
+            None => None,
+        },
+    ];
+    for p in in_props.into_iter().flatten() {
+        if found.as_ref().is_none_or(|f| p.range.last > f.range.last) {
+            found = Some(p);
+        }
+    }
+    Ok(found)
 }
 
-fn last_in_properties(table: &Table, pipeline: &str) -> Result<Option<Committed>> {
+fn last_in_properties(
+    table: &Table,
+    pipeline: &str,
+    source: Option<&str>,
+) -> Result<Option<Committed>> {
     let props = table.metadata().properties();
-    let Some(commit_id) = props.get(&table_prop(pipeline, "commit-id")) else {
+    let Some(commit_id) = props.get(&table_prop(pipeline, source, "commit-id")) else {
         return Ok(None);
     };
     let offset = |what: &str| -> Result<u64> {
-        let key = table_prop(pipeline, what);
+        let key = table_prop(pipeline, source, what);
         props.get(&key).and_then(|v| v.parse().ok()).ok_or_else(|| {
             Error::Corrupt(format!(
                 "table `{}` records a commit of pipeline `{pipeline}` but has no valid `{key}`",
@@ -137,12 +192,17 @@ fn last_in_properties(table: &Table, pipeline: &str) -> Result<Option<Committed>
             last: offset("offset-last")?,
         },
         snapshot_id: None,
+        source: source.map(str::to_string),
     }))
 }
 
 /// Walks `main`'s ancestry from the current snapshot and returns the newest
-/// commit made by `pipeline`, if any.
-fn last_in_ancestry(table: &Table, pipeline: &str) -> Result<Option<Committed>> {
+/// commit made by `pipeline` from `source` (or with no source), if any.
+fn last_in_ancestry(
+    table: &Table,
+    pipeline: &str,
+    source: Option<&str>,
+) -> Result<Option<Committed>> {
     let metadata = table.metadata();
     let mut next = metadata.current_snapshot_id();
     while let Some(id) = next {
@@ -151,7 +211,10 @@ fn last_in_ancestry(table: &Table, pipeline: &str) -> Result<Option<Committed>> 
             break;
         };
         let props = &snapshot.summary().additional_properties;
-        if props.get(PROP_PIPELINE).map(String::as_str) == Some(pipeline) {
+        let theirs = props.get(PROP_SOURCE).map(String::as_str);
+        if props.get(PROP_PIPELINE).map(String::as_str) == Some(pipeline)
+            && (theirs.is_none() || theirs == source)
+        {
             let offset = |key: &str| -> Result<u64> {
                 props
                     .get(key)
@@ -168,6 +231,7 @@ fn last_in_ancestry(table: &Table, pipeline: &str) -> Result<Option<Committed>> 
                     last: offset(PROP_OFFSET_LAST)?,
                 },
                 snapshot_id: Some(id),
+                source: theirs.map(str::to_string),
             }));
         }
         next = snapshot.parent_snapshot_id();
@@ -204,7 +268,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Commits `files` for `range` of `pipeline` into `table`, exactly once,
+/// Commits `files` for `range` of `origin`'s log into `table`, exactly once,
 /// and returns what happened with the table as it now is.
 ///
 /// `table` is the caller's latest copy (typically what its previous commit
@@ -212,17 +276,16 @@ impl Default for RetryPolicy {
 /// copy that is out of date into a conflict, after which every attempt
 /// reloads. `files` may be empty: the snapshot then only records that the
 /// range was processed (a WHERE clause kept none of its rows).
-#[allow(clippy::too_many_arguments)]
 pub async fn commit_range(
     catalog: &Arc<dyn Catalog>,
     table: &Table,
-    pipeline: &str,
-    sink: &str,
+    origin: &Origin<'_>,
     range: OffsetRange,
     files: &[DataFile],
     retry: &RetryPolicy,
 ) -> Result<(CommitOutcome, Table)> {
-    let id = commit_id(pipeline, sink, range);
+    let pipeline = origin.pipeline;
+    let id = commit_id(origin, range);
     let ident = table.identifier();
     let mut backoff = retry.first_backoff;
     let mut attempt = 0;
@@ -234,7 +297,7 @@ pub async fn commit_range(
             None => load(catalog, ident).await?,
         };
         // Resolve what is already in the table before (re)trying.
-        match last_committed(&table, pipeline)? {
+        match last_committed(&table, pipeline, origin.source)? {
             Some(c) if c.commit_id == id => {
                 return Ok((
                     CommitOutcome::Committed {
@@ -256,12 +319,16 @@ pub async fn commit_range(
             _ => {}
         }
         let expected = table.metadata().current_snapshot_id();
-        let props = HashMap::from([
+        let mut props = HashMap::from([
             (PROP_PIPELINE.to_string(), pipeline.to_string()),
             (PROP_COMMIT_ID.to_string(), id.clone()),
             (PROP_OFFSET_FIRST.to_string(), range.first.to_string()),
             (PROP_OFFSET_LAST.to_string(), range.last.to_string()),
         ]);
+        if let Some(source) = origin.source {
+            props.insert(PROP_SOURCE.to_string(), source.to_string());
+        }
+        let source = origin.source;
         let tx = Transaction::new(&table);
         let append = tx
             .fast_append()
@@ -270,12 +337,15 @@ pub async fn commit_range(
             .set_snapshot_properties(props);
         let record = tx
             .update_table_properties()
-            .set(table_prop(pipeline, "commit-id"), id.clone())
+            .set(table_prop(pipeline, source, "commit-id"), id.clone())
             .set(
-                table_prop(pipeline, "offset-first"),
+                table_prop(pipeline, source, "offset-first"),
                 range.first.to_string(),
             )
-            .set(table_prop(pipeline, "offset-last"), range.last.to_string());
+            .set(
+                table_prop(pipeline, source, "offset-last"),
+                range.last.to_string(),
+            );
         let tx = append
             .apply(tx)
             .and_then(|tx| record.apply(tx))

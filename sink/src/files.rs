@@ -8,9 +8,12 @@
 //! already durable:
 //!
 //! ```text
-//! <path>/year=2026/month=11/day=23/<first>-<last>-0000.parquet   published: committed rows
-//! <path>/_pipe/<pipeline>/staging/<uuid>.parquet.inprogress      written, not committed
-//! <path>/_pipe/<pipeline>/commits/<last>.commit                  commit records (JSON)
+//! <path>/year=2026/month=11/day=23/<pipeline>-<source>-<first>-<last>-0000.parquet
+//!                                                     published: committed rows
+//! <path>/_pipe/<pipeline>@<source>/staging/<uuid>.parquet.inprogress
+//!                                                     written, not committed
+//! <path>/_pipe/<pipeline>@<source>/commits/<last>.commit
+//!                                                     commit records (JSON)
 //!
 //!  write rows ──► staging files ──close──► commit record ──publish──► final names
 //!                 (invisible to            (conditional PUT:          (copy or rename,
@@ -21,8 +24,14 @@
 //!   (`<last>` zero-padded, so names sort by offset), naming the offset
 //!   range and, for each staging file, its final name. It is written with
 //!   "create only if absent" (`If-None-Match: *` on S3), so a record is
-//!   never replaced. Final names are `<partition>/<first>-<last>-<n>.<ext>`,
-//!   deterministic per commit.
+//!   never replaced. Final names are
+//!   `<partition>/<pipeline>-<source>-<first>-<last>-<n>.<ext>`,
+//!   deterministic per commit and unique to the pipeline and the log its
+//!   offsets come from (`<source>`, see [`crate::commit`]), so pipelines
+//!   sharing a folder, or one pipeline run by two processes, never write
+//!   the same name; a publish that would replace a file refuses instead.
+//!   (Records and staging files of sinks written before sources were
+//!   recorded live under `_pipe/<pipeline>/` and are recovered from there.)
 //! - **Publish.** Each staging file is copied (S3) or renamed (local
 //!   folder) to its final name, then the staging file is deleted. Copying
 //!   the same staging file to the same name again writes the same bytes,
@@ -124,6 +133,9 @@ pub struct StagedFile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
     pipeline: String,
+    /// The log the offsets come from (absent in records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
     first: u64,
     last: u64,
     /// (staging file, final path), both relative to the sink's location.
@@ -136,6 +148,8 @@ pub struct FileSink {
     format: FileFormat,
     partitioning: String,
     pipeline: String,
+    /// The log the offsets come from; see [`crate::commit`].
+    source: Option<String>,
     schema: SchemaRef,
     open: BTreeMap<String, PartWriter>,
     pending_rows: usize,
@@ -163,11 +177,13 @@ fn store_err(action: impl Into<String>) -> impl FnOnce(opendal::Error) -> Error 
 }
 
 impl FileSink {
-    /// Opens the sink for rows of `output` written by `pipeline`, finishing
-    /// whatever an earlier run left (see the module docs).
+    /// Opens the sink for rows of `output` written by `pipeline` from the
+    /// log `source` (see [`crate::commit`]; `None` for writers without
+    /// one), finishing whatever an earlier run left (see the module docs).
     pub async fn open(
         settings: &FileSinkSettings,
         pipeline: &str,
+        source: Option<&str>,
         output: &SchemaRef,
     ) -> Result<FileSink> {
         if !settings.partitioning.is_empty() && output.field_with_name(INGEST_TS_COLUMN).is_err() {
@@ -185,6 +201,7 @@ impl FileSink {
             format: settings.format,
             partitioning: settings.partitioning.trim_matches('/').to_string(),
             pipeline: pipeline.to_string(),
+            source: source.map(str::to_string),
             schema: output.clone(),
             open: BTreeMap::new(),
             pending_rows: 0,
@@ -211,18 +228,33 @@ impl FileSink {
     }
 
     fn dir(&self, what: &str) -> String {
+        match &self.source {
+            Some(source) => format!("_pipe/{}@{source}/{what}/", self.pipeline),
+            None => self.legacy_dir(what),
+        }
+    }
+
+    /// Where records and staging files lived before sources were recorded.
+    fn legacy_dir(&self, what: &str) -> String {
         format!("_pipe/{}/{what}/", self.pipeline)
     }
 
     /// Finishes the newest commit's publish and deletes every other
     /// staging file.
     async fn recover(&mut self) -> Result<()> {
-        let commits = self.dir("commits");
-        let names = self.store.list(&commits, ".commit").await?;
-        // A record is written whole or not at all (a PUT; on a folder a
-        // create of a small file), but a record we cannot read must not
-        // be taken as nothing: that would replay its range.
-        if let Some(newest) = names.last() {
+        let mut dirs = vec![self.dir("commits")];
+        if self.source.is_some() {
+            // A sink written by an older version: its records count as ours.
+            dirs.push(self.legacy_dir("commits"));
+        }
+        for commits in &dirs {
+            let names = self.store.list(commits, ".commit").await?;
+            // A record is written whole or not at all (a PUT; on a folder a
+            // create of a small file), but a record we cannot read must not
+            // be taken as nothing: that would replay its range.
+            let Some(newest) = names.last() else {
+                continue;
+            };
             let record = self.store.read_record(newest).await?.ok_or_else(|| {
                 Error::Corrupt(format!(
                     "commit record {}/{newest} has vanished while being read",
@@ -231,8 +263,16 @@ impl FileSink {
             })?;
             self.store.publish(&record, false).await?;
             self.last = Some(committed(&record));
+            break;
         }
-        let leftovers = self.store.list(&self.dir("staging"), ".inprogress").await?;
+        let mut leftovers = self.store.list(&self.dir("staging"), ".inprogress").await?;
+        if self.source.is_some() && self.last.as_ref().is_some_and(|c| c.source.is_none()) {
+            leftovers.extend(
+                self.store
+                    .list(&self.legacy_dir("staging"), ".inprogress")
+                    .await?,
+            );
+        }
         for path in &leftovers {
             self.store.delete(path).await?;
         }
@@ -351,15 +391,23 @@ impl FileSink {
         let mut sorted: Vec<&StagedFile> = files.iter().collect();
         sorted.sort_by(|a, b| (&a.partition, &a.staging).cmp(&(&b.partition, &b.staging)));
         let ext = self.format.extension();
+        let writer = match &self.source {
+            Some(source) => format!("{}-{source}", self.pipeline),
+            None => self.pipeline.clone(),
+        };
         let record = Record {
             pipeline: self.pipeline.clone(),
+            source: self.source.clone(),
             first: range.first,
             last: range.last,
             files: sorted
                 .iter()
                 .enumerate()
                 .map(|(n, f)| {
-                    let name = format!("{:020}-{:020}-{n:04}.{ext}", range.first, range.last);
+                    let name = format!(
+                        "{writer}-{:020}-{:020}-{n:04}.{ext}",
+                        range.first, range.last
+                    );
                     let target = if f.partition.is_empty() {
                         name
                     } else {
@@ -464,6 +512,18 @@ impl Store {
                 .await
                 .map_err(store_err(format!("looking up {staging}")))?;
             if staged {
+                // A final name receives one staging file only; a file there
+                // already is someone else's (or, after a copy cut short by a
+                // crash, this very copy: same size), never to be replaced.
+                if let Some(existing) = self.size_of(target).await? {
+                    let ours = !rename && Some(existing) == self.size_of(staging).await?;
+                    if !ours {
+                        return Err(Error::Corrupt(format!(
+                            "publishing commit {}..={} would replace {target} under {}, which another writer made; two sinks write into one folder under the same names",
+                            record.first, record.last, self.location
+                        )));
+                    }
+                }
                 if rename {
                     self.op
                         .rename(staging, target)
@@ -497,6 +557,15 @@ impl Store {
         Ok(())
     }
 
+    /// The size of `path`, or `None` if there is no such file.
+    async fn size_of(&self, path: &str) -> Result<Option<u64>> {
+        match self.op.stat(path).await {
+            Ok(meta) => Ok(Some(meta.content_length())),
+            Err(e) if e.kind() == StoreErrorKind::NotFound => Ok(None),
+            Err(e) => Err(store_err(format!("looking up {path}"))(e)),
+        }
+    }
+
     async fn delete_staged(&self, files: &[StagedFile]) -> Result<()> {
         for f in files {
             self.delete(&f.staging).await?;
@@ -525,12 +594,19 @@ const KEEP_RECORDS: usize = 16;
 
 fn committed(record: &Record) -> Committed {
     Committed {
-        commit_id: format!("{}/{}-{}", record.pipeline, record.first, record.last),
+        commit_id: match &record.source {
+            Some(source) => format!(
+                "{}/{source}/{}-{}",
+                record.pipeline, record.first, record.last
+            ),
+            None => format!("{}/{}-{}", record.pipeline, record.first, record.last),
+        },
         range: OffsetRange {
             first: record.first,
             last: record.last,
         },
         snapshot_id: None,
+        source: record.source.clone(),
     }
 }
 

@@ -223,6 +223,11 @@ pub struct WriteOptions {
     /// says the value is not there, where min/max statistics of
     /// unsorted ids skip nothing.
     pub bloom_filter_columns: Vec<String>,
+    /// The identity of the log the committed offsets come from (the
+    /// stream's `StreamLog::id`), recorded with each commit: the sink's
+    /// position is its pipeline's position in that log. `None` for writers
+    /// without a log (batch jobs). See [`crate::commit`].
+    pub source: Option<String>,
 }
 
 /// The Iceberg table property that asks writers for bloom filters on a
@@ -248,6 +253,7 @@ impl Default for WriteOptions {
             partition_by: vec![PartitionField::ingest_day()],
             retention: Some(SnapshotRetention::default()),
             bloom_filter_columns: Vec::new(),
+            source: None,
         }
     }
 }
@@ -419,8 +425,10 @@ impl TableSink {
             return Ok(());
         }
         let landed = match &entries.commit {
-            Some(c) => commit::last_committed(&self.table, &self.pipeline)?
-                .is_some_and(|last| last.range.last >= c.last),
+            Some(c) => {
+                commit::last_committed(&self.table, &self.pipeline, self.options.source.as_deref())?
+                    .is_some_and(|last| last.range.last >= c.last)
+            }
             None => false,
         };
         let keep: std::collections::HashSet<&str> = match (&entries.commit, landed) {
@@ -471,10 +479,10 @@ impl TableSink {
         &self.ident
     }
 
-    /// The newest commit of this pipeline found in the table.
+    /// The newest commit of this pipeline from its source found in the table.
     pub async fn last_committed(&mut self) -> Result<Option<commit::Committed>> {
         self.refresh().await?;
-        commit::last_committed(&self.table, &self.pipeline)
+        commit::last_committed(&self.table, &self.pipeline, self.options.source.as_deref())
     }
 
     /// Rows written since the last commit.
@@ -611,8 +619,11 @@ impl TableSink {
         let (outcome, table) = commit::commit_range(
             &self.catalog,
             &self.table,
-            &self.pipeline,
-            &self.sink,
+            &commit::Origin {
+                pipeline: &self.pipeline,
+                sink: &self.sink,
+                source: self.options.source.as_deref(),
+            },
             range,
             files,
             &self.retry,

@@ -28,9 +28,21 @@
 //!   CRC) is truncated away. An fsync or write failure poisons the writer: it
 //!   answers every later append with an error instead of guessing what the
 //!   page cache kept (a restart recovers from disk).
+//!   A bad record with valid records after it is not a torn tail but
+//!   damage to acknowledged events: opening refuses it, naming the file and
+//!   what to do, instead of cutting the good records away.
 //! - **Release**: [`Buffer::release_through`] deletes whole segments once every
 //!   consumer has committed past them; the active segment is never deleted,
 //!   so the next offset survives restarts.
+//! - **Identity**: the file `id` holds a random id made when the buffer is
+//!   first created. Sinks record it with each commit, so offsets of one
+//!   buffer are never taken for offsets of another (another stream, a
+//!   buffer wiped and made again, another process).
+//! - **Gaps**: a buffer opened behind what its consumers committed (restored
+//!   from an older copy) starts its next segment past their offsets. The
+//!   skipped range is written to `gaps.log` first, and readers step over
+//!   exactly the ranges listed there; any other hole between segments is
+//!   damage, reported as such.
 
 pub mod segment;
 
@@ -92,6 +104,18 @@ pub struct Buffer {
     active: Option<ActiveSegment>,
     /// Bytes in segment files now.
     disk_bytes: Arc<AtomicU64>,
+    /// This buffer's identity (see the module doc).
+    id: String,
+    /// Ranges of offsets no segment holds, on purpose (`gaps.log`).
+    gaps: Arc<Vec<Gap>>,
+}
+
+/// Offsets `from..to` that are in no segment on purpose: the buffer was
+/// opened behind its consumers' committed offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub from: u64,
+    pub to: u64,
 }
 
 #[derive(Debug)]
@@ -106,7 +130,8 @@ impl Buffer {
     /// `min_next_offset` is the lowest offset new records may take: the sinks'
     /// committed offsets + 1, so a wiped buffer never reuses committed offsets.
     pub fn open(dir: &Path, options: BufferOptions, min_next_offset: u64) -> Result<Buffer> {
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, "creating the buffer folder", e))?;
+        let id = Buffer::identity(dir)?;
+        let mut gaps = read_gaps(dir)?;
         let mut segments = list_segments(dir)?;
         // A segment whose header never reached the disk is an interrupted roll.
         while let Some(&last) = segments.last() {
@@ -140,7 +165,13 @@ impl Buffer {
                     .open(&path)
                     .map_err(|e| Error::io(&path, "opening", e))?;
                 if next < min_next_offset {
-                    warn!(buffer = %dir.display(), next, min_next_offset, "buffer is behind the committed offsets; starting a new segment");
+                    warn!(buffer = %dir.display(), next, min_next_offset, "the buffer ends before offsets its consumers have committed (restored from an older copy?): offsets {next}..{} are not in it; consumers that had not committed them go on after them", min_next_offset - 1);
+                    let gap = Gap {
+                        from: next,
+                        to: min_next_offset,
+                    };
+                    record_gap(dir, gap)?;
+                    gaps.push(gap);
                     (create_segment(dir, min_next_offset)?, min_next_offset)
                 } else {
                     (ActiveSegment { file, len }, next)
@@ -156,7 +187,41 @@ impl Buffer {
             durable_next,
             active: Some(active),
             disk_bytes,
+            id,
+            gaps: Arc::new(gaps),
         })
+    }
+
+    /// The identity of the buffer in `dir`, made (and the folder created)
+    /// if it has none yet. See the module doc.
+    pub fn identity(dir: &Path) -> Result<String> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, "creating the buffer folder", e))?;
+        let path = dir.join("id");
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let id = text.trim();
+                if id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Ok(id.to_string());
+                }
+                Err(Error::Corrupt(format!(
+                    "`{}` should hold a buffer id of {ID_LEN} hex digits, not `{}`",
+                    path.display(),
+                    id.escape_debug()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = uuid::Uuid::new_v4().simple().to_string()[..ID_LEN].to_string();
+                write_durably(dir, "id", format!("{id}\n").as_bytes())?;
+                info!(buffer = %dir.display(), id, "new buffer");
+                Ok(id)
+            }
+            Err(e) => Err(Error::io(&path, "reading", e)),
+        }
+    }
+
+    /// This buffer's identity.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The offset the next appended record will get, once durable.
@@ -206,6 +271,7 @@ impl Buffer {
             durable: self.durable_next.subscribe(),
             next: from,
             file: None,
+            gaps: self.gaps.clone(),
         }
     }
 
@@ -225,9 +291,7 @@ impl Buffer {
         for pair in segments.windows(2) {
             if pair[1] <= offset + 1 {
                 let path = self.dir.join(segment::file_name(pair[0]));
-                let mut reader = self.reader(pair[0]);
-                let records = reader.read((pair[1] - pair[0]) as usize, usize::MAX)?;
-                before_delete(&records)?;
+                before_delete(&read_segment(&path, pair[0])?)?;
                 let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 fs::remove_file(&path).map_err(|e| Error::io(&path, "removing", e))?;
                 self.disk_bytes.fetch_sub(
@@ -376,7 +440,9 @@ pub struct BufferReader {
     dir: PathBuf,
     durable: watch::Receiver<u64>,
     next: u64,
-    file: Option<BufReader<File>>,
+    /// The open segment: its first offset and the file, at `next`.
+    file: Option<(u64, BufReader<File>)>,
+    gaps: Arc<Vec<Gap>>,
 }
 
 impl BufferReader {
@@ -407,38 +473,67 @@ impl BufferReader {
             if self.file.is_none() {
                 self.file = Some(self.open_at(self.next)?);
             }
-            let file = self.file.as_mut().expect("opened above");
+            let (first, file) = self.file.as_mut().expect("opened above");
+            let first = *first;
+            let path = || self.dir.join(segment::file_name(first));
             match segment::read_record(file, self.next)
-                .map_err(|e| Error::io(&self.dir, "reading", e))?
+                .map_err(|e| Error::io(&path(), "reading", e))?
             {
                 Next::Record { offset, payload } => {
+                    debug_assert_eq!(offset, self.next, "offsets are consecutive");
                     bytes += payload.len();
                     out.push(Record { offset, payload });
                     self.next += 1;
                 }
-                // The segment ended before a durable offset: it continues in
-                // the segment named by that offset.
-                Next::End | Next::Invalid(_) => {
-                    let path = self.dir.join(segment::file_name(self.next));
-                    let file = File::open(&path).map_err(|e| {
-                        Error::Corrupt(format!(
-                            "record {} is durable but neither in the current segment nor in `{}`: {e}",
-                            self.next,
-                            path.display()
-                        ))
-                    })?;
-                    let mut file = BufReader::new(file);
-                    file.seek(SeekFrom::Start(segment::HEADER_LEN as u64))
-                        .map_err(|e| Error::io(&path, "seeking", e))?;
-                    self.file = Some(file);
-                }
+                // The segment ended before a durable offset: it goes on in
+                // the next segment, maybe after a recorded gap.
+                Next::End => self.file = Some(self.next_segment(first)?),
+                Next::Invalid(reason) => return Err(damaged(&path(), self.next, reason)),
             }
         }
         Ok(out)
     }
 
-    /// Opens the segment holding `offset` and skips to that record.
-    fn open_at(&self, offset: u64) -> Result<BufReader<File>> {
+    /// Opens the segment after the one starting at `current`, which ended
+    /// at `self.next`, stepping over a gap only if `gaps.log` lists it.
+    fn next_segment(&mut self, current: u64) -> Result<(u64, BufReader<File>)> {
+        let segments = list_segments(&self.dir)?;
+        let Some(&after) = segments.iter().find(|s| **s > current) else {
+            return Err(Error::Corrupt(format!(
+                "record {} is durable, but `{}` ends before it and no segment follows",
+                self.next,
+                self.dir.join(segment::file_name(current)).display()
+            )));
+        };
+        if after != self.next {
+            let gap = Gap {
+                from: self.next,
+                to: after,
+            };
+            if after < self.next || !self.gaps.contains(&gap) {
+                return Err(Error::Corrupt(format!(
+                    "records {}..{} of `{}` are missing: `{}` ends at {} and the next segment starts at {after}; a segment file was removed or damaged outside pipe",
+                    self.next,
+                    after.saturating_sub(1),
+                    self.dir.display(),
+                    segment::file_name(current),
+                    self.next
+                )));
+            }
+            warn!(buffer = %self.dir.display(), from = gap.from, to = gap.to, "stepping over offsets the buffer never held (see gaps.log)");
+            self.next = after;
+        }
+        let path = self.dir.join(segment::file_name(after));
+        let mut file =
+            BufReader::new(File::open(&path).map_err(|e| Error::io(&path, "opening", e))?);
+        file.seek(SeekFrom::Start(segment::HEADER_LEN as u64))
+            .map_err(|e| Error::io(&path, "seeking", e))?;
+        Ok((after, file))
+    }
+
+    /// Opens the segment holding `offset` and skips to that record (or, for
+    /// an offset inside a recorded gap, to the first record after it).
+    fn open_at(&mut self, offset: u64) -> Result<(u64, BufReader<File>)> {
         let segments = list_segments(&self.dir)?;
         let first = segments
             .iter()
@@ -461,15 +556,106 @@ impl BufferReader {
                 .map_err(|e| Error::io(&path, "reading", e))?
             {
                 Next::Record { .. } => {}
-                _ => {
+                Next::End
+                    if self
+                        .gaps
+                        .iter()
+                        .any(|g| g.from == expected && g.to > offset) =>
+                {
+                    self.next = expected;
+                    let opened = self.next_segment(first)?;
+                    debug_assert!(self.next > offset);
+                    return Ok(opened);
+                }
+                Next::End => {
                     return Err(Error::Corrupt(format!(
-                        "`{}` ends before offset {offset}",
+                        "`{}` ends at offset {expected}, before offset {offset}",
                         path.display()
                     )))
                 }
+                Next::Invalid(reason) => return Err(damaged(&path, expected, reason)),
             }
         }
-        Ok(file)
+        Ok((first, file))
+    }
+}
+
+/// The error for a record that is not what was written.
+fn damaged(path: &Path, offset: u64, reason: &str) -> Error {
+    Error::Corrupt(format!(
+        "record {offset} in `{}` is damaged ({reason}): its events cannot be read. Restore the file from a backup; or, to go on without the events of this segment from offset {offset}, stop pipe, move the file out of the buffer folder and start again",
+        path.display()
+    ))
+}
+
+/// Length of a buffer id, in hex digits.
+const ID_LEN: usize = 16;
+
+/// Writes `dir/name` whole or not at all, and durably.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, "creating", e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&tmp, "writing", e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "writing", e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, "syncing", e))
+}
+
+/// The gaps recorded in `dir/gaps.log` (`<from> <to>` lines).
+fn read_gaps(dir: &Path) -> Result<Vec<Gap>> {
+    let path = dir.join("gaps.log");
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&path, "reading", e)),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut parts = line.split_whitespace().map(str::parse::<u64>);
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(Ok(from)), Some(Ok(to)), None) if from < to => Ok(Gap { from, to }),
+                _ => Err(Error::Corrupt(format!(
+                    "`{}` has a line that is not `<from> <to>`: `{}`",
+                    path.display(),
+                    line.escape_debug()
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Adds `gap` to `dir/gaps.log`, durably, before the segment after it exists.
+fn record_gap(dir: &Path, gap: Gap) -> Result<()> {
+    let mut gaps = read_gaps(dir)?;
+    gaps.push(gap);
+    let text: String = gaps
+        .iter()
+        .map(|g| format!("{} {}\n", g.from, g.to))
+        .collect();
+    write_durably(dir, "gaps.log", text.as_bytes())
+}
+
+/// Every record of the segment file `path`, which starts at `first`.
+fn read_segment(path: &Path, first: u64) -> Result<Vec<Record>> {
+    let mut file = BufReader::new(File::open(path).map_err(|e| Error::io(path, "opening", e))?);
+    file.seek(SeekFrom::Start(segment::HEADER_LEN as u64))
+        .map_err(|e| Error::io(path, "seeking", e))?;
+    let mut out = Vec::new();
+    let mut next = first;
+    loop {
+        match segment::read_record(&mut file, next).map_err(|e| Error::io(path, "reading", e))? {
+            Next::Record { offset, payload } => {
+                out.push(Record { offset, payload });
+                next += 1;
+            }
+            Next::End => return Ok(out),
+            Next::Invalid(reason) => return Err(damaged(path, next, reason)),
+        }
     }
 }
 
@@ -533,6 +719,12 @@ fn recover_tail(path: &Path, first: u64) -> Result<(u64, u64)> {
             }
             Next::End => break,
             Next::Invalid(reason) => {
+                if valid_record_follows(path, valid, next)? {
+                    return Err(Error::Corrupt(format!(
+                        "record {next} in `{}` is damaged ({reason}) and valid records follow it: this is not the torn tail a crash leaves but damage to acknowledged events, and pipe will not cut them away. Restore the file from a backup; or, to go on without the events of this segment from offset {next}, stop pipe, move the file out of the buffer folder and start again",
+                        path.display()
+                    )));
+                }
                 warn!(segment = %path.display(), reason, cut_bytes = total - valid, next_offset = next, "cutting a torn buffer tail");
                 let f = OpenOptions::new()
                     .write(true)
@@ -546,6 +738,20 @@ fn recover_tail(path: &Path, first: u64) -> Result<(u64, u64)> {
         }
     }
     Ok((valid, next))
+}
+
+/// Whether a valid record of offset `next` or later starts anywhere after
+/// byte `from` of the segment (past its first byte: the record at `from`
+/// is the bad one).
+fn valid_record_follows(path: &Path, from: u64, next: u64) -> Result<bool> {
+    use std::io::Read;
+    let mut file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| Error::io(path, "seeking", e))?;
+    let mut rest = Vec::new();
+    file.read_to_end(&mut rest)
+        .map_err(|e| Error::io(path, "reading", e))?;
+    Ok((1..rest.len()).any(|at| segment::valid_frame_at(&rest[at..], next)))
 }
 
 fn create_segment(dir: &Path, first: u64) -> Result<ActiveSegment> {

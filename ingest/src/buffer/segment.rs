@@ -108,8 +108,11 @@ pub fn read_record(r: &mut impl Read, expected_offset: u64) -> io::Result<Next> 
     if len > MAX_PAYLOAD {
         return Ok(Next::Invalid("record length out of range"));
     }
-    let mut payload = vec![0u8; len];
-    if read_full(r, &mut payload)? < len {
+    // Read, not allocated up front: a damaged length must not make a
+    // reader allocate a gigabyte for a file a few bytes long.
+    let mut payload = Vec::with_capacity(len.min(1 << 20));
+    r.take(len as u64).read_to_end(&mut payload)?;
+    if payload.len() < len {
         return Ok(Next::Invalid("truncated record payload"));
     }
     let mut hasher = crc32fast::Hasher::new();
@@ -122,6 +125,26 @@ pub fn read_record(r: &mut impl Read, expected_offset: u64) -> io::Result<Next> 
         return Ok(Next::Invalid("record offset out of sequence"));
     }
     Ok(Next::Record { offset, payload })
+}
+
+/// Whether `bytes` hold, at their start, a whole valid record frame with an
+/// offset of at least `min_offset`: used past a bad record to tell a torn
+/// tail (nothing valid follows) from damage in the middle of acknowledged
+/// records.
+pub fn valid_frame_at(bytes: &[u8], min_offset: u64) -> bool {
+    if bytes.len() < FRAME_LEN {
+        return false;
+    }
+    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    let offset = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    if offset < min_offset || offset - min_offset > 1 << 32 || len > bytes.len() - FRAME_LEN {
+        return false;
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&offset.to_le_bytes());
+    hasher.update(&bytes[FRAME_LEN..FRAME_LEN + len]);
+    hasher.finalize() == crc
 }
 
 /// Reads until `buf` is full or the reader ends; returns the bytes read.

@@ -314,3 +314,135 @@ proptest! {
         rt.block_on(writer).unwrap().unwrap();
     }
 }
+
+/// Appends `payloads` to the buffer in `dir` opened with `min_next`, closes
+/// it, and returns it.
+fn append_closed(dir: &Path, min_next: u64, payloads: &[Vec<u8>]) -> Buffer {
+    rt().block_on(async {
+        let mut b = Buffer::open(dir, small_segments(), min_next).unwrap();
+        let (appender, writer) = b.start_writer();
+        append_all(&appender, payloads).await;
+        drop(appender);
+        writer.await.unwrap().unwrap();
+        b
+    })
+}
+
+fn offsets(records: &[Record]) -> Vec<u64> {
+    records.iter().map(|r| r.offset).collect()
+}
+
+#[test]
+fn a_buffer_behind_its_consumers_records_the_gap_and_readers_step_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let payloads: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 10]).collect();
+    append_closed(dir.path(), 0, &payloads);
+    // Restored from an older copy: the consumers committed through 40.
+    let b = append_closed(dir.path(), 41, &payloads);
+    assert_eq!(b.next_offset(), 44);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("gaps.log")).unwrap(),
+        "3 41\n"
+    );
+    // A consumer that had committed less reads what is left, then after the gap.
+    assert_eq!(offsets(&read_everything(&b, 1)), vec![1, 2, 41, 42, 43]);
+    // Starting inside the gap starts after it.
+    assert_eq!(offsets(&read_everything(&b, 20)), vec![41, 42, 43]);
+    // And so after a reopen.
+    let b = Buffer::open(dir.path(), small_segments(), 0).unwrap();
+    assert_eq!(offsets(&read_everything(&b, 0)), vec![0, 1, 2, 41, 42, 43]);
+}
+
+#[test]
+fn an_empty_buffer_behind_its_consumers_does_not_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Buffer::open(dir.path(), small_segments(), 0).unwrap());
+    let b = append_closed(dir.path(), 5, &[b"x".to_vec()]);
+    assert_eq!(offsets(&read_everything(&b, 0)), vec![5]);
+}
+
+#[test]
+fn a_segment_missing_in_the_middle_is_reported_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = rt().block_on(thirty_records_in_small_segments(dir.path()));
+    let segments = list_segments(dir.path()).unwrap();
+    assert!(segments.len() >= 3);
+    std::fs::remove_file(dir.path().join(segment::file_name(segments[1]))).unwrap();
+    let mut reader = b.reader(0);
+    let err = loop {
+        match reader.read(100, usize::MAX) {
+            Ok(records) => assert!(!records.is_empty()),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(
+        err.contains(&format!("records {}..{} ", segments[1], segments[2] - 1))
+            && err.contains("missing"),
+        "{err}"
+    );
+}
+
+/// Flips one byte inside the payload of the record at `offset`.
+fn flip_payload_byte(dir: &Path, offset: u64) {
+    let segments = list_segments(dir).unwrap();
+    let first = *segments.iter().rev().find(|s| **s <= offset).unwrap();
+    let path = dir.join(segment::file_name(first));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut at = segment::HEADER_LEN;
+    for _ in first..offset {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += segment::FRAME_LEN + len;
+    }
+    bytes[at + segment::FRAME_LEN + 1] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_acknowledged_record_is_reported_not_cut_away() {
+    // In the last segment, with records after it: opening refuses to cut.
+    let dir = tempfile::tempdir().unwrap();
+    let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10]).collect();
+    drop(append_closed(dir.path(), 0, &payloads));
+    flip_payload_byte(dir.path(), 2);
+    let err = Buffer::open(dir.path(), small_segments(), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("record 2") && err.contains("valid records follow"),
+        "{err}"
+    );
+    // Nothing was cut.
+    let len = std::fs::metadata(dir.path().join(segment::file_name(0)))
+        .unwrap()
+        .len();
+    assert_eq!(
+        len,
+        (segment::HEADER_LEN + 5 * (segment::FRAME_LEN + 10)) as u64
+    );
+
+    // In an older segment: readers stop there and say so.
+    let dir = tempfile::tempdir().unwrap();
+    let b = rt().block_on(thirty_records_in_small_segments(dir.path()));
+    flip_payload_byte(dir.path(), 1);
+    let err = b.reader(0).read(100, usize::MAX).unwrap_err().to_string();
+    assert!(
+        err.contains("record 1") && err.contains("is damaged"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_identity_is_made_once_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Buffer::identity(dir.path()).unwrap();
+    assert_eq!(id.len(), 16);
+    let b = Buffer::open(dir.path(), small_segments(), 0).unwrap();
+    assert_eq!(b.id(), id);
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(Buffer::identity(other.path()).unwrap(), id);
+    std::fs::write(dir.path().join("id"), "not an id").unwrap();
+    let err = Buffer::open(dir.path(), small_segments(), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("buffer id"), "{err}");
+}

@@ -161,7 +161,10 @@ async fn a_client_that_hangs_up_leaves_no_key_stuck() {
     server.flush("ecommerce");
     server.stop();
     assert_eq!(
-        query(&config, "SELECT count(*) AS n, count(DISTINCT user_id) AS users FROM default.ecommerce"),
+        query(
+            &config,
+            "SELECT count(*) AS n, count(DISTINCT user_id) AS users FROM default.ecommerce"
+        ),
         vec![json!({"n": events * keys.len(), "users": events})],
         "each key's events once"
     );

@@ -23,6 +23,7 @@ mod overload;
 mod postgres;
 mod quarantine;
 mod rest;
+mod restarts;
 mod s3;
 mod send;
 mod sql_errors;

@@ -90,3 +90,50 @@ async fn two_processes_commit_to_one_table_through_postgres() {
         acked.len()
     );
 }
+
+/// The same pipeline name in two processes sharing the catalog: each
+/// process's pipeline commits the events of its own buffer. Before, the
+/// second process's commit of offsets the first had already used was taken
+/// for "already committed" and its rows dropped, while both reported them
+/// committed (issue 16, item 6).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_pipeline_name_in_two_processes_keeps_both_sides_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = std::process::id();
+    let store = Store::s3(&s3_endpoint(), &format!("samename-{id}")).await;
+    let catalog = format!("pipe_same_{id}");
+    let a = node_config(&dir.path().join("a"), &store, &catalog, "node");
+    let b = node_config(&dir.path().join("b"), &store, &catalog, "node");
+    let node_a = Server::start(&a).await;
+    let node_b = Server::start(&b).await;
+    let mut acked = HashSet::new();
+    // Both buffers count from offset 0: their ranges overlap.
+    acked.extend(post_some(&node_a, 0, 3).await);
+    node_a.flush("node");
+    acked.extend(post_some(&node_b, 10_000_000, 2).await);
+    node_b.flush("node");
+    acked.extend(post_some(&node_a, 100, 1).await);
+    acked.extend(post_some(&node_b, 10_000_100, 2).await);
+    node_a.flush("node");
+    node_b.flush("node");
+    assert_eq!(acked.len(), 8 * 25);
+    node_a.stop();
+    node_b.stop();
+    // Restarted, each goes on from its own position: nothing replayed.
+    let node_b = Server::start(&b).await;
+    acked.extend(post_some(&node_b, 10_000_200, 1).await);
+    node_b.flush("node");
+    node_b.stop();
+    assert_exactly_once_in(
+        &dir.path().join("a"),
+        &store,
+        &CatalogRef::Postgres {
+            name: catalog,
+            uri: postgres_uri(),
+        },
+        "default.shared",
+        &acked,
+    );
+    let rows = query(&b, "SELECT count(*) AS n FROM default.shared");
+    assert_eq!(rows, vec![serde_json::json!({"n": 9 * 25})]);
+}

@@ -272,6 +272,81 @@ async fn two_pipelines_share_a_table_and_keep_their_own_offsets() {
     assert_eq!(row_count(&a, dir.path()).await, 9);
 }
 
+fn from_source(source: &str) -> WriteOptions {
+    WriteOptions {
+        source: Some(source.into()),
+        ..WriteOptions::default()
+    }
+}
+
+/// Commits rows `ids` as offsets `first..=last`; returns the outcome.
+async fn commit_rows(
+    sink: &mut TableSink,
+    ids: std::ops::Range<i64>,
+    first: u64,
+    last: u64,
+) -> CommitOutcome {
+    sink.write(&rows(ids)).await.unwrap();
+    let files = sink.close_files().await.unwrap();
+    sink.commit(OffsetRange { first, last }, &files)
+        .await
+        .unwrap()
+}
+
+/// The same pipeline name run by two processes (two stream logs) into one
+/// table: each commits its own events. Before sources were recorded, the
+/// second's commit of 0..=1 was taken for "already committed" behind the
+/// first's 0..=2 and its rows deleted (issue 16, item 6).
+#[tokio::test]
+async fn one_pipeline_from_two_logs_keeps_both_logs_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
+    let mut b = open_with(dir.path(), "p", from_source("bbbbbbbbbbbbbbbb")).await;
+    assert!(matches!(
+        commit_rows(&mut a, 0..3, 0, 2).await,
+        CommitOutcome::Committed { .. }
+    ));
+    assert!(matches!(
+        commit_rows(&mut b, 10..12, 0, 1).await,
+        CommitOutcome::Committed { .. }
+    ));
+    assert_eq!(row_count(&a, dir.path()).await, 5);
+    let last = |c: Option<pipe_sink::Committed>| c.map(|c| (c.range.last, c.source));
+    assert_eq!(
+        last(a.last_committed().await.unwrap()),
+        Some((2, Some("aaaaaaaaaaaaaaaa".into())))
+    );
+    assert_eq!(
+        last(b.last_committed().await.unwrap()),
+        Some((1, Some("bbbbbbbbbbbbbbbb".into())))
+    );
+    // A replay is still recognised within each log: nothing is added.
+    commit_rows(&mut b, 10..12, 0, 1).await;
+    commit_rows(&mut a, 1..3, 1, 2).await;
+    // A log with no commit of its own starts from nothing.
+    let mut c = open_with(dir.path(), "p", from_source("cccccccccccccccc")).await;
+    assert_eq!(c.last_committed().await.unwrap(), None);
+    assert_eq!(row_count(&a, dir.path()).await, 5);
+}
+
+/// Commits made before sources were recorded count as the pipeline's own.
+#[tokio::test]
+async fn commits_without_a_source_count_as_the_pipelines_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = open(dir.path(), "p").await;
+    commit_rows(&mut old, 0..3, 0, 4).await;
+    drop(old);
+    let mut new = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
+    assert_eq!(new.last_committed().await.unwrap().unwrap().range.last, 4);
+    assert_eq!(
+        commit_rows(&mut new, 0..3, 3, 4).await,
+        CommitOutcome::AlreadyCommitted
+    );
+    commit_rows(&mut new, 3..5, 5, 6).await;
+    assert_eq!(new.last_committed().await.unwrap().unwrap().range.last, 6);
+    assert_eq!(row_count(&new, dir.path()).await, 5);
+}
+
 #[tokio::test]
 async fn an_incompatible_existing_table_is_refused_up_front() {
     let dir = tempfile::tempdir().unwrap();
@@ -628,8 +703,18 @@ mod files {
         row_group_rows: 1000,
     };
 
+    const SOURCE: &str = "feedfacecafebeef";
+
     async fn open_parquet(dir: &std::path::Path) -> FileSink {
-        FileSink::open(&settings(dir, PARQUET), "p", &output())
+        open_file_sink(dir, "p", Some(SOURCE)).await
+    }
+
+    async fn open_file_sink(
+        dir: &std::path::Path,
+        pipeline: &str,
+        source: Option<&str>,
+    ) -> FileSink {
+        FileSink::open(&settings(dir, PARQUET), pipeline, source, &output())
             .await
             .unwrap()
     }
@@ -680,8 +765,8 @@ mod files {
         assert_eq!(
             published(dir.path()),
             [
-                "year=2023/month=11/day=14/00000000000000000000-00000000000000000007-0000.parquet",
-                "year=2023/month=11/day=15/00000000000000000000-00000000000000000007-0001.parquet",
+                "year=2023/month=11/day=14/p-feedfacecafebeef-00000000000000000000-00000000000000000007-0000.parquet",
+                "year=2023/month=11/day=15/p-feedfacecafebeef-00000000000000000000-00000000000000000007-0001.parquet",
             ]
         );
         assert_eq!(
@@ -689,7 +774,7 @@ mod files {
                 .iter()
                 .filter(|p| p.starts_with("_pipe/"))
                 .collect::<Vec<_>>(),
-            ["_pipe/p/commits/00000000000000000007.commit"],
+            ["_pipe/p@feedfacecafebeef/commits/00000000000000000007.commit"],
             "no staging file left"
         );
         // The same range again (a replay): nothing is added.
@@ -783,6 +868,7 @@ mod files {
                 ..settings(dir.path(), FileFormat::Json { gzip: true })
             },
             "p",
+            None,
             &output(),
         )
         .await
@@ -795,7 +881,7 @@ mod files {
         let files = published(dir.path());
         assert_eq!(
             files,
-            ["00000000000000000000-00000000000000000000-0000.json.gz"]
+            ["p-00000000000000000000-00000000000000000000-0000.json.gz"]
         );
         let gz = std::fs::read(dir.path().join("out").join(&files[0])).unwrap();
         let mut text = String::new();
@@ -810,6 +896,96 @@ mod files {
         assert_eq!(lines[3]["name"], "n3");
         assert_eq!(staged[0].uncompressed_bytes, text.len() as u64);
         assert_eq!(staged[0].bytes, gz.len() as u64);
+    }
+
+    /// Commits rows `ids` as offsets `first..=last`.
+    async fn commit_rows(
+        sink: &mut FileSink,
+        ids: std::ops::Range<i64>,
+        first: u64,
+        last: u64,
+    ) -> CommitOutcome {
+        sink.write(&rows(ids)).await.unwrap();
+        let staged = sink.close_files().await.unwrap();
+        sink.commit(OffsetRange { first, last }, &staged)
+            .await
+            .unwrap()
+    }
+
+    /// Two pipelines writing one folder (or one pipeline run from two logs)
+    /// committed the same final names, and one replaced the other's files
+    /// (issue 16, item 5): each now publishes under names of its own.
+    #[tokio::test]
+    async fn writers_sharing_a_folder_never_replace_each_others_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = open_file_sink(dir.path(), "p", Some(SOURCE)).await;
+        let mut q = open_file_sink(dir.path(), "q", Some(SOURCE)).await;
+        let mut p2 = open_file_sink(dir.path(), "p", Some("0000000000000002")).await;
+        for sink in [&mut p, &mut q, &mut p2] {
+            assert!(matches!(
+                commit_rows(sink, 0..6, 0, 3).await,
+                CommitOutcome::Committed { .. }
+            ));
+        }
+        assert_eq!(
+            published(dir.path()).len(),
+            6,
+            "{:?}",
+            published(dir.path())
+        );
+        assert_eq!(
+            open_parquet(dir.path())
+                .await
+                .last_committed()
+                .unwrap()
+                .range
+                .last,
+            3
+        );
+        // A file already at a final name is never replaced.
+        let mut r = open_file_sink(dir.path(), "r", Some(SOURCE)).await;
+        let taken = "year=2023/month=11/day=14/r-feedfacecafebeef-00000000000000000000-00000000000000000001-0000.parquet";
+        std::fs::write(dir.path().join("out").join(taken), b"someone else's").unwrap();
+        r.write(&rows(0..6)).await.unwrap();
+        let staged = r.close_files().await.unwrap();
+        let err = r
+            .commit(OffsetRange { first: 0, last: 1 }, &staged)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("would replace"), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join("out").join(taken)).unwrap(),
+            b"someone else's"
+        );
+    }
+
+    /// A sink written before sources were recorded is recovered from its
+    /// old folder and goes on from its last commit.
+    #[tokio::test]
+    async fn records_of_a_sink_without_a_source_are_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = open_file_sink(dir.path(), "p", None).await;
+        commit_rows(&mut old, 0..6, 0, 3).await;
+        old.write(&rows(0..2)).await.unwrap();
+        old.close_files().await.unwrap();
+        drop(old);
+        let mut new = open_parquet(dir.path()).await;
+        assert_eq!(new.last_committed().unwrap().range.last, 3);
+        assert!(
+            !tree(dir.path()).iter().any(|p| p.ends_with(".inprogress")),
+            "the old run's staging files are deleted: {:?}",
+            tree(dir.path())
+        );
+        assert_eq!(
+            commit_rows(&mut new, 0..6, 0, 3).await,
+            CommitOutcome::AlreadyCommitted
+        );
+        assert!(matches!(
+            commit_rows(&mut new, 6..8, 4, 4).await,
+            CommitOutcome::Committed { .. }
+        ));
+        assert_eq!(published(dir.path()).len(), 4, "two days, twice");
     }
 }
 

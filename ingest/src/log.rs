@@ -1,0 +1,273 @@
+//! One stream's log: the single owner of a stream's durability.
+//!
+//! A [`StreamLog`] holds the stream's [`Buffer`] (records on disk), its
+//! [`KeyIndex`] (idempotency keys) and its consumers (the pipelines that
+//! read it, with the last offset each has committed). Everything that
+//! decides when an event may be forgotten happens here, so the rules
+//! between those parts live in one place:
+//!
+//! ```text
+//!   open ──► recover the buffer (cut a torn tail, refuse damage, record a gap)
+//!        ──► rebuild the keys from keys.log + every live record
+//!        ──► attach the consumers at their committed offsets
+//!
+//!   HTTP ──claim key──► Appender ──► writer: write + fsync ──► durable_next
+//!                                                                │
+//!   consumer ◄── reader(from) ◄──────────────────────────────────┘
+//!      │ commits a..=b into its sink
+//!      └──► committed(consumer, b) ──► min over consumers ──► release:
+//!                keys of each segment appended to keys.log (fsync), then
+//!                the segment deleted
+//! ```
+//!
+//! Invariants (checked with `debug_assert!` where they are kept):
+//! 1. Offsets are consecutive: each record's offset is the previous one's
+//!    plus one, within a segment and across segments, except across a gap
+//!    listed in `gaps.log` before the segment after it was created.
+//! 2. A reader sees only records below `durable_next`: nothing a consumer
+//!    processes can vanish in a crash.
+//! 3. The next offset is past every offset any consumer has committed from
+//!    this log, so an offset is never given to two records a sink could
+//!    confuse (a buffer restored from an older copy starts past them, with
+//!    a recorded gap).
+//! 4. A consumer's committed offset only grows, and never reaches the next
+//!    offset (it cannot commit what was not written).
+//! 5. A segment is deleted only once every attached consumer has committed
+//!    its last record; the active segment is never deleted. A consumer is
+//!    attached before it reads, so no release passes it.
+//! 6. The keys of a segment's records are appended to `keys.log` and
+//!    fsync'd before the segment is deleted, so a key is known from its
+//!    request's ack until its window ends, across restarts.
+//! 7. A key is "being processed" only while a request holds its
+//!    [`KeyClaim`](crate::idempotency::KeyClaim): a claim dropped unfinished
+//!    frees it.
+//!
+//! Sinks record [`StreamLog::id`] with every commit: offsets of this log
+//! are never taken for offsets of another one (another stream, this stream
+//! wiped and made again, another process sharing the catalog).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::buffer::{Appender, Buffer, BufferOptions, BufferReader};
+use crate::idempotency::KeyIndex;
+use crate::payload;
+use crate::Result;
+
+/// How a stream's log behaves.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub buffer: BufferOptions,
+    /// How long idempotency keys are remembered.
+    pub idempotency_window: Duration,
+}
+
+/// What opening a log hands out besides the log: the one way to append,
+/// and the writer task (it ends once every [`Appender`] is dropped).
+pub struct Opened {
+    pub log: Arc<StreamLog>,
+    pub appender: Appender,
+    pub writer: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// One stream's buffer, keys and consumers. See the module doc.
+#[derive(Debug)]
+pub struct StreamLog {
+    name: String,
+    buffer: Buffer,
+    keys: Arc<KeyIndex>,
+    /// Each consumer's last committed offset (`None`: nothing yet).
+    consumers: Mutex<BTreeMap<String, Option<u64>>>,
+}
+
+impl StreamLog {
+    /// The identity of the log in `dir`, made if it has none yet: what
+    /// sinks record with each commit. Cheap; read before [`StreamLog::open`]
+    /// so that consumers can look up what they committed from this log.
+    pub fn identity(dir: &Path) -> Result<String> {
+        Buffer::identity(dir)
+    }
+
+    /// Opens (creating if needed) stream `name`'s log in `dir`, recovering
+    /// from a crash, and starts its writer. `consumers` are the pipelines
+    /// that read it, each with the last offset it committed from this log.
+    pub fn open(
+        name: &str,
+        dir: &Path,
+        options: LogOptions,
+        consumers: impl IntoIterator<Item = (String, Option<u64>)>,
+    ) -> Result<Opened> {
+        let consumers: BTreeMap<String, Option<u64>> = consumers.into_iter().collect();
+        let min_next = consumers
+            .values()
+            .filter_map(|c| c.map(|c| c + 1))
+            .max()
+            .unwrap_or(0);
+        let mut buffer = Buffer::open(dir, options.buffer, min_next)?;
+        let keys = Arc::new(KeyIndex::open(
+            &dir.join("keys.log"),
+            options.idempotency_window,
+        )?);
+        let mut reader = buffer.reader(buffer.first_offset());
+        loop {
+            let records = reader.read(4096, 64 << 20)?;
+            if records.is_empty() {
+                break;
+            }
+            for r in &records {
+                keys.observe(&payload::decode_meta(&r.payload)?);
+            }
+        }
+        let (appender, writer) = buffer.start_writer();
+        debug_assert!(buffer.next_offset() >= min_next, "invariant 3");
+        Ok(Opened {
+            log: Arc::new(StreamLog {
+                name: name.to_string(),
+                buffer,
+                keys,
+                consumers: Mutex::new(consumers),
+            }),
+            appender,
+            writer,
+        })
+    }
+
+    /// This log's identity (see [`StreamLog::identity`]).
+    pub fn id(&self) -> &str {
+        self.buffer.id()
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stream's idempotency keys, for the HTTP endpoint.
+    pub fn keys(&self) -> Arc<KeyIndex> {
+        self.keys.clone()
+    }
+
+    /// A reader from `from` (see [`Buffer::reader`]).
+    pub fn reader(&self, from: u64) -> BufferReader {
+        self.buffer.reader(from)
+    }
+
+    /// The oldest offset still held (the next offset when empty).
+    pub fn first_offset(&self) -> u64 {
+        self.buffer.first_offset()
+    }
+
+    /// The offset the next record will get.
+    pub fn next_offset(&self) -> u64 {
+        self.buffer.next_offset()
+    }
+
+    /// Bytes the buffer holds on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.buffer.disk_bytes()
+    }
+
+    /// Attaches a consumer that committed through `committed` (from this
+    /// log) and returns where it starts reading: after its last commit, or
+    /// at the oldest record held when what followed it was released while
+    /// no consumer of that name was attached.
+    pub fn attach(&self, consumer: &str, committed: Option<u64>) -> u64 {
+        debug_assert!(
+            committed.is_none_or(|c| c < self.next_offset()),
+            "invariant 3: `{consumer}` committed {committed:?} past the next offset {}",
+            self.next_offset()
+        );
+        self.consumers
+            .lock()
+            .expect("never poisoned")
+            .insert(consumer.to_string(), committed);
+        let first = self.first_offset();
+        match committed {
+            Some(c) if c + 1 < first => {
+                warn!(stream = %self.name, consumer, committed_through = c, first_offset = first, "events after this consumer's last commit were released while it was not attached; it starts at the oldest event the buffer holds");
+                first
+            }
+            Some(c) => c + 1,
+            None => first,
+        }
+    }
+
+    /// A consumer deleted: it no longer holds anything. With no consumer
+    /// left, the log keeps every record until one is attached.
+    pub fn detach(&self, consumer: &str) {
+        let through = {
+            let mut map = self.consumers.lock().expect("never poisoned");
+            map.remove(consumer);
+            map.values().copied().min().flatten()
+        };
+        self.release_through(consumer, through);
+    }
+
+    /// `consumer` has committed everything through `last`: records every
+    /// consumer has committed are released.
+    pub fn committed(&self, consumer: &str, last: u64) {
+        debug_assert!(
+            last < self.next_offset(),
+            "invariant 4: {last} was never written"
+        );
+        let through = {
+            let mut map = self.consumers.lock().expect("never poisoned");
+            let before = map.insert(consumer.to_string(), Some(last)).flatten();
+            debug_assert!(
+                before.is_none_or(|b| b <= last),
+                "invariant 4: `{consumer}` went back from {before:?} to {last}"
+            );
+            map.values().copied().min().flatten()
+        };
+        self.release_through(consumer, through);
+    }
+
+    /// The consumers, by name.
+    pub fn consumers(&self) -> Vec<String> {
+        self.consumers
+            .lock()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Records (one per accepted request) that some consumer has not
+    /// committed yet: all of them when there is no consumer.
+    pub fn unprocessed(&self) -> u64 {
+        let through = self
+            .consumers
+            .lock()
+            .expect("never poisoned")
+            .values()
+            .copied()
+            .min()
+            .flatten();
+        let from = through.map_or(0, |c| c + 1).max(self.first_offset());
+        self.next_offset().saturating_sub(from)
+    }
+
+    fn release_through(&self, consumer: &str, through: Option<u64>) {
+        let Some(through) = through else { return };
+        // Invariant 6: the keys go to keys.log before the segment goes.
+        match self
+            .buffer
+            .release_through(through, |records| self.keys.retain(records))
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(stream = %self.name, consumer, through, segments = n, "released buffer segments")
+            }
+            Err(e) => {
+                warn!(stream = %self.name, consumer, error = %e, "could not release buffer segments")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+use std::sync::Arc;
+
+use arrow::array::Int64Array;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+
+use super::*;
+use crate::idempotency::Begin;
+use crate::payload::RequestMeta;
+
+fn options() -> LogOptions {
+    LogOptions {
+        buffer: BufferOptions {
+            segment_bytes: 600,
+            ..BufferOptions::default()
+        },
+        idempotency_window: Duration::from_secs(3600),
+    }
+}
+
+fn payload(key: &str) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1]))]).unwrap();
+    let meta = RequestMeta {
+        key: Some(key.into()),
+        accepted: 1,
+        dropped_fields: 0,
+        quarantined: 0,
+        at_micros: pipe_schemas::now_micros(),
+    };
+    payload::encode(&meta, Some(&batch), None).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Opens the log, appends one keyed record per key, and closes it.
+fn open_and_append(dir: &Path, consumers: &[(&str, Option<u64>)], keys: &[&str]) -> Arc<StreamLog> {
+    rt().block_on(async {
+        let consumers = consumers.iter().map(|(n, c)| (n.to_string(), *c));
+        let opened = StreamLog::open("s", dir, options(), consumers).unwrap();
+        for key in keys {
+            opened.appender.append(payload(key)).await.unwrap();
+        }
+        drop(opened.appender);
+        opened.writer.await.unwrap().unwrap();
+        opened.log
+    })
+}
+
+#[test]
+fn release_waits_for_every_consumer_and_keeps_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let log = open_and_append(dir.path(), &[("a", None), ("b", None)], &keys);
+    assert_eq!(log.attach("a", None), 0);
+    assert_eq!(log.unprocessed(), 20);
+    log.committed("a", 19);
+    assert_eq!(log.first_offset(), 0, "b holds everything");
+    log.committed("b", 15);
+    assert!(
+        log.first_offset() > 0,
+        "segments both committed are released"
+    );
+    assert!(log.first_offset() <= 16, "b's uncommitted records are kept");
+    assert_eq!(log.unprocessed(), 4);
+    drop(log);
+    // The released records' keys are still known after a restart.
+    let log = open_and_append(dir.path(), &[("a", Some(19)), ("b", Some(15))], &[]);
+    assert!(matches!(log.keys().begin("k0"), Begin::Replay(_)));
+    assert!(matches!(log.keys().begin("k19"), Begin::Replay(_)));
+    assert!(matches!(log.keys().begin("new"), Begin::New(_)));
+}
+
+#[test]
+fn a_consumer_attached_after_a_release_starts_at_the_oldest_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let log = open_and_append(dir.path(), &[("a", None)], &keys);
+    log.committed("a", 19);
+    let first = log.first_offset();
+    assert!(first > 3);
+    assert_eq!(log.attach("late", Some(2)), first);
+    assert_eq!(log.attach("fresh", None), first);
+    assert_eq!(log.attach("a", Some(19)), 20);
+    assert_eq!(log.consumers(), vec!["a", "fresh", "late"]);
+    log.detach("late");
+    log.detach("fresh");
+    assert_eq!(log.consumers(), vec!["a"]);
+}
+
+#[test]
+fn a_log_restored_from_an_older_copy_goes_on_past_its_consumers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_and_append(dir.path(), &[("a", None)], &["k0", "k1"]);
+    let id = log.id().to_string();
+    drop(log);
+    // The sink says `a` committed through 9: the copy is older than that.
+    let log = open_and_append(dir.path(), &[("a", Some(9)), ("b", Some(0))], &["k2"]);
+    assert_eq!(log.id(), id, "a restored copy keeps its identity");
+    assert_eq!(log.next_offset(), 11);
+    assert_eq!(log.attach("b", Some(0)), 1);
+    let mut reader = log.reader(1);
+    let offsets: Vec<u64> = reader
+        .read(100, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(offsets, vec![1, 10]);
+}
