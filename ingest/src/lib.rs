@@ -48,6 +48,10 @@ pub enum Error {
     Full { used: u64, limit: u64 },
     #[error("the stream is shutting down")]
     Closed,
+    #[error(
+        "the buffer could not store this request ({0}); nothing of it was kept: retry shortly"
+    )]
+    WriteFailed(String),
     #[error("{0}")]
     Poisoned(String),
     #[error("internal error: {0}")]
@@ -69,6 +73,7 @@ impl Error {
             Error::Busy
             | Error::Full { .. }
             | Error::Closed
+            | Error::WriteFailed(_)
             | Error::Poisoned(_)
             | Error::Io { .. } => ErrorKind::Unavailable,
             Error::Corrupt(_) | Error::Internal(_) => ErrorKind::Internal,

@@ -171,6 +171,11 @@ impl StreamLog {
         self.buffer.disk_bytes()
     }
 
+    /// Why the stream takes no events any more, if its writer stopped.
+    pub fn failure(&self) -> Option<String> {
+        self.buffer.failure()
+    }
+
     /// Attaches a consumer that committed through `committed` (from this
     /// log) and returns where it starts reading: after its last commit, or
     /// at the oldest record held when what followed it was released while

@@ -548,8 +548,13 @@ fn status_json(p: &crate::supervisor::RunningPipeline) -> serde_json::Value {
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     let stats = &p.stats;
+    let health = stats.health();
     json!({
         "pipeline": p.name,
+        "state": health.state,
+        "state_reason": health.reason,
+        "state_since": health.since,
+        "retry_attempts": health.attempts,
         "stream": p.stream,
         "sink": p.sink,
         "sink_kind": p.kind,
@@ -642,9 +647,10 @@ async fn flush(State(state): State<AdminState>, Path(name): Path<String>) -> Res
     };
     let (reply, done) = tokio::sync::oneshot::channel();
     if p.flush.send(reply).await.is_err() {
+        let why = p.stats.health().reason.unwrap_or_default();
         return error_response(
             ErrorKind::Unavailable,
-            format!("pipeline `{name}` is not running"),
+            format!("pipeline `{name}` is not running: {why}"),
         );
     }
     match done.await {

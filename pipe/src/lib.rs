@@ -73,6 +73,7 @@ impl Error {
             Error::Ingest(e) => e.kind(),
             Error::Transform(pipe_transform::Error::InvalidSql { .. }) => ErrorKind::InvalidInput,
             Error::Transform(pipe_transform::Error::Execution { .. }) => ErrorKind::Internal,
+            Error::Transform(pipe_transform::Error::Input { .. }) => ErrorKind::InvalidInput,
             Error::Sink(e) => e.kind(),
             Error::Query(e) => e.kind(),
             Error::Remote(_, kind) => *kind,

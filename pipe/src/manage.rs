@@ -879,6 +879,7 @@ fn sinks_table(all: &Value) -> String {
 pub fn pipelines_table(all: &Value) -> String {
     let mut rows = vec![header(&[
         "PIPELINE",
+        "STATE",
         "STREAM",
         "SINK",
         "COMMITTED",
@@ -891,6 +892,7 @@ pub fn pipelines_table(all: &Value) -> String {
     for p in all["pipelines"].as_array().into_iter().flatten() {
         rows.push(vec![
             text(&p["pipeline"]),
+            text(&p["state"]),
             text(&p["stream"]),
             text(&p["sink"]),
             text(&p["committed_through"]),
@@ -920,6 +922,17 @@ pub fn pipeline_details(p: &Value) -> String {
         field("sql").trim(),
         field("committed_through"),
     );
+    out.push_str(&format!("state             {}", field("state")));
+    if let Some(reason) = p["state_reason"].as_str() {
+        let attempts = p["retry_attempts"].as_u64().unwrap_or(0);
+        let tries = if attempts > 0 {
+            format!(", {attempts} tries")
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(" since {}{tries}: {reason}", field("state_since")));
+    }
+    out.push('\n');
     out.push_str(&format!(
         "since start: {} rows, {} failed rows, {} files, {} bytes ({} before compression), {} row groups, {} commits, last {}\n",
         field("rows_committed"),

@@ -16,6 +16,8 @@
 //! | `pipe_stream_user_errors_total` | stream, error_family, error_type | problems by type (`missing_field`, …) |
 //! | `pipe_stream_buffer_bytes` | stream | the buffer's size on disk |
 //! | `pipe_stream_buffer_records` | stream | records in the buffer (appended, not yet released) |
+//! | `pipe_stream_writer_failed` | stream | 1 once the stream's buffer writer has stopped (it takes no events), else 0 |
+//! | `pipe_pipeline_state` | pipeline, state | 1 for the pipeline's state (`running`, `retrying`, `failed`), 0 for the others |
 //! | `pipe_pipeline_lag_records` | pipeline, stream | durable records the pipeline has not committed |
 //! | `pipe_pipeline_oldest_unprocessed_age_seconds` | pipeline, stream | age of the oldest of them (0 when none) |
 //! | `pipe_pipeline_failed_rows_total` | pipeline | rows the SQL failed on, committed to the quarantine table |
@@ -239,6 +241,36 @@ impl Collector for Metrics {
             per_stream(&|s| s.log.next_offset().saturating_sub(s.log.first_offset()) as f64),
         )?;
 
+        family(
+            &mut e,
+            "pipe_stream_writer_failed",
+            "1 once the stream's buffer writer has stopped: it takes no events until a restart.",
+            Gauge,
+            per_stream(&|s| f64::from(u8::from(s.log.failure().is_some()))),
+        )?;
+        let states: Vec<(Labels, f64)> = self
+            .pipelines
+            .iter()
+            .flat_map(|p| {
+                let now = p.stats.health().state;
+                crate::pipeline::State::ALL.map(|state| {
+                    (
+                        vec![
+                            ("pipeline", p.name.clone()),
+                            ("state", state.as_str().to_string()),
+                        ],
+                        f64::from(u8::from(state == now)),
+                    )
+                })
+            })
+            .collect();
+        family(
+            &mut e,
+            "pipe_pipeline_state",
+            "1 for the pipeline's state (running, retrying, failed), 0 for the others.",
+            Gauge,
+            states,
+        )?;
         let pipeline =
             |p: &PipelineSource| vec![("pipeline", p.name.clone()), ("stream", p.stream.clone())];
         let sink =

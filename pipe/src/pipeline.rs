@@ -13,6 +13,13 @@
 //! done, and only then is buffer space released and new data read. On
 //! restart the task starts after the last range the table holds for it.
 //!
+//! A step that fails (an error, or a panic caught at the step) is retried
+//! with backoff from a known point: files not yet closed are dropped and
+//! the range is read again from the buffer; closed files wait in
+//! `unfinished` and their commit is retried. The pipeline's [`Health`]
+//! says which: running, retrying (with the reason and the attempts), or
+//! failed (the task ended; the supervisor records why).
+//!
 //! Rows the SQL fails on (see `PipelinePlan::run_isolating`) go to the
 //! pipeline's quarantine table with their error, through a second sink that
 //! commits the same offset ranges under its own name, `<pipeline>__failed`.
@@ -26,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use pipe_ingest::buffer::BufferReader;
 use pipe_ingest::log::StreamLog;
 use pipe_ingest::payload::{decode_batches, decode_quarantine};
@@ -81,6 +89,9 @@ pub struct PipelineTask {
     /// Roll once this many rows were written, if set.
     pub roll_rows: Option<u64>,
     pub committed_through: Option<u64>,
+    /// The offset the task started reading at: where a rewind goes back to
+    /// while nothing is committed (the reader has moved past it by then).
+    pub started_at: u64,
     /// Where rows the SQL fails on go; `None` for pipelines whose SQL
     /// cannot fail on a row (a stream's quarantine pipeline).
     pub failed: Option<FailedRows>,
@@ -124,7 +135,66 @@ pub struct PipelineStats {
     recent_errors: Mutex<std::collections::VecDeque<RecentError>>,
     /// The last committed buffer offset plus one (0: nothing yet).
     committed_next: AtomicU64,
+    /// What it is doing.
+    health: Mutex<Health>,
 }
+
+/// What a pipeline is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Reading, writing and committing.
+    Running,
+    /// Its last step failed; it tries again with backoff.
+    Retrying,
+    /// Its task ended on an error or a panic: nothing is read or
+    /// committed until it is restarted (a restart of the server, or a
+    /// delete and create).
+    Failed,
+}
+
+impl State {
+    /// Every state, for one-hot metrics.
+    pub const ALL: [State; 3] = [State::Running, State::Retrying, State::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Retrying => "retrying",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// A pipeline's state, with why and since when.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub state: State,
+    /// The error that put it in this state (none while running).
+    pub reason: Option<String>,
+    /// Failed steps in a row (retrying).
+    pub attempts: u32,
+    /// When it entered this state, RFC 3339.
+    pub since: String,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            state: State::Running,
+            reason: None,
+            attempts: 0,
+            since: now_rfc3339(),
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The longest wait between two tries of a failing step.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Problems a pipeline keeps for `pipe pipelines get`.
 pub const RECENT_ERRORS: usize = 20;
@@ -150,6 +220,50 @@ impl PipelineStats {
             at,
             error: error.to_string(),
         });
+    }
+
+    /// What the pipeline is doing.
+    pub fn health(&self) -> Health {
+        self.health.lock().expect("never poisoned").clone()
+    }
+
+    /// A step went through.
+    fn set_running(&self) {
+        let mut health = self.health.lock().expect("never poisoned");
+        if health.state != State::Running {
+            *health = Health::default();
+        }
+    }
+
+    /// A step failed with `reason`; returns how many failed in a row.
+    fn set_retrying(&self, reason: &str) -> u32 {
+        let mut health = self.health.lock().expect("never poisoned");
+        let attempts = match health.state {
+            State::Retrying => health.attempts + 1,
+            _ => 1,
+        };
+        let since = match health.state {
+            State::Retrying => health.since.clone(),
+            _ => now_rfc3339(),
+        };
+        *health = Health {
+            state: State::Retrying,
+            reason: Some(reason.to_string()),
+            attempts,
+            since,
+        };
+        attempts
+    }
+
+    /// The task ended with `reason`.
+    pub fn set_failed(&self, reason: &str) {
+        *self.health.lock().expect("never poisoned") = Health {
+            state: State::Failed,
+            reason: Some(reason.to_string()),
+            attempts: 0,
+            since: now_rfc3339(),
+        };
+        self.record_error(format!("the pipeline stopped: {reason}"));
     }
 
     /// The recent problems, oldest first.
@@ -233,7 +347,10 @@ impl PipelineTask {
                 Some(req) = flushes.recv() => flush = Some(req),
                 _ = self.reader.wait(tick) => {}
             }
-            let result = async {
+            if crate::crash::fault(crate::crash::PIPELINE_TASK_PANIC) {
+                panic!("PIPE_FAULT: {}", crate::crash::PIPELINE_TASK_PANIC);
+            }
+            let step = async {
                 if self.unfinished.is_some() {
                     self.roll(&mut pending, &cancel).await?;
                 }
@@ -251,8 +368,21 @@ impl PipelineTask {
                     return self.roll(&mut pending, &cancel).await;
                 }
                 Ok(Rolled::default())
-            }
-            .await;
+            };
+            // A panic in a step is a failed step: what was read and not
+            // closed is dropped and read again, closed files wait in
+            // `unfinished`, as after an error.
+            let result = match std::panic::AssertUnwindSafe(step).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => {
+                    self.rewind(&mut pending);
+                    Err(Error::Internal(format!(
+                        "the pipeline step panicked: {}",
+                        panic_message(&panic)
+                    )))
+                }
+            };
+            let failed = result.as_ref().err().map(|e| e.to_string());
             match (flush, result) {
                 (Some(reply), Ok(rolled)) => {
                     let _ = reply.send(Ok(FlushReport {
@@ -274,7 +404,19 @@ impl PipelineTask {
                     error!(pipeline = %name, error = %e, "pipeline step failed; retrying");
                     self.stats
                         .record_error(format!("step failed (retrying): {e}"));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            match failed {
+                None => self.stats.set_running(),
+                Some(reason) => {
+                    let attempts = self.stats.set_retrying(&reason);
+                    let backoff = Duration::from_millis(500)
+                        .saturating_mul(1 << attempts.min(8))
+                        .min(MAX_BACKOFF);
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                 }
             }
         }
@@ -334,6 +476,9 @@ impl PipelineTask {
                 None => (self.plan.run(batches).await?, Vec::new()),
             };
             crate::crash::point(crate::crash::BEFORE_WRITE);
+            if crate::crash::fault(crate::crash::PIPELINE_STEP_PANIC) {
+                panic!("PIPE_FAULT: {}", crate::crash::PIPELINE_STEP_PANIC);
+            }
             let mut rows = 0;
             for batch in &output {
                 self.sink.write(batch).await?;
@@ -403,10 +548,12 @@ impl PipelineTask {
         if let Some(failed) = &mut self.failed {
             failed.sink.abort();
         }
+        // Never the reader's position: a step that failed after reading
+        // has moved it past records nothing has committed.
         let from = match (pending.take(), self.committed_through) {
             (Some(p), _) => p.range.first,
-            (None, Some(c)) => c + 1,
-            (None, None) => self.reader.position(),
+            (None, Some(c)) => (c + 1).max(self.started_at),
+            (None, None) => self.started_at,
         };
         warn!(pipeline = %self.plan.name(), from_offset = from, "rewinding to the first uncommitted offset");
         self.reader = self.log.reader(from);
@@ -540,4 +687,13 @@ impl PipelineTask {
         }
         self.sink.commit(u.range, &u.files).await
     }
+}
+
+/// The message a panic carried.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }

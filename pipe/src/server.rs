@@ -251,12 +251,20 @@ async fn query(
     }
 }
 
-/// `GET /readyz`: 200 while the server takes events, 503 once it drains.
+/// `GET /readyz`: 200 while every stream takes events and every pipeline
+/// runs (or retries); 503 once the server drains, or while a stream's
+/// buffer writer has stopped or a pipeline's task has ended, with the
+/// reasons.
 async fn readyz(State(state): State<AdminState>) -> Response {
+    let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (unavailable, Json(json!({"status": "draining"}))).into_response();
+    }
+    let problems = state.supervisor.problems();
+    if !problems.is_empty() {
         return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining"})),
+            unavailable,
+            Json(json!({"status": "failing", "problems": problems})),
         )
             .into_response();
     }

@@ -465,16 +465,74 @@ impl Supervisor {
             roll_bytes: p.roll_bytes,
             roll_rows: p.roll_rows,
             committed_through: p.committed,
+            started_at: from,
             failed: p.failed,
             unfinished: None,
-            stats,
+            stats: stats.clone(),
         };
-        let handle = self.pipeline_runtime.spawn(task.run(rx, cancel));
+        // The task's end is recorded in its health: a pipeline that stops
+        // on an error or a panic shows as failed (admin API, /metrics,
+        // /readyz) instead of vanishing.
+        let watched = {
+            let stats = stats.clone();
+            let name = name.clone();
+            async move {
+                use futures::FutureExt;
+                match std::panic::AssertUnwindSafe(task.run(rx, cancel))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => {
+                        error!(pipeline = %name, error = %e, "pipeline stopped with an error");
+                        stats.set_failed(&e.to_string());
+                        Err(e)
+                    }
+                    Err(panic) => {
+                        let message = format!(
+                            "the pipeline task panicked: {}",
+                            crate::pipeline::panic_message(&panic)
+                        );
+                        error!(pipeline = %name, "{message}");
+                        stats.set_failed(&message);
+                        Err(Error::Internal(message))
+                    }
+                }
+            }
+        };
+        let handle = self.pipeline_runtime.spawn(watched);
         *info.task.lock().expect("never poisoned") = Some(handle);
         self.pipelines
             .write()
             .expect("never poisoned")
             .insert(name, Arc::new(info));
+    }
+
+    /// What keeps the server from doing its work: a stream whose buffer
+    /// writer failed (it takes no events), a pipeline whose task ended.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .streams
+            .read()
+            .expect("never poisoned")
+            .iter()
+            .filter_map(|(name, s)| {
+                s.log
+                    .failure()
+                    .map(|e| format!("stream `{name}` takes no events: {e}"))
+            })
+            .collect();
+        for p in self.pipelines() {
+            let health = p.stats.health();
+            if health.state == crate::pipeline::State::Failed {
+                problems.push(format!(
+                    "pipeline `{}` failed: {}",
+                    p.name,
+                    health.reason.unwrap_or_default()
+                ));
+            }
+        }
+        problems
     }
 
     /// Stops a pipeline: it commits what it has read and ends; then it no

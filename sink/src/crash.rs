@@ -15,9 +15,13 @@
 //!     ─► commit known ─► [before-release] ─► release buffer space
 //! ```
 //!
-//! `PIPE_FAULT=lose-commit-answer[@n]` is the one fault that is not a crash:
-//! the n-th catalog commit goes through, and its caller is told it failed,
-//! as when a response is lost on the network.
+//! `PIPE_FAULT=<fault>[@n]` injects a fault that is not a crash, the n-th
+//! time its point is reached (`@<n>+`: every time from the n-th on):
+//! `lose-commit-answer` (the catalog commit
+//! goes through and its caller is told it failed, as when a response is
+//! lost on the network), `pipeline-step-panic` (a pipeline step panics
+//! while processing records) and `pipeline-task-panic` (a pipeline task
+//! panics between steps, ending the task).
 //!
 //! Hand-written rather than the `fail` crate: its actions (panic, return,
 //! sleep) do not end the process, and a panic inside a tokio task would only
@@ -54,11 +58,15 @@ pub const ALL: [&str; 6] = [
 
 /// A committed update whose caller hears it failed (`PIPE_FAULT`).
 pub const LOSE_COMMIT_ANSWER: &str = "lose-commit-answer";
+/// A pipeline step panics after reading records (`PIPE_FAULT`).
+pub const PIPELINE_STEP_PANIC: &str = "pipeline-step-panic";
+/// A pipeline task panics between two steps (`PIPE_FAULT`).
+pub const PIPELINE_TASK_PANIC: &str = "pipeline-task-panic";
 
 /// Aborts the process if `PIPE_CRASH_AT` names `point` and this is the hit
 /// it names.
 pub fn point(point: &str) {
-    static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static AT: OnceLock<Option<(String, u64, bool)>> = OnceLock::new();
     static HITS: AtomicU64 = AtomicU64::new(0);
     if hit(&AT, &HITS, "PIPE_CRASH_AT", point) {
         eprintln!("PIPE_CRASH_AT: crash point `{point}` reached; aborting");
@@ -68,18 +76,37 @@ pub fn point(point: &str) {
 
 /// Whether `PIPE_FAULT` names `fault` and this is the hit it names.
 pub fn fault(fault: &str) -> bool {
-    static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static AT: OnceLock<Option<(String, u64, bool)>> = OnceLock::new();
     static HITS: AtomicU64 = AtomicU64::new(0);
     hit(&AT, &HITS, "PIPE_FAULT", fault)
 }
 
-fn hit(at: &OnceLock<Option<(String, u64)>>, hits: &AtomicU64, var: &str, name: &str) -> bool {
+/// `<name>`, `<name>@<n>` (the n-th hit) or `<name>@<n>+` (every hit from
+/// the n-th on).
+fn hit(
+    at: &OnceLock<Option<(String, u64, bool)>>,
+    hits: &AtomicU64,
+    var: &str,
+    name: &str,
+) -> bool {
     let at = at.get_or_init(|| {
         let spec = std::env::var(var).ok()?;
         Some(match spec.split_once('@') {
-            Some((p, n)) => (p.to_string(), n.parse().unwrap_or(1)),
-            None => (spec, 1),
+            Some((p, n)) => {
+                let (n, on) = match n.strip_suffix('+') {
+                    Some(n) => (n, true),
+                    None => (n, false),
+                };
+                (p.to_string(), n.parse().unwrap_or(1), on)
+            }
+            None => (spec, 1, false),
         })
     });
-    matches!(at, Some((wanted, nth)) if wanted == name && hits.fetch_add(1, Ordering::Relaxed) + 1 == *nth)
+    match at {
+        Some((wanted, nth, on)) if wanted == name => {
+            let hit = hits.fetch_add(1, Ordering::Relaxed) + 1;
+            hit == *nth || (*on && hit > *nth)
+        }
+        _ => false,
+    }
 }

@@ -25,9 +25,15 @@
 //!   processes an event that could still vanish.
 //! - **Recovery** ([`Buffer::open`]): segments are listed by name; the last one
 //!   is scanned and a torn tail (a record cut short by a crash, or with a bad
-//!   CRC) is truncated away. An fsync or write failure poisons the writer: it
-//!   answers every later append with an error instead of guessing what the
-//!   page cache kept (a restart recovers from disk).
+//!   CRC) is truncated away.
+//! - **Write failures**: a failed `write` (a full disk) is undone: the file
+//!   is cut back to its length before the group and synced, the group's
+//!   requests get a retryable error, and the writer goes on, so a disk that
+//!   fills up and later frees costs 503s, not a restart. A failed `fsync`,
+//!   or a failed undo, poisons the writer: it answers every later append
+//!   with an error instead of guessing what the page cache kept, and
+//!   [`Buffer::failure`] says why (a restart recovers from disk). A new
+//!   segment that cannot be created leaves the writer on the current one.
 //!   A bad record with valid records after it is not a torn tail but
 //!   damage to acknowledged events: opening refuses it, naming the file and
 //!   what to do, instead of cutting the good records away.
@@ -108,6 +114,11 @@ pub struct Buffer {
     id: String,
     /// Ranges of offsets no segment holds, on purpose (`gaps.log`).
     gaps: Arc<Vec<Gap>>,
+    /// Why the writer stopped, once it has.
+    failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// Failed writes undone so far: bytes a reader read ahead from the
+    /// file may have been cut away and written anew since.
+    undone: Arc<AtomicU64>,
 }
 
 /// Offsets `from..to` that are in no segment on purpose: the buffer was
@@ -189,7 +200,14 @@ impl Buffer {
             disk_bytes,
             id,
             gaps: Arc::new(gaps),
+            failure: Arc::default(),
+            undone: Arc::default(),
         })
+    }
+
+    /// Why the writer stopped taking appends, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("never poisoned").clone()
     }
 
     /// The identity of the buffer in `dir`, made (and the folder created)
@@ -252,6 +270,8 @@ impl Buffer {
             next: self.next_offset(),
             durable_next: self.durable_next.clone(),
             disk_bytes: self.disk_bytes.clone(),
+            failure: self.failure.clone(),
+            undone: self.undone.clone(),
         };
         let handle = tokio::task::spawn_blocking(move || writer.run(rx));
         let appender = Appender {
@@ -272,6 +292,8 @@ impl Buffer {
             next: from,
             file: None,
             gaps: self.gaps.clone(),
+            undone: self.undone.clone(),
+            seen_undone: self.undone.load(Ordering::Acquire),
         }
     }
 
@@ -361,6 +383,8 @@ impl Appender {
 }
 
 struct Writer {
+    failure: Arc<std::sync::Mutex<Option<String>>>,
+    undone: Arc<AtomicU64>,
     disk_bytes: Arc<AtomicU64>,
     dir: PathBuf,
     options: BufferOptions,
@@ -390,18 +414,32 @@ impl Writer {
             for (i, req) in group.iter().enumerate() {
                 segment::encode_record(&mut bytes, start + i as u64, &req.payload);
             }
-            if let Err(e) = self.persist(&bytes) {
-                let message = format!("buffer write failed, refusing appends until restart: {e}");
-                tracing::error!(buffer = %self.dir.display(), error = %e, "buffer write failed; the writer stops");
-                for req in group.drain(..) {
-                    let _ = req.ack.send(Err(Error::Poisoned(message.clone())));
+            match self.persist(&bytes) {
+                Ok(()) => {}
+                Err(Persist::Undone(e)) => {
+                    // Before any later write can land where this one was.
+                    self.undone.fetch_add(1, Ordering::Release);
+                    warn!(buffer = %self.dir.display(), error = %e, requests = group.len(), "buffer write failed and was undone; these requests are refused (503)");
+                    for req in group.drain(..) {
+                        let _ = req.ack.send(Err(Error::WriteFailed(e.to_string())));
+                    }
+                    continue;
                 }
-                // Refuse everything else queued or yet to come.
-                rx.close();
-                while let Ok(req) = rx.try_recv() {
-                    let _ = req.ack.send(Err(Error::Poisoned(message.clone())));
+                Err(Persist::Unknown(e)) => {
+                    let message =
+                        format!("buffer write failed, refusing appends until restart: {e}");
+                    tracing::error!(buffer = %self.dir.display(), error = %e, "buffer write failed; the writer stops");
+                    *self.failure.lock().expect("never poisoned") = Some(message.clone());
+                    for req in group.drain(..) {
+                        let _ = req.ack.send(Err(Error::Poisoned(message.clone())));
+                    }
+                    // Refuse everything else queued or yet to come.
+                    rx.close();
+                    while let Ok(req) = rx.try_recv() {
+                        let _ = req.ack.send(Err(Error::Poisoned(message.clone())));
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
             self.next = start + group.len() as u64;
             self.durable_next.send_replace(self.next);
@@ -409,29 +447,66 @@ impl Writer {
                 let _ = req.ack.send(Ok(start + i as u64));
             }
             if self.active.len >= self.options.segment_bytes {
-                self.active = create_segment(&self.dir, self.next)?;
-                self.disk_bytes
-                    .fetch_add(segment::HEADER_LEN as u64, Ordering::Relaxed);
+                match create_segment(&self.dir, self.next) {
+                    Ok(active) => {
+                        self.active = active;
+                        self.disk_bytes
+                            .fetch_add(segment::HEADER_LEN as u64, Ordering::Relaxed);
+                    }
+                    // The current segment takes the next groups; the roll
+                    // is tried again after each. (A header that did get
+                    // written is an empty segment named by the next offset:
+                    // recovery removes it or writes into it.)
+                    Err(e) => {
+                        warn!(buffer = %self.dir.display(), error = %e, "could not start a new buffer segment; the current one goes on");
+                        let _ = fs::remove_file(self.dir.join(segment::file_name(self.next)));
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    fn persist(&mut self, bytes: &[u8]) -> Result<()> {
+    fn persist(&mut self, bytes: &[u8]) -> Result<(), Persist> {
         let path = || self.dir.join("active segment");
-        self.active
-            .file
-            .write_all(bytes)
-            .map_err(|e| Error::io(&path(), "appending to", e))?;
+        if let Err(e) = self.active.file.write_all(bytes) {
+            // Whatever part of the group reached the file goes, durably:
+            // no record its client was told failed may come back.
+            // (The file position goes back too: a segment made by a roll
+            // is not opened in append mode.)
+            let len = self.active.len;
+            let file = &mut self.active.file;
+            let undo = file
+                .set_len(len)
+                .and_then(|_| file.seek(SeekFrom::Start(len)))
+                .and_then(|_| file.sync_data());
+            let failed = Error::io(&path(), "appending to", e);
+            return Err(match undo {
+                Ok(()) => Persist::Undone(failed),
+                Err(undo) => {
+                    Persist::Unknown(Error::io(&path(), "undoing a failed append to", undo))
+                }
+            });
+        }
+        // After a failed fsync nothing is known of what the page cache
+        // kept (Linux may drop the dirty pages): never retried.
         self.active
             .file
             .sync_data()
-            .map_err(|e| Error::io(&path(), "syncing", e))?;
+            .map_err(|e| Persist::Unknown(Error::io(&path(), "syncing", e)))?;
         self.active.len += bytes.len() as u64;
         self.disk_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// How a group's write failed.
+enum Persist {
+    /// Nothing of it is on disk; the writer goes on.
+    Undone(Error),
+    /// What is on disk is not known; the writer stops.
+    Unknown(Error),
 }
 
 /// Reads records in offset order, never past what is durable.
@@ -443,6 +518,10 @@ pub struct BufferReader {
     /// The open segment: its first offset and the file, at `next`.
     file: Option<(u64, BufReader<File>)>,
     gaps: Arc<Vec<Gap>>,
+    /// The buffer's count of undone writes, and its value when `file` was
+    /// opened: when they differ, what `file` read ahead may be stale.
+    undone: Arc<AtomicU64>,
+    seen_undone: u64,
 }
 
 impl BufferReader {
@@ -467,6 +546,13 @@ impl BufferReader {
     /// Reads up to `max_records` durable records, stopping early past `max_bytes`.
     pub fn read(&mut self, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
         let durable = *self.durable.borrow();
+        // Read after `durable`: an undo happens before the writes that made
+        // the records now durable, so it is seen here.
+        let undone = self.undone.load(Ordering::Acquire);
+        if undone != self.seen_undone {
+            self.file = None;
+            self.seen_undone = undone;
+        }
         let mut out = Vec::new();
         let mut bytes = 0;
         while self.next < durable && out.len() < max_records && bytes < max_bytes {
