@@ -81,6 +81,11 @@ pub struct ConfigFile {
     /// Seconds a client has to send a request body (default 30); then 408.
     #[serde(default)]
     pub body_timeout_secs: Option<u64>,
+    /// Seconds one pipeline step against the warehouse or catalog (writing
+    /// data files, closing them, one commit attempt) may take before it
+    /// counts as failed and is retried (default 120).
+    #[serde(default)]
+    pub store_timeout_secs: Option<u64>,
     /// Where table files are written.
     #[serde(default)]
     pub warehouse: Option<WarehouseFile>,
@@ -421,11 +426,16 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub body_timeout: std::time::Duration,
+    /// See [`ConfigFile::store_timeout_secs`].
+    pub store_timeout: std::time::Duration,
     pub catalog: CatalogSettings,
     pub streams: Vec<StreamConfig>,
     pub sinks: Vec<SinkConfig>,
     pub pipelines: Vec<PipelineConfig>,
 }
+
+/// The default [`Config::store_timeout`].
+pub const DEFAULT_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -922,6 +932,11 @@ impl Config {
             Some(secs) => std::time::Duration::from_secs(secs),
             None => pipe_ingest::http::DEFAULT_BODY_TIMEOUT,
         };
+        let store_timeout = match file.store_timeout_secs {
+            Some(0) => return Err(err("store_timeout_secs".into(), "must be at least 1".into())),
+            Some(secs) => std::time::Duration::from_secs(secs),
+            None => DEFAULT_STORE_TIMEOUT,
+        };
         let query_file = file.query.unwrap_or_default();
         let query = QueryConfig {
             enabled: query_file.enabled.unwrap_or(true),
@@ -937,6 +952,7 @@ impl Config {
             data_dir,
             listen,
             body_timeout,
+            store_timeout,
             catalog,
             streams,
             sinks,

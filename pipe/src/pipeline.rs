@@ -92,6 +92,10 @@ pub struct PipelineTask {
     /// The offset the task started reading at: where a rewind goes back to
     /// while nothing is committed (the reader has moved past it by then).
     pub started_at: u64,
+    /// How long one read-and-write step, one close of the data files, or
+    /// one commit attempt may take before it counts as failed: a store or
+    /// catalog that hangs (rather than refusing) becomes a retried error.
+    pub store_timeout: Duration,
     /// Where rows the SQL fails on go; `None` for pipelines whose SQL
     /// cannot fail on a row (a stream's quarantine pipeline).
     pub failed: Option<FailedRows>,
@@ -357,7 +361,7 @@ impl PipelineTask {
                 if flush.is_some() {
                     return self.commit_through_durable(&mut pending, &cancel).await;
                 }
-                if let Err(e) = self.read_available(&mut pending, false).await {
+                if let Err(e) = self.read_available_timed(&mut pending, false).await {
                     self.rewind(&mut pending);
                     return Err(e);
                 }
@@ -432,13 +436,25 @@ impl PipelineTask {
         let target = self.reader.durable_end();
         let mut rows = self.roll(pending, cancel).await?;
         while self.reader.position() < target {
-            if let Err(e) = self.read_available(pending, true).await {
+            if let Err(e) = self.read_available_timed(pending, true).await {
                 self.rewind(pending);
                 return Err(e);
             }
             rows += self.roll(pending, cancel).await?;
         }
         Ok(rows)
+    }
+
+    /// [`read_available`](Self::read_available) within the store timeout.
+    async fn read_available_timed(
+        &mut self,
+        pending: &mut Option<Pending>,
+        drain: bool,
+    ) -> Result<()> {
+        let limit = self.store_timeout;
+        tokio::time::timeout(limit, self.read_available(pending, drain))
+            .await
+            .unwrap_or_else(|_| Err(timed_out("writing data files", limit)))
     }
 
     /// Reads and processes durable records: all of them when `drain`, else
@@ -570,15 +586,17 @@ impl PipelineTask {
             let Some(p) = pending.take() else {
                 return Ok(Rolled::default());
             };
-            let closed = async {
+            let limit = self.store_timeout;
+            let closed = tokio::time::timeout(limit, async {
                 let files = self.sink.close_files().await?;
                 let failed_files = match &mut self.failed {
                     Some(failed) => failed.sink.close_files().await?,
                     None => Vec::new(),
                 };
-                Ok::<_, pipe_sink::Error>((files, failed_files))
-            }
-            .await;
+                Ok::<_, Error>((files, failed_files))
+            })
+            .await
+            .unwrap_or_else(|_| Err(timed_out("closing data files", limit)));
             match closed {
                 Ok((files, failed_files)) => {
                     crate::crash::point(crate::crash::AFTER_FILES);
@@ -606,7 +624,18 @@ impl PipelineTask {
         let mut delay = Duration::from_millis(200);
         let started = Instant::now();
         loop {
-            match self.commit_unfinished().await {
+            // A commit attempt cut short by the timeout has an unknown
+            // outcome, like a lost answer: the next attempt reloads the
+            // table and looks for its commit id first, and the catalog's
+            // compare-and-swap lets only one of them land.
+            let limit = self.store_timeout;
+            let attempt = tokio::time::timeout(limit, self.commit_unfinished())
+                .await
+                .unwrap_or_else(|_| Err(pipe_sink::Error::TimedOut(format!(
+                    "the commit did not finish within {} s: the catalog or the store is not answering",
+                    limit.as_secs()
+                ))));
+            match attempt {
                 Ok(outcome) => {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.stats
@@ -649,6 +678,7 @@ impl PipelineTask {
                     warn!(pipeline = %self.plan.name(), error = %e, "commit failed; retrying the same range");
                     self.stats
                         .record_error(format!("commit failed (retrying): {e}"));
+                    self.stats.set_retrying(&format!("commit failed: {e}"));
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
@@ -696,4 +726,15 @@ pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// The error of a step against the store that took longer than `limit`.
+fn timed_out(what: &str, limit: Duration) -> Error {
+    Error::Remote(
+        format!(
+            "{what} did not finish within {} s: the store is not answering",
+            limit.as_secs()
+        ),
+        crate::ErrorKind::Unavailable,
+    )
 }

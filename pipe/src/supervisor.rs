@@ -466,6 +466,7 @@ impl Supervisor {
             roll_rows: p.roll_rows,
             committed_through: p.committed,
             started_at: from,
+            store_timeout: self.config().store_timeout,
             failed: p.failed,
             unfinished: None,
             stats: stats.clone(),

@@ -77,6 +77,10 @@ pub enum Error {
     /// The table holds something the protocol never writes.
     #[error("table state is inconsistent: {0}")]
     Corrupt(String),
+    /// A call to the catalog or the store did not finish in time; its
+    /// outcome is unknown.
+    #[error("{0}")]
+    TimedOut(String),
 }
 
 impl Error {
@@ -103,6 +107,7 @@ impl Error {
                 _ => ErrorKind::Unavailable,
             },
             Error::Corrupt(_) => ErrorKind::Internal,
+            Error::TimedOut(_) => ErrorKind::Unavailable,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A storage outage stops commits, loses nothing that was acknowledged, and
 //! heals by itself: the S3 server (a private ministack) is killed while
-//! events keep arriving, then started again on the same data.
+//! events keep arriving, then started again on the same data; or it hangs
+//! (stopped with SIGSTOP: connections accepted, nothing answered).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,16 @@ impl S3 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         panic!("ministack did not start on port {}", self.port);
+    }
+
+    /// SIGSTOP / SIGCONT: the server keeps its port, takes connections
+    /// into the kernel's backlog, and answers nothing while stopped.
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
     }
 
     fn kill(mut self) -> (u16, PathBuf) {
@@ -129,5 +140,62 @@ async fn storage_outage_loses_nothing_and_heals() {
     // Nobody was killed: every stored event was acknowledged.
     let rows = query(&config, "SELECT count(*) AS n FROM default.ecommerce");
     assert_eq!(rows, vec![json!({"n": acked.len()})]);
+    drop(s3);
+}
+
+/// The store hangs instead of refusing: every call would wait forever.
+/// Ingest goes on, the pipeline's calls time out (`store_timeout_secs`)
+/// and are retried, its state says so, and once the store answers again
+/// everything is committed once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_store_is_a_retried_timeout_not_a_stuck_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(free_port(), &dir.path().join("s3"));
+    s3.wait_ready().await;
+    let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let store = Store::s3(&endpoint, "hang").await;
+    let config = write_config(
+        dir.path(),
+        1,
+        &format!("store_timeout_secs = 2\n{}", store.toml()),
+    );
+    let server = Server::start(&config).await;
+    let mut acked = Vec::new();
+    let mut next = 0;
+    for _ in 0..4 {
+        acked.extend(post_batch(&server, next).await.expect("S3 is up"));
+        next += 50;
+    }
+    server.flush("ecommerce");
+
+    s3.signal("STOP");
+    let hang = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut retrying = None;
+    while hang.elapsed() < Duration::from_secs(10) {
+        let sent = Instant::now();
+        acked.extend(post_batch(&server, next).await.expect("ingest does not need the store"));
+        slowest = slowest.max(sent.elapsed());
+        next += 50;
+        let status = server.status("ecommerce").await;
+        if status["state"] == "retrying" {
+            retrying = Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let retrying = retrying.expect("the pipeline shows it is retrying while the store hangs");
+    assert!(
+        retrying["state_reason"].as_str().unwrap().contains("did not finish within 2 s"),
+        "{retrying}"
+    );
+    assert!(slowest < Duration::from_secs(2), "an ack took {slowest:?}");
+
+    s3.signal("CONT");
+    let report = server.flush("ecommerce");
+    assert!(report["committed_through"].as_u64().is_some(), "{report}");
+    assert_eq!(server.status("ecommerce").await["state"], "running");
+    server.stop();
+    let acked: HashSet<String> = acked.into_iter().collect();
+    assert_exactly_once(dir.path(), &store, &acked);
     drop(s3);
 }
