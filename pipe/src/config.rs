@@ -180,7 +180,7 @@ pub struct QueryFile {
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     /// SHA-256 digests of accepted bearer tokens (`pipe hash-token`);
-    /// empty: no auth (keep `listen` on loopback then).
+    /// empty: no auth, which `pipe serve` allows on a loopback `listen` only.
     #[serde(default)]
     pub auth_token_sha256: Vec<String>,
 }
@@ -322,6 +322,9 @@ pub struct PipelineFile {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// A token the admin API accepts besides the file's
+    /// (`--admin-token`, `PIPE_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
 }
 
 /// A stream, resolved.
@@ -927,10 +930,21 @@ impl Config {
             enabled: query_file.enabled.unwrap_or(true),
             token_digests: token_digests("query.auth_token_sha256", &query_file.auth_token_sha256)?,
         };
-        let admin_token_digests = token_digests(
+        let mut admin_token_digests = token_digests(
             "admin.auth_token_sha256",
             &file.admin.unwrap_or_default().auth_token_sha256,
         )?;
+        // A token from the environment or a flag is accepted besides the
+        // file's: the operator's own, next to the team's.
+        if let Some(token) = &overrides.admin_token {
+            if token.trim().is_empty() {
+                return Err(err(
+                    "--admin-token".into(),
+                    "the token is empty (`PIPE_ADMIN_TOKEN` or the flag)".into(),
+                ));
+            }
+            admin_token_digests.push(pipe_ingest::http::token_digest(token.trim()));
+        }
         Ok(Config {
             query,
             admin_token_digests,
@@ -1119,12 +1133,17 @@ mod tests {
             Path::new("/x"),
             &Overrides {
                 listen: Some("127.0.0.1:2".parse().unwrap()),
-                data_dir: None,
+                admin_token: Some("t0ken".into()),
+                ..Overrides::default()
             },
         )
         .unwrap();
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.data_dir, PathBuf::from("/x/d"));
+        assert_eq!(
+            c.admin_token_digests,
+            [pipe_ingest::http::token_digest("t0ken")]
+        );
     }
 
     #[test]

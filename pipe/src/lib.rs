@@ -19,6 +19,7 @@
 //! queries the tables; [`Client`] sends events to a running server. Errors map to HTTP statuses in
 //! [`ingest::http::status_for`] and to exit codes in [`exit_code`].
 
+pub mod access;
 pub mod admin;
 pub mod batch;
 pub mod cli;

@@ -3,6 +3,8 @@
 //!
 //! Startup order, each step failing fast with a clear error:
 //!
+//! 0. refuse an admin API other machines could reach without a token
+//!    ([`crate::access`]);
 //! 1. open the catalog;
 //! 2. plan every pipeline's SQL;
 //! 3. open or create each sink table and read the pipeline's last committed
@@ -56,6 +58,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    crate::access::check_listen(&config)?;
     let catalog = open_catalog(&config.catalog).await?;
 
     // Pipelines (DataFusion, Parquet encoding, uploads) run on their own
@@ -190,7 +193,8 @@ async fn query(
             "the query endpoint is turned off (`[query] enabled = false`)",
         );
     }
-    if !pipe_ingest::http::bearer_authorized(&config.query.token_digests, &headers) {
+    if !pipe_ingest::http::bearer_authorized(crate::access::query_token_digests(&config), &headers)
+    {
         return error_response(ErrorKind::Unauthorized, "unauthorized");
     }
     let request: QueryRequest = match serde_json::from_slice(&body) {

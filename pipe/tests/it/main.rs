@@ -7,6 +7,7 @@
 //! `PIPE_TEST_POSTGRES_URI` (a PostgreSQL server on 127.0.0.1) before
 //! running these.
 
+mod access;
 mod bad_input;
 mod crash;
 mod e2e;
