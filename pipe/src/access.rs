@@ -7,6 +7,14 @@
 //!   endpoint on such an address takes its own `[query] auth_token_sha256`,
 //!   or else the admin tokens ([`query_token_digests`]). On loopback both
 //!   are open unless tokens are set, as a local tool should be.
+//! - **With what.** Every `POST` to the admin and query APIs must say
+//!   `Content-Type: application/json` ([`require_json`], else 415). A web
+//!   page can make a browser send a cross-site `POST` without asking first
+//!   only as a form or `text/plain`; a JSON body needs a CORS preflight,
+//!   which these APIs never grant. So a page the operator visits cannot
+//!   drive a server on their loopback address. Ingest
+//!   (`POST /v1/streams/{name}`) is not an admin API: streams keep their
+//!   own tokens and CORS settings.
 //!
 //! ```text
 //!  listen on loopback ──────────► admin: tokens if set, else open
@@ -17,6 +25,10 @@
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
+
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 
 use crate::config::Config;
 use crate::{Error, Result};
@@ -58,6 +70,48 @@ pub fn query_token_digests(config: &Config) -> &[[u8; 32]] {
     } else {
         &config.query.token_digests
     }
+}
+
+/// Answers 415 to a `POST`, `PUT` or `PATCH` whose `Content-Type` is not
+/// `application/json` (parameters such as `charset` allowed).
+pub(crate) async fn require_json(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let takes_body = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    );
+    if takes_body {
+        if let Err(refusal) = expect_json(request.headers()) {
+            return refusal;
+        }
+    }
+    next.run(request).await
+}
+
+/// `Ok` when the request says its body is JSON; else the 415 answer.
+pub(crate) fn expect_json(headers: &HeaderMap) -> Result<(), Response> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = value
+        .as_deref()
+        .map(|v| v.split(';').next().unwrap_or_default().trim());
+    if essence.is_some_and(|e| e.eq_ignore_ascii_case("application/json")) {
+        return Ok(());
+    }
+    let found = match &value {
+        Some(v) => format!("`{v}`"),
+        None => "none".into(),
+    };
+    // The body of every error answer, with the kind of a request that
+    // fails again as sent; 415 is the status HTTP has for this case.
+    let body = serde_json::json!({"error": {
+        "kind": "invalid_input",
+        "message": format!("expected `Content-Type: application/json`, got {found}"),
+    }});
+    Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(body)).into_response())
 }
 
 #[cfg(test)]
@@ -125,5 +179,31 @@ mod tests {
         let own = config("0.0.0.0:8080", true, true);
         assert_eq!(query_token_digests(&own), &own.query.token_digests[..]);
         assert_ne!(own.query.token_digests, own.admin_token_digests);
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |v: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = v {
+                h.insert(header::CONTENT_TYPE, v.parse().unwrap());
+            }
+            expect_json(&h).map_err(|r| r.status())
+        };
+        assert!(with(Some("application/json")).is_ok());
+        assert!(with(Some("Application/JSON; charset=utf-8")).is_ok());
+        for bad in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/jsonx"),
+        ] {
+            assert_eq!(
+                with(bad),
+                Err(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -216,12 +216,18 @@ pub async fn call(
     body: Option<&Value>,
 ) -> Result<String> {
     let url = format!("{}{path}", target.server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().request(method, &url);
+    let mut request = reqwest::Client::new().request(method.clone(), &url);
     if let Some(token) = &target.admin_token {
         request = request.bearer_auth(token);
     }
-    if let Some(body) = body {
-        request = request.json(body);
+    // Every POST says it is JSON, a flush without a body too: the server
+    // answers 415 otherwise (see `crate::access`).
+    match body {
+        Some(body) => request = request.json(body),
+        None if method == reqwest::Method::POST => {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
+        None => {}
     }
     let response = request
         .send()

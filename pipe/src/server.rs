@@ -109,11 +109,13 @@ async fn run(
         query_caches: pipe_query::Caches::default(),
     };
     let admin_only = axum::middleware::from_fn_with_state(state.clone(), crate::admin::authorize);
+    let json_only = axum::middleware::from_fn(crate::access::require_json);
     let app = crate::admin::router()
         .route(
             "/v1/streams/{stream}",
             get(crate::admin::get_stream).delete(crate::admin::delete_stream),
         )
+        .route_layer(json_only)
         .route_layer(admin_only)
         // Ingest (after the admin layer: streams check their own tokens).
         .route("/v1/streams/{stream}", post(dispatch).options(dispatch))
@@ -196,6 +198,9 @@ async fn query(
     if !pipe_ingest::http::bearer_authorized(crate::access::query_token_digests(&config), &headers)
     {
         return error_response(ErrorKind::Unauthorized, "unauthorized");
+    }
+    if let Err(refusal) = crate::access::expect_json(&headers) {
+        return refusal;
     }
     let request: QueryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,

@@ -142,3 +142,86 @@ async fn on_loopback_the_apis_stay_open_without_tokens() {
     assert_eq!(post(&server, "/v1/sinks", &sink, None).await.0, 201);
     server.stop();
 }
+
+/// What a web page can make a browser send without a CORS preflight: a
+/// `text/plain` or form body, or a `POST` with no type at all. The admin
+/// and query APIs answer 415 and do nothing; JSON goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_and_query_apis_take_json_bodies_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    let client = reqwest::Client::new();
+    let send = |path: &str, content_type: Option<&str>, body: &str| {
+        let mut request = client
+            .post(format!("{}{path}", server.url))
+            .body(body.to_string());
+        if let Some(t) = content_type {
+            request = request.header("content-type", t);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let sink = r#"{"name": "s", "type": "json"}"#;
+    for (path, body) in [
+        ("/v1/sinks", sink),
+        ("/v1/streams", r#"{"name": "x"}"#),
+        ("/v1/pipelines", r#"{"name": "p", "sql": "x"}"#),
+        ("/v1/query", r#"{"sql": "SELECT 1"}"#),
+        ("/v1/pipelines/ecommerce/flush", ""),
+    ] {
+        for content_type in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            None,
+        ] {
+            let (status, answer) = send(path, content_type, body).await;
+            assert_eq!(status, 415, "{path} {content_type:?}: {answer}");
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("expected `Content-Type: application/json`"),
+                "{answer}"
+            );
+        }
+    }
+    let sinks: Value = client
+        .get(format!("{}/v1/sinks", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&Value> = sinks["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["sink"])
+        .collect();
+    assert_eq!(names, [&json!("ecommerce_sink")], "nothing was created");
+
+    let json = Some("application/json; charset=utf-8");
+    assert_eq!(send("/v1/sinks", json, sink).await.0, 201);
+    assert_eq!(
+        send("/v1/query", json, r#"{"sql": "SELECT 1"}"#).await.0,
+        200
+    );
+    assert_eq!(send("/v1/pipelines/ecommerce/flush", json, "").await.0, 200);
+    // Ingest is not an admin API: its content types are the stream's.
+    let (status, body) = server
+        .post(
+            "ecommerce_stream",
+            r#"{"user_id": "u", "event_type": "e"}"#,
+            "text/plain",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The CLI sends JSON, a body-less flush included.
+    assert_eq!(server.flush("ecommerce")["rows"], 1);
+    server.stop();
+}

@@ -587,6 +587,7 @@ pub async fn post_some(server: &Server, first: usize, requests: usize) -> Vec<St
 pub async fn request_flush(server: &Server, pipeline: &str) {
     let _ = reqwest::Client::new()
         .post(format!("{}/v1/pipelines/{pipeline}/flush", server.url))
+        .header("content-type", "application/json")
         .timeout(Duration::from_secs(30))
         .send()
         .await;

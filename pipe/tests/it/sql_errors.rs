@@ -57,6 +57,7 @@ async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
     assert_eq!(status, 200, "{body}");
     let _ = reqwest::Client::new()
         .post(format!("{}/v1/pipelines/orders_pipeline/flush", server.url))
+        .header("content-type", "application/json")
         .send()
         .await;
     let status = server.child.wait().unwrap();
