@@ -38,7 +38,9 @@
 //!
 //! [sinks.raw_files]                  # plain files instead of a table
 //! type = "parquet"                   # or "json" (NDJSON; compression "gzip" or "none")
-//! path = "s3://bucket/raw"           # default: `<warehouse>/<sink name>`
+//! path = "raw"                       # inside the warehouse; default: `<warehouse>/<sink name>`
+//!                                    # elsewhere only under a top-level
+//!                                    # `file_sink_roots = ["/srv/exports", "s3://b/out"]`
 //! partitioning = "year=%Y/month=%m/day=%d"   # strftime on __ingest_ts (UTC)
 //!
 //! [pipelines.ecommerce]
@@ -66,6 +68,7 @@ use pipe_sink::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::sink_paths::{check_partitioning, FileSinkRoots};
 use crate::{Error, Result};
 
 /// The file as written.
@@ -81,6 +84,11 @@ pub struct ConfigFile {
     /// Seconds a client has to send a request body (default 30); then 408.
     #[serde(default)]
     pub body_timeout_secs: Option<u64>,
+    /// Folders (or `s3://bucket/prefix`es) outside the warehouse where file
+    /// sinks may write; only this file can set them, not the admin API
+    /// ([`crate::sink_paths`]).
+    #[serde(default)]
+    pub file_sink_roots: Vec<String>,
     /// Where table files are written.
     #[serde(default)]
     pub warehouse: Option<WarehouseFile>,
@@ -258,8 +266,9 @@ pub struct SinkFile {
     pub namespace: String,
     /// Iceberg table name (Iceberg sinks).
     pub table: Option<String>,
-    /// Where files go (file sinks): a folder, `file://…` or `s3://…`;
-    /// default `<warehouse>/<sink name>`.
+    /// Where files go (file sinks): a folder relative to the warehouse, or
+    /// an absolute folder, `file://…` or `s3://…` inside the warehouse or
+    /// a `file_sink_roots` entry; default `<warehouse>/<sink name>`.
     pub path: Option<String>,
     /// Folder template of file sinks, strftime on each row's `__ingest_ts`
     /// in UTC (default `year=%Y/month=%m/day=%d`; empty for none).
@@ -665,6 +674,8 @@ impl Config {
             stream.decoder()?;
             streams.push(stream);
         }
+        let file_sink_roots =
+            FileSinkRoots::new(&catalog.warehouse.location, &file.file_sink_roots, base)?;
         let mut sinks = Vec::new();
         for (name, s) in file.sinks {
             check_name(&format!("sinks.{name}"), &name)?;
@@ -773,37 +784,22 @@ impl Config {
                             ))
                         }
                     };
-                    let (location, s3) = match &s.path {
-                        None => (
-                            format!("{}/{name}", catalog.warehouse.location),
-                            catalog.warehouse.s3.clone(),
-                        ),
-                        Some(p) if p.starts_with("s3://") => (
-                            p.trim_end_matches('/').to_string(),
-                            catalog.warehouse.s3.clone(),
-                        ),
-                        Some(p) if p.contains("://") && !p.starts_with("file://") => {
-                            return Err(err(
-                                format!("sinks.{name}.path"),
-                                format!("expected a folder, `file://…` or `s3://…`, got `{p}`"),
-                            ))
-                        }
-                        Some(p) => {
-                            let path = p.strip_prefix("file://").unwrap_or(p);
-                            (
-                                file_url(&absolute(base, Path::new(path))),
-                                S3Options::default(),
-                            )
-                        }
+                    let location = file_sink_roots.resolve(&name, s.path.as_deref())?;
+                    let s3 = if location.starts_with("s3://") {
+                        catalog.warehouse.s3.clone()
+                    } else {
+                        S3Options::default()
                     };
+                    let partitioning = s
+                        .partitioning
+                        .clone()
+                        .unwrap_or_else(|| pipe_sink::files::DEFAULT_PARTITIONING.into());
+                    check_partitioning(&name, &partitioning)?;
                     SinkTarget::Files(FileSinkSettings {
                         location,
                         s3,
                         format,
-                        partitioning: s
-                            .partitioning
-                            .clone()
-                            .unwrap_or_else(|| pipe_sink::files::DEFAULT_PARTITIONING.into()),
+                        partitioning,
                     })
                 }
                 other => {
@@ -1110,10 +1106,12 @@ mod tests {
         assert_eq!(raw.format, FileFormat::Json { gzip: true });
         assert_eq!(raw.partitioning, "year=%Y/month=%m/day=%d");
         assert!(raw.s3.path_style);
+        // A relative path is a folder of the warehouse, here in the bucket.
         let SinkTarget::Files(local) = &c.sinks[0].target else {
             panic!("{:?}", c.sinks[0]);
         };
-        assert_eq!(local.location, "file:///etc/pipe/out");
+        assert_eq!(local.location, "s3://bucket/wh/out");
+        assert!(local.s3.path_style);
         assert_eq!(local.partitioning, "");
         assert!(matches!(
             local.format,
@@ -1224,9 +1222,23 @@ mod tests {
             ),
             (
                 "[sinks.a]\ntype = \"json\"\npath = \"out\"\n[sinks.b]\ntype = \"parquet\"\npath = \"out\"",
-                "`sinks.b.path`: `file:///etc/pipe/out` is already the path of sink `a`",
+                "`sinks.b.path`: `file:///etc/pipe/data/warehouse/out` is already the path of sink `a`",
             ),
             ("[sinks.s]\ntype = \"parquet\"\npath = \"gs://b\"", "`sinks.s.path`: expected a folder"),
+            (
+                "[sinks.s]\ntype = \"json\"\npath = \"/var/spool/cron\"",
+                "`sinks.s.path`: `/var/spool/cron` is outside the warehouse (`file:///etc/pipe/data/warehouse`)",
+            ),
+            (
+                "file_sink_roots = [\"/srv/out\"]\n[sinks.s]\ntype = \"json\"\npath = \"/srv/other\"",
+                "and `file_sink_roots` (file:///srv/out)",
+            ),
+            ("[sinks.s]\ntype = \"json\"\npath = \"../x\"", "`sinks.s.path`: `..` is not allowed"),
+            (
+                "[sinks.s]\ntype = \"json\"\npartitioning = \"../%Y\"",
+                "`sinks.s.partitioning`: folders stay inside",
+            ),
+            ("file_sink_roots = [\"gs://b\"]", "`file_sink_roots[0]`: expected a folder"),
             (
                 "[sinks.s]\ntable = \"t\"\npartition_by = [\"day(ts)\", \"bucket(x)\"]",
                 "`sinks.s.partition_by[1]`: partition field `bucket(x)`: this transform takes a number and a column",

@@ -33,6 +33,7 @@ pub use pipe_sink::crash;
 pub mod pipeline;
 pub mod send;
 pub mod server;
+pub mod sink_paths;
 pub mod supervisor;
 
 pub use pipe_ingest as ingest;

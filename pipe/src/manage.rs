@@ -114,7 +114,8 @@ pub enum SinksAction {
         /// Iceberg table.
         #[arg(long)]
         table: Option<String>,
-        /// Where files go (file sinks): a folder on the server, `file://…` or `s3://…`.
+        /// Where files go (file sinks): a folder of the warehouse, or a path
+        /// under the server's `file_sink_roots`.
         #[arg(long)]
         path: Option<String>,
         /// Folder template of file sinks (strftime on `__ingest_ts`).
@@ -1048,7 +1049,7 @@ pub async fn setup(target: &Target, input: impl BufRead) -> Result<()> {
         sink_body.insert("table".into(), json!(prompt.ask("  Table", &pipeline)?));
     } else {
         let path = prompt.ask(
-            "  Path (empty: a folder named after the sink in the warehouse)",
+            "  Path in the warehouse (empty: a folder named after the sink)",
             "",
         )?;
         if !path.is_empty() {

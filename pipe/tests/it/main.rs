@@ -12,6 +12,7 @@ mod bad_input;
 mod crash;
 mod e2e;
 mod fanout;
+mod file_paths;
 mod files;
 mod fraud;
 mod harness;
