@@ -17,6 +17,11 @@
 //! # type = "rest", uri = "https://…", warehouse = "…", token = "…"
 //! #   (or credential = "client_id:secret", oauth2_server_uri, scope)
 //!
+//! [query]                            # POST /v1/query, all queries together:
+//! memory_limit_bytes = 1073741824    # memory pool; past it spill (max_spill_bytes) or 503
+//! max_concurrent = 4                 # one more: 503 + Retry-After
+//! max_timeout_secs = 300             # and max_result_rows = 100000: the most a request may ask
+//!
 //! [admin]                            # the admin API (pipe streams|sinks|pipelines …)
 //! auth_token_sha256 = ["9f86d0…"]    # bearer tokens as `pipe hash-token` digests; none: no auth
 //!
@@ -178,9 +183,27 @@ pub struct QueryFile {
     /// `false` turns the endpoint off (404).
     #[serde(default)]
     pub enabled: Option<bool>,
-    /// SHA-256 digests of accepted bearer tokens; empty: no auth.
+    /// SHA-256 digests of accepted bearer tokens; empty: no auth on a
+    /// loopback `listen`, the admin tokens on any other.
     #[serde(default)]
     pub auth_token_sha256: Vec<String>,
+    /// Bytes of memory all running queries may hold together (default
+    /// 1 GiB); past it they spill, or fail with 503.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<usize>,
+    /// Bytes of spill files under `<data_dir>/query-spill` (default 4 GiB);
+    /// 0: queries never spill.
+    #[serde(default)]
+    pub max_spill_bytes: Option<u64>,
+    /// The largest `timeout_secs` a request may ask for (default 300).
+    #[serde(default)]
+    pub max_timeout_secs: Option<u64>,
+    /// Queries running at once (default 4); one more gets 503.
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
+    /// The largest `max_rows` a request may ask for (default 100,000).
+    #[serde(default)]
+    pub max_result_rows: Option<usize>,
 }
 
 /// `[admin]`: who may call the admin API.
@@ -422,6 +445,20 @@ impl PipelineConfig {
 pub struct QueryConfig {
     pub enabled: bool,
     pub token_digests: Vec<[u8; 32]>,
+    /// The memory pool all queries share.
+    pub memory_limit_bytes: usize,
+    /// Spill files at most; 0: no spilling.
+    pub max_spill_bytes: u64,
+    pub max_timeout: std::time::Duration,
+    pub max_concurrent: usize,
+    pub max_result_rows: usize,
+}
+
+impl QueryConfig {
+    /// Where queries spill, under `data_dir`.
+    pub fn spill_dir(data_dir: &Path) -> PathBuf {
+        data_dir.join("query-spill")
+    }
 }
 
 /// The whole configuration, validated, with absolute paths.
@@ -921,11 +958,7 @@ impl Config {
             Some(secs) => std::time::Duration::from_secs(secs),
             None => pipe_ingest::http::DEFAULT_BODY_TIMEOUT,
         };
-        let query_file = file.query.unwrap_or_default();
-        let query = QueryConfig {
-            enabled: query_file.enabled.unwrap_or(true),
-            token_digests: token_digests("query.auth_token_sha256", &query_file.auth_token_sha256)?,
-        };
+        let query = query_config(file.query.unwrap_or_default())?;
         let mut admin_token_digests = token_digests(
             "admin.auth_token_sha256",
             &file.admin.unwrap_or_default().auth_token_sha256,
@@ -958,6 +991,43 @@ impl Config {
     pub fn sink(&self, name: &str) -> Option<&SinkConfig> {
         self.sinks.iter().find(|s| s.name == name)
     }
+}
+
+/// `[query]`, checked, with its defaults.
+fn query_config(q: QueryFile) -> Result<QueryConfig> {
+    let at_least = |key: &str, value: Option<u64>, min: u64, default: u64| match value {
+        Some(v) if v < min => Err(Error::Config(format!(
+            "`query.{key}`: must be at least {min}, got {v}"
+        ))),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    let memory = at_least(
+        "memory_limit_bytes",
+        q.memory_limit_bytes.map(|v| v as u64),
+        1 << 20,
+        1 << 30,
+    )?;
+    Ok(QueryConfig {
+        enabled: q.enabled.unwrap_or(true),
+        token_digests: token_digests("query.auth_token_sha256", &q.auth_token_sha256)?,
+        memory_limit_bytes: usize::try_from(memory).unwrap_or(usize::MAX),
+        max_spill_bytes: q.max_spill_bytes.unwrap_or(4 << 30),
+        max_timeout: std::time::Duration::from_secs(at_least(
+            "max_timeout_secs",
+            q.max_timeout_secs,
+            1,
+            300,
+        )?),
+        max_concurrent: at_least("max_concurrent", q.max_concurrent.map(|v| v as u64), 1, 4)?
+            as usize,
+        max_result_rows: at_least(
+            "max_result_rows",
+            q.max_result_rows.map(|v| v as u64),
+            1,
+            100_000,
+        )? as usize,
+    })
 }
 
 /// The SQL catalog's URI: the default SQLite file under `data_dir`, a
@@ -1076,6 +1146,12 @@ mod tests {
             }
         );
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        let q = &c.query;
+        assert_eq!(
+            (q.memory_limit_bytes, q.max_spill_bytes, q.max_concurrent),
+            (1 << 30, 4 << 30, 4)
+        );
+        assert_eq!((q.max_timeout.as_secs(), q.max_result_rows), (300, 100_000));
         assert!(
             matches!(&c.sinks[0].target, SinkTarget::Table { namespace, .. } if namespace == "default")
         );
@@ -1203,6 +1279,13 @@ mod tests {
                 "`streams.a`: set `schema_file` or `json_schema_file`, not both",
             ),
             ("body_timeout_secs = 0", "`body_timeout_secs`: must be at least 1"),
+            ("[query]\nmax_concurrent = 0", "`query.max_concurrent`: must be at least 1, got 0"),
+            (
+                "[query]\nmemory_limit_bytes = 1000",
+                "`query.memory_limit_bytes`: must be at least 1048576",
+            ),
+            ("[query]\nmax_timeout_secs = 0", "`query.max_timeout_secs`: must be at least 1"),
+            ("[query]\nmax_result_rows = 0", "`query.max_result_rows`: must be at least 1"),
             (
                 "[sinks.s]\ntable = \"t\"\nrow_group_rows = 0",
                 "`sinks.s.row_group_rows`: must be at least 1",

@@ -31,6 +31,7 @@ pub mod manage;
 pub mod metrics;
 pub use pipe_sink::crash;
 pub mod pipeline;
+pub mod query_api;
 pub mod send;
 pub mod server;
 pub mod sink_paths;

@@ -24,6 +24,7 @@ mod outage;
 mod overload;
 mod postgres;
 mod quarantine;
+mod query_limits;
 mod rest;
 mod s3;
 mod send;
