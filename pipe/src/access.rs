@@ -83,15 +83,15 @@ pub(crate) async fn require_json(
         Method::POST | Method::PUT | Method::PATCH
     );
     if takes_body {
-        if let Err(refusal) = expect_json(request.headers()) {
+        if let Some(refusal) = refuse_unless_json(request.headers()) {
             return refusal;
         }
     }
     next.run(request).await
 }
 
-/// `Ok` when the request says its body is JSON; else the 415 answer.
-pub(crate) fn expect_json(headers: &HeaderMap) -> Result<(), Response> {
+/// The 415 answer, unless the request says its body is JSON.
+pub(crate) fn refuse_unless_json(headers: &HeaderMap) -> Option<Response> {
     let value = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -99,7 +99,7 @@ pub(crate) fn expect_json(headers: &HeaderMap) -> Result<(), Response> {
         .as_deref()
         .map(|v| v.split(';').next().unwrap_or_default().trim());
     if essence.is_some_and(|e| e.eq_ignore_ascii_case("application/json")) {
-        return Ok(());
+        return None;
     }
     let found = match &value {
         Some(v) => format!("`{v}`"),
@@ -111,7 +111,7 @@ pub(crate) fn expect_json(headers: &HeaderMap) -> Result<(), Response> {
         "kind": "invalid_input",
         "message": format!("expected `Content-Type: application/json`, got {found}"),
     }});
-    Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(body)).into_response())
+    Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(body)).into_response())
 }
 
 #[cfg(test)]
@@ -188,10 +188,10 @@ mod tests {
             if let Some(v) = v {
                 h.insert(header::CONTENT_TYPE, v.parse().unwrap());
             }
-            expect_json(&h).map_err(|r| r.status())
+            refuse_unless_json(&h).map(|r| r.status())
         };
-        assert!(with(Some("application/json")).is_ok());
-        assert!(with(Some("Application/JSON; charset=utf-8")).is_ok());
+        assert_eq!(with(Some("application/json")), None);
+        assert_eq!(with(Some("Application/JSON; charset=utf-8")), None);
         for bad in [
             None,
             Some("text/plain"),
@@ -201,7 +201,7 @@ mod tests {
         ] {
             assert_eq!(
                 with(bad),
-                Err(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+                Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
                 "{bad:?}"
             );
         }

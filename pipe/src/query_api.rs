@@ -157,7 +157,7 @@ pub(crate) async fn query(
     {
         return error_response(ErrorKind::Unauthorized, "unauthorized");
     }
-    if let Err(refusal) = crate::access::expect_json(&headers) {
+    if let Some(refusal) = crate::access::refuse_unless_json(&headers) {
         return refusal;
     }
     let request: QueryRequest = match serde_json::from_slice(&body) {
