@@ -2,8 +2,9 @@
 //!
 //! - **From where.** [`check_listen`] refuses to start a server that other
 //!   machines can reach (`listen` not on 127.0.0.0/8 or `::1`) unless the
-//!   admin API has a token: through it a caller creates streams, sinks and
-//!   pipelines, and a sink writes files as the server's user. The query
+//!   admin API has a token: through it a caller creates and deletes
+//!   streams (with their buffered events), sinks and pipelines, and a sink
+//!   writes files as the server's user. The query
 //!   endpoint on such an address takes its own `[query] auth_token_sha256`,
 //!   or else the admin tokens ([`query_token_digests`]). On loopback both
 //!   are open unless tokens are set, as a local tool should be.
@@ -53,7 +54,7 @@ pub fn check_listen(config: &Config) -> Result<()> {
     let port = config.listen.port();
     Err(Error::Config(format!(
         "`listen` is `{listen}`, which other machines can reach, and the admin API has no token: \
-         anyone reaching it could create sinks that write files as this user. Either set a token: \
+         anyone who reaches it could create and delete streams, sinks and pipelines. Either set a token: \
          start with `PIPE_ADMIN_TOKEN=<token> pipe serve …` (or `--admin-token <token>`), or put the \
          output of `pipe hash-token <token>` in pipe.toml as `[admin] auth_token_sha256 = [\"…\"]`; \
          clients then send it with `--admin-token` or `PIPE_ADMIN_TOKEN`. Or listen on this machine \
