@@ -2,8 +2,9 @@
 //! and the management commands of [`crate::manage`].
 //!
 //! Flags may also come from `PIPE_*` environment variables (`PIPE_CONFIG`,
-//! `PIPE_LISTEN`, `PIPE_DATA_DIR`, `PIPE_SERVER`); a flag on the command line
-//! wins over the variable, which wins over the file.
+//! `PIPE_LISTEN`, `PIPE_DATA_DIR`, `PIPE_SERVER`, `PIPE_ADMIN_TOKEN`); a
+//! flag on the command line wins over the variable, which wins over the
+//! file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +49,11 @@ pub enum Command {
         /// Folder for the buffer and the default warehouse and catalog.
         #[arg(long, env = "PIPE_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// A bearer token the admin API accepts, besides `[admin]
+        /// auth_token_sha256` (the variable keeps it out of `ps`). Required
+        /// to listen beyond loopback when the file sets none.
+        #[arg(long, env = "PIPE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// Run SQL over the tables of a definitions file's catalog.
     Query {
@@ -164,10 +170,15 @@ pub fn run(args: Args) -> Result<()> {
                 config,
                 listen,
                 data_dir,
+                admin_token,
             } => {
                 let (definitions, config) = crate::definitions::Definitions::load(
                     &config,
-                    &Overrides { listen, data_dir },
+                    &Overrides {
+                        listen,
+                        data_dir,
+                        admin_token,
+                    },
                 )?;
                 crate::server::serve(definitions, config, shutdown_signal()).await
             }
@@ -180,8 +191,8 @@ pub fn run(args: Args) -> Result<()> {
                 let config = Config::load(
                     &config,
                     &Overrides {
-                        listen: None,
                         data_dir,
+                        ..Overrides::default()
                     },
                 )?;
                 let sqlite = match &config.catalog.kind {

@@ -17,6 +17,11 @@
 //! # type = "rest", uri = "https://…", warehouse = "…", token = "…"
 //! #   (or credential = "client_id:secret", oauth2_server_uri, scope)
 //!
+//! [query]                            # POST /v1/query, all queries together:
+//! memory_limit_bytes = 1073741824    # memory pool; past it spill (max_spill_bytes) or 503
+//! max_concurrent = 4                 # one more: 503 + Retry-After
+//! max_timeout_secs = 300             # and max_result_rows = 100000: the most a request may ask
+//!
 //! [admin]                            # the admin API (pipe streams|sinks|pipelines …)
 //! auth_token_sha256 = ["9f86d0…"]    # bearer tokens as `pipe hash-token` digests; none: no auth
 //!
@@ -38,7 +43,9 @@
 //!
 //! [sinks.raw_files]                  # plain files instead of a table
 //! type = "parquet"                   # or "json" (NDJSON; compression "gzip" or "none")
-//! path = "s3://bucket/raw"           # default: `<warehouse>/<sink name>`
+//! path = "raw"                       # inside the warehouse; default: `<warehouse>/<sink name>`
+//!                                    # elsewhere only under a top-level
+//!                                    # `file_sink_roots = ["/srv/exports", "s3://b/out"]`
 //! partitioning = "year=%Y/month=%m/day=%d"   # strftime on __ingest_ts (UTC)
 //!
 //! [pipelines.ecommerce]
@@ -66,6 +73,7 @@ use pipe_sink::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::sink_paths::{check_partitioning, FileSinkRoots};
 use crate::{Error, Result};
 
 /// The file as written.
@@ -86,6 +94,11 @@ pub struct ConfigFile {
     /// counts as failed and is retried (default 120).
     #[serde(default)]
     pub store_timeout_secs: Option<u64>,
+    /// Folders (or `s3://bucket/prefix`es) outside the warehouse where file
+    /// sinks may write; only this file can set them, not the admin API
+    /// ([`crate::sink_paths`]).
+    #[serde(default)]
+    pub file_sink_roots: Vec<String>,
     /// Where table files are written.
     #[serde(default)]
     pub warehouse: Option<WarehouseFile>,
@@ -175,9 +188,27 @@ pub struct QueryFile {
     /// `false` turns the endpoint off (404).
     #[serde(default)]
     pub enabled: Option<bool>,
-    /// SHA-256 digests of accepted bearer tokens; empty: no auth.
+    /// SHA-256 digests of accepted bearer tokens; empty: no auth on a
+    /// loopback `listen`, the admin tokens on any other.
     #[serde(default)]
     pub auth_token_sha256: Vec<String>,
+    /// Bytes of memory all running queries may hold together (default
+    /// 1 GiB); past it they spill, or fail with 503.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<usize>,
+    /// Bytes of spill files under `<data_dir>/query-spill` (default 4 GiB);
+    /// 0: queries never spill.
+    #[serde(default)]
+    pub max_spill_bytes: Option<u64>,
+    /// The largest `timeout_secs` a request may ask for (default 300).
+    #[serde(default)]
+    pub max_timeout_secs: Option<u64>,
+    /// Queries running at once (default 4); one more gets 503.
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
+    /// The largest `max_rows` a request may ask for (default 100,000).
+    #[serde(default)]
+    pub max_result_rows: Option<usize>,
 }
 
 /// `[admin]`: who may call the admin API.
@@ -185,7 +216,7 @@ pub struct QueryFile {
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     /// SHA-256 digests of accepted bearer tokens (`pipe hash-token`);
-    /// empty: no auth (keep `listen` on loopback then).
+    /// empty: no auth, which `pipe serve` allows on a loopback `listen` only.
     #[serde(default)]
     pub auth_token_sha256: Vec<String>,
 }
@@ -263,8 +294,9 @@ pub struct SinkFile {
     pub namespace: String,
     /// Iceberg table name (Iceberg sinks).
     pub table: Option<String>,
-    /// Where files go (file sinks): a folder, `file://…` or `s3://…`;
-    /// default `<warehouse>/<sink name>`.
+    /// Where files go (file sinks): a folder relative to the warehouse, or
+    /// an absolute folder, `file://…` or `s3://…` inside the warehouse or
+    /// a `file_sink_roots` entry; default `<warehouse>/<sink name>`.
     pub path: Option<String>,
     /// Folder template of file sinks, strftime on each row's `__ingest_ts`
     /// in UTC (default `year=%Y/month=%m/day=%d`; empty for none).
@@ -327,6 +359,9 @@ pub struct PipelineFile {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// A token the admin API accepts besides the file's
+    /// (`--admin-token`, `PIPE_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
 }
 
 /// A stream, resolved.
@@ -415,6 +450,20 @@ impl PipelineConfig {
 pub struct QueryConfig {
     pub enabled: bool,
     pub token_digests: Vec<[u8; 32]>,
+    /// The memory pool all queries share.
+    pub memory_limit_bytes: usize,
+    /// Spill files at most; 0: no spilling.
+    pub max_spill_bytes: u64,
+    pub max_timeout: std::time::Duration,
+    pub max_concurrent: usize,
+    pub max_result_rows: usize,
+}
+
+impl QueryConfig {
+    /// Where queries spill, under `data_dir`.
+    pub fn spill_dir(data_dir: &Path) -> PathBuf {
+        data_dir.join("query-spill")
+    }
 }
 
 /// The whole configuration, validated, with absolute paths.
@@ -672,6 +721,8 @@ impl Config {
             stream.decoder()?;
             streams.push(stream);
         }
+        let file_sink_roots =
+            FileSinkRoots::new(&catalog.warehouse.location, &file.file_sink_roots, base)?;
         let mut sinks = Vec::new();
         for (name, s) in file.sinks {
             check_name(&format!("sinks.{name}"), &name)?;
@@ -780,37 +831,22 @@ impl Config {
                             ))
                         }
                     };
-                    let (location, s3) = match &s.path {
-                        None => (
-                            format!("{}/{name}", catalog.warehouse.location),
-                            catalog.warehouse.s3.clone(),
-                        ),
-                        Some(p) if p.starts_with("s3://") => (
-                            p.trim_end_matches('/').to_string(),
-                            catalog.warehouse.s3.clone(),
-                        ),
-                        Some(p) if p.contains("://") && !p.starts_with("file://") => {
-                            return Err(err(
-                                format!("sinks.{name}.path"),
-                                format!("expected a folder, `file://…` or `s3://…`, got `{p}`"),
-                            ))
-                        }
-                        Some(p) => {
-                            let path = p.strip_prefix("file://").unwrap_or(p);
-                            (
-                                file_url(&absolute(base, Path::new(path))),
-                                S3Options::default(),
-                            )
-                        }
+                    let location = file_sink_roots.resolve(&name, s.path.as_deref())?;
+                    let s3 = if location.starts_with("s3://") {
+                        catalog.warehouse.s3.clone()
+                    } else {
+                        S3Options::default()
                     };
+                    let partitioning = s
+                        .partitioning
+                        .clone()
+                        .unwrap_or_else(|| pipe_sink::files::DEFAULT_PARTITIONING.into());
+                    check_partitioning(&name, &partitioning)?;
                     SinkTarget::Files(FileSinkSettings {
                         location,
                         s3,
                         format,
-                        partitioning: s
-                            .partitioning
-                            .clone()
-                            .unwrap_or_else(|| pipe_sink::files::DEFAULT_PARTITIONING.into()),
+                        partitioning,
                     })
                 }
                 other => {
@@ -933,19 +969,31 @@ impl Config {
             None => pipe_ingest::http::DEFAULT_BODY_TIMEOUT,
         };
         let store_timeout = match file.store_timeout_secs {
-            Some(0) => return Err(err("store_timeout_secs".into(), "must be at least 1".into())),
+            Some(0) => {
+                return Err(err(
+                    "store_timeout_secs".into(),
+                    "must be at least 1".into(),
+                ))
+            }
             Some(secs) => std::time::Duration::from_secs(secs),
             None => DEFAULT_STORE_TIMEOUT,
         };
-        let query_file = file.query.unwrap_or_default();
-        let query = QueryConfig {
-            enabled: query_file.enabled.unwrap_or(true),
-            token_digests: token_digests("query.auth_token_sha256", &query_file.auth_token_sha256)?,
-        };
-        let admin_token_digests = token_digests(
+        let query = query_config(file.query.unwrap_or_default())?;
+        let mut admin_token_digests = token_digests(
             "admin.auth_token_sha256",
             &file.admin.unwrap_or_default().auth_token_sha256,
         )?;
+        // A token from the environment or a flag is accepted besides the
+        // file's: the operator's own, next to the team's.
+        if let Some(token) = &overrides.admin_token {
+            if token.trim().is_empty() {
+                return Err(err(
+                    "--admin-token".into(),
+                    "the token is empty (`PIPE_ADMIN_TOKEN` or the flag)".into(),
+                ));
+            }
+            admin_token_digests.push(pipe_ingest::http::token_digest(token.trim()));
+        }
         Ok(Config {
             query,
             admin_token_digests,
@@ -964,6 +1012,43 @@ impl Config {
     pub fn sink(&self, name: &str) -> Option<&SinkConfig> {
         self.sinks.iter().find(|s| s.name == name)
     }
+}
+
+/// `[query]`, checked, with its defaults.
+fn query_config(q: QueryFile) -> Result<QueryConfig> {
+    let at_least = |key: &str, value: Option<u64>, min: u64, default: u64| match value {
+        Some(v) if v < min => Err(Error::Config(format!(
+            "`query.{key}`: must be at least {min}, got {v}"
+        ))),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    let memory = at_least(
+        "memory_limit_bytes",
+        q.memory_limit_bytes.map(|v| v as u64),
+        1 << 20,
+        1 << 30,
+    )?;
+    Ok(QueryConfig {
+        enabled: q.enabled.unwrap_or(true),
+        token_digests: token_digests("query.auth_token_sha256", &q.auth_token_sha256)?,
+        memory_limit_bytes: usize::try_from(memory).unwrap_or(usize::MAX),
+        max_spill_bytes: q.max_spill_bytes.unwrap_or(4 << 30),
+        max_timeout: std::time::Duration::from_secs(at_least(
+            "max_timeout_secs",
+            q.max_timeout_secs,
+            1,
+            300,
+        )?),
+        max_concurrent: at_least("max_concurrent", q.max_concurrent.map(|v| v as u64), 1, 4)?
+            as usize,
+        max_result_rows: at_least(
+            "max_result_rows",
+            q.max_result_rows.map(|v| v as u64),
+            1,
+            100_000,
+        )? as usize,
+    })
 }
 
 /// The SQL catalog's URI: the default SQLite file under `data_dir`, a
@@ -1082,6 +1167,12 @@ mod tests {
             }
         );
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        let q = &c.query;
+        assert_eq!(
+            (q.memory_limit_bytes, q.max_spill_bytes, q.max_concurrent),
+            (1 << 30, 4 << 30, 4)
+        );
+        assert_eq!((q.max_timeout.as_secs(), q.max_result_rows), (300, 100_000));
         assert!(
             matches!(&c.sinks[0].target, SinkTarget::Table { namespace, .. } if namespace == "default")
         );
@@ -1112,10 +1203,12 @@ mod tests {
         assert_eq!(raw.format, FileFormat::Json { gzip: true });
         assert_eq!(raw.partitioning, "year=%Y/month=%m/day=%d");
         assert!(raw.s3.path_style);
+        // A relative path is a folder of the warehouse, here in the bucket.
         let SinkTarget::Files(local) = &c.sinks[0].target else {
             panic!("{:?}", c.sinks[0]);
         };
-        assert_eq!(local.location, "file:///etc/pipe/out");
+        assert_eq!(local.location, "s3://bucket/wh/out");
+        assert!(local.s3.path_style);
         assert_eq!(local.partitioning, "");
         assert!(matches!(
             local.format,
@@ -1135,12 +1228,17 @@ mod tests {
             Path::new("/x"),
             &Overrides {
                 listen: Some("127.0.0.1:2".parse().unwrap()),
-                data_dir: None,
+                admin_token: Some("t0ken".into()),
+                ..Overrides::default()
             },
         )
         .unwrap();
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.data_dir, PathBuf::from("/x/d"));
+        assert_eq!(
+            c.admin_token_digests,
+            [pipe_ingest::http::token_digest("t0ken")]
+        );
     }
 
     #[test]
@@ -1202,6 +1300,13 @@ mod tests {
                 "`streams.a`: set `schema_file` or `json_schema_file`, not both",
             ),
             ("body_timeout_secs = 0", "`body_timeout_secs`: must be at least 1"),
+            ("[query]\nmax_concurrent = 0", "`query.max_concurrent`: must be at least 1, got 0"),
+            (
+                "[query]\nmemory_limit_bytes = 1000",
+                "`query.memory_limit_bytes`: must be at least 1048576",
+            ),
+            ("[query]\nmax_timeout_secs = 0", "`query.max_timeout_secs`: must be at least 1"),
+            ("[query]\nmax_result_rows = 0", "`query.max_result_rows`: must be at least 1"),
             (
                 "[sinks.s]\ntable = \"t\"\nrow_group_rows = 0",
                 "`sinks.s.row_group_rows`: must be at least 1",
@@ -1221,9 +1326,23 @@ mod tests {
             ),
             (
                 "[sinks.a]\ntype = \"json\"\npath = \"out\"\n[sinks.b]\ntype = \"parquet\"\npath = \"out\"",
-                "`sinks.b.path`: `file:///etc/pipe/out` is already the path of sink `a`",
+                "`sinks.b.path`: `file:///etc/pipe/data/warehouse/out` is already the path of sink `a`",
             ),
             ("[sinks.s]\ntype = \"parquet\"\npath = \"gs://b\"", "`sinks.s.path`: expected a folder"),
+            (
+                "[sinks.s]\ntype = \"json\"\npath = \"/var/spool/cron\"",
+                "`sinks.s.path`: `/var/spool/cron` is outside the warehouse (`file:///etc/pipe/data/warehouse`)",
+            ),
+            (
+                "file_sink_roots = [\"/srv/out\"]\n[sinks.s]\ntype = \"json\"\npath = \"/srv/other\"",
+                "and `file_sink_roots` (file:///srv/out)",
+            ),
+            ("[sinks.s]\ntype = \"json\"\npath = \"../x\"", "`sinks.s.path`: `..` is not allowed"),
+            (
+                "[sinks.s]\ntype = \"json\"\npartitioning = \"../%Y\"",
+                "`sinks.s.partitioning`: folders stay inside",
+            ),
+            ("file_sink_roots = [\"gs://b\"]", "`file_sink_roots[0]`: expected a folder"),
             (
                 "[sinks.s]\ntable = \"t\"\npartition_by = [\"day(ts)\", \"bucket(x)\"]",
                 "`sinks.s.partition_by[1]`: partition field `bucket(x)`: this transform takes a number and a column",

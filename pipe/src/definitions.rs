@@ -229,16 +229,9 @@ impl Definitions {
             stream.json_schema_file = stream.json_schema_file.map(|p| self.data_dir.join(p));
             merged.streams.insert(name, stream);
         }
-        for (name, mut sink) in api.sinks.clone() {
-            sink.path = sink.path.map(|p| {
-                if p.contains("://") {
-                    p
-                } else {
-                    self.data_dir.join(p).display().to_string()
-                }
-            });
-            merged.sinks.insert(name, sink);
-        }
+        // A file sink's relative path is a folder of the warehouse, as in
+        // the file; `file_sink_roots` stay the file's alone.
+        merged.sinks.extend(api.sinks.clone());
         merged.pipelines.extend(api.pipelines.clone());
         Config::resolve(merged, &self.base, &self.overrides)
     }
@@ -360,6 +353,47 @@ mod tests {
         );
         defs.check_deletable(Kind::Stream, "t").unwrap();
         defs.check_new(Kind::Sink, "t").unwrap();
+    }
+
+    #[test]
+    fn api_file_sinks_stay_inside_what_the_file_allows() {
+        let (dir, path) = setup("file_sink_roots = [\"exports\"]\n");
+        let (defs, config) = Definitions::load(&path, &Overrides::default()).unwrap();
+        let sink = |p: &str| -> SinkFile {
+            toml::from_str(&format!("type = \"json\"\npath = \"{p}\"")).unwrap()
+        };
+        let with = |p: &str| {
+            let mut api = ApiDefinitions::default();
+            api.sinks.insert("out".into(), sink(p));
+            defs.resolve(&api)
+        };
+        let e = with("/etc").unwrap_err().to_string();
+        assert!(
+            e.contains("`sinks.out.path`") && e.contains("outside"),
+            "{e}"
+        );
+        let exports = dir.path().canonicalize().unwrap().join("exports/x");
+        with(&exports.display().to_string()).unwrap();
+        let relative = with("rel").unwrap();
+        let crate::config::SinkTarget::Files(f) = &relative.sink("out").unwrap().target else {
+            panic!("a file sink");
+        };
+        assert_eq!(
+            f.location,
+            format!("{}/rel", config.catalog.warehouse.location)
+        );
+        // Stored definitions cannot carry roots of their own.
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(
+            dir.path().join("data").join(DEFINITIONS_FILE),
+            "file_sink_roots = [\"/\"]\n",
+        )
+        .unwrap();
+        let e = Definitions::load(&path, &Overrides::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `file_sink_roots`"),
+            "{e}"
+        );
     }
 
     #[test]

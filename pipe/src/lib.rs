@@ -19,6 +19,7 @@
 //! queries the tables; [`Client`] sends events to a running server. Errors map to HTTP statuses in
 //! [`ingest::http::status_for`] and to exit codes in [`exit_code`].
 
+pub mod access;
 pub mod admin;
 pub mod batch;
 pub mod cli;
@@ -30,8 +31,10 @@ pub mod manage;
 pub mod metrics;
 pub use pipe_sink::crash;
 pub mod pipeline;
+pub mod query_api;
 pub mod send;
 pub mod server;
+pub mod sink_paths;
 pub mod supervisor;
 
 pub use pipe_ingest as ingest;

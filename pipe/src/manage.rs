@@ -114,7 +114,8 @@ pub enum SinksAction {
         /// Iceberg table.
         #[arg(long)]
         table: Option<String>,
-        /// Where files go (file sinks): a folder on the server, `file://…` or `s3://…`.
+        /// Where files go (file sinks): a folder of the warehouse, or a path
+        /// under the server's `file_sink_roots`.
         #[arg(long)]
         path: Option<String>,
         /// Folder template of file sinks (strftime on `__ingest_ts`).
@@ -216,12 +217,18 @@ pub async fn call(
     body: Option<&Value>,
 ) -> Result<String> {
     let url = format!("{}{path}", target.server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().request(method, &url);
+    let mut request = reqwest::Client::new().request(method.clone(), &url);
     if let Some(token) = &target.admin_token {
         request = request.bearer_auth(token);
     }
-    if let Some(body) = body {
-        request = request.json(body);
+    // Every POST says it is JSON, a flush without a body too: the server
+    // answers 415 otherwise (see `crate::access`).
+    match body {
+        Some(body) => request = request.json(body),
+        None if method == reqwest::Method::POST => {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
+        None => {}
     }
     let response = request
         .send()
@@ -1055,7 +1062,7 @@ pub async fn setup(target: &Target, input: impl BufRead) -> Result<()> {
         sink_body.insert("table".into(), json!(prompt.ask("  Table", &pipeline)?));
     } else {
         let path = prompt.ask(
-            "  Path (empty: a folder named after the sink in the warehouse)",
+            "  Path in the warehouse (empty: a folder named after the sink)",
             "",
         )?;
         if !path.is_empty() {

@@ -3,13 +3,15 @@
 //!
 //! Startup order, each step failing fast with a clear error:
 //!
+//! 0. refuse an admin API other machines could reach without a token
+//!    ([`crate::access`]);
 //! 1. open the catalog;
 //! 2. plan every pipeline's SQL;
 //! 3. open or create each sink table and read the pipeline's last committed
 //!    offset from it;
 //! 4. open each stream's buffer (recovering a torn tail) and start its writer;
 //! 5. start one task per pipeline;
-//! 6. serve HTTP.
+//! 6. serve HTTP; queries run on a runtime of their own ([`crate::query_api`]).
 //!
 //! Shutdown (SIGINT / SIGTERM) runs in reverse: stop accepting requests,
 //! let the buffer writers finish what is queued, then each pipeline reads
@@ -25,7 +27,6 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
-use pipe_ingest::http::error_response;
 use pipe_sink::open_catalog;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -34,7 +35,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::definitions::Definitions;
 use crate::supervisor::Supervisor;
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, Result};
 
 /// What the admin routes share.
 #[derive(Clone)]
@@ -45,8 +46,8 @@ pub(crate) struct AdminState {
     draining: Arc<std::sync::atomic::AtomicBool>,
     /// The address the server listens on (for streams' endpoint URLs).
     pub addr: std::net::SocketAddr,
-    /// What `POST /v1/query` sessions keep between requests.
-    query_caches: pipe_query::Caches,
+    /// What `POST /v1/query` requests share ([`crate::query_api`]).
+    pub query: Arc<crate::query_api::QueryService>,
 }
 
 /// Runs the server until `shutdown` completes: the definitions of the file
@@ -56,6 +57,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    crate::access::check_listen(&config)?;
     let catalog = open_catalog(&config.catalog).await?;
 
     // Pipelines (DataFusion, Parquet encoding, uploads) run on their own
@@ -64,26 +66,39 @@ pub async fn serve(
     let pipeline_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(pipeline_threads())
         .thread_name("pipe-pipeline")
-        .on_thread_start(lower_thread_priority)
+        .on_thread_start(|| lower_thread_priority(PIPELINE_NICE))
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("starting the pipeline runtime: {e}")))?;
+    // Queries (`POST /v1/query`) get a runtime of their own, at a lower
+    // priority still: ingest first, then pipelines, then ad hoc queries.
+    let query_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(pipeline_threads())
+        .thread_name("pipe-query")
+        .on_thread_start(|| lower_thread_priority(QUERY_NICE))
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("starting the query runtime: {e}")))?;
+    let query = crate::query_api::QueryService::new(&config, query_runtime.handle().clone())?;
     let supervisor = Arc::new(Supervisor::new(
         catalog,
         definitions,
         config.clone(),
         pipeline_runtime.handle().clone(),
     ));
-    let result = run(supervisor, config, shutdown).await;
+    let result = run(supervisor, Arc::new(query), config, shutdown).await;
     // Every pipeline task has finished (or none started); the runtime has
     // nothing left to run. (Dropping it here would block in async code.)
     pipeline_runtime.shutdown_background();
+    // A query still running is abandoned with its runtime.
+    query_runtime.shutdown_background();
     result
 }
 
 /// Starts everything, serves until `shutdown`, then stops in order.
 async fn run(
     supervisor: Arc<Supervisor>,
+    query: Arc<crate::query_api::QueryService>,
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -103,21 +118,23 @@ async fn run(
         supervisor: supervisor.clone(),
         draining: draining.clone(),
         addr,
-        query_caches: pipe_query::Caches::default(),
+        query,
     };
     let admin_only = axum::middleware::from_fn_with_state(state.clone(), crate::admin::authorize);
+    let json_only = axum::middleware::from_fn(crate::access::require_json);
     let app = crate::admin::router()
         .route(
             "/v1/streams/{stream}",
             get(crate::admin::get_stream).delete(crate::admin::delete_stream),
         )
+        .route_layer(json_only)
         .route_layer(admin_only)
         // Ingest (after the admin layer: streams check their own tokens).
         .route("/v1/streams/{stream}", post(dispatch).options(dispatch))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
-        .route("/v1/query", post(query))
+        .route("/v1/query", post(crate::query_api::query))
         .with_state(state);
 
     info!(%addr, streams = config.streams.len(), pipelines = config.pipelines.len(), "pipe is serving");
@@ -152,103 +169,6 @@ fn pipeline_threads() -> usize {
         .map(|n| n.get().saturating_sub(1))
         .unwrap_or(1)
         .max(1)
-}
-
-/// The body of `POST /v1/query`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QueryRequest {
-    sql: String,
-    /// Rows returned at most (default 10,000; the caller may ask for more).
-    #[serde(default = "default_max_rows")]
-    max_rows: usize,
-    /// Seconds the query may take (default 30).
-    #[serde(default = "default_query_secs")]
-    timeout_secs: u64,
-}
-
-fn default_max_rows() -> usize {
-    10_000
-}
-
-fn default_query_secs() -> u64 {
-    30
-}
-
-/// `POST /v1/query`: one read-only statement over the catalog's tables;
-/// the rows as JSON objects. Statements that would change data or
-/// definitions are refused (400), a query past its time limit is 408.
-async fn query(
-    State(state): State<AdminState>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let config = state.supervisor.config();
-    if !config.query.enabled {
-        return error_response(
-            ErrorKind::NotFound,
-            "the query endpoint is turned off (`[query] enabled = false`)",
-        );
-    }
-    if !pipe_ingest::http::bearer_authorized(&config.query.token_digests, &headers) {
-        return error_response(ErrorKind::Unauthorized, "unauthorized");
-    }
-    let request: QueryRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error_response(
-                ErrorKind::InvalidInput,
-                format!("expected {{\"sql\": \"…\", \"max_rows\": n, \"timeout_secs\": n}}: {e}"),
-            )
-        }
-    };
-    let started = std::time::Instant::now();
-    let run = async {
-        let catalog = pipe_sink::open_catalog(&config.catalog).await?;
-        let engine = pipe_query::QueryEngine::with_caches(
-            catalog,
-            pipe_query::Reader::default(),
-            &state.query_caches,
-        )
-        .await?;
-        let (answer, truncated) = engine.read_only(&request.sql, request.max_rows).await?;
-        let rows = pipe_query::render(&answer.batches, pipe_query::OutputFormat::Json)?;
-        Ok::<_, Error>((answer, truncated, rows))
-    };
-    let limit = std::time::Duration::from_secs(request.timeout_secs.max(1));
-    match tokio::time::timeout(limit, run).await {
-        Err(_) => error_response(
-            ErrorKind::TimedOut,
-            format!("the query took longer than {} s", limit.as_secs()),
-        ),
-        Ok(Err(e)) => error_response(e.kind(), e.to_string()),
-        Ok(Ok((answer, truncated, rows))) => {
-            let columns: Vec<String> = answer
-                .batches
-                .first()
-                .map(|b| {
-                    b.schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let rows: serde_json::Value = serde_json::from_str(&rows).unwrap_or_default();
-            Json(json!({
-                "columns": columns,
-                "rows": rows,
-                "row_count": pipe_query::row_count(&answer.batches),
-                "truncated": truncated,
-                "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
-                "files_total": answer.scan.files_total,
-                "files_scanned": answer.scan.files_planned,
-                "files_skipped": answer.scan.files_skipped(),
-                "bytes_read": answer.scan.bytes_read,
-            }))
-            .into_response()
-        }
-    }
 }
 
 /// `GET /readyz`: 200 while every stream takes events and every pipeline
@@ -288,12 +208,18 @@ async fn prometheus(State(state): State<AdminState>) -> Response {
 /// and buffer threads about ten times their CPU share.
 const PIPELINE_NICE: i32 = 10;
 
-/// Lowers the calling thread's CPU priority (Linux niceness is per thread).
+/// Niceness of query threads: below pipelines (about three times less
+/// CPU under contention), far below HTTP.
+const QUERY_NICE: i32 = 15;
+
+/// Sets the calling thread's niceness (Linux niceness is per thread).
 /// Best effort: on failure the thread runs at normal priority.
-fn lower_thread_priority() {
+fn lower_thread_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority has no memory effects; `0` names the calling thread.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, PIPELINE_NICE);
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }

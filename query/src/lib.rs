@@ -10,7 +10,9 @@
 //! `approx_percentile_cont(_with_weight)`, and our `approx_top_k`
 //! ([`top_k`]). `table_at('ns.t', snapshot id or timestamp)` reads a table
 //! as of a snapshot ([`time_travel`]). [`render`] prints results as a
-//! table, JSON (an array of row objects) or CSV.
+//! table, JSON (an array of row objects) or CSV. Sessions that share
+//! [`Caches::with_limits`] share one memory pool and spill folder
+//! ([`Limits`]); a query past them fails with [`Error::ResourcesExhausted`].
 //!
 //! ```no_run
 //! # async fn demo(catalog: std::sync::Arc<dyn iceberg::Catalog>) -> pipe_query::Result<()> {
@@ -54,6 +56,9 @@ pub enum Error {
     /// Results could not be rendered.
     #[error("rendering results: {0}")]
     Render(String),
+    /// The query needed more memory (or spill space) than its [`Limits`].
+    #[error("{0}")]
+    ResourcesExhausted(String),
 }
 
 impl Error {
@@ -61,7 +66,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Sql(_) => ErrorKind::InvalidInput,
-            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Unavailable(_) | Error::ResourcesExhausted(_) => ErrorKind::Unavailable,
             Error::Render(_) => ErrorKind::Internal,
         }
     }
@@ -80,6 +85,57 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Caches {
     runtime: Arc<RuntimeEnv>,
     tables: provider::LoadedTables,
+}
+
+/// How much memory and disk the queries sharing one [`Caches`] may use,
+/// all of them together.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes DataFusion's operators may hold at once (its memory pool, a
+    /// `FairSpillPool`: operators that can spill share it evenly). An
+    /// operator past its share spills, or fails the query with
+    /// [`Error::ResourcesExhausted`].
+    pub memory_bytes: usize,
+    /// Where operators spill, and how much; `None`: they cannot, and the
+    /// query fails instead.
+    pub spill: Option<Spill>,
+}
+
+/// Spill files of sorts, aggregations and joins past their memory.
+#[derive(Debug, Clone)]
+pub struct Spill {
+    /// The folder (which must exist); files go in a temporary folder in it.
+    pub dir: std::path::PathBuf,
+    /// Bytes of spill files at most; past it the query fails with
+    /// [`Error::ResourcesExhausted`].
+    pub max_bytes: u64,
+}
+
+impl Caches {
+    /// Caches whose sessions run within `limits`. (The default caches have
+    /// no memory limit and spill to the system's temporary folder.)
+    pub fn with_limits(limits: &Limits) -> Result<Caches> {
+        use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+        use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+        let disk = match &limits.spill {
+            Some(spill) => DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![spill.dir.clone()]))
+                .with_max_temp_directory_size(spill.max_bytes),
+            None => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        };
+        // The error of a query past the pool names its biggest consumers.
+        let top = std::num::NonZeroUsize::new(3).expect("3 is not zero");
+        let pool = TrackConsumersPool::new(FairSpillPool::new(limits.memory_bytes), top);
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .with_disk_manager_builder(disk)
+            .build_arc()
+            .map_err(|e| Error::Unavailable(format!("setting up query limits: {e}")))?;
+        Ok(Caches {
+            runtime,
+            tables: provider::LoadedTables::default(),
+        })
+    }
 }
 
 impl std::fmt::Debug for Caches {
@@ -293,6 +349,7 @@ fn classify(e: datafusion::error::DataFusionError) -> Error {
         E::ArrowError(a, _) if !matches!(**a, A::IoError(..) | A::ExternalError(_)) => {
             Error::Sql(e.to_string())
         }
+        E::ResourcesExhausted(_) => Error::ResourcesExhausted(e.to_string()),
         _ => Error::Unavailable(e.to_string()),
     }
 }

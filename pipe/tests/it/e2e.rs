@@ -321,14 +321,6 @@ sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
     assert_eq!(rows, vec![json!({"n": 3})], "nothing was written");
 }
 
-fn hex_digest(token: &str) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args(["hash-token", token])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// `pipe query` without SQL reads statements (ending with `;`, over several
 /// lines) until `exit`; an error does not end the session.
 #[tokio::test(flavor = "multi_thread")]

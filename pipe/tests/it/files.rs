@@ -10,16 +10,20 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 /// One stream feeding a Parquet sink and a gzip NDJSON sink, both in
-/// `bucket` on the test's S3 server.
+/// `bucket` on the test's S3 server: the first in a folder of the
+/// warehouse, the second outside it, under a root the file allows.
 fn write_files_config(dir: &Path, store: &Store, bucket: &str) -> std::path::PathBuf {
     write_stream_config(
         dir,
-        &store.toml(),
+        &format!(
+            "file_sink_roots = [\"s3://{bucket}/json\"]\n{}",
+            store.toml()
+        ),
         &format!(
             r#"
 [sinks.parquet_files]
 type = "parquet"
-path = "s3://{bucket}/parquet"
+path = "parquet"
 roll_interval_secs = 3600
 
 [sinks.json_files]
@@ -80,7 +84,7 @@ async fn file_sinks_on_s3_are_read_back_by_duckdb() {
     );
 
     let today = chrono::Utc::now();
-    let parquet = read_files(&format!("s3://{bucket}/parquet"), "parquet");
+    let parquet = read_files(&format!("s3://{bucket}/warehouse/parquet"), "parquet");
     assert_eq!(parquet["n"], 3, "{parquet}");
     let files = parquet["files"].as_array().unwrap();
     assert_eq!(files.len(), 1, "{parquet}");
@@ -144,7 +148,7 @@ async fn file_sink_crash_matrix_loses_and_duplicates_nothing() {
     server.flush("to_parquet");
     server.flush("to_json");
     server.stop();
-    for (location, format) in [("parquet", "parquet"), ("json", "json")] {
+    for (location, format) in [("warehouse/parquet", "parquet"), ("json", "json")] {
         let read = read_files(&format!("s3://{bucket}/{location}"), format);
         assert_eq!(read["n"], read["distinct"], "{location}: duplicated rows");
         let ids: HashSet<&str> = read["ids"]

@@ -99,6 +99,14 @@ impl Server {
         server
     }
 
+    /// [`start_with_env`](Self::start_with_env), listening on `host` (such
+    /// as `0.0.0.0`) instead of 127.0.0.1; `url` still names 127.0.0.1.
+    pub async fn start_on(config: &Path, host: &str, env: &[(&str, &str)]) -> Server {
+        let mut server = Server::spawn_on(config, host, env);
+        server.wait_healthy(false).await;
+        server
+    }
+
     /// Starts the server with a crash point armed, and waits until it is
     /// healthy or has already ended (a pipeline catching up can reach its
     /// crash point before the server answers).
@@ -109,13 +117,19 @@ impl Server {
     }
 
     fn spawn(config: &Path, env: &[(&str, &str)]) -> Server {
+        Server::spawn_on(config, "127.0.0.1", env)
+    }
+
+    fn spawn_on(config: &Path, host: &str, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = config.with_file_name(format!("serve-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_pipe"))
             .args(["serve", "--config"])
             .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", &format!("{host}:{port}")])
             .env("PIPE_LOG", "info")
+            // The token of whoever runs the tests is not the server's.
+            .env_remove("PIPE_ADMIN_TOKEN")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -568,11 +582,23 @@ pub async fn post_some(server: &Server, first: usize, requests: usize) -> Vec<St
     acked
 }
 
+/// `POST /v1/pipelines/{pipeline}/flush`: the status and the body.
+pub async fn flush_answer(server: &Server, pipeline: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/pipelines/{pipeline}/flush", server.url))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 /// Asks `pipeline` for a flush; the answer does not matter (the process
 /// may die).
 pub async fn request_flush(server: &Server, pipeline: &str) {
     let _ = reqwest::Client::new()
         .post(format!("{}/v1/pipelines/{pipeline}/flush", server.url))
+        .header("content-type", "application/json")
         .timeout(Duration::from_secs(30))
         .send()
         .await;
@@ -638,6 +664,15 @@ pub async fn deliver_getting_started(config: &Path) -> Value {
     assert_eq!(server.flush("ecommerce")["rows"], 3);
     server.stop();
     events
+}
+
+/// The SHA-256 digest of `token` as `pipe hash-token` prints it.
+pub fn hex_digest(token: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["hash-token", token])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Runs `cmd` with `input` on its standard input; returns its output.

@@ -7,11 +7,13 @@
 //! `PIPE_TEST_POSTGRES_URI` (a PostgreSQL server on 127.0.0.1) before
 //! running these.
 
+mod access;
 mod bad_input;
 mod crash;
 mod e2e;
 mod fanout;
 mod faults;
+mod file_paths;
 mod files;
 mod fraud;
 mod harness;
@@ -23,6 +25,7 @@ mod outage;
 mod overload;
 mod postgres;
 mod quarantine;
+mod query_limits;
 mod rest;
 mod restarts;
 mod s3;

@@ -472,11 +472,3 @@ async fn an_admin_token_guards_the_admin_api_but_not_ingest() {
     assert_eq!(status, 200, "{body}");
     server.stop();
 }
-
-fn hex_digest(token: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args(["hash-token", token])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}

@@ -174,7 +174,11 @@ async fn a_hanging_store_is_a_retried_timeout_not_a_stuck_pipeline() {
     let mut retrying = None;
     while hang.elapsed() < Duration::from_secs(10) {
         let sent = Instant::now();
-        acked.extend(post_batch(&server, next).await.expect("ingest does not need the store"));
+        acked.extend(
+            post_batch(&server, next)
+                .await
+                .expect("ingest does not need the store"),
+        );
         slowest = slowest.max(sent.elapsed());
         next += 50;
         let status = server.status("ecommerce").await;
@@ -185,7 +189,10 @@ async fn a_hanging_store_is_a_retried_timeout_not_a_stuck_pipeline() {
     }
     let retrying = retrying.expect("the pipeline shows it is retrying while the store hangs");
     assert!(
-        retrying["state_reason"].as_str().unwrap().contains("did not finish within 2 s"),
+        retrying["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 2 s"),
         "{retrying}"
     );
     assert!(slowest < Duration::from_secs(2), "an ack took {slowest:?}");

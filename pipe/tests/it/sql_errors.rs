@@ -57,6 +57,7 @@ async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
     assert_eq!(status, 200, "{body}");
     let _ = reqwest::Client::new()
         .post(format!("{}/v1/pipelines/orders_pipeline/flush", server.url))
+        .header("content-type", "application/json")
         .send()
         .await;
     let status = server.child.wait().unwrap();
@@ -205,10 +206,7 @@ async fn a_range_replayed_after_a_crash_can_grow() {
     .await;
     let (status, body) = server.post_json("orders", &events(0, 100, &[13, 57])).await;
     assert_eq!(status, 200, "{body}");
-    let _ = reqwest::Client::new()
-        .post(format!("{}/v1/pipelines/orders_pipeline/flush", server.url))
-        .send()
-        .await;
+    request_flush(&server, "orders_pipeline").await;
     assert!(!server.child.wait().unwrap().success());
     drop(server);
 

@@ -60,13 +60,9 @@ async fn a_step_that_panics_is_retried_and_shown_while_it_retries() {
         "{status}"
     );
     assert!(status["retry_attempts"].as_u64().unwrap() >= 1, "{status}");
-    let flush = reqwest::Client::new()
-        .post(format!("{}/v1/pipelines/ecommerce/flush", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(flush.status(), 500);
-    assert!(flush.text().await.unwrap().contains("panicked"));
+    let (code, body) = flush_answer(&server, "ecommerce").await;
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("panicked"), "{body}");
     let metrics = server.metrics().await;
     assert_eq!(
         metrics[r#"pipe_pipeline_state{pipeline="ecommerce",state="retrying"}"#],
@@ -120,13 +116,9 @@ async fn a_pipeline_task_that_ends_is_failed_and_the_server_not_ready() {
             .contains("pipeline `ecommerce` failed"),
         "{body}"
     );
-    let flush = reqwest::Client::new()
-        .post(format!("{}/v1/pipelines/ecommerce/flush", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(flush.status(), 503);
-    assert!(flush.text().await.unwrap().contains("panicked"));
+    let (code, body) = flush_answer(&server, "ecommerce").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("panicked"), "{body}");
     let metrics = server.metrics().await;
     assert_eq!(
         metrics[r#"pipe_pipeline_state{pipeline="ecommerce",state="failed"}"#],

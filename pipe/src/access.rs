@@ -1,0 +1,210 @@
+//! Who may reach the admin and query APIs, and how.
+//!
+//! - **From where.** [`check_listen`] refuses to start a server that other
+//!   machines can reach (`listen` not on 127.0.0.0/8 or `::1`) unless the
+//!   admin API has a token: through it a caller creates and deletes
+//!   streams (with their buffered events), sinks and pipelines, and a sink
+//!   writes files as the server's user. The query
+//!   endpoint on such an address takes its own `[query] auth_token_sha256`,
+//!   or else the admin tokens ([`query_token_digests`]). On loopback both
+//!   are open unless tokens are set, as a local tool should be.
+//! - **With what.** Every `POST` to the admin and query APIs must say
+//!   `Content-Type: application/json` ([`require_json`], else 415). A web
+//!   page can make a browser send a cross-site `POST` without asking first
+//!   only as a form or `text/plain`; a JSON body needs a CORS preflight,
+//!   which these APIs never grant. So a page the operator visits cannot
+//!   drive a server on their loopback address. Ingest
+//!   (`POST /v1/streams/{name}`) is not an admin API: streams keep their
+//!   own tokens and CORS settings.
+//!
+//! ```text
+//!  listen on loopback ──────────► admin: tokens if set, else open
+//!                                 query: [query] tokens if set, else open
+//!  listen elsewhere ── no admin token ──► refused at start (exit 2)
+//!                   └─ admin token ─────► admin: admin tokens
+//!                                         query: [query] tokens, else admin tokens
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::config::Config;
+use crate::{Error, Result};
+
+/// Whether only this machine can reach `addr`: 127.0.0.0/8, `::1`, or
+/// either as an IPv4-mapped IPv6 address.
+pub fn is_loopback(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        IpAddr::V4(ip) => ip.is_loopback(),
+        IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Refuses a configuration whose admin API other machines could reach
+/// without a token.
+pub fn check_listen(config: &Config) -> Result<()> {
+    if is_loopback(config.listen) || !config.admin_token_digests.is_empty() {
+        return Ok(());
+    }
+    let port = config.listen.port();
+    Err(Error::Config(format!(
+        "`listen` is `{listen}`, which other machines can reach, and the admin API has no token: \
+         anyone who reaches it could create and delete streams, sinks and pipelines. Either set a token: \
+         start with `PIPE_ADMIN_TOKEN=<token> pipe serve …` (or `--admin-token <token>`), or put the \
+         output of `pipe hash-token <token>` in pipe.toml as `[admin] auth_token_sha256 = [\"…\"]`; \
+         clients then send it with `--admin-token` or `PIPE_ADMIN_TOKEN`. Or listen on this machine \
+         only: `--listen 127.0.0.1:{port}`",
+        listen = config.listen,
+    )))
+}
+
+/// The bearer-token digests `POST /v1/query` accepts (none: no auth): its
+/// own, or, when other machines can reach the server, the admin API's.
+pub fn query_token_digests(config: &Config) -> &[[u8; 32]] {
+    if config.query.token_digests.is_empty() && !is_loopback(config.listen) {
+        &config.admin_token_digests
+    } else {
+        &config.query.token_digests
+    }
+}
+
+/// Answers 415 to a `POST`, `PUT` or `PATCH` whose `Content-Type` is not
+/// `application/json` (parameters such as `charset` allowed).
+pub(crate) async fn require_json(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let takes_body = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    );
+    if takes_body {
+        if let Some(refusal) = refuse_unless_json(request.headers()) {
+            return refusal;
+        }
+    }
+    next.run(request).await
+}
+
+/// The 415 answer, unless the request says its body is JSON.
+pub(crate) fn refuse_unless_json(headers: &HeaderMap) -> Option<Response> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = value
+        .as_deref()
+        .map(|v| v.split(';').next().unwrap_or_default().trim());
+    if essence.is_some_and(|e| e.eq_ignore_ascii_case("application/json")) {
+        return None;
+    }
+    let found = match &value {
+        Some(v) => format!("`{v}`"),
+        None => "none".into(),
+    };
+    // The body of every error answer, with the kind of a request that
+    // fails again as sent; 415 is the status HTTP has for this case.
+    let body = serde_json::json!({"error": {
+        "kind": "invalid_input",
+        "message": format!("expected `Content-Type: application/json`, got {found}"),
+    }});
+    Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(listen: &str, admin: bool, query: bool) -> Config {
+        let mut text = format!("listen = \"{listen}\"\n");
+        let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        if admin {
+            text.push_str(&format!("[admin]\nauth_token_sha256 = [\"{digest}\"]\n"));
+        }
+        if query {
+            let other = digest.replace('9', "8");
+            text.push_str(&format!("[query]\nauth_token_sha256 = [\"{other}\"]\n"));
+        }
+        let file = toml::from_str(&text).unwrap();
+        Config::resolve(file, std::path::Path::new("/x"), &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        for addr in [
+            "127.0.0.1:1",
+            "127.8.9.1:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(is_loopback(addr.parse().unwrap()), "{addr}");
+        }
+        for addr in [
+            "0.0.0.0:1",
+            "[::]:1",
+            "192.168.1.2:1",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            assert!(!is_loopback(addr.parse().unwrap()), "{addr}");
+        }
+    }
+
+    #[test]
+    fn a_reachable_admin_api_needs_a_token() {
+        check_listen(&config("127.0.0.1:8080", false, false)).unwrap();
+        check_listen(&config("0.0.0.0:8080", true, false)).unwrap();
+        let e = check_listen(&config("0.0.0.0:8080", false, false)).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        let e = e.to_string();
+        for want in [
+            "`0.0.0.0:8080`",
+            "PIPE_ADMIN_TOKEN",
+            "pipe hash-token",
+            "[admin] auth_token_sha256",
+            "--listen 127.0.0.1:8080",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+    }
+
+    #[test]
+    fn a_reachable_query_endpoint_falls_back_to_the_admin_tokens() {
+        let local = config("127.0.0.1:8080", true, false);
+        assert!(query_token_digests(&local).is_empty(), "loopback: as set");
+        let open = config("0.0.0.0:8080", true, false);
+        assert_eq!(query_token_digests(&open), &open.admin_token_digests[..]);
+        let own = config("0.0.0.0:8080", true, true);
+        assert_eq!(query_token_digests(&own), &own.query.token_digests[..]);
+        assert_ne!(own.query.token_digests, own.admin_token_digests);
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |v: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = v {
+                h.insert(header::CONTENT_TYPE, v.parse().unwrap());
+            }
+            refuse_unless_json(&h).map(|r| r.status())
+        };
+        assert_eq!(with(Some("application/json")), None);
+        assert_eq!(with(Some("Application/JSON; charset=utf-8")), None);
+        for bad in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/jsonx"),
+        ] {
+            assert_eq!(
+                with(bad),
+                Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! `POST /v1/query` cannot take the server down: a query past its memory
+//! fails clearly while ingest is acked and the process stays small; a slow
+//! one times out, stops, and frees its slot; limits are the server's.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+/// `[query]` settings small enough to reach in a test.
+const LIMITS: &str = "[query]
+memory_limit_bytes = 67108864
+max_spill_bytes = 268435456
+max_concurrent = 1
+max_timeout_secs = 60
+max_result_rows = 1000
+";
+
+/// The process's resident memory, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU time the process has used (user + system).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces) start at `state`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf reads a constant of the system.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / per_sec)
+}
+
+/// `POST /v1/query` with `body`; the status, `Retry-After` and the body.
+async fn ask(url: &str, body: Value) -> (u16, Option<String>, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/query"))
+        .json(&body)
+        .timeout(Duration::from_secs(180))
+        .send()
+        .await
+        .unwrap();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (
+        r.status().as_u16(),
+        retry,
+        r.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_its_memory_fails_clearly_while_ingest_is_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    // Little spill space: the query runs out of it in seconds.
+    let limits = LIMITS.replace("268435456", "33554432");
+    let config = write_config(dir.path(), 3600, &limits);
+    let server = Server::start(&config).await;
+    let pid = server.child.id();
+    let url = server.url.clone();
+    let query = tokio::spawn(async move {
+        let sql = "SELECT count(DISTINCT value) AS n FROM range(3000000000)";
+        ask(&url, json!({"sql": sql, "timeout_secs": 60})).await
+    });
+
+    // While it runs: events keep being acked, and the process stays small.
+    let started = Instant::now();
+    let (mut acked, mut slowest, mut largest) = (0, Duration::ZERO, 0);
+    loop {
+        let sent = Instant::now();
+        let event = json!([{"user_id": format!("u{acked}"), "event_type": "during_query"}]);
+        let (status, body) = server.post_json("ecommerce_stream", &event).await;
+        assert_eq!(status, 200, "{body}");
+        acked += 1;
+        slowest = slowest.max(sent.elapsed());
+        largest = largest.max(rss(pid));
+        if largest > 4 << 30 {
+            server.kill();
+            panic!("the server grew past 4 GiB: the query has no memory limit");
+        }
+        if query.is_finished() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no answer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, retry, body) = query.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    let message = body["error"]["message"].as_str().unwrap();
+    for want in [
+        "`[query] memory_limit_bytes` = 67108864",
+        "`[query] max_spill_bytes` = 33554432",
+        "approx_distinct",
+    ] {
+        assert!(message.contains(want), "{want} in {message}");
+    }
+    assert!(largest < 1 << 30, "resident memory reached {largest} bytes");
+    assert!(
+        slowest < Duration::from_secs(10),
+        "an ack took {slowest:?} during the query"
+    );
+    eprintln!(
+        "memory-bound query: answered in {:.1} s; {acked} ingest requests acked meanwhile, the slowest in {slowest:?}; largest RSS {} MiB",
+        started.elapsed().as_secs_f64(),
+        largest >> 20
+    );
+
+    // The server goes on: queries, and every acked event committed.
+    let (status, _, body) = ask(&server.url, json!({"sql": "SELECT 1 AS one"})).await;
+    assert_eq!(
+        (status, &body["rows"]),
+        (200, &json!([{"one": 1}])),
+        "{body}"
+    );
+    assert_eq!(server.flush("ecommerce")["rows"], acked);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_query_times_out_stops_and_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_stream_config(dir.path(), LIMITS, "");
+    let server = Server::start(&config).await;
+    let pid = server.child.id();
+
+    // Past the server's maxima: 400, naming them.
+    let one = "SELECT 1 AS one";
+    let (status, _, body) = ask(&server.url, json!({"sql": one, "timeout_secs": 61})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains("`[query] max_timeout_secs`"),
+        "{body}"
+    );
+    let (status, _, body) = ask(&server.url, json!({"sql": one, "max_rows": 1001})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("at most 1000"), "{body}");
+
+    // A query that would run for hours takes the only slot…
+    let url = server.url.clone();
+    let slow = tokio::spawn(async move {
+        let sql = "SELECT sum(value) AS s FROM range(1000000000000)";
+        ask(&url, json!({"sql": sql, "timeout_secs": 3})).await
+    });
+    // …so another is refused at once, with Retry-After. (Asked once, after
+    // a pause: a probe could itself take the slot before the slow query.)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, retry, body) = ask(&server.url, json!({"sql": one})).await;
+    assert_eq!((status, retry.as_deref()), (503, Some("1")), "{body}");
+    assert!(
+        body.to_string().contains("`[query] max_concurrent`"),
+        "{body}"
+    );
+
+    // At its deadline it is 408, and aborted: its slot comes back (the
+    // task held it until dropped) and the process goes idle.
+    let (status, _, body) = slow.await.unwrap();
+    assert_eq!(status, 408, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = ask(&server.url, json!({"sql": one})).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot never came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = cpu_time(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_time(pid) - before;
+    assert!(
+        used < Duration::from_millis(500),
+        "the aborted query still runs: {used:?} of CPU in 2 s"
+    );
+    server.stop();
+}
