@@ -957,7 +957,7 @@ impl Config {
                     if let Some(other) = locations.insert(f.location.clone(), s.name.clone()) {
                         return Err(err(
                             format!("sinks.{}.path", s.name),
-                            format!("`{}` is already the path of sink `{other}`", f.location),
+                            format!("`{}` is already the path of sink `{other}`: give each file sink a folder of its own", f.location),
                         ));
                     }
                 }
@@ -1326,7 +1326,7 @@ mod tests {
             ),
             (
                 "[sinks.a]\ntype = \"json\"\npath = \"out\"\n[sinks.b]\ntype = \"parquet\"\npath = \"out\"",
-                "`sinks.b.path`: `file:///etc/pipe/data/warehouse/out` is already the path of sink `a`",
+                "`sinks.b.path`: `file:///etc/pipe/data/warehouse/out` is already the path of sink `a`: give each file sink a folder of its own",
             ),
             ("[sinks.s]\ntype = \"parquet\"\npath = \"gs://b\"", "`sinks.s.path`: expected a folder"),
             (
