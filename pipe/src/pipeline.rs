@@ -355,11 +355,13 @@ impl PipelineTask {
                 panic!("PIPE_FAULT: {}", crate::crash::PIPELINE_TASK_PANIC);
             }
             let step = async {
+                let mut rolled = Rolled::default();
                 if self.unfinished.is_some() {
-                    self.roll(&mut pending, &cancel).await?;
+                    rolled += self.roll(&mut pending, &cancel).await?;
                 }
                 if flush.is_some() {
-                    return self.commit_through_durable(&mut pending, &cancel).await;
+                    rolled += self.commit_through_durable(&mut pending, &cancel).await?;
+                    return Ok(rolled);
                 }
                 if let Err(e) = self.read_available_timed(&mut pending, false).await {
                     self.rewind(&mut pending);
@@ -369,9 +371,9 @@ impl PipelineTask {
                     .as_ref()
                     .is_some_and(|p| self.full(p) || p.since.elapsed() >= self.roll_interval);
                 if due {
-                    return self.roll(&mut pending, &cancel).await;
+                    rolled += self.roll(&mut pending, &cancel).await?;
                 }
-                Ok(Rolled::default())
+                Ok(rolled)
             };
             // A panic in a step is a failed step: what was read and not
             // closed is dropped and read again, closed files wait in
@@ -611,7 +613,7 @@ impl PipelineTask {
                 Err(e) => {
                     *pending = Some(p);
                     self.rewind(pending);
-                    return Err(e.into());
+                    return Err(e);
                 }
             }
         }
@@ -622,6 +624,7 @@ impl PipelineTask {
             failed_rows: u.failed_rows,
         };
         let mut delay = Duration::from_millis(200);
+        let mut tries = 0;
         let started = Instant::now();
         loop {
             // A commit attempt cut short by the timeout has an unknown
@@ -674,13 +677,17 @@ impl PipelineTask {
                     self.log.committed(self.plan.name(), range.last);
                     return Ok(rolled);
                 }
-                Err(e) if e.kind().retryable() && !cancel.is_cancelled() => {
+                // A few quick tries here; past them the step ends with the
+                // error, so flushes get an answer and the task's backoff
+                // (and state) take over. The range stays unfinished.
+                Err(e) if e.kind().retryable() && !cancel.is_cancelled() && tries < 3 => {
+                    tries += 1;
                     warn!(pipeline = %self.plan.name(), error = %e, "commit failed; retrying the same range");
                     self.stats
                         .record_error(format!("commit failed (retrying): {e}"));
-                    self.stats.set_retrying(&format!("commit failed: {e}"));
+                    self.stats.set_retrying(&e.to_string());
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
+                    delay *= 2;
                 }
                 // The range and its files stay in `unfinished` and are
                 // committed before anything newer; the records stay in the

@@ -358,6 +358,16 @@ pub async fn commit_range(
             expected,
         };
         match tx.commit(&fenced).await {
+            // Iceberg refuses a snapshot stamped more than a minute before
+            // the table's last one: this machine's clock is behind (stepped
+            // back, or another writer's is ahead). Retrying soon cannot
+            // help; the pipeline retries with its backoff until it can.
+            Err(e) if e.message().contains("Invalid snapshot timestamp") => {
+                return Err(Error::ClockBehind(format!(
+                    "committing `{id}`: this machine's clock is behind the last commit of `{ident}` by more than the minute Iceberg allows ({}); commits go on once the clock has caught up: check its time source (NTP)",
+                    e.message()
+                )))
+            }
             Ok(table) => {
                 let snapshot_id = table.metadata().current_snapshot_id();
                 info!(pipeline, commit_id = %id, files = files.len(), snapshot_id = ?snapshot_id, "committed");

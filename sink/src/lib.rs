@@ -81,6 +81,9 @@ pub enum Error {
     /// outcome is unknown.
     #[error("{0}")]
     TimedOut(String),
+    /// The table refuses a commit stamped by a clock that is behind it.
+    #[error("{0}")]
+    ClockBehind(String),
 }
 
 impl Error {
@@ -107,7 +110,7 @@ impl Error {
                 _ => ErrorKind::Unavailable,
             },
             Error::Corrupt(_) => ErrorKind::Internal,
-            Error::TimedOut(_) => ErrorKind::Unavailable,
+            Error::TimedOut(_) | Error::ClockBehind(_) => ErrorKind::Unavailable,
         }
     }
 }

@@ -112,3 +112,101 @@ async fn a_full_buffer_disk_refuses_requests_until_space_frees() {
         .collect();
     assert_eq!(stored, acked, "exactly the acknowledged events");
 }
+
+/// libfaketime, to step the clock of the `pipe` process alone.
+fn faketime_lib() -> String {
+    let lib = std::env::var("PIPE_TEST_FAKETIME")
+        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1".to_string());
+    assert!(
+        Path::new(&lib).exists(),
+        "{lib} is missing: run the README's test command (scripts/test), which installs faketime"
+    );
+    lib
+}
+
+async fn post_keyed(server: &Server, key: &str) -> (u16, bool) {
+    let events: Vec<Value> = (0..3)
+        .map(|i| json!({"user_id": format!("{key}-{i}"), "event_type": "clock"}))
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/streams/ecommerce_stream", server.url))
+        .header("idempotency-key", key)
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    (
+        r.status().as_u16(),
+        r.headers().contains_key("idempotent-replayed"),
+    )
+}
+
+/// The wall clock steps back 10 minutes, forward 10 minutes, and back
+/// again, while keyed requests arrive, are retried and are committed, and
+/// across a restart. Iceberg refuses snapshots stamped more than a minute
+/// before the table's last one, so while the clock is behind, commits wait
+/// (the pipeline shows why) and nothing is lost or doubled; retries are
+/// recognised whatever the clock did.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clock_stepping_back_and_forward_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let clock = dir.path().join("clock");
+    let set_clock = |offset: &str| std::fs::write(&clock, offset).unwrap();
+    set_clock("+0");
+    let lib = faketime_lib();
+    let clock_path = clock.display().to_string();
+    let env = [
+        ("LD_PRELOAD", lib.as_str()),
+        ("FAKETIME_TIMESTAMP_FILE", clock_path.as_str()),
+        ("FAKETIME_NO_CACHE", "1"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let server = Server::start_with_env(&config, &env).await;
+    for k in ["k0", "k1", "k2"] {
+        assert_eq!(post_keyed(&server, k).await, (200, false));
+    }
+    server.flush("ecommerce");
+
+    set_clock("-600");
+    for k in ["k3", "k4"] {
+        assert_eq!(post_keyed(&server, k).await, (200, false));
+    }
+    assert_eq!(
+        post_keyed(&server, "k0").await,
+        (200, true),
+        "a retry after the step"
+    );
+    let (code, body) = flush_answer(&server, "ecommerce").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("clock is behind"), "{body}");
+    let status = server.status("ecommerce").await;
+    assert_eq!(status["state"], "retrying", "{status}");
+
+    set_clock("+600");
+    assert_eq!(post_keyed(&server, "k5").await, (200, false));
+    assert_eq!(post_keyed(&server, "k3").await, (200, true));
+    let report = server.flush("ecommerce");
+    assert_eq!(report["rows"], 9, "k3, k4 and k5: {report}");
+
+    set_clock("+0");
+    assert_eq!(post_keyed(&server, "k6").await, (200, false));
+    assert_eq!(flush_answer(&server, "ecommerce").await.0, 503);
+    server.kill();
+
+    // Restarted with the clock ahead again: keys are rebuilt, k6 commits.
+    set_clock("+600");
+    let server = Server::start_with_env(&config, &env).await;
+    for k in ["k0", "k4", "k6"] {
+        assert_eq!(post_keyed(&server, k).await, (200, true), "{k}");
+    }
+    assert_eq!(server.flush("ecommerce")["rows"], 3);
+    server.stop();
+    assert_eq!(
+        query(
+            &config,
+            "SELECT count(*) AS n, count(DISTINCT user_id) AS ids FROM default.ecommerce"
+        ),
+        vec![json!({"n": 21, "ids": 21})]
+    );
+}
