@@ -27,6 +27,7 @@ mod client;
 pub use client::{Client, Sent};
 pub mod config;
 pub mod definitions;
+pub mod listener;
 pub mod manage;
 pub mod metrics;
 pub use pipe_sink::crash;

@@ -102,6 +102,9 @@ async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // Connections are capped below the open-files limit, keeping a
+    // reserve for buffers, tables and the catalog (see `crate::listener`).
+    let max_connections = crate::listener::connection_cap(crate::listener::raise_file_limit());
     let streams: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
     let pipelines: Vec<&str> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
     supervisor.start(&config, &streams, &pipelines).await?;
@@ -144,10 +147,13 @@ async fn run(
         shutdown.await;
         draining.store(true, std::sync::atomic::Ordering::Relaxed);
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::Internal(format!("HTTP server: {e}")))?;
+    axum::serve(
+        crate::listener::CappedListener::new(listener, max_connections),
+        app,
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| Error::Internal(format!("HTTP server: {e}")))?;
     info!("HTTP stopped; draining buffers and committing");
     let failure = supervisor.shutdown().await;
     info!("pipe stopped");

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -209,4 +210,48 @@ async fn the_clock_stepping_back_and_forward_loses_and_doubles_nothing() {
         ),
         vec![json!({"n": 21, "ids": 21})]
     );
+}
+
+/// Many idle connections: at most a capped number is held (the rest are
+/// closed at once), so the server keeps descriptors for its own files and
+/// its pipeline goes on committing; once the idle clients leave, requests
+/// are served again. Before, the idle clients took every descriptor: no
+/// request was accepted, and commits failed to open their files.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_cannot_take_every_file_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, "");
+    // 300 files: 236 connections at most, 64 kept for the server.
+    let server = Server::start_with_file_limit(&config, 300).await;
+    let events = getting_started_events();
+    assert_eq!(server.post_json("ecommerce_stream", &events).await.0, 200);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(s) => idle.push(s),
+            Err(_) => break,
+        }
+    }
+    assert!(idle.len() >= 300, "{} connections", idle.len());
+    // The pipeline commits (roll every second) while the clients idle.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = query(&config, "SELECT count(*) AS n FROM default.ecommerce");
+        if rows == vec![json!({"n": 3})] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no commit while the connections idle: {rows:?}\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(server.log_text().contains("too many open connections"));
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.post_json("ecommerce_stream", &events).await.0, 200);
+    assert_eq!(server.flush("ecommerce")["rows"], 3);
+    server.stop();
 }

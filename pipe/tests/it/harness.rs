@@ -116,14 +116,36 @@ impl Server {
         server
     }
 
+    /// [`start`](Self::start) with at most `files` open files (soft and
+    /// hard limit).
+    pub async fn start_with_file_limit(config: &Path, files: u64) -> Server {
+        let limit = format!("--nofile={files}:{files}");
+        let mut server = Server::spawn_with(config, "127.0.0.1", &[], &["prlimit", &limit, "--"]);
+        server.wait_healthy(false).await;
+        server
+    }
+
     fn spawn(config: &Path, env: &[(&str, &str)]) -> Server {
         Server::spawn_on(config, "127.0.0.1", env)
     }
 
     fn spawn_on(config: &Path, host: &str, env: &[(&str, &str)]) -> Server {
+        Server::spawn_with(config, host, env, &[])
+    }
+
+    /// Spawns `pipe serve`, run through the `wrapper` command if any.
+    fn spawn_with(config: &Path, host: &str, env: &[(&str, &str)], wrapper: &[&str]) -> Server {
         let port = free_port();
         let log = config.with_file_name(format!("serve-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_pipe"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_pipe")),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", &format!("{host}:{port}")])
