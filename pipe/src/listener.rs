@@ -53,7 +53,7 @@ pub fn raise_file_limit() -> u64 {
                 }
             }
         }
-        u64::from(limit.rlim_cur)
+        limit.rlim_cur
     }
     #[cfg(not(unix))]
     {
