@@ -64,6 +64,8 @@ pub struct LogOptions {
     pub buffer: BufferOptions,
     /// How long idempotency keys are remembered.
     pub idempotency_window: Duration,
+    /// The most keys remembered (see [`crate::idempotency`]).
+    pub max_keys: usize,
 }
 
 /// What opening a log hands out besides the log: the one way to append,
@@ -111,6 +113,7 @@ impl StreamLog {
         let keys = Arc::new(KeyIndex::open(
             &dir.join("keys.log"),
             options.idempotency_window,
+            options.max_keys,
         )?);
         let mut reader = buffer.reader(buffer.first_offset());
         loop {

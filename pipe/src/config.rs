@@ -256,6 +256,10 @@ pub struct StreamFile {
     /// How long an `Idempotency-Key` is remembered, in seconds (default 86400).
     #[serde(default)]
     pub idempotency_window_secs: Option<u64>,
+    /// The most distinct `Idempotency-Key`s remembered within the window
+    /// (default 1,000,000, about 190 MB); past it the oldest are forgotten.
+    #[serde(default)]
+    pub idempotency_max_keys: Option<usize>,
     /// Size of the buffer's segment files in MiB (default 64); space is
     /// released a whole segment at a time.
     #[serde(default)]
@@ -375,6 +379,8 @@ pub struct StreamConfig {
     pub max_events: usize,
     pub unknown_fields: UnknownFields,
     pub idempotency_window: std::time::Duration,
+    /// See [`StreamFile::idempotency_max_keys`].
+    pub idempotency_max_keys: usize,
     pub segment_bytes: u64,
     pub max_buffer_bytes: u64,
     /// `(namespace, table)` of the quarantine table, in quarantine mode.
@@ -683,6 +689,11 @@ impl Config {
                 s.idempotency_window_secs.map(|w| w as usize),
                 86_400,
             )?;
+            let max_keys = positive(
+                "idempotency_max_keys",
+                s.idempotency_max_keys,
+                pipe_ingest::idempotency::DEFAULT_MAX_KEYS,
+            )?;
             let segment_mb = positive("buffer_segment_mb", s.buffer_segment_mb, 64)?;
             let quota_mb = positive("max_buffer_mb", s.max_buffer_mb, 8192)?;
             if quota_mb < 2 * segment_mb {
@@ -714,6 +725,7 @@ impl Config {
                 max_events,
                 unknown_fields: s.unknown_fields,
                 idempotency_window: std::time::Duration::from_secs(window as u64),
+                idempotency_max_keys: max_keys,
                 segment_bytes: segment_mb as u64 * 1024 * 1024,
                 max_buffer_bytes: quota_mb as u64 * 1024 * 1024,
                 quarantine,

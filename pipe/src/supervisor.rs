@@ -384,6 +384,7 @@ impl Supervisor {
                 ..BufferOptions::default()
             },
             idempotency_window: stream.idempotency_window,
+            max_keys: stream.idempotency_max_keys,
         };
         let opened = StreamLog::open(
             &stream.name,

@@ -15,6 +15,7 @@ fn options() -> LogOptions {
             ..BufferOptions::default()
         },
         idempotency_window: Duration::from_secs(3600),
+        max_keys: crate::idempotency::DEFAULT_MAX_KEYS,
     }
 }
 
