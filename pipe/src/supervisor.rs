@@ -433,6 +433,17 @@ impl Supervisor {
         let from = log.attach(&name, p.committed);
         let (tx, rx) = mpsc::channel(16);
         let stats = Arc::new(PipelineStats::new(p.committed));
+        // Said where the operator looks, not only in the log: those events
+        // are in the stream's other pipelines' tables, not in this one's.
+        if let Some(c) = p.committed.filter(|c| c + 1 < from) {
+            stats.record_error(format!(
+                "offsets {}..{} of stream `{}` were released while no pipeline `{name}` read it (other pipelines had committed them): they are not in `{}`",
+                c + 1,
+                from - 1,
+                p.stream,
+                p.sink.describe()
+            ));
+        }
         self.metrics.add_pipeline(PipelineSource {
             name: name.clone(),
             stream: p.stream.clone(),

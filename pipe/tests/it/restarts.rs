@@ -141,3 +141,78 @@ async fn a_buffer_restored_from_an_older_copy_starts_and_goes_on() {
     );
     assert!(buffer.join("gaps.log").exists());
 }
+
+/// Two pipelines share a stream; one is deleted and made again (the way
+/// its SQL is changed until updates in place exist). While it was gone,
+/// the other's commits let the stream release events: the recreated
+/// pipeline starts at the oldest event still held, and says which offsets
+/// its table lacks, in its recent errors (what `pipe pipelines get`
+/// shows), not only in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_recreated_beside_another_says_what_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let both = |with_p: bool| {
+        let p = if with_p {
+            "[sinks.tp_sink]\ntable = \"tp\"\nroll_interval_secs = 3600\n\n[pipelines.p]\nsql = \"INSERT INTO tp_sink SELECT * FROM ecommerce_stream\"\n"
+        } else {
+            ""
+        };
+        write_stream_config(
+            dir.path(),
+            "",
+            &format!(
+                "buffer_segment_mb = 1\n\n[sinks.tq_sink]\ntable = \"tq\"\nroll_interval_secs = 3600\n\n[pipelines.q]\nsql = \"INSERT INTO tq_sink SELECT * FROM ecommerce_stream\"\n\n{p}"
+            ),
+        )
+    };
+    let filler = |from: usize| -> Vec<Value> {
+        (from..from + 1500)
+            .map(|i| json!({"user_id": format!("f{i:06}"), "event_type": "x", "product_id": "p".repeat(1000)}))
+            .collect()
+    };
+    let config = both(true);
+    let server = Server::start(&config).await;
+    server
+        .post_chunks("ecommerce_stream", &filler(0), 500)
+        .await;
+    server.flush("p");
+    server.flush("q");
+    server.stop();
+
+    // p deleted: q alone commits, and the stream releases behind it.
+    let config = both(false);
+    let server = Server::start(&config).await;
+    server
+        .post_chunks("ecommerce_stream", &filler(10_000), 500)
+        .await;
+    server.flush("q");
+    server.stop();
+
+    let config = both(true);
+    let server = Server::start(&config).await;
+    server.flush("p");
+    let status = server.status("p").await;
+    let missed = status["recent_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|e| {
+            e["error"]
+                .as_str()
+                .filter(|m| m.contains("were released while no pipeline `p`"))
+        })
+        .unwrap_or_else(|| panic!("the recreated pipeline says what it missed: {status}"))
+        .to_string();
+    server.stop();
+    let count = |table: &str| {
+        query(
+            &config,
+            &format!("SELECT count(*) AS n FROM default.{table}"),
+        )[0]["n"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(count("tq"), 3000);
+    assert!(count("tp") < 3000, "{missed}");
+    assert!(missed.contains("they are not in `default.tp`"), "{missed}");
+}
