@@ -58,7 +58,19 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     crate::access::check_listen(&config)?;
-    let catalog = open_catalog(&config.catalog).await?;
+    // A catalog that does not answer fails the start, saying so.
+    let limit = config.store_timeout;
+    let catalog = tokio::time::timeout(limit, open_catalog(&config.catalog))
+        .await
+        .map_err(|_| {
+            Error::Remote(
+                format!(
+                    "opening the catalog did not finish within {} s (`store_timeout_secs`): it is not answering",
+                    limit.as_secs()
+                ),
+                crate::ErrorKind::Unavailable,
+            )
+        })??;
 
     // Pipelines (DataFusion, Parquet encoding, uploads) run on their own
     // runtime, at a lower CPU priority, so that CPU-heavy batches never

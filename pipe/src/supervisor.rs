@@ -204,14 +204,15 @@ impl Supervisor {
                 ));
             }
             let source = source_of(plan.stream())?;
-            planned.push(self.open_pipeline(config, p, plan, &source).await?);
+            let what = format!("opening the sink of pipeline `{}`", p.name);
+            let opened = self.open_pipeline(config, p, plan, &source);
+            planned.push(within(config.store_timeout, &what, opened).await?);
         }
         for name in streams {
             let stream = stream_config(config, name)?;
-            if let Some(q) = self
-                .open_quarantine(config, stream, &sources[*name])
-                .await?
-            {
+            let what = format!("opening the quarantine table of stream `{name}`");
+            let opened = self.open_quarantine(config, stream, &sources[*name]);
+            if let Some(q) = within(config.store_timeout, &what, opened).await? {
                 planned.push(q);
             }
         }
@@ -634,6 +635,24 @@ impl Supervisor {
         }
         failure
     }
+}
+
+/// `work`, unless the catalog or store keeps it waiting past `limit`: a
+/// start (or an admin API change) then fails saying so instead of hanging.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(Error::Remote(
+            format!(
+                "{what} did not finish within {} s (`store_timeout_secs`): the catalog or the store is not answering",
+                limit.as_secs()
+            ),
+            ErrorKind::Unavailable,
+        ))
+    })
 }
 
 fn stream_config<'a>(config: &'a Config, name: &str) -> Result<&'a StreamConfig> {

@@ -137,3 +137,129 @@ async fn the_same_pipeline_name_in_two_processes_keeps_both_sides_rows() {
     let rows = query(&b, "SELECT count(*) AS n FROM default.shared");
     assert_eq!(rows, vec![serde_json::json!({"n": 9 * 25})]);
 }
+
+/// A PostgreSQL server of this test's own, to stop and hang.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    uri: String,
+}
+
+impl PrivatePostgres {
+    fn start() -> PrivatePostgres {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(python())
+            .arg(repo_path("tests/servers/postgres.py"))
+            .arg("start")
+            .arg(dir.path())
+            .arg(free_port().to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let uri = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        PrivatePostgres { dir, uri }
+    }
+
+    /// SIGSTOP or SIGCONT to the server and every process it started (a
+    /// connection's backend would go on answering otherwise).
+    fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_string();
+        let children = std::process::Command::new("pgrep")
+            .args(["-P", &pid])
+            .output()
+            .unwrap();
+        let mut pids = vec![pid];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_string),
+        );
+        for pid in pids {
+            std::process::Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(pid)
+                .status()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = std::process::Command::new(python())
+            .arg(repo_path("tests/servers/postgres.py"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// The catalog hangs (its server stopped: connections open, nothing
+/// answered): ingest goes on, the pipeline's commit attempts time out and
+/// are retried (it shows `retrying`), a server started meanwhile fails
+/// saying the catalog does not answer instead of hanging, and once the
+/// catalog answers again every event is committed once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_catalog_is_a_retried_timeout() {
+    let pg = PrivatePostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!(
+        "store_timeout_secs = 2\n\n[catalog]\nuri = \"{}\"\n",
+        pg.uri
+    );
+    let config = write_config(dir.path(), 1, &settings);
+    let server = Server::start(&config).await;
+    let mut acked: HashSet<String> = post_some(&server, 0, 2).await.into_iter().collect();
+    server.flush("ecommerce");
+
+    pg.signal("STOP");
+    let hang = std::time::Instant::now();
+    let mut retrying = None;
+    while hang.elapsed() < Duration::from_secs(10) {
+        acked.extend(post_some(&server, 1000 + acked.len(), 1).await);
+        let status = server.status("ecommerce").await;
+        if status["state"] == "retrying" {
+            retrying = Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let retrying = retrying.expect("the pipeline retries while the catalog hangs");
+    assert!(
+        retrying["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 2 s"),
+        "{retrying}"
+    );
+    assert!(acked.len() > 200, "ingest went on: {}", acked.len());
+    // A second server on the same catalog cannot start, and says why.
+    let other = tempfile::tempdir().unwrap();
+    let other_config = write_config(other.path(), 1, &settings);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["serve", "--config"])
+        .arg(&other_config)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not answering"), "{err}");
+
+    pg.signal("CONT");
+    let report = server.flush("ecommerce");
+    assert!(report["committed_through"].as_u64().is_some(), "{report}");
+    server.stop();
+    let rows = query(
+        &config,
+        "SELECT count(*) AS n, count(DISTINCT user_id) AS ids FROM default.ecommerce",
+    );
+    assert_eq!(
+        rows,
+        vec![serde_json::json!({"n": acked.len(), "ids": acked.len()})]
+    );
+}
