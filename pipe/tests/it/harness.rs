@@ -604,6 +604,21 @@ pub async fn post_some(server: &Server, first: usize, requests: usize) -> Vec<St
     acked
 }
 
+/// Runs `pipe <args> --server <url>`, which must succeed; its output.
+pub fn cli(server: &Server, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(args)
+        .args(["--server", &server.url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pipe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `POST /v1/pipelines/{pipeline}/flush`: the status and the body.
 pub async fn flush_answer(server: &Server, pipeline: &str) -> (u16, String) {
     let r = reqwest::Client::new()

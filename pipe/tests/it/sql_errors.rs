@@ -40,14 +40,13 @@ fn events(from: i64, to: i64, poison: &[i64]) -> Value {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("schema.json"), SCHEMA).unwrap();
-    let config = dir.path().join("pipe.toml");
+/// Writes the config in `dir`, posts 100 orders (ids 13 and 57 fail the
+/// SQL) and flushes with the server set to die right after the quarantine
+/// table's commit, before the sink's. Returns the config's path.
+async fn crash_between_the_two_commits(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::write(dir.join("schema.json"), SCHEMA).unwrap();
+    let config = dir.join("pipe.toml");
     std::fs::write(&config, CONFIG).unwrap();
-
-    // Die right after the quarantine table's commit, before the sink's.
     let mut server = Server::start_with_env(
         &config,
         &[("PIPE_CRASH_AT", pipe::crash::AFTER_FAILED_ROWS_COMMIT)],
@@ -55,11 +54,7 @@ async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
     .await;
     let (status, body) = server.post_json("orders", &events(0, 100, &[13, 57])).await;
     assert_eq!(status, 200, "{body}");
-    let _ = reqwest::Client::new()
-        .post(format!("{}/v1/pipelines/orders_pipeline/flush", server.url))
-        .header("content-type", "application/json")
-        .send()
-        .await;
+    request_flush(&server, "orders_pipeline").await;
     let status = server.child.wait().unwrap();
     assert!(!status.success(), "the crash point ends the process");
     assert!(
@@ -67,7 +62,13 @@ async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
         "{}",
         server.log_text()
     );
-    drop(server);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crash_between_the_two_commits(dir.path()).await;
 
     // After the restart the range is replayed: the sink gets its 98 rows,
     // the quarantine table keeps the 2 it already had.
@@ -108,20 +109,7 @@ async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
             .contains("the SQL failed on 1 rows")),
         "{status}"
     );
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
-            .args(["pipelines"])
-            .args(args)
-            .args(["--server", &server.url])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| cli(&server, &[&["pipelines"], args].concat());
     let details = cli(&["get", "orders_pipeline"]);
     assert!(
         details.contains("sink              shop.orders (iceberg)"),
@@ -196,19 +184,7 @@ async fn failing_rows_go_to_quarantine_once_even_across_a_crash() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_range_replayed_after_a_crash_can_grow() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("schema.json"), SCHEMA).unwrap();
-    let config = dir.path().join("pipe.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let mut server = Server::start_with_env(
-        &config,
-        &[("PIPE_CRASH_AT", pipe::crash::AFTER_FAILED_ROWS_COMMIT)],
-    )
-    .await;
-    let (status, body) = server.post_json("orders", &events(0, 100, &[13, 57])).await;
-    assert_eq!(status, 200, "{body}");
-    request_flush(&server, "orders_pipeline").await;
-    assert!(!server.child.wait().unwrap().success());
-    drop(server);
+    let config = crash_between_the_two_commits(dir.path()).await;
 
     let server = Server::start(&config).await;
     let (status, body) = server.post_json("orders", &events(100, 110, &[105])).await;

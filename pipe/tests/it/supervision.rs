@@ -30,16 +30,7 @@ async fn wait_for_state(server: &Server, pipeline: &str, state: &str) -> Value {
 }
 
 fn pipelines_get(server: &Server, pipeline: &str) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args(["pipelines", "get", pipeline, "--server", &server.url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    cli(server, &["pipelines", "get", pipeline])
 }
 
 #[tokio::test(flavor = "multi_thread")]
