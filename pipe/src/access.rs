@@ -16,6 +16,12 @@
 //!   drive a server on their loopback address. Ingest
 //!   (`POST /v1/streams/{name}`) is not an admin API: streams keep their
 //!   own tokens and CORS settings.
+//! - **For whom.** Without a token, the admin and query APIs answer only
+//!   requests whose `Host` is `localhost` (or a `*.localhost` name) or an
+//!   IP address ([`refuse_foreign_host`], else 403). A page that points its
+//!   own domain name at 127.0.0.1 (DNS rebinding) is same-origin with the
+//!   server and would pass the JSON check, but its requests carry its
+//!   domain name as `Host`.
 //!
 //! ```text
 //!  listen on loopback ──────────► admin: tokens if set, else open
@@ -71,6 +77,46 @@ pub fn query_token_digests(config: &Config) -> &[[u8; 32]] {
     } else {
         &config.query.token_digests
     }
+}
+
+/// The 403 answer to a request for a tokenless API whose `Host` is a name
+/// other than `localhost` (DNS rebinding: see the module doc); `None` when
+/// the request may go on.
+pub(crate) fn refuse_foreign_host(headers: &HeaderMap) -> Option<Response> {
+    let host = headers.get(header::HOST)?;
+    let host = String::from_utf8_lossy(host.as_bytes()).to_ascii_lowercase();
+    if is_local_host(&host) {
+        return None;
+    }
+    let body = serde_json::json!({"error": {
+        "kind": "unauthorized",
+        "message": format!(
+            "`Host: {host}` is not localhost or an IP address: without a token this API answers only those (a web page could otherwise point its own name at this server); set an admin token to use other names"
+        ),
+    }});
+    Some((StatusCode::FORBIDDEN, Json(body)).into_response())
+}
+
+/// `localhost`, `*.localhost`, or an IP address, with or without a port.
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.');
+    name == "localhost" || name.ends_with(".localhost") || name.parse::<IpAddr>().is_ok()
 }
 
 /// Answers 415 to a `POST`, `PUT` or `PATCH` whose `Content-Type` is not
@@ -180,6 +226,37 @@ mod tests {
         let own = config("0.0.0.0:8080", true, true);
         assert_eq!(query_token_digests(&own), &own.query.token_digests[..]);
         assert_ne!(own.query.token_digests, own.admin_token_digests);
+    }
+
+    #[test]
+    fn only_local_hosts_reach_a_tokenless_api() {
+        let with = |host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, host.parse().unwrap());
+            refuse_foreign_host(&h).map(|r| r.status())
+        };
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST.",
+            "app.localhost:1",
+            "127.0.0.1:8080",
+            "10.1.2.3",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert_eq!(with(ok), None, "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:8080",
+            "[::1.evil",
+        ] {
+            assert_eq!(with(bad), Some(StatusCode::FORBIDDEN), "{bad}");
+        }
+        assert!(refuse_foreign_host(&HeaderMap::new()).is_none());
     }
 
     #[test]

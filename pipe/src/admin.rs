@@ -50,7 +50,8 @@ use crate::server::AdminState;
 use crate::{Error, ErrorKind, Result};
 
 /// Answers 401 unless the caller sends one of `[admin] auth_token_sha256`
-/// as a bearer token (when any is configured).
+/// as a bearer token (when any is configured); without tokens, 403 to a
+/// `Host` that is not localhost or an IP address (see [`crate::access`]).
 pub(crate) async fn authorize(
     State(state): State<AdminState>,
     request: axum::extract::Request,
@@ -59,6 +60,11 @@ pub(crate) async fn authorize(
     let digests = &state.supervisor.config().admin_token_digests;
     if !pipe_ingest::http::bearer_authorized(digests, request.headers()) {
         return error_response(ErrorKind::Unauthorized, "unauthorized");
+    }
+    if digests.is_empty() {
+        if let Some(refusal) = crate::access::refuse_foreign_host(request.headers()) {
+            return refusal;
+        }
     }
     next.run(request).await
 }

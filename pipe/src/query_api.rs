@@ -153,9 +153,14 @@ pub(crate) async fn query(
             "the query endpoint is turned off (`[query] enabled = false`)",
         );
     }
-    if !pipe_ingest::http::bearer_authorized(crate::access::query_token_digests(&config), &headers)
-    {
+    let digests = crate::access::query_token_digests(&config);
+    if !pipe_ingest::http::bearer_authorized(digests, &headers) {
         return error_response(ErrorKind::Unauthorized, "unauthorized");
+    }
+    if digests.is_empty() {
+        if let Some(refusal) = crate::access::refuse_foreign_host(&headers) {
+            return refusal;
+        }
     }
     if let Some(refusal) = crate::access::refuse_unless_json(&headers) {
         return refusal;

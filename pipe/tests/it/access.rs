@@ -140,6 +140,27 @@ async fn on_loopback_the_apis_stay_open_without_tokens() {
     assert_eq!(post(&server, "/v1/query", &sql, None).await.0, 200);
     let sink = json!({"name": "s", "table": "t"});
     assert_eq!(post(&server, "/v1/sinks", &sink, None).await.0, 201);
+    // A page that pointed its own name at 127.0.0.1 (DNS rebinding) is
+    // same-origin with the server, but its requests say its name.
+    let rebound = |path: &str, body: &Value| {
+        reqwest::Client::new()
+            .post(format!("{}{path}", server.url))
+            .header("host", "attacker.example:8080")
+            .json(body)
+            .send()
+    };
+    let r = rebound("/v1/query", &sql).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("not localhost"));
+    let other = json!({"name": "s2", "table": "t2"});
+    assert_eq!(rebound("/v1/sinks", &other).await.unwrap().status(), 403);
+    let listing = reqwest::Client::new()
+        .get(format!("{}/v1/streams", server.url))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 403);
     server.stop();
 }
 
