@@ -256,7 +256,13 @@ impl StreamLog {
             .min()
             .flatten();
         let from = through.map_or(0, |c| c + 1).max(self.first_offset());
-        self.next_offset().saturating_sub(from)
+        self.buffer.records_in(from, self.next_offset())
+    }
+
+    /// How many records offsets `from..to` hold (offsets in a recorded gap
+    /// hold none).
+    pub fn records_in(&self, from: u64, to: u64) -> u64 {
+        self.buffer.records_in(from, to)
     }
 
     fn release_through(&self, consumer: &str, through: Option<u64>) {

@@ -242,6 +242,17 @@ impl Buffer {
         &self.id
     }
 
+    /// How many records offsets `from..to` hold: the range less the
+    /// offsets of recorded gaps in it.
+    pub fn records_in(&self, from: u64, to: u64) -> u64 {
+        let gaps: u64 = self
+            .gaps
+            .iter()
+            .map(|g| g.to.min(to).saturating_sub(g.from.max(from)))
+            .sum();
+        to.saturating_sub(from).saturating_sub(gaps)
+    }
+
     /// The offset the next appended record will get, once durable.
     pub fn next_offset(&self) -> u64 {
         *self.durable_next.borrow()

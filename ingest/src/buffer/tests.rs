@@ -344,6 +344,8 @@ fn a_buffer_behind_its_consumers_records_the_gap_and_readers_step_over_it() {
         std::fs::read_to_string(dir.path().join("gaps.log")).unwrap(),
         "3 41\n"
     );
+    assert_eq!(b.records_in(0, 44), 6, "the gap holds no records");
+    assert_eq!(b.records_in(20, 42), 1);
     // A consumer that had committed less reads what is left, then after the gap.
     assert_eq!(offsets(&read_everything(&b, 1)), vec![1, 2, 41, 42, 43]);
     // Starting inside the gap starts after it.
