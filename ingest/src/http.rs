@@ -428,7 +428,7 @@ async fn read_body(
 
 /// Why a gzip body was refused.
 #[derive(Debug, PartialEq, Eq)]
-enum GunzipError {
+pub enum GunzipError {
     /// It inflates past this many bytes.
     TooLarge(usize),
     /// It is not gzip, is cut short, or has bytes after its last member.
@@ -440,7 +440,7 @@ enum GunzipError {
 /// bytes. Anything after the last member that is not another whole member
 /// refuses the body: reading only part of it would accept some events and
 /// silently drop the rest.
-fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
+pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
     let mut out = Vec::new();
     let mut decoder = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
     decoder
