@@ -144,6 +144,23 @@ pub fn decode_meta(payload: &[u8]) -> Result<RequestMeta> {
 }
 
 fn batches(ipc: &[u8]) -> Result<Vec<RecordBatch>> {
+    // Arrow's IPC decoding is not panic-free on malformed input (a null
+    // buffer shorter than its array panics in `ArrayDataBuilder::build`).
+    // Such a record is refused like any other damaged one rather than
+    // taking down the pipeline that reads it; nothing outlives the decode.
+    std::panic::catch_unwind(|| decode_ipc(ipc)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::Corrupt(format!(
+            "a buffer record is not Arrow IPC: decoding it panicked: {why}"
+        )))
+    })
+}
+
+fn decode_ipc(ipc: &[u8]) -> Result<Vec<RecordBatch>> {
     let not_ipc = |e: ArrowError| Error::Corrupt(format!("a buffer record is not Arrow IPC: {e}"));
     // The push decoder takes only the bytes that are there: `StreamReader`
     // allocates whatever length a message header claims before reading it
@@ -211,7 +228,8 @@ mod tests {
     /// negative body length of the second.)
     #[test]
     fn lengths_past_the_record_are_refused() {
-        let fuzzed = b"P\x02\0\0\x005\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0P\x01\x10\x0a\0\0d";
+        let fuzzed =
+            b"P\x02\0\0\x005\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0P\x01\x10\x0a\0\0d";
         assert!(decode_quarantine(fuzzed).is_err());
 
         let meta = RequestMeta {
@@ -245,6 +263,16 @@ mod tests {
             .expect("the body length is in the message");
         bytes[field..field + 8].copy_from_slice(&(-8i64).to_le_bytes());
         assert!(decode_batches(&bytes).is_err());
+    }
+
+    /// Found by the `payload` fuzz target: a real quarantine record with
+    /// one byte changed, which makes a null buffer shorter than its array.
+    /// Arrow panics on it; the record is refused.
+    #[test]
+    fn a_panic_in_arrow_is_a_corrupt_record() {
+        let record = include_bytes!("testdata/payload-short-null-buffer.bin");
+        let err = decode_quarantine(record).unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
     }
 
     proptest! {
