@@ -19,7 +19,9 @@
 //! Keeping the key in the record makes it durable in the same fsync as the
 //! events, so a retry after a crash is recognised whatever the timing.
 
-use arrow::ipc::reader::StreamReader;
+use arrow::buffer::Buffer;
+use arrow::error::ArrowError;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 
@@ -142,14 +144,37 @@ pub fn decode_meta(payload: &[u8]) -> Result<RequestMeta> {
 }
 
 fn batches(ipc: &[u8]) -> Result<Vec<RecordBatch>> {
-    if ipc.is_empty() {
-        return Ok(Vec::new());
+    // Arrow's IPC decoding is not panic-free on malformed input (a null
+    // buffer shorter than its array panics in `ArrayDataBuilder::build`).
+    // Such a record is refused like any other damaged one rather than
+    // taking down the pipeline that reads it; nothing outlives the decode.
+    std::panic::catch_unwind(|| decode_ipc(ipc)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::Corrupt(format!(
+            "a buffer record is not Arrow IPC: decoding it panicked: {why}"
+        )))
+    })
+}
+
+fn decode_ipc(ipc: &[u8]) -> Result<Vec<RecordBatch>> {
+    let not_ipc = |e: ArrowError| Error::Corrupt(format!("a buffer record is not Arrow IPC: {e}"));
+    // The push decoder takes only the bytes that are there: `StreamReader`
+    // allocates whatever length a message header claims before reading it
+    // (gigabytes, or a panic for a negative one).
+    let mut decoder = StreamDecoder::new();
+    let mut buffer = Buffer::from(ipc);
+    let mut out = Vec::new();
+    while !buffer.is_empty() {
+        if let Some(batch) = decoder.decode(&mut buffer).map_err(not_ipc)? {
+            out.push(batch);
+        }
     }
-    let reader = StreamReader::try_new(ipc, None)
-        .map_err(|e| Error::Corrupt(format!("a buffer record is not Arrow IPC: {e}")))?;
-    reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Corrupt(format!("a buffer record is not Arrow IPC: {e}")))
+    decoder.finish().map_err(not_ipc)?;
+    Ok(out)
 }
 
 /// The good events of a record.
@@ -195,6 +220,59 @@ mod tests {
             .to_string()
             .contains("version 9"));
         assert!(decode_meta(&[b'P', 1, 10, 0, b'k']).is_err());
+    }
+
+    /// Found by the `payload` fuzz target: IPC lengths past the end of the
+    /// record are refused without being allocated. (`StreamReader` took
+    /// 1.3 GB for the first record, 38 bytes long, and panicked on the
+    /// negative body length of the second.)
+    #[test]
+    fn lengths_past_the_record_are_refused() {
+        let fuzzed =
+            b"P\x02\0\0\x005\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0P\x01\x10\x0a\0\0d";
+        assert!(decode_quarantine(fuzzed).is_err());
+
+        let meta = RequestMeta {
+            key: None,
+            accepted: 2,
+            dropped_fields: 0,
+            quarantined: 0,
+            at_micros: 0,
+        };
+        let mut bytes = encode(&meta, Some(&batch()), None).unwrap();
+        let events_len = decode(&bytes).unwrap().events.len();
+        // Header, then `0xFFFFFFFF <len> <message> <body>` per message: the
+        // schema (no body), the batch, then the 8-byte end marker.
+        let len_at = |at: usize| i32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let schema_at = 4 + FIXED;
+        let batch_at = schema_at + 8 + len_at(schema_at + 4);
+        let message = batch_at + 8..batch_at + 8 + len_at(batch_at + 4);
+        let body_len = (schema_at + events_len - 8 - message.end) as i64;
+        // Of the places that hold the same number, the one that is the
+        // message's `bodyLength`.
+        let field = (message.start..message.end - 8)
+            .find(|&i| {
+                let mut m = bytes[message.clone()].to_vec();
+                let at = i - message.start;
+                if m[at..at + 8] != body_len.to_le_bytes() {
+                    return false;
+                }
+                m[at..at + 8].copy_from_slice(&(-8i64).to_le_bytes());
+                arrow::ipc::root_as_message(&m).is_ok_and(|m| m.bodyLength() == -8)
+            })
+            .expect("the body length is in the message");
+        bytes[field..field + 8].copy_from_slice(&(-8i64).to_le_bytes());
+        assert!(decode_batches(&bytes).is_err());
+    }
+
+    /// Found by the `payload` fuzz target: a real quarantine record with
+    /// one byte changed, which makes a null buffer shorter than its array.
+    /// Arrow panics on it; the record is refused.
+    #[test]
+    fn a_panic_in_arrow_is_a_corrupt_record() {
+        let record = include_bytes!("testdata/payload-short-null-buffer.bin");
+        let err = decode_quarantine(record).unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
     }
 
     proptest! {
