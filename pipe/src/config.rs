@@ -489,6 +489,10 @@ pub struct Config {
     pub pipelines: Vec<PipelineConfig>,
 }
 
+/// The largest size in MiB a setting takes (16 TiB): larger ones would
+/// overflow once turned into bytes.
+const MAX_MB: u64 = 1 << 24;
+
 /// The default [`Config::store_timeout`].
 pub const DEFAULT_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -696,6 +700,14 @@ impl Config {
             )?;
             let segment_mb = positive("buffer_segment_mb", s.buffer_segment_mb, 64)?;
             let quota_mb = positive("max_buffer_mb", s.max_buffer_mb, 8192)?;
+            for (name, mb) in [
+                ("buffer_segment_mb", segment_mb),
+                ("max_buffer_mb", quota_mb),
+            ] {
+                if mb > MAX_MB as usize {
+                    return Err(err(key(name), format!("must be at most {MAX_MB} (16 TiB)")));
+                }
+            }
             if quota_mb < 2 * segment_mb {
                 return Err(err(
                     key("max_buffer_mb"),
@@ -872,6 +884,12 @@ impl Config {
                 return Err(err(
                     format!("sinks.{name}.roll_interval_secs"),
                     "must be at least 1".into(),
+                ));
+            }
+            if s.roll_size_mb > MAX_MB {
+                return Err(err(
+                    format!("sinks.{name}.roll_size_mb"),
+                    format!("must be at most {MAX_MB} (16 TiB)"),
                 ));
             }
             if s.roll_size_mb == 0 {
@@ -1312,6 +1330,10 @@ mod tests {
                 "`streams.a`: set `schema_file` or `json_schema_file`, not both",
             ),
             ("body_timeout_secs = 0", "`body_timeout_secs`: must be at least 1"),
+            (
+                "[sinks.s]\ntable = \"t\"\nroll_size_mb = 9223372036854775807",
+                "`sinks.s.roll_size_mb`: must be at most 16777216 (16 TiB)",
+            ),
             ("[query]\nmax_concurrent = 0", "`query.max_concurrent`: must be at least 1, got 0"),
             (
                 "[query]\nmemory_limit_bytes = 1000",
