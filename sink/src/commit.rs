@@ -196,6 +196,34 @@ fn last_in_properties(
     }))
 }
 
+/// Whether `pipeline` has committed through `last` from any source: a
+/// snapshot in `main`'s ancestry or a table property says so.
+pub fn committed_from_any_source(table: &Table, pipeline: &str, last: u64) -> bool {
+    let metadata = table.metadata();
+    let mut next = metadata.current_snapshot_id();
+    while let Some(id) = next {
+        let Some(snapshot) = metadata.snapshot_by_id(id) else {
+            break;
+        };
+        let props = &snapshot.summary().additional_properties;
+        if props.get(PROP_PIPELINE).map(String::as_str) == Some(pipeline)
+            && props
+                .get(PROP_OFFSET_LAST)
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|l| l >= last)
+        {
+            return true;
+        }
+        next = snapshot.parent_snapshot_id();
+    }
+    let legacy = format!("pipe.{pipeline}.offset-last");
+    let sourced = format!("pipe.{pipeline}@");
+    metadata.properties().iter().any(|(k, v)| {
+        (k == &legacy || (k.starts_with(&sourced) && k.ends_with(".offset-last")))
+            && v.parse::<u64>().is_ok_and(|l| l >= last)
+    })
+}
+
 /// Walks `main`'s ancestry from the current snapshot and returns the newest
 /// commit made by `pipeline` from `source` (or with no source), if any.
 fn last_in_ancestry(

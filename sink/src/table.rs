@@ -425,10 +425,11 @@ impl TableSink {
             return Ok(());
         }
         let landed = match &entries.commit {
-            Some(c) => {
-                commit::last_committed(&self.table, &self.pipeline, self.options.source.as_deref())?
-                    .is_some_and(|last| last.range.last >= c.last)
-            }
+            // Any source: the ledger may be one a run reading another log
+            // left (the pipeline's FROM changed, its buffer was made
+            // again). Keeping files of a commit that did not land leaves
+            // orphans; deleting those of one that did loses rows.
+            Some(c) => commit::committed_from_any_source(&self.table, &self.pipeline, c.last),
             None => false,
         };
         let keep: std::collections::HashSet<&str> = match (&entries.commit, landed) {

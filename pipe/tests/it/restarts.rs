@@ -216,3 +216,33 @@ async fn a_pipeline_recreated_beside_another_says_what_it_missed() {
     assert!(count("tp") < 3000, "{missed}");
     assert!(missed.contains("they are not in `default.tp`"), "{missed}");
 }
+
+/// A crash right after a commit landed, then a restart with the
+/// pipeline's FROM changed: the write ledger the crash left was resolved
+/// against the new stream's position, which cannot see that commit, and
+/// the committed data file was deleted (found by the hostile review).
+#[tokio::test(flavor = "multi_thread")]
+async fn files_of_a_commit_that_landed_survive_a_from_change_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with_env(
+        &config(dir.path(), "a"),
+        &[("PIPE_CRASH_AT", pipe::crash::AFTER_COMMIT)],
+    )
+    .await;
+    post_requests(&server, "a", 0, 5).await;
+    request_flush(&server, "p").await;
+    assert!(
+        !server.child.wait().unwrap().success(),
+        "the crash point ends the process"
+    );
+    drop(server);
+    let config = config(dir.path(), "b");
+    let server = Server::start(&config).await;
+    server.flush("p");
+    server.stop();
+    assert_eq!(
+        counts(&config),
+        json!({"n": 15, "ids": 15}),
+        "a's rows are readable"
+    );
+}
