@@ -162,7 +162,6 @@ impl KeyIndex {
     }
 
     fn rewrite(&self) -> Result<()> {
-        let tmp = self.path.with_extension("log.tmp");
         let mut out = Vec::new();
         for (key, entry) in self.entries.lock().expect("never poisoned").iter() {
             if let Entry::Done(answer) = entry {
@@ -175,11 +174,16 @@ impl KeyIndex {
                 out.push(b'\n');
             }
         }
-        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, "creating", e))?;
-        f.write_all(&out)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&tmp, "writing", e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, "replacing", e))
+        let (dir, name) = match (self.path.parent(), self.path.file_name()) {
+            (Some(dir), Some(name)) => (dir, name.to_string_lossy()),
+            _ => {
+                return Err(Error::Internal(format!(
+                    "`{}` is not a file path",
+                    self.path.display()
+                )))
+            }
+        };
+        crate::buffer::write_durably(dir, &name, &out)
     }
 
     /// Records the key of a live buffer record (at startup).

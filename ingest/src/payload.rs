@@ -149,13 +149,9 @@ fn batches(ipc: &[u8]) -> Result<Vec<RecordBatch>> {
     // Such a record is refused like any other damaged one rather than
     // taking down the pipeline that reads it; nothing outlives the decode.
     std::panic::catch_unwind(|| decode_ipc(ipc)).unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
         Err(Error::Corrupt(format!(
-            "a buffer record is not Arrow IPC: decoding it panicked: {why}"
+            "a buffer record is not Arrow IPC: decoding it panicked: {}",
+            pipe_schemas::panic_message(panic.as_ref())
         )))
     })
 }

@@ -86,6 +86,25 @@ impl Error {
     }
 }
 
+/// `work`, unless the catalog or the store keeps it waiting past `limit`
+/// (`store_timeout_secs`): then an `unavailable` error that says so, never
+/// a start, admin change or pipeline step that hangs.
+pub(crate) async fn within<T>(
+    limit: std::time::Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(Error::Remote(
+            format!(
+                "{what} did not finish within {} s (`store_timeout_secs`): the catalog or the store is not answering",
+                limit.as_secs()
+            ),
+            ErrorKind::Unavailable,
+        ))
+    })
+}
+
 /// The process exit code for an error kind. The only place that decides it.
 pub fn exit_code(kind: ErrorKind) -> i32 {
     match kind {

@@ -384,7 +384,7 @@ impl PipelineTask {
                     self.rewind(&mut pending);
                     Err(Error::Internal(format!(
                         "the pipeline step panicked: {}",
-                        panic_message(&panic)
+                        pipe_schemas::panic_message(panic.as_ref())
                     )))
                 }
             };
@@ -454,9 +454,12 @@ impl PipelineTask {
         drain: bool,
     ) -> Result<()> {
         let limit = self.store_timeout;
-        tokio::time::timeout(limit, self.read_available(pending, drain))
-            .await
-            .unwrap_or_else(|_| Err(timed_out("writing data files", limit)))
+        crate::within(
+            limit,
+            "writing data files",
+            self.read_available(pending, drain),
+        )
+        .await
     }
 
     /// Reads and processes durable records: all of them when `drain`, else
@@ -589,7 +592,7 @@ impl PipelineTask {
                 return Ok(Rolled::default());
             };
             let limit = self.store_timeout;
-            let closed = tokio::time::timeout(limit, async {
+            let closed = crate::within(limit, "closing data files", async {
                 let files = self.sink.close_files().await?;
                 let failed_files = match &mut self.failed {
                     Some(failed) => failed.sink.close_files().await?,
@@ -597,8 +600,7 @@ impl PipelineTask {
                 };
                 Ok::<_, Error>((files, failed_files))
             })
-            .await
-            .unwrap_or_else(|_| Err(timed_out("closing data files", limit)));
+            .await;
             match closed {
                 Ok((files, failed_files)) => {
                     crate::crash::point(crate::crash::AFTER_FILES);
@@ -724,24 +726,4 @@ impl PipelineTask {
         }
         self.sink.commit(u.range, &u.files).await
     }
-}
-
-/// The message a panic carried.
-pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
-
-/// The error of a step against the store that took longer than `limit`.
-fn timed_out(what: &str, limit: Duration) -> Error {
-    Error::Remote(
-        format!(
-            "{what} did not finish within {} s: the store is not answering",
-            limit.as_secs()
-        ),
-        crate::ErrorKind::Unavailable,
-    )
 }

@@ -59,18 +59,10 @@ pub async fn serve(
 ) -> Result<()> {
     crate::access::check_listen(&config)?;
     // A catalog that does not answer fails the start, saying so.
-    let limit = config.store_timeout;
-    let catalog = tokio::time::timeout(limit, open_catalog(&config.catalog))
-        .await
-        .map_err(|_| {
-            Error::Remote(
-                format!(
-                    "opening the catalog did not finish within {} s (`store_timeout_secs`): it is not answering",
-                    limit.as_secs()
-                ),
-                crate::ErrorKind::Unavailable,
-            )
-        })??;
+    let catalog = crate::within(config.store_timeout, "opening the catalog", async {
+        Ok(open_catalog(&config.catalog).await?)
+    })
+    .await?;
 
     // Pipelines (DataFusion, Parquet encoding, uploads) run on their own
     // runtime, at a lower CPU priority, so that CPU-heavy batches never

@@ -206,13 +206,13 @@ impl Supervisor {
             let source = source_of(plan.stream())?;
             let what = format!("opening the sink of pipeline `{}`", p.name);
             let opened = self.open_pipeline(config, p, plan, &source);
-            planned.push(within(config.store_timeout, &what, opened).await?);
+            planned.push(crate::within(config.store_timeout, &what, opened).await?);
         }
         for name in streams {
             let stream = stream_config(config, name)?;
             let what = format!("opening the quarantine table of stream `{name}`");
             let opened = self.open_quarantine(config, stream, &sources[*name]);
-            if let Some(q) = within(config.store_timeout, &what, opened).await? {
+            if let Some(q) = crate::within(config.store_timeout, &what, opened).await? {
                 planned.push(q);
             }
         }
@@ -505,7 +505,7 @@ impl Supervisor {
                     Err(panic) => {
                         let message = format!(
                             "the pipeline task panicked: {}",
-                            crate::pipeline::panic_message(&panic)
+                            pipe_schemas::panic_message(panic.as_ref())
                         );
                         error!(pipeline = %name, "{message}");
                         stats.set_failed(&message);
@@ -635,24 +635,6 @@ impl Supervisor {
         }
         failure
     }
-}
-
-/// `work`, unless the catalog or store keeps it waiting past `limit`: a
-/// start (or an admin API change) then fails saying so instead of hanging.
-async fn within<T>(
-    limit: Duration,
-    what: &str,
-    work: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-        Err(Error::Remote(
-            format!(
-                "{what} did not finish within {} s (`store_timeout_secs`): the catalog or the store is not answering",
-                limit.as_secs()
-            ),
-            ErrorKind::Unavailable,
-        ))
-    })
 }
 
 fn stream_config<'a>(config: &'a Config, name: &str) -> Result<&'a StreamConfig> {
