@@ -50,7 +50,13 @@
 //!   exactly the ranges listed there; any other hole between segments is
 //!   damage, reported as such.
 
+mod reader;
 pub mod segment;
+mod writer;
+
+use reader::read_segment;
+pub use reader::BufferReader;
+pub use writer::Appender;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Seek, SeekFrom, Write};
@@ -59,7 +65,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{Error, Result};
@@ -266,48 +272,6 @@ impl Buffer {
             .unwrap_or_else(|| self.next_offset())
     }
 
-    /// Starts the writer on the blocking pool. It runs until every
-    /// [`Appender`] is dropped, then finishes what is queued and returns.
-    pub fn start_writer(&mut self) -> (Appender, tokio::task::JoinHandle<Result<()>>) {
-        let active = self
-            .active
-            .take()
-            .expect("start_writer is called once per buffer");
-        let (tx, rx) = mpsc::channel(self.options.queue_depth);
-        let writer = Writer {
-            dir: self.dir.clone(),
-            options: self.options.clone(),
-            active,
-            next: self.next_offset(),
-            durable_next: self.durable_next.clone(),
-            disk_bytes: self.disk_bytes.clone(),
-            failure: self.failure.clone(),
-            undone: self.undone.clone(),
-        };
-        let handle = tokio::task::spawn_blocking(move || writer.run(rx));
-        let appender = Appender {
-            tx,
-            queued: Arc::new(Semaphore::new(self.options.max_queued_bytes)),
-            max_queued: self.options.max_queued_bytes,
-            disk_bytes: self.disk_bytes.clone(),
-            max_disk_bytes: self.options.max_disk_bytes,
-        };
-        (appender, handle)
-    }
-
-    /// A reader positioned at `from` (which must still be in the buffer).
-    pub fn reader(&self, from: u64) -> BufferReader {
-        BufferReader {
-            dir: self.dir.clone(),
-            durable: self.durable_next.subscribe(),
-            next: from,
-            file: None,
-            gaps: self.gaps.clone(),
-            undone: self.undone.clone(),
-            seen_undone: self.undone.load(Ordering::Acquire),
-        }
-    }
-
     /// Deletes every segment all of whose records are at or below `offset`.
     /// `before_delete` sees each such segment's records first (to keep what
     /// must outlive them, such as idempotency keys); an error stops the
@@ -343,353 +307,12 @@ impl Buffer {
     }
 }
 
-/// Sends records to a buffer's writer. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Appender {
-    tx: mpsc::Sender<AppendRequest>,
-    /// Payload bytes allowed to wait for the writer.
-    queued: Arc<Semaphore>,
-    max_queued: usize,
-    disk_bytes: Arc<AtomicU64>,
-    max_disk_bytes: u64,
-}
-
-#[derive(Debug)]
-struct AppendRequest {
-    payload: Vec<u8>,
-    ack: oneshot::Sender<Result<u64>>,
-    /// Held until the record is written: the queue's byte budget.
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Appender {
-    /// Appends one record and waits until it is durable; returns its offset.
-    pub async fn append(&self, payload: Vec<u8>) -> Result<u64> {
-        let used = self.disk_bytes.load(Ordering::Relaxed);
-        if used + payload.len() as u64 > self.max_disk_bytes {
-            return Err(Error::Full {
-                used,
-                limit: self.max_disk_bytes,
-            });
-        }
-        let bytes = payload.len().clamp(1, self.max_queued) as u32;
-        let permit = self
-            .queued
-            .clone()
-            .try_acquire_many_owned(bytes)
-            .map_err(|_| Error::Busy)?;
-        let (ack, done) = oneshot::channel();
-        self.tx
-            .try_send(AppendRequest {
-                payload,
-                ack,
-                _permit: permit,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Error::Busy,
-                mpsc::error::TrySendError::Closed(_) => Error::Closed,
-            })?;
-        done.await.map_err(|_| Error::Closed)?
-    }
-}
-
-struct Writer {
-    failure: Arc<std::sync::Mutex<Option<String>>>,
-    undone: Arc<AtomicU64>,
-    disk_bytes: Arc<AtomicU64>,
-    dir: PathBuf,
-    options: BufferOptions,
-    active: ActiveSegment,
-    next: u64,
-    durable_next: watch::Sender<u64>,
-}
-
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) -> Result<()> {
-        let mut bytes = Vec::new();
-        let mut group: Vec<AppendRequest> = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
-            bytes.clear();
-            group.push(first);
-            let mut size = group[0].payload.len();
-            while size < self.options.max_group_bytes {
-                match rx.try_recv() {
-                    Ok(req) => {
-                        size += req.payload.len();
-                        group.push(req);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let start = self.next;
-            for (i, req) in group.iter().enumerate() {
-                segment::encode_record(&mut bytes, start + i as u64, &req.payload);
-            }
-            match self.persist(&bytes) {
-                Ok(()) => {}
-                Err(Persist::Undone(e)) => {
-                    // Before any later write can land where this one was.
-                    self.undone.fetch_add(1, Ordering::Release);
-                    warn!(buffer = %self.dir.display(), error = %e, requests = group.len(), "buffer write failed and was undone; these requests are refused (503)");
-                    for req in group.drain(..) {
-                        let _ = req.ack.send(Err(Error::WriteFailed(e.to_string())));
-                    }
-                    continue;
-                }
-                Err(Persist::Unknown(e)) => {
-                    let message =
-                        format!("buffer write failed, refusing appends until restart: {e}");
-                    tracing::error!(buffer = %self.dir.display(), error = %e, "buffer write failed; the writer stops");
-                    *self.failure.lock().expect("never poisoned") = Some(message.clone());
-                    for req in group.drain(..) {
-                        let _ = req.ack.send(Err(Error::Poisoned(message.clone())));
-                    }
-                    // Refuse everything else queued or yet to come.
-                    rx.close();
-                    while let Ok(req) = rx.try_recv() {
-                        let _ = req.ack.send(Err(Error::Poisoned(message.clone())));
-                    }
-                    return Err(e);
-                }
-            }
-            self.next = start + group.len() as u64;
-            self.durable_next.send_replace(self.next);
-            for (i, req) in group.drain(..).enumerate() {
-                let _ = req.ack.send(Ok(start + i as u64));
-            }
-            if self.active.len >= self.options.segment_bytes {
-                match create_segment(&self.dir, self.next) {
-                    Ok(active) => {
-                        self.active = active;
-                        self.disk_bytes
-                            .fetch_add(segment::HEADER_LEN as u64, Ordering::Relaxed);
-                    }
-                    // The current segment takes the next groups; the roll
-                    // is tried again after each. (A header that did get
-                    // written is an empty segment named by the next offset:
-                    // recovery removes it or writes into it.)
-                    Err(e) => {
-                        warn!(buffer = %self.dir.display(), error = %e, "could not start a new buffer segment; the current one goes on");
-                        let _ = fs::remove_file(self.dir.join(segment::file_name(self.next)));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn persist(&mut self, bytes: &[u8]) -> Result<(), Persist> {
-        let path = || self.dir.join("active segment");
-        if let Err(e) = self.active.file.write_all(bytes) {
-            // Whatever part of the group reached the file goes, durably:
-            // no record its client was told failed may come back.
-            // (The file position goes back too: a segment made by a roll
-            // is not opened in append mode.)
-            let len = self.active.len;
-            let file = &mut self.active.file;
-            let undo = file
-                .set_len(len)
-                .and_then(|_| file.seek(SeekFrom::Start(len)))
-                .and_then(|_| file.sync_data());
-            let failed = Error::io(&path(), "appending to", e);
-            return Err(match undo {
-                Ok(()) => Persist::Undone(failed),
-                Err(undo) => {
-                    Persist::Unknown(Error::io(&path(), "undoing a failed append to", undo))
-                }
-            });
-        }
-        // After a failed fsync nothing is known of what the page cache
-        // kept (Linux may drop the dirty pages): never retried.
-        self.active
-            .file
-            .sync_data()
-            .map_err(|e| Persist::Unknown(Error::io(&path(), "syncing", e)))?;
-        self.active.len += bytes.len() as u64;
-        self.disk_bytes
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-/// How a group's write failed.
-enum Persist {
-    /// Nothing of it is on disk; the writer goes on.
-    Undone(Error),
-    /// What is on disk is not known; the writer stops.
-    Unknown(Error),
-}
-
-/// Reads records in offset order, never past what is durable.
-#[derive(Debug)]
-pub struct BufferReader {
-    dir: PathBuf,
-    durable: watch::Receiver<u64>,
-    next: u64,
-    /// The open segment: its first offset and the file, at `next`.
-    file: Option<(u64, BufReader<File>)>,
-    gaps: Arc<Vec<Gap>>,
-    /// The buffer's count of undone writes, and its value when `file` was
-    /// opened: when they differ, what `file` read ahead may be stale.
-    undone: Arc<AtomicU64>,
-    seen_undone: u64,
-}
-
-impl BufferReader {
-    /// The offset of the next record this reader returns.
-    pub fn position(&self) -> u64 {
-        self.next
-    }
-
-    /// The offset after the newest durable record.
-    pub fn durable_end(&self) -> u64 {
-        *self.durable.borrow()
-    }
-
-    /// Waits until at least one record at or past the position is durable,
-    /// or `timeout` passes. Returns whether records are available.
-    pub async fn wait(&mut self, timeout: std::time::Duration) -> bool {
-        let next = self.next;
-        let available = tokio::time::timeout(timeout, self.durable.wait_for(|d| *d > next)).await;
-        matches!(available, Ok(Ok(_)))
-    }
-
-    /// Reads up to `max_records` durable records, stopping early past `max_bytes`.
-    pub fn read(&mut self, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
-        let durable = *self.durable.borrow();
-        // Read after `durable`: an undo happens before the writes that made
-        // the records now durable, so it is seen here.
-        let undone = self.undone.load(Ordering::Acquire);
-        if undone != self.seen_undone {
-            self.file = None;
-            self.seen_undone = undone;
-        }
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        while self.next < durable && out.len() < max_records && bytes < max_bytes {
-            if self.file.is_none() {
-                self.file = Some(self.open_at(self.next)?);
-            }
-            let (first, file) = self.file.as_mut().expect("opened above");
-            let first = *first;
-            let path = || self.dir.join(segment::file_name(first));
-            match segment::read_record(file, self.next)
-                .map_err(|e| Error::io(&path(), "reading", e))?
-            {
-                Next::Record { offset, payload } => {
-                    debug_assert_eq!(offset, self.next, "offsets are consecutive");
-                    bytes += payload.len();
-                    out.push(Record { offset, payload });
-                    self.next += 1;
-                }
-                // The segment ended before a durable offset: it goes on in
-                // the next segment, maybe after a recorded gap.
-                Next::End => self.file = Some(self.next_segment(first)?),
-                Next::Invalid(reason) => return Err(damaged(&path(), self.next, reason)),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Opens the segment after the one starting at `current`, which ended
-    /// at `self.next`, stepping over a gap only if `gaps.log` lists it.
-    fn next_segment(&mut self, current: u64) -> Result<(u64, BufReader<File>)> {
-        let segments = list_segments(&self.dir)?;
-        let Some(&after) = segments.iter().find(|s| **s > current) else {
-            return Err(Error::Corrupt(format!(
-                "record {} is durable, but `{}` ends before it and no segment follows",
-                self.next,
-                self.dir.join(segment::file_name(current)).display()
-            )));
-        };
-        if after != self.next {
-            let gap = Gap {
-                from: self.next,
-                to: after,
-            };
-            if after < self.next || !self.gaps.contains(&gap) {
-                return Err(Error::Corrupt(format!(
-                    "records {}..{} of `{}` are missing: `{}` ends at {} and the next segment starts at {after}; a segment file was removed or damaged outside pipe",
-                    self.next,
-                    after.saturating_sub(1),
-                    self.dir.display(),
-                    segment::file_name(current),
-                    self.next
-                )));
-            }
-            warn!(buffer = %self.dir.display(), from = gap.from, to = gap.to, "stepping over offsets the buffer never held (see gaps.log)");
-            self.next = after;
-        }
-        let path = self.dir.join(segment::file_name(after));
-        let mut file =
-            BufReader::new(File::open(&path).map_err(|e| Error::io(&path, "opening", e))?);
-        file.seek(SeekFrom::Start(segment::HEADER_LEN as u64))
-            .map_err(|e| Error::io(&path, "seeking", e))?;
-        Ok((after, file))
-    }
-
-    /// Opens the segment holding `offset` and skips to that record (or, for
-    /// an offset inside a recorded gap, to the first record after it).
-    fn open_at(&mut self, offset: u64) -> Result<(u64, BufReader<File>)> {
-        let segments = list_segments(&self.dir)?;
-        let first = segments
-            .iter()
-            .rev()
-            .find(|s| **s <= offset)
-            .copied()
-            .ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "offset {offset} is no longer in the buffer `{}` (released)",
-                    self.dir.display()
-                ))
-            })?;
-        let path = self.dir.join(segment::file_name(first));
-        let mut file =
-            BufReader::new(File::open(&path).map_err(|e| Error::io(&path, "opening", e))?);
-        file.seek(SeekFrom::Start(segment::HEADER_LEN as u64))
-            .map_err(|e| Error::io(&path, "seeking", e))?;
-        for expected in first..offset {
-            match segment::read_record(&mut file, expected)
-                .map_err(|e| Error::io(&path, "reading", e))?
-            {
-                Next::Record { .. } => {}
-                Next::End
-                    if self
-                        .gaps
-                        .iter()
-                        .any(|g| g.from == expected && g.to > offset) =>
-                {
-                    self.next = expected;
-                    let opened = self.next_segment(first)?;
-                    debug_assert!(self.next > offset);
-                    return Ok(opened);
-                }
-                Next::End => {
-                    return Err(Error::Corrupt(format!(
-                        "`{}` ends at offset {expected}, before offset {offset}",
-                        path.display()
-                    )))
-                }
-                Next::Invalid(reason) => return Err(damaged(&path, expected, reason)),
-            }
-        }
-        Ok((first, file))
-    }
-}
-
-/// The error for a record that is not what was written.
-fn damaged(path: &Path, offset: u64, reason: &str) -> Error {
-    Error::Corrupt(format!(
-        "record {offset} in `{}` is damaged ({reason}): its events cannot be read. Restore the file from a backup; or, to go on without the events of this segment from offset {offset}, stop pipe, move the file out of the buffer folder and start again",
-        path.display()
-    ))
-}
-
 /// Length of a buffer id, in hex digits.
 const ID_LEN: usize = 16;
 
-/// Writes `dir/name` whole or not at all, and durably.
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+/// Writes `dir/name` whole or not at all, and durably (temp file, fsync,
+/// rename, fsync of the folder).
+pub(crate) fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
     let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, "creating", e))?;
@@ -735,25 +358,6 @@ fn record_gap(dir: &Path, gap: Gap) -> Result<()> {
         .map(|g| format!("{} {}\n", g.from, g.to))
         .collect();
     write_durably(dir, "gaps.log", text.as_bytes())
-}
-
-/// Every record of the segment file `path`, which starts at `first`.
-fn read_segment(path: &Path, first: u64) -> Result<Vec<Record>> {
-    let mut file = BufReader::new(File::open(path).map_err(|e| Error::io(path, "opening", e))?);
-    file.seek(SeekFrom::Start(segment::HEADER_LEN as u64))
-        .map_err(|e| Error::io(path, "seeking", e))?;
-    let mut out = Vec::new();
-    let mut next = first;
-    loop {
-        match segment::read_record(&mut file, next).map_err(|e| Error::io(path, "reading", e))? {
-            Next::Record { offset, payload } => {
-                out.push(Record { offset, payload });
-                next += 1;
-            }
-            Next::End => return Ok(out),
-            Next::Invalid(reason) => return Err(damaged(path, next, reason)),
-        }
-    }
 }
 
 fn segments_bytes(dir: &Path) -> Result<u64> {
