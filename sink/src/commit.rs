@@ -31,7 +31,8 @@
 //! - A pipeline's position is per source: [`last_committed`] only looks at
 //!   commits of its own source. Commits written before sources were
 //!   recorded (no `pipe.source`, properties `pipe.<pipeline>.…`) count as
-//!   the pipeline's own, whatever its source now. So two processes running
+//!   the pipeline's own until its first commit with a source lands; from
+//!   then on they belong to that log only. So two processes running
 //!   a pipeline of the same name into one table each commit their own
 //!   events, and neither takes the other's ranges for its own.
 //! - [`last_committed`] walks `main`'s ancestry (not just the current snapshot:
@@ -151,9 +152,18 @@ pub fn last_committed(
     pipeline: &str,
     source: Option<&str>,
 ) -> Result<Option<Committed>> {
-    let mut found = last_in_ancestry(table, pipeline, source)?;
+    // Commits without a source (written before sources were recorded) are
+    // the pipeline's own only until a commit with a source lands: after
+    // that they belong to the log that went on from them, never to
+    // another one (another stream after a change of FROM, another
+    // process).
+    let unsourced_count = source.is_none() || !has_sourced_commits(table, pipeline);
+    let mut found = last_in_ancestry(table, pipeline, source, unsourced_count)?;
     let in_props = [
-        last_in_properties(table, pipeline, None)?,
+        match unsourced_count {
+            true => last_in_properties(table, pipeline, None)?,
+            false => None,
+        },
         match source {
             Some(_) => last_in_properties(table, pipeline, source)?,
             None => None,
@@ -165,6 +175,17 @@ pub fn last_committed(
         }
     }
     Ok(found)
+}
+
+/// Whether `pipeline` has made a commit that recorded its source (each
+/// leaves `pipe.<pipeline>@<source>.*` table properties, which stay).
+fn has_sourced_commits(table: &Table, pipeline: &str) -> bool {
+    let prefix = format!("pipe.{pipeline}@");
+    table
+        .metadata()
+        .properties()
+        .keys()
+        .any(|k| k.starts_with(&prefix))
 }
 
 fn last_in_properties(
@@ -230,6 +251,7 @@ fn last_in_ancestry(
     table: &Table,
     pipeline: &str,
     source: Option<&str>,
+    unsourced_count: bool,
 ) -> Result<Option<Committed>> {
     let metadata = table.metadata();
     let mut next = metadata.current_snapshot_id();
@@ -241,7 +263,7 @@ fn last_in_ancestry(
         let props = &snapshot.summary().additional_properties;
         let theirs = props.get(PROP_SOURCE).map(String::as_str);
         if props.get(PROP_PIPELINE).map(String::as_str) == Some(pipeline)
-            && (theirs.is_none() || theirs == source)
+            && ((theirs.is_none() && unsourced_count) || (theirs.is_some() && theirs == source))
         {
             let offset = |key: &str| -> Result<u64> {
                 props

@@ -243,8 +243,10 @@ impl FileSink {
     /// staging file.
     async fn recover(&mut self) -> Result<()> {
         let mut dirs = vec![self.dir("commits")];
-        if self.source.is_some() {
-            // A sink written by an older version: its records count as ours.
+        if self.source.is_some() && !self.store.has_sourced_commits(&self.pipeline).await? {
+            // A sink written by an older version: its records count as
+            // ours until a commit with a source lands (then they belong to
+            // the log that went on from them, as in `crate::commit`).
             dirs.push(self.legacy_dir("commits"));
         }
         for commits in &dirs {
@@ -461,6 +463,26 @@ struct Store {
 
 impl Store {
     /// The names in folder `dir` ending in `suffix`, sorted.
+    /// Whether `pipeline` has a commit record under a source's folder
+    /// (`_pipe/<pipeline>@<source>/commits/`), ours or another log's.
+    async fn has_sourced_commits(&self, pipeline: &str) -> Result<bool> {
+        let prefix = format!("_pipe/{pipeline}@");
+        let dirs: Vec<String> = self
+            .list("_pipe/", "/")
+            .await?
+            .into_iter()
+            .filter(|d| d.starts_with(&prefix))
+            .collect();
+        for dir in dirs {
+            let commits = format!("{dir}commits/");
+            let records = self.list(&commits, ".commit").await?;
+            if !records.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     async fn list(&self, dir: &str, suffix: &str) -> Result<Vec<String>> {
         let mut names: Vec<String> = self
             .op

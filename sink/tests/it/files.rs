@@ -295,4 +295,17 @@ async fn records_of_a_sink_without_a_source_are_its_own() {
         CommitOutcome::Committed { .. }
     ));
     assert_eq!(published(dir.path()).len(), 4, "two days, twice");
+    // Another log does not inherit the old records once one with a source
+    // has landed; the one that went on from them still finds its own.
+    let other = open_file_sink(dir.path(), "p", Some("0000000000000009")).await;
+    assert_eq!(other.last_committed(), None);
+    assert_eq!(
+        open_parquet(dir.path())
+            .await
+            .last_committed()
+            .unwrap()
+            .range
+            .last,
+        4
+    );
 }

@@ -347,6 +347,16 @@ async fn commits_without_a_source_count_as_the_pipelines_own() {
     commit_rows(&mut new, 3..5, 5, 6).await;
     assert_eq!(new.last_committed().await.unwrap().unwrap().range.last, 6);
     assert_eq!(row_count(&new, dir.path()).await, 5);
+    // Another log (the pipeline's FROM changed, a second process) does not
+    // inherit the old offsets once a commit with a source has landed: it
+    // starts from nothing instead of skipping its first events.
+    let mut other = open_with(dir.path(), "p", from_source("bbbbbbbbbbbbbbbb")).await;
+    assert_eq!(other.last_committed().await.unwrap(), None);
+    assert!(matches!(
+        commit_rows(&mut other, 10..12, 0, 1).await,
+        CommitOutcome::Committed { .. }
+    ));
+    assert_eq!(row_count(&new, dir.path()).await, 7);
 }
 
 #[tokio::test]
