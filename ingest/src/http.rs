@@ -403,12 +403,14 @@ async fn read_body(
         ));
     }
     let bytes = Bytes::from(buf);
-    match headers
+    // Content codings are case-insensitive (RFC 9110).
+    let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
-    {
+        .map(|v| v.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
         None | Some("identity") => Ok(bytes),
-        Some("gzip") => match gunzip(&bytes, policy.max_decompressed_bytes) {
+        Some("gzip") | Some("x-gzip") => match gunzip(&bytes, policy.max_decompressed_bytes) {
             Ok(out) => Ok(Bytes::from(out)),
             Err(GunzipError::TooLarge(limit)) => Err(error_response(
                 ErrorKind::TooLarge,

@@ -196,13 +196,14 @@ sql = "INSERT INTO loose_sink SELECT * FROM loose"
 
     // A body of two gzip members (`cat a.gz b.gz`) is read whole; bytes
     // after the last member refuse it rather than drop what they hold.
+    // (Content codings are case-insensitive.)
     let two = format!("{event}\n{event}\n");
     let mut members = gzip(two.as_bytes());
     members.extend(gzip(two.as_bytes()));
     let r = client
         .post(&secure)
         .bearer_auth("s3cret")
-        .header("content-encoding", "gzip")
+        .header("content-encoding", "GZip")
         .header("content-type", "application/x-ndjson")
         .body(members.clone())
         .send()
