@@ -360,6 +360,20 @@ pub fn bearer_authorized(digests: &[[u8; 32]], headers: &HeaderMap) -> bool {
 /// of failing on a closed connection. Past this the connection is dropped.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
+/// Reads and drops a body that is not needed, up to [`DRAIN_LIMIT`] (the
+/// route's body timeout bounds the wait).
+async fn drain(body: Body) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
 /// Reads the body within the stream's limits, undoing gzip.
 async fn read_body(
     policy: &StreamPolicy,
@@ -509,14 +523,21 @@ async fn post_events(
     let claim = match key.map(|k| endpoint.keys.begin(&k)) {
         None => None,
         Some(Begin::New(claim)) => Some(claim),
+        // Answered without the body, but only once it has arrived: a
+        // client still sending when the answer comes and the connection
+        // closes sees a broken pipe, not the answer.
         Some(Begin::Replay(answer)) => {
             debug!(stream = %stream, "idempotent replay");
+            drain(body).await;
             return accepted_response(&answer, &[], true);
         }
-        Some(Begin::InFlight) => return error_response(
-            ErrorKind::Conflict,
-            "a request with this Idempotency-Key is being processed; retry when it has finished",
-        ),
+        Some(Begin::InFlight) => {
+            drain(body).await;
+            return error_response(
+                ErrorKind::Conflict,
+                "a request with this Idempotency-Key is being processed; retry when it has finished",
+            );
+        }
     };
     let format = body_format(&headers);
     let body = match read_body(&endpoint.policy, &headers, body).await {

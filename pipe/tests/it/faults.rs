@@ -187,8 +187,13 @@ async fn the_clock_stepping_back_and_forward_loses_and_doubles_nothing() {
     set_clock("+600");
     assert_eq!(post_keyed(&server, "k5").await, (200, false));
     assert_eq!(post_keyed(&server, "k3").await, (200, true));
-    let report = server.flush("ecommerce");
-    assert_eq!(report["rows"], 9, "k3, k4 and k5: {report}");
+    server.flush("ecommerce");
+    // (k3 and k4 may have landed before the flush, on the task's retry.)
+    assert_eq!(
+        query(&config, "SELECT count(*) AS n FROM default.ecommerce"),
+        vec![json!({"n": 18})],
+        "k0 to k5"
+    );
 
     set_clock("+0");
     assert_eq!(post_keyed(&server, "k6").await, (200, false));

@@ -137,14 +137,19 @@ async fn a_client_that_hangs_up_leaves_no_key_stuck() {
     for key in &keys {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let r = client
+            let sent = client
                 .post(format!("{}/v1/streams/ecommerce_stream", server.url))
                 .header("content-type", "application/x-ndjson")
                 .header("idempotency-key", key)
                 .body(body.clone())
                 .send()
-                .await
-                .unwrap();
+                .await;
+            // A connection that breaks is retried, as a client would.
+            let Ok(r) = sent else {
+                assert!(std::time::Instant::now() < deadline, "{sent:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
             let status = r.status().as_u16();
             if status == 200 {
                 assert_eq!(r.json::<Value>().await.unwrap()["accepted"], events);
@@ -168,4 +173,46 @@ async fn a_client_that_hangs_up_leaves_no_key_stuck() {
         vec![json!({"n": events * keys.len(), "users": events})],
         "each key's events once"
     );
+}
+
+/// A retry is answered from its key before its body is needed, but only
+/// once the body has arrived: answered early, a client still sending a
+/// large body saw the connection close (a broken pipe) instead of the
+/// replay (found by the hostile review).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_retry_gets_its_replay() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    let body: String = (0..40_000)
+        .map(|i| format!("{{\"user_id\":\"u{i}\",\"event_type\":\"view_product\",\"product_id\":\"p-{i:08}\"}}\n"))
+        .collect();
+    // Sent in pieces, as a slow link would: the answer can come before
+    // the end of the body.
+    let send = || {
+        let pieces: Vec<Vec<u8>> = body
+            .as_bytes()
+            .chunks(64 * 1024)
+            .map(<[u8]>::to_vec)
+            .collect();
+        let stream = futures::stream::iter(pieces).then(|piece| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            Ok::<_, std::io::Error>(piece)
+        });
+        reqwest::Client::new()
+            .post(format!("{}/v1/streams/ecommerce_stream", server.url))
+            .header("content-type", "application/x-ndjson")
+            .header("idempotency-key", "large")
+            .header("content-length", body.len())
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 200);
+    for _ in 0..5 {
+        let r = send().await.expect("the replay, not a closed connection");
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().contains_key("idempotent-replayed"));
+    }
+    server.stop();
 }
