@@ -105,6 +105,9 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// One salt for every segment laid down: the same input, the same bytes.
+const SALT: segment::Salt = segment::Salt::from_bytes(*b"fuzzsalt");
+
 fn options() -> BufferOptions {
     BufferOptions {
         segment_bytes: 256,
@@ -117,9 +120,11 @@ fn lay_down(dir: &Path, plan: &Plan) {
     for s in plan.segments.iter().take(3) {
         let first = end.saturating_add_signed(s.step as i64);
         let mut bytes = match &s.header {
-            HeaderPlan::Valid => segment::encode_header(first).to_vec(),
-            HeaderPlan::Offset(o) => segment::encode_header(*o as u64).to_vec(),
-            HeaderPlan::Cut(n) => segment::encode_header(first)[..*n as usize % 16].to_vec(),
+            HeaderPlan::Valid => segment::encode_header(first, SALT).to_vec(),
+            HeaderPlan::Offset(o) => segment::encode_header(*o as u64, SALT).to_vec(),
+            HeaderPlan::Cut(n) => {
+                segment::encode_header(first, SALT)[..*n as usize % segment::HEADER_LEN].to_vec()
+            }
             HeaderPlan::Raw(h) => h.to_vec(),
         };
         end = first;
@@ -133,7 +138,7 @@ fn lay_down(dir: &Path, plan: &Plan) {
                 let start = first.saturating_add_signed(*skew as i64);
                 let mut body = Vec::new();
                 for (i, p) in payloads.iter().take(16).enumerate() {
-                    segment::encode_record(&mut body, start + i as u64, p);
+                    segment::encode_record(&mut body, SALT, start + i as u64, p);
                 }
                 for d in damage.iter().take(4) {
                     apply(&mut body, d);

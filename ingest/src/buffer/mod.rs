@@ -59,7 +59,7 @@ pub use reader::BufferReader;
 pub use writer::Appender;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,6 +139,8 @@ pub struct Gap {
 struct ActiveSegment {
     file: File,
     len: u64,
+    /// The salt of its record checksums (see [`segment`]).
+    salt: segment::Salt,
 }
 
 impl Buffer {
@@ -153,19 +155,16 @@ impl Buffer {
         // A segment whose header never reached the disk is an interrupted roll.
         while let Some(&last) = segments.last() {
             let path = dir.join(segment::file_name(last));
-            let mut header = [0u8; segment::HEADER_LEN];
-            let n = read_prefix(&path, &mut header)?;
-            match segment::decode_header(&header[..n]) {
-                Ok(first) if first == last => break,
-                Ok(_) | Err(segment::HeaderError::BadMagic | segment::HeaderError::Version(_))
-                    if n == segment::HEADER_LEN =>
-                {
+            let opened = segment::open(&path).map_err(|e| Error::io(&path, "reading", e))?;
+            match opened {
+                Ok((header, _)) if header.first == last => break,
+                Ok(_) | Err(segment::HeaderError::BadMagic | segment::HeaderError::Version(_)) => {
                     return Err(Error::Corrupt(format!(
                         "`{}` is not a buffer segment of this version",
                         path.display()
                     )))
                 }
-                _ => {
+                Err(segment::HeaderError::Short) => {
                     warn!(segment = %path.display(), "removing a segment whose header was cut short");
                     fs::remove_file(&path).map_err(|e| Error::io(&path, "removing", e))?;
                     segments.pop();
@@ -176,7 +175,7 @@ impl Buffer {
             None => (create_segment(dir, min_next_offset)?, min_next_offset),
             Some(&first) => {
                 let path = dir.join(segment::file_name(first));
-                let (len, next) = recover_tail(&path, first)?;
+                let (len, next, salt) = recover_tail(&path, first)?;
                 let file = OpenOptions::new()
                     .append(true)
                     .open(&path)
@@ -191,7 +190,7 @@ impl Buffer {
                     gaps.push(gap);
                     (create_segment(dir, min_next_offset)?, min_next_offset)
                 } else {
-                    (ActiveSegment { file, len }, next)
+                    (ActiveSegment { file, len, salt }, next)
                 }
             }
         };
@@ -384,43 +383,29 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     Ok(out)
 }
 
-fn read_prefix(path: &Path, buf: &mut [u8]) -> Result<usize> {
-    use std::io::Read;
-    let mut file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
-    let mut n = 0;
-    while n < buf.len() {
-        match file
-            .read(&mut buf[n..])
-            .map_err(|e| Error::io(path, "reading", e))?
-        {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// Scans a segment and cuts a torn tail; returns (valid length, next offset).
-fn recover_tail(path: &Path, first: u64) -> Result<(u64, u64)> {
-    let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
-    let total = file
+/// Scans a segment and cuts a torn tail; returns (valid length, next
+/// offset, the segment's salt).
+fn recover_tail(path: &Path, first: u64) -> Result<(u64, u64, segment::Salt)> {
+    let (header, mut r) = segment::open(path)
+        .map_err(|e| Error::io(path, "reading", e))?
+        .map_err(|e| Error::Corrupt(format!("`{}`: bad segment header ({e:?})", path.display())))?;
+    let total = r
+        .get_ref()
         .metadata()
         .map_err(|e| Error::io(path, "reading", e))?
         .len();
-    let mut r = BufReader::new(file);
-    r.seek(SeekFrom::Start(segment::HEADER_LEN as u64))
-        .map_err(|e| Error::io(path, "seeking", e))?;
+    let salt = header.salt;
     let mut next = first;
-    let mut valid = segment::HEADER_LEN as u64;
+    let mut valid = header.size() as u64;
     loop {
-        match segment::read_record(&mut r, next).map_err(|e| Error::io(path, "reading", e))? {
+        match segment::read_record(&mut r, salt, next).map_err(|e| Error::io(path, "reading", e))? {
             Next::Record { payload, .. } => {
                 valid += (segment::FRAME_LEN + payload.len()) as u64;
                 next += 1;
             }
             Next::End => break,
             Next::Invalid(reason) => {
-                if valid_record_follows(path, valid, next)? {
+                if valid_record_follows(path, salt, valid, next)? {
                     return Err(Error::Corrupt(format!(
                         "record {next} in `{}` is damaged ({reason}) and valid records follow it: this is not the torn tail a crash leaves but damage to acknowledged events, and pipe will not cut them away. Restore the file from a backup; or, to go on without the events of this segment from offset {next}, stop pipe, move the file out of the buffer folder and start again",
                         path.display()
@@ -438,13 +423,14 @@ fn recover_tail(path: &Path, first: u64) -> Result<(u64, u64)> {
             }
         }
     }
-    Ok((valid, next))
+    Ok((valid, next, salt))
 }
 
 /// Whether a valid record of offset `next` or later starts anywhere after
 /// byte `from` of the segment (past its first byte: the record at `from`
-/// is the bad one).
-fn valid_record_follows(path: &Path, from: u64, next: u64) -> Result<bool> {
+/// is the bad one). Frames are checked with the segment's salt, so a frame
+/// a client sent inside its events does not count.
+fn valid_record_follows(path: &Path, salt: segment::Salt, from: u64, next: u64) -> Result<bool> {
     use std::io::Read;
     let mut file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
     file.seek(SeekFrom::Start(from))
@@ -452,7 +438,7 @@ fn valid_record_follows(path: &Path, from: u64, next: u64) -> Result<bool> {
     let mut rest = Vec::new();
     file.read_to_end(&mut rest)
         .map_err(|e| Error::io(path, "reading", e))?;
-    Ok((1..rest.len()).any(|at| segment::valid_frame_at(&rest[at..], next)))
+    Ok((1..rest.len()).any(|at| segment::valid_frame_at(&rest[at..], salt, next)))
 }
 
 fn create_segment(dir: &Path, first: u64) -> Result<ActiveSegment> {
@@ -463,7 +449,8 @@ fn create_segment(dir: &Path, first: u64) -> Result<ActiveSegment> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(&path, "creating", e))?;
-    file.write_all(&segment::encode_header(first))
+    let salt = segment::Salt::random();
+    file.write_all(&segment::encode_header(first, salt))
         .and_then(|_| file.sync_all())
         .map_err(|e| Error::io(&path, "writing the header of", e))?;
     File::open(dir)
@@ -472,6 +459,7 @@ fn create_segment(dir: &Path, first: u64) -> Result<ActiveSegment> {
     Ok(ActiveSegment {
         file,
         len: segment::HEADER_LEN as u64,
+        salt,
     })
 }
 

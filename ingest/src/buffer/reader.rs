@@ -2,7 +2,7 @@
 //! across segments and recorded gaps (see the parent module).
 
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,8 +35,8 @@ pub struct BufferReader {
     dir: PathBuf,
     durable: watch::Receiver<u64>,
     next: u64,
-    /// The open segment: its first offset and the file, at `next`.
-    file: Option<(u64, BufReader<File>)>,
+    /// The open segment, at `next`.
+    file: Option<OpenSegment>,
     gaps: Arc<Vec<Gap>>,
     /// The buffer's count of undone writes, and its value when `file` was
     /// opened: when they differ, what `file` read ahead may be stale.
@@ -79,10 +79,10 @@ impl BufferReader {
             if self.file.is_none() {
                 self.file = Some(self.open_at(self.next)?);
             }
-            let (first, file) = self.file.as_mut().expect("opened above");
-            let first = *first;
+            let open = self.file.as_mut().expect("opened above");
+            let first = open.first;
             let path = || self.dir.join(segment::file_name(first));
-            match segment::read_record(file, self.next)
+            match segment::read_record(&mut open.file, open.salt, self.next)
                 .map_err(|e| Error::io(&path(), "reading", e))?
             {
                 Next::Record { offset, payload } => {
@@ -102,7 +102,7 @@ impl BufferReader {
 
     /// Opens the segment after the one starting at `current`, which ended
     /// at `self.next`, stepping over a gap only if `gaps.log` lists it.
-    fn next_segment(&mut self, current: u64) -> Result<(u64, BufReader<File>)> {
+    fn next_segment(&mut self, current: u64) -> Result<OpenSegment> {
         let segments = list_segments(&self.dir)?;
         let Some(&after) = segments.iter().find(|s| **s > current) else {
             return Err(Error::Corrupt(format!(
@@ -129,17 +129,12 @@ impl BufferReader {
             warn!(buffer = %self.dir.display(), from = gap.from, to = gap.to, "stepping over offsets the buffer never held (see gaps.log)");
             self.next = after;
         }
-        let path = self.dir.join(segment::file_name(after));
-        let mut file =
-            BufReader::new(File::open(&path).map_err(|e| Error::io(&path, "opening", e))?);
-        file.seek(SeekFrom::Start(segment::HEADER_LEN as u64))
-            .map_err(|e| Error::io(&path, "seeking", e))?;
-        Ok((after, file))
+        OpenSegment::open(&self.dir, after)
     }
 
     /// Opens the segment holding `offset` and skips to that record (or, for
     /// an offset inside a recorded gap, to the first record after it).
-    fn open_at(&mut self, offset: u64) -> Result<(u64, BufReader<File>)> {
+    fn open_at(&mut self, offset: u64) -> Result<OpenSegment> {
         let segments = list_segments(&self.dir)?;
         let first = segments
             .iter()
@@ -153,12 +148,9 @@ impl BufferReader {
                 ))
             })?;
         let path = self.dir.join(segment::file_name(first));
-        let mut file =
-            BufReader::new(File::open(&path).map_err(|e| Error::io(&path, "opening", e))?);
-        file.seek(SeekFrom::Start(segment::HEADER_LEN as u64))
-            .map_err(|e| Error::io(&path, "seeking", e))?;
+        let mut open = OpenSegment::open(&self.dir, first)?;
         for expected in first..offset {
-            match segment::read_record(&mut file, expected)
+            match segment::read_record(&mut open.file, open.salt, expected)
                 .map_err(|e| Error::io(&path, "reading", e))?
             {
                 Next::Record { .. } => {}
@@ -182,7 +174,32 @@ impl BufferReader {
                 Next::Invalid(reason) => return Err(damaged(&path, expected, reason)),
             }
         }
-        Ok((first, file))
+        Ok(open)
+    }
+}
+
+/// A segment open for reading.
+#[derive(Debug)]
+struct OpenSegment {
+    first: u64,
+    salt: segment::Salt,
+    file: BufReader<File>,
+}
+
+impl OpenSegment {
+    /// Opens the segment of `dir` starting at `first`, at its first record.
+    fn open(dir: &Path, first: u64) -> Result<OpenSegment> {
+        let path = dir.join(segment::file_name(first));
+        let (header, file) = segment::open(&path)
+            .map_err(|e| Error::io(&path, "opening", e))?
+            .map_err(|e| {
+                Error::Corrupt(format!("`{}`: bad segment header ({e:?})", path.display()))
+            })?;
+        Ok(OpenSegment {
+            first,
+            salt: header.salt,
+            file,
+        })
     }
 }
 
@@ -196,13 +213,15 @@ pub(super) fn damaged(path: &Path, offset: u64, reason: &str) -> Error {
 
 /// Every record of the segment file `path`, which starts at `first`.
 pub(super) fn read_segment(path: &Path, first: u64) -> Result<Vec<Record>> {
-    let mut file = BufReader::new(File::open(path).map_err(|e| Error::io(path, "opening", e))?);
-    file.seek(SeekFrom::Start(segment::HEADER_LEN as u64))
-        .map_err(|e| Error::io(path, "seeking", e))?;
+    let (header, mut file) = segment::open(path)
+        .map_err(|e| Error::io(path, "opening", e))?
+        .map_err(|e| Error::Corrupt(format!("`{}`: bad segment header ({e:?})", path.display())))?;
     let mut out = Vec::new();
     let mut next = first;
     loop {
-        match segment::read_record(&mut file, next).map_err(|e| Error::io(path, "reading", e))? {
+        match segment::read_record(&mut file, header.salt, next)
+            .map_err(|e| Error::io(path, "reading", e))?
+        {
             Next::Record { offset, payload } => {
                 out.push(Record { offset, payload });
                 next += 1;

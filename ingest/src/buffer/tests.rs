@@ -129,7 +129,7 @@ fn torn_tail_is_cut_and_offsets_reused_only_past_it() {
     // A crash mid-write leaves half a record behind.
     let seg = dir.path().join(segment::file_name(0));
     let mut half = Vec::new();
-    segment::encode_record(&mut half, 2, b"never acked");
+    segment::encode_record(&mut half, salt_of(&seg), 2, b"never acked");
     let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&half[..half.len() - 3]).unwrap();
     drop(f);
@@ -146,6 +146,77 @@ fn torn_tail_is_cut_and_offsets_reused_only_past_it() {
             .collect();
         assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
     });
+}
+
+fn salt_of(segment: &Path) -> segment::Salt {
+    segment::open(segment).unwrap().unwrap().0.salt
+}
+
+/// A client can send bytes that form a record frame. Cut short by a crash
+/// inside such a record, the frame in its payload is not taken for a valid
+/// record after a damaged one (which would refuse the start): it lacks the
+/// segment's salt.
+#[test]
+fn a_frame_inside_a_torn_record_does_not_refuse_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(append_closed(
+        dir.path(),
+        0,
+        &[b"a".to_vec(), b"b".to_vec()],
+    ));
+    let seg = dir.path().join(segment::file_name(0));
+    // The forged frame claims the next offsets, with every salt a client
+    // could know of: none (version 1), or a guess.
+    let mut payload = b"{\"note\":\"".to_vec();
+    for salt in [segment::Salt::NONE, segment::Salt::random()] {
+        segment::encode_record(&mut payload, salt, 3, b"forged");
+    }
+    payload.extend_from_slice(b"\"} and more bytes after the forged frames");
+    let mut record = Vec::new();
+    segment::encode_record(&mut record, salt_of(&seg), 2, &payload);
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    // The crash cut it just after the forged frames.
+    f.write_all(&record[..record.len() - 20]).unwrap();
+    drop(f);
+    let b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
+    assert_eq!(b.next_offset(), 2);
+    let got: Vec<Vec<u8>> = read_everything(&b, 0)
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec()]);
+}
+
+/// Segments written before salts (version 1) are read, recovered and
+/// appended to.
+#[test]
+fn version_1_segments_are_read_and_appended_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join(segment::file_name(5));
+    let mut bytes = segment::encode_header(5, segment::Salt::random())[..16].to_vec();
+    bytes[6] = 1;
+    for (i, p) in [b"x", b"y"].iter().enumerate() {
+        segment::encode_record(&mut bytes, segment::Salt::NONE, 5 + i as u64, *p);
+    }
+    // And a torn tail.
+    bytes.extend_from_slice(&[7, 0, 0]);
+    std::fs::write(&seg, &bytes).unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        let mut b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
+        assert_eq!(b.next_offset(), 7);
+        let (appender, writer) = b.start_writer();
+        assert_eq!(appender.append(b"z".to_vec()).await.unwrap(), 7);
+        drop(appender);
+        writer.await.unwrap().unwrap();
+    });
+    let b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
+    assert_eq!(b.next_offset(), 8);
+    let got: Vec<Vec<u8>> = read_everything(&b, 5)
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(got, vec![b"x".to_vec(), b"y".to_vec(), b"z".to_vec()]);
 }
 
 #[test]

@@ -124,7 +124,12 @@ impl Writer {
             }
             let start = self.next;
             for (i, req) in group.iter().enumerate() {
-                segment::encode_record(&mut bytes, start + i as u64, &req.payload);
+                segment::encode_record(
+                    &mut bytes,
+                    self.active.salt,
+                    start + i as u64,
+                    &req.payload,
+                );
             }
             match self.persist(&bytes) {
                 Ok(()) => {}
