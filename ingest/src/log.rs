@@ -84,6 +84,9 @@ pub struct StreamLog {
     keys: Arc<KeyIndex>,
     /// Each consumer's last committed offset (`None`: nothing yet).
     consumers: Mutex<BTreeMap<String, Option<u64>>>,
+    /// This run of the log: a random id made at open, and the first
+    /// offset it appends (see [`StreamLog::run`]).
+    run: (String, u64),
 }
 
 impl StreamLog {
@@ -127,12 +130,17 @@ impl StreamLog {
         }
         let (appender, writer) = buffer.start_writer();
         debug_assert!(buffer.next_offset() >= min_next, "invariant 3");
+        let run = (
+            uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
+            buffer.next_offset(),
+        );
         Ok(Opened {
             log: Arc::new(StreamLog {
                 name: name.to_string(),
                 buffer,
                 keys,
                 consumers: Mutex::new(consumers),
+                run,
             }),
             appender,
             writer,
@@ -142,6 +150,23 @@ impl StreamLog {
     /// This log's identity (see [`StreamLog::identity`]).
     pub fn id(&self) -> &str {
         self.buffer.id()
+    }
+
+    /// This run of the log: an id made at each open, and the first offset
+    /// this run appends. Sinks record the run with each commit; a commit
+    /// of another run holding offsets at or past that first offset means
+    /// another process appends to a copy of this log (a copied data
+    /// directory), and the pipeline reports it with
+    /// [`StreamLog::mark_forked`].
+    pub fn run(&self) -> (&str, u64) {
+        (&self.run.0, self.run.1)
+    }
+
+    /// Records that another process appends to a copy of this log:
+    /// nothing more is committed from it, and it is not opened again until
+    /// an operator decides which copy goes on (the error says how).
+    pub fn mark_forked(&self, reason: &str) -> Result<()> {
+        self.buffer.mark_forked(reason, self.run.1)
     }
 
     /// The stream's name.

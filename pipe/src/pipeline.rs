@@ -691,6 +691,16 @@ impl PipelineTask {
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
+                // Another process appends to a copy of this log: nothing
+                // more is committed from it, and the log is marked so that
+                // a restart does not go on past the other's commits
+                // (skipping this one's own events).
+                Err(e @ pipe_sink::Error::Forked(_)) => {
+                    if let Err(mark) = self.log.mark_forked(&e.to_string()) {
+                        tracing::error!(pipeline = %self.plan.name(), error = %mark, "could not mark the stream's log as forked");
+                    }
+                    return Err(Error::from(e));
+                }
                 // The range and its files stay in `unfinished` and are
                 // committed before anything newer; the records stay in the
                 // buffer until then.

@@ -422,12 +422,23 @@ impl Supervisor {
     }
 
     /// Starts a planned pipeline's task.
-    fn start_pipeline(&self, p: Planned) {
+    fn start_pipeline(&self, mut p: Planned) {
         let name = p.plan.name().to_string();
         let running = self
             .stream(&p.stream)
             .expect("the stream started before its pipelines");
         let log = running.log.clone();
+        // Commits record the log's run: a copy of this log appending
+        // elsewhere is caught (`pipe_sink::Run`).
+        let (run, run_from) = log.run();
+        let run = pipe_sink::Run {
+            id: run.to_string(),
+            from: run_from,
+        };
+        p.sink.set_run(run.clone());
+        if let Some(failed) = &mut p.failed {
+            failed.sink.set_run(run);
+        }
         // Attached before it reads, so no release passes it. A pipeline
         // recreated under a deleted one's name resumes after its last
         // commit, unless the log has released those events since.

@@ -65,6 +65,14 @@ impl Sink {
         }
     }
 
+    /// The run of the log its commits come from (see [`crate::Run`]).
+    pub fn set_run(&mut self, run: crate::Run) {
+        match self {
+            Sink::Table(t) => t.set_run(run),
+            Sink::Files(f) => f.set_run(run),
+        }
+    }
+
     /// The newest commit of this pipeline the sink holds.
     pub async fn last_committed(&mut self) -> Result<Option<Committed>> {
         match self {

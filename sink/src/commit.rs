@@ -24,9 +24,13 @@
 //!   process that runs a pipeline of the same name). The commit id is
 //!   derived from (pipeline, sink, source, first, last), so a replay of the
 //!   same range has the same id.
+//! - It also holds `pipe.run`, the [`Run`] of the log that appended the
+//!   offsets, so that a copy of a log appending beside it is refused, not
+//!   merged.
 //! - The same commit also sets table properties
-//!   `pipe.<pipeline>@<source>.commit-id`, `….offset-first` and
-//!   `….offset-last` (one transaction, one metadata swap: both or neither).
+//!   `pipe.<pipeline>@<source>.commit-id`, `….offset-first`,
+//!   `….offset-last` and `….run` (one transaction, one metadata swap: both
+//!   or neither).
 //!   Snapshots can be expired; properties stay.
 //! - A pipeline's position is per source: [`last_committed`] only looks at
 //!   commits of its own source. Commits written before sources were
@@ -84,6 +88,9 @@ use crate::{Error, Result};
 pub const PROP_PIPELINE: &str = "pipe.pipeline";
 /// Snapshot summary key: the identity of the log the offsets come from.
 pub const PROP_SOURCE: &str = "pipe.source";
+/// Snapshot summary key: the run of the log that appended the offsets
+/// (see [`Run`]).
+pub const PROP_RUN: &str = "pipe.run";
 /// Snapshot summary key: the deterministic commit id.
 pub const PROP_COMMIT_ID: &str = "pipe.commit-id";
 /// Snapshot summary key: first buffer offset the commit covers.
@@ -106,6 +113,45 @@ pub struct Origin<'a> {
     /// The identity of the log the offsets come from; `None` for writers
     /// with no log (batch jobs), which only see commits without a source.
     pub source: Option<&'a str>,
+    /// This run of the log, when it has one.
+    pub run: Option<&'a Run>,
+}
+
+/// One run of a log: the log opened once, by one process. Its id is
+/// random, made at each open; `from` is the first offset this run
+/// appended (the log's next offset when it was opened).
+///
+/// A log's id is on disk, so a data directory copied and run beside its
+/// original gives two processes one log id: both append offsets `from`
+/// on, different events under the same numbers, and each would take the
+/// other's commits for its own (one side's events silently dropped).
+/// Commits record their run. A commit of another run of the same log that
+/// holds offsets at or past our `from` cannot come from an earlier run of
+/// ours (every offset an earlier run committed was written before this
+/// run opened, so it is below `from`): the log has forked, and the commit
+/// is refused with [`Error::Forked`] instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub id: String,
+    pub from: u64,
+}
+
+impl Run {
+    /// The error when `theirs` (a commit of this log) shows another
+    /// process appending to it; `None` when it does not.
+    pub fn forked_by(&self, theirs: &Committed, what: &str) -> Option<Error> {
+        let other = theirs.run.as_deref()?;
+        if other == self.id || theirs.range.last < self.from {
+            return None;
+        }
+        Some(Error::Forked(format!(
+            "{what} holds offsets {}..={} of this stream's log committed by another process (run {other}; this one is run {}, which appended offsets from {} on): two servers append to copies of one log, so the same offsets hold different events in each; a data directory was copied and both copies run. Nothing more is committed from this log here",
+            theirs.range.first,
+            theirs.range.last,
+            self.id,
+            self.from
+        )))
+    }
 }
 
 /// The deterministic id of a commit.
@@ -132,6 +178,9 @@ pub struct Committed {
     pub snapshot_id: Option<i64>,
     /// The log its offsets come from; `None` for commits that recorded none.
     pub source: Option<String>,
+    /// The run of that log that appended them; `None` for commits that
+    /// recorded none.
+    pub run: Option<String>,
 }
 
 /// Table property key of a pipeline's last commit from `source`:
@@ -214,6 +263,7 @@ fn last_in_properties(
         },
         snapshot_id: None,
         source: source.map(str::to_string),
+        run: props.get(&table_prop(pipeline, source, "run")).cloned(),
     }))
 }
 
@@ -282,6 +332,7 @@ fn last_in_ancestry(
                 },
                 snapshot_id: Some(id),
                 source: theirs.map(str::to_string),
+                run: props.get(PROP_RUN).cloned(),
             }));
         }
         next = snapshot.parent_snapshot_id();
@@ -347,7 +398,13 @@ pub async fn commit_range(
             None => load(catalog, ident).await?,
         };
         // Resolve what is already in the table before (re)trying.
-        match last_committed(&table, pipeline, origin.source)? {
+        let found = last_committed(&table, pipeline, origin.source)?;
+        if let (Some(run), Some(c)) = (origin.run, &found) {
+            if let Some(forked) = run.forked_by(c, &format!("table `{ident}`")) {
+                return Err(forked);
+            }
+        }
+        match found {
             Some(c) if c.commit_id == id => {
                 return Ok((
                     CommitOutcome::Committed {
@@ -378,6 +435,9 @@ pub async fn commit_range(
         if let Some(source) = origin.source {
             props.insert(PROP_SOURCE.to_string(), source.to_string());
         }
+        if let Some(run) = origin.run {
+            props.insert(PROP_RUN.to_string(), run.id.clone());
+        }
         let source = origin.source;
         let tx = Transaction::new(&table);
         let append = tx
@@ -385,8 +445,11 @@ pub async fn commit_range(
             .with_check_duplicate(false)
             .add_data_files(files.iter().cloned())
             .set_snapshot_properties(props);
-        let record = tx
-            .update_table_properties()
+        let mut record = tx.update_table_properties();
+        if let Some(run) = origin.run {
+            record = record.set(table_prop(pipeline, source, "run"), run.id.clone());
+        }
+        let record = record
             .set(table_prop(pipeline, source, "commit-id"), id.clone())
             .set(
                 table_prop(pipeline, source, "offset-first"),

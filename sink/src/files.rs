@@ -72,7 +72,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::commit::{CommitOutcome, Committed, OffsetRange};
+use crate::commit::{CommitOutcome, Committed, OffsetRange, Run};
 use crate::table::{Codec, INGEST_TS_COLUMN};
 use crate::{Error, Result, S3Options};
 
@@ -136,6 +136,10 @@ struct Record {
     /// The log the offsets come from (absent in records of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source: Option<String>,
+    /// The run of the log that appended the offsets ([`Run`]; absent in
+    /// records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run: Option<String>,
     first: u64,
     last: u64,
     /// (staging file, final path), both relative to the sink's location.
@@ -150,6 +154,8 @@ pub struct FileSink {
     pipeline: String,
     /// The log the offsets come from; see [`crate::commit`].
     source: Option<String>,
+    /// This run of that log; see [`Run`].
+    run: Option<Run>,
     schema: SchemaRef,
     open: BTreeMap<String, PartWriter>,
     pending_rows: usize,
@@ -202,6 +208,7 @@ impl FileSink {
             partitioning: settings.partitioning.trim_matches('/').to_string(),
             pipeline: pipeline.to_string(),
             source: source.map(str::to_string),
+            run: None,
             schema: output.clone(),
             open: BTreeMap::new(),
             pending_rows: 0,
@@ -210,6 +217,12 @@ impl FileSink {
         };
         sink.recover().await?;
         Ok(sink)
+    }
+
+    /// The run of the log this sink's commits come from, recorded with
+    /// each of them (see [`Run`]).
+    pub fn set_run(&mut self, run: Run) {
+        self.run = Some(run);
     }
 
     /// Where the files go.
@@ -379,6 +392,9 @@ impl FileSink {
         files: &[StagedFile],
     ) -> Result<CommitOutcome> {
         if let Some(last) = &self.last {
+            if let Some(forked) = self.forked_by(last) {
+                return Err(forked);
+            }
             if last.range.last >= range.last {
                 self.store.delete_staged(files).await?;
                 return Ok(CommitOutcome::AlreadyCommitted);
@@ -400,6 +416,7 @@ impl FileSink {
         let record = Record {
             pipeline: self.pipeline.clone(),
             source: self.source.clone(),
+            run: self.run.as_ref().map(|r| r.id.clone()),
             first: range.first,
             last: range.last,
             files: sorted
@@ -433,6 +450,13 @@ impl FileSink {
                 // Written before: by this attempt (its answer was lost) or
                 // by another one that committed the same range.
                 let existing = self.store.read_record(&path).await?;
+                if let Some(forked) = existing
+                    .as_ref()
+                    .and_then(|e| self.forked_by(&committed(e)))
+                {
+                    self.store.delete_staged(files).await?;
+                    return Err(forked);
+                }
                 if existing.as_ref() != Some(&record) {
                     warn!(pipeline = %self.pipeline, location = %self.store.location, first = range.first, last = range.last, "range already committed; dropping this attempt's files");
                     self.store.delete_staged(files).await?;
@@ -452,6 +476,15 @@ impl FileSink {
             self.store.prune_records(&self.dir("commits"), &path).await;
         }
         Ok(CommitOutcome::Committed { snapshot_id: None })
+    }
+}
+
+impl FileSink {
+    /// The error when `theirs` was committed by another process appending
+    /// to this log (see [`Run`]).
+    fn forked_by(&self, theirs: &Committed) -> Option<Error> {
+        let what = format!("file sink `{}`", self.store.location);
+        self.run.as_ref()?.forked_by(theirs, &what)
     }
 }
 
@@ -629,6 +662,7 @@ fn committed(record: &Record) -> Committed {
         },
         snapshot_id: None,
         source: record.source.clone(),
+        run: record.run.clone(),
     }
 }
 

@@ -40,7 +40,7 @@ pub mod table;
 
 pub use any::{Closed, FileStats, Sink};
 pub use catalog::{open_catalog, CatalogKind, CatalogSettings, RestSettings, S3Options, Warehouse};
-pub use commit::{CommitOutcome, Committed, OffsetRange};
+pub use commit::{CommitOutcome, Committed, OffsetRange, Run};
 pub use files::{FileFormat, FileSink, FileSinkSettings, StagedFile};
 pub use iceberg::spec::DataFile;
 /// The catalog trait [`open_catalog`] returns.
@@ -84,6 +84,9 @@ pub enum Error {
     /// The table refuses a commit stamped by a clock that is behind it.
     #[error("{0}")]
     ClockBehind(String),
+    /// Another process appends to the same log (see [`commit::Run`]).
+    #[error("{0}")]
+    Forked(String),
 }
 
 impl Error {
@@ -109,7 +112,7 @@ impl Error {
                 }
                 _ => ErrorKind::Unavailable,
             },
-            Error::Corrupt(_) => ErrorKind::Internal,
+            Error::Corrupt(_) | Error::Forked(_) => ErrorKind::Internal,
             Error::TimedOut(_) | Error::ClockBehind(_) => ErrorKind::Unavailable,
         }
     }

@@ -228,6 +228,9 @@ pub struct WriteOptions {
     /// position is its pipeline's position in that log. `None` for writers
     /// without a log (batch jobs). See [`crate::commit`].
     pub source: Option<String>,
+    /// This run of that log, recorded with each commit so that a copy of
+    /// the log appending beside it is caught ([`commit::Run`]).
+    pub run: Option<commit::Run>,
 }
 
 /// The Iceberg table property that asks writers for bloom filters on a
@@ -254,6 +257,7 @@ impl Default for WriteOptions {
             retention: Some(SnapshotRetention::default()),
             bloom_filter_columns: Vec::new(),
             source: None,
+            run: None,
         }
     }
 }
@@ -475,6 +479,14 @@ impl TableSink {
         }
     }
 
+    /// The run of the log this sink's commits come from, recorded with
+    /// each of them (see [`commit::Run`]). A commit it refuses as a fork
+    /// leaves its files for the next open's sweep (deleting them here
+    /// could take files of an attempt that did land).
+    pub fn set_run(&mut self, run: commit::Run) {
+        self.options.run = Some(run);
+    }
+
     /// The table this sink writes.
     pub fn ident(&self) -> &TableIdent {
         &self.ident
@@ -624,6 +636,7 @@ impl TableSink {
                 pipeline: &self.pipeline,
                 sink: &self.sink,
                 source: self.options.source.as_deref(),
+                run: self.options.run.as_ref(),
             },
             range,
             files,

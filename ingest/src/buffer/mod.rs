@@ -150,6 +150,7 @@ impl Buffer {
     /// committed offsets + 1, so a wiped buffer never reuses committed offsets.
     pub fn open(dir: &Path, options: BufferOptions, min_next_offset: u64) -> Result<Buffer> {
         let id = Buffer::identity(dir)?;
+        check_not_forked(dir)?;
         let mut gaps = read_gaps(dir)?;
         let mut segments = list_segments(dir)?;
         // A segment whose header never reached the disk is an interrupted roll.
@@ -322,6 +323,40 @@ pub(crate) fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> 
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, "syncing", e))
+}
+
+/// The file that marks a buffer another process appended to as well.
+const FORKED: &str = "forked";
+
+impl Buffer {
+    /// Marks this buffer as appended to by another process too (a copy of
+    /// it runs elsewhere): it is not opened again until an operator has
+    /// decided which copy goes on (see [`check_not_forked`]). `from` is the
+    /// first offset whose events may differ between the copies.
+    pub fn mark_forked(&self, reason: &str, from: u64) -> Result<()> {
+        let text = format!(
+            "{reason}\nEvents acknowledged here from offset {from} on that were not committed are only in this buffer.\n"
+        );
+        warn!(buffer = %self.dir.display(), "{reason}");
+        write_durably(&self.dir, FORKED, text.as_bytes())
+    }
+}
+
+/// Refuses a buffer marked by [`Buffer::mark_forked`], saying what to do.
+fn check_not_forked(dir: &Path) -> Result<()> {
+    let path = dir.join(FORKED);
+    let reason = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(&path, "reading", e)),
+    };
+    Err(Error::Corrupt(format!(
+        "the buffer `{}` was appended to by two servers, so its pipelines stopped committing from it: {} To go on, stop the copy that should not run and decide for this one: if it should not run either, delete its data directory (the events above are lost with it); to keep its events, delete `{}` and `{}` and start it: its buffer then counts as a new log, and every event it holds is committed again (events it shares with the other copy land twice)",
+        dir.display(),
+        reason.trim_end(),
+        path.display(),
+        dir.join("id").display()
+    )))
 }
 
 /// The gaps recorded in `dir/gaps.log` (`<from> <to>` lines).

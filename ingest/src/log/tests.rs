@@ -117,3 +117,36 @@ fn a_log_restored_from_an_older_copy_goes_on_past_its_consumers() {
         .collect();
     assert_eq!(offsets, vec![1, 10]);
 }
+
+/// Each open is a new run, starting at the log's next offset; a log marked
+/// forked (another process appends to a copy of it) is not opened again
+/// until an operator has chosen, and the error says how.
+#[test]
+fn each_open_is_a_new_run_and_a_forked_log_stays_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_and_append(dir.path(), &[("p", None)], &["a", "b"]);
+    let first = log.run().0.to_string();
+    assert_eq!(log.run().1, 0);
+    drop(log);
+    let log = open_and_append(dir.path(), &[("p", None)], &["c"]);
+    assert_ne!(log.run().0, first);
+    assert_eq!(log.run().1, 2);
+    log.mark_forked("table `t` holds offsets 2..=9 committed by another process")
+        .unwrap();
+    drop(log);
+    let rt = rt();
+    let _in_rt = rt.enter();
+    let err = StreamLog::open("s", dir.path(), options(), [("p".to_string(), None)])
+        .err()
+        .expect("a forked log is refused")
+        .to_string();
+    assert!(
+        err.contains("appended to by two servers")
+            && err.contains("offsets 2..=9")
+            && err.contains("from offset 2 on")
+            && err.contains("/forked`"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.path().join("forked")).unwrap();
+    assert!(StreamLog::open("s", dir.path(), options(), [("p".to_string(), None)]).is_ok());
+}

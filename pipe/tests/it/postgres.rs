@@ -138,6 +138,74 @@ async fn the_same_pipeline_name_in_two_processes_keeps_both_sides_rows() {
     assert_eq!(rows, vec![serde_json::json!({"n": 9 * 25})]);
 }
 
+/// A data directory copied, and the copy run beside its original against
+/// the same catalog: both append to one log id, with different events
+/// under the same offsets. Before runs were recorded, the second to commit
+/// found the first's commit of "its" range and dropped its own events
+/// while both reported them committed. Now the second stops committing,
+/// says why, and marks its log so that a restart cannot skip its events;
+/// the original goes on with every event once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copied_data_dir_run_beside_its_original_stops_instead_of_merging() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = std::process::id();
+    let store = Store::s3(&s3_endpoint(), &format!("copied-{id}")).await;
+    let catalog = format!("pipe_copied_{id}");
+    let a = node_config(&dir.path().join("a"), &store, &catalog, "node");
+    let node_a = Server::start(&a).await;
+    let mut acked = HashSet::new();
+    acked.extend(post_some(&node_a, 0, 2).await);
+    node_a.flush("node");
+    node_a.stop();
+    copy_dir(&dir.path().join("a"), &dir.path().join("b"));
+    let b = dir.path().join("b").join(a.file_name().unwrap());
+    let node_a = Server::start(&a).await;
+    let node_b = Server::start(&b).await;
+    acked.extend(post_some(&node_a, 100, 2).await);
+    node_a.flush("node");
+    post_some(&node_b, 10_000_000, 2).await;
+    let (status, body) = flush_answer(&node_b, "node").await;
+    assert!(
+        status >= 500 && body.contains("another process"),
+        "{status} {body}"
+    );
+    let state = node_b.status("node").await;
+    assert!(
+        state["state_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("another process")),
+        "{state}"
+    );
+    // (An orderly stop ends with that error too.)
+    node_b.kill();
+    // Restarted, the copy refuses to start and says what to do.
+    let node_b = Server::start_to_crash(&b, &[]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !node_b.log_text().contains("appended to by two servers") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            node_b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(node_b);
+    // The original goes on; the table holds its events, once each, and
+    // none of the copy's (they wait in its buffer; the data file its
+    // refused commit wrote stays until its next open sweeps it).
+    acked.extend(post_some(&node_a, 200, 1).await);
+    node_a.flush("node");
+    node_a.stop();
+    let rows = query(&a, "SELECT user_id FROM default.shared");
+    let stored: Vec<&str> = rows
+        .iter()
+        .map(|r| r["user_id"].as_str().unwrap())
+        .collect();
+    let unique: HashSet<String> = stored.iter().map(|s| s.to_string()).collect();
+    assert_eq!(stored.len(), unique.len(), "duplicated rows");
+    assert_eq!(unique, acked);
+}
+
 /// A PostgreSQL server of this test's own, to stop and hang.
 struct PrivatePostgres {
     dir: tempfile::TempDir,

@@ -87,18 +87,6 @@ async fn a_pipeline_whose_from_changed_reads_the_new_stream() {
     assert_eq!(counts(&config), json!({"n": 24, "ids": 24}));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// The buffer folder restored from a copy older than what the table holds
 /// (the catalog and warehouse live elsewhere and went on). Before, every
 /// start failed with "record 2 is durable but neither in the current

@@ -29,6 +29,50 @@ async fn open_file_sink(dir: &std::path::Path, pipeline: &str, source: Option<&s
         .unwrap()
 }
 
+async fn open_in_run(dir: &std::path::Path, run: &str, from: u64) -> FileSink {
+    let run = pipe_sink::Run {
+        id: run.into(),
+        from,
+    };
+    let mut sink = open_file_sink(dir, "p", Some(SOURCE)).await;
+    sink.set_run(run);
+    sink
+}
+
+async fn commit_files(
+    sink: &mut FileSink,
+    first: u64,
+    last: u64,
+) -> pipe_sink::Result<CommitOutcome> {
+    sink.write(&rows(0..3)).await.unwrap();
+    let staged = sink.close_files().await.unwrap();
+    sink.commit(OffsetRange { first, last }, &staged).await
+}
+
+/// A copied data directory run beside its original (see the table test of
+/// the same name): a commit record of the same range by the other run is
+/// a fork, not "already committed".
+#[tokio::test]
+async fn a_copy_of_a_log_appending_beside_it_is_refused_not_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut original = open_in_run(dir.path(), "original", 10).await;
+    let mut copy = open_in_run(dir.path(), "copy", 10).await;
+    commit_files(&mut original, 10, 14).await.unwrap();
+    let err = commit_files(&mut copy, 10, 14).await.unwrap_err();
+    assert!(matches!(err, pipe_sink::Error::Forked(_)), "{err}");
+    // Reopened, the copy sees the other's newest commit and refuses too.
+    let mut copy = open_in_run(dir.path(), "copy", 10).await;
+    let err = commit_files(&mut copy, 15, 16).await.unwrap_err();
+    assert!(matches!(err, pipe_sink::Error::Forked(_)), "{err}");
+    // The original's own files stay; a restarted original goes on.
+    let mut restarted = open_in_run(dir.path(), "restarted", 15).await;
+    assert!(matches!(
+        commit_files(&mut restarted, 15, 16).await.unwrap(),
+        CommitOutcome::Committed { .. }
+    ));
+    assert_eq!(published(dir.path()).len(), 4, "{:?}", tree(dir.path()));
+}
+
 /// Every file under `dir/out`, relative, sorted.
 fn tree(dir: &std::path::Path) -> Vec<String> {
     fn walk(root: &std::path::Path, d: &std::path::Path, out: &mut Vec<String>) {

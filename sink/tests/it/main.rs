@@ -332,6 +332,57 @@ async fn one_pipeline_from_two_logs_keeps_both_logs_rows() {
 }
 
 /// Commits made before sources were recorded count as the pipeline's own.
+fn in_run(source: &str, run: &str, from: u64) -> WriteOptions {
+    WriteOptions {
+        run: Some(pipe_sink::Run {
+            id: run.into(),
+            from,
+        }),
+        ..from_source(source)
+    }
+}
+
+/// A data directory copied and run beside its original: two processes
+/// append to one log id, so offsets from the copy on hold different events
+/// in each. Before runs were recorded, the second to commit took the
+/// other's commit for its own ("already committed", or the same commit
+/// id) and dropped its events. Now it is refused as a fork; a later run of
+/// the same process (offsets from past what was committed) and the one
+/// that committed go on.
+#[tokio::test]
+async fn a_copy_of_a_log_appending_beside_it_is_refused_not_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut original = open_with(dir.path(), "p", in_run("log1", "original", 10)).await;
+    let mut copy = open_with(dir.path(), "p", in_run("log1", "copy", 10)).await;
+    // Shared history (appended before the copy was made) dedupes as before:
+    // the copy finds that range's commit id.
+    commit_rows(&mut original, 0..3, 0, 9).await;
+    commit_rows(&mut copy, 0..3, 0, 9).await;
+    assert_eq!(row_count(&original, dir.path()).await, 3);
+    // Past the copy point, each appended its own events.
+    commit_rows(&mut original, 10..13, 10, 14).await;
+    for (first, last) in [(10, 14), (10, 12)] {
+        copy.write(&rows(100..103)).await.unwrap();
+        let files = copy.close_files().await.unwrap();
+        let err = copy
+            .commit(OffsetRange { first, last }, &files)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, pipe_sink::Error::Forked(_)), "{err}");
+        assert!(err.to_string().contains("another process"), "{err}");
+    }
+    assert_eq!(row_count(&original, dir.path()).await, 6);
+    // The original goes on; so does a restart of it (a new run, from past
+    // everything committed).
+    commit_rows(&mut original, 13..14, 15, 15).await;
+    let mut restarted = open_with(dir.path(), "p", in_run("log1", "restarted", 16)).await;
+    assert!(matches!(
+        commit_rows(&mut restarted, 14..15, 16, 16).await,
+        CommitOutcome::Committed { .. }
+    ));
+    assert_eq!(row_count(&restarted, dir.path()).await, 8);
+}
+
 #[tokio::test]
 async fn commits_without_a_source_count_as_the_pipelines_own() {
     let dir = tempfile::tempdir().unwrap();
