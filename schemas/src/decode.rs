@@ -278,7 +278,10 @@ impl EventDecoder {
     /// The fast path: the whole body decoded in one pass, or `None` when it
     /// has a problem (or the stream has a JSON Schema, which needs values).
     fn fast(&self, body: &[u8], format: BodyFormat) -> Result<Option<(RecordBatch, usize)>> {
-        if self.json_schema.is_some() {
+        // JSON is UTF-8. The fast path skips the values of dropped fields
+        // without reading their bytes, so it would let invalid UTF-8 there
+        // through; the slow path says where it is.
+        if self.json_schema.is_some() || std::str::from_utf8(body).is_err() {
             return Ok(None);
         }
         let mut columns = self.columns();
@@ -753,6 +756,25 @@ mod tests {
             fields,
             vec!["ts", "n", "raw", "tags[1]", "meta.z", "meta.prio"]
         );
+    }
+
+    /// Found by fuzzing: invalid UTF-8 in the value of a field that is
+    /// dropped was accepted (the fast path skipped its bytes unread).
+    #[test]
+    fn invalid_utf8_is_refused_even_in_a_dropped_field() {
+        let drop = ecommerce()
+            .with_unknown_fields(UnknownFields::Drop)
+            .unwrap();
+        let body = b"[{\"user_id\":\"u\",\"event_type\":\"e\",\"other\":\"wide\xf2_6\"}]";
+        for format in [BodyFormat::Json, BodyFormat::NdJson] {
+            let body: &[u8] = match format {
+                BodyFormat::Json => body,
+                BodyFormat::NdJson => &body[1..body.len() - 1],
+            };
+            let err = drop.decode(body, format).unwrap_err().to_string();
+            assert!(err.contains("invalid"), "{err}");
+            assert!(drop.decode_split(body, format).is_err());
+        }
     }
 
     #[test]
