@@ -46,6 +46,8 @@ pub enum Error {
     Busy,
     #[error("the stream's buffer is full ({used} of {limit} bytes on disk); retry when its pipelines have caught up")]
     Full { used: u64, limit: u64 },
+    #[error("the disk holding the stream's buffer is nearly full ({free} bytes free, {reserve} kept free so that commits can go on); nothing of this request was kept: retry when pipelines have committed, or free space on that disk")]
+    DiskLow { free: u64, reserve: u64 },
     #[error("the stream is shutting down")]
     Closed,
     #[error(
@@ -72,6 +74,7 @@ impl Error {
         match self {
             Error::Busy
             | Error::Full { .. }
+            | Error::DiskLow { .. }
             | Error::Closed
             | Error::WriteFailed(_)
             | Error::Poisoned(_)

@@ -267,6 +267,12 @@ pub struct StreamFile {
     /// Disk quota of the buffer in MiB (default 8192); past it, requests get 503.
     #[serde(default)]
     pub max_buffer_mb: Option<usize>,
+    /// MiB kept free on the filesystem holding the buffer: requests that
+    /// would leave less get 503, so that commits (often to the same disk)
+    /// can go on and free the buffer. Default: the smaller of 1024 and a
+    /// fifth of the filesystem; 0 turns it off.
+    #[serde(default)]
+    pub min_free_disk_mb: Option<u64>,
     /// A request with bad events: `reject` it whole (default), or
     /// `quarantine`: keep its good events, put the bad ones with their
     /// errors in the quarantine table.
@@ -383,6 +389,8 @@ pub struct StreamConfig {
     pub idempotency_max_keys: usize,
     pub segment_bytes: u64,
     pub max_buffer_bytes: u64,
+    /// See [`StreamFile::min_free_disk_mb`]; `None`: the default.
+    pub min_free_disk_bytes: Option<u64>,
     /// `(namespace, table)` of the quarantine table, in quarantine mode.
     pub quarantine: Option<(String, String)>,
 }
@@ -708,6 +716,12 @@ impl Config {
                     return Err(err(key(name), format!("must be at most {MAX_MB} (16 TiB)")));
                 }
             }
+            if s.min_free_disk_mb.is_some_and(|mb| mb > MAX_MB) {
+                return Err(err(
+                    key("min_free_disk_mb"),
+                    format!("must be at most {MAX_MB} (16 TiB)"),
+                ));
+            }
             if quota_mb < 2 * segment_mb {
                 return Err(err(
                     key("max_buffer_mb"),
@@ -740,6 +754,7 @@ impl Config {
                 idempotency_max_keys: max_keys,
                 segment_bytes: segment_mb as u64 * 1024 * 1024,
                 max_buffer_bytes: quota_mb as u64 * 1024 * 1024,
+                min_free_disk_bytes: s.min_free_disk_mb.map(|mb| mb * 1024 * 1024),
                 quarantine,
             };
             stream.decoder()?;

@@ -382,6 +382,7 @@ impl Supervisor {
             buffer: BufferOptions {
                 segment_bytes: stream.segment_bytes,
                 max_disk_bytes: stream.max_buffer_bytes,
+                min_free_disk_bytes: stream.min_free_disk_bytes,
                 ..BufferOptions::default()
             },
             idempotency_window: stream.idempotency_window,

@@ -85,6 +85,12 @@ pub struct BufferOptions {
     pub max_disk_bytes: u64,
     /// Most payload bytes waiting for the writer; bounds memory under overload.
     pub max_queued_bytes: usize,
+    /// Bytes kept free on the buffer's filesystem: a group that would
+    /// leave less is refused (503) before it is written. The buffer, the
+    /// tables and the catalog often share a disk, and a commit needs room
+    /// to write the files that free the buffer. `None`: the smaller of
+    /// 1 GiB and a fifth of the filesystem.
+    pub min_free_disk_bytes: Option<u64>,
 }
 
 impl Default for BufferOptions {
@@ -95,6 +101,7 @@ impl Default for BufferOptions {
             max_group_bytes: 16 << 20,
             max_disk_bytes: 8 << 30,
             max_queued_bytes: 64 << 20,
+            min_free_disk_bytes: None,
         }
     }
 }

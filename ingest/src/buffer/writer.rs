@@ -122,6 +122,13 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if let Some((free, reserve)) = self.disk_low(size as u64) {
+                warn!(buffer = %self.dir.display(), free, reserve, requests = group.len(), "the buffer's disk is nearly full; requests refused (503)");
+                for req in group.drain(..) {
+                    let _ = req.ack.send(Err(Error::DiskLow { free, reserve }));
+                }
+                continue;
+            }
             let start = self.next;
             for (i, req) in group.iter().enumerate() {
                 segment::encode_record(
@@ -184,6 +191,24 @@ impl Writer {
         Ok(())
     }
 
+    /// `(free, reserve)` when a group of `bytes` would leave less free
+    /// space on the buffer's filesystem than the reserve (see
+    /// [`BufferOptions::min_free_disk_bytes`]); `None` when it fits or the
+    /// filesystem cannot say.
+    fn disk_low(&self, bytes: u64) -> Option<(u64, u64)> {
+        // 0: off; a write that does not fit fails and is undone.
+        if self.options.min_free_disk_bytes == Some(0) {
+            return None;
+        }
+        let space = free_space(&self.dir)?;
+        let reserve = self
+            .options
+            .min_free_disk_bytes
+            .unwrap_or((space.total / 5).min(1 << 30));
+        let needed = bytes + (segment::FRAME_LEN as u64) * 64 + reserve;
+        (space.free < needed).then_some((space.free, reserve))
+    }
+
     fn persist(&mut self, bytes: &[u8]) -> Result<(), Persist> {
         let path = || self.dir.join("active segment");
         if let Err(e) = self.active.file.write_all(bytes) {
@@ -224,4 +249,27 @@ enum Persist {
     Undone(Error),
     /// What is on disk is not known; the writer stops.
     Unknown(Error),
+}
+
+/// Sizes of a filesystem, in bytes.
+struct Space {
+    total: u64,
+    /// Free for an unprivileged writer.
+    free: u64,
+}
+
+/// The filesystem holding `dir`; `None` if it cannot say.
+fn free_space(dir: &std::path::Path) -> Option<Space> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let unit = stat.f_frsize as u64;
+    Some(Space {
+        total: stat.f_blocks as u64 * unit,
+        free: stat.f_bavail as u64 * unit,
+    })
 }

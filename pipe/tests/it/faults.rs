@@ -58,7 +58,13 @@ async fn post_big(server: &Server, request: usize) -> (u16, Value, Vec<String>) 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_buffer_disk_refuses_requests_until_space_frees() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config_with(dir.path(), 3600, "", "buffer_segment_mb = 1");
+    // No reserve: the disk fills to its last byte (see the next test).
+    let config = write_config_with(
+        dir.path(),
+        3600,
+        "",
+        "buffer_segment_mb = 1\nmin_free_disk_mb = 0",
+    );
     let _disk = SmallDisk::mount(&dir.path().join("data/buffer"), "3m");
     let server = Server::start(&config).await;
     let mut acked = HashSet::new();
@@ -107,6 +113,50 @@ async fn a_full_buffer_disk_refuses_requests_until_space_frees() {
         "SELECT count(*) AS n, count(DISTINCT user_id) AS ids FROM default.ecommerce",
     );
     assert_eq!(rows, vec![json!({"n": acked.len(), "ids": acked.len()})]);
+    let stored: HashSet<String> = query(&config, "SELECT user_id FROM default.ecommerce")
+        .iter()
+        .map(|r| r["user_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored, acked, "exactly the acknowledged events");
+}
+
+/// The default layout: the buffer, the tables and the catalog on one disk,
+/// which fills. Requests are refused while the disk still has the reserve
+/// commits need, so a flush commits, releases segments, and the stream
+/// takes events again. Before, the buffer took the disk to its last byte;
+/// commits could not write the files that would free it, and nothing
+/// recovered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_shared_by_the_buffer_and_the_tables_keeps_room_for_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(dir.path(), 3600, "", "buffer_segment_mb = 1");
+    let _disk = SmallDisk::mount(&dir.path().join("data"), "8m");
+    let server = Server::start(&config).await;
+    let mut acked = HashSet::new();
+    let mut refused = None;
+    for request in 0..100 {
+        let (status, body, ids) = post_big(&server, request).await;
+        match status {
+            200 => acked.extend(ids),
+            503 => {
+                refused = Some(body);
+                break;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    let refused = refused.expect("an 8 MiB disk fills up");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("nearly full"), "{message}");
+    for round in 0..3 {
+        // (`flush` asserts the commit succeeded.)
+        server.flush("ecommerce");
+        let (status, body, ids) = post_big(&server, 1000 + round).await;
+        assert_eq!(status, 200, "{body}");
+        acked.extend(ids);
+    }
+    server.flush("ecommerce");
+    server.stop();
     let stored: HashSet<String> = query(&config, "SELECT user_id FROM default.ecommerce")
         .iter()
         .map(|r| r["user_id"].as_str().unwrap().to_string())
