@@ -129,6 +129,7 @@ class Server:
     """`pipe serve` on a fixed port, restarted with other settings."""
 
     def __init__(self, binary, dir, port, s3):
+        self.armed = None
         self.binary = binary
         self.dir = dir
         self.port = port
@@ -181,6 +182,7 @@ sql = "INSERT INTO files SELECT id, n FROM events"
         env.pop("PIPE_ADMIN_TOKEN", None)
         if crash_at:
             env["PIPE_CRASH_AT"] = crash_at
+        self.armed = crash_at
         self.proc = subprocess.Popen(
             [self.binary, "serve", "--config", str(self.dir / "pipe.toml"),
              "--listen", f"127.0.0.1:{self.port}"],
@@ -469,7 +471,10 @@ def main():
         s3.resume()
     if s3.proc is None:
         s3.start()
-    if not server.alive():
+    # A server still running with a crash point armed would stop at it
+    # during the final flush: it is killed (one more crash) and started plainly.
+    if not server.alive() or server.armed:
+        server.kill()
         server.write_config(variant(rng))
         server.start()
     deadline = time.time() + 300
