@@ -41,6 +41,7 @@ use pipe_schemas::{BodyFormat, Decoded, EventDecoder};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::debug;
@@ -54,6 +55,8 @@ use crate::ErrorKind;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
 /// Default largest body after gzip decompression: 50 MiB.
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 50 * 1024 * 1024;
+/// Default [`StreamPolicy::max_inflight_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 256 * 1024 * 1024;
 /// Default most events per request.
 pub const DEFAULT_MAX_EVENTS: usize = 100_000;
 
@@ -70,6 +73,11 @@ pub struct StreamPolicy {
     pub max_body_bytes: usize,
     /// Largest request body after gzip decompression.
     pub max_decompressed_bytes: usize,
+    /// Most body bytes (as sent, and after inflating) the stream's requests
+    /// may hold in memory at once, from the first byte read until the
+    /// request's answer: past it, requests get 503 at once. Bounds what
+    /// many concurrent (gzip) requests cost, whatever their number.
+    pub max_inflight_bytes: usize,
     /// Keep a request's good events and quarantine its bad ones, instead of
     /// refusing the whole request.
     pub quarantine: bool,
@@ -83,6 +91,7 @@ impl Default for StreamPolicy {
             cors_origins: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             quarantine: false,
         }
     }
@@ -99,6 +108,8 @@ pub struct StreamEndpoint {
     pub decoder: EventDecoder,
     pub appender: Appender,
     pub policy: StreamPolicy,
+    /// The budget of [`StreamPolicy::max_inflight_bytes`], in bytes.
+    pub inflight: Arc<Semaphore>,
     /// Idempotency keys seen within the stream's window.
     pub keys: Arc<KeyIndex>,
     /// What the stream has taken in since the server started.
@@ -374,17 +385,22 @@ async fn drain(body: Body) {
     }
 }
 
-/// Reads the body within the stream's limits, undoing gzip.
+/// Reads the body within the stream's limits, undoing gzip. The bytes it
+/// holds are taken from the stream's in-flight budget as they arrive (and
+/// as they inflate); the returned permit gives them back when dropped.
 async fn read_body(
     policy: &StreamPolicy,
+    inflight: &Arc<Semaphore>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Bytes, Response> {
+) -> Result<(Bytes, OwnedSemaphorePermit), Response> {
     use futures::StreamExt;
     let limit = policy.max_body_bytes;
+    let mut budget = take(inflight, 0).expect("no permits always fit");
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
     let mut seen = 0usize;
+    let mut over_budget = false;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             let e = e.into_inner();
@@ -404,8 +420,19 @@ async fn read_body(
             )
         })?;
         seen += chunk.len();
-        if seen <= limit {
-            buf.extend_from_slice(&chunk);
+        if seen <= limit && !over_budget {
+            match take(inflight, chunk.len()) {
+                Some(more) => {
+                    budget.merge(more);
+                    buf.extend_from_slice(&chunk);
+                }
+                // Read on (and drop) so that the client reads the answer.
+                None => {
+                    over_budget = true;
+                    buf = Vec::new();
+                    budget = take(inflight, 0).expect("no permits always fit");
+                }
+            }
         } else if seen > DRAIN_LIMIT {
             break;
         }
@@ -416,6 +443,9 @@ async fn read_body(
             format!("the request body is larger than the stream's limit of {limit} bytes"),
         ));
     }
+    if over_budget {
+        return Err(busy(policy));
+    }
     let bytes = Bytes::from(buf);
     // Content codings are case-insensitive (RFC 9110).
     let encoding = headers
@@ -423,23 +453,48 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     match encoding.as_deref() {
-        None | Some("identity") => Ok(bytes),
-        Some("gzip") | Some("x-gzip") => match gunzip(&bytes, policy.max_decompressed_bytes) {
-            Ok(out) => Ok(Bytes::from(out)),
-            Err(GunzipError::TooLarge(limit)) => Err(error_response(
-                ErrorKind::TooLarge,
-                format!("the decompressed body is larger than the stream's limit of {limit} bytes"),
-            )),
-            Err(GunzipError::Invalid(e)) => Err(error_response(
-                ErrorKind::InvalidInput,
-                format!("the gzip body does not decompress: {e}"),
-            )),
-        },
+        None | Some("identity") => Ok((bytes, budget)),
+        Some("gzip") | Some("x-gzip") => {
+            let inflated = gunzip_within(&bytes, policy.max_decompressed_bytes, |n| {
+                take(inflight, n).map(|more| budget.merge(more)).is_some()
+            });
+            match inflated {
+                Ok(out) => Ok((Bytes::from(out), budget)),
+                Err(GunzipError::TooLarge(limit)) => Err(error_response(
+                    ErrorKind::TooLarge,
+                    format!(
+                        "the decompressed body is larger than the stream's limit of {limit} bytes"
+                    ),
+                )),
+                Err(GunzipError::Invalid(e)) => Err(error_response(
+                    ErrorKind::InvalidInput,
+                    format!("the gzip body does not decompress: {e}"),
+                )),
+                Err(GunzipError::OverBudget) => Err(busy(policy)),
+            }
+        }
         Some(other) => Err(error_response(
             ErrorKind::InvalidInput,
             format!("unsupported Content-Encoding `{other}` (use gzip or none)"),
         )),
     }
+}
+
+/// `bytes` more of the in-flight budget, if it has them.
+fn take(inflight: &Arc<Semaphore>, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    let bytes = u32::try_from(bytes).ok()?;
+    inflight.clone().try_acquire_many_owned(bytes).ok()
+}
+
+/// The answer when the stream's in-flight budget is spent.
+fn busy(policy: &StreamPolicy) -> Response {
+    error_response(
+        ErrorKind::Unavailable,
+        format!(
+            "the stream is holding as many request bytes as it may at once ({} bytes in flight, `max_inflight_mb`); nothing of this request was kept: retry shortly",
+            policy.max_inflight_bytes
+        ),
+    )
 }
 
 /// Why a gzip body was refused.
@@ -449,6 +504,8 @@ pub enum GunzipError {
     TooLarge(usize),
     /// It is not gzip, is cut short, or has bytes after its last member.
     Invalid(String),
+    /// The caller's budget refused the memory its output needs.
+    OverBudget,
 }
 
 /// Inflates a gzip body: every member of it (`cat a.gz b.gz` is one body
@@ -457,13 +514,34 @@ pub enum GunzipError {
 /// refuses the body: reading only part of it would accept some events and
 /// silently drop the rest.
 pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
+    gunzip_within(body, limit, |_| true)
+}
+
+/// [`gunzip`], asking `reserve(n)` before the output grows by `n` bytes;
+/// a `false` stops it with [`GunzipError::OverBudget`].
+pub fn gunzip_within(
+    body: &[u8],
+    limit: usize,
+    mut reserve: impl FnMut(usize) -> bool,
+) -> Result<Vec<u8>, GunzipError> {
+    const STEP: usize = 256 * 1024;
     let mut out = Vec::new();
     // One byte past the limit tells "at the limit" from "over it".
     let past_limit = (limit as u64).saturating_add(1);
     let mut decoder = flate2::read::MultiGzDecoder::new(body).take(past_limit);
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|e| GunzipError::Invalid(e.to_string()))?;
+    let mut chunk = vec![0u8; STEP];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(GunzipError::Invalid(e.to_string())),
+        };
+        if !reserve(n) {
+            return Err(GunzipError::OverBudget);
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
     if out.len() > limit {
         return Err(GunzipError::TooLarge(limit));
     }
@@ -540,8 +618,9 @@ async fn post_events(
         }
     };
     let format = body_format(&headers);
-    let body = match read_body(&endpoint.policy, &headers, body).await {
-        Ok(body) => body,
+    let (body, budget) = match read_body(&endpoint.policy, &endpoint.inflight, &headers, body).await
+    {
+        Ok(read) => read,
         Err(response) => return response,
     };
     // From here the request runs to its answer on a task of its own: hyper
@@ -551,6 +630,8 @@ async fn post_events(
     let task = requests.spawn(async move {
         let key = claim.as_ref().map(|c| c.key().to_string());
         let result = accept(&stream, &endpoint, format, body, key).await;
+        // Held until here: the body, its events and its record.
+        drop(budget);
         if let (Some(claim), Ok((answer, _))) = (claim, &result) {
             claim.finish(*answer);
         }
@@ -684,6 +765,24 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    #[test]
+    fn inflating_asks_the_budget_as_the_output_grows() {
+        let body = gzip(&vec![b'x'; 1 << 20]);
+        let mut asked = 0;
+        let out = gunzip_within(&body, 2 << 20, |n| {
+            asked += n;
+            true
+        })
+        .unwrap();
+        assert_eq!((out.len(), asked), (1 << 20, 1 << 20));
+        let mut granted = 0;
+        let refused = gunzip_within(&body, 2 << 20, |n| {
+            granted += n;
+            granted <= 300_000
+        });
+        assert_eq!(refused, Err(GunzipError::OverBudget));
     }
 
     #[test]

@@ -247,6 +247,10 @@ pub struct StreamFile {
     /// Largest body after gzip decompression, in bytes (default 50 MiB).
     #[serde(default)]
     pub max_decompressed_bytes: Option<usize>,
+    /// MiB of request bodies (as sent and inflated) the stream holds in
+    /// memory at once (default 256); past it, requests get 503.
+    #[serde(default)]
+    pub max_inflight_mb: Option<usize>,
     /// Most events in one request (default 100,000).
     #[serde(default)]
     pub max_events_per_request: Option<usize>,
@@ -675,7 +679,7 @@ impl Config {
                 Some(v) => Ok(v),
                 None => Ok(default),
             };
-            let policy = StreamPolicy {
+            let mut policy = StreamPolicy {
                 quarantine: false,
                 http_enabled: s.http.unwrap_or(true),
                 token_digests,
@@ -690,7 +694,27 @@ impl Config {
                     s.max_decompressed_bytes,
                     DEFAULT_MAX_DECOMPRESSED_BYTES,
                 )?,
+                max_inflight_bytes: 0,
             };
+            let inflight_mb = positive(
+                "max_inflight_mb",
+                s.max_inflight_mb,
+                pipe_ingest::http::DEFAULT_MAX_INFLIGHT_BYTES >> 20,
+            )?;
+            if inflight_mb > MAX_MB as usize {
+                return Err(err(
+                    key("max_inflight_mb"),
+                    format!("must be at most {MAX_MB} (16 TiB)"),
+                ));
+            }
+            policy.max_inflight_bytes = inflight_mb << 20;
+            let one_request = policy.max_body_bytes + policy.max_decompressed_bytes;
+            if policy.max_inflight_bytes < one_request {
+                return Err(err(
+                    key("max_inflight_mb"),
+                    format!("must hold at least one request of the largest size: `max_request_bytes` + `max_decompressed_bytes` = {one_request} bytes"),
+                ));
+            }
             let max_events = positive(
                 "max_events_per_request",
                 s.max_events_per_request,
@@ -741,7 +765,6 @@ impl Config {
                     table.unwrap_or_else(|| format!("default.{name}_quarantine")),
                 )?),
             };
-            let mut policy = policy;
             policy.quarantine = quarantine.is_some();
             let stream = StreamConfig {
                 name,

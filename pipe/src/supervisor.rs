@@ -406,6 +406,9 @@ impl Supervisor {
                 decoder: stream.decoder()?,
                 appender: opened.appender,
                 policy: stream.policy.clone(),
+                inflight: Arc::new(tokio::sync::Semaphore::new(
+                    stream.policy.max_inflight_bytes,
+                )),
                 keys: opened.log.keys(),
                 stats: stats.clone(),
             },

@@ -254,3 +254,74 @@ sql = "INSERT INTO loose_sink SELECT * FROM loose"
     );
     server.stop();
 }
+
+/// Many gzip bodies at once: what they hold in memory (as sent and
+/// inflated) is bounded by the stream's `max_inflight_mb`, whatever their
+/// number. Past it a request gets 503 at once and nothing of it is kept;
+/// the ones taken are stored, and sent again one by one the others are too.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_gzip_bodies_stay_within_the_inflight_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(
+        dir.path(),
+        3600,
+        "",
+        "max_request_bytes = 100000\nmax_decompressed_bytes = 1000000\nmax_inflight_mb = 2",
+    );
+    let server = Server::start(&config).await;
+    let url = format!("{}/v1/streams/ecommerce_stream", server.url);
+    // Each inflates to ~900 KB: two fit in the budget at once.
+    let body = |n: usize| {
+        let events: Vec<serde_json::Value> = (0..40)
+            .map(|i| json!({"user_id": format!("b{n}-{i}"), "event_type": "x", "product_id": "p".repeat(22_000)}))
+            .collect();
+        gzip(serde_json::to_string(&events).unwrap().as_bytes())
+    };
+    let client = reqwest::Client::new();
+    let send = |n: usize| {
+        let client = client.clone();
+        let url = url.clone();
+        let body = body(n);
+        async move {
+            let r = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (n, r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let answers = futures::future::join_all((0..24).map(send)).await;
+    let mut refused = Vec::new();
+    let mut stored = 0;
+    for (n, status, text) in answers {
+        match status {
+            200 => stored += 40,
+            503 => {
+                assert!(text.contains("max_inflight_mb"), "{text}");
+                refused.push(n);
+            }
+            other => panic!("{other}: {text}"),
+        }
+    }
+    assert!(
+        !refused.is_empty(),
+        "24 bodies of ~900 KB fit in 2 MiB at once"
+    );
+    for n in refused {
+        let (_, status, text) = send(n).await;
+        assert_eq!(status, 200, "{text}");
+        stored += 40;
+    }
+    server.flush("ecommerce");
+    server.stop();
+    let rows = query(
+        &config,
+        "SELECT count(*) AS n, count(DISTINCT user_id) AS ids FROM default.ecommerce",
+    );
+    assert_eq!(rows, vec![json!({"n": stored, "ids": stored})]);
+    assert_eq!(stored, 24 * 40);
+}
