@@ -346,6 +346,8 @@ pub(crate) async fn delete_stream(
         for p in readers.iter().cloned().chain(own) {
             if let Err(e) = state.supervisor.stop_pipeline(&p).await {
                 tracing::warn!(pipeline = %p, error = %e, "the pipeline's last commit failed; deleting it anyway (forced)");
+                // Kept as failed by the first stop; this one removes it.
+                let _ = state.supervisor.stop_pipeline(&p).await;
             }
         }
         state.supervisor.stop_stream(&name).await?;

@@ -579,6 +579,19 @@ impl Supervisor {
                 .and_then(|r| r),
             None => Ok(()),
         };
+        if let Err(e) = &result {
+            // Its last commit did not land: it keeps its place in the log
+            // (nothing it has not committed is released) and shows as
+            // failed, instead of vanishing while still defined.
+            p.stats.set_failed(&format!(
+                "stopping it failed, so it was not removed: {e}; its events stay in the buffer: restart the server to run it again, or delete it again to give them up"
+            ));
+            self.pipelines
+                .write()
+                .expect("never poisoned")
+                .insert(name.to_string(), p);
+            return result;
+        }
         if let Some(stream) = self.stream(&p.stream) {
             stream.log.detach(name);
         }

@@ -164,6 +164,78 @@ async fn a_disk_shared_by_the_buffer_and_the_tables_keeps_room_for_commits() {
     assert_eq!(stored, acked, "exactly the acknowledged events");
 }
 
+/// A pipeline deleted while its last commit cannot land (its file sink's
+/// disk is full): the delete fails, and the pipeline stays, `failed`, at
+/// its place in the log. Before, it left the running set and let go of its
+/// place while still defined: the stream released what the other pipeline
+/// committed, and after a restart the pipeline found its events gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_whose_last_commit_fails_keeps_the_pipeline_and_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(
+        dir.path(),
+        3600,
+        "file_sink_roots = [\"exports\"]",
+        "buffer_segment_mb = 1",
+    );
+    let exports = dir.path().join("exports");
+    let _disk = SmallDisk::mount(&exports, "4m");
+    let server = Server::start(&config).await;
+    let out = exports.canonicalize().unwrap().join("out");
+    cli(
+        &server,
+        &[
+            "sinks",
+            "create",
+            "f",
+            "--type",
+            "json",
+            "--path",
+            &out.display().to_string(),
+        ],
+    );
+    cli(
+        &server,
+        &[
+            "pipelines",
+            "create",
+            "p",
+            "--sql",
+            "INSERT INTO f SELECT * FROM ecommerce_stream",
+        ],
+    );
+    // The sink's disk, full.
+    let mut filler = std::fs::File::create(exports.join("filler")).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    drop(filler);
+    let mut acked = 0;
+    for request in 0..8 {
+        let (status, body, _) = post_big(&server, request).await;
+        assert_eq!(status, 200, "{body}");
+        acked += 200;
+    }
+    let r = reqwest::Client::new()
+        .delete(format!("{}/v1/pipelines/p", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let state = server.status("p").await;
+    assert_eq!(state["state"], "failed", "{state}");
+    // The other pipeline commits; the stream keeps what `p` has not.
+    server.flush("ecommerce");
+    let first_segment = dir
+        .path()
+        .join("data/buffer/ecommerce_stream/00000000000000000000.seg");
+    assert!(first_segment.exists(), "p's events were released");
+    server.stop();
+    std::fs::remove_file(exports.join("filler")).unwrap();
+    let server = Server::start(&config).await;
+    assert_eq!(server.flush("p")["rows"], acked);
+    server.stop();
+}
+
 /// libfaketime, to step the clock of the `pipe` process alone.
 fn faketime_lib() -> String {
     let lib = std::env::var("PIPE_TEST_FAKETIME")
