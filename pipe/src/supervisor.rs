@@ -340,6 +340,10 @@ impl Supervisor {
         };
         let committed = sink.last_committed().await?.map(|c| c.range.last);
         let (namespace, table) = &p.quarantine;
+        // Failed rows are committed only when some fail: once the main sink
+        // holds a commit with a source, commits without one in the
+        // failed-rows table are no position of this log either.
+        let unsourced_ended = sink.has_sourced_commits().await?;
         let mut failed_sink = TableSink::open(
             self.catalog.clone(),
             namespace,
@@ -347,7 +351,10 @@ impl Supervisor {
             &p.failed_rows_writer(),
             &sink_config.name,
             &pipe_transform::failed_rows_schema(),
-            ledgered(config, source),
+            WriteOptions {
+                unsourced_ended,
+                ..ledgered(config, source)
+            },
         )
         .await?;
         let failed = FailedRows {

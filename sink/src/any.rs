@@ -73,6 +73,14 @@ impl Sink {
         }
     }
 
+    /// Whether the pipeline has a commit with a source in this sink.
+    pub async fn has_sourced_commits(&mut self) -> Result<bool> {
+        match self {
+            Sink::Table(t) => Ok(t.has_sourced_commits()),
+            Sink::Files(f) => f.has_sourced_commits().await,
+        }
+    }
+
     /// The newest commit of this pipeline the sink holds.
     pub async fn last_committed(&mut self) -> Result<Option<Committed>> {
         match self {

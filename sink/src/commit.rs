@@ -115,6 +115,8 @@ pub struct Origin<'a> {
     pub source: Option<&'a str>,
     /// This run of the log, when it has one.
     pub run: Option<&'a Run>,
+    /// Commits without a source no longer count (see [`last_committed`]).
+    pub unsourced_ended: bool,
 }
 
 /// One run of a log: the log opened once, by one process. Its id is
@@ -200,13 +202,16 @@ pub fn last_committed(
     table: &Table,
     pipeline: &str,
     source: Option<&str>,
+    unsourced_ended: bool,
 ) -> Result<Option<Committed>> {
     // Commits without a source (written before sources were recorded) are
     // the pipeline's own only until a commit with a source lands: after
     // that they belong to the log that went on from them, never to
     // another one (another stream after a change of FROM, another
-    // process).
-    let unsourced_count = source.is_none() || !has_sourced_commits(table, pipeline);
+    // process). `unsourced_ended`: such a commit landed in another table
+    // of the same pipeline (its failed-rows table follows its main one).
+    let unsourced_count =
+        source.is_none() || (!unsourced_ended && !has_sourced_commits(table, pipeline));
     let mut found = last_in_ancestry(table, pipeline, source, unsourced_count)?;
     let in_props = [
         match unsourced_count {
@@ -228,7 +233,7 @@ pub fn last_committed(
 
 /// Whether `pipeline` has made a commit that recorded its source (each
 /// leaves `pipe.<pipeline>@<source>.*` table properties, which stay).
-fn has_sourced_commits(table: &Table, pipeline: &str) -> bool {
+pub fn has_sourced_commits(table: &Table, pipeline: &str) -> bool {
     let prefix = format!("pipe.{pipeline}@");
     table
         .metadata()
@@ -398,7 +403,7 @@ pub async fn commit_range(
             None => load(catalog, ident).await?,
         };
         // Resolve what is already in the table before (re)trying.
-        let found = last_committed(&table, pipeline, origin.source)?;
+        let found = last_committed(&table, pipeline, origin.source, origin.unsourced_ended)?;
         if let (Some(run), Some(c)) = (origin.run, &found) {
             if let Some(forked) = run.forked_by(c, &format!("table `{ident}`")) {
                 return Err(forked);

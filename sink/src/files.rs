@@ -230,6 +230,11 @@ impl FileSink {
         &self.store.location
     }
 
+    /// Whether the pipeline has a commit with a source under this path.
+    pub async fn has_sourced_commits(&mut self) -> Result<bool> {
+        self.store.has_sourced_commits(&self.pipeline).await
+    }
+
     /// The pipeline's last commit under this path.
     pub fn last_committed(&self) -> Option<Committed> {
         self.last.clone()

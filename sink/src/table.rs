@@ -231,6 +231,11 @@ pub struct WriteOptions {
     /// This run of that log, recorded with each commit so that a copy of
     /// the log appending beside it is caught ([`commit::Run`]).
     pub run: Option<commit::Run>,
+    /// Commits without a source in this table no longer count as the
+    /// pipeline's (see [`commit::last_committed`]): set for a pipeline's
+    /// failed-rows table once its main sink has a commit with a source,
+    /// since failed rows are committed only when some fail.
+    pub unsourced_ended: bool,
 }
 
 /// The Iceberg table property that asks writers for bloom filters on a
@@ -258,6 +263,7 @@ impl Default for WriteOptions {
             bloom_filter_columns: Vec::new(),
             source: None,
             run: None,
+            unsourced_ended: false,
         }
     }
 }
@@ -495,7 +501,17 @@ impl TableSink {
     /// The newest commit of this pipeline from its source found in the table.
     pub async fn last_committed(&mut self) -> Result<Option<commit::Committed>> {
         self.refresh().await?;
-        commit::last_committed(&self.table, &self.pipeline, self.options.source.as_deref())
+        commit::last_committed(
+            &self.table,
+            &self.pipeline,
+            self.options.source.as_deref(),
+            self.options.unsourced_ended,
+        )
+    }
+
+    /// Whether the pipeline has a commit with a source in this table.
+    pub fn has_sourced_commits(&self) -> bool {
+        commit::has_sourced_commits(&self.table, &self.pipeline)
     }
 
     /// Rows written since the last commit.
@@ -637,6 +653,7 @@ impl TableSink {
                 sink: &self.sink,
                 source: self.options.source.as_deref(),
                 run: self.options.run.as_ref(),
+                unsourced_ended: self.options.unsourced_ended,
             },
             range,
             files,

@@ -234,3 +234,70 @@ async fn files_of_a_commit_that_landed_survive_a_from_change_after_a_crash() {
         "a's rows are readable"
     );
 }
+
+/// After an upgrade, a pipeline's failed-rows table may hold only commits
+/// without a source (rows failed under the old version; none since), while
+/// its main table already has commits with one. Its FROM then changes:
+/// those old commits (offsets of the old stream) must not be taken for the
+/// new stream's, or its failed rows at those offsets are dropped. Before,
+/// the rule "commits without a source count until one with a source lands"
+/// was decided per table, and the failed-rows table only gets commits when
+/// rows fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn old_failed_rows_commits_are_not_taken_for_a_new_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let cast = |from: &str| {
+        let config = config(dir.path(), from);
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            &format!("SELECT * FROM {from}"),
+            &format!("SELECT user_id, CAST(product_id AS INT) AS product FROM {from}"),
+        );
+        std::fs::write(&config, text).unwrap();
+        config
+    };
+    let events = |prefix: &str, bad_every: usize| -> Value {
+        (0..20)
+            .map(|i| {
+                let product = if bad_every > 0 && i % bad_every == 1 {
+                    "bad".into()
+                } else {
+                    i.to_string()
+                };
+                json!({"user_id": format!("{prefix}{i}"), "event_type": "x", "product_id": product})
+            })
+            .collect()
+    };
+    let config = cast("a");
+    let server = Server::start(&config).await;
+    assert_eq!(server.post_json("a", &events("a", 0)).await.0, 200);
+    server.flush("p");
+    server.stop();
+    // What the previous version left after quarantining rows of `a` up to
+    // offset 999: properties without a source.
+    python_json(
+        r#"
+import sys, json
+from pyiceberg.catalog.sql import SqlCatalog
+d = sys.argv[1]
+cat = SqlCatalog("pipe", uri=f"sqlite:///{d}/data/catalog.db", warehouse=f"file://{d}/data/warehouse")
+t = cat.load_table("default.p_failed")
+with t.transaction() as tx:
+    tx.set_properties({"pipe.p__failed.commit-id": "p__failed/t_sink/900-999",
+                       "pipe.p__failed.offset-first": "900", "pipe.p__failed.offset-last": "999"})
+print(json.dumps(True))
+"#,
+        dir.path(),
+    );
+    let config = cast("b");
+    let server = Server::start(&config).await;
+    assert_eq!(server.post_json("b", &events("b", 2)).await.0, 200);
+    let flushed = server.flush("p");
+    assert_eq!(
+        (flushed["rows"].as_u64(), flushed["failed_rows"].as_u64()),
+        (Some(10), Some(10)),
+        "{flushed}"
+    );
+    server.stop();
+    let failed = query(&config, "SELECT count(*) AS n FROM default.p_failed");
+    assert_eq!(failed, vec![json!({"n": 10})]);
+}
