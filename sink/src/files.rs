@@ -286,6 +286,7 @@ impl FileSink {
             break;
         }
         let mut leftovers = self.store.list(&self.dir("staging"), ".inprogress").await?;
+        leftovers.extend(self.store.list(&self.dir("commits"), TEMP_SUFFIX).await?);
         if self.source.is_some() && self.last.as_ref().is_some_and(|c| c.source.is_none()) {
             leftovers.extend(
                 self.store
@@ -443,15 +444,9 @@ impl FileSink {
         };
         let path = format!("{}{:020}.commit", self.dir("commits"), range.last);
         let body = serde_json::to_vec(&record).expect("a record serializes");
-        match self
-            .store
-            .op
-            .write_with(&path, body)
-            .if_not_exists(true)
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == StoreErrorKind::ConditionNotMatch => {
+        match self.store.create(&path, body).await {
+            Ok(true) => {}
+            Ok(false) => {
                 // Written before: by this attempt (its answer was lost) or
                 // by another one that committed the same range.
                 let existing = self.store.read_record(&path).await?;
@@ -500,6 +495,30 @@ struct Store {
 }
 
 impl Store {
+    /// Creates the file `path` holding `body` unless it exists (`false`
+    /// then), whole or not at all. On S3 a conditional PUT is both. On a
+    /// folder, OpenDAL creates the final name first and then writes, so a
+    /// full disk or a kill in between leaves an empty file that would stop
+    /// the sink for good: the body goes to a temporary file, synced, which
+    /// is then hard-linked to the final name (fails if it exists).
+    async fn create(&self, path: &str, body: Vec<u8>) -> opendal::Result<bool> {
+        let Some(folder) = self.location.strip_prefix("file://") else {
+            return match self.op.write_with(path, body).if_not_exists(true).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == StoreErrorKind::ConditionNotMatch => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let target = std::path::Path::new(folder).join(path);
+        let created = tokio::task::spawn_blocking(move || create_whole(&target, &body))
+            .await
+            .map_err(|e| opendal::Error::new(StoreErrorKind::Unexpected, e.to_string()))?;
+        created.map_err(|e| {
+            opendal::Error::new(StoreErrorKind::Unexpected, format!("creating {path}: {e}"))
+                .set_source(e)
+        })
+    }
+
     /// The names in folder `dir` ending in `suffix`, sorted.
     /// Whether `pipeline` has a commit record under a source's folder
     /// (`_pipe/<pipeline>@<source>/commits/`), ours or another log's.
@@ -552,7 +571,7 @@ impl Store {
                 .map(Some)
                 .map_err(|e| {
                     Error::Corrupt(format!(
-                        "commit record {}/{path} is not valid: {e}",
+                        "commit record {}/{path} is not valid ({e}). An empty one is left by older versions of pipe when a full disk or a crash cut its write short; nothing was published for it: delete it and start again",
                         self.location
                     ))
                 }),
@@ -685,6 +704,39 @@ fn check_template(template: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Suffix of the temporary files [`create_whole`] links from; left by a
+/// crash, they are deleted when the sink opens.
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Writes `body` to a temporary file beside `target`, syncs it, and links
+/// it to `target` unless that exists (`false` then); the folder is synced.
+fn create_whole(target: &std::path::Path, body: &[u8]) -> std::io::Result<bool> {
+    use std::io::Write as _;
+    let dir = target.parent().expect("a record path has a folder");
+    std::fs::create_dir_all(dir)?;
+    let name = target
+        .file_name()
+        .expect("a record path has a name")
+        .to_string_lossy();
+    let temp = dir.join(format!(
+        ".{name}.{}{TEMP_SUFFIX}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let written = std::fs::File::create(&temp).and_then(|mut f| {
+        f.write_all(body)?;
+        f.sync_all()
+    });
+    let linked = written.and_then(|()| match std::fs::hard_link(&temp, target) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    });
+    let _ = std::fs::remove_file(&temp);
+    let created = linked?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(created)
 }
 
 /// The operator for a `file://` folder or an `s3://bucket/prefix`.

@@ -353,3 +353,58 @@ async fn records_of_a_sink_without_a_source_are_its_own() {
         4
     );
 }
+
+/// The sink's folder fills up while a commit record is written: the commit
+/// fails and leaves no record, so once space is back the same range
+/// commits. Before, OpenDAL's create-then-write left an empty record that
+/// every later attempt (and every start) refused as corrupt. Mounts a
+/// tmpfs (the test command runs as root).
+#[tokio::test]
+async fn a_full_disk_while_writing_a_record_leaves_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs (the test needs root)");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(out.clone());
+    let mut sink = open_parquet(dir.path()).await;
+    sink.write(&rows(0..50)).await.unwrap();
+    let staged = sink.close_files().await.unwrap();
+    // Every byte left taken.
+    let mut filler = std::fs::File::create(out.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    let _ = std::io::Write::write_all(&mut filler, &[0u8; 1]);
+    drop(filler);
+    let range = OffsetRange { first: 0, last: 4 };
+    assert!(sink.commit(range, &staged).await.is_err());
+    let records: Vec<String> = tree(dir.path())
+        .into_iter()
+        .filter(|p| p.contains("/commits/"))
+        .collect();
+    assert_eq!(
+        records,
+        Vec::<String>::new(),
+        "no record, not even an empty one"
+    );
+    std::fs::remove_file(out.join("filler")).unwrap();
+    assert!(matches!(
+        sink.commit(range, &staged).await.unwrap(),
+        CommitOutcome::Committed { .. }
+    ));
+    let sink = open_parquet(dir.path()).await;
+    assert_eq!(sink.last_committed().unwrap().range, range);
+}
