@@ -87,6 +87,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub listen: Option<SocketAddr>,
     /// Seconds a client has to send a request body (default 30); then 408.
+    /// Also how long a connection may take to send a request head, or stay
+    /// idle between requests, before it is closed.
     #[serde(default)]
     pub body_timeout_secs: Option<u64>,
     /// Seconds one pipeline step against the warehouse or catalog (writing

@@ -11,7 +11,12 @@
 //!   a reserve of descriptors for the server's own files and connections;
 //! - a connection past the cap is accepted and closed at once (the client
 //!   sees a reset and can retry), and the log says so, at most once a
-//!   second.
+//!   second;
+//! - [`serve`] closes a connection whose next request head has not arrived
+//!   in time (`body_timeout_secs`): idle keep-alive connections and clients
+//!   that send half a head do not hold a place under the cap for ever,
+//!   and cannot keep a shutdown waiting (which has a deadline as well,
+//!   [`SHUTDOWN_GRACE`]).
 //!
 //! ```text
 //!   accept ──► permit? ──yes──► Capped(stream, permit) ──► hyper
@@ -133,6 +138,65 @@ impl axum::serve::Listener for CappedListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// How long a shutdown waits for open connections to finish their
+/// requests before it goes on without them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
+/// Serves `app` (HTTP/1.1) on `listener` until `shutdown` completes, then
+/// lets requests in progress finish, for at most [`SHUTDOWN_GRACE`]. A
+/// connection whose next request head has not arrived within
+/// `header_timeout` (idle, or sending it) is closed.
+pub async fn serve(
+    mut listener: CappedListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use axum::serve::Listener as _;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+    let connections = tokio_util::task::TaskTracker::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, _addr) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone().map_request(
+            |r: axum::http::Request<hyper::body::Incoming>| r.map(axum::body::Body::new),
+        ));
+        let mut stopping = stopping.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stopping.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = connections.len(),
+            "connections still open {} s after the shutdown began; going on without them",
+            SHUTDOWN_GRACE.as_secs()
+        );
     }
 }
 

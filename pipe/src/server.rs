@@ -151,13 +151,13 @@ async fn run(
         shutdown.await;
         draining.store(true, std::sync::atomic::Ordering::Relaxed);
     };
-    axum::serve(
+    crate::listener::serve(
         crate::listener::CappedListener::new(listener, max_connections),
         app,
+        config.body_timeout,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|e| Error::Internal(format!("HTTP server: {e}")))?;
+    .await;
     info!("HTTP stopped; draining buffers and committing");
     let failure = supervisor.shutdown().await;
     info!("pipe stopped");

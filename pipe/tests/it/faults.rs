@@ -339,6 +339,52 @@ async fn the_clock_stepping_back_and_forward_loses_and_doubles_nothing() {
     );
 }
 
+/// Idle connections and half-sent request heads are closed after
+/// `body_timeout_secs`: they cannot hold the connection cap for ever
+/// (locking everyone out of ingest, no token needed), nor keep a shutdown
+/// from reaching its final commits. Before, neither had a deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_half_sent_connections_are_closed_in_time() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "body_timeout_secs = 2");
+    let server = Server::start_with_file_limit(&config, 300).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let half_head = || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"POST /v1/streams/ecommerce_stream HTTP/1.1\r\nHost: localhost\r\n")
+            .unwrap();
+        s
+    };
+    let mut half = half_head();
+    let idle: Vec<_> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    assert!(idle.len() >= 236, "{} connections", idle.len());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The idle clients still hold their sockets; the server closed them.
+    let events = getting_started_events();
+    assert_eq!(server.post_json("ecommerce_stream", &events).await.0, 200);
+    half.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 512];
+    let n = half.read(&mut buf).unwrap_or(0);
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
+        "the half-sent head is closed: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // A shutdown does not wait for a client that never finishes its head.
+    let _stuck = half_head();
+    let started = Instant::now();
+    server.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
+
 /// Many idle connections: at most a capped number is held (the rest are
 /// closed at once), so the server keeps descriptors for its own files and
 /// its pipeline goes on committing; once the idle clients leave, requests
