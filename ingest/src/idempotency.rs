@@ -19,7 +19,11 @@
 //! past their window are pruned as new ones arrive; a stream that takes
 //! more distinct keys than `max_keys` within its window forgets its oldest
 //! first (a tenth at a time, logged), so memory stays bounded whatever the
-//! clients send: a retry of a forgotten key is stored again.
+//! clients send: a retry of a forgotten key is stored again. Keys of the
+//! longest allowed length (255 characters) take about 400 bytes each. The
+//! cap holds while `keys.log` is loaded at startup too, and the file is
+//! written anew (from the keys remembered) once it holds about twice as
+//! many lines, so it does not grow with every key ever released.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -116,6 +120,9 @@ pub struct KeyIndex {
     entries: Mutex<HashMap<String, Entry>>,
     /// Keys finished since expired ones were last pruned.
     since_prune: std::sync::atomic::AtomicUsize,
+    /// Lines in `keys.log` (about): past twice the keys remembered, it is
+    /// written anew from them.
+    log_lines: std::sync::atomic::AtomicUsize,
 }
 
 /// The default most keys a stream remembers.
@@ -130,34 +137,50 @@ impl KeyIndex {
     pub fn open(path: &Path, window: Duration, max_keys: usize) -> Result<KeyIndex> {
         let window_micros = window.as_micros().min(i64::MAX as u128) as i64;
         let cutoff = now_micros().saturating_sub(window_micros);
-        let mut entries = HashMap::new();
-        let mut expired = 0;
-        if path.exists() {
-            let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
-            for line in BufReader::new(file).lines() {
-                let line = line.map_err(|e| Error::io(path, "reading", e))?;
-                // A line cut by a crash is the last one and was never relied on.
-                let Ok(l) = serde_json::from_str::<LogLine>(&line) else {
-                    continue;
-                };
-                if l.answer.at >= cutoff {
-                    entries.insert(l.key, Entry::Done(l.answer));
-                } else {
-                    expired += 1;
-                }
-            }
-        }
         let index = KeyIndex {
             path: path.to_path_buf(),
             window_micros,
             max_keys: max_keys.max(1),
-            entries: Mutex::new(entries),
+            entries: Mutex::default(),
             since_prune: Default::default(),
+            log_lines: Default::default(),
         };
-        index.bound(&mut index.entries.lock().expect("never poisoned"));
-        if expired > 0 {
+        let mut lines = 0usize;
+        let mut forgotten = 0usize;
+        let kept = {
+            let mut entries = index.entries.lock().expect("never poisoned");
+            if path.exists() {
+                let file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+                for line in BufReader::new(file).lines() {
+                    let line = line.map_err(|e| Error::io(path, "reading", e))?;
+                    lines += 1;
+                    // A line cut by a crash is the last one and was never relied on.
+                    let Ok(l) = serde_json::from_str::<LogLine>(&line) else {
+                        continue;
+                    };
+                    if l.answer.at >= cutoff {
+                        entries.insert(l.key, Entry::Done(l.answer));
+                        // The cap holds while loading too: memory stays
+                        // bounded however long the file has grown.
+                        if entries.len() > index.max_keys + index.max_keys / 10 {
+                            forgotten += index.bound(&mut entries);
+                        }
+                    }
+                }
+            }
+            forgotten += index.bound(&mut entries);
+            entries.len()
+        };
+        if forgotten > 0 {
+            tracing::warn!(path = %path.display(), kept, max_keys = index.max_keys, forgotten, "keys.log holds more distinct idempotency keys than the stream remembers: the oldest were forgotten");
+        }
+        // Expired, forgotten or repeated lines: the file is written anew.
+        if lines > kept {
             index.rewrite()?;
         }
+        index
+            .log_lines
+            .store(kept, std::sync::atomic::Ordering::Relaxed);
         Ok(index)
     }
 
@@ -215,13 +238,14 @@ impl KeyIndex {
 
     /// Drops expired keys, then, over `max_keys`, the oldest finished ones
     /// down to nine tenths of it. Keys in flight are never dropped.
-    fn bound(&self, entries: &mut HashMap<String, Entry>) {
+    /// Returns how many unexpired keys were forgotten.
+    fn bound(&self, entries: &mut HashMap<String, Entry>) -> usize {
         let cutoff = now_micros().saturating_sub(self.window_micros);
         entries.retain(|_, e| !matches!(e, Entry::Done(a) if a.at < cutoff));
         self.since_prune
             .store(0, std::sync::atomic::Ordering::Relaxed);
         if entries.len() <= self.max_keys {
-            return;
+            return 0;
         }
         let keep = self.max_keys - self.max_keys / 10;
         let mut times: Vec<i64> = entries
@@ -233,7 +257,7 @@ impl KeyIndex {
             .collect();
         let drop = entries.len().saturating_sub(keep).min(times.len());
         if drop == 0 {
-            return;
+            return 0;
         }
         let (_, &mut newest_dropped, _) = times.select_nth_unstable(drop - 1);
         let before = entries.len();
@@ -245,12 +269,7 @@ impl KeyIndex {
             }
             _ => true,
         });
-        tracing::warn!(
-            keys = before,
-            max_keys = self.max_keys,
-            forgotten = before - entries.len(),
-            "more distinct idempotency keys than the stream remembers: forgetting the oldest (a retry of one of them would be stored again)"
-        );
+        before - entries.len()
     }
 
     /// Starts a request with `key`.
@@ -293,7 +312,16 @@ impl KeyIndex {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         if since >= (entries.len() / 8).max(4096) || entries.len() > self.max_keys {
-            self.bound(&mut entries);
+            let before = entries.len();
+            let forgotten = self.bound(&mut entries);
+            if forgotten > 0 {
+                tracing::warn!(
+                    keys = before,
+                    max_keys = self.max_keys,
+                    forgotten,
+                    "more distinct idempotency keys than the stream remembers: forgetting the oldest (a retry of one of them would be stored again)"
+                );
+            }
         }
     }
 
@@ -333,7 +361,26 @@ impl KeyIndex {
             .map_err(|e| Error::io(&self.path, "opening", e))?;
         f.write_all(&out)
             .and_then(|_| f.sync_data())
-            .map_err(|e| Error::io(&self.path, "appending to", e))
+            .map_err(|e| Error::io(&self.path, "appending to", e))?;
+        // Compaction: the file would otherwise grow with every key ever
+        // released. Every line of it is a key the index still remembers
+        // (or has let go: expired, or forgotten past the cap).
+        let appended = out.iter().filter(|b| **b == b'\n').count();
+        let lines = self
+            .log_lines
+            .fetch_add(appended, std::sync::atomic::Ordering::Relaxed)
+            + appended;
+        if lines > 2 * self.len().max(self.max_keys / 2).max(1024) {
+            let kept = {
+                let mut entries = self.entries.lock().expect("never poisoned");
+                self.bound(&mut entries);
+                entries.len()
+            };
+            self.rewrite()?;
+            self.log_lines
+                .store(kept, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -420,6 +467,68 @@ mod tests {
         let again =
             Arc::new(KeyIndex::open(&path, Duration::from_secs(3600), DEFAULT_MAX_KEYS).unwrap());
         assert!(matches!(again.begin("fresh"), Begin::Replay(_)));
+    }
+
+    /// keys.log grown past the cap (a long run, or a lower cap set since):
+    /// opening it holds at most about the cap in memory, keeps the newest,
+    /// and writes the file anew; releases later compact it, so it does not
+    /// grow with every key ever released. Before, every unexpired line was
+    /// loaded first (2.5M lines took 1 GB) and the file only grew.
+    #[test]
+    fn keys_log_is_bounded_by_the_cap_when_loaded_and_compacted_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.log");
+        let now = now_micros();
+        let mut text = String::new();
+        for i in 0..30_000i64 {
+            let line = LogLine {
+                key: format!("k{i:06}"),
+                answer: Answer {
+                    accepted: 1,
+                    dropped: 0,
+                    quarantined: 0,
+                    at: now - 30_000 + i,
+                },
+            };
+            text.push_str(&serde_json::to_string(&line).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(&path, text).unwrap();
+        let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+        let index = Arc::new(KeyIndex::open(&path, Duration::from_secs(3600), 1000).unwrap());
+        assert!(index.len() <= 1000, "{}", index.len());
+        assert!(
+            matches!(index.begin("k029999"), Begin::Replay(_)),
+            "the newest are kept"
+        );
+        assert!(
+            matches!(index.begin("k000000"), Begin::New(_)),
+            "the oldest forgotten"
+        );
+        assert_eq!(lines(&path), index.len(), "written anew");
+        // Releases append; past about twice what is remembered, compacted.
+        for round in 0..20 {
+            let records: Vec<Record> = (0..500)
+                .map(|i| {
+                    let key = format!("r{round:02}-{i:03}");
+                    let Begin::New(claim) = index.begin(&key) else {
+                        panic!("new")
+                    };
+                    let at = now_micros();
+                    claim.finish(Answer {
+                        accepted: 1,
+                        dropped: 0,
+                        quarantined: 0,
+                        at,
+                    });
+                    record(i, &key, at)
+                })
+                .collect();
+            index.retain(&records).unwrap();
+        }
+        assert!(lines(&path) <= 2 * 1024 + 500, "{} lines", lines(&path));
+        let reopened = Arc::new(KeyIndex::open(&path, Duration::from_secs(3600), 1000).unwrap());
+        assert!(matches!(reopened.begin("r19-499"), Begin::Replay(_)));
     }
 
     /// A million distinct keys and more: the index stays at its cap, keeps
