@@ -371,15 +371,15 @@ pub fn bearer_authorized(digests: &[[u8; 32]], headers: &HeaderMap) -> bool {
 /// of failing on a closed connection. Past this the connection is dropped.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Reads and drops a body that is not needed, up to [`DRAIN_LIMIT`] (the
+/// Reads and drops a body that is not needed, up to `limit` bytes (the
 /// route's body timeout bounds the wait).
-async fn drain(body: Body) {
+async fn drain(body: Body, limit: usize) {
     use futures::StreamExt;
     let mut stream = body.into_data_stream();
     let mut seen = 0;
     while let Some(Ok(chunk)) = stream.next().await {
         seen += chunk.len();
-        if seen > DRAIN_LIMIT {
+        if seen > limit {
             break;
         }
     }
@@ -606,11 +606,12 @@ async fn post_events(
         // closes sees a broken pipe, not the answer.
         Some(Begin::Replay(answer)) => {
             debug!(stream = %stream, "idempotent replay");
-            drain(body).await;
+            // A retry as large as the stream allows is read whole.
+            drain(body, endpoint.policy.max_body_bytes.max(DRAIN_LIMIT)).await;
             return accepted_response(&answer, &[], true);
         }
         Some(Begin::InFlight) => {
-            drain(body).await;
+            drain(body, endpoint.policy.max_body_bytes.max(DRAIN_LIMIT)).await;
             return error_response(
                 ErrorKind::Conflict,
                 "a request with this Idempotency-Key is being processed; retry when it has finished",

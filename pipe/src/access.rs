@@ -16,9 +16,10 @@
 //!   drive a server on their loopback address. Ingest
 //!   (`POST /v1/streams/{name}`) is not an admin API: streams keep their
 //!   own tokens and CORS settings.
-//! - **For whom.** Without a token, the admin and query APIs answer only
+//! - **For whom.** Without a token, the admin and query APIs (and
+//!   `/metrics` and `/readyz`, which name streams and pipelines) answer only
 //!   requests whose `Host` is `localhost` (or a `*.localhost` name) or an
-//!   IP address ([`refuse_foreign_host`], else 403). A page that points its
+//!   IP address, with at most a port ([`refuse_foreign_host`], else 403). A page that points its
 //!   own domain name at 127.0.0.1 (DNS rebinding) is same-origin with the
 //!   server and would pass the JSON check, but its requests carry its
 //!   domain name as `Host`.
@@ -102,10 +103,14 @@ fn is_local_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         // `[v6]` or `[v6]:port`
         Some(rest) => {
-            return rest
-                .split(']')
-                .next()
-                .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok())
+            let Some((v6, after)) = rest.split_once(']') else {
+                return false;
+            };
+            let port_only = after.is_empty()
+                || after
+                    .strip_prefix(':')
+                    .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+            return port_only && v6.parse::<std::net::Ipv6Addr>().is_ok();
         }
         None => host.rsplit_once(':').map_or(host, |(name, port)| {
             if port.chars().all(|c| c.is_ascii_digit()) {
@@ -253,6 +258,9 @@ mod tests {
             "localhost.evil.example",
             "127.0.0.1.nip.io:8080",
             "[::1.evil",
+            "[::1].evil.example",
+            "[::1]:",
+            "[::1]x",
         ] {
             assert_eq!(with(bad), Some(StatusCode::FORBIDDEN), "{bad}");
         }

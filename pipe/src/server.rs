@@ -185,7 +185,10 @@ fn pipeline_threads() -> usize {
 /// runs (or retries); 503 once the server drains, or while a stream's
 /// buffer writer has stopped or a pipeline's task has ended, with the
 /// reasons.
-async fn readyz(State(state): State<AdminState>) -> Response {
+async fn readyz(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(refusal) = foreign_host_without_token(&state, &headers) {
+        return refusal;
+    }
     let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return (unavailable, Json(json!({"status": "draining"}))).into_response();
@@ -201,8 +204,25 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     Json(json!({"status": "ready"})).into_response()
 }
 
+/// `/metrics` and `/readyz` name streams and pipelines and count their
+/// events: without an admin token (a server on loopback), they answer only
+/// requests for localhost or an IP address, as the admin API does (DNS
+/// rebinding, see [`crate::access`]).
+fn foreign_host_without_token(
+    state: &AdminState,
+    headers: &axum::http::HeaderMap,
+) -> Option<Response> {
+    if !state.supervisor.config().admin_token_digests.is_empty() {
+        return None;
+    }
+    crate::access::refuse_foreign_host(headers)
+}
+
 /// `GET /metrics`: Prometheus text format (see [`crate::metrics`]).
-async fn prometheus(State(state): State<AdminState>) -> Response {
+async fn prometheus(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(refusal) = foreign_host_without_token(&state, &headers) {
+        return refusal;
+    }
     let body = crate::metrics::render(&state.metrics);
     (
         [(
