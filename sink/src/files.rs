@@ -162,6 +162,9 @@ pub struct FileSink {
     last: Option<Committed>,
     /// Commits since old commit records were last pruned.
     unpruned: usize,
+    /// Staging files of attempts dropped by [`FileSink::abort`], deleted
+    /// after the next commit.
+    dropped: Vec<String>,
 }
 
 impl std::fmt::Debug for FileSink {
@@ -214,6 +217,7 @@ impl FileSink {
             pending_rows: 0,
             last: None,
             unpruned: 0,
+            dropped: Vec::new(),
         };
         sink.recover().await?;
         Ok(sink)
@@ -384,10 +388,11 @@ impl FileSink {
         Ok(files)
     }
 
-    /// Drops the open staging files; they are deleted on the next open
-    /// or commit.
+    /// Drops the open staging files; they are deleted after the next
+    /// commit (or on the next open).
     pub fn abort(&mut self) {
-        self.open.clear();
+        let open = std::mem::take(&mut self.open);
+        self.dropped.extend(open.into_values().map(|w| w.staging));
         self.pending_rows = 0;
     }
 
@@ -468,6 +473,11 @@ impl FileSink {
         crate::crash::point(crate::crash::AFTER_COMMIT);
         self.store.publish(&record, true).await?;
         self.last = Some(committed(&record));
+        for staging in std::mem::take(&mut self.dropped) {
+            if let Err(e) = self.store.delete(&staging).await {
+                warn!(location = %self.store.location, staging, error = %e, "could not delete a dropped staging file; the next open will");
+            }
+        }
         info!(pipeline = %self.pipeline, location = %self.store.location, first = range.first, last = range.last, files = files.len(), "committed files");
         // Listing the records costs a request: prune once every KEEP commits.
         self.unpruned += 1;

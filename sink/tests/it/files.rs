@@ -408,3 +408,23 @@ async fn a_full_disk_while_writing_a_record_leaves_none() {
     let sink = open_parquet(dir.path()).await;
     assert_eq!(sink.last_committed().unwrap().range, range);
 }
+
+/// A rewind drops the open staging files: the next commit deletes them
+/// (before, only a restart did; on S3 each was an upload left behind).
+#[tokio::test]
+async fn staging_files_of_an_aborted_attempt_go_with_the_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open_parquet(dir.path()).await;
+    sink.write(&rows(0..5)).await.unwrap();
+    sink.abort();
+    sink.write(&rows(0..5)).await.unwrap();
+    let staged = sink.close_files().await.unwrap();
+    sink.commit(OffsetRange { first: 0, last: 0 }, &staged)
+        .await
+        .unwrap();
+    let staging: Vec<String> = tree(dir.path())
+        .into_iter()
+        .filter(|p| p.contains("/staging/"))
+        .collect();
+    assert_eq!(staging, Vec::<String>::new());
+}
