@@ -211,6 +211,11 @@ pub struct QueryFile {
     /// The largest `max_rows` a request may ask for (default 100,000).
     #[serde(default)]
     pub max_result_rows: Option<usize>,
+    /// Bytes one call of a function that makes large values (`repeat`,
+    /// `lpad`, `rpad`, `replace`, `array_repeat`) may make for one batch
+    /// (default 64 MiB); past it the query fails with 400.
+    #[serde(default)]
+    pub max_value_bytes: Option<usize>,
 }
 
 /// `[admin]`: who may call the admin API.
@@ -477,6 +482,8 @@ pub struct QueryConfig {
     pub max_timeout: std::time::Duration,
     pub max_concurrent: usize,
     pub max_result_rows: usize,
+    /// See [`QueryFile::max_value_bytes`].
+    pub max_value_bytes: usize,
 }
 
 impl QueryConfig {
@@ -1118,6 +1125,13 @@ fn query_config(q: QueryFile) -> Result<QueryConfig> {
             1,
             100_000,
         )? as usize,
+        max_value_bytes: usize::try_from(at_least(
+            "max_value_bytes",
+            q.max_value_bytes.map(|v| v as u64),
+            1 << 10,
+            64 << 20,
+        )?)
+        .unwrap_or(usize::MAX),
     })
 }
 

@@ -85,6 +85,7 @@ impl QueryService {
         let caches = pipe_query::Caches::with_limits(&pipe_query::Limits {
             memory_bytes: q.memory_limit_bytes,
             spill,
+            max_value_bytes: q.max_value_bytes,
         })?;
         Ok(QueryService {
             runtime,

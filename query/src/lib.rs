@@ -36,6 +36,7 @@ pub mod provider;
 pub mod scan;
 pub mod time_travel;
 pub mod top_k;
+pub mod value_caps;
 
 pub use scan::{Reader, ScanStats};
 
@@ -85,6 +86,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Caches {
     runtime: Arc<RuntimeEnv>,
     tables: provider::LoadedTables,
+    /// See [`Limits::max_value_bytes`]; `None`: no cap.
+    max_value_bytes: Option<usize>,
 }
 
 /// How much memory and disk the queries sharing one [`Caches`] may use,
@@ -99,6 +102,9 @@ pub struct Limits {
     /// Where operators spill, and how much; `None`: they cannot, and the
     /// query fails instead.
     pub spill: Option<Spill>,
+    /// The most bytes one call of a function that makes large values
+    /// (`repeat`, `lpad`, …) may make for one batch ([`value_caps`]).
+    pub max_value_bytes: usize,
 }
 
 /// Spill files of sorts, aggregations and joins past their memory.
@@ -134,6 +140,7 @@ impl Caches {
         Ok(Caches {
             runtime,
             tables: provider::LoadedTables::default(),
+            max_value_bytes: Some(limits.max_value_bytes),
         })
     }
 }
@@ -189,6 +196,9 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config_rt(config, caches.runtime.clone());
         ctx.register_catalog(CATALOG_NAME, Arc::new(provider));
         ctx.register_udaf(top_k::approx_top_k());
+        if let Some(max) = caches.max_value_bytes {
+            value_caps::register(&ctx, max);
+        }
         ctx.register_udtf(
             "table_at",
             Arc::new(time_travel::TableAt {

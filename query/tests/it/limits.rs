@@ -27,6 +27,7 @@ async fn a_big_aggregation_spills_within_its_limits() {
             dir: spill,
             max_bytes: 2 << 30,
         }),
+        max_value_bytes: 64 << 20,
     };
     let out = engine(dir.path(), &limits)
         .await
@@ -54,6 +55,7 @@ async fn without_spilling_or_past_the_spill_limit_the_query_fails_clearly() {
         let limits = Limits {
             memory_bytes: 32 << 20,
             spill,
+            max_value_bytes: 64 << 20,
         };
         let e = engine(dir.path(), &limits)
             .await
@@ -66,4 +68,32 @@ async fn without_spilling_or_past_the_spill_limit_the_query_fails_clearly() {
         );
         assert_eq!(e.kind(), pipe_query::ErrorKind::Unavailable);
     }
+}
+
+/// A function that makes a huge value from a small query (`repeat('x',
+/// 1.5e9)` allocates 1.5 GB outside the memory pool) fails with 400 naming
+/// the setting; the same within the cap runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_values_from_small_queries_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        spill: None,
+        max_value_bytes: 1 << 20,
+    };
+    let engine = engine(dir.path(), &limits).await;
+    let e = engine
+        .read_only("SELECT repeat('x', 1500000000) AS v", 10)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), pipe_query::ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("max_value_bytes"), "{e}");
+    let (answer, _) = engine
+        .read_only("SELECT length(repeat('x', 1000)) AS n", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pipe_query::render(&answer.batches, pipe_query::OutputFormat::Json).unwrap(),
+        r#"[{"n":1000}]"#
+    );
 }

@@ -1,0 +1,255 @@
+//! Caps on the values a query's functions make.
+//!
+//! DataFusion's memory pool sees what operators hold (sorts, aggregations,
+//! joins), not what expressions make: `repeat('x', 1500000000)` allocates
+//! 1.5 GB in one call, outside any pool, and a few such queries take the
+//! server down with every stream. The functions whose output can be far
+//! larger than their input are wrapped here: before a call runs, the bytes
+//! it would make for its batch are computed from its arguments, and a call
+//! past `max_value_bytes` fails the query (400) instead.
+//!
+//! | function | bytes for one row |
+//! |---|---|
+//! | `repeat(s, n)` | `len(s) · n` |
+//! | `lpad(s, n [, fill])`, `rpad(…)` | `4 · n` (n characters, up to 4 bytes each) |
+//! | `replace(s, from, to)` | `len(s) + len(s) / len(from) · len(to)` (`from` empty: `(len(s) + 1) · len(to)`) |
+//! | `array_repeat(x, n)` | `n · max(8, size of x)` |
+//!
+//! Functions whose output is bounded by their input (`concat`, `upper`,
+//! `to_hex`, …) need no cap: their inputs were capped.
+//!
+//! Not covered: a constant value (a literal, or a call folded into one at
+//! planning) is copied into every row of a batch (8,192 rows by default),
+//! outside the pool too. Bounding that needs queries in a process of their
+//! own with its own memory limit.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, FieldRef, Int64Type};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature,
+};
+
+/// How the output size of a wrapped function follows from its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Growth {
+    Repeat,
+    Pad,
+    Replace,
+    ArrayRepeat,
+}
+
+/// Replaces the functions that can make large values with capped ones.
+pub fn register(ctx: &SessionContext, max_value_bytes: usize) {
+    use datafusion::functions::{string, unicode};
+    use datafusion::functions_nested::repeat::array_repeat_udf;
+    for (inner, growth) in [
+        (string::repeat(), Growth::Repeat),
+        (unicode::lpad(), Growth::Pad),
+        (unicode::rpad(), Growth::Pad),
+        (string::replace(), Growth::Replace),
+        (array_repeat_udf(), Growth::ArrayRepeat),
+    ] {
+        ctx.register_udf(ScalarUDF::new_from_impl(Capped {
+            inner,
+            growth,
+            max: max_value_bytes,
+        }));
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Capped {
+    inner: Arc<ScalarUDF>,
+    growth: Growth,
+    max: usize,
+}
+
+impl Capped {
+    /// The bytes a call with `args` makes for `rows` rows (saturating).
+    fn output_bytes(&self, args: &[ColumnarValue], rows: usize) -> Result<u64> {
+        let per_row = |i: usize| -> Result<u64> {
+            Ok(match self.growth {
+                Growth::Repeat => byte_len(&args[0], i)?.saturating_mul(count(args.get(1), i)?),
+                Growth::Pad => count(args.get(1), i)?.saturating_mul(4),
+                Growth::Replace => {
+                    let s = byte_len(&args[0], i)?;
+                    let from = byte_len(&args[1], i)?;
+                    let to = byte_len(&args[2], i)?;
+                    match from {
+                        0 => (s + 1).saturating_mul(to).saturating_add(s),
+                        from => (s / from).saturating_mul(to).saturating_add(s),
+                    }
+                }
+                Growth::ArrayRepeat => {
+                    count(args.get(1), i)?.saturating_mul(element_size(&args[0], i)?.max(8))
+                }
+            })
+        };
+        // All-scalar arguments: one value, whatever the row count says.
+        let all_scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        if all_scalar {
+            return Ok(per_row(0)?.saturating_mul(rows.max(1) as u64));
+        }
+        let mut total: u64 = 0;
+        for i in 0..rows {
+            total = total.saturating_add(per_row(i)?);
+            if total > self.max as u64 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// Bytes of the string at row `i` (0 for null or non-strings).
+fn byte_len(arg: &ColumnarValue, i: usize) -> Result<u64> {
+    Ok(match arg {
+        ColumnarValue::Scalar(s) => match s.try_as_str() {
+            Some(Some(s)) => s.len() as u64,
+            _ => 0,
+        },
+        ColumnarValue::Array(a) => array_value_len(a, i),
+    })
+}
+
+fn array_value_len(a: &ArrayRef, i: usize) -> u64 {
+    if a.is_null(i) {
+        return 0;
+    }
+    match a.data_type() {
+        DataType::Utf8 => a.as_string::<i32>().value(i).len() as u64,
+        DataType::LargeUtf8 => a.as_string::<i64>().value(i).len() as u64,
+        DataType::Utf8View => a.as_string_view().value(i).len() as u64,
+        DataType::Binary => a.as_binary::<i32>().value(i).len() as u64,
+        DataType::LargeBinary => a.as_binary::<i64>().value(i).len() as u64,
+        DataType::BinaryView => a.as_binary_view().value(i).len() as u64,
+        _ => 0,
+    }
+}
+
+/// The count argument at row `i` (negative or null: 0).
+fn count(arg: Option<&ColumnarValue>, i: usize) -> Result<u64> {
+    let Some(arg) = arg else { return Ok(0) };
+    let value = match arg {
+        ColumnarValue::Scalar(s) => match s.cast_to(&DataType::Int64)? {
+            ScalarValue::Int64(Some(n)) => n,
+            _ => 0,
+        },
+        ColumnarValue::Array(a) => {
+            let ints = arrow::compute::cast(&a.slice(i, 1), &DataType::Int64)?;
+            let ints = ints.as_primitive::<Int64Type>();
+            if ints.is_null(0) {
+                0
+            } else {
+                ints.value(0)
+            }
+        }
+    };
+    Ok(value.max(0) as u64)
+}
+
+/// The size of one element of `array_repeat`'s first argument at row `i`.
+fn element_size(arg: &ColumnarValue, i: usize) -> Result<u64> {
+    Ok(match arg {
+        ColumnarValue::Scalar(s) => s.size() as u64,
+        ColumnarValue::Array(a) => {
+            let len = array_value_len(a, i);
+            if len > 0 {
+                len
+            } else {
+                a.slice(i, 1).get_array_memory_size() as u64
+            }
+        }
+    })
+}
+
+impl ScalarUDFImpl for Capped {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+    fn short_circuits(&self) -> bool {
+        self.inner.short_circuits()
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let bytes = self.output_bytes(&args.args, args.number_rows)?;
+        if bytes > self.max as u64 {
+            return Err(DataFusionError::ArrowError(
+                Box::new(arrow::error::ArrowError::InvalidArgumentError(format!(
+                    "{}(…) would make {bytes} bytes of values for one batch of {} rows; a query's functions may make at most {} (`[query] max_value_bytes`)",
+                    self.name(),
+                    args.number_rows,
+                    self.max
+                ))),
+                None,
+            ));
+        }
+        self.inner.invoke_with_args(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn run(ctx: &SessionContext, sql: &str) -> Result<usize> {
+        let batches = ctx.sql(sql).await?.collect().await?;
+        Ok(batches.iter().map(|b| b.num_rows()).sum())
+    }
+
+    #[tokio::test]
+    async fn calls_past_the_cap_fail_and_others_run() {
+        let ctx = SessionContext::new();
+        register(&ctx, 1 << 20);
+        for ok in [
+            "SELECT repeat('ab', 1000)",
+            "SELECT lpad('x', 1000, 'y')",
+            "SELECT rpad('x', 1000)",
+            "SELECT replace('aaaa', 'a', 'bb')",
+            "SELECT array_repeat(1, 1000)",
+            "SELECT repeat(CAST(value AS VARCHAR), 10) FROM range(1000)",
+        ] {
+            assert!(run(&ctx, ok).await.is_ok(), "{ok}");
+        }
+        for bad in [
+            "SELECT repeat('x', 1500000000)",
+            "SELECT lpad('x', 1000000000)",
+            "SELECT rpad('x', 1000000000, 'y')",
+            "SELECT replace(repeat('x', 100000), 'x', repeat('y', 1000))",
+            "SELECT array_repeat(1, 1000000000)",
+            // Within the cap per row, past it for the batch.
+            "SELECT repeat(CAST(value AS VARCHAR), 600000) FROM range(10)",
+            // A count from a column, not a literal.
+            "SELECT repeat('x', value) FROM range(1500000000, 1500000001)",
+        ] {
+            let e = run(&ctx, bad).await.unwrap_err().to_string();
+            assert!(e.contains("max_value_bytes"), "{bad}: {e}");
+        }
+    }
+}
