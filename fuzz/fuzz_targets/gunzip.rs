@@ -12,7 +12,7 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use pipe_ingest::http::{gunzip, GunzipError};
+use pipe_ingest::http::{gunzip, gunzip_within, GunzipError};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 8 {
@@ -48,5 +48,27 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         Err(GunzipError::Invalid(_)) => {}
+        Err(GunzipError::OverBudget) => panic!("gunzip has no budget to exceed"),
+    }
+    // With a budget: never more granted than it holds, refused only when
+    // the output needs more, and otherwise the same answer.
+    let budget = limit / 2;
+    let mut granted = 0usize;
+    let within = gunzip_within(body, limit, |n| {
+        if granted + n > budget {
+            return false;
+        }
+        granted += n;
+        true
+    });
+    assert!(granted <= budget);
+    match (within, gunzip(body, limit)) {
+        (Err(GunzipError::OverBudget), _) => {
+            assert!(reference.len() > budget, "refused within the budget")
+        }
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(GunzipError::TooLarge(a)), Err(GunzipError::TooLarge(b))) => assert_eq!(a, b),
+        (Err(GunzipError::Invalid(_)), Err(GunzipError::Invalid(_))) => {}
+        (a, b) => panic!("with a budget {a:?}, without {b:?}"),
     }
 });
