@@ -69,6 +69,24 @@ pub(crate) async fn authorize(
     next.run(request).await
 }
 
+/// A client that hangs up drops its request's handler, and a change to the
+/// definitions must not stop half-way (a pipeline stopped but still
+/// defined; a delete whose old task still commits while a new pipeline of
+/// the same name starts): every admin request that changes something runs
+/// to its end on a task of its own, whatever the client does.
+pub(crate) async fn run_to_end(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() == axum::http::Method::GET {
+        return next.run(request).await;
+    }
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(e) => error_response(ErrorKind::Internal, format!("the request failed: {e}")),
+    }
+}
+
 /// The admin routes (behind [`authorize`], which the caller layers on).
 pub(crate) fn router() -> Router<AdminState> {
     Router::new()

@@ -472,3 +472,71 @@ async fn an_admin_token_guards_the_admin_api_but_not_ingest() {
     assert_eq!(status, 200, "{body}");
     server.stop();
 }
+
+/// A client that hangs up right after sending `DELETE /v1/pipelines/p`
+/// (hyper then drops its handler): the delete still runs to its end, the
+/// pipeline's events committed and the pipeline gone from the running set
+/// and from the definitions alike, never half-way.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_change_whose_client_hangs_up_runs_to_its_end() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_stream_config(dir.path(), "", "");
+    let server = Server::start(&config).await;
+    ok(
+        &server,
+        &[
+            "sinks",
+            "create",
+            "out",
+            "--table",
+            "out",
+            "--roll-interval",
+            "3600",
+        ],
+    );
+    ok(
+        &server,
+        &[
+            "pipelines",
+            "create",
+            "p",
+            "--sql",
+            "INSERT INTO out SELECT * FROM ecommerce_stream",
+        ],
+    );
+    for _ in 0..20 {
+        let (status, body) = server
+            .post_json("ecommerce_stream", &getting_started_events())
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"DELETE /v1/pipelines/p HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    // Gone while the delete waits for the pipeline's last commit.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    drop(s);
+    let definitions = dir.path().join("data/definitions.toml");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running = reqwest::get(format!("{}/v1/pipelines/p", server.url))
+            .await
+            .unwrap()
+            .status();
+        let defined = std::fs::read_to_string(&definitions)
+            .unwrap()
+            .contains("[pipelines.p]");
+        if running == 404 && !defined {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "half-way: running {running}, still defined {defined}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    server.stop();
+    assert_eq!(count(&config, "default.out"), 60);
+}
