@@ -155,6 +155,8 @@ impl std::fmt::Debug for Caches {
 pub struct QueryEngine {
     ctx: SessionContext,
     catalog: Arc<dyn Catalog>,
+    /// See [`Limits::max_value_bytes`].
+    max_value_bytes: Option<usize>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -205,7 +207,11 @@ impl QueryEngine {
                 catalog: catalog.clone(),
             }),
         );
-        Ok(QueryEngine { ctx, catalog })
+        Ok(QueryEngine {
+            ctx,
+            catalog,
+            max_value_bytes: caches.max_value_bytes,
+        })
     }
 
     /// Runs one statement that only reads (a query, `SHOW`, `DESCRIBE`,
@@ -249,7 +255,7 @@ impl QueryEngine {
         } else {
             df.limit(0, Some(max_rows + 1)).map_err(classify)?
         };
-        let Answer { mut batches, scan } = execute(df).await?;
+        let Answer { mut batches, scan } = execute(df, self.max_value_bytes).await?;
         let mut left = max_rows;
         let mut truncated = false;
         for b in &mut batches {
@@ -283,7 +289,7 @@ impl QueryEngine {
             });
         }
         let df = self.ctx.sql(sql).await.map_err(classify)?;
-        execute(df).await
+        execute(df, self.max_value_bytes).await
     }
 }
 
@@ -335,9 +341,16 @@ pub fn human_bytes(n: usize) -> String {
 }
 
 /// Plans, runs and collects a query, then reads its scans' counters.
-async fn execute(df: datafusion::dataframe::DataFrame) -> Result<Answer> {
+async fn execute(
+    df: datafusion::dataframe::DataFrame,
+    max_value_bytes: Option<usize>,
+) -> Result<Answer> {
     let task_ctx = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await.map_err(classify)?;
+    if let Some(max) = max_value_bytes {
+        let rows = task_ctx.session_config().batch_size();
+        value_caps::check_constants(&plan, rows, max).map_err(Error::Sql)?;
+    }
     let batches = datafusion::physical_plan::collect(plan.clone(), task_ctx)
         .await
         .map_err(classify)?;

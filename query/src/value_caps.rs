@@ -18,10 +18,11 @@
 //! Functions whose output is bounded by their input (`concat`, `upper`,
 //! `to_hex`, …) need no cap: their inputs were capped.
 //!
-//! Not covered: a constant value (a literal, or a call folded into one at
-//! planning) is copied into every row of a batch (8,192 rows by default),
-//! outside the pool too. Bounding that needs queries in a process of their
-//! own with its own memory limit.
+//! A constant (a literal, or a call folded into one at planning) in a
+//! projection is copied into every row of a batch (8,192 rows by default),
+//! outside the pool too: [`check_constants`] refuses a plan where such a
+//! copy would pass the same cap (a constant of more than 8 KiB, by
+//! default).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -212,6 +213,40 @@ impl ScalarUDFImpl for Capped {
         }
         self.inner.invoke_with_args(args)
     }
+}
+
+/// Refuses a plan whose projections hold a constant that, copied into
+/// each of a batch's `rows` rows, would make more than `max` bytes.
+pub fn check_constants(
+    plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    rows: usize,
+    max: usize,
+) -> std::result::Result<(), String> {
+    use datafusion::physical_expr::expressions::Literal;
+    use datafusion::physical_expr::PhysicalExpr;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    fn largest(e: &Arc<dyn PhysicalExpr>) -> usize {
+        let own = e
+            .as_any()
+            .downcast_ref::<Literal>()
+            .map_or(0, |l| l.value().size());
+        e.children().into_iter().map(largest).fold(own, usize::max)
+    }
+    if let Some(p) = plan.as_any().downcast_ref::<ProjectionExec>() {
+        for e in p.expr() {
+            let size = largest(&e.expr);
+            if size.saturating_mul(rows) > max {
+                return Err(format!(
+                    "a constant of {size} bytes in `{}` would be copied into each of a batch's {rows} rows; a query may make at most {max} bytes of values that way (`[query] max_value_bytes`)",
+                    e.alias
+                ));
+            }
+        }
+    }
+    for child in plan.children() {
+        check_constants(child, rows, max)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -71,8 +71,9 @@ async fn without_spilling_or_past_the_spill_limit_the_query_fails_clearly() {
 }
 
 /// A function that makes a huge value from a small query (`repeat('x',
-/// 1.5e9)` allocates 1.5 GB outside the memory pool) fails with 400 naming
-/// the setting; the same within the cap runs.
+/// 1.5e9)` allocates 1.5 GB outside the memory pool), or a constant copied
+/// into every row of a batch past the cap, fails with 400 naming the
+/// setting; the same within the cap runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_values_from_small_queries_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,6 +89,22 @@ async fn huge_values_from_small_queries_are_refused() {
         .unwrap_err();
     assert_eq!(e.kind(), pipe_query::ErrorKind::InvalidInput, "{e}");
     assert!(e.to_string().contains("max_value_bytes"), "{e}");
+    // A constant copied into every row of a batch: folded at planning
+    // (600 KB, within the cap per call), or written as a literal.
+    let literal = format!("SELECT '{}' AS v FROM range(3)", "x".repeat(20_000));
+    for sql in [
+        "SELECT repeat('x', 600000) AS v FROM range(10)",
+        literal.as_str(),
+    ] {
+        let e = engine.read_only(sql, 10).await.unwrap_err();
+        assert_eq!(e.kind(), pipe_query::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("copied into each"), "{e}");
+    }
+    let (answer, _) = engine
+        .read_only("SELECT 'abc' AS v FROM range(3)", 10)
+        .await
+        .unwrap();
+    assert_eq!(pipe_query::row_count(&answer.batches), 3);
     let (answer, _) = engine
         .read_only("SELECT length(repeat('x', 1000)) AS n", 10)
         .await
