@@ -389,6 +389,14 @@ impl PipelineTask {
                 }
             };
             let failed = result.as_ref().err().map(|e| e.to_string());
+            // The state first: whoever the flush answers sees it already.
+            let attempts = match &failed {
+                None => {
+                    self.stats.set_running();
+                    None
+                }
+                Some(reason) => Some(self.stats.set_retrying(reason)),
+            };
             match (flush, result) {
                 (Some(reply), Ok(rolled)) => {
                     let _ = reply.send(Ok(FlushReport {
@@ -412,17 +420,13 @@ impl PipelineTask {
                         .record_error(format!("step failed (retrying): {e}"));
                 }
             }
-            match failed {
-                None => self.stats.set_running(),
-                Some(reason) => {
-                    let attempts = self.stats.set_retrying(&reason);
-                    let backoff = Duration::from_millis(500)
-                        .saturating_mul(1 << attempts.min(8))
-                        .min(MAX_BACKOFF);
-                    tokio::select! {
-                        _ = cancel.cancelled() => {}
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
+            if let Some(attempts) = attempts {
+                let backoff = Duration::from_millis(500)
+                    .saturating_mul(1 << attempts.min(8))
+                    .min(MAX_BACKOFF);
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep(backoff) => {}
                 }
             }
         }

@@ -345,7 +345,13 @@ impl Buffer {
             "{reason}\nEvents acknowledged here from offset {from} on that were not committed are only in this buffer.\n"
         );
         warn!(buffer = %self.dir.display(), "{reason}");
-        write_durably(&self.dir, FORKED, text.as_bytes())
+        write_durably(&self.dir, FORKED, text.as_bytes())?;
+        // Events taken from now on could only wait here: refused instead.
+        *self.failure.lock().expect("never poisoned") = Some(format!(
+            "this stream takes no events: another server appends to a copy of its log ({reason}); see `{}`",
+            self.dir.join(FORKED).display()
+        ));
+        Ok(())
     }
 }
 

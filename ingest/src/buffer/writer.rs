@@ -39,6 +39,7 @@ impl Buffer {
             max_queued: self.options.max_queued_bytes,
             disk_bytes: self.disk_bytes.clone(),
             max_disk_bytes: self.options.max_disk_bytes,
+            failure: self.failure.clone(),
         };
         (appender, handle)
     }
@@ -53,6 +54,8 @@ pub struct Appender {
     max_queued: usize,
     disk_bytes: Arc<AtomicU64>,
     max_disk_bytes: u64,
+    /// Why the buffer takes no more records, once it does not.
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 #[derive(Debug)]
@@ -66,6 +69,9 @@ struct AppendRequest {
 impl Appender {
     /// Appends one record and waits until it is durable; returns its offset.
     pub async fn append(&self, payload: Vec<u8>) -> Result<u64> {
+        if let Some(why) = self.failure.lock().expect("never poisoned").clone() {
+            return Err(Error::Poisoned(why));
+        }
         let used = self.disk_bytes.load(Ordering::Relaxed);
         if used + payload.len() as u64 > self.max_disk_bytes {
             return Err(Error::Full {

@@ -131,10 +131,22 @@ fn each_open_is_a_new_run_and_a_forked_log_stays_closed() {
     let log = open_and_append(dir.path(), &[("p", None)], &["c"]);
     assert_ne!(log.run().0, first);
     assert_eq!(log.run().1, 2);
-    log.mark_forked("table `t` holds offsets 2..=9 committed by another process")
-        .unwrap();
     drop(log);
     let rt = rt();
+    rt.block_on(async {
+        let opened =
+            StreamLog::open("s", dir.path(), options(), [("p".to_string(), None)]).unwrap();
+        opened
+            .log
+            .mark_forked("table `t` holds offsets 2..=9 committed by another process")
+            .unwrap();
+        // From then on the stream takes no events, and says why.
+        assert!(opened.log.failure().unwrap().contains("takes no events"));
+        let refused = opened.appender.append(payload("d")).await.unwrap_err();
+        assert!(refused.to_string().contains("another server"), "{refused}");
+        drop(opened.appender);
+        opened.writer.await.unwrap().unwrap();
+    });
     let _in_rt = rt.enter();
     let err = StreamLog::open("s", dir.path(), options(), [("p".to_string(), None)])
         .err()
@@ -143,7 +155,7 @@ fn each_open_is_a_new_run_and_a_forked_log_stays_closed() {
     assert!(
         err.contains("appended to by two servers")
             && err.contains("offsets 2..=9")
-            && err.contains("from offset 2 on")
+            && err.contains("from offset 3 on")
             && err.contains("/forked`"),
         "{err}"
     );

@@ -176,6 +176,15 @@ async fn a_copied_data_dir_run_beside_its_original_stops_instead_of_merging() {
             .is_some_and(|r| r.contains("another process")),
         "{state}"
     );
+    // It takes no more events, and is not ready.
+    let (status, body) = node_b
+        .post_json("ecommerce_stream", &getting_started_events())
+        .await;
+    assert_eq!(status, 503, "{body}");
+    let ready = reqwest::get(format!("{}/readyz", node_b.url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
     // (An orderly stop ends with that error too.)
     node_b.kill();
     // Restarted, the copy refuses to start and says what to do.
