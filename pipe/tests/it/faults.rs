@@ -51,6 +51,21 @@ async fn post_big(server: &Server, request: usize) -> (u16, Value, Vec<String>) 
     (status, body, ids)
 }
 
+/// Posts big requests until one gets 503: the ids acknowledged before it,
+/// and its answer.
+async fn fill_until_refused(server: &Server) -> (HashSet<String>, Value) {
+    let mut acked = HashSet::new();
+    for request in 0..100 {
+        let (status, body, ids) = post_big(server, request).await;
+        match status {
+            200 => acked.extend(ids),
+            503 => return (acked, body),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    panic!("the disk did not fill up")
+}
+
 /// The buffer's disk fills: requests get 503 (nothing of them kept), the
 /// server goes on, and once commits release segments the same stream
 /// takes events again, without a restart. Every acknowledged event lands
@@ -67,20 +82,7 @@ async fn a_full_buffer_disk_refuses_requests_until_space_frees() {
     );
     let _disk = SmallDisk::mount(&dir.path().join("data/buffer"), "3m");
     let server = Server::start(&config).await;
-    let mut acked = HashSet::new();
-    let mut refused = None;
-    for request in 0..100 {
-        let (status, body, ids) = post_big(&server, request).await;
-        match status {
-            200 => acked.extend(ids),
-            503 => {
-                refused = Some(body);
-                break;
-            }
-            other => panic!("{other}: {body}"),
-        }
-    }
-    let refused = refused.expect("a 3 MiB disk fills up");
+    let (mut acked, refused) = fill_until_refused(&server).await;
     let message = refused["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("No space left") && message.contains("nothing of it was kept"),
@@ -132,20 +134,7 @@ async fn a_disk_shared_by_the_buffer_and_the_tables_keeps_room_for_commits() {
     let config = write_config_with(dir.path(), 3600, "", "buffer_segment_mb = 1");
     let _disk = SmallDisk::mount(&dir.path().join("data"), "8m");
     let server = Server::start(&config).await;
-    let mut acked = HashSet::new();
-    let mut refused = None;
-    for request in 0..100 {
-        let (status, body, ids) = post_big(&server, request).await;
-        match status {
-            200 => acked.extend(ids),
-            503 => {
-                refused = Some(body);
-                break;
-            }
-            other => panic!("{other}: {body}"),
-        }
-    }
-    let refused = refused.expect("an 8 MiB disk fills up");
+    let (mut acked, refused) = fill_until_refused(&server).await;
     let message = refused["error"]["message"].as_str().unwrap();
     assert!(message.contains("nearly full"), "{message}");
     for round in 0..3 {
