@@ -197,6 +197,11 @@ impl Buffer {
                     record_gap(dir, gap)?;
                     gaps.push(gap);
                     (create_segment(dir, min_next_offset)?, min_next_offset)
+                } else if salt == segment::Salt::NONE {
+                    // A version 1 segment (written before salts) is not
+                    // appended to: records a client can forge frames in go
+                    // to a salted one (see `segment`).
+                    (create_segment(dir, next)?, next)
                 } else {
                     (ActiveSegment { file, len, salt }, next)
                 }

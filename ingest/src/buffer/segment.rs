@@ -24,7 +24,8 @@
 //! client never saw is chance (2⁻³²), not a choice.
 //!
 //! Version 1 segments (16-byte header, no salt, CRC over offset and payload)
-//! are still read, and appended to when one is the active segment.
+//! are still read; a buffer whose last segment is one starts a version 2
+//! segment when it opens.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};

@@ -187,10 +187,11 @@ fn a_frame_inside_a_torn_record_does_not_refuse_the_start() {
     assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec()]);
 }
 
-/// Segments written before salts (version 1) are read, recovered and
-/// appended to.
+/// Segments written before salts (version 1) are read and recovered; new
+/// records go to a salted segment (an unsalted active one would let a
+/// client's forged frame refuse a start, review finding D).
 #[test]
-fn version_1_segments_are_read_and_appended_to() {
+fn version_1_segments_are_read_and_new_records_go_to_a_salted_one() {
     let dir = tempfile::tempdir().unwrap();
     let seg = dir.path().join(segment::file_name(5));
     let mut bytes = segment::encode_header(5, segment::Salt::random())[..16].to_vec();
@@ -217,6 +218,9 @@ fn version_1_segments_are_read_and_appended_to() {
         .map(|r| r.payload)
         .collect();
     assert_eq!(got, vec![b"x".to_vec(), b"y".to_vec(), b"z".to_vec()]);
+    // "z" went to a new, salted segment.
+    let seg7 = dir.path().join(segment::file_name(7));
+    assert_ne!(salt_of(&seg7), segment::Salt::NONE);
 }
 
 #[test]
