@@ -23,6 +23,7 @@ impl Buffer {
             .expect("start_writer is called once per buffer");
         let (tx, rx) = mpsc::channel(self.options.queue_depth);
         let writer = Writer {
+            roll_bytes: roll_bytes(&self.dir, &self.options),
             dir: self.dir.clone(),
             options: self.options.clone(),
             active,
@@ -101,6 +102,8 @@ impl Appender {
 }
 
 struct Writer {
+    /// A new segment is started past this many bytes (see [`roll_bytes`]).
+    roll_bytes: u64,
     failure: Arc<std::sync::Mutex<Option<String>>>,
     undone: Arc<AtomicU64>,
     disk_bytes: Arc<AtomicU64>,
@@ -176,7 +179,7 @@ impl Writer {
             for (i, req) in group.drain(..).enumerate() {
                 let _ = req.ack.send(Ok(start + i as u64));
             }
-            if self.active.len >= self.options.segment_bytes {
+            if self.active.len >= self.roll_bytes {
                 match create_segment(&self.dir, self.next) {
                     Ok(active) => {
                         self.active = active;
@@ -202,15 +205,8 @@ impl Writer {
     /// [`BufferOptions::min_free_disk_bytes`]); `None` when it fits or the
     /// filesystem cannot say.
     fn disk_low(&self, bytes: u64) -> Option<(u64, u64)> {
-        // 0: off; a write that does not fit fails and is undone.
-        if self.options.min_free_disk_bytes == Some(0) {
-            return None;
-        }
         let space = free_space(&self.dir)?;
-        let reserve = self
-            .options
-            .min_free_disk_bytes
-            .unwrap_or((space.total / 5).min(1 << 30));
+        let reserve = reserve(&self.options, &space)?;
         let needed = bytes + (segment::FRAME_LEN as u64) * 64 + reserve;
         (space.free < needed).then_some((space.free, reserve))
     }
@@ -278,4 +274,28 @@ fn free_space(dir: &std::path::Path) -> Option<Space> {
         total: stat.f_blocks as u64 * unit,
         free: stat.f_bavail as u64 * unit,
     })
+}
+
+/// The space kept free on the buffer's filesystem (see
+/// [`BufferOptions::min_free_disk_bytes`]); `None`: no reserve (0, the
+/// check is off: a write that does not fit fails and is undone).
+fn reserve(options: &BufferOptions, space: &Space) -> Option<u64> {
+    match options.min_free_disk_bytes {
+        Some(0) => None,
+        Some(bytes) => Some(bytes),
+        None => Some((space.total / 5).min(1 << 30)),
+    }
+}
+
+/// The size past which the writer starts a new segment: the configured
+/// one, but at most half the disk reserve. Space is freed a whole segment
+/// at a time and the active segment never is, so a segment larger than
+/// the reserve could keep the disk below it with every record committed,
+/// refusing every request for good (review finding F).
+fn roll_bytes(dir: &std::path::Path, options: &BufferOptions) -> u64 {
+    let reserve = free_space(dir).and_then(|space| reserve(options, &space));
+    match reserve {
+        Some(reserve) => options.segment_bytes.min((reserve / 2).max(64 << 10)),
+        None => options.segment_bytes,
+    }
 }

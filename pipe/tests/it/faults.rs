@@ -131,7 +131,10 @@ async fn a_full_buffer_disk_refuses_requests_until_space_frees() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_disk_shared_by_the_buffer_and_the_tables_keeps_room_for_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config_with(dir.path(), 3600, "", "buffer_segment_mb = 1");
+    // Default segments (64 MiB): larger than the whole disk. The writer
+    // starts new ones at half the reserve, or the active segment, never
+    // freed, would keep the disk below the reserve for good.
+    let config = write_config(dir.path(), 3600, "");
     let _disk = SmallDisk::mount(&dir.path().join("data"), "8m");
     let server = Server::start(&config).await;
     let (mut acked, refused) = fill_until_refused(&server).await;
