@@ -402,6 +402,20 @@ impl FileSink {
         range: OffsetRange,
         files: &[StagedFile],
     ) -> Result<CommitOutcome> {
+        // Another process appending to a copy of this log commits into the
+        // same folder under other names: its newest record is read before
+        // each commit (a list and a read), not only the one at our name.
+        if self.run.is_some() {
+            let dir = self.dir("commits");
+            if let Some(newest) = self.store.list(&dir, ".commit").await?.last() {
+                if let Some(record) = self.store.read_record(newest).await? {
+                    if let Some(forked) = self.forked_by(&committed(&record)) {
+                        self.store.delete_staged(files).await?;
+                        return Err(forked);
+                    }
+                }
+            }
+        }
         if let Some(last) = &self.last {
             if let Some(forked) = self.forked_by(last) {
                 return Err(forked);

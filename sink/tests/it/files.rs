@@ -60,6 +60,9 @@ async fn a_copy_of_a_log_appending_beside_it_is_refused_not_merged() {
     commit_files(&mut original, 10, 14).await.unwrap();
     let err = commit_files(&mut copy, 10, 14).await.unwrap_err();
     assert!(matches!(err, pipe_sink::Error::Forked(_)), "{err}");
+    // Other ranges, so other record names: still a fork.
+    let err = commit_files(&mut copy, 10, 12).await.unwrap_err();
+    assert!(matches!(err, pipe_sink::Error::Forked(_)), "{err}");
     // Reopened, the copy sees the other's newest commit and refuses too.
     let mut copy = open_in_run(dir.path(), "copy", 10).await;
     let err = commit_files(&mut copy, 15, 16).await.unwrap_err();
