@@ -261,7 +261,7 @@ fn stream_router(
         let endpoint = endpoint.clone();
         let stream = stream.clone();
         let requests = requests.clone();
-        async move { post_events(stream, endpoint, &requests, headers, body).await }
+        async move { post_events(stream, endpoint, &requests, headers, body, body_timeout).await }
     });
     let handler = match cors {
         Some(cors) => handler.layer(cors),
@@ -581,6 +581,7 @@ async fn post_events(
     requests: &TaskTracker,
     headers: HeaderMap,
     body: Body,
+    body_timeout: std::time::Duration,
 ) -> Response {
     if !authorized(&endpoint.policy, &headers) {
         return error_response(ErrorKind::Unauthorized, "unauthorized");
@@ -607,11 +608,13 @@ async fn post_events(
         Some(Begin::Replay(answer)) => {
             debug!(stream = %stream, "idempotent replay");
             // A retry as large as the stream allows is read whole.
-            drain(body, endpoint.policy.max_body_bytes.max(DRAIN_LIMIT)).await;
+            let limit = endpoint.policy.max_body_bytes.max(DRAIN_LIMIT);
+            let _ = tokio::time::timeout(body_timeout, drain(body, limit)).await;
             return accepted_response(&answer, &[], true);
         }
         Some(Begin::InFlight) => {
-            drain(body, endpoint.policy.max_body_bytes.max(DRAIN_LIMIT)).await;
+            let limit = endpoint.policy.max_body_bytes.max(DRAIN_LIMIT);
+            let _ = tokio::time::timeout(body_timeout, drain(body, limit)).await;
             return error_response(
                 ErrorKind::Conflict,
                 "a request with this Idempotency-Key is being processed; retry when it has finished",
@@ -619,10 +622,22 @@ async fn post_events(
         }
     };
     let format = body_format(&headers);
-    let (body, budget) = match read_body(&endpoint.policy, &endpoint.inflight, &headers, body).await
-    {
-        Ok(read) => read,
-        Err(response) => return response,
+    // The whole body within the timeout, not only each piece of it (the
+    // layer's timeout restarts with every frame): a client sending a byte
+    // now and then must not hold the stream's in-flight budget for ever.
+    let read = read_body(&endpoint.policy, &endpoint.inflight, &headers, body);
+    let (body, budget) = match tokio::time::timeout(body_timeout, read).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(response)) => return response,
+        Err(_) => {
+            return error_response(
+                ErrorKind::TimedOut,
+                format!(
+                    "the request body did not arrive within {} s",
+                    body_timeout.as_secs()
+                ),
+            )
+        }
     };
     // From here the request runs to its answer on a task of its own: hyper
     // drops this handler when the client hangs up, and a record handed to

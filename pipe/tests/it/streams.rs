@@ -325,3 +325,45 @@ async fn concurrent_gzip_bodies_stay_within_the_inflight_budget() {
     assert_eq!(rows, vec![json!({"n": stored, "ids": stored})]);
     assert_eq!(stored, 24 * 40);
 }
+
+/// A body trickled a byte at a time is cut at `body_timeout_secs` from its
+/// start: the timeout is for the whole body, not for each piece (which a
+/// client sending a byte now and then would never reach), so slow clients
+/// cannot hold the stream's in-flight budget for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickled_body_is_cut_at_the_body_timeout() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "body_timeout_secs = 2");
+    let server = Server::start(&config).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(
+        b"POST /v1/streams/ecommerce_stream HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_millis(400)))
+        .unwrap();
+    let mut answer = Vec::new();
+    while started.elapsed() < std::time::Duration::from_secs(20) {
+        let _ = s.write_all(b" ");
+        let mut buf = [0u8; 1024];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    server.stop();
+}
