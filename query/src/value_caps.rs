@@ -11,8 +11,8 @@
 //! | function | bytes for one row |
 //! |---|---|
 //! | `repeat(s, n)` | `len(s) · n` |
-//! | `lpad(s, n [, fill])`, `rpad(…)` | `4 · n` (n characters, up to 4 bytes each) |
-//! | `replace(s, from, to)` | `len(s) + len(s) / len(from) · len(to)` (`from` empty: `(len(s) + 1) · len(to)`) |
+//! | `lpad(s, n [, fill])`, `rpad(…)` | `n ·` the widest character of `s` and `fill` (1 byte for ASCII) |
+//! | `replace(s, from, to)` | `len(s) + matches · (len(to) − len(from))` (`from` empty: `(chars(s) + 1) · len(to) + len(s)`) |
 //! | `array_repeat(x, n)` | `n · max(8, size of x)` |
 //!
 //! Functions whose output is bounded by their input (`concat`, `upper`,
@@ -77,14 +77,28 @@ impl Capped {
         let per_row = |i: usize| -> Result<u64> {
             Ok(match self.growth {
                 Growth::Repeat => byte_len(&args[0], i)?.saturating_mul(count(args.get(1), i)?),
-                Growth::Pad => count(args.get(1), i)?.saturating_mul(4),
+                Growth::Pad => {
+                    let fill = args.get(2).map_or(Some(" "), |a| str_at(a, i));
+                    let widest = widest_char(str_at(&args[0], i)).max(widest_char(fill));
+                    count(args.get(1), i)?.saturating_mul(widest)
+                }
                 Growth::Replace => {
-                    let s = byte_len(&args[0], i)?;
-                    let from = byte_len(&args[1], i)?;
-                    let to = byte_len(&args[2], i)?;
-                    match from {
-                        0 => (s + 1).saturating_mul(to).saturating_add(s),
-                        from => (s / from).saturating_mul(to).saturating_add(s),
+                    let (Some(s), Some(from), Some(to)) = (
+                        str_at(&args[0], i),
+                        str_at(&args[1], i),
+                        str_at(&args[2], i),
+                    ) else {
+                        return Ok(0);
+                    };
+                    let (len, to_len) = (s.len() as u64, to.len() as u64);
+                    if from.is_empty() {
+                        (s.chars().count() as u64 + 1)
+                            .saturating_mul(to_len)
+                            .saturating_add(len)
+                    } else {
+                        let matches = s.matches(from).count() as u64;
+                        let grow = to_len.saturating_sub(from.len() as u64);
+                        len.saturating_add(matches.saturating_mul(grow))
                     }
                 }
                 Growth::ArrayRepeat => {
@@ -105,6 +119,32 @@ impl Capped {
             }
         }
         Ok(total)
+    }
+}
+
+/// The string at row `i`, if it is one (not null).
+fn str_at(arg: &ColumnarValue, i: usize) -> Option<&str> {
+    match arg {
+        ColumnarValue::Scalar(s) => s.try_as_str().flatten(),
+        ColumnarValue::Array(a) => {
+            if a.is_null(i) {
+                return None;
+            }
+            match a.data_type() {
+                DataType::Utf8 => Some(a.as_string::<i32>().value(i)),
+                DataType::LargeUtf8 => Some(a.as_string::<i64>().value(i)),
+                DataType::Utf8View => Some(a.as_string_view().value(i)),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Bytes of the widest character of `s` (1 for ASCII or none).
+fn widest_char(s: Option<&str>) -> u64 {
+    match s {
+        Some(s) if !s.is_ascii() => s.chars().map(char::len_utf8).max().unwrap_or(1) as u64,
+        _ => 1,
     }
 }
 
@@ -269,6 +309,10 @@ mod tests {
             "SELECT replace('aaaa', 'a', 'bb')",
             "SELECT array_repeat(1, 1000)",
             "SELECT repeat(CAST(value AS VARCHAR), 10) FROM range(1000)",
+            // Estimated from the values, not the worst case: many rows of
+            // text with few or no matches, and ASCII padding.
+            "SELECT replace(repeat('ab|', 1000), 'x', 'yyyy') FROM range(2000)",
+            "SELECT lpad(CAST(value AS VARCHAR), 400, '.') FROM range(2000)",
         ] {
             assert!(run(&ctx, ok).await.is_ok(), "{ok}");
         }
@@ -277,6 +321,7 @@ mod tests {
             "SELECT lpad('x', 1000000000)",
             "SELECT rpad('x', 1000000000, 'y')",
             "SELECT replace(repeat('x', 100000), 'x', repeat('y', 1000))",
+            "SELECT lpad(CAST(value AS VARCHAR), 1000000, 'é') FROM range(2)",
             "SELECT array_repeat(1, 1000000000)",
             // Within the cap per row, past it for the batch.
             "SELECT repeat(CAST(value AS VARCHAR), 600000) FROM range(10)",
