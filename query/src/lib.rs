@@ -351,9 +351,21 @@ async fn execute(
         let rows = task_ctx.session_config().batch_size();
         value_caps::check_constants(&plan, rows, max).map_err(Error::Sql)?;
     }
-    let batches = datafusion::physical_plan::collect(plan.clone(), task_ctx)
-        .await
-        .map_err(classify)?;
+    // The answer is held whole (and rendered, about as large again): its
+    // batches are counted against the memory pool as they arrive, so a
+    // query returning large values fails instead of outgrowing it.
+    use datafusion::execution::memory_pool::MemoryConsumer;
+    use futures::StreamExt;
+    let held = MemoryConsumer::new("query answer").register(task_ctx.memory_pool());
+    let mut stream =
+        datafusion::physical_plan::execute_stream(plan.clone(), task_ctx).map_err(classify)?;
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(classify)?;
+        held.try_grow(2 * batch.get_array_memory_size())
+            .map_err(classify)?;
+        batches.push(batch);
+    }
     Ok(Answer {
         scan: ScanStats::of(&plan),
         batches,

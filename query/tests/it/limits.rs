@@ -114,3 +114,25 @@ async fn huge_values_from_small_queries_are_refused() {
         r#"[{"n":1000}]"#
     );
 }
+
+/// An answer is held whole (and rendered): its batches count against the
+/// pool as they arrive, so many rows of large values fail with the pool's
+/// error instead of outgrowing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_answer_counts_against_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        spill: None,
+        max_value_bytes: 64 << 20,
+    };
+    let engine = engine(dir.path(), &limits).await;
+    let sql = "SELECT repeat(CAST(value AS VARCHAR), 1000) AS v FROM range(100000)";
+    let e = engine.read_only(sql, 100_000).await.unwrap_err();
+    assert!(matches!(e, Error::ResourcesExhausted(_)), "{e:?}");
+    let (answer, truncated) = engine.read_only(sql, 100).await.unwrap();
+    assert_eq!(
+        (pipe_query::row_count(&answer.batches), truncated),
+        (100, true)
+    );
+}
