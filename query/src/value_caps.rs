@@ -14,6 +14,8 @@
 //! | `lpad(s, n [, fill])`, `rpad(…)` | `n ·` the widest character of `s` and `fill` (1 byte for ASCII) |
 //! | `replace(s, from, to)` | `len(s) + matches · (len(to) − len(from))` (`from` empty: `(chars(s) + 1) · len(to) + len(s)`) |
 //! | `array_repeat(x, n)` | `n · max(8, size of x)` |
+//! | `array_resize(a, n [, x])` | `n · max(8, size of x or a)` |
+//! | `range(…)`, `generate_series(…)` (lists of integers) | `8 ·` the values' count |
 //!
 //! Functions whose output is bounded by their input (`concat`, `upper`,
 //! `to_hex`, …) need no cap: their inputs were capped.
@@ -43,18 +45,25 @@ enum Growth {
     Pad,
     Replace,
     ArrayRepeat,
+    ArrayResize,
+    Range,
 }
 
 /// Replaces the functions that can make large values with capped ones.
 pub fn register(ctx: &SessionContext, max_value_bytes: usize) {
     use datafusion::functions::{string, unicode};
+    use datafusion::functions_nested::range::{gen_series_udf, range_udf};
     use datafusion::functions_nested::repeat::array_repeat_udf;
+    use datafusion::functions_nested::resize::array_resize_udf;
     for (inner, growth) in [
         (string::repeat(), Growth::Repeat),
         (unicode::lpad(), Growth::Pad),
         (unicode::rpad(), Growth::Pad),
         (string::replace(), Growth::Replace),
         (array_repeat_udf(), Growth::ArrayRepeat),
+        (array_resize_udf(), Growth::ArrayResize),
+        (range_udf(), Growth::Range),
+        (gen_series_udf(), Growth::Range),
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(Capped {
             inner,
@@ -103,6 +112,28 @@ impl Capped {
                 }
                 Growth::ArrayRepeat => {
                     count(args.get(1), i)?.saturating_mul(element_size(&args[0], i)?.max(8))
+                }
+                Growth::ArrayResize => {
+                    let element = element_size(args.get(2).unwrap_or(&args[0]), i)?;
+                    count(args.get(1), i)?.saturating_mul(element.max(8))
+                }
+                Growth::Range => {
+                    let int = |a: Option<&ColumnarValue>| -> Result<Option<i64>> {
+                        Ok(match a {
+                            None => None,
+                            Some(a) if a.data_type().is_integer() => Some(signed(a, i)?),
+                            Some(_) => None,
+                        })
+                    };
+                    let values = match (int(args.first())?, int(args.get(1))?, int(args.get(2))?) {
+                        (Some(stop), None, None) => stop.max(0) as u64,
+                        (Some(start), Some(stop), None) => stop.saturating_sub(start).max(0) as u64,
+                        (Some(start), Some(stop), Some(step)) if step != 0 => {
+                            (stop.saturating_sub(start) / step).max(0) as u64
+                        }
+                        _ => 0,
+                    };
+                    values.saturating_mul(8)
                 }
             })
         };
@@ -177,6 +208,11 @@ fn array_value_len(a: &ArrayRef, i: usize) -> u64 {
 /// The count argument at row `i` (negative or null: 0).
 fn count(arg: Option<&ColumnarValue>, i: usize) -> Result<u64> {
     let Some(arg) = arg else { return Ok(0) };
+    Ok(signed(arg, i)?.max(0) as u64)
+}
+
+/// The integer argument at row `i` (null: 0).
+fn signed(arg: &ColumnarValue, i: usize) -> Result<i64> {
     let value = match arg {
         ColumnarValue::Scalar(s) => match s.cast_to(&DataType::Int64)? {
             ScalarValue::Int64(Some(n)) => n,
@@ -192,7 +228,7 @@ fn count(arg: Option<&ColumnarValue>, i: usize) -> Result<u64> {
             }
         }
     };
-    Ok(value.max(0) as u64)
+    Ok(value)
 }
 
 /// The size of one element of `array_repeat`'s first argument at row `i`.
@@ -308,6 +344,9 @@ mod tests {
             "SELECT rpad('x', 1000)",
             "SELECT replace('aaaa', 'a', 'bb')",
             "SELECT array_repeat(1, 1000)",
+            "SELECT array_resize([1, 2], 100, 0)",
+            "SELECT range(10), generate_series(1, 5)",
+            "SELECT range(DATE '2026-01-01', DATE '2026-02-01', INTERVAL '1' DAY)",
             "SELECT repeat(CAST(value AS VARCHAR), 10) FROM range(1000)",
             // Estimated from the values, not the worst case: many rows of
             // text with few or no matches, and ASCII padding.
@@ -322,6 +361,9 @@ mod tests {
             "SELECT rpad('x', 1000000000, 'y')",
             "SELECT replace(repeat('x', 100000), 'x', repeat('y', 1000))",
             "SELECT lpad(CAST(value AS VARCHAR), 1000000, 'é') FROM range(2)",
+            "SELECT array_resize([1], 400000000, 7)",
+            "SELECT range(0, 400000000)",
+            "SELECT generate_series(1, 400000000, 1)",
             "SELECT array_repeat(1, 1000000000)",
             // Within the cap per row, past it for the batch.
             "SELECT repeat(CAST(value AS VARCHAR), 600000) FROM range(10)",
