@@ -362,10 +362,10 @@ pub(crate) async fn delete_stream(
             .find(|s| s.name == name)
             .map(|s| s.quarantine_pipeline());
         for p in readers.iter().cloned().chain(own) {
-            if let Err(e) = state.supervisor.stop_pipeline(&p).await {
+            if let Err(e) = state.supervisor.stop_pipeline(&p, false).await {
                 tracing::warn!(pipeline = %p, error = %e, "the pipeline's last commit failed; deleting it anyway (forced)");
                 // Kept as failed by the first stop; this one removes it.
-                let _ = state.supervisor.stop_pipeline(&p).await;
+                let _ = state.supervisor.stop_pipeline(&p, true).await;
             }
         }
         state.supervisor.stop_stream(&name).await?;
@@ -645,7 +645,11 @@ async fn create_pipeline(State(state): State<AdminState>, body: axum::body::Byte
     answer(result, true)
 }
 
-async fn delete_pipeline(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+async fn delete_pipeline(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(params): Query<DeleteParams>,
+) -> Response {
     let result = async {
         let mut definitions = state.supervisor.definitions.lock().await;
         definitions.check_deletable(Kind::Pipeline, &name)?;
@@ -653,7 +657,7 @@ async fn delete_pipeline(State(state): State<AdminState>, Path(name): Path<Strin
             .supervisor
             .pipeline(&name)
             .and_then(|p| p.stats.committed_through());
-        state.supervisor.stop_pipeline(&name).await?;
+        state.supervisor.stop_pipeline(&name, params.force).await?;
         let (api, config) = changed(&definitions, |api| {
             api.pipelines.remove(&name);
         })?;

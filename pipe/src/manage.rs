@@ -531,7 +531,13 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
                 &format!("Delete pipeline '{name}'? (It commits what it has read first.)"),
                 force,
             )?;
-            remove(&target, &format!("/v1/pipelines/{name}"), "pipeline", &name).await?;
+            remove(
+                &target,
+                &format!("/v1/pipelines/{name}?force={force}"),
+                "pipeline",
+                &name,
+            )
+            .await?;
         }
     }
     Ok(())

@@ -61,6 +61,8 @@ pub struct RunningPipeline {
     pub flush: mpsc::Sender<FlushRequest>,
     cancel: CancellationToken,
     task: std::sync::Mutex<Option<JoinHandle<Result<()>>>>,
+    /// A stop whose last commit failed: its events are still owed.
+    stop_failed: std::sync::atomic::AtomicBool,
 }
 
 /// A pipeline planned and its table opened, ready to start.
@@ -489,6 +491,7 @@ impl Supervisor {
             flush: tx,
             cancel: cancel.clone(),
             task: std::sync::Mutex::new(None),
+            stop_failed: Default::default(),
         };
         let task = PipelineTask {
             part: p.part,
@@ -572,11 +575,23 @@ impl Supervisor {
     }
 
     /// Stops a pipeline: it commits what it has read and ends; then it no
-    /// longer holds buffer space. An error is its last commit's.
-    pub async fn stop_pipeline(&self, name: &str) -> Result<()> {
+    /// longer holds buffer space. An error is its last commit's. A pipeline
+    /// whose earlier stop failed still owes its events: it is removed only
+    /// with `force` (giving them up).
+    pub async fn stop_pipeline(&self, name: &str, force: bool) -> Result<()> {
         let Some(p) = self.pipelines.write().expect("never poisoned").remove(name) else {
             return Ok(());
         };
+        if p.stop_failed.load(std::sync::atomic::Ordering::Relaxed) && !force {
+            self.pipelines
+                .write()
+                .expect("never poisoned")
+                .insert(name.to_string(), p);
+            return Err(Error::Remote(
+                format!("pipeline `{name}` could not commit its last events when it was stopped: restart the server to run it and commit them, or delete it with force (`?force=true`, `--force`) to give them up"),
+                ErrorKind::Conflict,
+            ));
+        }
         p.cancel.cancel();
         let task = p.task.lock().expect("never poisoned").take();
         let result = match task {
@@ -587,11 +602,13 @@ impl Supervisor {
             None => Ok(()),
         };
         if let Err(e) = &result {
+            p.stop_failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             // Its last commit did not land: it keeps its place in the log
             // (nothing it has not committed is released) and shows as
             // failed, instead of vanishing while still defined.
             p.stats.set_failed(&format!(
-                "stopping it failed, so it was not removed: {e}; its events stay in the buffer: restart the server to run it again, or delete it again to give them up"
+                "stopping it failed, so it was not removed: {e}; its events stay in the buffer: restart the server to run it again, or delete it with force to give them up"
             ));
             self.pipelines
                 .write()

@@ -215,6 +215,14 @@ async fn a_delete_whose_last_commit_fails_keeps_the_pipeline_and_its_events() {
     assert!(r.status().is_server_error(), "{}", r.status());
     let state = server.status("p").await;
     assert_eq!(state["state"], "failed", "{state}");
+    // Deleting it again does not give its events up unless forced.
+    let again = reqwest::Client::new()
+        .delete(format!("{}/v1/pipelines/p", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    assert!(again.text().await.unwrap().contains("force"));
     // The other pipeline commits; the stream keeps what `p` has not.
     server.flush("ecommerce");
     let first_segment = dir
