@@ -77,16 +77,19 @@ pub fn connection_cap(file_limit: u64) -> usize {
 /// A listener that hands out at most `cap` connections at once.
 pub struct CappedListener {
     inner: TcpListener,
+    /// How long a write to a client may stay blocked (see [`Capped`]).
+    write_timeout: Duration,
     permits: Arc<Semaphore>,
     refused: Arc<AtomicU64>,
     last_warning: Option<Instant>,
 }
 
 impl CappedListener {
-    pub fn new(inner: TcpListener, cap: usize) -> CappedListener {
+    pub fn new(inner: TcpListener, cap: usize, write_timeout: Duration) -> CappedListener {
         info!(max_connections = cap, "accepting connections");
         CappedListener {
             inner,
+            write_timeout,
             permits: Arc::new(Semaphore::new(cap)),
             refused: Arc::default(),
             last_warning: None,
@@ -117,6 +120,8 @@ impl axum::serve::Listener for CappedListener {
                         Capped {
                             stream,
                             _permit: permit,
+                            write_timeout: self.write_timeout,
+                            stalled: None,
                         },
                         addr,
                     )
@@ -204,6 +209,29 @@ pub async fn serve(
 pub struct Capped {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    /// A write that stays blocked this long (a client that does not read
+    /// its answer) fails, and the connection with it: an answer held for a
+    /// client that never reads it would hold its memory for ever.
+    write_timeout: Duration,
+    /// Running while a write is blocked.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Capped {
+    /// `Pending` from a write: starts (or checks) the stall timer.
+    fn blocked<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let timeout = self.write_timeout;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match std::future::Future::poll(timer.as_mut(), cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read its answer in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Capped {
@@ -222,7 +250,13 @@ impl AsyncWrite for Capped {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Pending => self.blocked(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -238,7 +272,13 @@ impl AsyncWrite for Capped {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.blocked(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {

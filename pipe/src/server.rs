@@ -154,7 +154,7 @@ async fn run(
         draining.store(true, std::sync::atomic::Ordering::Relaxed);
     };
     crate::listener::serve(
-        crate::listener::CappedListener::new(listener, max_connections),
+        crate::listener::CappedListener::new(listener, max_connections, config.body_timeout),
         app,
         config.body_timeout,
         shutdown,
