@@ -66,6 +66,12 @@ pub struct LogOptions {
     pub idempotency_window: Duration,
     /// The most keys remembered (see [`crate::idempotency`]).
     pub max_keys: usize,
+    /// Offsets below this were committed from this log somewhere besides
+    /// the consumers' own positions (a pipeline's failed-rows table, which
+    /// commits a range before its main table): the next offset is past
+    /// them too, so a buffer restored from an older copy never hands them
+    /// out again.
+    pub committed_floor: u64,
 }
 
 /// What opening a log hands out besides the log: the one way to append,
@@ -111,7 +117,8 @@ impl StreamLog {
             .values()
             .filter_map(|c| c.map(|c| c + 1))
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(options.committed_floor);
         let mut buffer = Buffer::open(dir, options.buffer, min_next)?;
         let keys = Arc::new(KeyIndex::open(
             &dir.join("keys.log"),

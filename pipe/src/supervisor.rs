@@ -226,7 +226,15 @@ impl Supervisor {
                 .iter()
                 .filter(|p| p.stream == stream.name)
                 .map(|p| (p.plan.name().to_string(), p.committed));
-            self.start_stream(config, stream, users)?;
+            // A failed-rows table commits a range before its main table: a
+            // crash between the two leaves it ahead.
+            let floor = planned
+                .iter()
+                .filter(|p| p.stream == stream.name)
+                .filter_map(|p| p.failed.as_ref()?.committed_through)
+                .max()
+                .map_or(0, |c| c + 1);
+            self.start_stream(config, stream, users, floor)?;
         }
         // Pipelines added to running streams.
         for p in &planned {
@@ -386,8 +394,10 @@ impl Supervisor {
         config: &Config,
         stream: &StreamConfig,
         users: impl IntoIterator<Item = (String, Option<u64>)>,
+        committed_floor: u64,
     ) -> Result<()> {
         let options = LogOptions {
+            committed_floor,
             buffer: BufferOptions {
                 segment_bytes: stream.segment_bytes,
                 max_disk_bytes: stream.max_buffer_bytes,

@@ -16,6 +16,7 @@ fn options() -> LogOptions {
         },
         idempotency_window: Duration::from_secs(3600),
         max_keys: crate::idempotency::DEFAULT_MAX_KEYS,
+        committed_floor: 0,
     }
 }
 
@@ -161,4 +162,21 @@ fn each_open_is_a_new_run_and_a_forked_log_stays_closed() {
     );
     std::fs::remove_file(dir.path().join("forked")).unwrap();
     assert!(StreamLog::open("s", dir.path(), options(), [("p".to_string(), None)]).is_ok());
+}
+
+/// Offsets committed elsewhere (a failed-rows table ahead of its main
+/// table after a crash between their commits) move the next offset past
+/// them too, as consumers' own commits do.
+#[test]
+fn the_next_offset_is_past_the_committed_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let _in_rt = rt.enter();
+    let options = LogOptions {
+        committed_floor: 10,
+        ..options()
+    };
+    let opened = StreamLog::open("s", dir.path(), options, [("p".to_string(), Some(3))]).unwrap();
+    assert_eq!(opened.log.next_offset(), 10);
+    assert_eq!(opened.log.run().1, 10);
 }
