@@ -491,7 +491,26 @@ fn valid_record_follows(path: &Path, salt: segment::Salt, from: u64, next: u64) 
     let mut rest = Vec::new();
     file.read_to_end(&mut rest)
         .map_err(|e| Error::io(path, "reading", e))?;
-    Ok((1..rest.len()).any(|at| segment::valid_frame_at(&rest[at..], salt, next)))
+    // Bytes a client sent can hold many frame-like headers, each asking
+    // for a checksum over the rest of the file: the bytes checksummed are
+    // bounded, so a crafted event cannot make recovery quadratic. Past the
+    // bound nothing valid was found among what a client could have written,
+    // and the tail is taken as torn.
+    let mut budget = 4 * rest.len() as u64 + (64 << 20);
+    for at in 1..rest.len() {
+        let Some(len) = segment::frame_candidate(&rest[at..], next) else {
+            continue;
+        };
+        if len as u64 > budget {
+            warn!(segment = %path.display(), "recovery checked as many frame-like bytes after a bad record as it may; taking the rest as a torn tail");
+            return Ok(false);
+        }
+        budget -= len as u64;
+        if segment::valid_frame_at(&rest[at..], salt, next) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn create_segment(dir: &Path, first: u64) -> Result<ActiveSegment> {

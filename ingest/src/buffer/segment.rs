@@ -219,16 +219,26 @@ pub fn read_record(r: &mut impl Read, salt: Salt, expected_offset: u64) -> io::R
 /// bad record to tell a torn tail (nothing valid follows) from damage in
 /// the middle of acknowledged records.
 pub fn valid_frame_at(bytes: &[u8], salt: Salt, min_offset: u64) -> bool {
-    if bytes.len() < FRAME_LEN {
+    let Some(len) = frame_candidate(bytes, min_offset) else {
         return false;
-    }
-    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+    };
     let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
     let offset = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    if offset < min_offset || offset - min_offset > 1 << 32 || len > bytes.len() - FRAME_LEN {
-        return false;
-    }
     salt.checksum(offset, &bytes[FRAME_LEN..FRAME_LEN + len]) == crc
+}
+
+/// The payload length of a frame at the start of `bytes` that passes the
+/// cheap checks (whole, offset at least `min_offset`), before its checksum
+/// is computed over that many bytes.
+pub fn frame_candidate(bytes: &[u8], min_offset: u64) -> Option<usize> {
+    if bytes.len() < FRAME_LEN {
+        return None;
+    }
+    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+    let offset = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let plausible =
+        offset >= min_offset && offset - min_offset <= 1 << 32 && len <= bytes.len() - FRAME_LEN;
+    plausible.then_some(len)
 }
 
 /// Reads until `buf` is full or the reader ends; returns the bytes read.

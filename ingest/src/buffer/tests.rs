@@ -523,3 +523,37 @@ fn the_identity_is_made_once_and_kept() {
         .to_string();
     assert!(err.contains("buffer id"), "{err}");
 }
+
+/// A client's event packed with frame-like headers, each claiming the rest
+/// of the file, and cut by a crash: recovery checksums a bounded number of
+/// bytes, so the start does not take hours (it was quadratic in the
+/// event's size), and the torn tail is cut as any other.
+#[test]
+fn frame_like_bytes_in_a_torn_record_do_not_make_recovery_quadratic() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(append_closed(dir.path(), 0, &[b"a".to_vec()]));
+    let seg = dir.path().join(segment::file_name(0));
+    let total = 2 << 20;
+    let mut payload = Vec::with_capacity(total);
+    while payload.len() + 16 <= total {
+        let left = (total - payload.len() - 16) as u32;
+        payload.extend_from_slice(&left.to_le_bytes());
+        payload.extend_from_slice(&[0xAB; 4]);
+        payload.extend_from_slice(&2u64.to_le_bytes());
+    }
+    let mut record = Vec::new();
+    segment::encode_record(&mut record, salt_of(&seg), 1, &payload);
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&record[..record.len() - 100]).unwrap();
+    drop(f);
+    let started = std::time::Instant::now();
+    let b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
+    assert_eq!(b.next_offset(), 1);
+    // A liveness bound, not a performance target: unbounded, this took
+    // hours.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
