@@ -211,8 +211,12 @@ async fn an_answer_nobody_reads_is_dropped_after_the_timeout() {
         body.len()
     )
     .unwrap();
-    // Not read for a while: the answer (30 MB) does not fit in the socket
-    // buffers, so the server's writes block.
+    // Once the answer has begun to arrive (the query may take a while on a
+    // busy machine), nothing is read for a while: the answer (30 MB) does
+    // not fit in the socket buffers, so the server's writes block.
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut first = [0u8; 1];
+    assert_eq!(s.peek(&mut first).unwrap(), 1);
     std::thread::sleep(Duration::from_secs(8));
     let mut received = Vec::new();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
