@@ -479,10 +479,17 @@ fn recover_tail(path: &Path, first: u64) -> Result<(u64, u64, segment::Salt)> {
     Ok((valid, next, salt))
 }
 
-/// Whether a valid record of offset `next` or later starts anywhere after
-/// byte `from` of the segment (past its first byte: the record at `from`
-/// is the bad one). Frames are checked with the segment's salt, so a frame
-/// a client sent inside its events does not count.
+/// Whether a valid record follows the bad one at byte `from` of the
+/// segment (the bad record has offset `next`). Frames are checked with the
+/// segment's salt, so a frame a client sent inside its events does not
+/// count. First where the bad record's own header says the next record
+/// begins (a flipped byte in a payload leaves the header intact), then at
+/// every byte for a frame of offset `next + 1` (a damaged header).
+///
+/// Bytes a client sent can hold many frame-like headers, each asking for
+/// a checksum over the rest of the file: the bytes checksummed are
+/// bounded, and past the bound the answer is not known: an error, never a
+/// cut (which could drop acknowledged records).
 fn valid_record_follows(path: &Path, salt: segment::Salt, from: u64, next: u64) -> Result<bool> {
     use std::io::Read;
     let mut file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
@@ -491,22 +498,26 @@ fn valid_record_follows(path: &Path, salt: segment::Salt, from: u64, next: u64) 
     let mut rest = Vec::new();
     file.read_to_end(&mut rest)
         .map_err(|e| Error::io(path, "reading", e))?;
-    // Bytes a client sent can hold many frame-like headers, each asking
-    // for a checksum over the rest of the file: the bytes checksummed are
-    // bounded, so a crafted event cannot make recovery quadratic. Past the
-    // bound nothing valid was found among what a client could have written,
-    // and the tail is taken as torn.
+    if rest.len() >= segment::FRAME_LEN {
+        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let boundary = segment::FRAME_LEN.saturating_add(len);
+        if boundary < rest.len() && segment::valid_frame_at(&rest[boundary..], salt, next + 1) {
+            return Ok(true);
+        }
+    }
     let mut budget = 4 * rest.len() as u64 + (64 << 20);
     for at in 1..rest.len() {
-        let Some(len) = segment::frame_candidate(&rest[at..], next) else {
+        let Some(len) = segment::frame_candidate(&rest[at..], next + 1, next + 1) else {
             continue;
         };
         if len as u64 > budget {
-            warn!(segment = %path.display(), "recovery checked as many frame-like bytes after a bad record as it may; taking the rest as a torn tail");
-            return Ok(false);
+            return Err(Error::Corrupt(format!(
+                "record {next} in `{}` is damaged or cut short, and the bytes after it hold too many frame-like headers to tell which: pipe will not cut them away. If the server was killed or lost power while writing it, it is a torn tail: stop pipe and truncate the file to {from} bytes (`truncate -s {from} <file>`); if the file was damaged, restore it from a backup",
+                path.display()
+            )));
         }
         budget -= len as u64;
-        if segment::valid_frame_at(&rest[at..], salt, next) {
+        if segment::valid_frame_at(&rest[at..], salt, next + 1) {
             return Ok(true);
         }
     }

@@ -219,7 +219,7 @@ pub fn read_record(r: &mut impl Read, salt: Salt, expected_offset: u64) -> io::R
 /// bad record to tell a torn tail (nothing valid follows) from damage in
 /// the middle of acknowledged records.
 pub fn valid_frame_at(bytes: &[u8], salt: Salt, min_offset: u64) -> bool {
-    let Some(len) = frame_candidate(bytes, min_offset) else {
+    let Some(len) = frame_candidate(bytes, min_offset, min_offset.saturating_add(1 << 32)) else {
         return false;
     };
     let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
@@ -228,16 +228,15 @@ pub fn valid_frame_at(bytes: &[u8], salt: Salt, min_offset: u64) -> bool {
 }
 
 /// The payload length of a frame at the start of `bytes` that passes the
-/// cheap checks (whole, offset at least `min_offset`), before its checksum
-/// is computed over that many bytes.
-pub fn frame_candidate(bytes: &[u8], min_offset: u64) -> Option<usize> {
+/// cheap checks (whole, offset within `min_offset..=max_offset`), before
+/// its checksum is computed over that many bytes.
+pub fn frame_candidate(bytes: &[u8], min_offset: u64, max_offset: u64) -> Option<usize> {
     if bytes.len() < FRAME_LEN {
         return None;
     }
     let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
     let offset = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    let plausible =
-        offset >= min_offset && offset - min_offset <= 1 << 32 && len <= bytes.len() - FRAME_LEN;
+    let plausible = (min_offset..=max_offset).contains(&offset) && len <= bytes.len() - FRAME_LEN;
     plausible.then_some(len)
 }
 
