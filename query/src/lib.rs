@@ -346,11 +346,12 @@ async fn execute(
     max_value_bytes: Option<usize>,
 ) -> Result<Answer> {
     let task_ctx = Arc::new(df.task_ctx());
-    let plan = df.create_physical_plan().await.map_err(classify)?;
     if let Some(max) = max_value_bytes {
         let rows = task_ctx.session_config().batch_size();
-        value_caps::check_constants(&plan, rows, max).map_err(Error::Sql)?;
+        let optimized = df.clone().into_optimized_plan().map_err(classify)?;
+        value_caps::check_constants(&optimized, rows, max).map_err(Error::Sql)?;
     }
+    let plan = df.create_physical_plan().await.map_err(classify)?;
     // The answer is held whole (and rendered, about as large again): its
     // batches are counted against the memory pool as they arrive, so a
     // query returning large values fails instead of outgrowing it.

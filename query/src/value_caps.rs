@@ -20,11 +20,11 @@
 //! Functions whose output is bounded by their input (`concat`, `upper`,
 //! `to_hex`, …) need no cap: their inputs were capped.
 //!
-//! A constant (a literal, or a call folded into one at planning) in a
-//! projection is copied into every row of a batch (8,192 rows by default),
-//! outside the pool too: [`check_constants`] refuses a plan where such a
-//! copy would pass the same cap (a constant of more than 8 KiB, by
-//! default).
+//! A constant (a literal, or a call folded into one at planning) is copied
+//! into every row of a batch (8,192 rows by default) wherever it is used
+//! per row (an output column, an aggregate's argument), outside the pool
+//! too: [`check_constants`] refuses a plan holding a constant whose copies
+//! would pass the same cap (more than 8 KiB, by default).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -291,36 +291,42 @@ impl ScalarUDFImpl for Capped {
     }
 }
 
-/// Refuses a plan whose projections hold a constant that, copied into
-/// each of a batch's `rows` rows, would make more than `max` bytes.
+/// Refuses a plan holding a constant (a literal, or a call folded into
+/// one) that, copied into each of a batch's `rows` rows, would make more
+/// than `max` bytes. Any constant anywhere counts, not only in the output
+/// columns: an aggregate's or a window's argument is copied per row too.
 pub fn check_constants(
-    plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    plan: &datafusion::logical_expr::LogicalPlan,
     rows: usize,
     max: usize,
 ) -> std::result::Result<(), String> {
-    use datafusion::physical_expr::expressions::Literal;
-    use datafusion::physical_expr::PhysicalExpr;
-    use datafusion::physical_plan::projection::ProjectionExec;
-    fn largest(e: &Arc<dyn PhysicalExpr>) -> usize {
-        let own = e
-            .as_any()
-            .downcast_ref::<Literal>()
-            .map_or(0, |l| l.value().size());
-        e.children().into_iter().map(largest).fold(own, usize::max)
-    }
-    if let Some(p) = plan.as_any().downcast_ref::<ProjectionExec>() {
-        for e in p.expr() {
-            let size = largest(&e.expr);
-            if size.saturating_mul(rows) > max {
-                return Err(format!(
-                    "a constant of {size} bytes in `{}` would be copied into each of a batch's {rows} rows; a query may make at most {max} bytes of values that way (`[query] max_value_bytes`)",
-                    e.alias
-                ));
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let mut largest = 0usize;
+    let walked = plan.apply(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::Literal(value, _) = e {
+                    largest = largest.max(value.size());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        node.apply_subqueries(|sub| {
+            if let Err(e) = check_constants(sub, rows, max) {
+                return Err(DataFusionError::Plan(e));
             }
-        }
+            Ok(TreeNodeRecursion::Continue)
+        })
+    });
+    if let Err(e) = walked {
+        return Err(e.to_string());
     }
-    for child in plan.children() {
-        check_constants(child, rows, max)?;
+    if largest.saturating_mul(rows) > max {
+        return Err(format!(
+            "a constant of {largest} bytes would be copied into each of a batch's {rows} rows; a query's constants may make at most {max} bytes that way (`[query] max_value_bytes`): at most {} bytes each",
+            max / rows.max(1)
+        ));
     }
     Ok(())
 }
