@@ -203,6 +203,10 @@ pub enum PipelinesAction {
         name: String,
         #[arg(long, short = 'y')]
         force: bool,
+        /// Delete it even though an earlier delete could not commit its
+        /// last events: they are given up.
+        #[arg(long)]
+        discard_uncommitted: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -525,6 +529,7 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
         PipelinesAction::Delete {
             name,
             force,
+            discard_uncommitted,
             target,
         } => {
             confirm(
@@ -533,7 +538,7 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
             )?;
             remove(
                 &target,
-                &format!("/v1/pipelines/{name}?force={force}"),
+                &format!("/v1/pipelines/{name}?force={discard_uncommitted}"),
                 "pipeline",
                 &name,
             )

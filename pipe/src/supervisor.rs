@@ -598,7 +598,7 @@ impl Supervisor {
                 .expect("never poisoned")
                 .insert(name.to_string(), p);
             return Err(Error::Remote(
-                format!("pipeline `{name}` could not commit its last events when it was stopped: restart the server to run it and commit them, or delete it with force (`?force=true`, `--force`) to give them up"),
+                format!("pipeline `{name}` could not commit its last events when it was stopped: restart the server to run it and commit them, or delete it with `?force=true` (`pipe pipelines delete --discard-uncommitted`) to give them up"),
                 ErrorKind::Conflict,
             ));
         }
