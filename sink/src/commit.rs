@@ -275,23 +275,17 @@ fn last_in_properties(
 /// Whether `pipeline` has committed through `last` from any source: a
 /// snapshot in `main`'s ancestry or a table property says so.
 pub fn committed_from_any_source(table: &Table, pipeline: &str, last: u64) -> bool {
-    let metadata = table.metadata();
-    let mut next = metadata.current_snapshot_id();
-    while let Some(id) = next {
-        let Some(snapshot) = metadata.snapshot_by_id(id) else {
-            break;
-        };
-        let props = &snapshot.summary().additional_properties;
-        if props.get(PROP_PIPELINE).map(String::as_str) == Some(pipeline)
+    let in_ancestry = ancestry(table).any(|(_, props)| {
+        props.get(PROP_PIPELINE).map(String::as_str) == Some(pipeline)
             && props
                 .get(PROP_OFFSET_LAST)
                 .and_then(|v| v.parse::<u64>().ok())
                 .is_some_and(|l| l >= last)
-        {
-            return true;
-        }
-        next = snapshot.parent_snapshot_id();
+    });
+    if in_ancestry {
+        return true;
     }
+    let metadata = table.metadata();
     let legacy = format!("pipe.{pipeline}.offset-last");
     let sourced = format!("pipe.{pipeline}@");
     metadata.properties().iter().any(|(k, v)| {
@@ -308,14 +302,7 @@ fn last_in_ancestry(
     source: Option<&str>,
     unsourced_count: bool,
 ) -> Result<Option<Committed>> {
-    let metadata = table.metadata();
-    let mut next = metadata.current_snapshot_id();
-    while let Some(id) = next {
-        let Some(snapshot) = metadata.snapshot_by_id(id) else {
-            // Expired beyond this point: nothing older is known.
-            break;
-        };
-        let props = &snapshot.summary().additional_properties;
+    for (id, props) in ancestry(table) {
         let theirs = props.get(PROP_SOURCE).map(String::as_str);
         if props.get(PROP_PIPELINE).map(String::as_str) == Some(pipeline)
             && ((theirs.is_none() && unsourced_count) || (theirs.is_some() && theirs == source))
@@ -340,9 +327,23 @@ fn last_in_ancestry(
                 run: props.get(PROP_RUN).cloned(),
             }));
         }
-        next = snapshot.parent_snapshot_id();
     }
     Ok(None)
+}
+
+/// `main`'s snapshots from the current one back, each with its summary's
+/// properties, until the ancestry was expired (nothing older is known).
+fn ancestry(table: &Table) -> impl Iterator<Item = (i64, &HashMap<String, String>)> + '_ {
+    let metadata = table.metadata();
+    let mut next = metadata.current_snapshot_id();
+    std::iter::from_fn(move || {
+        let snapshot = metadata.snapshot_by_id(next?)?;
+        next = snapshot.parent_snapshot_id();
+        Some((
+            snapshot.snapshot_id(),
+            &snapshot.summary().additional_properties,
+        ))
+    })
 }
 
 /// What [`commit_range`] did.
