@@ -86,22 +86,11 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{AsArray, StringArray, TimestampMicrosecondArray};
-    use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use arrow::record_batch::RecordBatch;
 
+    use crate::tests::stream_schema;
     use crate::{PipelinePlan, INGEST_TS_COLUMN};
-
-    fn stream_schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("user_id", DataType::Utf8, false),
-            Field::new("amount", DataType::Float64, true),
-            Field::new(
-                INGEST_TS_COLUMN,
-                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-                false,
-            ),
-        ]))
-    }
 
     async fn plan(sql: &str) -> crate::Result<PipelinePlan> {
         let streams = HashMap::from([("ecommerce_stream".to_string(), stream_schema())]);

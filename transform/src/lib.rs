@@ -629,7 +629,8 @@ mod tests {
 
     use super::*;
 
-    fn stream_schema() -> SchemaRef {
+    /// A stream's table schema (shared with the `conform` tests).
+    pub(crate) fn stream_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("user_id", DataType::Utf8, false),
             Field::new("amount", DataType::Float64, true),
