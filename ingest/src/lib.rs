@@ -56,6 +56,10 @@ pub enum Error {
     WriteFailed(String),
     #[error("{0}")]
     Poisoned(String),
+    /// Opening refused: what is on disk contradicts what the sinks
+    /// recorded, and only the operator can say which is right.
+    #[error("{0}")]
+    Refused(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -80,6 +84,7 @@ impl Error {
             | Error::Poisoned(_)
             | Error::Io { .. } => ErrorKind::Unavailable,
             Error::Corrupt(_) | Error::Internal(_) => ErrorKind::Internal,
+            Error::Refused(_) => ErrorKind::Conflict,
         }
     }
 }

@@ -45,18 +45,25 @@
 //! Sinks record [`StreamLog::id`] with every commit: offsets of this log
 //! are never taken for offsets of another one (another stream, this stream
 //! wiped and made again, another process sharing the catalog).
+//!
+//! Commits made before logs had ids name no log. They count as a
+//! consumer's position only in the log it read when the log got its id
+//! ([`Identity::legacy_consumers`]), and only below the log's end: such a
+//! position at or past the end (the consumer's FROM changed in the same
+//! start, or the buffer is an older copy) refuses the open instead of
+//! recording a gap, since old versions never left one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::buffer::{Appender, Buffer, BufferOptions, BufferReader};
+use crate::buffer::{Appender, Buffer, BufferOptions, BufferReader, Identity};
 use crate::idempotency::KeyIndex;
 use crate::payload;
-use crate::Result;
+use crate::{Error, Result};
 
 /// How a stream's log behaves.
 #[derive(Debug, Clone)]
@@ -72,6 +79,9 @@ pub struct LogOptions {
     /// them too, so a buffer restored from an older copy never hands them
     /// out again.
     pub committed_floor: u64,
+    /// Consumers whose committed offset comes from commits that name no
+    /// log (see the module doc): it is trusted only below the log's end.
+    pub legacy_positions: BTreeSet<String>,
 }
 
 /// What opening a log hands out besides the log: the one way to append,
@@ -99,27 +109,52 @@ impl StreamLog {
     /// The identity of the log in `dir`, made if it has none yet: what
     /// sinks record with each commit. Cheap; read before [`StreamLog::open`]
     /// so that consumers can look up what they committed from this log.
-    pub fn identity(dir: &Path) -> Result<String> {
-        Buffer::identity(dir)
+    /// `consumers`: the pipelines that read it now (see the module doc).
+    /// A made identity is written by [`StreamLog::keep_identity`].
+    pub fn identity(dir: &Path, consumers: &[&str]) -> Result<Identity> {
+        Buffer::identity(dir, consumers)
+    }
+
+    /// Writes a new log's identity, once every log a start opens has
+    /// opened (see [`Identity::keep`]).
+    pub fn keep_identity(&self) -> Result<()> {
+        self.buffer.keep_identity()
     }
 
     /// Opens (creating if needed) stream `name`'s log in `dir`, recovering
-    /// from a crash, and starts its writer. `consumers` are the pipelines
-    /// that read it, each with the last offset it committed from this log.
+    /// from a crash, and starts its writer. `identity`: read before with
+    /// [`StreamLog::identity`]. `consumers` are the pipelines that read it,
+    /// each with the last offset it committed from this log.
     pub fn open(
         name: &str,
         dir: &Path,
+        identity: Identity,
         options: LogOptions,
         consumers: impl IntoIterator<Item = (String, Option<u64>)>,
     ) -> Result<Opened> {
         let consumers: BTreeMap<String, Option<u64>> = consumers.into_iter().collect();
         let min_next = consumers
-            .values()
-            .filter_map(|c| c.map(|c| c + 1))
+            .iter()
+            .filter(|(name, _)| !options.legacy_positions.contains(*name))
+            .filter_map(|(_, c)| c.map(|c| c + 1))
             .max()
             .unwrap_or(0)
             .max(options.committed_floor);
-        let mut buffer = Buffer::open(dir, options.buffer, min_next)?;
+        let mut buffer = Buffer::open_as(dir, identity, options.buffer, min_next)?;
+        for consumer in &options.legacy_positions {
+            debug_assert!(buffer.legacy_consumers().contains(consumer));
+            let Some(&Some(last)) = consumers.get(consumer) else {
+                continue;
+            };
+            let next = buffer.next_offset();
+            if last >= next {
+                return Err(Error::Refused(format!(
+                    "`{consumer}` recorded commits through offset {last} before logs had ids (an older version of pipe), but the log of stream `{name}` ends at offset {next}: those commits are not from this log. If the FROM of `{consumer}` changed in this upgrade, start once with its old FROM (its next commit records the log it reads), then change it; if `{dir}` was restored from an older copy, put the newer one back. To start `{consumer}` at this log's oldest event instead (events it committed before may be written again), remove the line `{consumer}` from `{legacy}`",
+                    dir = dir.display(),
+                    legacy = dir.join("legacy-consumers").display(),
+                )));
+            }
+        }
         let keys = Arc::new(KeyIndex::open(
             &dir.join("keys.log"),
             options.idempotency_window,
@@ -209,6 +244,11 @@ impl StreamLog {
     /// Why the stream takes no events any more, if its writer stopped.
     pub fn failure(&self) -> Option<String> {
         self.buffer.failure()
+    }
+
+    /// See [`Identity::legacy_consumers`].
+    pub fn legacy_consumers(&self) -> &BTreeSet<String> {
+        self.buffer.legacy_consumers()
     }
 
     /// Attaches a consumer that committed through `committed` (from this

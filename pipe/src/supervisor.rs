@@ -12,7 +12,10 @@
 //! needs is released under it. A pipeline's position is read from its sink
 //! for the stream's log (its identity is read first): offsets committed
 //! from another log (the pipeline read another stream before, or the
-//! stream was made again) are not this log's.
+//! stream was made again) are not this log's. Commits made before logs had
+//! ids count only in the log the pipeline read when it got its id (see
+//! [`pipe_ingest::log`]), so the plans come first: they say which
+//! pipelines read each new log.
 //!
 //! Stopping is the shutdown order, per part: a pipeline commits what it
 //! has read from the buffer and ends, then it stops holding buffer space; a
@@ -24,8 +27,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use pipe_ingest::buffer::BufferOptions;
+use pipe_ingest::buffer::Identity;
 use pipe_ingest::http::{StreamEndpoint, StreamRoutes, StreamStats};
-use pipe_ingest::log::{LogOptions, StreamLog};
+use pipe_ingest::log::{LogOptions, Opened, StreamLog};
 use pipe_sink::Catalog;
 use pipe_sink::{FileSink, Sink, TableSink, WriteOptions};
 use pipe_transform::PipelinePlan;
@@ -74,7 +78,12 @@ struct Planned {
     plan: PipelinePlan,
     sink: Sink,
     committed: Option<u64>,
+    /// `committed` comes from commits that name no log (older versions).
+    legacy_position: bool,
     failed: Option<FailedRows>,
+    /// What the failed-rows table committed from this log, when its
+    /// commits name it.
+    failed_floor: Option<u64>,
     roll_interval: Duration,
     roll_bytes: u64,
     roll_rows: Option<u64>,
@@ -170,24 +179,8 @@ impl Supervisor {
             .filter(|p| !p.sink_name.is_empty())
             .map(|p| (p.sink_name.clone(), p.name.clone()))
             .collect();
-        // The identity of each stream's log: what the sinks' positions are for.
-        let mut sources: HashMap<String, String> = HashMap::new();
-        for name in streams {
-            sources.insert(
-                name.to_string(),
-                StreamLog::identity(&buffer_dir(config, name))?,
-            );
-        }
-        let source_of = |stream: &str| -> Result<String> {
-            match sources.get(stream) {
-                Some(id) => Ok(id.clone()),
-                None => self
-                    .stream(stream)
-                    .map(|s| s.log.id().to_string())
-                    .ok_or_else(|| Error::Internal(format!("stream `{stream}` is not running"))),
-            }
-        };
-        let mut planned = Vec::new();
+        // The plans first: which pipelines read each new stream's log.
+        let mut plans = Vec::new();
         for name in pipelines {
             let p = config
                 .pipelines
@@ -205,36 +198,84 @@ impl Supervisor {
                     ErrorKind::Conflict,
                 ));
             }
-            let source = source_of(plan.stream())?;
+            plans.push((p, plan));
+        }
+        // The identity of each stream's log: what the sinks' positions are for.
+        let mut identities: HashMap<String, Identity> = HashMap::new();
+        for name in streams {
+            let stream = stream_config(config, name)?;
+            let quarantine = stream.quarantine_pipeline();
+            let readers: Vec<&str> = plans
+                .iter()
+                .filter(|(_, plan)| plan.stream() == *name)
+                .map(|(p, _)| p.name.as_str())
+                .chain(stream.quarantine.as_ref().map(|_| quarantine.as_str()))
+                .collect();
+            let identity = StreamLog::identity(&buffer_dir(config, name), &readers)?;
+            identities.insert(name.to_string(), identity);
+        }
+        // A log's id, and whether `reader`'s commits that name no log are
+        // positions in it.
+        let log_of = |stream: &str, reader: &str| -> Result<(String, bool)> {
+            match identities.get(stream) {
+                Some(i) => Ok((i.id.clone(), i.legacy_consumers.contains(reader))),
+                None => self
+                    .stream(stream)
+                    .map(|s| {
+                        let legacy = s.log.legacy_consumers().contains(reader);
+                        (s.log.id().to_string(), legacy)
+                    })
+                    .ok_or_else(|| Error::Internal(format!("stream `{stream}` is not running"))),
+            }
+        };
+        let mut planned = Vec::new();
+        for (p, plan) in plans {
+            let (source, legacy) = log_of(plan.stream(), &p.name)?;
             let what = format!("opening the sink of pipeline `{}`", p.name);
-            let opened = self.open_pipeline(config, p, plan, &source);
+            let opened = self.open_pipeline(config, p, plan, &source, legacy);
             planned.push(crate::within(config.store_timeout, &what, opened).await?);
         }
         for name in streams {
             let stream = stream_config(config, name)?;
             let what = format!("opening the quarantine table of stream `{name}`");
-            let opened = self.open_quarantine(config, stream, &sources[*name]);
+            let opened = self.open_quarantine(config, stream, &identities[*name]);
             if let Some(q) = crate::within(config.store_timeout, &what, opened).await? {
                 planned.push(q);
             }
         }
 
         // New streams: their logs start past anything committed from them.
+        // All open before any new identity is written, so that a start one
+        // of them refuses leaves every id-less buffer as it was.
+        let mut opened = Vec::new();
         for name in streams {
             let stream = stream_config(config, name)?;
             let users = planned
                 .iter()
                 .filter(|p| p.stream == stream.name)
                 .map(|p| (p.plan.name().to_string(), p.committed));
+            let legacy = planned
+                .iter()
+                .filter(|p| p.stream == stream.name && p.legacy_position)
+                .map(|p| p.plan.name().to_string())
+                .collect();
             // A failed-rows table commits a range before its main table: a
             // crash between the two leaves it ahead.
             let floor = planned
                 .iter()
                 .filter(|p| p.stream == stream.name)
-                .filter_map(|p| p.failed.as_ref()?.committed_through)
+                .filter_map(|p| p.failed_floor)
                 .max()
                 .map_or(0, |c| c + 1);
-            self.start_stream(config, stream, users, floor)?;
+            let identity = identities.remove(*name).expect("made above");
+            opened.push((
+                stream,
+                self.open_stream(config, stream, identity, users, legacy, floor)?,
+            ));
+        }
+        for (stream, opened) in opened {
+            opened.log.keep_identity()?;
+            self.run_stream(stream, opened)?;
         }
         // Pipelines added to running streams.
         for p in &planned {
@@ -268,7 +309,7 @@ impl Supervisor {
         &self,
         config: &Config,
         stream: &StreamConfig,
-        log_id: &str,
+        log: &Identity,
     ) -> Result<Option<Planned>> {
         let Some((namespace, table)) = &stream.quarantine else {
             return Ok(None);
@@ -292,11 +333,15 @@ impl Supervisor {
                 &name,
                 &sink_name,
                 plan.output_schema(),
-                ledgered(config, log_id),
+                WriteOptions {
+                    unsourced_ended: !log.legacy_consumers.contains(&name),
+                    ..ledgered(config, &log.id)
+                },
             )
             .await?,
         ));
-        let committed = sink.last_committed().await?.map(|c| c.range.last);
+        let last = sink.last_committed().await?;
+        let committed = last.as_ref().map(|c| c.range.last);
         info!(pipeline = %name, stream = %stream.name, table = %sink.describe(), committed_through = ?committed, "quarantine pipeline planned");
         Ok(Some(Planned {
             stream: stream.name.clone(),
@@ -305,20 +350,24 @@ impl Supervisor {
             plan,
             sink,
             committed,
+            legacy_position: last.is_some_and(|c| c.source.is_none()),
             failed: None,
+            failed_floor: None,
             roll_interval: Duration::from_secs(60),
             roll_bytes: 64 << 20,
             roll_rows: None,
         }))
     }
 
-    /// Opens a planned pipeline's sink and quarantine table.
+    /// Opens a planned pipeline's sink and quarantine table. `legacy`:
+    /// its commits that name no log are positions in log `source`.
     async fn open_pipeline(
         &self,
         config: &Config,
         p: &PipelineConfig,
         plan: PipelinePlan,
         source: &str,
+        legacy: bool,
     ) -> Result<Planned> {
         let sink_config = config
             .sink(plan.sink())
@@ -329,6 +378,7 @@ impl Supervisor {
             partition_by: sink_config.partition_by.clone(),
             retention: sink_config.retention,
             bloom_filter_columns: sink_config.bloom_filter_columns.clone(),
+            unsourced_ended: !legacy,
             ..ledgered(config, source)
         };
         let mut sink = match &sink_config.target {
@@ -345,15 +395,23 @@ impl Supervisor {
                 .await?,
             )),
             SinkTarget::Files(settings) => Sink::Files(Box::new(
-                FileSink::open(settings, &p.name, Some(source), plan.output_schema()).await?,
+                FileSink::open(
+                    settings,
+                    &p.name,
+                    Some(source),
+                    !legacy,
+                    plan.output_schema(),
+                )
+                .await?,
             )),
         };
-        let committed = sink.last_committed().await?.map(|c| c.range.last);
+        let last = sink.last_committed().await?;
+        let committed = last.as_ref().map(|c| c.range.last);
         let (namespace, table) = &p.quarantine;
         // Failed rows are committed only when some fail: once the main sink
         // holds a commit with a source, commits without one in the
         // failed-rows table are no position of this log either.
-        let unsourced_ended = sink.has_sourced_commits().await?;
+        let unsourced_ended = !legacy || sink.has_sourced_commits().await?;
         let mut failed_sink = TableSink::open(
             self.catalog.clone(),
             namespace,
@@ -367,8 +425,9 @@ impl Supervisor {
             },
         )
         .await?;
+        let failed_last = failed_sink.last_committed().await?;
         let failed = FailedRows {
-            committed_through: failed_sink.last_committed().await?.map(|c| c.range.last),
+            committed_through: failed_last.as_ref().map(|c| c.range.last),
             sink: failed_sink,
         };
         info!(pipeline = %p.name, stream = plan.stream(), sink = %sink.describe(), quarantine_table = %failed.sink.ident(), committed_through = ?committed, "pipeline planned");
@@ -379,25 +438,35 @@ impl Supervisor {
             plan,
             sink,
             committed,
+            legacy_position: last.is_some_and(|c| c.source.is_none()),
             failed: Some(failed),
+            // Positions that name no log never move a log's next offset
+            // (see `pipe_ingest::log`).
+            failed_floor: failed_last
+                .filter(|c| c.source.is_some())
+                .map(|c| c.range.last),
             roll_interval: sink_config.roll_interval,
             roll_bytes: sink_config.roll_bytes,
             roll_rows: sink_config.roll_rows,
         })
     }
 
-    /// Opens a stream's log (recovering its buffer), starts its writer
-    /// and its route. `users`: the pipelines that read it, with what each
-    /// committed from this log.
-    fn start_stream(
+    /// Opens a stream's log (recovering its buffer) and starts its
+    /// writer. `users`: the pipelines that read it, with what each
+    /// committed from this log; `legacy_positions`: those of them whose
+    /// position comes from commits that name no log.
+    fn open_stream(
         &self,
         config: &Config,
         stream: &StreamConfig,
+        identity: Identity,
         users: impl IntoIterator<Item = (String, Option<u64>)>,
+        legacy_positions: std::collections::BTreeSet<String>,
         committed_floor: u64,
-    ) -> Result<()> {
+    ) -> Result<Opened> {
         let options = LogOptions {
             committed_floor,
+            legacy_positions,
             buffer: BufferOptions {
                 segment_bytes: stream.segment_bytes,
                 max_disk_bytes: stream.max_buffer_bytes,
@@ -407,12 +476,17 @@ impl Supervisor {
             idempotency_window: stream.idempotency_window,
             max_keys: stream.idempotency_max_keys,
         };
-        let opened = StreamLog::open(
+        Ok(StreamLog::open(
             &stream.name,
             &buffer_dir(config, &stream.name),
+            identity,
             options,
             users,
-        )?;
+        )?)
+    }
+
+    /// Starts an opened log's HTTP route and metrics.
+    fn run_stream(&self, stream: &StreamConfig, opened: Opened) -> Result<()> {
         let stats = Arc::new(StreamStats::default());
         self.metrics.add_stream(StreamSource {
             name: stream.name.clone(),

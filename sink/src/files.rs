@@ -154,6 +154,10 @@ pub struct FileSink {
     pipeline: String,
     /// The log the offsets come from; see [`crate::commit`].
     source: Option<String>,
+    /// Records without a source (older versions) are not this log's, even
+    /// before a commit with one lands: the pipeline read another log when
+    /// they were made (see [`crate::WriteOptions::unsourced_ended`]).
+    unsourced_ended: bool,
     /// This run of that log; see [`Run`].
     run: Option<Run>,
     schema: SchemaRef,
@@ -189,10 +193,12 @@ impl FileSink {
     /// Opens the sink for rows of `output` written by `pipeline` from the
     /// log `source` (see [`crate::commit`]; `None` for writers without
     /// one), finishing whatever an earlier run left (see the module docs).
+    /// `unsourced_ended`: records without a source are not this log's.
     pub async fn open(
         settings: &FileSinkSettings,
         pipeline: &str,
         source: Option<&str>,
+        unsourced_ended: bool,
         output: &SchemaRef,
     ) -> Result<FileSink> {
         if !settings.partitioning.is_empty() && output.field_with_name(INGEST_TS_COLUMN).is_err() {
@@ -211,6 +217,7 @@ impl FileSink {
             partitioning: settings.partitioning.trim_matches('/').to_string(),
             pipeline: pipeline.to_string(),
             source: source.map(str::to_string),
+            unsourced_ended,
             run: None,
             schema: output.clone(),
             open: BTreeMap::new(),
@@ -265,7 +272,10 @@ impl FileSink {
     /// staging file.
     async fn recover(&mut self) -> Result<()> {
         let mut dirs = vec![self.dir("commits")];
-        if self.source.is_some() && !self.store.has_sourced_commits(&self.pipeline).await? {
+        if self.source.is_some()
+            && !self.unsourced_ended
+            && !self.store.has_sourced_commits(&self.pipeline).await?
+        {
             // A sink written by an older version: its records count as
             // ours until a commit with a source lands (then they belong to
             // the log that went on from them, as in `crate::commit`).

@@ -232,7 +232,9 @@ pub struct WriteOptions {
     /// the log appending beside it is caught ([`commit::Run`]).
     pub run: Option<commit::Run>,
     /// Commits without a source in this table no longer count as the
-    /// pipeline's (see [`commit::last_committed`]): set for a pipeline's
+    /// pipeline's (see [`commit::last_committed`]): set when the log is not
+    /// the one the pipeline read when they were made (its
+    /// `legacy-consumers` do not name the pipeline), and for a pipeline's
     /// failed-rows table once its main sink has a commit with a source,
     /// since failed rows are committed only when some fail.
     pub unsourced_ended: bool,

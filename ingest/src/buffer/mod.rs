@@ -43,7 +43,13 @@
 //! - **Identity**: the file `id` holds a random id made when the buffer is
 //!   first created. Sinks record it with each commit, so offsets of one
 //!   buffer are never taken for offsets of another (another stream, a
-//!   buffer wiped and made again, another process).
+//!   buffer wiped and made again, another process). A buffer written
+//!   before buffers had ids (segments, no `id`) gets one at the first start
+//!   of a version that records them, and the consumers reading it at that
+//!   start are written to `legacy-consumers` before the id: commits they
+//!   made without an id (older versions) are positions in this buffer, and
+//!   such commits of anyone else are not (a consumer that read another
+//!   stream then). See [`Identity`].
 //! - **Gaps**: a buffer opened behind what its consumers committed (restored
 //!   from an older copy) starts its next segment past their offsets. The
 //!   skipped range is written to `gaps.log` first, and readers step over
@@ -58,6 +64,7 @@ use reader::read_segment;
 pub use reader::BufferReader;
 pub use writer::Appender;
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -106,6 +113,42 @@ impl Default for BufferOptions {
     }
 }
 
+/// A buffer's identity (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The random id sinks record with each commit.
+    pub id: String,
+    /// The consumers whose commits recorded without an id (by versions
+    /// before buffers had one) are positions in this buffer: those that
+    /// read it when it got its id. Empty for a buffer made with an id.
+    pub legacy_consumers: BTreeSet<String>,
+}
+
+impl Identity {
+    /// Writes a new identity to `dir` (its legacy consumers first, then
+    /// the id): done once the log opened and its checks passed, so that a
+    /// start refused for any stream leaves every id-less buffer as it was.
+    pub fn keep(&self, dir: &Path) -> Result<()> {
+        if dir.join("id").exists() {
+            return Ok(());
+        }
+        if !self.legacy_consumers.is_empty() || !list_segments(dir)?.is_empty() {
+            let lines: String = self
+                .legacy_consumers
+                .iter()
+                .map(|c| format!("{c}\n"))
+                .collect();
+            write_durably(dir, LEGACY_CONSUMERS, lines.as_bytes())?;
+        }
+        write_durably(dir, "id", format!("{}\n", self.id).as_bytes())?;
+        info!(buffer = %dir.display(), id = self.id, legacy_consumers = ?self.legacy_consumers, "new buffer id");
+        Ok(())
+    }
+}
+
+/// The file listing a buffer's [`Identity::legacy_consumers`], one per line.
+const LEGACY_CONSUMERS: &str = "legacy-consumers";
+
 /// One record read back from the buffer.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -124,7 +167,7 @@ pub struct Buffer {
     /// Bytes in segment files now.
     disk_bytes: Arc<AtomicU64>,
     /// This buffer's identity (see the module doc).
-    id: String,
+    identity: Identity,
     /// Ranges of offsets no segment holds, on purpose (`gaps.log`).
     gaps: Arc<Vec<Gap>>,
     /// Why the writer stopped, once it has.
@@ -156,7 +199,19 @@ impl Buffer {
     /// `min_next_offset` is the lowest offset new records may take: the sinks'
     /// committed offsets + 1, so a wiped buffer never reuses committed offsets.
     pub fn open(dir: &Path, options: BufferOptions, min_next_offset: u64) -> Result<Buffer> {
-        let id = Buffer::identity(dir)?;
+        let identity = Buffer::identity(dir, &[])?;
+        identity.keep(dir)?;
+        Buffer::open_as(dir, identity, options, min_next_offset)
+    }
+
+    /// [`Buffer::open`] with the identity read before (see
+    /// [`Identity::keep`]).
+    pub fn open_as(
+        dir: &Path,
+        identity: Identity,
+        options: BufferOptions,
+        min_next_offset: u64,
+    ) -> Result<Buffer> {
         check_not_forked(dir)?;
         let mut gaps = read_gaps(dir)?;
         let mut segments = list_segments(dir)?;
@@ -216,7 +271,7 @@ impl Buffer {
             durable_next,
             active: Some(active),
             disk_bytes,
-            id,
+            identity,
             gaps: Arc::new(gaps),
             failure: Arc::default(),
             undone: Arc::default(),
@@ -229,15 +284,20 @@ impl Buffer {
     }
 
     /// The identity of the buffer in `dir`, made (and the folder created)
-    /// if it has none yet. See the module doc.
-    pub fn identity(dir: &Path) -> Result<String> {
+    /// if it has none yet; a made one is written by [`Identity::keep`].
+    /// `consumers`: those reading it now, its legacy consumers if it was
+    /// written before buffers had ids (see the module doc).
+    pub fn identity(dir: &Path, consumers: &[&str]) -> Result<Identity> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, "creating the buffer folder", e))?;
         let path = dir.join("id");
         match fs::read_to_string(&path) {
             Ok(text) => {
                 let id = text.trim();
                 if id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Ok(id.to_string());
+                    return Ok(Identity {
+                        id: id.to_string(),
+                        legacy_consumers: read_legacy_consumers(dir)?,
+                    });
                 }
                 Err(Error::Corrupt(format!(
                     "`{}` should hold a buffer id of {ID_LEN} hex digits, not `{}`",
@@ -246,18 +306,32 @@ impl Buffer {
                 )))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let id = uuid::Uuid::new_v4().simple().to_string()[..ID_LEN].to_string();
-                write_durably(dir, "id", format!("{id}\n").as_bytes())?;
-                info!(buffer = %dir.display(), id, "new buffer");
-                Ok(id)
+                let legacy = !list_segments(dir)?.is_empty();
+                Ok(Identity {
+                    id: uuid::Uuid::new_v4().simple().to_string()[..ID_LEN].to_string(),
+                    legacy_consumers: match legacy {
+                        true => consumers.iter().map(|c| c.to_string()).collect(),
+                        false => BTreeSet::new(),
+                    },
+                })
             }
             Err(e) => Err(Error::io(&path, "reading", e)),
         }
     }
 
-    /// This buffer's identity.
+    /// This buffer's id.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.identity.id
+    }
+
+    /// See [`Identity::legacy_consumers`].
+    pub fn legacy_consumers(&self) -> &BTreeSet<String> {
+        &self.identity.legacy_consumers
+    }
+
+    /// Writes this buffer's identity if it is new (see [`Identity::keep`]).
+    pub fn keep_identity(&self) -> Result<()> {
+        self.identity.keep(&self.dir)
     }
 
     /// How many records offsets `from..to` hold: the range less the
@@ -375,6 +449,21 @@ fn check_not_forked(dir: &Path) -> Result<()> {
         path.display(),
         dir.join("id").display()
     )))
+}
+
+/// The consumers listed in `dir/legacy-consumers` (none if it is absent).
+fn read_legacy_consumers(dir: &Path) -> Result<BTreeSet<String>> {
+    let path = dir.join(LEGACY_CONSUMERS);
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(e) => Err(Error::io(&path, "reading", e)),
+    }
 }
 
 /// The gaps recorded in `dir/gaps.log` (`<from> <to>` lines).

@@ -511,12 +511,15 @@ fn a_damaged_acknowledged_record_is_reported_not_cut_away() {
 #[test]
 fn the_identity_is_made_once_and_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let id = Buffer::identity(dir.path()).unwrap();
-    assert_eq!(id.len(), 16);
+    let identity = Buffer::identity(dir.path(), &[]).unwrap();
+    assert_eq!(identity.id.len(), 16);
+    assert!(!dir.path().join("id").exists(), "written when kept");
+    identity.keep(dir.path()).unwrap();
+    let id = identity.id;
     let b = Buffer::open(dir.path(), small_segments(), 0).unwrap();
     assert_eq!(b.id(), id);
     let other = tempfile::tempdir().unwrap();
-    assert_ne!(Buffer::identity(other.path()).unwrap(), id);
+    assert_ne!(Buffer::identity(other.path(), &[]).unwrap().id, id);
     std::fs::write(dir.path().join("id"), "not an id").unwrap();
     let err = Buffer::open(dir.path(), small_segments(), 0)
         .unwrap_err()

@@ -17,6 +17,7 @@ fn options() -> LogOptions {
         idempotency_window: Duration::from_secs(3600),
         max_keys: crate::idempotency::DEFAULT_MAX_KEYS,
         committed_floor: 0,
+        legacy_positions: Default::default(),
     }
 }
 
@@ -33,6 +34,13 @@ fn payload(key: &str) -> Vec<u8> {
     payload::encode(&meta, Some(&batch), None).unwrap()
 }
 
+/// The identity of the log in `dir`, kept.
+fn id(dir: &Path) -> Identity {
+    let identity = StreamLog::identity(dir, &[]).unwrap();
+    identity.keep(dir).unwrap();
+    identity
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -45,7 +53,7 @@ fn rt() -> tokio::runtime::Runtime {
 fn open_and_append(dir: &Path, consumers: &[(&str, Option<u64>)], keys: &[&str]) -> Arc<StreamLog> {
     rt().block_on(async {
         let consumers = consumers.iter().map(|(n, c)| (n.to_string(), *c));
-        let opened = StreamLog::open("s", dir, options(), consumers).unwrap();
+        let opened = StreamLog::open("s", dir, id(dir), options(), consumers).unwrap();
         for key in keys {
             opened.appender.append(payload(key)).await.unwrap();
         }
@@ -135,8 +143,14 @@ fn each_open_is_a_new_run_and_a_forked_log_stays_closed() {
     drop(log);
     let rt = rt();
     rt.block_on(async {
-        let opened =
-            StreamLog::open("s", dir.path(), options(), [("p".to_string(), None)]).unwrap();
+        let opened = StreamLog::open(
+            "s",
+            dir.path(),
+            id(dir.path()),
+            options(),
+            [("p".to_string(), None)],
+        )
+        .unwrap();
         opened
             .log
             .mark_forked("table `t` holds offsets 2..=9 committed by another process")
@@ -149,10 +163,16 @@ fn each_open_is_a_new_run_and_a_forked_log_stays_closed() {
         opened.writer.await.unwrap().unwrap();
     });
     let _in_rt = rt.enter();
-    let err = StreamLog::open("s", dir.path(), options(), [("p".to_string(), None)])
-        .err()
-        .expect("a forked log is refused")
-        .to_string();
+    let err = StreamLog::open(
+        "s",
+        dir.path(),
+        id(dir.path()),
+        options(),
+        [("p".to_string(), None)],
+    )
+    .err()
+    .expect("a forked log is refused")
+    .to_string();
     assert!(
         err.contains("appended to by two servers")
             && err.contains("offsets 2..=9")
@@ -161,7 +181,14 @@ fn each_open_is_a_new_run_and_a_forked_log_stays_closed() {
         "{err}"
     );
     std::fs::remove_file(dir.path().join("forked")).unwrap();
-    assert!(StreamLog::open("s", dir.path(), options(), [("p".to_string(), None)]).is_ok());
+    assert!(StreamLog::open(
+        "s",
+        dir.path(),
+        id(dir.path()),
+        options(),
+        [("p".to_string(), None)]
+    )
+    .is_ok());
 }
 
 /// Offsets committed elsewhere (a failed-rows table ahead of its main
@@ -176,7 +203,88 @@ fn the_next_offset_is_past_the_committed_floor() {
         committed_floor: 10,
         ..options()
     };
-    let opened = StreamLog::open("s", dir.path(), options, [("p".to_string(), Some(3))]).unwrap();
+    let opened = StreamLog::open(
+        "s",
+        dir.path(),
+        id(dir.path()),
+        options,
+        [("p".to_string(), Some(3))],
+    )
+    .unwrap();
     assert_eq!(opened.log.next_offset(), 10);
     assert_eq!(opened.log.run().1, 10);
+}
+
+/// A buffer written before logs had ids: it gets one at the next start,
+/// with the consumers reading it then, written once kept. A new buffer
+/// has no legacy consumers.
+#[test]
+fn a_buffer_without_an_id_records_its_consumers_when_it_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open_and_append(dir.path(), &[], &["a", "b", "c"]));
+    std::fs::remove_file(dir.path().join("id")).unwrap();
+    let first = StreamLog::identity(dir.path(), &["p", "q"]).unwrap();
+    assert_eq!(first.legacy_consumers, ["p", "q"].map(String::from).into());
+    assert!(!dir.path().join("id").exists(), "not written before kept");
+    first.keep(dir.path()).unwrap();
+    // Kept: a later start with other consumers does not change it.
+    let again = StreamLog::identity(dir.path(), &["r"]).unwrap();
+    assert_eq!(again, first);
+
+    let fresh = tempfile::tempdir().unwrap();
+    let made = StreamLog::identity(fresh.path(), &["p"]).unwrap();
+    assert!(made.legacy_consumers.is_empty());
+}
+
+/// A position from commits that name no log is trusted below the log's
+/// end; at or past it (the pipeline read another stream before the
+/// upgrade) the open is refused, saying what to do, and leaves the buffer
+/// as it was: no gap that would skip this log's events, no id, so the
+/// start the operator tries next decides again.
+#[test]
+fn a_legacy_position_past_the_log_end_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open_and_append(dir.path(), &[], &["a", "b", "c"]));
+    std::fs::remove_file(dir.path().join("id")).unwrap();
+    let rt = rt();
+    let _in_rt = rt.enter();
+    let legacy = LogOptions {
+        legacy_positions: ["p".to_string()].into(),
+        ..options()
+    };
+    let identity = StreamLog::identity(dir.path(), &["p"]).unwrap();
+    let Err(err) = StreamLog::open(
+        "s",
+        dir.path(),
+        identity.clone(),
+        legacy.clone(),
+        [("p".to_string(), Some(7))],
+    ) else {
+        panic!("a legacy position past the end was taken");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("offset 7")
+            && err.contains("ends at offset 3")
+            && err.contains("legacy-consumers"),
+        "{err}"
+    );
+    for left_alone in ["gaps.log", "id", "legacy-consumers"] {
+        assert!(!dir.path().join(left_alone).exists(), "{left_alone}");
+    }
+
+    let opened = StreamLog::open(
+        "s",
+        dir.path(),
+        identity,
+        legacy,
+        [("p".to_string(), Some(1))],
+    )
+    .unwrap();
+    assert_eq!(opened.log.next_offset(), 3);
+    assert_eq!(opened.log.attach("p", Some(1)), 2);
+    opened.log.keep_identity().unwrap();
+    let kept = StreamLog::identity(dir.path(), &[]).unwrap();
+    assert_eq!(kept.legacy_consumers, ["p".to_string()].into());
+    assert_eq!(kept.id, opened.log.id());
 }

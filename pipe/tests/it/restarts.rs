@@ -301,3 +301,95 @@ print(json.dumps(True))
     let failed = query(&config, "SELECT count(*) AS n FROM default.p_failed");
     assert_eq!(failed, vec![json!({"n": 10})]);
 }
+
+/// An upgrade from a version whose commits named no log, with `p`'s FROM
+/// changed in the same restart: `p`'s old position (offsets of `a`) is
+/// past the end of `b`'s log. Before, `b` started past it and its four
+/// buffered requests were skipped. Now the start is refused, saying what
+/// to do, and leaves the buffers as they were: started once with the old
+/// FROM, `p` goes on from its old position in `a`, and then `b`'s events
+/// all land when FROM changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_that_also_changes_from_is_refused_then_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // `config` writes one file: each start writes the one it runs.
+    let config_a = config(dir.path(), "a");
+    let server = Server::start(&config_a).await;
+    post_requests(&server, "a", 0, 10).await;
+    post_requests(&server, "b", 100, 4).await;
+    server.flush("p");
+    server.stop();
+    // What the older version left: buffers without ids, and `p`'s commit
+    // recorded in properties that name no log.
+    for stream in ["a", "b", "empty"] {
+        std::fs::remove_file(dir.path().join("data/buffer").join(stream).join("id")).unwrap();
+    }
+    let last = python_json(
+        r#"
+import sys, json
+from pyiceberg.catalog.sql import SqlCatalog
+d = sys.argv[1]
+cat = SqlCatalog("pipe", uri=f"sqlite:///{d}/data/catalog.db", warehouse=f"file://{d}/data/warehouse")
+t = cat.load_table("default.t")
+sourced = {k: v for k, v in t.properties.items() if k.startswith("pipe.p@")}
+last = next(v for k, v in sourced.items() if k.endswith(".offset-last"))
+with t.transaction() as tx:
+    tx.remove_properties(*sourced.keys())
+    tx.set_properties({"pipe.p.commit-id": "p/t_sink/0-" + last,
+                       "pipe.p.offset-first": "0", "pipe.p.offset-last": last})
+print(json.dumps(int(last)))
+"#,
+        dir.path(),
+    );
+    assert_eq!(last, json!(9));
+
+    let config_b = config(dir.path(), "b");
+    let log = dir.path().join("refused.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["serve", "--config"])
+        .arg(&config_b)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!(
+                "the start was not refused:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("through offset 9")
+            && stderr.contains("old FROM")
+            && stderr.contains("legacy-consumers"),
+        "{stderr}"
+    );
+    for stream in ["a", "b", "empty"] {
+        let buffer = dir.path().join("data/buffer").join(stream);
+        assert!(!buffer.join("id").exists(), "{stream}: left as it was");
+        assert!(!buffer.join("gaps.log").exists(), "{stream}: no gap");
+    }
+
+    // As the message says: once with the old FROM (nothing of `a` is
+    // written again), then the new one (all of `b`).
+    let config_a = config(dir.path(), "a");
+    let server = Server::start(&config_a).await;
+    post_requests(&server, "a", 30, 1).await;
+    server.flush("p");
+    server.stop();
+    assert_eq!(counts(&config_a), json!({"n": 33, "ids": 33}));
+    let config_b = config(dir.path(), "b");
+    let server = Server::start(&config_b).await;
+    server.flush("p");
+    server.stop();
+    assert_eq!(counts(&config_b), json!({"n": 45, "ids": 45}));
+}

@@ -24,7 +24,7 @@ async fn open_parquet(dir: &std::path::Path) -> FileSink {
 }
 
 async fn open_file_sink(dir: &std::path::Path, pipeline: &str, source: Option<&str>) -> FileSink {
-    FileSink::open(&settings(dir, PARQUET), pipeline, source, &output())
+    FileSink::open(&settings(dir, PARQUET), pipeline, source, false, &output())
         .await
         .unwrap()
 }
@@ -226,6 +226,7 @@ async fn gzip_json_files_hold_one_object_per_line() {
         },
         "p",
         None,
+        false,
         &output(),
     )
     .await
@@ -326,6 +327,19 @@ async fn records_of_a_sink_without_a_source_are_its_own() {
     old.write(&rows(0..2)).await.unwrap();
     old.close_files().await.unwrap();
     drop(old);
+    // A log the pipeline did not read when they were made (its log says
+    // so) does not take them.
+    let foreign = FileSink::open(
+        &settings(dir.path(), PARQUET),
+        "p",
+        Some("0000000000000008"),
+        true,
+        &output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(foreign.last_committed(), None);
+    drop(foreign);
     let mut new = open_parquet(dir.path()).await;
     assert_eq!(new.last_committed().unwrap().range.last, 3);
     assert!(

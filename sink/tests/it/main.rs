@@ -389,6 +389,15 @@ async fn commits_without_a_source_count_as_the_pipelines_own() {
     let mut old = open(dir.path(), "p").await;
     commit_rows(&mut old, 0..3, 0, 4).await;
     drop(old);
+    // A log the pipeline did not read when they were made (its log says
+    // so) does not take them.
+    let foreign = WriteOptions {
+        unsourced_ended: true,
+        ..from_source("cccccccccccccccc")
+    };
+    let mut foreign = open_with(dir.path(), "p", foreign).await;
+    assert_eq!(foreign.last_committed().await.unwrap(), None);
+    drop(foreign);
     let mut new = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
     assert_eq!(new.last_committed().await.unwrap().unwrap().range.last, 4);
     assert_eq!(
