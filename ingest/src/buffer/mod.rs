@@ -56,6 +56,7 @@
 //!   exactly the ranges listed there; any other hole between segments is
 //!   damage, reported as such.
 
+mod crc_span;
 mod reader;
 pub mod segment;
 mod writer;
@@ -573,12 +574,13 @@ fn recover_tail(path: &Path, first: u64) -> Result<(u64, u64, segment::Salt)> {
 /// segment's salt, so a frame a client sent inside its events does not
 /// count. First where the bad record's own header says the next record
 /// begins (a flipped byte in a payload leaves the header intact), then at
-/// every byte for a frame of offset `next + 1` (a damaged header).
+/// every byte for a frame of any later offset (damage can cover several
+/// headers: a page of zeros).
 ///
-/// Bytes a client sent can hold many frame-like headers, each asking for
-/// a checksum over the rest of the file: the bytes checksummed are
-/// bounded, and past the bound the answer is not known: an error, never a
-/// cut (which could drop acknowledged records).
+/// Bytes a client sent can hold a frame-like header every few bytes, each
+/// asking for a checksum over the rest of the file: checksums are found
+/// from prefix CRCs in constant time each ([`crc_span`]), so recovery is
+/// linear in the segment whatever its records hold.
 fn valid_record_follows(path: &Path, salt: segment::Salt, from: u64, next: u64) -> Result<bool> {
     use std::io::Read;
     let mut file = File::open(path).map_err(|e| Error::io(path, "opening", e))?;
@@ -594,23 +596,10 @@ fn valid_record_follows(path: &Path, salt: segment::Salt, from: u64, next: u64) 
             return Ok(true);
         }
     }
-    let mut budget = 4 * rest.len() as u64 + (64 << 20);
-    for at in 1..rest.len() {
-        let Some(len) = segment::frame_candidate(&rest[at..], next + 1, next + 1) else {
-            continue;
-        };
-        if len as u64 > budget {
-            return Err(Error::Corrupt(format!(
-                "record {next} in `{}` is damaged or cut short, and the bytes after it hold too many frame-like headers to tell which: pipe will not cut them away. If the server was killed or lost power while writing it, it is a torn tail: stop pipe and truncate the file to {from} bytes (`truncate -s {from} <file>`); if the file was damaged, restore it from a backup",
-                path.display()
-            )));
-        }
-        budget -= len as u64;
-        if segment::valid_frame_at(&rest[at..], salt, next + 1) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    // Every record after the bad one takes a frame at least.
+    let last = next + (rest.len() / segment::FRAME_LEN) as u64;
+    let spans = crc_span::Spans::new(&rest);
+    Ok((1..rest.len()).any(|at| segment::valid_frame_in(&spans, &rest, at, salt, next + 1, last)))
 }
 
 fn create_segment(dir: &Path, first: u64) -> Result<ActiveSegment> {

@@ -76,13 +76,19 @@ impl Salt {
     pub const NONE: Salt = Salt(None);
 
     fn checksum(&self, offset: u64, payload: &[u8]) -> u32 {
+        let mut hasher = self.head(offset);
+        hasher.update(payload);
+        hasher.finalize()
+    }
+
+    /// The checksum's state before the payload: salt and offset.
+    fn head(&self, offset: u64) -> crc32fast::Hasher {
         let mut hasher = crc32fast::Hasher::new();
         if let Some(salt) = &self.0 {
             hasher.update(salt);
         }
         hasher.update(&offset.to_le_bytes());
-        hasher.update(payload);
-        hasher.finalize()
+        hasher
     }
 }
 
@@ -225,6 +231,27 @@ pub fn valid_frame_at(bytes: &[u8], salt: Salt, min_offset: u64) -> bool {
     let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
     let offset = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     salt.checksum(offset, &bytes[FRAME_LEN..FRAME_LEN + len]) == crc
+}
+
+/// Whether a valid frame of an offset in `min_offset..=max_offset` starts
+/// at byte `at` of `spans`' bytes, its checksum found in constant time
+/// (see [`super::crc_span`]).
+pub fn valid_frame_in(
+    spans: &super::crc_span::Spans,
+    bytes: &[u8],
+    at: usize,
+    salt: Salt,
+    min_offset: u64,
+    max_offset: u64,
+) -> bool {
+    let Some(len) = frame_candidate(&bytes[at..], min_offset, max_offset) else {
+        return false;
+    };
+    let frame = &bytes[at..];
+    let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+    let offset = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes"));
+    let payload = at + FRAME_LEN;
+    spans.crc_after(salt.head(offset).finalize(), payload, payload + len) == crc
 }
 
 /// The payload length of a frame at the start of `bytes` that passes the
