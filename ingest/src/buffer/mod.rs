@@ -256,8 +256,15 @@ impl Buffer {
                 } else if salt == segment::Salt::NONE {
                     // A version 1 segment (written before salts) is not
                     // appended to: records a client can forge frames in go
-                    // to a salted one (see `segment`).
-                    (create_segment(dir, next)?, next)
+                    // to a salted one (see `segment`). On a full disk the
+                    // writer makes that one before its first group.
+                    match create_segment(dir, next) {
+                        Ok(active) => (active, next),
+                        Err(e) => {
+                            warn!(buffer = %dir.display(), error = %e, "could not start a version 2 segment; the writer tries again before its first append");
+                            (ActiveSegment { file, len, salt }, next)
+                        }
+                    }
                 } else {
                     (ActiveSegment { file, len, salt }, next)
                 }
@@ -602,26 +609,41 @@ fn valid_record_follows(path: &Path, salt: segment::Salt, from: u64, next: u64) 
     Ok((1..rest.len()).any(|at| segment::valid_frame_in(&spans, &rest, at, salt, next + 1, last)))
 }
 
+/// A new segment whose first record will have offset `first`, made whole
+/// or not at all: its header is written to a temporary file, synced, and
+/// renamed into place (replacing an empty segment of the same name, a
+/// version 1 one with no record).
 fn create_segment(dir: &Path, first: u64) -> Result<ActiveSegment> {
+    let tmp = dir.join("segment.tmp");
     let path = dir.join(segment::file_name(first));
-    let mut file = OpenOptions::new()
+    let salt = segment::Salt::random();
+    let made = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, "creating", e))?;
-    let salt = segment::Salt::random();
-    file.write_all(&segment::encode_header(first, salt))
-        .and_then(|_| file.sync_all())
-        .map_err(|e| Error::io(&path, "writing the header of", e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, "syncing", e))?;
-    Ok(ActiveSegment {
-        file,
-        len: segment::HEADER_LEN as u64,
-        salt,
-    })
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, "creating", e))
+        .and_then(|mut file| {
+            file.write_all(&segment::encode_header(first, salt))
+                .and_then(|_| file.sync_all())
+                .map_err(|e| Error::io(&path, "writing the header of", e))?;
+            fs::rename(&tmp, &path).map_err(|e| Error::io(&path, "creating", e))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(dir, "syncing", e))?;
+            Ok(file)
+        });
+    match made {
+        Ok(file) => Ok(ActiveSegment {
+            file,
+            len: segment::HEADER_LEN as u64,
+            salt,
+        }),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -223,6 +223,43 @@ fn version_1_segments_are_read_and_new_records_go_to_a_salted_one() {
     assert_ne!(salt_of(&seg7), segment::Salt::NONE);
 }
 
+/// A version 1 last segment and a disk too full for a new segment (the
+/// state an upgrade is likely to find: old versions kept no reserve): the
+/// buffer opens, appends are refused (nothing kept) until a salted
+/// segment can be made, then go to it. Before, the start failed, and with
+/// it every stream (review 5 finding 4).
+#[test]
+fn a_version_1_segment_opens_when_no_new_segment_can_be_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join(segment::file_name(0));
+    let mut bytes = segment::encode_header(0, segment::Salt::random())[..16].to_vec();
+    bytes[6] = 1;
+    segment::encode_record(&mut bytes, segment::Salt::NONE, 0, b"x");
+    std::fs::write(&seg, &bytes).unwrap();
+    // Where the new segment's header is written first: unusable.
+    let blocker = dir.path().join("segment.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    rt().block_on(async {
+        let mut b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
+        assert_eq!(b.next_offset(), 1);
+        let (appender, writer) = b.start_writer();
+        let refused = appender.append(b"y".to_vec()).await.unwrap_err();
+        assert!(matches!(refused, Error::WriteFailed(_)), "{refused}");
+        std::fs::remove_dir(&blocker).unwrap();
+        assert_eq!(appender.append(b"y".to_vec()).await.unwrap(), 1);
+        drop(appender);
+        writer.await.unwrap().unwrap();
+        let got: Vec<Vec<u8>> = read_everything(&b, 0)
+            .into_iter()
+            .map(|r| r.payload)
+            .collect();
+        assert_eq!(got, vec![b"x".to_vec(), b"y".to_vec()]);
+    });
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "never appended to");
+    let seg1 = dir.path().join(segment::file_name(1));
+    assert_ne!(salt_of(&seg1), segment::Salt::NONE);
+}
+
 #[test]
 fn release_keeps_the_active_segment_and_unreleased_records() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,6 @@
 //! Writing a buffer: appends queued by handlers, written and fsync'd a
 //! group at a time by one writer per stream (see the parent module).
 
-use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,6 +137,17 @@ impl Writer {
                 }
                 continue;
             }
+            // Never appended to: a version 1 segment left active because
+            // the open could not start a salted one (a full disk).
+            if self.active.salt == segment::Salt::NONE {
+                if let Err(e) = self.roll() {
+                    warn!(buffer = %self.dir.display(), error = %e, requests = group.len(), "could not start a version 2 segment; requests refused (503)");
+                    for req in group.drain(..) {
+                        let _ = req.ack.send(Err(Error::WriteFailed(e.to_string())));
+                    }
+                    continue;
+                }
+            }
             let start = self.next;
             for (i, req) in group.iter().enumerate() {
                 segment::encode_record(
@@ -180,23 +190,21 @@ impl Writer {
                 let _ = req.ack.send(Ok(start + i as u64));
             }
             if self.active.len >= self.roll_bytes {
-                match create_segment(&self.dir, self.next) {
-                    Ok(active) => {
-                        self.active = active;
-                        self.disk_bytes
-                            .fetch_add(segment::HEADER_LEN as u64, Ordering::Relaxed);
-                    }
-                    // The current segment takes the next groups; the roll
-                    // is tried again after each. (A header that did get
-                    // written is an empty segment named by the next offset:
-                    // recovery removes it or writes into it.)
-                    Err(e) => {
-                        warn!(buffer = %self.dir.display(), error = %e, "could not start a new buffer segment; the current one goes on");
-                        let _ = fs::remove_file(self.dir.join(segment::file_name(self.next)));
-                    }
+                // The current segment takes the next groups; the roll is
+                // tried again after each.
+                if let Err(e) = self.roll() {
+                    warn!(buffer = %self.dir.display(), error = %e, "could not start a new buffer segment; the current one goes on");
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Starts a new segment at the next offset (made whole or not at all).
+    fn roll(&mut self) -> Result<()> {
+        self.active = create_segment(&self.dir, self.next)?;
+        self.disk_bytes
+            .fetch_add(segment::HEADER_LEN as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -288,14 +296,19 @@ fn reserve(options: &BufferOptions, space: &Space) -> Option<u64> {
 }
 
 /// The size past which the writer starts a new segment: the configured
-/// one, but at most half the disk reserve. Space is freed a whole segment
-/// at a time and the active segment never is, so a segment larger than
-/// the reserve could keep the disk below it with every record committed,
-/// refusing every request for good (review finding F).
+/// one, but at most half the disk reserve (a tenth of the filesystem with
+/// the reserve off). Space is freed a whole segment at a time and the
+/// active segment never is, so a segment larger than the reserve (or,
+/// with none, filling the disk) could keep the disk full with every
+/// record committed, refusing every request for good (review 3 finding F,
+/// review 5 finding 3).
 fn roll_bytes(dir: &std::path::Path, options: &BufferOptions) -> u64 {
-    let reserve = free_space(dir).and_then(|space| reserve(options, &space));
-    match reserve {
-        Some(reserve) => options.segment_bytes.min((reserve / 2).max(64 << 10)),
-        None => options.segment_bytes,
-    }
+    let Some(space) = free_space(dir) else {
+        return options.segment_bytes;
+    };
+    let cap = match reserve(options, &space) {
+        Some(reserve) => reserve / 2,
+        None => space.total / 10,
+    };
+    options.segment_bytes.min(cap.max(64 << 10))
 }

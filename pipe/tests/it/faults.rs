@@ -74,12 +74,11 @@ async fn fill_until_refused(server: &Server) -> (HashSet<String>, Value) {
 async fn a_full_buffer_disk_refuses_requests_until_space_frees() {
     let dir = tempfile::tempdir().unwrap();
     // No reserve: the disk fills to its last byte (see the next test).
-    let config = write_config_with(
-        dir.path(),
-        3600,
-        "",
-        "buffer_segment_mb = 1\nmin_free_disk_mb = 0",
-    );
+    // Default segments (64 MiB), larger than the disk: the writer starts
+    // new ones at a tenth of it. Before, the one active segment filled the
+    // disk and, never released, refused every request for good (review 5
+    // finding 3).
+    let config = write_config_with(dir.path(), 3600, "", "min_free_disk_mb = 0");
     let _disk = SmallDisk::mount(&dir.path().join("data/buffer"), "3m");
     let server = Server::start(&config).await;
     let (mut acked, refused) = fill_until_refused(&server).await;
