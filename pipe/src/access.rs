@@ -24,6 +24,13 @@
 //!   server and would pass the JSON check, but its requests carry its
 //!   domain name as `Host`.
 //!
+//! - **In time.** A request body to the admin and query APIs is read only
+//!   after the token, `Host` and content type passed, whole, within
+//!   `body_timeout_secs` from the handler's start and up to
+//!   [`API_BODY_LIMIT`] ([`read_whole_body`], else 408 / 413): a client
+//!   trickling a body cannot hold a connection, nor the memory of a body
+//!   it never finishes, past that. (Ingest has its own deadline.)
+//!
 //! ```text
 //!  listen on loopback ──────────► admin: tokens if set, else open
 //!                                 query: [query] tokens if set, else open
@@ -140,6 +147,69 @@ pub(crate) async fn require_json(
         }
     }
     next.run(request).await
+}
+
+/// The largest body the admin and query APIs take.
+pub(crate) const API_BODY_LIMIT: usize = 2 << 20;
+
+/// Middleware: the admin API's request body, read whole within
+/// `body_timeout_secs` (see the module doc) before the handler runs.
+pub(crate) async fn whole_body(
+    axum::extract::State(state): axum::extract::State<crate::server::AdminState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let timeout = state.supervisor.config().body_timeout;
+    match read_whole_body(body, timeout).await {
+        Ok(bytes) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(request).await
+        }
+        Err(refusal) => refusal,
+    }
+}
+
+/// A request body, whole, within `timeout` and [`API_BODY_LIMIT`]; else
+/// the answer to send (408, 413, or 400 for a body cut off).
+pub(crate) async fn read_whole_body(
+    body: axum::body::Body,
+    timeout: std::time::Duration,
+) -> Result<axum::body::Bytes, Response> {
+    use futures::StreamExt;
+    use pipe_ingest::ErrorKind;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                (
+                    ErrorKind::InvalidInput,
+                    format!("reading the request body: {e}"),
+                )
+            })?;
+            if bytes.len() + chunk.len() > API_BODY_LIMIT {
+                return Err((
+                    ErrorKind::TooLarge,
+                    format!("the request body is over {API_BODY_LIMIT} bytes"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(axum::body::Bytes::from(bytes))
+    };
+    let read = tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                ErrorKind::TimedOut,
+                format!(
+                    "the request body did not arrive within {} s (`body_timeout_secs`)",
+                    timeout.as_secs()
+                ),
+            ))
+        });
+    read.map_err(|(kind, message)| pipe_ingest::http::error_response(kind, message))
 }
 
 /// The 415 answer, unless the request says its body is JSON.

@@ -144,9 +144,10 @@ fn invalid(message: String) -> Error {
 /// past the memory it may use 503 (see the module docs).
 pub(crate) async fn query(
     State(state): State<AdminState>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    request: axum::extract::Request,
 ) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let config = state.supervisor.config();
     if !config.query.enabled {
         return error_response(
@@ -166,6 +167,11 @@ pub(crate) async fn query(
     if let Some(refusal) = crate::access::refuse_unless_json(&headers) {
         return refusal;
     }
+    // Read only now, for a caller who may ask (see `crate::access`).
+    let body = match crate::access::read_whole_body(body, config.body_timeout).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
     let request: QueryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

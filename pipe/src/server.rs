@@ -130,12 +130,14 @@ async fn run(
     let admin_only = axum::middleware::from_fn_with_state(state.clone(), crate::admin::authorize);
     let json_only = axum::middleware::from_fn(crate::access::require_json);
     let to_end = axum::middleware::from_fn(crate::admin::run_to_end);
+    let whole_body = axum::middleware::from_fn_with_state(state.clone(), crate::access::whole_body);
     let app = crate::admin::router()
         .route(
             "/v1/streams/{stream}",
             get(crate::admin::get_stream).delete(crate::admin::delete_stream),
         )
         .route_layer(to_end)
+        .route_layer(whole_body)
         .route_layer(json_only)
         .route_layer(admin_only)
         // Ingest (after the admin layer: streams check their own tokens).
