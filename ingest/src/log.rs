@@ -211,6 +211,25 @@ impl StreamLog {
         self.buffer.mark_forked(reason, self.run.1)
     }
 
+    /// [`StreamLog::mark_forked`], where the copies' events may differ from
+    /// offset `from` on.
+    pub fn mark_forked_from(&self, reason: &str, from: u64) -> Result<()> {
+        self.buffer.mark_forked(reason, from)
+    }
+
+    /// CRC-32 of the payload of the record at `offset`, if the log holds
+    /// it (see `Record::payload_crc`).
+    pub fn payload_crc_at(&self, offset: u64) -> Result<Option<u32>> {
+        if offset < self.first_offset() || offset >= self.next_offset() {
+            return Ok(None);
+        }
+        let records = self.buffer.reader(offset).read(1, usize::MAX)?;
+        Ok(records
+            .first()
+            .filter(|r| r.offset == offset)
+            .map(|r| r.payload_crc()))
+    }
+
     /// The stream's name.
     pub fn name(&self) -> &str {
         &self.name

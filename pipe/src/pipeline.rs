@@ -301,6 +301,8 @@ impl PipelineStats {
 /// A closed range waiting for its commits.
 pub struct Unfinished {
     range: OffsetRange,
+    /// CRC of the range's last record's payload (`Committed::last_crc`).
+    last_crc: u32,
     rows: usize,
     files: Closed,
     failed_rows: usize,
@@ -309,6 +311,7 @@ pub struct Unfinished {
 
 struct Pending {
     range: OffsetRange,
+    last_crc: u32,
     bytes: u64,
     rows: usize,
     failed_rows: usize,
@@ -479,6 +482,7 @@ impl PipelineTask {
                 first: records[0].offset,
                 last: last.offset,
             };
+            let last_crc = last.payload_crc();
             let bytes: u64 = records.iter().map(|r| r.payload.len() as u64).sum();
             let mut batches = Vec::new();
             // (rows so far, offset): the record each input row came from.
@@ -538,6 +542,7 @@ impl PipelineTask {
             match pending {
                 Some(p) => {
                     p.range.last = range.last;
+                    p.last_crc = last_crc;
                     p.bytes += bytes;
                     p.rows += rows;
                     p.failed_rows += failed_rows;
@@ -545,6 +550,7 @@ impl PipelineTask {
                 None => {
                     *pending = Some(Pending {
                         range,
+                        last_crc,
                         bytes,
                         rows,
                         failed_rows,
@@ -610,6 +616,7 @@ impl PipelineTask {
                     crate::crash::point(crate::crash::AFTER_FILES);
                     self.unfinished = Some(Unfinished {
                         range: p.range,
+                        last_crc: p.last_crc,
                         rows: p.rows,
                         files,
                         failed_rows: p.failed_rows,
@@ -733,11 +740,14 @@ impl PipelineTask {
                     },
                     _ => u.range,
                 };
-                failed.sink.commit(range, &u.failed_files).await?;
+                failed
+                    .sink
+                    .commit_with(range, Some(u.last_crc), &u.failed_files)
+                    .await?;
                 failed.committed_through = Some(u.range.last);
                 crate::crash::point(crate::crash::AFTER_FAILED_ROWS_COMMIT);
             }
         }
-        self.sink.commit(u.range, &u.files).await
+        self.sink.commit(u.range, Some(u.last_crc), &u.files).await
     }
 }

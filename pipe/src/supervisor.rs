@@ -78,8 +78,8 @@ struct Planned {
     plan: PipelinePlan,
     sink: Sink,
     committed: Option<u64>,
-    /// `committed` comes from commits that name no log (older versions).
-    legacy_position: bool,
+    /// The commit `committed` comes from.
+    last: Option<pipe_sink::Committed>,
     failed: Option<FailedRows>,
     /// What the failed-rows table committed from this log, when its
     /// commits name it.
@@ -256,7 +256,9 @@ impl Supervisor {
                 .map(|p| (p.plan.name().to_string(), p.committed));
             let legacy = planned
                 .iter()
-                .filter(|p| p.stream == stream.name && p.legacy_position)
+                .filter(|p| {
+                    p.stream == stream.name && p.last.as_ref().is_some_and(|c| c.source.is_none())
+                })
                 .map(|p| p.plan.name().to_string())
                 .collect();
             // A failed-rows table commits a range before its main table: a
@@ -297,6 +299,9 @@ impl Supervisor {
                     ErrorKind::Conflict,
                 ));
             }
+        }
+        for p in &planned {
+            self.check_last_record(p)?;
         }
         for p in planned {
             self.start_pipeline(p);
@@ -350,7 +355,7 @@ impl Supervisor {
             plan,
             sink,
             committed,
-            legacy_position: last.is_some_and(|c| c.source.is_none()),
+            last,
             failed: None,
             failed_floor: None,
             roll_interval: Duration::from_secs(60),
@@ -438,7 +443,7 @@ impl Supervisor {
             plan,
             sink,
             committed,
-            legacy_position: last.is_some_and(|c| c.source.is_none()),
+            last,
             failed: Some(failed),
             // Positions that name no log never move a log's next offset
             // (see `pipe_ingest::log`).
@@ -449,6 +454,37 @@ impl Supervisor {
             roll_bytes: sink_config.roll_bytes,
             roll_rows: sink_config.roll_rows,
         })
+    }
+
+    /// Refuses a pipeline whose last commit holds another event at its
+    /// last offset than the log does (see `Committed::last_crc`): a copy of
+    /// this log appended other events under the same offsets and committed
+    /// them while this server was down. Going on would skip this log's
+    /// events at those offsets; the log is marked forked instead.
+    fn check_last_record(&self, p: &Planned) -> Result<()> {
+        let Some(last) = &p.last else {
+            return Ok(());
+        };
+        let Some(crc) = last.last_crc.filter(|_| last.source.is_some()) else {
+            return Ok(());
+        };
+        let running = self
+            .stream(&p.stream)
+            .ok_or_else(|| Error::Internal(format!("stream `{}` is not running", p.stream)))?;
+        let offset = last.range.last;
+        match running.log.payload_crc_at(offset)? {
+            Some(held) if held != crc => {
+                let reason = format!(
+                    "`{}` holds offsets {}..={offset} of this stream's log committed by pipeline `{}`, but the event this log holds at offset {offset} is another one: a copy of this log appended other events under the same offsets and committed them while this server was down. Nothing more is committed from this log here",
+                    p.sink.describe(),
+                    last.range.first,
+                    p.plan.name(),
+                );
+                running.log.mark_forked_from(&reason, last.range.first)?;
+                Err(Error::Remote(reason, ErrorKind::Conflict))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Opens a stream's log (recovering its buffer) and starts its

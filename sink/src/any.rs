@@ -117,14 +117,22 @@ impl Sink {
         }
     }
 
-    /// Commits `closed` as covering `range`, exactly once.
+    /// Commits `closed` as covering `range`, exactly once; `last_crc`: see
+    /// [`crate::Committed::last_crc`].
     ///
     /// # Panics
     /// If `closed` came from the other kind of sink.
-    pub async fn commit(&mut self, range: OffsetRange, closed: &Closed) -> Result<CommitOutcome> {
+    pub async fn commit(
+        &mut self,
+        range: OffsetRange,
+        last_crc: Option<u32>,
+        closed: &Closed,
+    ) -> Result<CommitOutcome> {
         match (self, closed) {
-            (Sink::Table(t), Closed::Table(files, _)) => t.commit(range, files).await,
-            (Sink::Files(f), Closed::Files(files)) => f.commit(range, files).await,
+            (Sink::Table(t), Closed::Table(files, _)) => {
+                t.commit_with(range, last_crc, files).await
+            }
+            (Sink::Files(f), Closed::Files(files)) => f.commit_with(range, last_crc, files).await,
             _ => panic!("files closed by one kind of sink committed to another"),
         }
     }

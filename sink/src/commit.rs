@@ -97,6 +97,9 @@ pub const PROP_COMMIT_ID: &str = "pipe.commit-id";
 pub const PROP_OFFSET_FIRST: &str = "pipe.offset-first";
 /// Snapshot summary key: last buffer offset the commit covers.
 pub const PROP_OFFSET_LAST: &str = "pipe.offset-last";
+/// Snapshot summary key: CRC-32 of the payload of the last record the
+/// commit covers (see [`Committed::last_crc`]).
+pub const PROP_LAST_CRC: &str = "pipe.last-crc";
 
 /// A contiguous range of buffer offsets, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +186,13 @@ pub struct Committed {
     /// The run of that log that appended them; `None` for commits that
     /// recorded none.
     pub run: Option<String>,
+    /// CRC-32 of the payload of the range's last record, as the log held
+    /// it. A log that holds a different record at that offset is not the
+    /// one committed from: a copy of it appended other events under the
+    /// same offsets and committed them while this one was down (runs
+    /// cannot tell: such a commit looks like one of an earlier run of
+    /// this log). `None` for commits that recorded none.
+    pub last_crc: Option<u32>,
 }
 
 /// Table property key of a pipeline's last commit from `source`:
@@ -269,6 +279,9 @@ fn last_in_properties(
         snapshot_id: None,
         source: source.map(str::to_string),
         run: props.get(&table_prop(pipeline, source, "run")).cloned(),
+        last_crc: props
+            .get(&table_prop(pipeline, source, "last-crc"))
+            .and_then(|v| v.parse().ok()),
     }))
 }
 
@@ -325,6 +338,7 @@ fn last_in_ancestry(
                 snapshot_id: Some(id),
                 source: theirs.map(str::to_string),
                 run: props.get(PROP_RUN).cloned(),
+                last_crc: props.get(PROP_LAST_CRC).and_then(|v| v.parse().ok()),
             }));
         }
     }
@@ -376,7 +390,8 @@ impl Default for RetryPolicy {
 }
 
 /// Commits `files` for `range` of `origin`'s log into `table`, exactly once,
-/// and returns what happened with the table as it now is.
+/// and returns what happened with the table as it now is. `last_crc`: see
+/// [`Committed::last_crc`].
 ///
 /// `table` is the caller's latest copy (typically what its previous commit
 /// returned): the first attempt plans against it, and the fence turns a
@@ -388,6 +403,7 @@ pub async fn commit_range(
     table: &Table,
     origin: &Origin<'_>,
     range: OffsetRange,
+    last_crc: Option<u32>,
     files: &[DataFile],
     retry: &RetryPolicy,
 ) -> Result<(CommitOutcome, Table)> {
@@ -444,6 +460,9 @@ pub async fn commit_range(
         if let Some(run) = origin.run {
             props.insert(PROP_RUN.to_string(), run.id.clone());
         }
+        if let Some(crc) = last_crc {
+            props.insert(PROP_LAST_CRC.to_string(), crc.to_string());
+        }
         let source = origin.source;
         let tx = Transaction::new(&table);
         let append = tx
@@ -454,6 +473,9 @@ pub async fn commit_range(
         let mut record = tx.update_table_properties();
         if let Some(run) = origin.run {
             record = record.set(table_prop(pipeline, source, "run"), run.id.clone());
+        }
+        if let Some(crc) = last_crc {
+            record = record.set(table_prop(pipeline, source, "last-crc"), crc.to_string());
         }
         let record = record
             .set(table_prop(pipeline, source, "commit-id"), id.clone())

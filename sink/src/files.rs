@@ -142,6 +142,9 @@ struct Record {
     run: Option<String>,
     first: u64,
     last: u64,
+    /// See [`Committed::last_crc`] (absent in records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_crc: Option<u32>,
     /// (staging file, final path), both relative to the sink's location.
     files: Vec<(String, String)>,
 }
@@ -412,6 +415,17 @@ impl FileSink {
         range: OffsetRange,
         files: &[StagedFile],
     ) -> Result<CommitOutcome> {
+        self.commit_with(range, None, files).await
+    }
+
+    /// [`FileSink::commit`], recording the CRC of the range's last record
+    /// (see [`Committed::last_crc`]).
+    pub async fn commit_with(
+        &mut self,
+        range: OffsetRange,
+        last_crc: Option<u32>,
+        files: &[StagedFile],
+    ) -> Result<CommitOutcome> {
         // Another process appending to a copy of this log commits into the
         // same folder under other names: its newest record is read before
         // each commit (a list and a read), not only the one at our name.
@@ -454,6 +468,7 @@ impl FileSink {
             run: self.run.as_ref().map(|r| r.id.clone()),
             first: range.first,
             last: range.last,
+            last_crc,
             files: sorted
                 .iter()
                 .enumerate()
@@ -721,6 +736,7 @@ fn committed(record: &Record) -> Committed {
         snapshot_id: None,
         source: record.source.clone(),
         run: record.run.clone(),
+        last_crc: record.last_crc,
     }
 }
 

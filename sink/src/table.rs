@@ -641,6 +641,17 @@ impl TableSink {
         range: OffsetRange,
         files: &[DataFile],
     ) -> Result<CommitOutcome> {
+        self.commit_with(range, None, files).await
+    }
+
+    /// [`TableSink::commit`], recording the CRC of the range's last record
+    /// (see [`commit::Committed::last_crc`]).
+    pub async fn commit_with(
+        &mut self,
+        range: OffsetRange,
+        last_crc: Option<u32>,
+        files: &[DataFile],
+    ) -> Result<CommitOutcome> {
         let paths: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
         if let Some(ledger) = &self.ledger {
             ledger
@@ -658,6 +669,7 @@ impl TableSink {
                 unsourced_ended: self.options.unsourced_ended,
             },
             range,
+            last_crc,
             files,
             &self.retry,
         )

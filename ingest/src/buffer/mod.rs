@@ -157,6 +157,15 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
+impl Record {
+    /// CRC-32 of the payload: what a commit records of its last record,
+    /// so that a copy of this log holding other events under the same
+    /// offsets is told apart (`pipe_sink::Committed::last_crc`).
+    pub fn payload_crc(&self) -> u32 {
+        crc32fast::hash(&self.payload)
+    }
+}
+
 /// A stream's buffer on disk.
 #[derive(Debug)]
 pub struct Buffer {

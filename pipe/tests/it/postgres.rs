@@ -215,6 +215,73 @@ async fn a_copied_data_dir_run_beside_its_original_stops_instead_of_merging() {
     assert_eq!(unique, acked);
 }
 
+/// The copy commits while its original is down, offsets below where the
+/// original's next run starts: runs cannot tell that commit from one of
+/// the original's own earlier runs. The commit records its last event's
+/// checksum, and the original holds another event at that offset: it
+/// refuses to start, marks its log, and says what to do. Before, it went
+/// on after the copy's commit, skipping its own acknowledged event at
+/// that offset (review 3 finding J).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_committing_while_its_original_is_down_does_not_skip_the_originals_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = std::process::id();
+    let store = Store::s3(&s3_endpoint(), &format!("copydown-{id}")).await;
+    let catalog = format!("pipe_copydown_{id}");
+    let a = node_config(&dir.path().join("a"), &store, &catalog, "node");
+    let node_a = Server::start(&a).await;
+    post_some(&node_a, 0, 2).await;
+    node_a.flush("node");
+    node_a.stop();
+    copy_dir(&dir.path().join("a"), &dir.path().join("b"));
+    let b = dir.path().join("b").join(a.file_name().unwrap());
+    // The original takes two more requests and dies before committing.
+    let text = std::fs::read_to_string(&a).unwrap();
+    std::fs::write(
+        &a,
+        text.replace("roll_interval_secs = 1", "roll_interval_secs = 3600"),
+    )
+    .unwrap();
+    let node_a = Server::start(&a).await;
+    post_some(&node_a, 100, 2).await;
+    node_a.kill();
+    // The copy takes one, under the first of the same offsets, and
+    // commits it.
+    let node_b = Server::start(&b).await;
+    post_some(&node_b, 10_000_000, 1).await;
+    node_b.flush("node");
+    node_b.stop();
+    let before = query(&a, "SELECT count(*) AS n FROM default.shared");
+    // The original refuses to start, and its log is marked.
+    let node_a = Server::start_to_crash(&a, &[]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !node_a.log_text().contains("is another one") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            node_a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(node_a);
+    let node_a = Server::start_to_crash(&a, &[]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !node_a.log_text().contains("appended to by two servers") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            node_a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(node_a);
+    assert_eq!(
+        query(&a, "SELECT count(*) AS n FROM default.shared"),
+        before,
+        "nothing committed past the copy's commit"
+    );
+}
+
 /// A PostgreSQL server of this test's own, to stop and hang.
 struct PrivatePostgres {
     dir: tempfile::TempDir,

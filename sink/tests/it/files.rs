@@ -445,3 +445,18 @@ async fn staging_files_of_an_aborted_attempt_go_with_the_next_commit() {
         .collect();
     assert_eq!(staging, Vec::<String>::new());
 }
+
+/// A commit record holds its last record's checksum.
+#[tokio::test]
+async fn a_commit_record_holds_its_last_records_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open_parquet(dir.path()).await;
+    sink.write(&rows(0..3)).await.unwrap();
+    let staged = sink.close_files().await.unwrap();
+    sink.commit_with(OffsetRange { first: 0, last: 2 }, Some(0xfeed), &staged)
+        .await
+        .unwrap();
+    assert_eq!(sink.last_committed().unwrap().last_crc, Some(0xfeed));
+    let reopened = open_parquet(dir.path()).await;
+    assert_eq!(reopened.last_committed().unwrap().last_crc, Some(0xfeed));
+}

@@ -1037,3 +1037,22 @@ async fn uncompressed_bytes_are_read_from_the_data_files_footers() {
         "zstd shrinks 1000 rows: {ours} {compressed}"
     );
 }
+
+/// A commit records its last record's checksum, found again with the
+/// commit in the snapshot and in the table's properties.
+#[tokio::test]
+async fn a_commit_records_its_last_records_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
+    sink.write(&rows(0..3)).await.unwrap();
+    let files = sink.close_files().await.unwrap();
+    sink.commit_with(OffsetRange { first: 0, last: 2 }, Some(0xfeed), &files)
+        .await
+        .unwrap();
+    let found = sink.last_committed().await.unwrap().unwrap();
+    assert_eq!((found.range.last, found.last_crc), (2, Some(0xfeed)));
+    drop(sink);
+    let mut reopened = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
+    let found = reopened.last_committed().await.unwrap().unwrap();
+    assert_eq!(found.last_crc, Some(0xfeed));
+}
