@@ -94,6 +94,7 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
         /// The stream.
+        #[arg(value_parser = crate::manage::name_arg)]
         stream: String,
         /// The input file; `-` or nothing for standard input.
         file: Option<PathBuf>,
@@ -127,6 +128,7 @@ pub enum Command {
         #[arg(long, env = "PIPE_SERVER", default_value = crate::manage::DEFAULT_SERVER)]
         server: String,
         /// The pipeline.
+        #[arg(value_parser = crate::manage::name_arg)]
         pipeline: String,
     },
 }

@@ -40,11 +40,20 @@ impl Target {
     }
 }
 
+/// A name on the command line: what definitions take (letters, digits,
+/// `_`, `-`), so that it is one path segment of the URL it goes into.
+pub(crate) fn name_arg(name: &str) -> std::result::Result<String, String> {
+    crate::config::check_name("name", name)
+        .map(|()| name.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// `pipe streams …`.
 #[derive(Debug, Subcommand)]
 pub enum StreamsAction {
     /// Create a stream; it takes events at once.
     Create {
+        #[arg(value_parser = name_arg)]
         name: String,
         /// Schema in the Pipelines field format (`{"fields": [...]}`); none: unstructured.
         #[arg(long, conflicts_with = "json_schema_file")]
@@ -80,12 +89,14 @@ pub enum StreamsAction {
     },
     /// One stream: endpoint, schema, buffer, pipelines, figures.
     Get {
+        #[arg(value_parser = name_arg)]
         name: String,
         #[command(flatten)]
         target: Target,
     },
     /// Delete a stream and its buffer.
     Delete {
+        #[arg(value_parser = name_arg)]
         name: String,
         /// Skip the confirmation; also needed when events would be lost or
         /// pipelines read the stream (they are deleted with it, after
@@ -104,6 +115,7 @@ pub enum StreamsAction {
 pub enum SinksAction {
     /// Create a sink: an Iceberg table, or Parquet / NDJSON files.
     Create {
+        #[arg(value_parser = name_arg)]
         name: String,
         /// `iceberg`, `parquet` or `json`.
         #[arg(long = "type", default_value = "iceberg")]
@@ -150,12 +162,14 @@ pub enum SinksAction {
         target: Target,
     },
     Get {
+        #[arg(value_parser = name_arg)]
         name: String,
         #[command(flatten)]
         target: Target,
     },
     /// Delete a sink's definition (its table or files stay).
     Delete {
+        #[arg(value_parser = name_arg)]
         name: String,
         #[arg(long, short = 'y')]
         force: bool,
@@ -169,6 +183,7 @@ pub enum SinksAction {
 pub enum PipelinesAction {
     /// Create a pipeline: `INSERT INTO sink SELECT … FROM stream`.
     Create {
+        #[arg(value_parser = name_arg)]
         name: String,
         /// The SQL.
         #[arg(
@@ -194,12 +209,14 @@ pub enum PipelinesAction {
     /// One pipeline: its stream, sink and SQL, what it committed since the
     /// server started, and its recent errors with their reasons.
     Get {
+        #[arg(value_parser = name_arg)]
         name: String,
         #[command(flatten)]
         target: Target,
     },
     /// Delete a pipeline after it commits what it has read.
     Delete {
+        #[arg(value_parser = name_arg)]
         name: String,
         #[arg(long, short = 'y')]
         force: bool,

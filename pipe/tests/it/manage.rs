@@ -195,6 +195,14 @@ async fn definitions_made_with_the_cli_work_persist_and_refuse_what_they_should(
     assert!(e.contains("definitions file"), "{e}");
     let e = fails(&server, &["streams", "get", "nope"], 3);
     assert!(e.contains("unknown stream `nope`"), "{e}");
+    // A name is one path segment: a query string in it is refused, not
+    // sent (it would have turned `force` on).
+    let e = fails(
+        &server,
+        &["pipelines", "delete", "ecommerce?force=true&x=", "--force"],
+        2,
+    );
+    assert!(e.contains("names use letters"), "{e}");
     fails(&server, &["sinks", "delete", "nope", "--force"], 3);
     fails(&server, &["pipelines", "get", "nope"], 3);
     let e = fails(
