@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use futures::StreamExt;
 use pipe_ingest::http::error_response;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -199,10 +199,10 @@ pub(crate) async fn query(
     let caches = service.caches.clone();
     let catalog = config.catalog.clone();
     // The task owns the slot: it is free again once the query is dropped,
-    // whether it finished, failed or was aborted.
+    // whether it failed or was aborted; an answer takes it along.
     let task = AbortOnDropHandle::new(service.runtime.spawn(async move {
-        let _slot = slot;
-        run(&catalog, &caches, &request.sql, max_rows, started).await
+        let answer = run(&catalog, &caches, &request.sql, max_rows, started).await;
+        answer.map(|answer| (answer, slot))
     }));
     match tokio::time::timeout(timeout, task).await {
         // Dropping the task's handle aborted it.
@@ -230,8 +230,45 @@ pub(crate) async fn query(
             )
         }
         Ok(Ok(Err(e))) => error_response(e.kind(), e.to_string()),
-        Ok(Ok(Ok(answer))) => Json(answer).into_response(),
+        Ok(Ok(Ok((answer, slot)))) => answer_response(answer, slot, timeout),
     }
+}
+
+/// The bytes of an answer are sent in pieces of this size.
+const ANSWER_PIECE: usize = 64 << 10;
+
+/// An answer, sent within `timeout` (the query's own) of being ready, and
+/// holding its query slot until sent or dropped: at most
+/// `[query] max_concurrent` answers wait for their clients, and none for
+/// longer than that. A client reading slowly enough to keep every write
+/// moving would otherwise keep its answer's memory for as long as it
+/// liked (the write-stall timeout only sees writes that do not move).
+fn answer_response(
+    answer: Vec<u8>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    timeout: Duration,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let answer = axum::body::Bytes::from(answer);
+    let pieces: Vec<axum::body::Bytes> = (0..answer.len())
+        .step_by(ANSWER_PIECE)
+        .map(|at| answer.slice(at..(at + ANSWER_PIECE).min(answer.len())))
+        .collect();
+    let stream = futures::stream::iter(pieces).map(move |piece| {
+        let _held = &slot;
+        match tokio::time::Instant::now() < deadline {
+            true => Ok(piece),
+            false => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read the answer in time",
+            )),
+        }
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// Runs one statement (on the query runtime) and renders the answer.
@@ -241,7 +278,7 @@ async fn run(
     sql: &str,
     max_rows: usize,
     started: Instant,
-) -> Result<Value> {
+) -> Result<Vec<u8>> {
     let catalog = pipe_sink::open_catalog(catalog).await?;
     let engine =
         pipe_query::QueryEngine::with_caches(catalog, pipe_query::Reader::default(), caches)
@@ -261,7 +298,7 @@ async fn run(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(json!({
+    let answer = json!({
         "columns": columns,
         "rows": rows,
         "row_count": pipe_query::row_count(&answer.batches),
@@ -271,7 +308,8 @@ async fn run(
         "files_scanned": answer.scan.files_planned,
         "files_skipped": answer.scan.files_skipped(),
         "bytes_read": answer.scan.bytes_read,
-    }))
+    });
+    serde_json::to_vec(&answer).map_err(|e| Error::Internal(format!("the answer: {e}")))
 }
 
 #[cfg(test)]

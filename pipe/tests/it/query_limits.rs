@@ -235,3 +235,63 @@ async fn an_answer_nobody_reads_is_dropped_after_the_timeout() {
     );
     server.stop();
 }
+
+/// A client that reads a large answer slowly enough that no write stalls
+/// for long: the answer must be read within the query's timeout, then the
+/// connection is closed, and until then it holds its query slot (here the
+/// only one), so slow readers cannot pile answers up. Before, each write
+/// restarted the stall timer and the slot was free once the query ended:
+/// answers waited for such clients without bound (review 4 finding D).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_read_slowly_is_cut_off_at_the_timeout() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        3600,
+        "body_timeout_secs = 30\n[query]\nmax_concurrent = 1",
+    );
+    let server = Server::start(&config).await;
+    let body = json!({
+        "sql": "SELECT repeat('x', 3000) AS v FROM range(10000)",
+        "timeout_secs": 4,
+    })
+    .to_string();
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST /v1/query HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = [0u8; 16 << 10];
+    let first = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..first]).starts_with("HTTP/1.1 200"));
+    // While it is being read, the one slot is taken.
+    let (status, _, answer) = ask(&server.url, json!({"sql": "SELECT 1 AS one"})).await;
+    assert_eq!(status, 503, "{answer}");
+    // 16 KiB every 100 ms: every write moves, the answer (30 MB) would
+    // take three minutes.
+    let started = Instant::now();
+    let mut received = first;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still sending after {received} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(received < 30_000_000, "{received} bytes");
+    // The slot is free again.
+    assert_eq!(
+        ask(&server.url, json!({"sql": "SELECT 1 AS one"})).await.0,
+        200
+    );
+    server.stop();
+}
