@@ -766,6 +766,11 @@ impl Supervisor {
     /// then every pipeline commits what is left and ends. Returns the first
     /// failure.
     pub async fn shutdown(&self) -> Option<Error> {
+        // An admin change runs to its end on a task of its own, even when
+        // its client hung up (`crate::admin::run_to_end`): one in flight is
+        // waited for, and none starts after, so nothing it starts escapes
+        // the ordered stop below.
+        let _no_changes = self.definitions.lock().await;
         self.routes.clear().await;
         let mut failure = None;
         let streams: Vec<(String, Arc<RunningStream>)> = self
