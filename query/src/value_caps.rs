@@ -15,7 +15,7 @@
 //! | `replace(s, from, to)` | `len(s) + matches · (len(to) − len(from))` (`from` empty: `(chars(s) + 1) · len(to) + len(s)`) |
 //! | `array_repeat(x, n)` | `n · max(8, size of x)` |
 //! | `array_resize(a, n [, x])` | `n · max(8, size of x or a)` |
-//! | `range(…)`, `generate_series(…)` (lists of integers) | `8 ·` the values' count |
+//! | `range(…)`, `generate_series(…)` (lists of integers, dates or timestamps) | `8 ·` the values' count (a month's step counted as 28 days of 23 hours, so never under) |
 //!
 //! Functions whose output is bounded by their input (`concat`, `upper`,
 //! `to_hex`, …) need no cap: their inputs were capped.
@@ -131,7 +131,7 @@ impl Capped {
                         (Some(start), Some(stop), Some(step)) if step != 0 => {
                             (stop.saturating_sub(start) / step).max(0) as u64
                         }
-                        _ => 0,
+                        _ => temporal_values(args, i),
                     };
                     values.saturating_mul(8)
                 }
@@ -151,6 +151,60 @@ impl Capped {
         }
         Ok(total)
     }
+}
+
+/// How many values a `range`/`generate_series` over dates or timestamps
+/// makes at row `i` (0 when its arguments are not those): the span over
+/// the smallest the step can be.
+fn temporal_values(args: &[ColumnarValue], i: usize) -> u64 {
+    let at = |a: Option<&ColumnarValue>| -> Option<ScalarValue> {
+        match a? {
+            ColumnarValue::Scalar(s) => Some(s.clone()),
+            ColumnarValue::Array(a) => ScalarValue::try_from_array(a, i).ok(),
+        }
+    };
+    let (Some(start), Some(stop), Some(step)) = (
+        at(args.first()).and_then(|v| nanos(&v)),
+        at(args.get(1)).and_then(|v| nanos(&v)),
+        at(args.get(2)).and_then(|v| step_nanos(&v)),
+    ) else {
+        return 0;
+    };
+    if step == 0 {
+        return 0;
+    }
+    let values = (stop - start).abs() / step.abs();
+    values.min(u64::MAX as i128) as u64
+}
+
+/// A date or timestamp as nanoseconds since the epoch.
+fn nanos(v: &ScalarValue) -> Option<i128> {
+    const SECOND: i128 = 1_000_000_000;
+    Some(match v {
+        ScalarValue::Date32(Some(days)) => *days as i128 * 86_400 * SECOND,
+        ScalarValue::Date64(Some(ms)) => *ms as i128 * 1_000_000,
+        ScalarValue::TimestampSecond(Some(s), _) => *s as i128 * SECOND,
+        ScalarValue::TimestampMillisecond(Some(ms), _) => *ms as i128 * 1_000_000,
+        ScalarValue::TimestampMicrosecond(Some(us), _) => *us as i128 * 1_000,
+        ScalarValue::TimestampNanosecond(Some(ns), _) => *ns as i128,
+        _ => return None,
+    })
+}
+
+/// The shortest span an interval step can take, in nanoseconds: a day of
+/// 23 hours (a DST change), a month of 28 such days.
+fn step_nanos(v: &ScalarValue) -> Option<i128> {
+    const DAY: i128 = 23 * 3_600 * 1_000_000_000;
+    Some(match v {
+        ScalarValue::IntervalMonthDayNano(Some(i)) => {
+            i.months as i128 * 28 * DAY + i.days as i128 * DAY + i.nanoseconds as i128
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => {
+            i.days as i128 * DAY + i.milliseconds as i128 * 1_000_000
+        }
+        ScalarValue::IntervalYearMonth(Some(months)) => *months as i128 * 28 * DAY,
+        _ => return None,
+    })
 }
 
 /// The string at row `i`, if it is one (not null).
@@ -369,6 +423,9 @@ mod tests {
             "SELECT lpad(CAST(value AS VARCHAR), 1000000, 'é') FROM range(2)",
             "SELECT array_resize([1], 400000000, 7)",
             "SELECT range(0, 400000000)",
+            // A second's step over decades: 7.5 GB of timestamps.
+            "SELECT range(TIMESTAMP '2000-01-01', TIMESTAMP '2030-01-01', INTERVAL '1' SECOND)",
+            "SELECT generate_series(DATE '1000-01-01', DATE '3000-01-01', INTERVAL '1' DAY)",
             "SELECT generate_series(1, 400000000, 1)",
             "SELECT array_repeat(1, 1000000000)",
             // Within the cap per row, past it for the batch.
