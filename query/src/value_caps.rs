@@ -349,6 +349,9 @@ impl ScalarUDFImpl for Capped {
 /// one) that, copied into each of a batch's `rows` rows, would make more
 /// than `max` bytes. Any constant anywhere counts, not only in the output
 /// columns: an aggregate's or a window's argument is copied per row too.
+/// Except where one is never copied: the operand of a comparison, the
+/// pattern of a `LIKE`, a value of an `IN` list (their kernels take it as
+/// a scalar), so a long pattern in a filter is fine.
 pub fn check_constants(
     plan: &datafusion::logical_expr::LogicalPlan,
     rows: usize,
@@ -356,12 +359,47 @@ pub fn check_constants(
 ) -> std::result::Result<(), String> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::Expr;
+    use datafusion::logical_expr::Operator;
     let mut largest = 0usize;
+    // Literals a parent takes as a scalar, by address (a parent is
+    // visited before its children).
+    let mut scalar_operands: std::collections::HashSet<*const Expr> = Default::default();
     let walked = plan.apply(|node| {
         node.apply_expressions(|e| {
             e.apply(|e| {
-                if let Expr::Literal(value, _) = e {
-                    largest = largest.max(value.size());
+                match e {
+                    Expr::BinaryExpr(b)
+                        if matches!(
+                            b.op,
+                            Operator::Eq
+                                | Operator::NotEq
+                                | Operator::Lt
+                                | Operator::LtEq
+                                | Operator::Gt
+                                | Operator::GtEq
+                                | Operator::IsDistinctFrom
+                                | Operator::IsNotDistinctFrom
+                                | Operator::LikeMatch
+                                | Operator::ILikeMatch
+                                | Operator::NotLikeMatch
+                                | Operator::NotILikeMatch
+                        ) =>
+                    {
+                        scalar_operands.insert(std::ptr::from_ref(b.left.as_ref()));
+                        scalar_operands.insert(std::ptr::from_ref(b.right.as_ref()));
+                    }
+                    Expr::Like(like) | Expr::SimilarTo(like) => {
+                        scalar_operands.insert(std::ptr::from_ref(like.pattern.as_ref()));
+                    }
+                    Expr::InList(in_list) => {
+                        scalar_operands.extend(in_list.list.iter().map(std::ptr::from_ref));
+                    }
+                    Expr::Literal(value, _)
+                        if !scalar_operands.contains(&std::ptr::from_ref(e)) =>
+                    {
+                        largest = largest.max(value.size());
+                    }
+                    _ => {}
                 }
                 Ok(TreeNodeRecursion::Continue)
             })

@@ -107,6 +107,17 @@ async fn huge_values_from_small_queries_are_refused() {
         .await
         .unwrap();
     assert_eq!(pipe_query::row_count(&answer.batches), 3);
+    // A long pattern or operand in a filter is never copied per row: it
+    // runs (review 4 finding I).
+    let long = "x".repeat(20_000);
+    for sql in [
+        format!("SELECT value FROM range(3) WHERE CAST(value AS VARCHAR) LIKE '%{long}%'"),
+        format!("SELECT value FROM range(3) WHERE CAST(value AS VARCHAR) <> '{long}'"),
+        format!("SELECT value FROM range(3) WHERE CAST(value AS VARCHAR) IN ('{long}', '1')"),
+    ] {
+        let (answer, _) = engine.read_only(&sql, 10).await.unwrap();
+        assert!(pipe_query::row_count(&answer.batches) <= 3, "{sql}");
+    }
     let (answer, _) = engine
         .read_only("SELECT length(repeat('x', 1000)) AS n", 10)
         .await
