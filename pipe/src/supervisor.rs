@@ -288,7 +288,10 @@ impl Supervisor {
                 .stream(&p.stream)
                 .ok_or_else(|| Error::Internal(format!("stream `{}` is not running", p.stream)))?;
             let next = running.log.next_offset();
-            if let Some(c) = p.committed.filter(|c| c + 1 > next) {
+            // Its failed-rows table too: it commits a range before the
+            // main table (as a new log's floor, see above).
+            let through = p.committed.into_iter().chain(p.failed_floor).max();
+            if let Some(c) = through.filter(|c| c + 1 > next) {
                 return Err(Error::Remote(
                     format!(
                         "`{}` holds what a pipeline named `{}` committed from this log of `{}` through offset {c}, past its end (next offset {next}): restart the server, which starts the log past it",
