@@ -28,7 +28,6 @@
 //! and limits.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -41,7 +40,7 @@ use pipe_schemas::{BodyFormat, Decoded, EventDecoder};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::debug;
@@ -50,6 +49,10 @@ use crate::buffer::Appender;
 use crate::idempotency::{Answer, Begin, KeyIndex};
 use crate::payload::{self, RequestMeta, MAX_KEY_LEN};
 use crate::ErrorKind;
+
+mod body;
+use body::{drain, read_body, DRAIN_LIMIT};
+pub use body::{gunzip, gunzip_within, GunzipError};
 
 /// Default largest request body: 5 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
@@ -366,191 +369,6 @@ pub fn bearer_authorized(digests: &[[u8; 32]], headers: &HeaderMap) -> bool {
     ok.into()
 }
 
-/// How much of an oversized body is read and thrown away before the 413 is
-/// sent, so that ordinary clients finish sending and read the answer instead
-/// of failing on a closed connection. Past this the connection is dropped.
-const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
-
-/// Reads and drops a body that is not needed, up to `limit` bytes (the
-/// route's body timeout bounds the wait).
-async fn drain(body: Body, limit: usize) {
-    use futures::StreamExt;
-    let mut stream = body.into_data_stream();
-    let mut seen = 0;
-    while let Some(Ok(chunk)) = stream.next().await {
-        seen += chunk.len();
-        if seen > limit {
-            break;
-        }
-    }
-}
-
-/// Reads the body within the stream's limits, undoing gzip. The bytes it
-/// holds are taken from the stream's in-flight budget as they arrive (and
-/// as they inflate); the returned permit gives them back when dropped.
-async fn read_body(
-    policy: &StreamPolicy,
-    inflight: &Arc<Semaphore>,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(Bytes, OwnedSemaphorePermit), Response> {
-    use futures::StreamExt;
-    let limit = policy.max_body_bytes;
-    let mut budget = take(inflight, 0).expect("no permits always fit");
-    let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
-    let mut seen = 0usize;
-    let mut over_budget = false;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            let e = e.into_inner();
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
-            while let Some(err) = source {
-                if err.is::<tower_http::timeout::TimeoutError>() {
-                    return error_response(
-                        ErrorKind::TimedOut,
-                        "the request body did not arrive in time",
-                    );
-                }
-                source = err.source();
-            }
-            error_response(
-                ErrorKind::InvalidInput,
-                format!("reading the request body: {e}"),
-            )
-        })?;
-        seen += chunk.len();
-        if seen <= limit && !over_budget {
-            match take(inflight, chunk.len()) {
-                Some(more) => {
-                    budget.merge(more);
-                    buf.extend_from_slice(&chunk);
-                }
-                // Read on (and drop) so that the client reads the answer.
-                None => {
-                    over_budget = true;
-                    buf = Vec::new();
-                    budget = take(inflight, 0).expect("no permits always fit");
-                }
-            }
-        } else if seen > DRAIN_LIMIT {
-            break;
-        }
-    }
-    if seen > limit {
-        return Err(error_response(
-            ErrorKind::TooLarge,
-            format!("the request body is larger than the stream's limit of {limit} bytes"),
-        ));
-    }
-    if over_budget {
-        return Err(busy(policy));
-    }
-    let bytes = Bytes::from(buf);
-    // Content codings are case-insensitive (RFC 9110).
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("identity") => Ok((bytes, budget)),
-        Some("gzip") | Some("x-gzip") => {
-            let inflated = gunzip_within(&bytes, policy.max_decompressed_bytes, |n| {
-                take(inflight, n).map(|more| budget.merge(more)).is_some()
-            });
-            match inflated {
-                Ok(out) => Ok((Bytes::from(out), budget)),
-                Err(GunzipError::TooLarge(limit)) => Err(error_response(
-                    ErrorKind::TooLarge,
-                    format!(
-                        "the decompressed body is larger than the stream's limit of {limit} bytes"
-                    ),
-                )),
-                Err(GunzipError::Invalid(e)) => Err(error_response(
-                    ErrorKind::InvalidInput,
-                    format!("the gzip body does not decompress: {e}"),
-                )),
-                Err(GunzipError::OverBudget) => Err(busy(policy)),
-            }
-        }
-        Some(other) => Err(error_response(
-            ErrorKind::InvalidInput,
-            format!("unsupported Content-Encoding `{other}` (use gzip or none)"),
-        )),
-    }
-}
-
-/// `bytes` more of the in-flight budget, if it has them.
-fn take(inflight: &Arc<Semaphore>, bytes: usize) -> Option<OwnedSemaphorePermit> {
-    let bytes = u32::try_from(bytes).ok()?;
-    inflight.clone().try_acquire_many_owned(bytes).ok()
-}
-
-/// The answer when the stream's in-flight budget is spent.
-fn busy(policy: &StreamPolicy) -> Response {
-    error_response(
-        ErrorKind::Unavailable,
-        format!(
-            "the stream is holding as many request bytes as it may at once ({} bytes in flight, `max_inflight_mb`); nothing of this request was kept: retry shortly",
-            policy.max_inflight_bytes
-        ),
-    )
-}
-
-/// Why a gzip body was refused.
-#[derive(Debug, PartialEq, Eq)]
-pub enum GunzipError {
-    /// It inflates past this many bytes.
-    TooLarge(usize),
-    /// It is not gzip, is cut short, or has bytes after its last member.
-    Invalid(String),
-    /// The caller's budget refused the memory its output needs.
-    OverBudget,
-}
-
-/// Inflates a gzip body: every member of it (`cat a.gz b.gz` is one body
-/// of two members, and streaming compressors write many), up to `limit`
-/// bytes. Anything after the last member that is not another whole member
-/// refuses the body: reading only part of it would accept some events and
-/// silently drop the rest.
-pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
-    gunzip_within(body, limit, |_| true)
-}
-
-/// [`gunzip`], asking `reserve(n)` before the output grows by `n` bytes;
-/// a `false` stops it with [`GunzipError::OverBudget`].
-pub fn gunzip_within(
-    body: &[u8],
-    limit: usize,
-    mut reserve: impl FnMut(usize) -> bool,
-) -> Result<Vec<u8>, GunzipError> {
-    const STEP: usize = 256 * 1024;
-    let mut out = Vec::new();
-    // One byte past the limit tells "at the limit" from "over it".
-    let past_limit = (limit as u64).saturating_add(1);
-    let mut decoder = flate2::read::MultiGzDecoder::new(body).take(past_limit);
-    let mut chunk = vec![0u8; STEP];
-    loop {
-        let n = match decoder.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(GunzipError::Invalid(e.to_string())),
-        };
-        if !reserve(n) {
-            return Err(GunzipError::OverBudget);
-        }
-        out.extend_from_slice(&chunk[..n]);
-    }
-    if out.len() > limit {
-        return Err(GunzipError::TooLarge(limit));
-    }
-    if body.is_empty() {
-        return Err(GunzipError::Invalid("the body is empty".into()));
-    }
-    Ok(out)
-}
-
 fn accepted_response(
     answer: &Answer,
     errors: &[pipe_schemas::EventError],
@@ -768,89 +586,5 @@ async fn accept(
             Ok((answer, errors))
         }
         Err(e) => Err(error_response(e.kind(), e.to_string())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write;
-
-    use super::*;
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
-
-    #[test]
-    fn inflating_asks_the_budget_as_the_output_grows() {
-        let body = gzip(&vec![b'x'; 1 << 20]);
-        let mut asked = 0;
-        let out = gunzip_within(&body, 2 << 20, |n| {
-            asked += n;
-            true
-        })
-        .unwrap();
-        assert_eq!((out.len(), asked), (1 << 20, 1 << 20));
-        let mut granted = 0;
-        let refused = gunzip_within(&body, 2 << 20, |n| {
-            granted += n;
-            granted <= 300_000
-        });
-        assert_eq!(refused, Err(GunzipError::OverBudget));
-    }
-
-    #[test]
-    fn every_gzip_member_is_read() {
-        let mut body = gzip(b"{\"a\":1}\n{\"a\":2}\n");
-        body.extend(gzip(b"{\"a\":3}\n{\"a\":4}\n"));
-        body.extend(gzip(b""));
-        assert_eq!(
-            gunzip(&body, 1 << 20).unwrap(),
-            b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n{\"a\":4}\n"
-        );
-    }
-
-    #[test]
-    fn bytes_after_the_last_member_refuse_the_body() {
-        let whole = gzip(b"[1,2,3]");
-        for tail in [
-            &b"garbage"[..],
-            b"\0\0\0\0",
-            b"\x1f",
-            &whole[..whole.len() - 1],
-        ] {
-            let mut body = whole.clone();
-            body.extend_from_slice(tail);
-            assert!(
-                matches!(gunzip(&body, 1 << 20), Err(GunzipError::Invalid(_))),
-                "tail {tail:?}"
-            );
-        }
-        // Cut short, empty, or not gzip at all.
-        assert!(matches!(
-            gunzip(&whole[..whole.len() - 3], 1 << 20),
-            Err(GunzipError::Invalid(_))
-        ));
-        assert!(matches!(gunzip(b"", 1 << 20), Err(GunzipError::Invalid(_))));
-        assert!(matches!(
-            gunzip(b"not gzip", 1 << 20),
-            Err(GunzipError::Invalid(_))
-        ));
-    }
-
-    #[test]
-    fn the_limit_counts_every_member() {
-        let mut body = gzip(&[b'x'; 600]);
-        body.extend(gzip(&[b'y'; 600]));
-        assert_eq!(gunzip(&body, 1000), Err(GunzipError::TooLarge(1000)));
-        assert_eq!(gunzip(&body, 1200).unwrap().len(), 1200);
-    }
-
-    /// Found by the `gunzip` fuzz target: the largest limit overflowed.
-    #[test]
-    fn the_largest_limit_is_no_limit() {
-        assert_eq!(gunzip(&gzip(b"[1]"), usize::MAX).unwrap(), b"[1]");
     }
 }
