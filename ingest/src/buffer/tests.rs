@@ -429,6 +429,18 @@ proptest! {
 
 /// Appends `payloads` to the buffer in `dir` opened with `min_next`, closes
 /// it, and returns it.
+/// [`append_closed`] with default segments: all in one.
+fn append_closed_in_one_segment(dir: &Path, payloads: &[Vec<u8>]) -> Buffer {
+    rt().block_on(async {
+        let mut b = Buffer::open(dir, BufferOptions::default(), 0).unwrap();
+        let (appender, writer) = b.start_writer();
+        append_all(&appender, payloads).await;
+        drop(appender);
+        writer.await.unwrap().unwrap();
+        b
+    })
+}
+
 fn append_closed(dir: &Path, min_next: u64, payloads: &[Vec<u8>]) -> Buffer {
     rt().block_on(async {
         let mut b = Buffer::open(dir, small_segments(), min_next).unwrap();
@@ -612,13 +624,7 @@ fn frame_like_bytes_in_a_torn_record_do_not_stop_recovery() {
 fn a_page_of_zeros_over_several_records_is_damage_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let payloads: Vec<Vec<u8>> = (0..30).map(|i| vec![i as u8; 860]).collect();
-    rt().block_on(async {
-        let mut b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
-        let (appender, writer) = b.start_writer();
-        append_all(&appender, &payloads).await;
-        drop(appender);
-        writer.await.unwrap().unwrap();
-    });
+    drop(append_closed_in_one_segment(dir.path(), &payloads));
     let seg = dir.path().join(segment::file_name(0));
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[4096..8192].fill(0);
@@ -644,13 +650,7 @@ fn a_damaged_record_of_numbers_before_acknowledged_ones_is_not_cut() {
         .collect();
     let big = vec![7u8; 900_000];
     let payloads = vec![b"a".to_vec(), numbers, big.clone(), big.clone(), big];
-    rt().block_on(async {
-        let mut b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
-        let (appender, writer) = b.start_writer();
-        append_all(&appender, &payloads).await;
-        drop(appender);
-        writer.await.unwrap().unwrap();
-    });
+    drop(append_closed_in_one_segment(dir.path(), &payloads));
     let seg = dir.path().join(segment::file_name(0));
     let mut bytes = std::fs::read(&seg).unwrap();
     // Inside record 1, after the header and record 0 (one byte).

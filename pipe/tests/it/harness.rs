@@ -212,6 +212,15 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (30 s at most) until the server's log says `text`.
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log_text().contains(text) {
+            assert!(Instant::now() < deadline, "{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// POSTs a body to a stream; returns (status, JSON body).
     pub async fn post(
         &self,

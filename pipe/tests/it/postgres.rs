@@ -189,15 +189,7 @@ async fn a_copied_data_dir_run_beside_its_original_stops_instead_of_merging() {
     node_b.kill();
     // Restarted, the copy refuses to start and says what to do.
     let node_b = Server::start_to_crash(&b, &[]).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !node_b.log_text().contains("appended to by two servers") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            node_b.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    node_b.wait_for_log("appended to by two servers");
     drop(node_b);
     // The original goes on; the table holds its events, once each, and
     // none of the copy's (they wait in its buffer; the data file its
@@ -254,26 +246,10 @@ async fn a_copy_committing_while_its_original_is_down_does_not_skip_the_original
     let before = query(&a, "SELECT count(*) AS n FROM default.shared");
     // The original refuses to start, and its log is marked.
     let node_a = Server::start_to_crash(&a, &[]).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !node_a.log_text().contains("is another one") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            node_a.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    node_a.wait_for_log("is another one");
     drop(node_a);
     let node_a = Server::start_to_crash(&a, &[]).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !node_a.log_text().contains("appended to by two servers") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            node_a.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    node_a.wait_for_log("appended to by two servers");
     drop(node_a);
     assert_eq!(
         query(&a, "SELECT count(*) AS n FROM default.shared"),
