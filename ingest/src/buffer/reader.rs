@@ -78,6 +78,9 @@ impl BufferReader {
         while self.next < durable && out.len() < max_records && bytes < max_bytes {
             if self.file.is_none() {
                 self.file = Some(self.open_at(self.next)?);
+                // Opening inside a recorded gap steps over it: what is
+                // durable is checked again.
+                continue;
             }
             let open = self.file.as_mut().expect("opened above");
             let first = open.first;

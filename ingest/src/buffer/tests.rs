@@ -667,3 +667,20 @@ fn a_damaged_record_of_numbers_before_acknowledged_ones_is_not_cut() {
         "nothing cut"
     );
 }
+
+/// A reader placed inside a recorded gap with nothing durable past it
+/// (a pipeline whose last commit falls in the gap, or the check of a
+/// commit's last record) reads nothing. Before, it stepped over the gap
+/// and read on past the durable end: "record 5 is durable, but … ends
+/// before it", which failed the start of a restored buffer.
+#[test]
+fn a_reader_inside_a_gap_at_the_durable_end_reads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(append_closed_in_one_segment(dir.path(), &[b"a".to_vec(), b"b".to_vec()]));
+    let b = Buffer::open(dir.path(), BufferOptions::default(), 5).unwrap();
+    assert_eq!(b.next_offset(), 5);
+    for from in [2, 4] {
+        assert!(b.reader(from).read(10, usize::MAX).unwrap().is_empty(), "{from}");
+    }
+    assert_eq!(read_everything(&b, 0).len(), 2);
+}
