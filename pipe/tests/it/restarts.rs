@@ -393,3 +393,38 @@ print(json.dumps(int(last)))
     server.stop();
     assert_eq!(counts(&config_b), json!({"n": 45, "ids": 45}));
 }
+
+/// A second server on the same data directory (a restart while the old
+/// process still drains) is refused at start, naming the directory.
+/// Before, it started: each deleted the data files the other was about to
+/// commit as leftovers of an earlier run, and a committed table could no
+/// longer be read (review 6 finding 1).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "a");
+    let server = Server::start(&config).await;
+    post_requests(&server, "a", 0, 2).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("another `pipe serve` uses the data directory"),
+        "{stderr}"
+    );
+    server.flush("p");
+    server.stop();
+    assert_eq!(counts(&config), json!({"n": 6, "ids": 6}));
+    // Once it is gone, the directory is free.
+    let server = Server::start(&config).await;
+    server.stop();
+}
