@@ -566,8 +566,8 @@ fn recover_tail(path: &Path, first: u64) -> Result<(u64, u64, segment::Salt)> {
             Next::Invalid(reason) => {
                 if valid_record_follows(path, salt, valid, next)? {
                     return Err(Error::Corrupt(format!(
-                        "record {next} in `{}` is damaged ({reason}) and valid records follow it: this is not the torn tail a crash leaves but damage to acknowledged events, and pipe will not cut them away. Restore the file from a backup; or, to go on without the events of this segment from offset {next}, stop pipe, move the file out of the buffer folder and start again",
-                        path.display()
+                        "record {next} in `{file}` is damaged ({reason}) and valid records follow it: this is not the torn tail a crash leaves but damage to acknowledged events, and pipe will not cut them away. Restore the file from a backup; or, to go on without the events from offset {next} on (the records before it are kept), stop pipe, keep a copy of the file, cut it to {valid} bytes (`truncate -s {valid} {file}`) and start again",
+                        file = path.display()
                     )));
                 }
                 warn!(segment = %path.display(), reason, cut_bytes = total - valid, next_offset = next, "cutting a torn buffer tail");

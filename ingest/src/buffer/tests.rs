@@ -634,6 +634,25 @@ fn a_page_of_zeros_over_several_records_is_damage_not_a_torn_tail() {
         .to_string();
     assert!(err.contains("valid records follow"), "{err}");
     assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing cut");
+    // What the message says to do keeps every record before the damage
+    // (review 6 finding 2: it said to move the whole file away).
+    let cut: u64 = err
+        .split("truncate -s ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
+    let kept = read_everything(&b, 0);
+    assert!(!kept.is_empty() && kept.len() < 30, "{}", kept.len());
+    assert_eq!(b.next_offset(), kept.len() as u64);
 }
 
 /// A damaged record whose events are plain numbers that look like frame
