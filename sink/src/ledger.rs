@@ -78,15 +78,27 @@ impl Ledger {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let entries = match std::fs::read(path) {
-            Ok(bytes) => parse(&bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Entries::default(),
+        let read = match std::fs::read(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
+        let entries = read.as_deref().map(parse).unwrap_or_default();
         // Rewrite what was read so a torn tail never precedes new lines.
+        // On a full disk (no room for the copy), cut the torn tail in
+        // place instead: a start must not fail for want of a few bytes,
+        // since the commits it would make are what frees the disk.
+        let file = match rewrite(path, &entries) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(ledger = %path.display(), error = %e, "could not rewrite the write ledger; going on with it as it is, its torn tail cut");
+                let _ = std::fs::remove_file(path.with_extension("tmp"));
+                cut_torn_tail(path, read.as_deref().unwrap_or_default())?
+            }
+        };
         let ledger = Ledger {
             path: path.to_path_buf(),
-            file: Mutex::new(rewrite(path, &entries)?),
+            file: Mutex::new(file),
             files: Mutex::new(entries.files.clone()),
             error: Mutex::new(None),
         };
@@ -165,6 +177,18 @@ fn parse(bytes: &[u8]) -> Entries {
 
 /// Atomically replaces the ledger with `entries` and returns it open for
 /// appending.
+/// The ledger at `path` (holding `bytes`) open for appending, cut after
+/// its last whole line.
+fn cut_torn_tail(path: &Path, bytes: &[u8]) -> io::Result<File> {
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    if whole < bytes.len() {
+        file.set_len(whole as u64)?;
+        file.sync_data()?;
+    }
+    Ok(file)
+}
+
 fn rewrite(path: &Path, entries: &Entries) -> io::Result<File> {
     let tmp = path.with_extension("tmp");
     {
@@ -234,6 +258,25 @@ mod tests {
         assert_eq!(entries.files, ["a"]);
         ledger.record_file("c");
         drop(ledger);
+        let (_, entries) = Ledger::open(&path).unwrap();
+        assert_eq!(entries.files, ["a", "c"]);
+    }
+
+    /// No room for the rewritten copy (a full disk; here its temporary
+    /// name is taken by a folder): the ledger opens anyway, its torn tail
+    /// cut in place. Before, the open failed, and with it the start of
+    /// every stream (review 6 finding 3).
+    #[test]
+    fn a_ledger_that_cannot_be_rewritten_is_cut_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.ledger");
+        std::fs::write(&path, b"{\"file\":\"a\"}\n{\"file\":\"b").unwrap();
+        std::fs::create_dir(path.with_extension("tmp")).unwrap();
+        let (ledger, entries) = Ledger::open(&path).unwrap();
+        assert_eq!(entries.files, ["a"]);
+        ledger.record_file("c");
+        drop(ledger);
+        std::fs::remove_dir(path.with_extension("tmp")).unwrap();
         let (_, entries) = Ledger::open(&path).unwrap();
         assert_eq!(entries.files, ["a", "c"]);
     }
