@@ -149,7 +149,7 @@ impl StreamLog {
             let next = buffer.next_offset();
             if last >= next {
                 return Err(Error::Refused(format!(
-                    "`{consumer}` recorded commits through offset {last} before logs had ids (an older version of pipe), but the log of stream `{name}` ends at offset {next}: those commits are not from this log. If the FROM of `{consumer}` changed in this upgrade, start once with its old FROM (its next commit records the log it reads), then change it; if `{dir}` was restored from an older copy, put the newer one back. To start `{consumer}` at this log's oldest event instead (events it committed before may be written again), remove the line `{consumer}` from `{legacy}`",
+                    "`{consumer}` recorded commits through offset {last} before logs had ids (an older version of pipe), but the log of stream `{name}` ends at offset {next}: those commits are not from this log. If the FROM of `{consumer}` changed in this upgrade, start once with its old FROM (its next commit records the log it reads), then change it; if `{dir}` was restored from an older copy, put the newer one back. To start `{consumer}` at this log's oldest event instead (events it committed before may be written again), write the pipelines whose earlier commits are this log's to `{legacy}`, one per line, without `{consumer}` (an empty file for none)",
                     dir = dir.display(),
                     legacy = dir.join("legacy-consumers").display(),
                 )));

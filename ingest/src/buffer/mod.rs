@@ -133,7 +133,7 @@ impl Identity {
         if dir.join("id").exists() {
             return Ok(());
         }
-        if !self.legacy_consumers.is_empty() || !list_segments(dir)?.is_empty() {
+        if !list_segments(dir)?.is_empty() {
             let lines: String = self
                 .legacy_consumers
                 .iter()
@@ -323,13 +323,29 @@ impl Buffer {
                 )))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let legacy = !list_segments(dir)?.is_empty();
+                let id = uuid::Uuid::new_v4().simple().to_string()[..ID_LEN].to_string();
+                if list_segments(dir)?.is_empty() {
+                    // A new buffer: nothing to decide, written at once (an
+                    // open that then fails leaves an empty segment, which
+                    // must not look like a buffer of an older version).
+                    let identity = Identity {
+                        id,
+                        legacy_consumers: BTreeSet::new(),
+                    };
+                    identity.keep(dir)?;
+                    return Ok(identity);
+                }
+                // Written before buffers had ids. A `legacy-consumers` file
+                // already there is a decision: an operator's (see
+                // `StreamLog::open`), or that of a start that stopped
+                // before writing the id.
+                let legacy_consumers = match dir.join(LEGACY_CONSUMERS).exists() {
+                    true => read_legacy_consumers(dir)?,
+                    false => consumers.iter().map(|c| c.to_string()).collect(),
+                };
                 Ok(Identity {
-                    id: uuid::Uuid::new_v4().simple().to_string()[..ID_LEN].to_string(),
-                    legacy_consumers: match legacy {
-                        true => consumers.iter().map(|c| c.to_string()).collect(),
-                        false => BTreeSet::new(),
-                    },
+                    id,
+                    legacy_consumers,
                 })
             }
             Err(e) => Err(Error::io(&path, "reading", e)),

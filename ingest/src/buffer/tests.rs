@@ -562,8 +562,7 @@ fn the_identity_is_made_once_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let identity = Buffer::identity(dir.path(), &[]).unwrap();
     assert_eq!(identity.id.len(), 16);
-    assert!(!dir.path().join("id").exists(), "written when kept");
-    identity.keep(dir.path()).unwrap();
+    assert!(dir.path().join("id").exists(), "a new buffer's, at once");
     let id = identity.id;
     let b = Buffer::open(dir.path(), small_segments(), 0).unwrap();
     assert_eq!(b.id(), id);
@@ -695,11 +694,17 @@ fn a_damaged_record_of_numbers_before_acknowledged_ones_is_not_cut() {
 #[test]
 fn a_reader_inside_a_gap_at_the_durable_end_reads_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    drop(append_closed_in_one_segment(dir.path(), &[b"a".to_vec(), b"b".to_vec()]));
+    drop(append_closed_in_one_segment(
+        dir.path(),
+        &[b"a".to_vec(), b"b".to_vec()],
+    ));
     let b = Buffer::open(dir.path(), BufferOptions::default(), 5).unwrap();
     assert_eq!(b.next_offset(), 5);
     for from in [2, 4] {
-        assert!(b.reader(from).read(10, usize::MAX).unwrap().is_empty(), "{from}");
+        assert!(
+            b.reader(from).read(10, usize::MAX).unwrap().is_empty(),
+            "{from}"
+        );
     }
     assert_eq!(read_everything(&b, 0).len(), 2);
 }

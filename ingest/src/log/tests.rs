@@ -231,9 +231,13 @@ fn a_buffer_without_an_id_records_its_consumers_when_it_gets_one() {
     let again = StreamLog::identity(dir.path(), &["r"]).unwrap();
     assert_eq!(again, first);
 
+    // A new buffer's identity is written at once: an open that then fails
+    // (leaving an empty segment) does not make it look like an old one's
+    // (review 6 finding 5).
     let fresh = tempfile::tempdir().unwrap();
     let made = StreamLog::identity(fresh.path(), &["p"]).unwrap();
     assert!(made.legacy_consumers.is_empty());
+    assert!(fresh.path().join("id").exists());
 }
 
 /// A position from commits that name no log is trusted below the log's
@@ -272,6 +276,12 @@ fn a_legacy_position_past_the_log_end_refuses_the_open() {
     for left_alone in ["gaps.log", "id", "legacy-consumers"] {
         assert!(!dir.path().join(left_alone).exists(), "{left_alone}");
     }
+    // The message's third way: a legacy-consumers file without `p` is
+    // taken as the decision (review 6 finding 4: it was ignored).
+    std::fs::write(dir.path().join("legacy-consumers"), "").unwrap();
+    let decided = StreamLog::identity(dir.path(), &["p"]).unwrap();
+    assert!(decided.legacy_consumers.is_empty());
+    std::fs::remove_file(dir.path().join("legacy-consumers")).unwrap();
 
     let opened = StreamLog::open(
         "s",
