@@ -270,18 +270,23 @@ fn last_in_properties(
             ))
         })
     };
+    let last = offset("offset-last")?;
     Ok(Some(Committed {
         commit_id: commit_id.clone(),
         range: OffsetRange {
             first: offset("offset-first")?,
-            last: offset("offset-last")?,
+            last,
         },
         snapshot_id: None,
         source: source.map(str::to_string),
         run: props.get(&table_prop(pipeline, source, "run")).cloned(),
+        // `<offset>:<crc>`: a version that does not know it (a downgrade)
+        // moves offset-last and leaves this one stale.
         last_crc: props
             .get(&table_prop(pipeline, source, "last-crc"))
-            .and_then(|v| v.parse().ok()),
+            .and_then(|v| v.split_once(':'))
+            .filter(|(at, _)| at.parse() == Ok(last))
+            .and_then(|(_, crc)| crc.parse().ok()),
     }))
 }
 
@@ -475,7 +480,10 @@ pub async fn commit_range(
             record = record.set(table_prop(pipeline, source, "run"), run.id.clone());
         }
         if let Some(crc) = last_crc {
-            record = record.set(table_prop(pipeline, source, "last-crc"), crc.to_string());
+            record = record.set(
+                table_prop(pipeline, source, "last-crc"),
+                format!("{}:{crc}", range.last),
+            );
         }
         let record = record
             .set(table_prop(pipeline, source, "commit-id"), id.clone())

@@ -1055,4 +1055,29 @@ async fn a_commit_records_its_last_records_checksum() {
     let mut reopened = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
     let found = reopened.last_committed().await.unwrap().unwrap();
     assert_eq!(found.last_crc, Some(0xfeed));
+
+    // A version that does not record it (a downgrade) moves the position
+    // in the properties: the stale checksum is not paired with the new
+    // offset (a false fork otherwise).
+    use iceberg::transaction::{ApplyTransactionAction, Transaction};
+    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
+    let table = catalog.load_table(reopened.ident()).await.unwrap();
+    let tx = Transaction::new(&table);
+    let tx = tx
+        .update_table_properties()
+        .set(
+            "pipe.p@aaaaaaaaaaaaaaaa.commit-id".into(),
+            "p/sink/aaaaaaaaaaaaaaaa/3-5".into(),
+        )
+        .set("pipe.p@aaaaaaaaaaaaaaaa.offset-first".into(), "3".into())
+        .set("pipe.p@aaaaaaaaaaaaaaaa.offset-last".into(), "5".into())
+        .apply(tx)
+        .unwrap();
+    tx.commit(catalog.as_ref()).await.unwrap();
+    drop(reopened);
+    let mut downgraded = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
+    let found = downgraded.last_committed().await.unwrap().unwrap();
+    assert_eq!((found.range.last, found.last_crc), (5, None));
 }
