@@ -174,15 +174,18 @@ pub fn run(args: Args) -> Result<()> {
                 data_dir,
                 admin_token,
             } => {
-                let (definitions, config) = crate::definitions::Definitions::load(
-                    &config,
-                    &Overrides {
-                        listen,
-                        data_dir,
-                        admin_token,
-                    },
-                )?;
-                crate::server::serve(definitions, config, shutdown_signal()).await
+                let overrides = Overrides {
+                    listen,
+                    data_dir,
+                    admin_token,
+                };
+                // Before the definitions: loading them may rewrite the
+                // API's file in the data directory.
+                let data_dir = crate::definitions::Definitions::data_dir_of(&config, &overrides)?;
+                let lock = crate::server::lock_data_dir(&data_dir)?;
+                let (definitions, config) =
+                    crate::definitions::Definitions::load(&config, &overrides)?;
+                crate::server::serve(lock, definitions, config, shutdown_signal()).await
             }
             Command::Query {
                 config,

@@ -94,6 +94,12 @@ pub struct Definitions {
 }
 
 impl Definitions {
+    /// The data directory the file at `path` names (with `overrides`).
+    pub fn data_dir_of(path: &Path, overrides: &Overrides) -> Result<PathBuf> {
+        let (file, base) = ConfigFile::read(path)?;
+        Ok(Config::resolve(file, &base, overrides)?.data_dir)
+    }
+
     /// Reads the file at `path` and the API's definitions under its data
     /// dir; returns both and the merged, validated configuration.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<(Definitions, Config)> {

@@ -50,13 +50,17 @@ pub(crate) struct AdminState {
     pub query: Arc<crate::query_api::QueryService>,
 }
 
-/// Takes `<data_dir>/lock` (an exclusive `flock`, released by the kernel
-/// when the process ends, however it ends). Two servers on one data
+/// `<data_dir>/lock`, held: an exclusive `flock`, released by the kernel
+/// when the process ends, however it ends. Two servers on one data
 /// directory would append to the same buffer segments, and each would
 /// delete the data files the other is about to commit as leftovers of an
 /// earlier run; a restart while the old process still drains is the
-/// usual way to get there.
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+/// usual way to get there. Taken before the definitions are read (their
+/// load rewrites the API's file), and held by [`serve`] to its end.
+pub struct DataDirLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes the [`DataDirLock`] of `dir`, or says who holds it.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<DataDirLock> {
     use std::os::fd::AsRawFd;
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Config(format!("creating `{}`: {e}", dir.display())))?;
@@ -69,25 +73,31 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
         .map_err(|e| Error::Config(format!("opening `{}`: {e}", path.display())))?;
     // SAFETY: flock only takes the descriptor, which `file` keeps open.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(Error::Config(format!(
+                "another `pipe serve` uses the data directory `{}` (it holds `{}`); stop it first: one still draining after SIGTERM holds it until its last commits end",
+                dir.display(),
+                path.display()
+            )));
+        }
         return Err(Error::Config(format!(
-            "another `pipe serve` uses the data directory `{}` (it holds `{}`); stop it first: one still draining after SIGTERM holds it until its last commits end",
-            dir.display(),
+            "locking `{}` (one server per data directory): {e}",
             path.display()
         )));
     }
-    Ok(file)
+    Ok(DataDirLock(file))
 }
 
 /// Runs the server until `shutdown` completes: the definitions of the file
 /// and of the admin API ([`Definitions::load`]), merged into `config`.
 pub async fn serve(
+    _lock: DataDirLock,
     definitions: Definitions,
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     crate::access::check_listen(&config)?;
-    // Held until the process ends, after the last commits of a drain.
-    let _lock = lock_data_dir(&config.data_dir)?;
     // A catalog that does not answer fails the start, saying so.
     let catalog = crate::within(config.store_timeout, "opening the catalog", async {
         Ok(open_catalog(&config.catalog).await?)

@@ -405,6 +405,12 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     let config = config(dir.path(), "a");
     let server = Server::start(&config).await;
     post_requests(&server, "a", 0, 2).await;
+    cli(&server, &["streams", "create", "extra"]);
+    // The second one's file also defines `extra`: loading its definitions
+    // would drop the API's copy (review 7 finding 2).
+    let second = dir.path().join("second.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&second, format!("{text}\n[streams.extra]\n")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
         .args([
             "serve",
@@ -412,7 +418,7 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
             &format!("127.0.0.1:{}", free_port()),
             "--config",
         ])
-        .arg(&config)
+        .arg(&second)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -424,7 +430,9 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     server.flush("p");
     server.stop();
     assert_eq!(counts(&config), json!({"n": 6, "ids": 6}));
-    // Once it is gone, the directory is free.
+    // Once it is gone, the directory is free, and the API's stream is
+    // still defined.
     let server = Server::start(&config).await;
+    assert!(cli(&server, &["streams", "list"]).contains("extra"));
     server.stop();
 }
