@@ -131,7 +131,7 @@ impl Capped {
                         (Some(start), Some(stop), Some(step)) if step != 0 => {
                             (stop.saturating_sub(start) / step).max(0) as u64
                         }
-                        _ => temporal_values(args, i),
+                        _ => temporal_values(args, i)?,
                     };
                     values.saturating_mul(8)
                 }
@@ -155,8 +155,10 @@ impl Capped {
 
 /// How many values a `range`/`generate_series` over dates or timestamps
 /// makes at row `i` (0 when its arguments are not those): the span over
-/// the smallest the step can be.
-fn temporal_values(args: &[ColumnarValue], i: usize) -> u64 {
+/// the shortest the step can be. A step whose parts have both signs
+/// (`1 month -28 days`) is refused: how far it moves depends on the
+/// dates, down to nothing, and DataFusion then never ends.
+fn temporal_values(args: &[ColumnarValue], i: usize) -> Result<u64> {
     let at = |a: Option<&ColumnarValue>| -> Option<ScalarValue> {
         match a? {
             ColumnarValue::Scalar(s) => Some(s.clone()),
@@ -166,15 +168,31 @@ fn temporal_values(args: &[ColumnarValue], i: usize) -> u64 {
     let (Some(start), Some(stop), Some(step)) = (
         at(args.first()).and_then(|v| nanos(&v)),
         at(args.get(1)).and_then(|v| nanos(&v)),
-        at(args.get(2)).and_then(|v| step_nanos(&v)),
+        at(args.get(2)).and_then(|v| step_parts(&v)),
     ) else {
-        return 0;
+        return Ok(0);
     };
-    if step == 0 {
-        return 0;
+    let (months, days, nanos) = step;
+    let positive = months > 0 || days > 0 || nanos > 0;
+    let negative = months < 0 || days < 0 || nanos < 0;
+    if positive == negative {
+        return Err(DataFusionError::Execution(format!(
+            "a series whose step is {} (months {months}, days {days}, nanoseconds {nanos}) has no bounded length: use a step whose parts have one sign",
+            match positive {
+                true => "of mixed signs",
+                false => "zero",
+            }
+        )));
     }
-    let values = (stop - start).abs() / step.abs();
-    values.min(u64::MAX as i128) as u64
+    // Each part at its shortest: a day of 23 hours (a DST change), a
+    // month of 28 such days.
+    const DAY: i128 = 23 * 3_600 * 1_000_000_000;
+    let shortest = months.abs() * 28 * DAY + days.abs() * DAY + nanos.abs();
+    let span = stop - start;
+    if span != 0 && (span > 0) != positive {
+        return Ok(0);
+    }
+    Ok((span.abs() / shortest).min(u64::MAX as i128) as u64)
 }
 
 /// A date or timestamp as nanoseconds since the epoch.
@@ -191,18 +209,16 @@ fn nanos(v: &ScalarValue) -> Option<i128> {
     })
 }
 
-/// The shortest span an interval step can take, in nanoseconds: a day of
-/// 23 hours (a DST change), a month of 28 such days.
-fn step_nanos(v: &ScalarValue) -> Option<i128> {
-    const DAY: i128 = 23 * 3_600 * 1_000_000_000;
+/// An interval step as (months, days, nanoseconds).
+fn step_parts(v: &ScalarValue) -> Option<(i128, i128, i128)> {
     Some(match v {
         ScalarValue::IntervalMonthDayNano(Some(i)) => {
-            i.months as i128 * 28 * DAY + i.days as i128 * DAY + i.nanoseconds as i128
+            (i.months as i128, i.days as i128, i.nanoseconds as i128)
         }
         ScalarValue::IntervalDayTime(Some(i)) => {
-            i.days as i128 * DAY + i.milliseconds as i128 * 1_000_000
+            (0, i.days as i128, i.milliseconds as i128 * 1_000_000)
         }
-        ScalarValue::IntervalYearMonth(Some(months)) => *months as i128 * 28 * DAY,
+        ScalarValue::IntervalYearMonth(Some(months)) => (*months as i128, 0, 0),
         _ => return None,
     })
 }
@@ -445,6 +461,9 @@ mod tests {
             "SELECT array_resize([1, 2], 100, 0)",
             "SELECT range(10), generate_series(1, 5)",
             "SELECT range(DATE '2026-01-01', DATE '2026-02-01', INTERVAL '1' DAY)",
+            "SELECT range(DATE '2026-02-01', DATE '2026-01-01', INTERVAL '-1' DAY)",
+            // Against its step's direction: an empty list.
+            "SELECT range(TIMESTAMP '2026-02-01', TIMESTAMP '2026-01-01', INTERVAL '1' SECOND)",
             "SELECT repeat(CAST(value AS VARCHAR), 10) FROM range(1000)",
             // Estimated from the values, not the worst case: many rows of
             // text with few or no matches, and ASCII padding.
@@ -473,6 +492,16 @@ mod tests {
         ] {
             let e = run(&ctx, bad).await.unwrap_err().to_string();
             assert!(e.contains("max_value_bytes"), "{bad}: {e}");
+        }
+        // Steps whose parts have both signs: far shorter than they look,
+        // or nothing at all, and DataFusion then never ends (review 7
+        // finding 1).
+        for bad in [
+            "SELECT range(TIMESTAMP '2000-01-01', TIMESTAMP '2000-05-01', INTERVAL '-1 day 86401 seconds')",
+            "SELECT range(TIMESTAMP '2001-01-31', TIMESTAMP '2001-03-01', INTERVAL '1 month -28 days')",
+        ] {
+            let e = run(&ctx, bad).await.unwrap_err().to_string();
+            assert!(e.contains("one sign"), "{bad}: {e}");
         }
     }
 }
