@@ -208,10 +208,45 @@ impl OpenSegment {
 
 /// The error for a record that is not what was written.
 pub(super) fn damaged(path: &Path, offset: u64, reason: &str) -> Error {
+    let file = path.display();
+    let cut = match byte_of(path, offset) {
+        Some(at) => format!("cut it to {at} bytes (`truncate -s {at} {file}`)"),
+        None => format!("cut it where record {offset} begins"),
+    };
+    // A segment after this one: the offsets the cut removes become a gap,
+    // which readers step over only when `gaps.log` lists it.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let first = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(segment::parse_file_name);
+    let after = list_segments(dir)
+        .ok()
+        .and_then(|all| all.into_iter().find(|s| first.is_some_and(|f| *s > f)));
+    let gap = match after {
+        Some(after) => format!(
+            ", then add the line `{offset} {after}` to `{}`",
+            dir.join("gaps.log").display()
+        ),
+        None => String::new(),
+    };
     Error::Corrupt(format!(
-        "record {offset} in `{}` is damaged ({reason}): its events cannot be read. Restore the file from a backup; or, to go on without the events of this segment from offset {offset}, stop pipe, move the file out of the buffer folder and start again",
-        path.display()
+        "record {offset} in `{file}` is damaged ({reason}): its events cannot be read. Restore the file from a backup; or, to go on without the events of this segment from offset {offset} on (the records before it are kept): stop pipe, keep a copy of the file, {cut}{gap}, and start again"
     ))
+}
+
+/// Where record `offset` begins in the segment file `path`, if the records
+/// before it read back.
+fn byte_of(path: &Path, offset: u64) -> Option<u64> {
+    let (header, mut file) = segment::open(path).ok()?.ok()?;
+    let mut at = header.size() as u64;
+    for expected in header.first..offset {
+        match segment::read_record(&mut file, header.salt, expected).ok()? {
+            Next::Record { payload, .. } => at += (segment::FRAME_LEN + payload.len()) as u64,
+            _ => return None,
+        }
+    }
+    Some(at)
 }
 
 /// Every record of the segment file `path`, which starts at `first`.

@@ -708,3 +708,58 @@ fn a_reader_inside_a_gap_at_the_durable_end_reads_nothing() {
     }
     assert_eq!(read_everything(&b, 0).len(), 2);
 }
+
+/// A damaged record in a segment that is not the last one: the error says
+/// where to cut it and which gap to record, and doing that lets readers go
+/// on from the next segment, every record before the damage kept. Before,
+/// it said to move the whole file away, which dropped the records before
+/// the damage and then stopped the start on "records … are missing"
+/// (review 7 finding 3).
+#[test]
+fn a_damaged_record_in_an_older_segment_says_how_to_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = rt().block_on(thirty_records_in_small_segments(dir.path()));
+    let segments = list_segments(dir.path()).unwrap();
+    assert!(segments.len() >= 3, "{segments:?}");
+    let (first, after) = (segments[1], segments[2]);
+    let path = dir.path().join(segment::file_name(first));
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Inside the second record's payload.
+    let at = segment::HEADER_LEN + (segment::FRAME_LEN + 50) + segment::FRAME_LEN + 10;
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let mut reader = b.reader(first);
+    let err = loop {
+        match reader.read(100, usize::MAX) {
+            Ok(got) => assert!(!got.is_empty(), "the damage was not found"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    let damaged = first + 1;
+    let line = format!("`{damaged} {after}`");
+    assert!(err.contains("truncate -s") && err.contains(&line), "{err}");
+    let cut: u64 = err
+        .split("truncate -s ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let mut gaps = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.path().join("gaps.log"))
+        .unwrap();
+    writeln!(gaps, "{damaged} {after}").unwrap();
+    drop(b);
+    let b = Buffer::open(dir.path(), small_segments(), 0).unwrap();
+    let offsets: Vec<u64> = read_everything(&b, 0).iter().map(|r| r.offset).collect();
+    let expected: Vec<u64> = (0..30).filter(|o| *o < damaged || *o >= after).collect();
+    assert_eq!(offsets, expected);
+}
