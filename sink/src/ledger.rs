@@ -93,7 +93,13 @@ impl Ledger {
             Err(e) => {
                 tracing::warn!(ledger = %path.display(), error = %e, "could not rewrite the write ledger; going on with it as it is, its torn tail cut");
                 let _ = std::fs::remove_file(path.with_extension("tmp"));
-                cut_torn_tail(path, read.as_deref().unwrap_or_default())?
+                // Read again: the rewrite may have failed after its rename.
+                let now = match std::fs::read(path) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                cut_torn_tail(path, &now)?
             }
         };
         let ledger = Ledger {
