@@ -70,6 +70,9 @@ pub(crate) struct Ledger {
     files: Mutex<Vec<String>>,
     /// The first append that failed since the last [`Ledger::take_error`].
     error: Mutex<Option<io::Error>>,
+    /// A failed append may have left part of its line that could not be
+    /// cut away: the next line starts with a newline of its own.
+    torn: std::sync::atomic::AtomicBool,
 }
 
 impl Ledger {
@@ -107,6 +110,7 @@ impl Ledger {
             file: Mutex::new(file),
             files: Mutex::new(entries.files.clone()),
             error: Mutex::new(None),
+            torn: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((ledger, entries))
     }
@@ -157,32 +161,50 @@ impl Ledger {
         Ok(())
     }
 
+    /// Appends one line. A write that fails part-way (a full disk) is cut
+    /// back, so a later line is never glued to half of it: the open would
+    /// read neither, losing a commit line, and the sweep would then delete
+    /// files that commit references.
     fn append(&self, line: &Line) -> io::Result<()> {
-        let mut text = serde_json::to_vec(line).map_err(io::Error::other)?;
+        use std::sync::atomic::Ordering;
+        let mut text = Vec::new();
+        if self.torn.load(Ordering::Acquire) {
+            text.push(b'\n');
+        }
+        serde_json::to_writer(&mut text, line).map_err(io::Error::other)?;
         text.push(b'\n');
         let mut file = self.file.lock().expect("never poisoned");
-        file.write_all(&text)?;
-        file.sync_data()
+        let len = file.metadata()?.len();
+        match file.write_all(&text).and_then(|_| file.sync_data()) {
+            Ok(()) => {
+                self.torn.store(false, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                if file.set_len(len).and_then(|_| file.sync_data()).is_err() {
+                    self.torn.store(true, Ordering::Release);
+                }
+                Err(e)
+            }
+        }
     }
 }
 
-/// Reads ledger lines, ignoring a torn (unparseable) last line.
+/// Reads ledger lines, ignoring unparseable ones: a torn last line, or
+/// part of a line a failed append left that could not be cut away (the
+/// line after it starts on a line of its own).
 fn parse(bytes: &[u8]) -> Entries {
     let mut entries = Entries::default();
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         match serde_json::from_slice::<Line>(line) {
             Ok(Line::File(f)) => entries.files.push(f),
             Ok(Line::Commit(c)) => entries.commit = Some(c),
-            // Only the last line can be torn; anything after it was never
-            // written, so stopping here loses nothing.
-            Err(_) => break,
+            Err(_) => continue,
         }
     }
     entries
 }
 
-/// Atomically replaces the ledger with `entries` and returns it open for
-/// appending.
 /// The ledger at `path` (holding `bytes`) open for appending, cut after
 /// its last whole line.
 fn cut_torn_tail(path: &Path, bytes: &[u8]) -> io::Result<File> {
@@ -195,6 +217,8 @@ fn cut_torn_tail(path: &Path, bytes: &[u8]) -> io::Result<File> {
     Ok(file)
 }
 
+/// Atomically replaces the ledger with `entries` and returns it open for
+/// appending.
 fn rewrite(path: &Path, entries: &Entries) -> io::Result<File> {
     let tmp = path.with_extension("tmp");
     {
@@ -266,6 +290,28 @@ mod tests {
         drop(ledger);
         let (_, entries) = Ledger::open(&path).unwrap();
         assert_eq!(entries.files, ["a", "c"]);
+    }
+
+    /// Part of a line a failed append could not cut away, then the next
+    /// line on a line of its own: everything else is read. Before, reading
+    /// stopped at the bad line, so a commit line after it was lost and the
+    /// open's sweep deleted files that commit references (review 8).
+    #[test]
+    fn a_bad_line_in_the_middle_does_not_hide_the_lines_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.ledger");
+        std::fs::write(
+            &path,
+            b"{\"file\":\"a\"}\n{\"commit\":{\"fi\n{\"commit\":{\"first\":1,\"last\":2,\"files\":[\"a\"]}}\n",
+        )
+        .unwrap();
+        let (_, entries) = Ledger::open(&path).unwrap();
+        assert_eq!(entries.files, ["a"]);
+        let commit = entries.commit.unwrap();
+        assert_eq!(
+            (commit.first, commit.last, commit.files),
+            (1, 2, vec!["a".to_string()])
+        );
     }
 
     /// No room for the rewritten copy (a full disk; here its temporary
