@@ -228,7 +228,11 @@ pub(super) fn damaged(path: &Path, offset: u64, reason: &str) -> Error {
             ", then add the line `{offset} {after}` to `{}`",
             dir.join("gaps.log").display()
         ),
-        None => String::new(),
+        // The writer may roll to one before pipe is stopped.
+        None => format!(
+            ", then, if a segment after it exists once pipe has stopped, add the line `{offset} <that segment's first offset>` to `{}`",
+            dir.join("gaps.log").display()
+        ),
     };
     Error::Corrupt(format!(
         "record {offset} in `{file}` is damaged ({reason}): its events cannot be read. Restore the file from a backup; or, to go on without the events of this segment from offset {offset} on (the records before it are kept): stop pipe, keep a copy of the file, {cut}{gap}, and start again"
