@@ -1,0 +1,191 @@
+//! How a table committed every few seconds ages (issue 17): the same
+//! events written into `bench.small` by COMMITS commits of 500 events
+//! each (what a 10 s roll makes), and into `bench.big` by one commit, with
+//! `TableSink`'s default options, into a fresh local warehouse (SQLite
+//! catalog, folder). Then it prints:
+//!
+//! - each query's time on `small` and on `big` (`QueryEngine`, catalog and
+//!   planning included; the median of 3 runs after a warm-up) and the
+//!   ratio;
+//! - bytes on storage: metadata (metadata.json, manifests, manifest lists)
+//!   and data, and metadata ÷ data, for each table;
+//! - commit latency of `small`: the median over commits 41..=60 and over
+//!   the last 20, and their ratio.
+//!
+//! A program that prints figures, not a test. It is the baseline the
+//! maintenance of issue 17 is measured against.
+//!
+//! ```sh
+//! cargo bench -p pipe-query --bench aging -- [COMMITS]   # 2000 by default
+//! ```
+
+use std::path::Path;
+use std::time::Instant;
+
+use pipe_query::QueryEngine;
+use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
+
+#[path = "../../benches/fraud_events.rs"]
+mod fraud_events;
+mod shop;
+
+const PER_COMMIT: usize = 500;
+const RUNS: usize = 3;
+const QUERIES: [(&str, &str); 4] = [
+    ("count(*)", "SELECT count(*) AS n FROM bench.{t}"),
+    (
+        "group by location: count, sum",
+        "SELECT location, count(*) AS n, sum(amount) AS total FROM bench.{t} GROUP BY location",
+    ),
+    (
+        "lookup of an absent transaction_id",
+        "SELECT * FROM bench.{t} WHERE transaction_id = 'absent'",
+    ),
+    (
+        "count(*) where is_fraud",
+        "SELECT count(*) AS n FROM bench.{t} WHERE is_fraud",
+    ),
+];
+
+async fn sink(dir: &Path, table: &str) -> TableSink {
+    let catalog = open_catalog(&CatalogSettings::local(dir))
+        .await
+        .expect("the catalog");
+    TableSink::open(
+        catalog,
+        "bench",
+        table,
+        "bench",
+        "sink",
+        &shop::events_schema(),
+        WriteOptions::default(),
+    )
+    .await
+    .expect("the sink")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// (metadata bytes, data bytes) of table `table` under `dir`.
+fn storage(dir: &Path, table: &str) -> (u64, u64) {
+    fn walk(path: &Path, table: &str, inside: bool, sums: &mut (u64, u64)) {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = entry.metadata().expect("metadata");
+            if meta.is_dir() {
+                walk(&p, table, inside || name == table, sums);
+            } else if inside {
+                let in_metadata = p.components().any(|c| c.as_os_str() == "metadata");
+                match in_metadata {
+                    true => sums.0 += meta.len(),
+                    false => sums.1 += meta.len(),
+                }
+            }
+        }
+    }
+    let mut sums = (0, 0);
+    walk(dir, table, false, &mut sums);
+    sums
+}
+
+#[tokio::main]
+async fn main() {
+    let commits: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(2000);
+    let total = commits * PER_COMMIT;
+    let dir = tempfile::tempdir().expect("a folder");
+    let schema = shop::events_schema();
+
+    let mut small = sink(dir.path(), "small").await;
+    let mut latencies = Vec::with_capacity(commits);
+    let started = Instant::now();
+    for c in 0..commits {
+        let from = c * PER_COMMIT;
+        let batch = shop::events(&schema, from, from + PER_COMMIT, total);
+        small.write(&batch).await.expect("a write");
+        let files = small.close_files().await.expect("closing files");
+        let at = Instant::now();
+        let range = OffsetRange {
+            first: c as u64,
+            last: c as u64,
+        };
+        small.commit(range, &files).await.expect("a commit");
+        latencies.push(at.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "bench.small: {total} events in {commits} commits of {PER_COMMIT}, {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut big = sink(dir.path(), "big").await;
+    for from in (0..total).step_by(8192) {
+        let batch = shop::events(&schema, from, (from + 8192).min(total), total);
+        big.write(&batch).await.expect("a write");
+    }
+    let files = big.close_files().await.expect("closing files");
+    big.commit(OffsetRange { first: 0, last: 0 }, &files)
+        .await
+        .expect("the commit");
+    println!("bench.big: the same events in one commit");
+
+    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
+        .await
+        .expect("the catalog");
+    let engine = QueryEngine::new(catalog).await.expect("the engine");
+    println!(
+        "\n{:<36} {:>10} {:>10} {:>8}",
+        "query", "small ms", "big ms", "ratio"
+    );
+    for (name, sql) in QUERIES {
+        let mut times = [0.0f64; 2];
+        for (i, table) in ["small", "big"].into_iter().enumerate() {
+            let sql = sql.replace("{t}", table);
+            let mut runs = Vec::new();
+            for run in 0..=RUNS {
+                let at = Instant::now();
+                engine.read_only(&sql, 10).await.expect("the query");
+                if run > 0 {
+                    runs.push(at.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            times[i] = median(runs);
+        }
+        println!(
+            "{name:<36} {:>10.1} {:>10.1} {:>7.1}×",
+            times[0],
+            times[1],
+            times[0] / times[1]
+        );
+    }
+
+    println!(
+        "\n{:<12} {:>14} {:>12} {:>16}",
+        "table", "metadata MB", "data MB", "metadata ÷ data"
+    );
+    for table in ["small", "big"] {
+        let (metadata, data) = storage(dir.path(), table);
+        println!(
+            "{table:<12} {:>14.1} {:>12.1} {:>16.2}",
+            metadata as f64 / 1e6,
+            data as f64 / 1e6,
+            metadata as f64 / data as f64
+        );
+    }
+
+    if commits >= 80 {
+        let early = median(latencies[40..60].to_vec());
+        let late = median(latencies[commits - 20..].to_vec());
+        println!(
+            "\ncommit latency of bench.small: {early:.1} ms around commit 50, {late:.1} ms over the last 20 (ratio {:.2})",
+            late / early
+        );
+    }
+}
