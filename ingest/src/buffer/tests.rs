@@ -40,6 +40,23 @@ async fn thirty_records_in_small_segments(dir: &Path) -> Buffer {
     b
 }
 
+/// Does what a refusal message says: `truncate -s N <file>`.
+fn cut_as_told(err: &str, file: &Path) {
+    let cut: u64 = err
+        .split("truncate -s ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+}
+
 fn read_everything(buffer: &Buffer, from: u64) -> Vec<Record> {
     let mut r = buffer.reader(from);
     let mut out = Vec::new();
@@ -635,19 +652,7 @@ fn a_page_of_zeros_over_several_records_is_damage_not_a_torn_tail() {
     assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing cut");
     // What the message says to do keeps every record before the damage
     // (review 6 finding 2: it said to move the whole file away).
-    let cut: u64 = err
-        .split("truncate -s ")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    cut_as_told(&err, &seg);
     let b = Buffer::open(dir.path(), BufferOptions::default(), 0).unwrap();
     let kept = read_everything(&b, 0);
     assert!(!kept.is_empty() && kept.len() < 30, "{}", kept.len());
@@ -738,19 +743,7 @@ fn a_damaged_record_in_an_older_segment_says_how_to_go_on() {
     let damaged = first + 1;
     let line = format!("`{damaged} {after}`");
     assert!(err.contains("truncate -s") && err.contains(&line), "{err}");
-    let cut: u64 = err
-        .split("truncate -s ")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    cut_as_told(&err, &path);
     let mut gaps = OpenOptions::new()
         .append(true)
         .create(true)
