@@ -127,7 +127,10 @@ impl BatchJob {
             &options.name,
             &options.table,
             plan.output_schema(),
-            options.write,
+            WriteOptions {
+                owns_metadata_files: options.catalog.owns_metadata_files(),
+                ..options.write
+            },
         )
         .await?;
         Ok(BatchJob {

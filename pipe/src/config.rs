@@ -39,7 +39,8 @@
 //! partition_by = ["day(__ingest_ts)", "bucket(16, user_id)"]   # when the table is created
 //! bloom_filter_columns = ["order_id"]  # bloom filters for lookups by these columns
 //! snapshot_max_age_secs = 86400      # expire older snapshots after commits…
-//! snapshot_retain_last = 100         # …but keep the newest 100 (expire_snapshots = false: keep all)
+//! snapshot_max_count = 100           # …and any past the newest 100…
+//! snapshot_retain_last = 10          # …but keep the newest 10 (expire_snapshots = false: keep all)
 //!
 //! [sinks.raw_files]                  # plain files instead of a table
 //! type = "parquet"                   # or "json" (NDJSON; compression "gzip" or "none")
@@ -329,7 +330,9 @@ pub struct SinkFile {
     /// Expire snapshots older than this after commits (Iceberg sinks;
     /// default one day).
     pub snapshot_max_age_secs: Option<u64>,
-    /// ... but keep at least this many of the newest (default 100).
+    /// ... and any past this many of the newest (default 100) ...
+    pub snapshot_max_count: Option<usize>,
+    /// ... but keep at least this many of the newest (default 10).
     pub snapshot_retain_last: Option<usize>,
     /// `false`: never expire snapshots (keep the whole history).
     pub expire_snapshots: Option<bool>,
@@ -835,6 +838,7 @@ impl Config {
             }
             let retention_keys = s.snapshot_max_age_secs.is_some()
                 || s.snapshot_retain_last.is_some()
+                || s.snapshot_max_count.is_some()
                 || s.expire_snapshots.is_some();
             if retention_keys && s.kind != "iceberg" {
                 return Err(err(
@@ -849,11 +853,22 @@ impl Config {
                 ));
             }
             let defaults = SnapshotRetention::default();
+            let retain_last = s.snapshot_retain_last.unwrap_or(defaults.retain_last);
+            let max_count = s
+                .snapshot_max_count
+                .unwrap_or(defaults.max_count.max(retain_last));
+            if max_count < retain_last {
+                return Err(err(
+                    format!("sinks.{name}.snapshot_max_count"),
+                    format!("{max_count} is below `snapshot_retain_last` ({retain_last}): the newest `snapshot_retain_last` snapshots are always kept"),
+                ));
+            }
             let retention = (s.expire_snapshots != Some(false)).then(|| SnapshotRetention {
                 max_age: s
                     .snapshot_max_age_secs
                     .map_or(defaults.max_age, std::time::Duration::from_secs),
-                retain_last: s.snapshot_retain_last.unwrap_or(defaults.retain_last),
+                retain_last,
+                max_count,
             });
             let partition_by = match &s.partition_by {
                 None => vec![PartitionField::ingest_day()],
@@ -1450,6 +1465,10 @@ mod tests {
             ("[catalog]\ntype = \"rest\"", "`catalog.uri`: a REST catalog needs its `http://…`"),
             ("[catalog]\ntoken = \"x\"", "`catalog.token`: only a REST catalog"),
             ("[catalog]\ntype = \"glue\"", "`catalog.type`: expected `sql` or `rest`"),
+            (
+                "[sinks.s]\ntable = \"t\"\nsnapshot_retain_last = 20\nsnapshot_max_count = 5",
+                "`sinks.s.snapshot_max_count`: 5 is below `snapshot_retain_last` (20)",
+            ),
             (
                 "[sinks.s]\ntable = \"t\"\nsnapshot_retain_last = 0",
                 "`sinks.s.snapshot_retain_last`: must be at least 1",

@@ -831,6 +831,7 @@ fn ledgered(config: &Config, source: &str) -> WriteOptions {
     WriteOptions {
         ledger_dir: Some(config.data_dir.join("sinks")),
         source: Some(source.to_string()),
+        owns_metadata_files: config.catalog.owns_metadata_files(),
         ..WriteOptions::default()
     }
 }

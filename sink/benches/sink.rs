@@ -196,6 +196,7 @@ fn main() {
             Some(pipe_sink::SnapshotRetention {
                 max_age: std::time::Duration::ZERO,
                 retain_last: 100,
+                max_count: 100,
             }),
         ),
     ] {

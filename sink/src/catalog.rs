@@ -110,6 +110,12 @@ impl CatalogSettings {
         }
     }
 
+    /// Whether this process writes the tables' metadata files (a SQL
+    /// catalog) rather than the catalog's server (REST).
+    pub fn owns_metadata_files(&self) -> bool {
+        matches!(self.kind, CatalogKind::Sql { .. })
+    }
+
     /// The FileIO properties for the warehouse (the `s3.*` keys).
     pub fn storage_props(&self) -> HashMap<String, String> {
         let mut props = HashMap::new();

@@ -39,6 +39,7 @@ use tracing::info;
 
 use crate::commit::{self, CommitOutcome, OffsetRange, RetryPolicy};
 use crate::ledger::Ledger;
+use crate::maintenance::{metadata_files, SnapshotRetention};
 use crate::{Error, Result};
 
 /// The column every table gets, and is partitioned on by day.
@@ -176,29 +177,6 @@ fn is_column_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
 
-/// How much of a table's history a sink keeps: after a commit, snapshots
-/// older than `max_age` are expired, except the newest `retain_last` of
-/// `main` (Iceberg's `history.expire.*` semantics, run by the writer).
-/// Expiry rewrites metadata only: data files stay, since nothing is ever
-/// deleted from these tables, and the pipeline's own offsets live in table
-/// properties that outlive their snapshots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnapshotRetention {
-    pub max_age: std::time::Duration,
-    /// At least 1.
-    pub retain_last: usize,
-}
-
-impl Default for SnapshotRetention {
-    /// A day of history, and at least the last 100 snapshots.
-    fn default() -> Self {
-        SnapshotRetention {
-            max_age: std::time::Duration::from_secs(24 * 3600),
-            retain_last: 100,
-        }
-    }
-}
-
 /// How data files are written.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
@@ -217,6 +195,11 @@ pub struct WriteOptions {
     pub partition_by: Vec<PartitionField>,
     /// Expire old snapshots after commits; `None`: keep all history.
     pub retention: Option<SnapshotRetention>,
+    /// This process writes the table's metadata files (a SQL catalog), so
+    /// it deletes the old ones after its commits
+    /// ([`crate::maintenance::metadata_files`]). `false` for a REST
+    /// catalog, whose server writes and deletes its own.
+    pub owns_metadata_files: bool,
     /// Top-level columns that get a Parquet bloom filter in every row group
     /// (see [`BLOOM_FILTER_PROPERTY`]): lookups by one value of such a
     /// column (`id = 'x'`, `id IN (…)`) skip the row groups whose filter
@@ -262,6 +245,7 @@ impl Default for WriteOptions {
             ledger_dir: None,
             partition_by: vec![PartitionField::ingest_day()],
             retention: Some(SnapshotRetention::default()),
+            owns_metadata_files: true,
             bloom_filter_columns: Vec::new(),
             source: None,
             run: None,
@@ -379,6 +363,10 @@ impl TableSink {
                 .map_err(catalog_err(format!("creating table `{ident}`")))?;
             info!(table = %ident, pipeline, "created table");
             table
+        };
+        let table = match options.owns_metadata_files {
+            true => adopt_metadata_properties(&catalog, table).await?,
+            false => table,
         };
         let arrow_schema = Arc::new(
             schema_to_arrow_schema(table.metadata().current_schema())
@@ -674,8 +662,11 @@ impl TableSink {
             &self.retry,
         )
         .await?;
-        self.table = table;
+        let before = std::mem::replace(&mut self.table, table);
         if matches!(outcome, CommitOutcome::Committed { .. }) {
+            if self.options.owns_metadata_files {
+                metadata_files::delete_dropped(&before, &self.table).await;
+            }
             self.expire_snapshots().await;
         }
         let referenced: std::collections::HashSet<&str> = match &outcome {
@@ -699,46 +690,25 @@ impl TableSink {
         Ok(outcome)
     }
 
-    /// Expires snapshots past the retention, once enough have gathered
-    /// (a tenth of `retain_last`, so the extra metadata commit is rare).
-    /// A failure is logged: the data commit already succeeded, and the
-    /// next commit tries again.
+    /// Expires snapshots past the retention (once enough are due, see
+    /// [`crate::maintenance::expire::expire`]), and deletes the files only
+    /// they referenced. A failure is logged: the
+    /// data commit already succeeded, and the next commit tries again.
     async fn expire_snapshots(&mut self) {
         let Some(retention) = self.options.retention else {
             return;
         };
-        let metadata = self.table.metadata();
-        let cutoff = chrono::Utc::now().timestamp_millis()
-            - i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
-        let mut expirable = 0;
-        let mut kept = 0;
-        let mut next = metadata.current_snapshot_id();
-        while let Some(snapshot) = next.and_then(|id| metadata.snapshot_by_id(id)) {
-            if kept < retention.retain_last || snapshot.timestamp_ms() >= cutoff {
-                kept += 1;
-            } else {
-                expirable += 1;
-            }
-            next = snapshot.parent_snapshot_id();
-        }
-        if expirable < (retention.retain_last / 10).max(1) {
-            return;
-        }
-        let tx = Transaction::new(&self.table);
-        let expired = tx
-            .expire_snapshots()
-            .retain_last(retention.retain_last.max(1))
-            .expire_older_than_ms(cutoff)
-            .apply(tx);
-        let committed = match expired {
-            Ok(tx) => tx.commit(self.catalog.as_ref()).await,
-            Err(e) => Err(e),
-        };
-        match committed {
-            Ok(table) => {
-                info!(table = %self.ident, expired = expirable, kept = table.metadata().snapshots().count(), "expired old snapshots");
-                self.table = table;
-            }
+        match crate::maintenance::expire::expire(
+            &self.catalog,
+            &self.table,
+            &retention,
+            false,
+            self.options.owns_metadata_files,
+        )
+        .await
+        {
+            Ok(Some((table, _))) => self.table = table,
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(table = %self.ident, error = %e, "could not expire old snapshots; trying again after a later commit")
             }
@@ -858,12 +828,41 @@ fn table_creation(name: &str, output: &SchemaRef, options: &WriteOptions) -> Res
     for column in &options.bloom_filter_columns {
         properties.insert(format!("{BLOOM_FILTER_PROPERTY}{column}"), "true".into());
     }
+    if options.owns_metadata_files {
+        properties.extend(metadata_files::default_properties());
+    }
     Ok(TableCreation::builder()
         .name(name.to_string())
         .schema(schema)
         .partition_spec(spec)
         .properties(properties)
         .build())
+}
+
+/// Sets the properties that delete old metadata files on a table that
+/// has neither (see [`metadata_files`]), in a commit of its own.
+async fn adopt_metadata_properties(catalog: &Arc<dyn Catalog>, table: Table) -> Result<Table> {
+    let adopt = metadata_files::properties_to_adopt(&table);
+    if adopt.is_empty() {
+        return Ok(table);
+    }
+    let tx = Transaction::new(&table);
+    let mut update = tx.update_table_properties();
+    for (key, value) in adopt {
+        update = update.set(key, value);
+    }
+    let err = |e| Error::Catalog {
+        action: format!(
+            "setting `{}` on `{}`",
+            metadata_files::DELETE_AFTER_COMMIT,
+            table.identifier()
+        ),
+        source: Box::new(e),
+    };
+    let tx = update.apply(tx).map_err(err)?;
+    let adopted = tx.commit(catalog.as_ref()).await.map_err(err)?;
+    info!(table = %adopted.identifier(), "old metadata files of this table are deleted from now on");
+    Ok(adopted)
 }
 
 /// Checks that each column asked for is a top-level column of the rows

@@ -10,6 +10,7 @@ use pipe_sink::{
 };
 
 mod files;
+mod maintenance;
 
 fn output() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -819,6 +820,7 @@ async fn old_snapshots_are_expired_after_commits_and_nothing_is_lost() {
         retention: Some(pipe_sink::SnapshotRetention {
             max_age: std::time::Duration::ZERO,
             retain_last: 5,
+            max_count: 5,
         }),
         ..WriteOptions::default()
     };

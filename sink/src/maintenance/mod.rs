@@ -1,0 +1,17 @@
+//! Table maintenance: what keeps a table that is committed every few
+//! seconds small and fast for months.
+//!
+//! - [`metadata_files`]: old `metadata.json` files are deleted after each
+//!   commit, keeping the newest few (Iceberg's
+//!   `write.metadata.delete-after-commit.enabled` and
+//!   `write.metadata.previous-versions-max`).
+//! - [`expire`]: snapshots are expired by age *and* count, and the
+//!   manifest lists, manifests and data files only they referenced are
+//!   deleted.
+//!
+//! The sink runs both after its commits ([`crate::TableSink`]).
+
+pub mod expire;
+pub mod metadata_files;
+
+pub use expire::{Expired, SnapshotRetention};

@@ -1,0 +1,159 @@
+//! Maintenance that runs with the sink's commits: old metadata files
+//! deleted, snapshots expired by age and count, and the files only expired
+//! snapshots referenced deleted.
+
+use futures::TryStreamExt;
+use iceberg::table::Table;
+use pipe_sink::maintenance::metadata_files::{DELETE_AFTER_COMMIT, PREVIOUS_VERSIONS_MAX};
+use pipe_sink::{OffsetRange, SnapshotRetention, TableSink, WriteOptions};
+
+use super::{load_table, open_with, rows};
+
+/// Commits `n` ranges of 10 rows each, from offset `from`.
+async fn commit_n(sink: &mut TableSink, from: u64, n: u64) {
+    for i in from..from + n {
+        let first = i as i64 * 10;
+        sink.write(&rows(first..first + 10)).await.unwrap();
+        let files = sink.close_files().await.unwrap();
+        sink.commit(OffsetRange { first: i, last: i }, &files)
+            .await
+            .unwrap();
+    }
+}
+
+/// Rows of the table's current snapshot, read from its data files.
+async fn scanned_rows(table: &Table) -> usize {
+    let batches: Vec<_> = table
+        .scan()
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// Files in the table's metadata folder: (metadata.json files, manifest
+/// lists, manifests).
+fn metadata_folder(dir: &std::path::Path) -> (usize, usize, usize) {
+    let mut counts = (0, 0, 0);
+    for e in std::fs::read_dir(dir.join("warehouse/default/events/metadata")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".metadata.json") {
+            counts.0 += 1;
+        } else if name.starts_with("snap-") {
+            counts.1 += 1;
+        } else if name.ends_with(".avro") {
+            counts.2 += 1;
+        }
+    }
+    counts
+}
+
+fn keep_all() -> WriteOptions {
+    WriteOptions {
+        retention: None,
+        ..WriteOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn old_metadata_files_are_deleted_keeping_the_newest_ten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open_with(dir.path(), "p", keep_all()).await;
+    commit_n(&mut sink, 0, 30).await;
+    let table = load_table(dir.path(), &sink).await;
+    let props = table.metadata().properties();
+    assert_eq!(props.get(DELETE_AFTER_COMMIT).unwrap(), "true");
+    assert_eq!(props.get(PREVIOUS_VERSIONS_MAX).unwrap(), "10");
+    assert_eq!(table.metadata().metadata_log().len(), 10);
+    // The current file and the ten the log lists; every snapshot kept.
+    assert_eq!(metadata_folder(dir.path()), (11, 30, 30));
+    for log in table.metadata().metadata_log() {
+        let path = log.metadata_file.strip_prefix("file://").unwrap();
+        assert!(std::path::Path::new(path).exists(), "{path} is listed");
+    }
+    assert_eq!(scanned_rows(&table).await, 300);
+}
+
+#[tokio::test]
+async fn a_table_that_keeps_its_metadata_files_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // Made by a writer that does not delete them (a REST catalog's, or
+    // pipe before it did), then told to keep them all.
+    let foreign = WriteOptions {
+        owns_metadata_files: false,
+        ..keep_all()
+    };
+    let mut sink = open_with(dir.path(), "p", foreign).await;
+    commit_n(&mut sink, 0, 3).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert!(!table.metadata().properties().contains_key(DELETE_AFTER_COMMIT));
+    let catalog = pipe_sink::open_catalog(&pipe_sink::CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
+    use iceberg::transaction::{ApplyTransactionAction, Transaction};
+    let tx = Transaction::new(&table);
+    let tx = tx
+        .update_table_properties()
+        .set(PREVIOUS_VERSIONS_MAX.into(), "2".into())
+        .apply(tx)
+        .unwrap();
+    tx.commit(catalog.as_ref()).await.unwrap();
+    // pipe opens it: a property is set, so it changes nothing.
+    let mut sink = open_with(dir.path(), "p", keep_all()).await;
+    commit_n(&mut sink, 3, 10).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert!(!table.metadata().properties().contains_key(DELETE_AFTER_COMMIT));
+    // The log keeps 2; all 15 files stay (create, 3 + 1 + 10 commits).
+    assert_eq!(metadata_folder(dir.path()).0, 15);
+}
+
+#[tokio::test]
+async fn a_table_without_the_properties_is_adopted_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = WriteOptions {
+        owns_metadata_files: false,
+        ..keep_all()
+    };
+    let mut sink = open_with(dir.path(), "p", foreign).await;
+    commit_n(&mut sink, 0, 20).await;
+    assert_eq!(metadata_folder(dir.path()).0, 21);
+    let mut sink = open_with(dir.path(), "p", keep_all()).await;
+    commit_n(&mut sink, 20, 1).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(table.metadata().properties().get(DELETE_AFTER_COMMIT).unwrap(), "true");
+    // Files the log had dropped before the adoption are the orphan
+    // sweep's; from the adoption on, each commit deletes what it drops.
+    let before = metadata_folder(dir.path()).0;
+    commit_n(&mut sink, 21, 5).await;
+    assert_eq!(metadata_folder(dir.path()).0, before);
+    assert_eq!(scanned_rows(&load_table(dir.path(), &sink).await).await, 260);
+}
+
+#[tokio::test]
+async fn snapshots_are_expired_by_count_and_their_manifest_lists_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WriteOptions {
+        retention: Some(SnapshotRetention {
+            max_age: std::time::Duration::from_secs(3600),
+            retain_last: 2,
+            max_count: 5,
+        }),
+        ..WriteOptions::default()
+    };
+    let mut sink = open_with(dir.path(), "p", options).await;
+    commit_n(&mut sink, 0, 20).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(table.metadata().snapshots().count(), 5);
+    // One manifest list per kept snapshot; every manifest is still listed
+    // by the current snapshot (fast appends carry them along).
+    let (metadata, lists, manifests) = metadata_folder(dir.path());
+    assert_eq!((lists, manifests), (5, 20));
+    assert!(metadata <= 11, "{metadata} metadata files");
+    assert_eq!(scanned_rows(&table).await, 200);
+    assert_eq!(super::data_files_on_disk(dir.path()).len(), 40);
+}
