@@ -129,6 +129,7 @@ impl BatchJob {
             plan.output_schema(),
             WriteOptions {
                 owns_metadata_files: options.catalog.owns_metadata_files(),
+                committer: Some(pipe_sink::maintenance::Committer::open(&options.catalog).await?),
                 ..options.write
             },
         )

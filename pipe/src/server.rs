@@ -124,8 +124,13 @@ pub async fn serve(
         .build()
         .map_err(|e| Error::Internal(format!("starting the query runtime: {e}")))?;
     let query = crate::query_api::QueryService::new(&config, query_runtime.handle().clone())?;
+    let committer = crate::within(config.store_timeout, "opening the catalog", async {
+        Ok(pipe_sink::maintenance::Committer::open(&config.catalog).await?)
+    })
+    .await?;
     let supervisor = Arc::new(Supervisor::new(
         catalog,
+        committer,
         definitions,
         config.clone(),
         pipeline_runtime.handle().clone(),

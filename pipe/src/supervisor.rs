@@ -92,6 +92,8 @@ struct Planned {
 /// Everything running, and the definitions it runs.
 pub struct Supervisor {
     catalog: Arc<dyn Catalog>,
+    /// Commits the maintenance snapshots of the sinks' tables.
+    committer: pipe_sink::maintenance::Committer,
     pub routes: Arc<StreamRoutes>,
     pub metrics: SharedMetrics,
     pipeline_runtime: tokio::runtime::Handle,
@@ -108,12 +110,14 @@ impl Supervisor {
     /// Nothing running yet: [`Supervisor::start`] starts the parts.
     pub fn new(
         catalog: Arc<dyn Catalog>,
+        committer: pipe_sink::maintenance::Committer,
         definitions: Definitions,
         config: Config,
         pipeline_runtime: tokio::runtime::Handle,
     ) -> Self {
         Self {
             catalog,
+            committer,
             routes: Arc::new(StreamRoutes::new(config.body_timeout)),
             metrics: SharedMetrics::default(),
             pipeline_runtime,
@@ -343,7 +347,7 @@ impl Supervisor {
                 plan.output_schema(),
                 WriteOptions {
                     unsourced_ended: !log.legacy_consumers.contains(&name),
-                    ..ledgered(config, &log.id)
+                    ..self.ledgered(config, &log.id)
                 },
             )
             .await?,
@@ -387,7 +391,7 @@ impl Supervisor {
             retention: sink_config.retention,
             bloom_filter_columns: sink_config.bloom_filter_columns.clone(),
             unsourced_ended: !legacy,
-            ..ledgered(config, source)
+            ..self.ledgered(config, source)
         };
         let mut sink = match &sink_config.target {
             SinkTarget::Table { namespace, table } => Sink::Table(Box::new(
@@ -429,7 +433,7 @@ impl Supervisor {
             &pipe_transform::failed_rows_schema(),
             WriteOptions {
                 unsourced_ended,
-                ..ledgered(config, source)
+                ..self.ledgered(config, source)
             },
         )
         .await?;
@@ -825,14 +829,18 @@ fn stream_config<'a>(config: &'a Config, name: &str) -> Result<&'a StreamConfig>
         .ok_or_else(|| Error::Internal(format!("stream `{name}` is not defined")))
 }
 
-/// Each sink's write ledger (files written, not yet resolved) lives beside
-/// the buffer; its commits record the stream log `source` they read.
-fn ledgered(config: &Config, source: &str) -> WriteOptions {
-    WriteOptions {
-        ledger_dir: Some(config.data_dir.join("sinks")),
-        source: Some(source.to_string()),
-        owns_metadata_files: config.catalog.owns_metadata_files(),
-        ..WriteOptions::default()
+impl Supervisor {
+    /// Each sink's write ledger (files written, not yet resolved) lives
+    /// beside the buffer; its commits record the stream log `source` they
+    /// read; its table's manifests are merged by the server's committer.
+    fn ledgered(&self, config: &Config, source: &str) -> WriteOptions {
+        WriteOptions {
+            ledger_dir: Some(config.data_dir.join("sinks")),
+            source: Some(source.to_string()),
+            owns_metadata_files: config.catalog.owns_metadata_files(),
+            committer: Some(self.committer.clone()),
+            ..WriteOptions::default()
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use pipe_query::QueryEngine;
+use pipe_sink::maintenance::Committer;
 use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
 
 #[path = "../../benches/fraud_events.rs"]
@@ -48,9 +49,9 @@ const QUERIES: [(&str, &str); 4] = [
 ];
 
 async fn sink(dir: &Path, table: &str) -> TableSink {
-    let catalog = open_catalog(&CatalogSettings::local(dir))
-        .await
-        .expect("the catalog");
+    let settings = CatalogSettings::local(dir);
+    let catalog = open_catalog(&settings).await.expect("the catalog");
+    let committer = Committer::open(&settings).await.expect("the committer");
     TableSink::open(
         catalog,
         "bench",
@@ -58,7 +59,10 @@ async fn sink(dir: &Path, table: &str) -> TableSink {
         "bench",
         "sink",
         &shop::events_schema(),
-        WriteOptions::default(),
+        WriteOptions {
+            committer: Some(committer),
+            ..WriteOptions::default()
+        },
     )
     .await
     .expect("the sink")

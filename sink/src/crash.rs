@@ -13,6 +13,10 @@
 //!        (file sinks: commit record written ─► [after-commit] ─► publish
 //!         the first file ─► [mid-publish] ─► publish the rest)
 //!     ─► commit known ─► [before-release] ─► release buffer space
+//!
+//!  maintenance: write manifests, metadata.json ─► [maintenance-before-swap]
+//!     ─► swap the catalog's pointer ─► [maintenance-after-swap]
+//!     ─► delete what is no longer referenced
 //! ```
 //!
 //! `PIPE_FAULT=<fault>[@n]` injects a fault that is not a crash, the n-th
@@ -55,6 +59,13 @@ pub const ALL: [&str; 6] = [
     BEFORE_RELEASE,
     AFTER_FAILED_ROWS_COMMIT,
 ];
+
+/// Table maintenance (see [`crate::maintenance`]) wrote its files and
+/// the new `metadata.json`; the catalog's pointer is not swapped yet.
+pub const MAINTENANCE_BEFORE_SWAP: &str = "maintenance-before-swap";
+/// Table maintenance swapped the catalog's pointer; the files it made
+/// unreferenced are not deleted yet.
+pub const MAINTENANCE_AFTER_SWAP: &str = "maintenance-after-swap";
 
 /// A committed update whose caller hears it failed (`PIPE_FAULT`).
 pub const LOSE_COMMIT_ANSWER: &str = "lose-commit-answer";

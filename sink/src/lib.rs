@@ -42,15 +42,14 @@ pub mod table;
 pub use any::{Closed, FileStats, Sink};
 pub use catalog::{open_catalog, CatalogKind, CatalogSettings, RestSettings, S3Options, Warehouse};
 pub use commit::{CommitOutcome, Committed, OffsetRange, Run};
-pub use maintenance::SnapshotRetention;
 pub use files::{FileFormat, FileSink, FileSinkSettings, StagedFile};
 pub use iceberg::spec::DataFile;
 /// The catalog trait [`open_catalog`] returns.
 pub use iceberg::Catalog;
+pub use maintenance::SnapshotRetention;
 pub use pipe_schemas::ErrorKind;
 pub use table::{
-    Codec, PartitionField, TableSink, WriteOptions, BLOOM_FILTER_FPP,
-    BLOOM_FILTER_PROPERTY,
+    Codec, PartitionField, TableSink, WriteOptions, BLOOM_FILTER_FPP, BLOOM_FILTER_PROPERTY,
 };
 
 /// Errors of the sink crate.

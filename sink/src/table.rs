@@ -42,6 +42,10 @@ use crate::ledger::Ledger;
 use crate::maintenance::{metadata_files, SnapshotRetention};
 use crate::{Error, Result};
 
+/// How often (in commits) a sink looks at whether its table's manifests
+/// need merging: each look reads the manifest list.
+pub const MERGE_CHECK_EVERY: usize = 10;
+
 /// The column every table gets, and is partitioned on by day.
 pub const INGEST_TS_COLUMN: &str = "__ingest_ts";
 
@@ -200,6 +204,9 @@ pub struct WriteOptions {
     /// ([`crate::maintenance::metadata_files`]). `false` for a REST
     /// catalog, whose server writes and deletes its own.
     pub owns_metadata_files: bool,
+    /// Commits maintenance snapshots (merged manifests) to the table's
+    /// catalog; `None`: manifests are never merged.
+    pub committer: Option<crate::maintenance::Committer>,
     /// Top-level columns that get a Parquet bloom filter in every row group
     /// (see [`BLOOM_FILTER_PROPERTY`]): lookups by one value of such a
     /// column (`id = 'x'`, `id IN (…)`) skip the row groups whose filter
@@ -246,6 +253,7 @@ impl Default for WriteOptions {
             partition_by: vec![PartitionField::ingest_day()],
             retention: Some(SnapshotRetention::default()),
             owns_metadata_files: true,
+            committer: None,
             bloom_filter_columns: Vec::new(),
             source: None,
             run: None,
@@ -297,6 +305,8 @@ pub struct TableSink {
     open: Option<FileWriter>,
     pending_rows: usize,
     ledger: Option<Arc<Ledger>>,
+    /// Commits since the manifests were last looked at.
+    commits_since_merge_check: usize,
 }
 
 impl std::fmt::Debug for TableSink {
@@ -410,6 +420,7 @@ impl TableSink {
             open: None,
             pending_rows: 0,
             ledger,
+            commits_since_merge_check: 0,
         };
         if let Some(entries) = leftover {
             sink.sweep(entries).await?;
@@ -668,6 +679,7 @@ impl TableSink {
                 metadata_files::delete_dropped(&before, &self.table).await;
             }
             self.expire_snapshots().await;
+            self.merge_manifests().await;
         }
         let referenced: std::collections::HashSet<&str> = match &outcome {
             CommitOutcome::Committed { .. } => paths.iter().map(String::as_str).collect(),
@@ -711,6 +723,40 @@ impl TableSink {
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(table = %self.ident, error = %e, "could not expire old snapshots; trying again after a later commit")
+            }
+        }
+    }
+
+    /// Every [`MERGE_CHECK_EVERY`] commits, merges the table's manifests
+    /// if it has gathered enough (see [`crate::maintenance::manifests`]),
+    /// as Iceberg's merge-append does after its commits. A failure is
+    /// logged: the data commit already succeeded.
+    async fn merge_manifests(&mut self) {
+        let Some(committer) = &self.options.committer else {
+            return;
+        };
+        self.commits_since_merge_check += 1;
+        if self.commits_since_merge_check < MERGE_CHECK_EVERY || committer.unsupported().is_some() {
+            return;
+        }
+        self.commits_since_merge_check = 0;
+        let merged = crate::maintenance::manifests::merge_manifests(
+            committer,
+            &self.catalog,
+            &self.table,
+            3,
+        )
+        .await;
+        match merged {
+            Ok(Some((table, _))) => {
+                if self.options.owns_metadata_files {
+                    metadata_files::delete_dropped(&self.table, &table).await;
+                }
+                self.table = table;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(table = %self.ident, error = %e, "could not merge manifests; trying again after later commits")
             }
         }
     }

@@ -171,7 +171,10 @@ pub async fn delete_unreferenced(before: &Table, after: &Table) -> Result<(usize
             .manifest_list_reader(snapshot)
             .load()
             .await
-            .map_err(read_err(format!("the manifest list of snapshot {}", snapshot.snapshot_id())))?;
+            .map_err(read_err(format!(
+                "the manifest list of snapshot {}",
+                snapshot.snapshot_id()
+            )))?;
         for m in list.entries() {
             kept_manifests.insert(m.manifest_path.clone());
         }

@@ -8,10 +8,17 @@
 //! - [`expire`]: snapshots are expired by age *and* count, and the
 //!   manifest lists, manifests and data files only they referenced are
 //!   deleted.
+//! - [`manifests`]: once a table has many small manifests, they are merged
+//!   in a `replace` snapshot, committed by [`snapshot::Committer`] (iceberg-rust
+//!   cannot commit such snapshots itself).
 //!
 //! The sink runs both after its commits ([`crate::TableSink`]).
 
 pub mod expire;
+pub mod manifests;
 pub mod metadata_files;
+pub mod snapshot;
 
 pub use expire::{Expired, SnapshotRetention};
+pub use manifests::{ManifestPolicy, Merged};
+pub use snapshot::Committer;

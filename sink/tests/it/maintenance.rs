@@ -91,7 +91,10 @@ async fn a_table_that_keeps_its_metadata_files_keeps_them() {
     let mut sink = open_with(dir.path(), "p", foreign).await;
     commit_n(&mut sink, 0, 3).await;
     let table = load_table(dir.path(), &sink).await;
-    assert!(!table.metadata().properties().contains_key(DELETE_AFTER_COMMIT));
+    assert!(!table
+        .metadata()
+        .properties()
+        .contains_key(DELETE_AFTER_COMMIT));
     let catalog = pipe_sink::open_catalog(&pipe_sink::CatalogSettings::local(dir.path()))
         .await
         .unwrap();
@@ -107,7 +110,10 @@ async fn a_table_that_keeps_its_metadata_files_keeps_them() {
     let mut sink = open_with(dir.path(), "p", keep_all()).await;
     commit_n(&mut sink, 3, 10).await;
     let table = load_table(dir.path(), &sink).await;
-    assert!(!table.metadata().properties().contains_key(DELETE_AFTER_COMMIT));
+    assert!(!table
+        .metadata()
+        .properties()
+        .contains_key(DELETE_AFTER_COMMIT));
     // The log keeps 2; all 15 files stay (create, 3 + 1 + 10 commits).
     assert_eq!(metadata_folder(dir.path()).0, 15);
 }
@@ -125,13 +131,23 @@ async fn a_table_without_the_properties_is_adopted_on_open() {
     let mut sink = open_with(dir.path(), "p", keep_all()).await;
     commit_n(&mut sink, 20, 1).await;
     let table = load_table(dir.path(), &sink).await;
-    assert_eq!(table.metadata().properties().get(DELETE_AFTER_COMMIT).unwrap(), "true");
+    assert_eq!(
+        table
+            .metadata()
+            .properties()
+            .get(DELETE_AFTER_COMMIT)
+            .unwrap(),
+        "true"
+    );
     // Files the log had dropped before the adoption are the orphan
     // sweep's; from the adoption on, each commit deletes what it drops.
     let before = metadata_folder(dir.path()).0;
     commit_n(&mut sink, 21, 5).await;
     assert_eq!(metadata_folder(dir.path()).0, before);
-    assert_eq!(scanned_rows(&load_table(dir.path(), &sink).await).await, 260);
+    assert_eq!(
+        scanned_rows(&load_table(dir.path(), &sink).await).await,
+        260
+    );
 }
 
 #[tokio::test]
@@ -156,4 +172,199 @@ async fn snapshots_are_expired_by_count_and_their_manifest_lists_deleted() {
     assert!(metadata <= 11, "{metadata} metadata files");
     assert_eq!(scanned_rows(&table).await, 200);
     assert_eq!(super::data_files_on_disk(dir.path()).len(), 40);
+}
+
+/// A sink that merges manifests once there are `min_count`, and keeps
+/// `retention`.
+async fn merging_sink(
+    dir: &std::path::Path,
+    min_count: usize,
+    retention: Option<SnapshotRetention>,
+) -> TableSink {
+    let settings = pipe_sink::CatalogSettings::local(dir);
+    let committer = pipe_sink::maintenance::Committer::open(&settings)
+        .await
+        .unwrap();
+    // The table exists first, so the property can be set on it.
+    drop(open_with(dir, "p", keep_all()).await);
+    set_property(dir, MIN_COUNT_TO_MERGE, &min_count.to_string()).await;
+    let options = WriteOptions {
+        retention,
+        committer: Some(committer),
+        ..WriteOptions::default()
+    };
+    open_with(dir, "p", options).await
+}
+
+async fn set_property(dir: &std::path::Path, key: &str, value: &str) {
+    use iceberg::transaction::{ApplyTransactionAction, Transaction};
+    let catalog = pipe_sink::open_catalog(&pipe_sink::CatalogSettings::local(dir))
+        .await
+        .unwrap();
+    let ident = iceberg::TableIdent::from_strs(["default", "events"]).unwrap();
+    let table = catalog.load_table(&ident).await.unwrap();
+    let tx = Transaction::new(&table);
+    let tx = tx
+        .update_table_properties()
+        .set(key.into(), value.into())
+        .apply(tx)
+        .unwrap();
+    tx.commit(catalog.as_ref()).await.unwrap();
+}
+
+/// The manifests `table`'s current snapshot lists.
+async fn manifest_count(table: &Table) -> usize {
+    let current = table.metadata().current_snapshot().unwrap();
+    table
+        .manifest_list_reader(current)
+        .load()
+        .await
+        .unwrap()
+        .entries()
+        .len()
+}
+
+/// Every file a kept snapshot of `table` references (manifest lists,
+/// manifests, data files) exists.
+async fn nothing_referenced_is_missing(table: &Table) {
+    for snapshot in table.metadata().snapshots() {
+        let path = snapshot.manifest_list();
+        assert!(table.file_io().exists(path).await.unwrap(), "{path}");
+        let list = table.manifest_list_reader(snapshot).load().await.unwrap();
+        for m in list.entries() {
+            assert!(
+                table.file_io().exists(&m.manifest_path).await.unwrap(),
+                "{}",
+                m.manifest_path
+            );
+            let manifest = m.load_manifest(table.file_io()).await.unwrap();
+            for e in manifest.entries() {
+                if e.is_alive() {
+                    assert!(table.file_io().exists(e.file_path()).await.unwrap());
+                }
+            }
+        }
+    }
+}
+
+use pipe_sink::maintenance::manifests::MIN_COUNT_TO_MERGE;
+
+#[tokio::test]
+async fn manifests_are_merged_in_replace_snapshots_and_every_row_stays_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = merging_sink(dir.path(), 5, None).await;
+    commit_n(&mut sink, 0, 40).await;
+    let table = load_table(dir.path(), &sink).await;
+    // Looked at every 10 commits: each look merges what gathered.
+    assert!(
+        manifest_count(&table).await <= 2,
+        "{}",
+        manifest_count(&table).await
+    );
+    assert_eq!(scanned_rows(&table).await, 400);
+    let operations: Vec<String> = table
+        .metadata()
+        .snapshots()
+        .map(|s| s.summary().operation.as_str().to_string())
+        .collect();
+    assert_eq!(operations.iter().filter(|o| *o == "replace").count(), 4);
+    // Totals carried over; the pipeline's position is unchanged.
+    let summary = &table.metadata().current_snapshot().unwrap().summary();
+    assert_eq!(summary.additional_properties["total-records"], "400");
+    assert_eq!(
+        sink.last_committed().await.unwrap().unwrap().range,
+        OffsetRange {
+            first: 39,
+            last: 39
+        }
+    );
+    // A snapshot from before the first merge reads what it read then.
+    let early = table
+        .metadata()
+        .snapshots()
+        .filter(|s| s.summary().operation.as_str() == "append")
+        .min_by_key(|s| s.sequence_number())
+        .unwrap()
+        .snapshot_id();
+    let batches: Vec<_> = table
+        .scan()
+        .snapshot_id(early)
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+    nothing_referenced_is_missing(&table).await;
+    // More commits go on top of the merged manifests.
+    commit_n(&mut sink, 40, 5).await;
+    assert_eq!(
+        scanned_rows(&load_table(dir.path(), &sink).await).await,
+        450
+    );
+}
+
+#[tokio::test]
+async fn expiry_deletes_the_manifests_merges_replaced_once_unreferenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = SnapshotRetention {
+        max_age: std::time::Duration::from_secs(3600),
+        retain_last: 2,
+        max_count: 3,
+    };
+    let mut sink = merging_sink(dir.path(), 5, Some(retention)).await;
+    commit_n(&mut sink, 0, 60).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert!(table.metadata().snapshots().count() <= 4);
+    let (_, lists, manifests) = metadata_folder(dir.path());
+    assert_eq!(lists, table.metadata().snapshots().count());
+    // Only what kept snapshots list is left (a merged manifest or two and
+    // the few appended since).
+    assert!(manifests <= 15, "{manifests} manifests on disk");
+    nothing_referenced_is_missing(&table).await;
+    assert_eq!(scanned_rows(&table).await, 600);
+    assert_eq!(super::data_files_on_disk(dir.path()).len(), 120);
+}
+
+#[tokio::test]
+async fn a_maintenance_commit_planned_on_an_old_state_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open_with(dir.path(), "p", keep_all()).await;
+    commit_n(&mut sink, 0, 3).await;
+    let old = load_table(dir.path(), &sink).await;
+    commit_n(&mut sink, 3, 1).await;
+    let settings = pipe_sink::CatalogSettings::local(dir.path());
+    let committer = pipe_sink::maintenance::Committer::open(&settings)
+        .await
+        .unwrap();
+    let catalog = pipe_sink::open_catalog(&settings).await.unwrap();
+    let mut snapshot = pipe_sink::maintenance::snapshot::NewSnapshot::start(&old).unwrap();
+    let writer = snapshot.manifest_writer(0).unwrap();
+    let manifest = writer.write_manifest_file().await.unwrap();
+    let (requirements, updates) = snapshot
+        .finish(
+            vec![manifest],
+            iceberg::spec::Operation::Replace,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let before = metadata_folder(dir.path()).0;
+    let err = committer
+        .commit(&catalog, old.identifier(), &requirements, updates)
+        .await
+        .unwrap_err();
+    assert!(!err.swapped);
+    let err = err.error;
+    assert!(pipe_sink::maintenance::snapshot::is_conflict(&err), "{err}");
+    assert_eq!(
+        metadata_folder(dir.path()).0,
+        before,
+        "no metadata file written"
+    );
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 40);
 }

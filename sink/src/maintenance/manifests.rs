@@ -1,0 +1,288 @@
+//! Manifest merging: a fast append adds one manifest per commit, and a
+//! query plans by reading every manifest the current snapshot lists, so
+//! a table committed 2,000 times is planned from 2,000 files. Once a
+//! partition spec has [`ManifestPolicy::min_count`] data manifests, the
+//! small ones are packed into manifests of about
+//! [`ManifestPolicy::target_bytes`] in a `replace` snapshot (what Java's
+//! `RewriteManifests` makes; Iceberg's `commit.manifest-merge.enabled`,
+//! `commit.manifest.min-count-to-merge` and
+//! `commit.manifest.target-size-bytes` are honoured).
+//!
+//! The new manifests list every live file of the old ones as `EXISTING`,
+//! with its snapshot id and sequence numbers; entries of deleted files are
+//! dropped. No data file is added or removed, so the snapshot keeps the
+//! previous totals, and readers of older snapshots still find the old
+//! manifests until those snapshots expire (then expiry deletes them).
+//! The commit requires `main` to be the snapshot the merge read; on a
+//! conflict the merge is planned again on the new state.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use iceberg::spec::{ManifestContentType, ManifestFile, ManifestStatus, Operation};
+use iceberg::table::Table;
+use iceberg::Catalog;
+use tracing::info;
+
+use super::snapshot::{is_conflict, totals_of, Committer, NewSnapshot};
+use crate::{Error, Result};
+
+/// Iceberg's table property: merge manifests (default true).
+pub const MERGE_ENABLED: &str = "commit.manifest-merge.enabled";
+/// Iceberg's table property: merge once a spec has this many manifests
+/// (default 100).
+pub const MIN_COUNT_TO_MERGE: &str = "commit.manifest.min-count-to-merge";
+/// Iceberg's table property: the size merged manifests aim for (default
+/// 8 MiB).
+pub const TARGET_SIZE_BYTES: &str = "commit.manifest.target-size-bytes";
+
+/// When and how manifests are merged, read from the table's properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestPolicy {
+    pub enabled: bool,
+    pub min_count: usize,
+    pub target_bytes: u64,
+}
+
+impl ManifestPolicy {
+    /// The policy `table`'s properties set (Iceberg's defaults otherwise).
+    pub fn of(table: &Table) -> ManifestPolicy {
+        let props = table.metadata().properties();
+        let get = |key: &str| props.get(key).map(|v| v.trim().to_ascii_lowercase());
+        ManifestPolicy {
+            enabled: get(MERGE_ENABLED).is_none_or(|v| v != "false"),
+            min_count: get(MIN_COUNT_TO_MERGE)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100usize)
+                .max(2),
+            target_bytes: get(TARGET_SIZE_BYTES)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(8 << 20),
+        }
+    }
+}
+
+/// What [`merge_manifests`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Merged {
+    pub manifests_before: usize,
+    pub manifests_after: usize,
+    /// Entries copied into the new manifests.
+    pub entries: usize,
+}
+
+/// The manifests to merge: for each partition spec with at least
+/// `min_count` data manifests, its manifests under the target size, in
+/// list order, packed into groups of about the target size; groups of
+/// one are left alone.
+fn plan(manifests: &[ManifestFile], policy: &ManifestPolicy) -> Vec<(i32, Vec<ManifestFile>)> {
+    let mut by_spec: BTreeMap<i32, Vec<&ManifestFile>> = BTreeMap::new();
+    for m in manifests {
+        if m.content == ManifestContentType::Data {
+            by_spec.entry(m.partition_spec_id).or_default().push(m);
+        }
+    }
+    let mut groups = Vec::new();
+    for (spec, list) in by_spec {
+        if list.len() < policy.min_count {
+            continue;
+        }
+        let mut group: Vec<ManifestFile> = Vec::new();
+        let mut bytes = 0u64;
+        for m in list {
+            let len = u64::try_from(m.manifest_length).unwrap_or(0);
+            if len >= policy.target_bytes {
+                continue;
+            }
+            if bytes + len > policy.target_bytes && !group.is_empty() {
+                groups.push((spec, std::mem::take(&mut group)));
+                bytes = 0;
+            }
+            bytes += len;
+            group.push(m.clone());
+        }
+        groups.push((spec, group));
+    }
+    groups.retain(|(_, g)| g.len() > 1);
+    groups
+}
+
+/// Merges `table`'s manifests when its policy says so (see the module
+/// doc), planning again on conflicts up to `attempts` times. Returns the
+/// table after the merge, or `None` when there was nothing to merge.
+pub async fn merge_manifests(
+    committer: &Committer,
+    catalog: &Arc<dyn Catalog>,
+    table: &Table,
+    attempts: u32,
+) -> Result<Option<(Table, Merged)>> {
+    let mut table = table.clone();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match merge_once(committer, catalog, &table).await {
+            Err(e) if is_conflict(&e) && attempt < attempts => {
+                table =
+                    catalog
+                        .load_table(table.identifier())
+                        .await
+                        .map_err(|e| Error::Catalog {
+                            action: format!("loading `{}`", table.identifier()),
+                            source: Box::new(e),
+                        })?;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn read_error(table: &Table, what: &str, e: iceberg::Error) -> Error {
+    Error::Catalog {
+        action: format!("reading {what} of `{}`", table.identifier()),
+        source: Box::new(e),
+    }
+}
+
+async fn merge_once(
+    committer: &Committer,
+    catalog: &Arc<dyn Catalog>,
+    table: &Table,
+) -> Result<Option<(Table, Merged)>> {
+    let policy = ManifestPolicy::of(table);
+    let Some(current) = table.metadata().current_snapshot() else {
+        return Ok(None);
+    };
+    if !policy.enabled {
+        return Ok(None);
+    }
+    let list = table
+        .manifest_list_reader(current)
+        .load()
+        .await
+        .map_err(|e| read_error(table, "the manifest list", e))?;
+    let groups = plan(list.entries(), &policy);
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let mut snapshot = NewSnapshot::start(table)?;
+    let mut written: Vec<ManifestFile> = Vec::new();
+    let mut entries = 0;
+    for (spec, group) in &groups {
+        match write_merged(&mut snapshot, *spec, group).await {
+            Ok((manifest, n)) => {
+                written.push(manifest);
+                entries += n;
+            }
+            Err(e) => {
+                let paths = written.iter().map(|m| m.manifest_path.clone()).collect();
+                delete_all(table, paths).await;
+                return Err(e);
+            }
+        }
+    }
+    let replaced: HashSet<&str> = groups
+        .iter()
+        .flat_map(|(_, g)| g.iter().map(|m| m.manifest_path.as_str()))
+        .collect();
+    let kept: Vec<ManifestFile> = list
+        .entries()
+        .iter()
+        .filter(|m| !replaced.contains(m.manifest_path.as_str()))
+        .cloned()
+        .collect();
+    let merged = Merged {
+        manifests_before: list.entries().len(),
+        manifests_after: kept.len() + written.len(),
+        entries,
+    };
+    let mut properties = totals_of(table);
+    properties.extend([
+        ("manifests-created".to_string(), written.len().to_string()),
+        ("manifests-kept".to_string(), kept.len().to_string()),
+        ("manifests-replaced".to_string(), replaced.len().to_string()),
+        ("entries-processed".to_string(), entries.to_string()),
+    ]);
+    let new_paths: Vec<String> = written.iter().map(|m| m.manifest_path.clone()).collect();
+    let snapshot_id = snapshot.snapshot_id;
+    let all: Vec<ManifestFile> = kept.into_iter().chain(written).collect();
+    let (requirements, updates) = match snapshot.finish(all, Operation::Replace, properties).await {
+        Ok(done) => done,
+        Err(e) => {
+            delete_all(table, new_paths).await;
+            return Err(e);
+        }
+    };
+    let list_path = updates.iter().find_map(|u| match u {
+        iceberg::TableUpdate::AddSnapshot { snapshot } => {
+            Some(snapshot.manifest_list().to_string())
+        }
+        _ => None,
+    });
+    match committer
+        .commit(catalog, table.identifier(), &requirements, updates)
+        .await
+    {
+        Ok(after) => {
+            info!(table = %after.identifier(), snapshot_id, before = merged.manifests_before, after = merged.manifests_after, entries, "merged manifests");
+            Ok(Some((after, merged)))
+        }
+        Err(failed) => {
+            // Not committed (a conflict, or a failure before the swap):
+            // nothing references these files.
+            if !failed.swapped {
+                delete_all(table, new_paths.into_iter().chain(list_path).collect()).await;
+            }
+            Err(failed.error)
+        }
+    }
+}
+
+/// Writes one manifest holding every live entry of `group`; returns it
+/// and how many entries it holds.
+async fn write_merged(
+    snapshot: &mut NewSnapshot<'_>,
+    spec: i32,
+    group: &[ManifestFile],
+) -> Result<(ManifestFile, usize)> {
+    let table = snapshot.base;
+    let mut writer = snapshot.manifest_writer(spec)?;
+    let mut entries = 0;
+    for m in group {
+        let manifest = m
+            .load_manifest(table.file_io())
+            .await
+            .map_err(|e| read_error(table, &format!("manifest `{}`", m.manifest_path), e))?;
+        for e in manifest.entries() {
+            if e.status() == ManifestStatus::Deleted {
+                continue;
+            }
+            let (Some(snapshot_id), Some(sequence)) = (e.snapshot_id, e.sequence_number) else {
+                return Err(Error::Corrupt(format!(
+                    "manifest `{}` of `{}` has an entry without a snapshot id or sequence number",
+                    m.manifest_path,
+                    table.identifier()
+                )));
+            };
+            writer
+                .add_existing_file(
+                    e.data_file.clone(),
+                    snapshot_id,
+                    sequence,
+                    e.file_sequence_number,
+                )
+                .map_err(|e| read_error(table, &format!("an entry of `{}`", m.manifest_path), e))?;
+            entries += 1;
+        }
+    }
+    let manifest = writer
+        .write_manifest_file()
+        .await
+        .map_err(|e| read_error(table, "a merged manifest", e))?;
+    Ok((manifest, entries))
+}
+
+async fn delete_all(table: &Table, paths: Vec<String>) {
+    for p in paths {
+        let _ = table.file_io().delete(&p).await;
+    }
+}

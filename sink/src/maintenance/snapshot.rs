@@ -1,0 +1,412 @@
+//! Snapshots that iceberg-rust's transactions cannot make (a rewrite of
+//! manifests, a replace of data files), and their commit.
+//!
+//! iceberg-rust 0.10 commits only what its own actions produce (its
+//! `TableCommit` cannot be built outside the crate). A maintenance
+//! snapshot is therefore built here with the public writers (manifests,
+//! manifest list) and committed by [`Committer`] the way the SQL catalog
+//! commits: load the table as the catalog has it, check the requirements
+//! against it (`main` is still the snapshot the work was planned on),
+//! apply the updates, write the new `metadata.json`, and swap the
+//! catalog's pointer with a compare-and-swap on the old location. A
+//! concurrent commit makes the swap (or the check) fail with a conflict
+//! (`CatalogCommitConflicts`, retryable): the caller plans again on the
+//! new state, so nothing another writer committed is lost.
+//!
+//! A crash before the swap leaves files nothing references (the orphan
+//! sweep's); after it, the commit stands. A lost answer is found by the
+//! next plan, which sees the work done.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use iceberg::spec::{
+    FormatVersion, ManifestFile, ManifestListWriter, ManifestWriter, ManifestWriterBuilder,
+    Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary, MAIN_BRANCH,
+};
+use iceberg::table::Table;
+use iceberg::{Catalog, MetadataLocation, TableIdent, TableRequirement, TableUpdate};
+use sqlx::any::{install_default_drivers, AnyPoolOptions};
+use sqlx::AnyPool;
+
+use crate::catalog::{CatalogKind, CatalogSettings};
+use crate::{Error, Result};
+
+/// Commits maintenance snapshots to the tables of one catalog.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    /// The SQL catalog's table of tables, reached with a pool of our own.
+    Sql {
+        pool: AnyPool,
+        catalog: String,
+        dollar: bool,
+    },
+    /// Maintenance snapshots cannot be committed here (the reason).
+    Unsupported(String),
+}
+
+impl Committer {
+    /// A committer for the catalog `settings` describe.
+    pub async fn open(settings: &CatalogSettings) -> Result<Committer> {
+        let inner = match &settings.kind {
+            CatalogKind::Sql { uri } => {
+                install_default_drivers();
+                let pool = AnyPoolOptions::new()
+                    .max_connections(2)
+                    .connect(uri)
+                    .await
+                    .map_err(|e| {
+                        Error::Config(format!(
+                            "opening the SQL catalog at `{uri}` for maintenance: {e}"
+                        ))
+                    })?;
+                Inner::Sql {
+                    pool,
+                    catalog: settings.name.clone(),
+                    dollar: uri.starts_with("postgres"),
+                }
+            }
+            CatalogKind::Rest(rest) => Inner::Unsupported(format!(
+                "maintenance commits through a REST catalog (`{}`) are not supported yet",
+                rest.uri
+            )),
+        };
+        Ok(Committer {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Why this catalog cannot take maintenance snapshots, if it cannot.
+    pub fn unsupported(&self) -> Option<&str> {
+        match self.inner.as_ref() {
+            Inner::Unsupported(why) => Some(why),
+            Inner::Sql { .. } => None,
+        }
+    }
+
+    /// Applies `updates` to `ident` as the catalog now has it, if
+    /// `requirements` hold there, and returns the table after. A failed
+    /// requirement or a lost swap is a conflict (see the module doc).
+    /// An error says whether the swap happened: if it did, the files the
+    /// updates name are the table's and must stay.
+    pub async fn commit(
+        &self,
+        catalog: &Arc<dyn Catalog>,
+        ident: &TableIdent,
+        requirements: &[TableRequirement],
+        updates: Vec<TableUpdate>,
+    ) -> std::result::Result<Table, Failed> {
+        let swapped = self.swap(catalog, ident, requirements, updates).await;
+        swapped.map_err(|error| Failed {
+            error,
+            swapped: false,
+        })?;
+        crate::crash::point(crate::crash::MAINTENANCE_AFTER_SWAP);
+        catalog.load_table(ident).await.map_err(|e| Failed {
+            error: Error::Catalog {
+                action: format!("loading `{ident}` after a maintenance commit that went through"),
+                source: Box::new(e),
+            },
+            swapped: true,
+        })
+    }
+
+    async fn swap(
+        &self,
+        catalog: &Arc<dyn Catalog>,
+        ident: &TableIdent,
+        requirements: &[TableRequirement],
+        updates: Vec<TableUpdate>,
+    ) -> Result<()> {
+        let (pool, name, dollar) = match self.inner.as_ref() {
+            Inner::Sql {
+                pool,
+                catalog,
+                dollar,
+            } => (pool, catalog, *dollar),
+            Inner::Unsupported(why) => return Err(Error::Config(why.clone())),
+        };
+        let current = catalog
+            .load_table(ident)
+            .await
+            .map_err(|e| catalog_error(ident, "loading", e))?;
+        for requirement in requirements {
+            requirement
+                .check(Some(current.metadata()))
+                .map_err(|e| conflict(ident, &e.to_string()))?;
+        }
+        let location = current
+            .metadata_location_result()
+            .map_err(|e| catalog_error(ident, "locating the metadata of", e))?
+            .to_string();
+        let mut builder = current
+            .metadata()
+            .clone()
+            .into_builder(Some(location.clone()));
+        for update in updates {
+            builder = update
+                .apply(builder)
+                .map_err(|e| catalog_error(ident, "applying a maintenance update to", e))?;
+        }
+        let metadata = builder
+            .build()
+            .map_err(|e| catalog_error(ident, "building the metadata of", e))?
+            .metadata;
+        let next = MetadataLocation::from_str(&location)
+            .map_err(|e| catalog_error(ident, "reading the metadata location of", e))?
+            .with_next_version()
+            .with_new_metadata(&metadata);
+        metadata
+            .write_to(current.file_io(), &next)
+            .await
+            .map_err(|e| catalog_error(ident, "writing the metadata of", e))?;
+        let next = next.to_string();
+        crate::crash::point(crate::crash::MAINTENANCE_BEFORE_SWAP);
+        let sql =
+            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
+                   WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? \
+                   AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL) AND metadata_location = ?";
+        let sql = match dollar {
+            true => numbered(sql),
+            false => sql.to_string(),
+        };
+        let namespace = ident.namespace().join(".");
+        let swapped = sqlx::query(&sql)
+            .bind(&next)
+            .bind(&location)
+            .bind(name)
+            .bind(&namespace)
+            .bind(ident.name())
+            .bind(&location)
+            .execute(pool)
+            .await
+            .map_err(|e| Error::Catalog {
+                action: format!("swapping the metadata of `{ident}`"),
+                source: Box::new(iceberg::Error::new(
+                    iceberg::ErrorKind::Unexpected,
+                    e.to_string(),
+                )),
+            })?;
+        if swapped.rows_affected() == 0 {
+            // Nobody will reference the file written above.
+            let _ = current.file_io().delete(&next).await;
+            return Err(conflict(
+                ident,
+                "the table changed while the metadata was written",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A [`Committer::commit`] that failed.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: Error,
+    /// The catalog points at the new metadata: the commit went through,
+    /// only what came after it failed.
+    pub swapped: bool,
+}
+
+fn catalog_error(ident: &TableIdent, action: &str, e: iceberg::Error) -> Error {
+    Error::Catalog {
+        action: format!("{action} `{ident}`"),
+        source: Box::new(e),
+    }
+}
+
+fn conflict(ident: &TableIdent, why: &str) -> Error {
+    Error::Catalog {
+        action: format!("committing maintenance to `{ident}`"),
+        source: Box::new(
+            iceberg::Error::new(iceberg::ErrorKind::CatalogCommitConflicts, why.to_string())
+                .with_retryable(true),
+        ),
+    }
+}
+
+/// Whether `e` is a conflict: plan again on the table as it is now.
+pub fn is_conflict(e: &Error) -> bool {
+    matches!(e, Error::Catalog { source, .. } if source.kind() == iceberg::ErrorKind::CatalogCommitConflicts)
+}
+
+/// `?` placeholders as PostgreSQL's `$1`, `$2`, ….
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A new snapshot of `main` being built on `base`'s current snapshot: its
+/// id, and the files it writes under the table's metadata folder.
+pub struct NewSnapshot<'a> {
+    pub base: &'a Table,
+    pub snapshot_id: i64,
+    commit_uuid: uuid::Uuid,
+    manifests: usize,
+}
+
+impl<'a> NewSnapshot<'a> {
+    /// Starts a snapshot on `base` (format version 2 only: version 1 has
+    /// no sequence numbers, version 3 row lineage is not written here).
+    pub fn start(base: &'a Table) -> Result<NewSnapshot<'a>> {
+        if base.metadata().format_version() != FormatVersion::V2 {
+            return Err(Error::Config(format!(
+                "`{}` is an Iceberg format version {} table; maintenance rewrites version 2 tables only",
+                base.identifier(),
+                base.metadata().format_version()
+            )));
+        }
+        let metadata = base.metadata();
+        let snapshot_id = loop {
+            let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
+            let id = ((a ^ b) >> 1) as i64;
+            if id != 0 && metadata.snapshot_by_id(id).is_none() {
+                break id;
+            }
+        };
+        Ok(NewSnapshot {
+            base,
+            snapshot_id,
+            commit_uuid: uuid::Uuid::new_v4(),
+            manifests: 0,
+        })
+    }
+
+    /// A writer of a data manifest of this snapshot, in the table's
+    /// current schema and the partition spec `spec_id`.
+    pub fn manifest_writer(&mut self, spec_id: i32) -> Result<ManifestWriter> {
+        let metadata = self.base.metadata();
+        let spec = metadata.partition_spec_by_id(spec_id).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "`{}` lists a manifest of partition spec {spec_id}, which its metadata lacks",
+                self.base.identifier()
+            ))
+        })?;
+        self.manifests += 1;
+        let path = format!(
+            "{}/metadata/{}-m{}.avro",
+            metadata.location(),
+            self.commit_uuid,
+            self.manifests
+        );
+        let output = self
+            .base
+            .file_io()
+            .new_output(path)
+            .map_err(|e| self.err("creating a manifest of", e))?;
+        Ok(ManifestWriterBuilder::new(
+            output,
+            Some(self.snapshot_id),
+            metadata.current_schema().clone(),
+            spec.as_ref().clone(),
+        )
+        .build_v2_data())
+    }
+
+    /// Writes the manifest list of `manifests` and returns the table
+    /// updates and requirements that make the snapshot `main`'s, with
+    /// `summary` (operation and properties).
+    pub async fn finish(
+        self,
+        manifests: Vec<ManifestFile>,
+        operation: Operation,
+        properties: HashMap<String, String>,
+    ) -> Result<(Vec<TableRequirement>, Vec<TableUpdate>)> {
+        let metadata = self.base.metadata();
+        let parent = metadata.current_snapshot_id();
+        let sequence = metadata.next_sequence_number();
+        let list_path = format!(
+            "{}/metadata/snap-{}-0-{}.avro",
+            metadata.location(),
+            self.snapshot_id,
+            self.commit_uuid
+        );
+        let writer = self
+            .base
+            .file_io()
+            .new_output(&list_path)
+            .map_err(|e| self.err("creating the manifest list of", e))?
+            .writer()
+            .await
+            .map_err(|e| self.err("creating the manifest list of", e))?;
+        let mut list = ManifestListWriter::v2(writer, self.snapshot_id, parent, sequence);
+        list.add_manifests(manifests.into_iter())
+            .map_err(|e| self.err("listing the manifests of", e))?;
+        list.close()
+            .await
+            .map_err(|e| self.err("writing the manifest list of", e))?;
+        let snapshot = Snapshot::builder()
+            .with_manifest_list(list_path)
+            .with_snapshot_id(self.snapshot_id)
+            .with_parent_snapshot_id(parent)
+            .with_sequence_number(sequence)
+            .with_summary(Summary {
+                operation,
+                additional_properties: properties,
+            })
+            .with_schema_id(metadata.current_schema_id())
+            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+            .build();
+        let updates = vec![
+            TableUpdate::AddSnapshot { snapshot },
+            TableUpdate::SetSnapshotRef {
+                ref_name: MAIN_BRANCH.to_string(),
+                reference: SnapshotReference::new(
+                    self.snapshot_id,
+                    SnapshotRetention::branch(None, None, None),
+                ),
+            },
+        ];
+        let requirements = vec![
+            TableRequirement::UuidMatch {
+                uuid: metadata.uuid(),
+            },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: MAIN_BRANCH.to_string(),
+                snapshot_id: parent,
+            },
+        ];
+        Ok((requirements, updates))
+    }
+
+    fn err(&self, what: &str, e: iceberg::Error) -> Error {
+        Error::Catalog {
+            action: format!(
+                "{what} a maintenance snapshot of `{}`",
+                self.base.identifier()
+            ),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// The summary totals of `base`'s current snapshot, which a snapshot that
+/// only reorganises its files keeps.
+pub fn totals_of(base: &Table) -> HashMap<String, String> {
+    base.metadata()
+        .current_snapshot()
+        .map(|s| {
+            s.summary()
+                .additional_properties
+                .iter()
+                .filter(|(k, _)| k.starts_with("total-"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
