@@ -11,31 +11,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, ArrayRef};
 use arrow::datatypes::{DataType, Schema as ArrowSchema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use iceberg::arrow::{
-    arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema, RecordBatchPartitionSplitter,
-};
-use iceberg::spec::PartitionKey;
-use iceberg::spec::{DataFile, DataFileFormat, Transform, UnboundPartitionSpec};
+use iceberg::arrow::{arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema};
+use iceberg::spec::{DataFile, Transform, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
-use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator, LocationGenerator,
-};
-use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
-use iceberg::writer::file_writer::ParquetWriterBuilder;
-use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
-use iceberg::writer::partitioning::unpartitioned_writer::UnpartitionedWriter;
-use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
-use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 use tracing::info;
+
+mod writer;
+
+pub(crate) use writer::DataWriter;
+pub use writer::Layout;
 
 use crate::commit::{self, CommitOutcome, OffsetRange, RetryPolicy};
 use crate::ledger::Ledger;
@@ -243,6 +233,18 @@ pub const BLOOM_FILTER_PROPERTY: &str = "write.parquet.bloom-filter-enabled.colu
 /// (Parquet's split-block filters round up to a power of two).
 pub const BLOOM_FILTER_FPP: f64 = 0.01;
 
+impl WriteOptions {
+    /// How this sink lays out data files.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            codec: self.codec,
+            row_group_rows: self.row_group_rows,
+            target_file_bytes: self.target_file_bytes,
+            bloom_filter_columns: self.bloom_filter_columns.clone(),
+        }
+    }
+}
+
 impl Default for WriteOptions {
     fn default() -> Self {
         Self {
@@ -262,34 +264,6 @@ impl Default for WriteOptions {
     }
 }
 
-type FileWriterBuilder =
-    DataFileWriterBuilder<ParquetWriterBuilder, LedgerLocations, DefaultFileNameGenerator>;
-
-/// The open data files: one per partition, or one for an unpartitioned
-/// table.
-enum FileWriter {
-    Partitioned(Box<FanoutWriter<FileWriterBuilder>>),
-    Unpartitioned(Box<UnpartitionedWriter<FileWriterBuilder>>),
-}
-
-/// iceberg's default data file locations, each written down in the ledger
-/// before the file is created.
-#[derive(Clone)]
-struct LedgerLocations {
-    inner: DefaultLocationGenerator,
-    ledger: Option<Arc<Ledger>>,
-}
-
-impl LocationGenerator for LedgerLocations {
-    fn generate_location(&self, partition_key: Option<&PartitionKey>, file_name: &str) -> String {
-        let location = self.inner.generate_location(partition_key, file_name);
-        if let Some(ledger) = &self.ledger {
-            ledger.record_file(&location);
-        }
-        location
-    }
-}
-
 /// One pipeline's writer into one Iceberg table.
 pub struct TableSink {
     catalog: Arc<dyn Catalog>,
@@ -299,11 +273,7 @@ pub struct TableSink {
     options: WriteOptions,
     retry: RetryPolicy,
     table: Table,
-    arrow_schema: SchemaRef,
-    /// `None` for an unpartitioned table.
-    splitter: Option<RecordBatchPartitionSplitter>,
-    open: Option<FileWriter>,
-    pending_rows: usize,
+    writer: DataWriter,
     ledger: Option<Arc<Ledger>>,
     /// Commits since the manifests were last looked at.
     commits_since_merge_check: usize,
@@ -314,7 +284,7 @@ impl std::fmt::Debug for TableSink {
         f.debug_struct("TableSink")
             .field("table", &self.ident)
             .field("pipeline", &self.pipeline)
-            .field("pending_rows", &self.pending_rows)
+            .field("pending_rows", &self.writer.pending_rows())
             .finish_non_exhaustive()
     }
 }
@@ -396,7 +366,6 @@ impl TableSink {
         if existing != wanted {
             tracing::warn!(table = %ident, partitioned_by = ?existing, configured = ?wanted, "the table keeps its own partition spec; the sink's partition_by applies to tables it creates");
         }
-        let splitter = splitter(&table)?;
         let (ledger, leftover) = match &options.ledger_dir {
             Some(dir) => {
                 let path = dir.join(format!("{pipeline}@{ident}.ledger"));
@@ -407,18 +376,17 @@ impl TableSink {
             }
             None => (None, None),
         };
+        let writer = DataWriter::new(&table, options.layout(), pipeline, ledger.clone())?;
         let mut sink = TableSink {
+            writer,
             catalog,
             ident,
             pipeline: pipeline.to_string(),
             sink: sink.to_string(),
             options,
             retry: RetryPolicy::default(),
+
             table,
-            arrow_schema,
-            splitter,
-            open: None,
-            pending_rows: 0,
             ledger,
             commits_since_merge_check: 0,
         };
@@ -517,67 +485,17 @@ impl TableSink {
 
     /// Rows written since the last commit.
     pub fn pending_rows(&self) -> usize {
-        self.pending_rows
+        self.writer.pending_rows()
     }
 
     /// Writes a batch of the pipeline's output into the open data files.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let batch = conform(batch, &self.arrow_schema)?;
-        if self.open.is_none() {
-            self.open = Some(self.new_writer()?);
-        }
-        let write_err = |e| Error::Catalog {
-            action: format!("writing data files of `{}`", self.ident),
-            source: Box::new(e),
-        };
-        let rows = batch.num_rows();
-        match (self.open.as_mut().expect("opened above"), &self.splitter) {
-            (FileWriter::Unpartitioned(writer), _) => {
-                writer.write(batch).await.map_err(write_err)?;
-            }
-            (FileWriter::Partitioned(writer), Some(splitter)) => {
-                let split_err = |e| Error::Catalog {
-                    action: format!("partitioning rows for `{}`", self.ident),
-                    source: Box::new(e),
-                };
-                // Most batches (one request, one roll) fall in a single
-                // partition: find its key from one row and write the batch
-                // whole, instead of splitting it row by row.
-                let parts = if single_partition(&self.table, &batch) {
-                    let (key, _) = splitter
-                        .split(&batch.slice(0, 1))
-                        .map_err(split_err)?
-                        .pop()
-                        .expect("one row, one partition");
-                    vec![(key, batch)]
-                } else {
-                    splitter.split(&batch).map_err(split_err)?
-                };
-                for (key, part) in parts {
-                    writer.write(key, part).await.map_err(write_err)?;
-                }
-            }
-            (FileWriter::Partitioned(_), None) => unreachable!("a fan-out writer has a splitter"),
-        }
-        self.pending_rows += rows;
-        Ok(())
+        self.writer.write(batch).await
     }
 
     /// Closes the open data files and returns them, ready to commit.
     pub async fn close_files(&mut self) -> Result<Vec<DataFile>> {
-        let closed = match self.open.take() {
-            Some(FileWriter::Partitioned(writer)) => writer.close().await,
-            Some(FileWriter::Unpartitioned(writer)) => writer.close().await,
-            None => Ok(Vec::new()),
-        };
-        let files = closed.map_err(|e| Error::Catalog {
-            action: format!("closing data files of `{}`", self.ident),
-            source: Box::new(e),
-        })?;
-        self.pending_rows = 0;
+        let files = self.writer.close().await?;
         if let Some(e) = self.ledger.as_ref().and_then(|l| l.take_error()) {
             // A created file may be missing from the ledger: fail this
             // attempt (its range is read again) rather than risk an orphan
@@ -625,8 +543,7 @@ impl TableSink {
     /// range after a failure. With a ledger they are deleted after the next
     /// commit (or on the next open); without one they stay as orphans.
     pub fn abort(&mut self) {
-        self.open = None;
-        self.pending_rows = 0;
+        self.writer.abort();
     }
 
     /// Commits `files` as covering buffer offsets `range`, exactly once.
@@ -771,49 +688,6 @@ impl TableSink {
                 source: Box::new(e),
             })?;
         Ok(())
-    }
-
-    fn new_writer(&self) -> Result<FileWriter> {
-        let metadata = self.table.metadata();
-        let rows = self.options.row_group_rows.max(1);
-        let mut props = WriterProperties::builder()
-            .set_compression(self.options.codec.parquet())
-            .set_max_row_group_row_count(Some(rows));
-        for column in &self.options.bloom_filter_columns {
-            let path = ColumnPath::from(column.as_str());
-            // Sized for a row group of distinct values: a full one keeps
-            // the rate, a smaller one does better.
-            props = props
-                .set_column_bloom_filter_enabled(path.clone(), true)
-                .set_column_bloom_filter_ndv(path.clone(), rows as u64)
-                .set_column_bloom_filter_fpp(path, BLOOM_FILTER_FPP);
-        }
-        let props = props.build();
-        let parquet = ParquetWriterBuilder::new(props, metadata.current_schema().clone());
-        let location = LedgerLocations {
-            inner: DefaultLocationGenerator::new(metadata).map_err(|e| Error::Catalog {
-                action: format!("locating data files of `{}`", self.ident),
-                source: Box::new(e),
-            })?,
-            ledger: self.ledger.clone(),
-        };
-        let names = DefaultFileNameGenerator::new(
-            format!("{}-{}", self.pipeline, uuid::Uuid::new_v4()),
-            None,
-            DataFileFormat::Parquet,
-        );
-        let rolling = RollingFileWriterBuilder::new(
-            parquet,
-            self.options.target_file_bytes,
-            self.table.file_io().clone(),
-            location,
-            names,
-        );
-        let builder = DataFileWriterBuilder::new(rolling);
-        Ok(match self.splitter {
-            Some(_) => FileWriter::Partitioned(Box::new(FanoutWriter::new(builder))),
-            None => FileWriter::Unpartitioned(Box::new(UnpartitionedWriter::new(builder))),
-        })
     }
 }
 
@@ -963,53 +837,6 @@ fn bloom_filter_columns(table: &Table, asked: &[String]) -> Vec<String> {
     columns
 }
 
-/// Whether every row of `batch` has the same partition values: each
-/// partition field's transform, applied to its (top-level) source column,
-/// gives one value and no nulls. `false` when unsure.
-fn single_partition(table: &Table, batch: &RecordBatch) -> bool {
-    let metadata = table.metadata();
-    let schema = metadata.current_schema();
-    metadata
-        .default_partition_spec()
-        .fields()
-        .iter()
-        .all(|field| {
-            let Some(column) = schema
-                .field_by_id(field.source_id)
-                .and_then(|source| batch.column_by_name(&source.name))
-            else {
-                return false;
-            };
-            let Ok(transformed) = iceberg::transform::create_transform_function(&field.transform)
-                .and_then(|f| f.transform(column.clone()))
-            else {
-                return false;
-            };
-            if transformed.null_count() > 0 {
-                return false;
-            }
-            let first = arrow::array::Scalar::new(transformed.slice(0, 1));
-            arrow::compute::kernels::cmp::eq(&transformed, &first)
-                .is_ok_and(|same| same.true_count() == transformed.len())
-        })
-}
-
-fn splitter(table: &Table) -> Result<Option<RecordBatchPartitionSplitter>> {
-    let metadata = table.metadata();
-    if metadata.default_partition_spec().is_unpartitioned() {
-        return Ok(None);
-    }
-    RecordBatchPartitionSplitter::try_new_with_computed_values(
-        metadata.current_schema().clone(),
-        metadata.default_partition_spec().clone(),
-    )
-    .map(Some)
-    .map_err(|e| Error::Catalog {
-        action: format!("partitioning `{}`", table.identifier()),
-        source: Box::new(e),
-    })
-}
-
 /// Every output column must exist in the table with a castable type.
 fn check_compatible(ident: &TableIdent, output: &SchemaRef, table: &SchemaRef) -> Result<()> {
     for field in output.fields() {
@@ -1064,30 +891,6 @@ fn fits(from: &DataType, to: &DataType) -> bool {
                 | (Binary | LargeBinary | BinaryView, Binary | LargeBinary)
                 | (Timestamp(_, _), Timestamp(_, _))
         )
-}
-
-/// Reshapes a batch to the table's Arrow schema: columns by name, cast to
-/// the table's types, nulls for optional columns the batch lacks.
-fn conform(batch: &RecordBatch, table: &SchemaRef) -> Result<RecordBatch> {
-    let columns = table
-        .fields()
-        .iter()
-        .map(|f| -> Result<ArrayRef> {
-            match batch.column_by_name(f.name()) {
-                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-                Some(c) => arrow::compute::cast(c, f.data_type()).map_err(|e| {
-                    Error::Schema(format!(
-                        "casting column `{}` to {}: {e}",
-                        f.name(),
-                        f.data_type()
-                    ))
-                }),
-                None => Ok(new_null_array(f.data_type(), batch.num_rows())),
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    RecordBatch::try_new(table.clone(), columns)
-        .map_err(|e| Error::Schema(format!("rows do not fit the table: {e}")))
 }
 
 #[cfg(test)]
