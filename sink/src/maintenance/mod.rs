@@ -11,10 +11,15 @@
 //! - [`manifests`]: once a table has many small manifests, they are merged
 //!   in a `replace` snapshot, committed by [`snapshot::Committer`] (iceberg-rust
 //!   cannot commit such snapshots itself).
+//! - [`compact`]: small data files are rewritten into files near the
+//!   target size in a `replace` snapshot that keeps other writers' appends.
+//! - [`lock`]: the sink's and maintenance's commits to one table take turns.
 //!
 //! The sink runs both after its commits ([`crate::TableSink`]).
 
+pub mod compact;
 pub mod expire;
+pub mod lock;
 pub mod manifests;
 pub mod metadata_files;
 pub mod snapshot;

@@ -29,12 +29,17 @@ pub use writer::Layout;
 
 use crate::commit::{self, CommitOutcome, OffsetRange, RetryPolicy};
 use crate::ledger::Ledger;
+use crate::maintenance::lock::TableLock;
 use crate::maintenance::{metadata_files, SnapshotRetention};
 use crate::{Error, Result};
 
 /// How often (in commits) a sink looks at whether its table's manifests
 /// need merging: each look reads the manifest list.
 pub const MERGE_CHECK_EVERY: usize = 10;
+
+/// How often (in commits) a sink starts a compaction of its table in the
+/// background; each start reads the table's manifests to plan.
+pub const COMPACT_CHECK_EVERY: usize = 10;
 
 /// The column every table gets, and is partitioned on by day.
 pub const INGEST_TS_COLUMN: &str = "__ingest_ts";
@@ -197,6 +202,9 @@ pub struct WriteOptions {
     /// Commits maintenance snapshots (merged manifests) to the table's
     /// catalog; `None`: manifests are never merged.
     pub committer: Option<crate::maintenance::Committer>,
+    /// Compact the table's small files in the background (with a
+    /// committer; see [`crate::maintenance::compact`]).
+    pub compact: bool,
     /// Top-level columns that get a Parquet bloom filter in every row group
     /// (see [`BLOOM_FILTER_PROPERTY`]): lookups by one value of such a
     /// column (`id = 'x'`, `id IN (…)`) skip the row groups whose filter
@@ -256,6 +264,7 @@ impl Default for WriteOptions {
             retention: Some(SnapshotRetention::default()),
             owns_metadata_files: true,
             committer: None,
+            compact: true,
             bloom_filter_columns: Vec::new(),
             source: None,
             run: None,
@@ -277,6 +286,24 @@ pub struct TableSink {
     ledger: Option<Arc<Ledger>>,
     /// Commits since the manifests were last looked at.
     commits_since_merge_check: usize,
+    /// Takes turns with maintenance commits to the same table.
+    lock: Arc<TableLock>,
+    /// The lock's generation when this sink last had the table fresh.
+    seen_generation: u64,
+    /// The compaction running in the background, if any (aborted when
+    /// the sink is dropped).
+    compaction: Option<Background>,
+    /// Commits since compaction was last started.
+    commits_since_compaction: usize,
+}
+
+/// A compaction task, aborted when dropped.
+struct Background(tokio::task::JoinHandle<Result<Option<crate::maintenance::compact::Compacted>>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for TableSink {
@@ -377,6 +404,8 @@ impl TableSink {
             None => (None, None),
         };
         let writer = DataWriter::new(&table, options.layout(), pipeline, ledger.clone())?;
+        let lock = TableLock::of(&table);
+        let seen_generation = lock.generation();
         let mut sink = TableSink {
             writer,
             catalog,
@@ -389,6 +418,10 @@ impl TableSink {
             table,
             ledger,
             commits_since_merge_check: 0,
+            lock,
+            seen_generation,
+            compaction: None,
+            commits_since_compaction: 0,
         };
         if let Some(entries) = leftover {
             sink.sweep(entries).await?;
@@ -574,6 +607,15 @@ impl TableSink {
                 .record_commit(range, &paths)
                 .map_err(|e| self.ledger_error(e))?;
         }
+        // One commit to this table at a time in this process; a
+        // compaction committed since our last commit means our copy of the
+        // table is stale: reload rather than lose a round to the fence.
+        let lock = self.lock.clone();
+        let guard = lock.lock().await;
+        if lock.generation() != self.seen_generation {
+            self.refresh().await?;
+            self.seen_generation = lock.generation();
+        }
         let (outcome, table) = commit::commit_range(
             &self.catalog,
             &self.table,
@@ -597,6 +639,10 @@ impl TableSink {
             }
             self.expire_snapshots().await;
             self.merge_manifests().await;
+        }
+        drop(guard);
+        if matches!(outcome, CommitOutcome::Committed { .. }) {
+            self.compact_in_background();
         }
         let referenced: std::collections::HashSet<&str> = match &outcome {
             CommitOutcome::Committed { .. } => paths.iter().map(String::as_str).collect(),
@@ -676,6 +722,49 @@ impl TableSink {
                 tracing::warn!(table = %self.ident, error = %e, "could not merge manifests; trying again after later commits")
             }
         }
+    }
+
+    /// Every [`COMPACT_CHECK_EVERY`] commits, starts a compaction of the
+    /// table in the background if none is running (see
+    /// [`crate::maintenance::compact`]): it rewrites files without the
+    /// table's lock, and takes it only for its commit.
+    fn compact_in_background(&mut self) {
+        if let Some(running) = &self.compaction {
+            if !running.0.is_finished() {
+                return;
+            }
+            let mut done = self.compaction.take().expect("checked above");
+            match futures::FutureExt::now_or_never(&mut done.0) {
+                Some(Ok(Err(e))) => {
+                    tracing::warn!(table = %self.ident, error = %e, "compaction failed; it is tried again later")
+                }
+                Some(Err(e)) if e.is_panic() => {
+                    tracing::error!(table = %self.ident, error = %e, "compaction panicked; it is tried again later")
+                }
+                _ => {}
+            }
+        }
+        let Some(committer) = self.options.committer.clone() else {
+            return;
+        };
+        self.commits_since_compaction += 1;
+        if !self.options.compact
+            || self.commits_since_compaction < COMPACT_CHECK_EVERY
+            || committer.unsupported().is_some()
+        {
+            return;
+        }
+        self.commits_since_compaction = 0;
+        let catalog = self.catalog.clone();
+        let table = self.table.clone();
+        let layout = self.options.layout();
+        let policy = crate::maintenance::compact::CompactionPolicy::of(&table, &layout);
+        let task = tokio::spawn(async move {
+            crate::maintenance::compact::compact(&committer, &catalog, &table, &layout, &policy)
+                .await
+                .map(|done| done.map(|(_, compacted)| compacted))
+        });
+        self.compaction = Some(Background(task));
     }
 
     async fn refresh(&mut self) -> Result<()> {

@@ -191,6 +191,7 @@ async fn merging_sink(
     let options = WriteOptions {
         retention,
         committer: Some(committer),
+        compact: false,
         ..WriteOptions::default()
     };
     open_with(dir, "p", options).await
@@ -367,4 +368,197 @@ async fn a_maintenance_commit_planned_on_an_old_state_is_a_conflict() {
     );
     let table = load_table(dir.path(), &sink).await;
     assert_eq!(scanned_rows(&table).await, 40);
+}
+
+use pipe_sink::maintenance::compact::{compact, CompactionPolicy};
+
+/// The live data files of the current snapshot.
+async fn live_files(table: &Table) -> Vec<String> {
+    let current = table.metadata().current_snapshot().unwrap();
+    let list = table.manifest_list_reader(current).load().await.unwrap();
+    let mut out = Vec::new();
+    for m in list.entries() {
+        for e in m.load_manifest(table.file_io()).await.unwrap().entries() {
+            if e.is_alive() {
+                out.push(e.file_path().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A sink with a committer that compacts only when told.
+async fn compactable_sink(
+    dir: &std::path::Path,
+    retention: Option<SnapshotRetention>,
+) -> TableSink {
+    let settings = pipe_sink::CatalogSettings::local(dir);
+    let committer = pipe_sink::maintenance::Committer::open(&settings)
+        .await
+        .unwrap();
+    let options = WriteOptions {
+        retention,
+        committer: Some(committer),
+        compact: false,
+        ..WriteOptions::default()
+    };
+    open_with(dir, "p", options).await
+}
+
+/// Compacts every small file of the table as `table` has it.
+async fn compact_all(
+    dir: &std::path::Path,
+    table: &Table,
+) -> Option<pipe_sink::maintenance::compact::Compacted> {
+    let settings = pipe_sink::CatalogSettings::local(dir);
+    let committer = pipe_sink::maintenance::Committer::open(&settings)
+        .await
+        .unwrap();
+    let catalog = pipe_sink::open_catalog(&settings).await.unwrap();
+    let layout = WriteOptions::default().layout();
+    let policy = CompactionPolicy::of(table, &layout).full();
+    compact(&committer, &catalog, table, &layout, &policy)
+        .await
+        .unwrap()
+        .map(|(_, c)| c)
+}
+
+#[tokio::test]
+async fn compaction_replaces_small_files_and_time_travel_still_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = compactable_sink(dir.path(), None).await;
+    commit_n(&mut sink, 0, 30).await;
+    let before = load_table(dir.path(), &sink).await;
+    assert_eq!(
+        live_files(&before).await.len(),
+        60,
+        "two partitions a commit"
+    );
+    let done = compact_all(dir.path(), &before).await.unwrap();
+    assert_eq!(
+        (
+            done.partitions,
+            done.files_removed,
+            done.files_added,
+            done.rows
+        ),
+        (2, 60, 2, 300)
+    );
+    let after = load_table(dir.path(), &sink).await;
+    assert_eq!(live_files(&after).await.len(), 2);
+    assert_eq!(scanned_rows(&after).await, 300);
+    let current = after.metadata().current_snapshot().unwrap();
+    assert_eq!(current.summary().operation.as_str(), "replace");
+    let totals = &current.summary().additional_properties;
+    assert_eq!(totals["total-records"], "300");
+    assert_eq!(totals["total-data-files"], "2");
+    assert_eq!(totals["deleted-data-files"], "60");
+    // Time travel to before the compaction reads the old files.
+    let old = before.metadata().current_snapshot_id().unwrap();
+    let batches: Vec<_> = after
+        .scan()
+        .snapshot_id(old)
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 300);
+    // The pipeline's position is untouched and it goes on.
+    assert_eq!(sink.last_committed().await.unwrap().unwrap().range.last, 29);
+    commit_n(&mut sink, 30, 2).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 320);
+    assert_eq!(live_files(&table).await.len(), 6);
+    nothing_referenced_is_missing(&table).await;
+    // Nothing to do twice.
+    assert_eq!(
+        compact_all(dir.path(), &load_table(dir.path(), &sink).await)
+            .await
+            .unwrap()
+            .files_removed,
+        6
+    );
+}
+
+#[tokio::test]
+async fn an_append_that_lands_during_a_compaction_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = compactable_sink(dir.path(), None).await;
+    commit_n(&mut sink, 0, 10).await;
+    // Compaction planned on this state; the sink appends before it commits.
+    let planned_on = load_table(dir.path(), &sink).await;
+    commit_n(&mut sink, 10, 1).await;
+    let done = compact_all(dir.path(), &planned_on).await.unwrap();
+    assert_eq!(done.files_removed, 20);
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 110, "the append is there, once");
+    assert_eq!(live_files(&table).await.len(), 4);
+    assert_eq!(sink.last_committed().await.unwrap().unwrap().range.last, 10);
+    nothing_referenced_is_missing(&table).await;
+}
+
+#[tokio::test]
+async fn files_another_compaction_replaced_are_not_replaced_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = compactable_sink(dir.path(), None).await;
+    commit_n(&mut sink, 0, 10).await;
+    let planned_on = load_table(dir.path(), &sink).await;
+    assert!(compact_all(dir.path(), &planned_on).await.is_some());
+    let on_disk = super::data_files_on_disk(dir.path()).len();
+    // A second compaction planned on the same old state finds its files
+    // gone: it commits nothing and deletes what it wrote.
+    assert_eq!(compact_all(dir.path(), &planned_on).await, None);
+    assert_eq!(super::data_files_on_disk(dir.path()).len(), on_disk);
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 100);
+}
+
+#[tokio::test]
+async fn expiry_deletes_the_files_compaction_replaced_once_no_snapshot_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = SnapshotRetention {
+        max_age: std::time::Duration::from_secs(3600),
+        retain_last: 2,
+        max_count: 3,
+    };
+    let mut sink = compactable_sink(dir.path(), Some(retention)).await;
+    commit_n(&mut sink, 0, 10).await;
+    compact_all(dir.path(), &load_table(dir.path(), &sink).await)
+        .await
+        .unwrap();
+    commit_n(&mut sink, 10, 5).await;
+    let table = load_table(dir.path(), &sink).await;
+    nothing_referenced_is_missing(&table).await;
+    assert_eq!(scanned_rows(&table).await, 150);
+    // The 20 small files are gone: 2 compacted + 10 appended since.
+    assert_eq!(super::data_files_on_disk(dir.path()).len(), 12);
+}
+
+#[tokio::test]
+async fn the_sink_compacts_in_the_background_as_it_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = pipe_sink::CatalogSettings::local(dir.path());
+    let committer = pipe_sink::maintenance::Committer::open(&settings)
+        .await
+        .unwrap();
+    let options = WriteOptions {
+        committer: Some(committer),
+        ..WriteOptions::default()
+    };
+    let mut sink = open_with(dir.path(), "p", options).await;
+    for round in 0..6 {
+        commit_n(&mut sink, round * 10, 10).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 600);
+    let live = live_files(&table).await.len();
+    assert!(live < 60, "{live} live files after 60 commits of 2");
+    nothing_referenced_is_missing(&table).await;
+    assert_eq!(sink.last_committed().await.unwrap().unwrap().range.last, 59);
 }

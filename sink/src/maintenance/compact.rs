@@ -1,0 +1,525 @@
+//! Compaction: small data files rewritten into files near the target size,
+//! per partition, in one Iceberg `replace` snapshot.
+//!
+//! A partition's files below three quarters of the target
+//! (`write.target-file-size-bytes`, else the sink's `target_file_bytes`)
+//! are its candidates. Run by the sink's triggers, compaction is tiered
+//! so that no byte is rewritten more than about log2(files) times: the
+//! largest candidate is left alone while it is larger than all the others
+//! together, and the rest are rewritten once there are at least
+//! [`CompactionPolicy::min_input_files`]. Run on demand
+//! ([`CompactionPolicy::full`]), every candidate is rewritten. The new
+//! files are written with the sink's layout (codec, row groups, bloom
+//! filters) and must hold exactly the rows of the files they replace.
+//!
+//! The commit is the same for every writer sharing the table:
+//!
+//! ```text
+//!  plan on snapshot S ─► read + write new files (no lock) ─► take the table lock
+//!    ─► on main as it is now: every file to remove still live? no: give up,
+//!       delete the new files (another writer replaced them)
+//!    ─► manifests holding a removed file rewritten (it DELETED, the rest
+//!       EXISTING), one manifest of the new files ADDED, the rest kept
+//!    ─► swap with main required to be that snapshot; lost: plan the
+//!       commit again on the new main (appends of others are kept)
+//! ```
+//!
+//! So an append by the sink, another process or another engine is never
+//! lost nor doubled (its manifests are carried into the replace
+//! snapshot), and a conflict costs one more commit step, not the rewrite.
+//! The removed files stay on storage for older snapshots (time travel
+//! reads them) until those expire; expiry deletes them then. A crash
+//! before the swap leaves new files nothing references, for the orphan
+//! sweep. Tables with delete files are left alone.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use iceberg::spec::{DataFile, ManifestContentType, ManifestFile, ManifestStatus, Operation};
+use iceberg::table::Table;
+use iceberg::Catalog;
+use tracing::info;
+
+use super::lock::TableLock;
+use super::snapshot::{is_conflict, Committer, Failed, NewSnapshot};
+use crate::table::{DataWriter, Layout};
+use crate::{Error, Result};
+
+/// Iceberg's table property: the size data files aim for.
+pub const TARGET_FILE_SIZE: &str = "write.target-file-size-bytes";
+
+/// Which files are rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    /// New files roll past this size; files below three quarters of it
+    /// are candidates.
+    pub target_bytes: u64,
+    /// A partition is compacted once it has this many files to rewrite.
+    pub min_input_files: usize,
+    /// Leave the largest candidates alone while each is larger than the
+    /// rest together (see the module doc).
+    pub tiered: bool,
+}
+
+/// A sink's default: compact a partition once 10 small files gathered.
+pub const DEFAULT_MIN_INPUT_FILES: usize = 10;
+
+impl CompactionPolicy {
+    /// The policy for `table` written with `layout`: the table's
+    /// `write.target-file-size-bytes` if set, else the layout's target.
+    pub fn of(table: &Table, layout: &Layout) -> CompactionPolicy {
+        let target = table
+            .metadata()
+            .properties()
+            .get(TARGET_FILE_SIZE)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(layout.target_file_bytes as u64);
+        CompactionPolicy {
+            target_bytes: target.max(1),
+            min_input_files: DEFAULT_MIN_INPUT_FILES,
+            tiered: true,
+        }
+    }
+
+    /// Every small file of every partition, now.
+    pub fn full(self) -> CompactionPolicy {
+        CompactionPolicy {
+            min_input_files: 2,
+            tiered: false,
+            ..self
+        }
+    }
+
+    fn small(&self, bytes: u64) -> bool {
+        bytes < self.target_bytes / 4 * 3
+    }
+}
+
+/// A live data file of the current snapshot, as its manifest has it.
+#[derive(Debug, Clone)]
+struct Live {
+    file: DataFile,
+    spec_id: i32,
+}
+
+/// What [`compact`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compacted {
+    pub partitions: usize,
+    pub files_removed: usize,
+    pub files_added: usize,
+    pub bytes_removed: u64,
+    pub bytes_added: u64,
+    pub rows: u64,
+}
+
+/// Compacts `table` (see the module doc). Returns the table after the
+/// replace commit, or `None` when nothing was due (or another writer
+/// replaced the same files first).
+pub async fn compact(
+    committer: &Committer,
+    catalog: &Arc<dyn Catalog>,
+    table: &Table,
+    layout: &Layout,
+    policy: &CompactionPolicy,
+) -> Result<Option<(Table, Compacted)>> {
+    let Some(base) = table.metadata().current_snapshot() else {
+        return Ok(None);
+    };
+    let (live, has_deletes) = live_files(table).await?;
+    if has_deletes {
+        info!(table = %table.identifier(), "the table has delete files; compaction leaves it alone");
+        return Ok(None);
+    }
+    let bins = plan(live, policy, table.metadata().default_partition_spec_id());
+    if bins.is_empty() {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let removed: Vec<DataFile> = bins.iter().flatten().map(|l| l.file.clone()).collect();
+    let paths: HashSet<String> = removed.iter().map(|f| f.file_path().to_string()).collect();
+    let mut writer = DataWriter::new(table, layout.clone(), "compact", None)?;
+    let written = rewrite(table, base.snapshot_id(), &paths, &mut writer).await;
+    let added = match written {
+        Ok(()) => writer.close().await,
+        Err(e) => {
+            writer.abort();
+            Err(e)
+        }
+    }?;
+    let rows_in: u64 = removed.iter().map(|f| f.record_count()).sum();
+    let rows_out: u64 = added.iter().map(|f| f.record_count()).sum();
+    if rows_in != rows_out {
+        delete_files(table, &added).await;
+        return Err(Error::Corrupt(format!(
+            "compacting `{}`: {} files held {rows_in} rows, their rewrite {rows_out}; nothing was committed",
+            table.identifier(),
+            removed.len()
+        )));
+    }
+    let compacted = Compacted {
+        partitions: bins.len(),
+        files_removed: removed.len(),
+        files_added: added.len(),
+        bytes_removed: removed.iter().map(|f| f.file_size_in_bytes()).sum(),
+        bytes_added: added.iter().map(|f| f.file_size_in_bytes()).sum(),
+        rows: rows_in,
+    };
+    match commit_replace(committer, catalog, table, &removed, &added, 5).await {
+        Ok(Some(after)) => {
+            info!(table = %after.identifier(), files_removed = compacted.files_removed, files_added = compacted.files_added, bytes_removed = compacted.bytes_removed, bytes_added = compacted.bytes_added, secs = started.elapsed().as_secs_f64(), "compacted");
+            Ok(Some((after, compacted)))
+        }
+        Ok(None) => {
+            delete_files(table, &added).await;
+            Ok(None)
+        }
+        Err(failed) => {
+            // Swapped: the new files are the table's now.
+            if !failed.swapped {
+                delete_files(table, &added).await;
+            }
+            Err(failed.error)
+        }
+    }
+}
+
+/// The live data files of `table`'s current snapshot, and whether it has
+/// delete files.
+async fn live_files(table: &Table) -> Result<(Vec<Live>, bool)> {
+    let Some(current) = table.metadata().current_snapshot() else {
+        return Ok((Vec::new(), false));
+    };
+    let list = table
+        .manifest_list_reader(current)
+        .load()
+        .await
+        .map_err(|e| read_error(table, "the manifest list", e))?;
+    let mut live = Vec::new();
+    let mut has_deletes = false;
+    for m in list.entries() {
+        if m.content == ManifestContentType::Deletes {
+            has_deletes |= m.has_added_files() || m.has_existing_files();
+            continue;
+        }
+        let manifest = m
+            .load_manifest(table.file_io())
+            .await
+            .map_err(|e| read_error(table, "a manifest", e))?;
+        for e in manifest.entries() {
+            if e.is_alive() {
+                live.push(Live {
+                    file: e.data_file.clone(),
+                    spec_id: m.partition_spec_id,
+                });
+            }
+        }
+    }
+    Ok((live, has_deletes))
+}
+
+/// The files to rewrite, in bins of about the target size, each bin
+/// within one partition of the default spec.
+fn plan(live: Vec<Live>, policy: &CompactionPolicy, default_spec: i32) -> Vec<Vec<Live>> {
+    let mut partitions: BTreeMap<String, Vec<Live>> = BTreeMap::new();
+    for l in live {
+        if l.spec_id == default_spec && policy.small(l.file.file_size_in_bytes()) {
+            partitions
+                .entry(format!("{:?}", l.file.partition()))
+                .or_default()
+                .push(l);
+        }
+    }
+    let mut bins = Vec::new();
+    for (_, mut files) in partitions {
+        files.sort_by_key(|l| std::cmp::Reverse(l.file.file_size_in_bytes()));
+        if policy.tiered {
+            let mut rest: u64 = files.iter().map(|l| l.file.file_size_in_bytes()).sum();
+            while let Some(largest) = files.first() {
+                let size = largest.file.file_size_in_bytes();
+                rest -= size;
+                if size <= rest {
+                    break;
+                }
+                files.remove(0);
+            }
+        }
+        if files.len() < policy.min_input_files {
+            continue;
+        }
+        // Largest first, each into the first bin it fits.
+        let mut packed: Vec<(u64, Vec<Live>)> = Vec::new();
+        for l in files {
+            let size = l.file.file_size_in_bytes();
+            match packed
+                .iter_mut()
+                .find(|(bytes, _)| bytes + size <= policy.target_bytes)
+            {
+                Some((bytes, bin)) => {
+                    *bytes += size;
+                    bin.push(l);
+                }
+                None => packed.push((size, vec![l])),
+            }
+        }
+        bins.extend(packed.into_iter().map(|(_, b)| b).filter(|b| b.len() > 1));
+    }
+    bins
+}
+
+/// Reads the rows of `paths` as snapshot `snapshot_id` has them and writes
+/// them through `writer`.
+async fn rewrite(
+    table: &Table,
+    snapshot_id: i64,
+    paths: &HashSet<String>,
+    writer: &mut DataWriter,
+) -> Result<()> {
+    let err = |e| read_error(table, "the files to compact", e);
+    let tasks = table
+        .scan()
+        .snapshot_id(snapshot_id)
+        .select_all()
+        .build()
+        .map_err(err)?
+        .plan_files()
+        .await
+        .map_err(err)?;
+    let wanted = paths.clone();
+    let tasks = tasks.try_filter(move |t| std::future::ready(wanted.contains(t.data_file_path())));
+    let mut batches = table
+        .reader_builder()
+        .build()
+        .read(Box::pin(tasks))
+        .map_err(err)?
+        .stream();
+    while let Some(batch) = batches.try_next().await.map_err(err)? {
+        writer.write(&batch).await?;
+    }
+    Ok(())
+}
+
+/// Commits the replace of `removed` by `added` on `main` as it is now,
+/// holding the table's lock for the commit step; plans again on a
+/// conflict, up to `attempts` times. `None`: a removed file is no longer
+/// live (another writer replaced it): nothing was committed.
+async fn commit_replace(
+    committer: &Committer,
+    catalog: &Arc<dyn Catalog>,
+    table: &Table,
+    removed: &[DataFile],
+    added: &[DataFile],
+    attempts: u32,
+) -> std::result::Result<Option<Table>, Failed> {
+    let unswapped = |error| Failed {
+        error,
+        swapped: false,
+    };
+    let lock = TableLock::of(table);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let guard = lock.lock().await;
+        let current = catalog
+            .load_table(table.identifier())
+            .await
+            .map_err(|e| unswapped(read_error(table, "the table", e)))?;
+        let planned = replace_snapshot(&current, removed, added)
+            .await
+            .map_err(unswapped)?;
+        let Some((requirements, updates, written)) = planned else {
+            return Ok(None);
+        };
+        let result = committer
+            .commit(catalog, current.identifier(), &requirements, updates)
+            .await;
+        match result {
+            Ok(after) => {
+                lock.bump();
+                drop(guard);
+                return Ok(Some(after));
+            }
+            Err(failed) => {
+                if !failed.swapped {
+                    for p in &written {
+                        let _ = current.file_io().delete(p).await;
+                    }
+                } else {
+                    lock.bump();
+                }
+                if !(is_conflict(&failed.error) && attempt < attempts) {
+                    return Err(failed);
+                }
+            }
+        }
+    }
+}
+
+type Planned = (
+    Vec<iceberg::TableRequirement>,
+    Vec<iceberg::TableUpdate>,
+    Vec<String>,
+);
+
+/// The replace snapshot on `current`'s main, with the metadata files it
+/// wrote; `None` if a removed file is not live there.
+async fn replace_snapshot(
+    current: &Table,
+    removed: &[DataFile],
+    added: &[DataFile],
+) -> Result<Option<Planned>> {
+    let Some(snapshot) = current.metadata().current_snapshot() else {
+        return Ok(None);
+    };
+    let list = current
+        .manifest_list_reader(snapshot)
+        .load()
+        .await
+        .map_err(|e| read_error(current, "the manifest list", e))?;
+    let mut gone: HashMap<&str, bool> = removed.iter().map(|f| (f.file_path(), false)).collect();
+    let mut new = NewSnapshot::start(current)?;
+    let mut manifests: Vec<ManifestFile> = Vec::new();
+    let mut written: Vec<String> = Vec::new();
+    let outcome: Result<bool> = async {
+        for m in list.entries() {
+            if m.content != ManifestContentType::Data {
+                manifests.push(m.clone());
+                continue;
+            }
+            let manifest = m
+                .load_manifest(current.file_io())
+                .await
+                .map_err(|e| read_error(current, "a manifest", e))?;
+            let touched = manifest
+                .entries()
+                .iter()
+                .any(|e| e.is_alive() && gone.contains_key(e.file_path()));
+            if !touched {
+                manifests.push(m.clone());
+                continue;
+            }
+            let mut writer = new.manifest_writer(m.partition_spec_id)?;
+            for e in manifest.entries() {
+                if e.status() == ManifestStatus::Deleted {
+                    continue;
+                }
+                let (Some(snapshot_id), Some(sequence)) = (e.snapshot_id, e.sequence_number) else {
+                    return Err(Error::Corrupt(format!(
+                        "a manifest of `{}` has an entry without a snapshot id or sequence number",
+                        current.identifier()
+                    )));
+                };
+                let add = match gone.get_mut(e.file_path()) {
+                    Some(seen) => {
+                        *seen = true;
+                        writer.add_delete_file(
+                            e.data_file.clone(),
+                            sequence,
+                            e.file_sequence_number,
+                        )
+                    }
+                    None => writer.add_existing_file(
+                        e.data_file.clone(),
+                        snapshot_id,
+                        sequence,
+                        e.file_sequence_number,
+                    ),
+                };
+                add.map_err(|e| read_error(current, "a manifest entry", e))?;
+            }
+            let file = writer
+                .write_manifest_file()
+                .await
+                .map_err(|e| read_error(current, "a rewritten manifest", e))?;
+            written.push(file.manifest_path.clone());
+            manifests.push(file);
+        }
+        if gone.values().any(|seen| !seen) {
+            return Ok(false);
+        }
+        let mut writer = new.manifest_writer(current.metadata().default_partition_spec_id())?;
+        for f in added {
+            writer
+                .add_file(f.clone(), -1)
+                .map_err(|e| read_error(current, "a new manifest entry", e))?;
+        }
+        let file = writer
+            .write_manifest_file()
+            .await
+            .map_err(|e| read_error(current, "the manifest of the new files", e))?;
+        written.push(file.manifest_path.clone());
+        manifests.push(file);
+        Ok(true)
+    }
+    .await;
+    match outcome {
+        Ok(true) => {}
+        Ok(false) => {
+            for p in &written {
+                let _ = current.file_io().delete(p).await;
+            }
+            return Ok(None);
+        }
+        Err(e) => {
+            for p in &written {
+                let _ = current.file_io().delete(p).await;
+            }
+            return Err(e);
+        }
+    }
+    let properties = summary(current, removed, added);
+    let (requirements, updates) = new
+        .finish(manifests, Operation::Replace, properties)
+        .await?;
+    if let Some(list) = updates.iter().find_map(|u| match u {
+        iceberg::TableUpdate::AddSnapshot { snapshot } => Some(snapshot.manifest_list()),
+        _ => None,
+    }) {
+        written.push(list.to_string());
+    }
+    Ok(Some((requirements, updates, written)))
+}
+
+/// The summary of a replace: what was added and removed, and the totals
+/// of the previous snapshot moved by them.
+fn summary(current: &Table, removed: &[DataFile], added: &[DataFile]) -> HashMap<String, String> {
+    let bytes = |files: &[DataFile]| files.iter().map(|f| f.file_size_in_bytes()).sum::<u64>();
+    let rows = |files: &[DataFile]| files.iter().map(|f| f.record_count()).sum::<u64>();
+    let mut props = super::snapshot::totals_of(current);
+    let shift = |props: &mut HashMap<String, String>, key: &str, plus: u64, minus: u64| {
+        if let Some(v) = props.get(key).and_then(|v| v.parse::<u64>().ok()) {
+            props.insert(key.into(), (v + plus).saturating_sub(minus).to_string());
+        }
+    };
+    shift(
+        &mut props,
+        "total-data-files",
+        added.len() as u64,
+        removed.len() as u64,
+    );
+    shift(&mut props, "total-files-size", bytes(added), bytes(removed));
+    shift(&mut props, "total-records", rows(added), rows(removed));
+    props.extend([
+        ("added-data-files".into(), added.len().to_string()),
+        ("deleted-data-files".into(), removed.len().to_string()),
+        ("added-records".into(), rows(added).to_string()),
+        ("deleted-records".into(), rows(removed).to_string()),
+        ("added-files-size".into(), bytes(added).to_string()),
+        ("removed-files-size".into(), bytes(removed).to_string()),
+    ]);
+    props
+}
+
+async fn delete_files(table: &Table, files: &[DataFile]) {
+    for f in files {
+        let _ = table.file_io().delete(f.file_path()).await;
+    }
+}
+
+fn read_error(table: &Table, what: &str, e: iceberg::Error) -> Error {
+    Error::Catalog {
+        action: format!("compacting `{}`: reading {what}", table.identifier()),
+        source: Box::new(e),
+    }
+}
