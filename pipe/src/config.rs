@@ -41,6 +41,7 @@
 //! snapshot_max_age_secs = 86400      # expire older snapshots after commits…
 //! snapshot_max_count = 100           # …and any past the newest 100…
 //! snapshot_retain_last = 10          # …but keep the newest 10 (expire_snapshots = false: keep all)
+//! compaction = true                  # rewrite small data files in the background
 //!
 //! [sinks.raw_files]                  # plain files instead of a table
 //! type = "parquet"                   # or "json" (NDJSON; compression "gzip" or "none")
@@ -336,6 +337,9 @@ pub struct SinkFile {
     pub snapshot_retain_last: Option<usize>,
     /// `false`: never expire snapshots (keep the whole history).
     pub expire_snapshots: Option<bool>,
+    /// `false`: never compact the table's small data files (Iceberg
+    /// sinks; on by default).
+    pub compaction: Option<bool>,
     /// Commit at least this often while data flows.
     #[serde(default = "default_roll_interval")]
     pub roll_interval_secs: u64,
@@ -448,6 +452,8 @@ pub struct SinkConfig {
     pub partition_by: Vec<PartitionField>,
     /// How much table history to keep; `None`: all of it.
     pub retention: Option<SnapshotRetention>,
+    /// Compact the table's small files in the background.
+    pub compaction: bool,
     pub roll_interval: std::time::Duration,
     pub roll_bytes: u64,
     pub roll_rows: Option<u64>,
@@ -839,11 +845,12 @@ impl Config {
             let retention_keys = s.snapshot_max_age_secs.is_some()
                 || s.snapshot_retain_last.is_some()
                 || s.snapshot_max_count.is_some()
-                || s.expire_snapshots.is_some();
+                || s.expire_snapshots.is_some()
+                || s.compaction.is_some();
             if retention_keys && s.kind != "iceberg" {
                 return Err(err(
                     format!("sinks.{name}"),
-                    "snapshot expiry settings apply to Iceberg sinks only".into(),
+                    "snapshot expiry and compaction settings apply to Iceberg sinks only".into(),
                 ));
             }
             if s.snapshot_retain_last == Some(0) {
@@ -976,6 +983,7 @@ impl Config {
                 target,
                 partition_by,
                 retention,
+                compaction: s.compaction != Some(false),
                 roll_interval: std::time::Duration::from_secs(s.roll_interval_secs),
                 roll_bytes: s.roll_size_mb * 1024 * 1024,
                 roll_rows: s.roll_rows,

@@ -389,6 +389,7 @@ impl Supervisor {
             row_group_rows: sink_config.row_group_rows,
             partition_by: sink_config.partition_by.clone(),
             retention: sink_config.retention,
+            compact: sink_config.compaction,
             bloom_filter_columns: sink_config.bloom_filter_columns.clone(),
             unsourced_ended: !legacy,
             ..self.ledgered(config, source)

@@ -1,8 +1,13 @@
-//! How a table committed every few seconds ages (issue 17): the same
-//! events written into `bench.small` by COMMITS commits of 500 events
-//! each (what a 10 s roll makes), and into `bench.big` by one commit, with
-//! `TableSink`'s default options, into a fresh local warehouse (SQLite
-//! catalog, folder). Then it prints:
+//! How a table committed every few seconds ages, and what maintenance
+//! does about it (issue 17): the same events written into `bench.small`
+//! by COMMITS commits of 500 events each (what a 10 s roll makes), and
+//! into `bench.big` by one commit, with `TableSink`'s default options and
+//! maintenance on as `pipe serve` runs it (old metadata files deleted,
+//! snapshots expired by count, manifests merged, compaction in the
+//! background), into a fresh local warehouse (SQLite catalog, folder).
+//! Then it prints, once as the sink's own triggers left the table and
+//! once more after an on-demand run (every small file compacted,
+//! manifests merged, snapshots expired):
 //!
 //! - each query's time on `small` and on `big` (`QueryEngine`, catalog and
 //!   planning included; the median of 3 runs after a warm-up) and the
@@ -10,10 +15,11 @@
 //! - bytes on storage: metadata (metadata.json, manifests, manifest lists)
 //!   and data, and metadata ÷ data, for each table;
 //! - commit latency of `small`: the median over commits 41..=60 and over
-//!   the last 20, and their ratio.
+//!   the last 20, their ratio, and the slowest commit (what a commit
+//!   waited at most while compactions ran beside it);
+//! - the on-demand compaction's CPU time per GB rewritten.
 //!
-//! A program that prints figures, not a test. It is the baseline the
-//! maintenance of issue 17 is measured against.
+//! A program that prints figures, not a test.
 //!
 //! ```sh
 //! cargo bench -p pipe-query --bench aging -- [COMMITS]   # 2000 by default
@@ -23,7 +29,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use pipe_query::QueryEngine;
-use pipe_sink::maintenance::Committer;
+use pipe_sink::maintenance::compact::{compact, CompactionPolicy};
+use pipe_sink::maintenance::expire::expire;
+use pipe_sink::maintenance::{Committer, SnapshotRetention};
 use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
 
 #[path = "../../benches/fraud_events.rs"]
@@ -73,9 +81,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// (metadata bytes, data bytes) of table `table` under `dir`.
-fn storage(dir: &Path, table: &str) -> (u64, u64) {
-    fn walk(path: &Path, table: &str, inside: bool, sums: &mut (u64, u64)) {
+/// Bytes of table `table` under `dir`: metadata (and of it: metadata.json
+/// files, manifest lists, manifests) and data.
+fn storage(dir: &Path, table: &str) -> (u64, u64, [u64; 3]) {
+    fn walk(path: &Path, table: &str, inside: bool, sums: &mut (u64, u64, [u64; 3])) {
         let Ok(entries) = std::fs::read_dir(path) else {
             return;
         };
@@ -88,15 +97,77 @@ fn storage(dir: &Path, table: &str) -> (u64, u64) {
             } else if inside {
                 let in_metadata = p.components().any(|c| c.as_os_str() == "metadata");
                 match in_metadata {
-                    true => sums.0 += meta.len(),
+                    true => {
+                        sums.0 += meta.len();
+                        let kind = if name.ends_with(".metadata.json") {
+                            0
+                        } else if name.starts_with("snap-") {
+                            1
+                        } else {
+                            2
+                        };
+                        sums.2[kind] += meta.len();
+                    }
                     false => sums.1 += meta.len(),
                 }
             }
         }
     }
-    let mut sums = (0, 0);
+    let mut sums = (0, 0, [0; 3]);
     walk(dir, table, false, &mut sums);
     sums
+}
+
+/// CPU seconds this process has used (user + system).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let after = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+async fn report(engine: &QueryEngine, dir: &Path) {
+    println!(
+        "{:<36} {:>10} {:>10} {:>8}",
+        "query", "small ms", "big ms", "ratio"
+    );
+    for (name, sql) in QUERIES {
+        let mut times = [0.0f64; 2];
+        for (i, table) in ["small", "big"].into_iter().enumerate() {
+            let sql = sql.replace("{t}", table);
+            let mut runs = Vec::new();
+            for run in 0..=RUNS {
+                let at = Instant::now();
+                engine.read_only(&sql, 10).await.expect("the query");
+                if run > 0 {
+                    runs.push(at.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            times[i] = median(runs);
+        }
+        println!(
+            "{name:<36} {:>10.1} {:>10.1} {:>7.1}×",
+            times[0],
+            times[1],
+            times[0] / times[1]
+        );
+    }
+    println!(
+        "\n{:<8} {:>12} {:>22} {:>9} {:>16}",
+        "table", "metadata MB", "(json, lists, manif.)", "data MB", "metadata ÷ data"
+    );
+    for table in ["small", "big"] {
+        let (metadata, data, [json, lists, manifests]) = storage(dir, table);
+        let mb = |b: u64| b as f64 / 1e6;
+        println!(
+            "{table:<8} {:>12.2} {:>22} {:>9.1} {:>16.3}",
+            mb(metadata),
+            format!("({:.2}, {:.2}, {:.2})", mb(json), mb(lists), mb(manifests)),
+            mb(data),
+            metadata as f64 / data as f64
+        );
+    }
 }
 
 #[tokio::main]
@@ -129,6 +200,9 @@ async fn main() {
         "bench.small: {total} events in {commits} commits of {PER_COMMIT}, {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    // A compaction still running is let finish, as the server would.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    drop(small);
     let mut big = sink(dir.path(), "big").await;
     for from in (0..total).step_by(8192) {
         let batch = shop::events(&schema, from, (from + 8192).min(total), total);
@@ -140,56 +214,52 @@ async fn main() {
         .expect("the commit");
     println!("bench.big: the same events in one commit");
 
-    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
-        .await
-        .expect("the catalog");
-    let engine = QueryEngine::new(catalog).await.expect("the engine");
-    println!(
-        "\n{:<36} {:>10} {:>10} {:>8}",
-        "query", "small ms", "big ms", "ratio"
-    );
-    for (name, sql) in QUERIES {
-        let mut times = [0.0f64; 2];
-        for (i, table) in ["small", "big"].into_iter().enumerate() {
-            let sql = sql.replace("{t}", table);
-            let mut runs = Vec::new();
-            for run in 0..=RUNS {
-                let at = Instant::now();
-                engine.read_only(&sql, 10).await.expect("the query");
-                if run > 0 {
-                    runs.push(at.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-            times[i] = median(runs);
-        }
-        println!(
-            "{name:<36} {:>10.1} {:>10.1} {:>7.1}×",
-            times[0],
-            times[1],
-            times[0] / times[1]
-        );
-    }
-
-    println!(
-        "\n{:<12} {:>14} {:>12} {:>16}",
-        "table", "metadata MB", "data MB", "metadata ÷ data"
-    );
-    for table in ["small", "big"] {
-        let (metadata, data) = storage(dir.path(), table);
-        println!(
-            "{table:<12} {:>14.1} {:>12.1} {:>16.2}",
-            metadata as f64 / 1e6,
-            data as f64 / 1e6,
-            metadata as f64 / data as f64
-        );
-    }
-
+    let settings = CatalogSettings::local(dir.path());
+    let catalog = open_catalog(&settings).await.expect("the catalog");
+    let engine = QueryEngine::new(catalog.clone()).await.expect("the engine");
+    println!("\n## as the sink's own maintenance left bench.small\n");
+    report(&engine, dir.path()).await;
     if commits >= 80 {
         let early = median(latencies[40..60].to_vec());
         let late = median(latencies[commits - 20..].to_vec());
+        let slowest = latencies.iter().copied().fold(0.0, f64::max);
+        let mut sorted = latencies.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let p99 = sorted[sorted.len() * 99 / 100];
         println!(
-            "\ncommit latency of bench.small: {early:.1} ms around commit 50, {late:.1} ms over the last 20 (ratio {:.2})",
+            "\ncommit latency of bench.small: {early:.1} ms around commit 50, {late:.1} ms over the last 20 (ratio {:.2}); p99 {p99:.1} ms, slowest {slowest:.1} ms",
             late / early
         );
     }
+
+    // On demand: every small file compacted, then manifests merged and
+    // snapshots expired by the sink's next commit.
+    let committer = Committer::open(&settings).await.expect("the committer");
+    let ident = iceberg::TableIdent::from_strs(["bench", "small"]).expect("a name");
+    let table = catalog.load_table(&ident).await.expect("the table");
+    let layout = WriteOptions::default().layout();
+    let policy = CompactionPolicy::of(&table, &layout).full();
+    let (cpu, at) = (cpu_secs(), Instant::now());
+    let done = compact(&committer, &catalog, &table, &layout, &policy)
+        .await
+        .expect("the compaction");
+    let (cpu, wall) = (cpu_secs() - cpu, at.elapsed().as_secs_f64());
+    let table = catalog.load_table(&ident).await.expect("the table");
+    let retention = SnapshotRetention::default();
+    expire(&catalog, &table, &retention, true, true)
+        .await
+        .expect("the expiry");
+    match done {
+        Some((_, c)) => println!(
+            "\n## after an on-demand compaction: {} files ({:.1} MB) into {} ({:.1} MB) in {wall:.1} s, {cpu:.1} CPU s = {:.0} CPU s per GB rewritten\n",
+            c.files_removed,
+            c.bytes_removed as f64 / 1e6,
+            c.files_added,
+            c.bytes_added as f64 / 1e6,
+            cpu / (c.bytes_removed as f64 / 1e9)
+        ),
+        None => println!("\n## after an on-demand compaction: nothing to do\n"),
+    }
+    let engine = QueryEngine::new(catalog.clone()).await.expect("the engine");
+    report(&engine, dir.path()).await;
 }

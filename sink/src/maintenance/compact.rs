@@ -300,9 +300,9 @@ async fn rewrite(
     Ok(())
 }
 
-/// Commits the replace of `removed` by `added` on `main` as it is now,
-/// holding the table's lock for the commit step; plans again on a
-/// conflict, up to `attempts` times. `None`: a removed file is no longer
+/// Commits the replace of `removed` by `added` on `main` as it is now;
+/// plans again on a conflict, up to `attempts` times, the last one
+/// holding the table's lock. `None`: a removed file is no longer
 /// live (another writer replaced it): nothing was committed.
 async fn commit_replace(
     committer: &Committer,
@@ -320,7 +320,13 @@ async fn commit_replace(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let guard = lock.lock().await;
+        // Without the table's lock first, so the sink never waits for
+        // this; with it for the last try, so a busy sink cannot make
+        // compaction lose every race.
+        let guard = match attempt >= attempts {
+            true => Some(lock.lock().await),
+            false => None,
+        };
         let current = catalog
             .load_table(table.identifier())
             .await

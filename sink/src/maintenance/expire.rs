@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use iceberg::spec::ManifestStatus;
+use iceberg::spec::{ManifestStatus, MAIN_BRANCH};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::Catalog;
@@ -83,6 +83,17 @@ fn ancestry_len(table: &Table) -> usize {
     n
 }
 
+/// Whether `table` has refs (branches, tags) other than `main`. Its
+/// metadata offers no accessor for them but its JSON form.
+pub fn has_other_refs(table: &Table) -> bool {
+    match serde_json::to_value(table.metadata()) {
+        Ok(json) => json["refs"]
+            .as_object()
+            .is_some_and(|refs| refs.keys().any(|r| r != MAIN_BRANCH)),
+        Err(_) => true,
+    }
+}
+
 /// What [`expire`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expired {
@@ -106,7 +117,20 @@ pub async fn expire(
     force: bool,
     owns_metadata_files: bool,
 ) -> Result<Option<(Table, Expired)>> {
-    let ids = plan(table, retention, chrono::Utc::now().timestamp_millis());
+    // With branches or tags, iceberg's own rules (which keep what they
+    // need) decide, by age and `retain_last` only.
+    let other_refs = has_other_refs(table);
+    let ids = match other_refs {
+        false => plan(table, retention, chrono::Utc::now().timestamp_millis()),
+        true => plan(
+            table,
+            &SnapshotRetention {
+                max_count: usize::MAX,
+                ..*retention
+            },
+            chrono::Utc::now().timestamp_millis(),
+        ),
+    };
     let kept = ancestry_len(table) - ids.len();
     if ids.is_empty() || (!force && ids.len() < (kept / 10).max(1)) {
         return Ok(None);
@@ -120,10 +144,16 @@ pub async fn expire(
     // snapshots by age, as iceberg would).
     let cutoff = chrono::Utc::now().timestamp_millis()
         - i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
-    let tx = tx
-        .expire_snapshots()
-        .expire_snapshot_ids(ids.iter().copied())
-        .retain_last(usize::MAX)
+    let action = match other_refs {
+        false => tx
+            .expire_snapshots()
+            .expire_snapshot_ids(ids.iter().copied())
+            .retain_last(usize::MAX),
+        true => tx
+            .expire_snapshots()
+            .retain_last(retention.retain_last.max(1)),
+    };
+    let tx = action
         .expire_older_than_ms(cutoff)
         .apply(tx)
         .map_err(catalog_err)?;
@@ -147,7 +177,129 @@ pub async fn expire(
 
 /// Deletes the files that snapshots of `before` missing from `after`
 /// referenced and no snapshot of `after` does. Returns (deleted, left).
+///
+/// The usual case is linear: `main` is the only ref, and what expired is
+/// the oldest part of its ancestry. A manifest then lives in a run of
+/// consecutive snapshots (once dropped from a list it never comes back),
+/// so one the oldest kept snapshot does not list is referenced by no
+/// kept snapshot; and a data file an expired snapshot deleted was live
+/// only in older snapshots, all expired. That reads the expired
+/// snapshots' lists, their own manifests that delete files, and one kept
+/// list. Anything else (branches, tags, snapshots off `main`) takes the
+/// general way, which reads every kept manifest.
 pub async fn delete_unreferenced(before: &Table, after: &Table) -> Result<(usize, usize)> {
+    if let Some(oldest_kept) = linear_expiry(before, after) {
+        return delete_unreferenced_linear(before, after, oldest_kept).await;
+    }
+    delete_unreferenced_general(before, after).await
+}
+
+/// The oldest kept snapshot, when the expiry from `before` to `after`
+/// removed exactly the oldest part of `main`'s ancestry and `main` is
+/// the only ref (see [`delete_unreferenced`]).
+fn linear_expiry(before: &Table, after: &Table) -> Option<i64> {
+    if has_other_refs(before) || has_other_refs(after) {
+        return None;
+    }
+    let metadata = before.metadata();
+    let mut next = metadata.current_snapshot_id();
+    let mut oldest_kept = None;
+    let mut ancestry = 0;
+    let mut expired_tail = false;
+    while let Some(snapshot) = next.and_then(|id| metadata.snapshot_by_id(id)) {
+        ancestry += 1;
+        let kept = after
+            .metadata()
+            .snapshot_by_id(snapshot.snapshot_id())
+            .is_some();
+        match (kept, expired_tail) {
+            (true, false) => oldest_kept = Some(snapshot.snapshot_id()),
+            (false, _) => expired_tail = true,
+            (true, true) => return None,
+        }
+        next = snapshot.parent_snapshot_id();
+    }
+    // Every snapshot of `before` is on that line.
+    (ancestry == metadata.snapshots().count())
+        .then_some(oldest_kept)
+        .flatten()
+}
+
+async fn delete_unreferenced_linear(
+    before: &Table,
+    after: &Table,
+    oldest_kept: i64,
+) -> Result<(usize, usize)> {
+    let read_err = |what: &str, e| Error::Catalog {
+        action: format!("reading {what} of `{}`", after.identifier()),
+        source: Box::new(e),
+    };
+    let kept = after
+        .metadata()
+        .snapshot_by_id(oldest_kept)
+        .expect("the oldest kept snapshot is kept");
+    let kept_list = after
+        .manifest_list_reader(kept)
+        .load()
+        .await
+        .map_err(|e| read_err("the oldest kept manifest list", e))?;
+    let kept_manifests: HashSet<&str> = kept_list
+        .entries()
+        .iter()
+        .map(|m| m.manifest_path.as_str())
+        .collect();
+    let mut doomed: Vec<String> = Vec::new();
+    let mut doomed_manifests: HashSet<String> = HashSet::new();
+    for snapshot in before.metadata().snapshots() {
+        if after
+            .metadata()
+            .snapshot_by_id(snapshot.snapshot_id())
+            .is_some()
+        {
+            continue;
+        }
+        doomed.push(snapshot.manifest_list().to_string());
+        let Ok(list) = before.manifest_list_reader(snapshot).load().await else {
+            continue;
+        };
+        for m in list.entries() {
+            if !kept_manifests.contains(m.manifest_path.as_str()) {
+                doomed_manifests.insert(m.manifest_path.clone());
+            }
+            if m.added_snapshot_id == snapshot.snapshot_id() && m.has_deleted_files() {
+                let manifest = m
+                    .load_manifest(before.file_io())
+                    .await
+                    .map_err(|e| read_err("a manifest of an expired snapshot", e))?;
+                doomed.extend(
+                    manifest
+                        .entries()
+                        .iter()
+                        .filter(|e| e.status() == ManifestStatus::Deleted)
+                        .map(|e| e.file_path().to_string()),
+                );
+            }
+        }
+    }
+    doomed.extend(doomed_manifests);
+    Ok(delete_all(after, doomed).await)
+}
+
+async fn delete_all(table: &Table, files: Vec<String>) -> (usize, usize) {
+    let (mut deleted, mut left) = (0, 0);
+    for file in files {
+        match table.file_io().delete(&file).await {
+            Ok(()) => deleted += 1,
+            Err(e) => {
+                warn!(table = %table.identifier(), file, error = %e, "could not delete a file of an expired snapshot");
+                left += 1;
+            }
+        }
+    }
+    (deleted, left)
+}
+
+async fn delete_unreferenced_general(before: &Table, after: &Table) -> Result<(usize, usize)> {
     let read_err = |what: String| {
         move |e| Error::Catalog {
             action: format!("reading {what} of `{}`", after.identifier()),
@@ -223,18 +375,9 @@ pub async fn delete_unreferenced(before: &Table, after: &Table) -> Result<(usize
     let doomed = candidates
         .into_iter()
         .chain(doomed_manifests.into_iter().map(|m| m.manifest_path))
-        .chain(doomed_lists);
-    let (mut deleted, mut left) = (0, 0);
-    for file in doomed {
-        match after.file_io().delete(&file).await {
-            Ok(()) => deleted += 1,
-            Err(e) => {
-                warn!(table = %after.identifier(), file, error = %e, "could not delete a file of an expired snapshot");
-                left += 1;
-            }
-        }
-    }
-    Ok((deleted, left))
+        .chain(doomed_lists)
+        .collect();
+    Ok(delete_all(after, doomed).await)
 }
 
 /// The manifest at `path` (its length and spec come from the file itself).

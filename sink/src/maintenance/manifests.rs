@@ -24,6 +24,7 @@ use iceberg::table::Table;
 use iceberg::Catalog;
 use tracing::info;
 
+use super::lock::TableLock;
 use super::snapshot::{is_conflict, totals_of, Committer, NewSnapshot};
 use crate::{Error, Result};
 
@@ -108,7 +109,8 @@ fn plan(manifests: &[ManifestFile], policy: &ManifestPolicy) -> Vec<(i32, Vec<Ma
 }
 
 /// Merges `table`'s manifests when its policy says so (see the module
-/// doc), planning again on conflicts up to `attempts` times. Returns the
+/// doc), planning again on conflicts up to `attempts` times (the last
+/// holding the table's lock: never call it holding that lock). Returns the
 /// table after the merge, or `None` when there was nothing to merge.
 pub async fn merge_manifests(
     committer: &Committer,
@@ -117,10 +119,21 @@ pub async fn merge_manifests(
     attempts: u32,
 ) -> Result<Option<(Table, Merged)>> {
     let mut table = table.clone();
+    let lock = TableLock::of(&table);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match merge_once(committer, catalog, &table).await {
+        // The last try holds the table's lock (see `compact`).
+        let guard = match attempt >= attempts {
+            true => Some(lock.lock().await),
+            false => None,
+        };
+        let merged = merge_once(committer, catalog, &table).await;
+        if matches!(merged, Ok(Some(_))) {
+            lock.bump();
+        }
+        drop(guard);
+        match merged {
             Err(e) if is_conflict(&e) && attempt < attempts => {
                 table =
                     catalog

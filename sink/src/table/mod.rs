@@ -33,13 +33,9 @@ use crate::maintenance::lock::TableLock;
 use crate::maintenance::{metadata_files, SnapshotRetention};
 use crate::{Error, Result};
 
-/// How often (in commits) a sink looks at whether its table's manifests
-/// need merging: each look reads the manifest list.
-pub const MERGE_CHECK_EVERY: usize = 10;
-
-/// How often (in commits) a sink starts a compaction of its table in the
+/// How often (in commits) a sink starts maintenance of its table in the
 /// background; each start reads the table's manifests to plan.
-pub const COMPACT_CHECK_EVERY: usize = 10;
+pub const MAINTAIN_EVERY: usize = 10;
 
 /// The column every table gets, and is partitioned on by day.
 pub const INGEST_TS_COLUMN: &str = "__ingest_ts";
@@ -284,17 +280,15 @@ pub struct TableSink {
     table: Table,
     writer: DataWriter,
     ledger: Option<Arc<Ledger>>,
-    /// Commits since the manifests were last looked at.
-    commits_since_merge_check: usize,
     /// Takes turns with maintenance commits to the same table.
     lock: Arc<TableLock>,
     /// The lock's generation when this sink last had the table fresh.
     seen_generation: u64,
-    /// The compaction running in the background, if any (aborted when
-    /// the sink is dropped).
-    compaction: Option<Background>,
-    /// Commits since compaction was last started.
-    commits_since_compaction: usize,
+    /// Maintenance running in the background, if any (aborted when the
+    /// sink is dropped).
+    maintenance: Option<Background>,
+    /// Commits since maintenance was last started.
+    commits_since_maintenance: usize,
 }
 
 /// A compaction task, aborted when dropped.
@@ -417,11 +411,10 @@ impl TableSink {
 
             table,
             ledger,
-            commits_since_merge_check: 0,
             lock,
             seen_generation,
-            compaction: None,
-            commits_since_compaction: 0,
+            maintenance: None,
+            commits_since_maintenance: 0,
         };
         if let Some(entries) = leftover {
             sink.sweep(entries).await?;
@@ -638,11 +631,10 @@ impl TableSink {
                 metadata_files::delete_dropped(&before, &self.table).await;
             }
             self.expire_snapshots().await;
-            self.merge_manifests().await;
         }
         drop(guard);
         if matches!(outcome, CommitOutcome::Committed { .. }) {
-            self.compact_in_background();
+            self.maintain_in_background();
         }
         let referenced: std::collections::HashSet<&str> = match &outcome {
             CommitOutcome::Committed { .. } => paths.iter().map(String::as_str).collect(),
@@ -690,56 +682,42 @@ impl TableSink {
         }
     }
 
-    /// Every [`MERGE_CHECK_EVERY`] commits, merges the table's manifests
-    /// if it has gathered enough (see [`crate::maintenance::manifests`]),
-    /// as Iceberg's merge-append does after its commits. A failure is
-    /// logged: the data commit already succeeded.
-    async fn merge_manifests(&mut self) {
-        let Some(committer) = &self.options.committer else {
-            return;
+    /// Waits for the maintenance running in the background, if any, and
+    /// returns what its compaction did.
+    pub async fn wait_for_maintenance(
+        &mut self,
+    ) -> Result<Option<crate::maintenance::compact::Compacted>> {
+        let Some(mut running) = self.maintenance.take() else {
+            return Ok(None);
         };
-        self.commits_since_merge_check += 1;
-        if self.commits_since_merge_check < MERGE_CHECK_EVERY || committer.unsupported().is_some() {
-            return;
-        }
-        self.commits_since_merge_check = 0;
-        let merged = crate::maintenance::manifests::merge_manifests(
-            committer,
-            &self.catalog,
-            &self.table,
-            3,
-        )
-        .await;
-        match merged {
-            Ok(Some((table, _))) => {
-                if self.options.owns_metadata_files {
-                    metadata_files::delete_dropped(&self.table, &table).await;
-                }
-                self.table = table;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(table = %self.ident, error = %e, "could not merge manifests; trying again after later commits")
-            }
+        match (&mut running.0).await {
+            Ok(done) => done,
+            Err(e) => Err(Error::Corrupt(format!(
+                "table maintenance of `{}` ended: {e}",
+                self.ident
+            ))),
         }
     }
 
-    /// Every [`COMPACT_CHECK_EVERY`] commits, starts a compaction of the
-    /// table in the background if none is running (see
-    /// [`crate::maintenance::compact`]): it rewrites files without the
-    /// table's lock, and takes it only for its commit.
-    fn compact_in_background(&mut self) {
-        if let Some(running) = &self.compaction {
+    /// Every [`MAINTAIN_EVERY`] commits, starts maintenance of the table
+    /// in the background if none is running: a compaction (see
+    /// [`crate::maintenance::compact`]; unless turned off), then a merge
+    /// of its manifests if enough gathered (see
+    /// [`crate::maintenance::manifests`]), as Iceberg's merge-append would
+    /// after its commits. Neither holds the table's lock but to commit
+    /// when racing the sink has failed.
+    fn maintain_in_background(&mut self) {
+        if let Some(running) = &self.maintenance {
             if !running.0.is_finished() {
                 return;
             }
-            let mut done = self.compaction.take().expect("checked above");
+            let mut done = self.maintenance.take().expect("checked above");
             match futures::FutureExt::now_or_never(&mut done.0) {
                 Some(Ok(Err(e))) => {
-                    tracing::warn!(table = %self.ident, error = %e, "compaction failed; it is tried again later")
+                    tracing::warn!(table = %self.ident, error = %e, "table maintenance failed; it is tried again later")
                 }
                 Some(Err(e)) if e.is_panic() => {
-                    tracing::error!(table = %self.ident, error = %e, "compaction panicked; it is tried again later")
+                    tracing::error!(table = %self.ident, error = %e, "table maintenance panicked; it is tried again later")
                 }
                 _ => {}
             }
@@ -747,24 +725,30 @@ impl TableSink {
         let Some(committer) = self.options.committer.clone() else {
             return;
         };
-        self.commits_since_compaction += 1;
-        if !self.options.compact
-            || self.commits_since_compaction < COMPACT_CHECK_EVERY
-            || committer.unsupported().is_some()
-        {
+        self.commits_since_maintenance += 1;
+        if self.commits_since_maintenance < MAINTAIN_EVERY || committer.unsupported().is_some() {
             return;
         }
-        self.commits_since_compaction = 0;
+        self.commits_since_maintenance = 0;
         let catalog = self.catalog.clone();
         let table = self.table.clone();
         let layout = self.options.layout();
-        let policy = crate::maintenance::compact::CompactionPolicy::of(&table, &layout);
+        let compact = self.options.compact;
         let task = tokio::spawn(async move {
-            crate::maintenance::compact::compact(&committer, &catalog, &table, &layout, &policy)
-                .await
-                .map(|done| done.map(|(_, compacted)| compacted))
+            let policy = crate::maintenance::compact::CompactionPolicy::of(&table, &layout);
+            let compacted = match compact {
+                true => crate::maintenance::compact::compact(
+                    &committer, &catalog, &table, &layout, &policy,
+                )
+                .await?
+                .map(|(table, compacted)| (table, Some(compacted))),
+                false => None,
+            };
+            let (table, compacted) = compacted.unwrap_or((table, None));
+            crate::maintenance::manifests::merge_manifests(&committer, &catalog, &table, 3).await?;
+            Ok(compacted)
         });
-        self.compaction = Some(Background(task));
+        self.maintenance = Some(Background(task));
     }
 
     async fn refresh(&mut self) -> Result<()> {

@@ -254,7 +254,10 @@ use pipe_sink::maintenance::manifests::MIN_COUNT_TO_MERGE;
 async fn manifests_are_merged_in_replace_snapshots_and_every_row_stays_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut sink = merging_sink(dir.path(), 5, None).await;
-    commit_n(&mut sink, 0, 40).await;
+    for n in 0..4 {
+        commit_n(&mut sink, n * 10, 10).await;
+        sink.wait_for_maintenance().await.unwrap();
+    }
     let table = load_table(dir.path(), &sink).await;
     // Looked at every 10 commits: each look merges what gathered.
     assert!(
@@ -317,7 +320,10 @@ async fn expiry_deletes_the_manifests_merges_replaced_once_unreferenced() {
         max_count: 3,
     };
     let mut sink = merging_sink(dir.path(), 5, Some(retention)).await;
-    commit_n(&mut sink, 0, 60).await;
+    for n in 0..6 {
+        commit_n(&mut sink, n * 10, 10).await;
+        sink.wait_for_maintenance().await.unwrap();
+    }
     let table = load_table(dir.path(), &sink).await;
     assert!(table.metadata().snapshots().count() <= 4);
     let (_, lists, manifests) = metadata_folder(dir.path());
@@ -551,14 +557,83 @@ async fn the_sink_compacts_in_the_background_as_it_commits() {
         ..WriteOptions::default()
     };
     let mut sink = open_with(dir.path(), "p", options).await;
+    let mut compacted = 0;
     for round in 0..6 {
         commit_n(&mut sink, round * 10, 10).await;
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if let Some(done) = sink.wait_for_maintenance().await.unwrap() {
+            compacted += done.files_removed;
+        }
     }
+    assert!(compacted > 0);
     let table = load_table(dir.path(), &sink).await;
     assert_eq!(scanned_rows(&table).await, 600);
     let live = live_files(&table).await.len();
     assert!(live < 60, "{live} live files after 60 commits of 2");
     nothing_referenced_is_missing(&table).await;
     assert_eq!(sink.last_committed().await.unwrap().unwrap().range.last, 59);
+}
+
+#[tokio::test]
+async fn a_tagged_snapshot_and_its_files_outlive_expiry_and_compaction() {
+    use iceberg::spec::{SnapshotReference, SnapshotRetention as RefRetention};
+    let dir = tempfile::tempdir().unwrap();
+    let retention = SnapshotRetention {
+        max_age: std::time::Duration::ZERO,
+        retain_last: 2,
+        max_count: 3,
+    };
+    let mut sink = compactable_sink(dir.path(), Some(retention)).await;
+    commit_n(&mut sink, 0, 1).await;
+    let first = load_table(dir.path(), &sink).await;
+    let tagged = first.metadata().current_snapshot_id().unwrap();
+    let settings = pipe_sink::CatalogSettings::local(dir.path());
+    let committer = pipe_sink::maintenance::Committer::open(&settings)
+        .await
+        .unwrap();
+    let catalog = pipe_sink::open_catalog(&settings).await.unwrap();
+    committer
+        .commit(
+            &catalog,
+            first.identifier(),
+            &[],
+            vec![iceberg::TableUpdate::SetSnapshotRef {
+                ref_name: "audit".into(),
+                reference: SnapshotReference::new(
+                    tagged,
+                    RefRetention::Tag {
+                        max_ref_age_ms: None,
+                    },
+                ),
+            }],
+        )
+        .await
+        .unwrap();
+    // The sink's copy is stale now; it reloads on the fence and goes on.
+    commit_n(&mut sink, 1, 9).await;
+    compact_all(dir.path(), &load_table(dir.path(), &sink).await)
+        .await
+        .unwrap();
+    commit_n(&mut sink, 10, 10).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert!(table.metadata().snapshot_by_id(tagged).is_some());
+    // The tag keeps its snapshot; the rest expired down to the newest 2.
+    assert!(
+        table.metadata().snapshots().count() <= 4,
+        "{}",
+        table.metadata().snapshots().count()
+    );
+    nothing_referenced_is_missing(&table).await;
+    let batches: Vec<_> = table
+        .scan()
+        .snapshot_id(tagged)
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+    assert_eq!(scanned_rows(&table).await, 200);
 }
