@@ -39,7 +39,7 @@
 //! partition_by = ["day(__ingest_ts)", "bucket(16, user_id)"]   # when the table is created
 //! bloom_filter_columns = ["order_id"]  # bloom filters for lookups by these columns
 //! snapshot_max_age_secs = 86400      # expire older snapshots after commits…
-//! snapshot_max_count = 100           # …and any past the newest 100…
+//! snapshot_max_count = 50            # …and any past the newest 50…
 //! snapshot_retain_last = 10          # …but keep the newest 10 (expire_snapshots = false: keep all)
 //! compaction = true                  # rewrite small data files in the background
 //!
@@ -331,7 +331,7 @@ pub struct SinkFile {
     /// Expire snapshots older than this after commits (Iceberg sinks;
     /// default one day).
     pub snapshot_max_age_secs: Option<u64>,
-    /// ... and any past this many of the newest (default 100) ...
+    /// ... and any past this many of the newest (default 50) ...
     pub snapshot_max_count: Option<usize>,
     /// ... but keep at least this many of the newest (default 10).
     pub snapshot_retain_last: Option<usize>,

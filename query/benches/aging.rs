@@ -76,6 +76,21 @@ async fn sink(dir: &Path, table: &str) -> TableSink {
     .expect("the sink")
 }
 
+/// The bench's folder: removed at the end unless kept.
+enum Kept {
+    Temp(tempfile::TempDir),
+    Path(std::path::PathBuf),
+}
+
+impl Kept {
+    fn path(&self) -> &Path {
+        match self {
+            Kept::Temp(d) => d.path(),
+            Kept::Path(p) => p,
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -178,6 +193,15 @@ async fn main() {
         .unwrap_or(2000);
     let total = commits * PER_COMMIT;
     let dir = tempfile::tempdir().expect("a folder");
+    // PIPE_BENCH_KEEP=1: leave the warehouse for a look.
+    let dir = match std::env::var_os("PIPE_BENCH_KEEP") {
+        Some(_) => {
+            let kept = dir.keep();
+            println!("warehouse kept in {}", kept.display());
+            Kept::Path(kept)
+        }
+        None => Kept::Temp(dir),
+    };
     let schema = shop::events_schema();
 
     let mut small = sink(dir.path(), "small").await;

@@ -126,7 +126,7 @@ def ids(snapshot_id):
     return sorted(rows.column("user_id").to_pylist())
 replaces = []
 for s in t.snapshots():
-    if s.summary is not None and s.summary.operation.value == "replace" and int(s.summary.get("deleted-data-files", "0")) > 0:
+    if s.summary is not None and s.summary.operation.value == "replace" and int(s.summary.additional_properties.get("deleted-data-files") or 0) > 0:
         if t.snapshot_by_id(s.parent_snapshot_id) is not None:
             replaces.append(s)
 out = {"live_files": len(t.inspect.files()), "replaces": len(replaces), "same_as_parent": True}

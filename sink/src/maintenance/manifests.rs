@@ -1,12 +1,14 @@
 //! Manifest merging: a fast append adds one manifest per commit, and a
 //! query plans by reading every manifest the current snapshot lists, so
 //! a table committed 2,000 times is planned from 2,000 files. Once a
-//! partition spec has [`ManifestPolicy::min_count`] data manifests, the
-//! small ones are packed into manifests of about
+//! partition spec has [`ManifestPolicy::min_count`] small data manifests
+//! to merge (tiered: the largest is left alone while it is larger than
+//! the rest together), they are packed into manifests of about
 //! [`ManifestPolicy::target_bytes`] in a `replace` snapshot (what Java's
 //! `RewriteManifests` makes; Iceberg's `commit.manifest-merge.enabled`,
-//! `commit.manifest.min-count-to-merge` and
-//! `commit.manifest.target-size-bytes` are honoured).
+//! `commit.manifest.min-count-to-merge` (default here
+//! [`DEFAULT_MIN_COUNT_TO_MERGE`]) and `commit.manifest.target-size-bytes`
+//! are honoured).
 //!
 //! The new manifests list every live file of the old ones as `EXISTING`,
 //! with its snapshot id and sequence numbers; entries of deleted files are
@@ -37,6 +39,12 @@ pub const MIN_COUNT_TO_MERGE: &str = "commit.manifest.min-count-to-merge";
 /// 8 MiB).
 pub const TARGET_SIZE_BYTES: &str = "commit.manifest.target-size-bytes";
 
+/// Manifests that gather before a merge when the table does not say
+/// (Java's default is 100, for tables appended to a few times a day; a
+/// table committed every few seconds keeps 100 snapshots' lists of up to
+/// 100 manifests each, most of its metadata).
+pub const DEFAULT_MIN_COUNT_TO_MERGE: usize = 10;
+
 /// When and how manifests are merged, read from the table's properties.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ManifestPolicy {
@@ -54,7 +62,7 @@ impl ManifestPolicy {
             enabled: get(MERGE_ENABLED).is_none_or(|v| v != "false"),
             min_count: get(MIN_COUNT_TO_MERGE)
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(100usize)
+                .unwrap_or(DEFAULT_MIN_COUNT_TO_MERGE)
                 .max(2),
             target_bytes: get(TARGET_SIZE_BYTES)
                 .and_then(|v| v.parse().ok())
@@ -83,23 +91,36 @@ fn plan(manifests: &[ManifestFile], policy: &ManifestPolicy) -> Vec<(i32, Vec<Ma
             by_spec.entry(m.partition_spec_id).or_default().push(m);
         }
     }
+    let len = |m: &ManifestFile| u64::try_from(m.manifest_length).unwrap_or(0);
     let mut groups = Vec::new();
     for (spec, list) in by_spec {
-        if list.len() < policy.min_count {
+        let mut small: Vec<&ManifestFile> = list
+            .into_iter()
+            .filter(|m| len(m) < policy.target_bytes)
+            .collect();
+        // Tiered, as compaction is: the largest stays while it is larger
+        // than the rest together, so a big merged manifest is not
+        // rewritten each time a few small ones join it.
+        small.sort_by_key(|m| std::cmp::Reverse(len(m)));
+        let mut rest: u64 = small.iter().map(|m| len(m)).sum();
+        while let Some(largest) = small.first() {
+            rest -= len(largest);
+            if len(largest) <= rest {
+                break;
+            }
+            small.remove(0);
+        }
+        if small.len() < policy.min_count {
             continue;
         }
         let mut group: Vec<ManifestFile> = Vec::new();
         let mut bytes = 0u64;
-        for m in list {
-            let len = u64::try_from(m.manifest_length).unwrap_or(0);
-            if len >= policy.target_bytes {
-                continue;
-            }
-            if bytes + len > policy.target_bytes && !group.is_empty() {
+        for m in small {
+            if bytes + len(m) > policy.target_bytes && !group.is_empty() {
                 groups.push((spec, std::mem::take(&mut group)));
                 bytes = 0;
             }
-            bytes += len;
+            bytes += len(m);
             group.push(m.clone());
         }
         groups.push((spec, group));

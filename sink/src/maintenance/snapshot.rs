@@ -102,28 +102,35 @@ impl Committer {
         requirements: &[TableRequirement],
         updates: Vec<TableUpdate>,
     ) -> std::result::Result<Table, Failed> {
-        let swapped = self.swap(catalog, ident, requirements, updates).await;
-        swapped.map_err(|error| Failed {
-            error,
-            swapped: false,
-        })?;
+        let before = self
+            .swap(catalog, ident, requirements, updates)
+            .await
+            .map_err(|error| Failed {
+                error,
+                swapped: false,
+            })?;
         crate::crash::point(crate::crash::MAINTENANCE_AFTER_SWAP);
-        catalog.load_table(ident).await.map_err(|e| Failed {
+        let after = catalog.load_table(ident).await.map_err(|e| Failed {
             error: Error::Catalog {
                 action: format!("loading `{ident}` after a maintenance commit that went through"),
                 source: Box::new(e),
             },
             swapped: true,
-        })
+        })?;
+        // This process wrote the new metadata file: it deletes what the
+        // commit dropped from the log, as the sink does after its own.
+        super::metadata_files::delete_dropped(&before, &after).await;
+        Ok(after)
     }
 
+    /// Returns the table as it was just before the swap.
     async fn swap(
         &self,
         catalog: &Arc<dyn Catalog>,
         ident: &TableIdent,
         requirements: &[TableRequirement],
         updates: Vec<TableUpdate>,
-    ) -> Result<()> {
+    ) -> Result<Table> {
         let (pool, name, dollar) = match self.inner.as_ref() {
             Inner::Sql {
                 pool,
@@ -201,7 +208,7 @@ impl Committer {
                 "the table changed while the metadata was written",
             ));
         }
-        Ok(())
+        Ok(current)
     }
 }
 
