@@ -790,7 +790,7 @@ fn create_whole(target: &std::path::Path, body: &[u8]) -> std::io::Result<bool> 
 }
 
 /// The operator for a `file://` folder or an `s3://bucket/prefix`.
-fn operator(location: &str, s3: &S3Options) -> Result<Operator> {
+pub(crate) fn operator(location: &str, s3: &S3Options) -> Result<Operator> {
     use opendal::layers::RetryLayer;
     use opendal::services;
     let built = if let Some(folder) = location.strip_prefix("file://") {

@@ -61,6 +61,27 @@ pub(crate) struct Entries {
     pub commit: Option<CommitLine>,
 }
 
+/// Every file the ledgers in folder `dir` list (read only; a missing
+/// folder lists none): files sinks wrote and have not resolved yet, which
+/// the orphan sweep must never take.
+pub fn listed_in(dir: &Path) -> io::Result<std::collections::HashSet<String>> {
+    let mut files = std::collections::HashSet::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|x| x == "ledger") {
+            let parsed = parse(&std::fs::read(&path)?);
+            files.extend(parsed.files);
+            files.extend(parsed.commit.into_iter().flat_map(|c| c.files));
+        }
+    }
+    Ok(files)
+}
+
 /// An append-only list of created data files and commits, fsynced per line.
 #[derive(Debug)]
 pub(crate) struct Ledger {

@@ -104,7 +104,7 @@ struct Live {
 }
 
 /// What [`compact`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Compacted {
     pub partitions: usize,
     pub files_removed: usize,
@@ -183,6 +183,20 @@ pub async fn compact(
             Err(failed.error)
         }
     }
+}
+
+/// The files [`compact`] would rewrite now, and their bytes.
+pub async fn planned(table: &Table, policy: &CompactionPolicy) -> Result<(usize, u64)> {
+    let (live, has_deletes) = live_files(table).await?;
+    if has_deletes {
+        return Ok((0, 0));
+    }
+    let bins = plan(live, policy, table.metadata().default_partition_spec_id());
+    let files: Vec<&Live> = bins.iter().flatten().collect();
+    Ok((
+        files.len(),
+        files.iter().map(|l| l.file.file_size_in_bytes()).sum(),
+    ))
 }
 
 /// The live data files of `table`'s current snapshot, and whether it has

@@ -98,7 +98,7 @@ pub fn has_other_refs(table: &Table) -> bool {
 }
 
 /// What [`expire`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Expired {
     pub snapshots: usize,
     /// Manifest lists, manifests and data files deleted.
@@ -185,10 +185,10 @@ pub async fn expire(
 /// the oldest part of its ancestry. A manifest then lives in a run of
 /// consecutive snapshots (once dropped from a list it never comes back),
 /// so one the oldest kept snapshot does not list is referenced by no
-/// kept snapshot; and a data file an expired snapshot deleted was live
-/// only in older snapshots, all expired. That reads the expired
-/// snapshots' lists, their own manifests that delete files, and one kept
-/// list. Anything else (branches, tags, snapshots off `main`) takes the
+/// kept snapshot; and a data file an expired snapshot, or the oldest kept
+/// one, deleted was live only in older snapshots, all expired. That
+/// reads the expired snapshots' lists, their own manifests that delete
+/// files, and the oldest kept list and its own such manifests. Anything else (branches, tags, snapshots off `main`) takes the
 /// general way, which reads every kept manifest.
 pub async fn delete_unreferenced(before: &Table, after: &Table) -> Result<(usize, usize)> {
     if let Some(oldest_kept) = linear_expiry(before, after) {
@@ -282,6 +282,23 @@ async fn delete_unreferenced_linear(
                         .map(|e| e.file_path().to_string()),
                 );
             }
+        }
+    }
+    // What the oldest kept snapshot deleted was live only in its
+    // ancestors, all expired now.
+    for m in kept_list.entries() {
+        if m.added_snapshot_id == oldest_kept && m.has_deleted_files() {
+            let manifest = m
+                .load_manifest(after.file_io())
+                .await
+                .map_err(|e| read_err("a manifest of the oldest kept snapshot", e))?;
+            doomed.extend(
+                manifest
+                    .entries()
+                    .iter()
+                    .filter(|e| e.status() == ManifestStatus::Deleted)
+                    .map(|e| e.file_path().to_string()),
+            );
         }
     }
     doomed.extend(doomed_manifests);

@@ -72,7 +72,7 @@ impl ManifestPolicy {
 }
 
 /// What [`merge_manifests`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Merged {
     pub manifests_before: usize,
     pub manifests_after: usize,
@@ -139,32 +139,33 @@ pub async fn merge_manifests(
     table: &Table,
     attempts: u32,
 ) -> Result<Option<(Table, Merged)>> {
-    let mut table = table.clone();
-    let lock = TableLock::of(&table);
+    let lock = TableLock::of(table);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        // The last try holds the table's lock (see `compact`).
+        // The last try holds the table's lock (see `compact`), and reads
+        // the table once it has it.
         let guard = match attempt >= attempts {
             true => Some(lock.lock().await),
             false => None,
         };
-        let merged = merge_once(committer, catalog, &table).await;
+        let current = match attempt {
+            1 => table.clone(),
+            _ => catalog
+                .load_table(table.identifier())
+                .await
+                .map_err(|e| Error::Catalog {
+                    action: format!("loading `{}`", table.identifier()),
+                    source: Box::new(e),
+                })?,
+        };
+        let merged = merge_once(committer, catalog, &current).await;
         if matches!(merged, Ok(Some(_))) {
             lock.bump();
         }
         drop(guard);
         match merged {
-            Err(e) if is_conflict(&e) && attempt < attempts => {
-                table =
-                    catalog
-                        .load_table(table.identifier())
-                        .await
-                        .map_err(|e| Error::Catalog {
-                            action: format!("loading `{}`", table.identifier()),
-                            source: Box::new(e),
-                        })?;
-            }
+            Err(e) if is_conflict(&e) && attempt < attempts => {}
             other => return other,
         }
     }

@@ -13,7 +13,11 @@
 //!   cannot commit such snapshots itself).
 //! - [`compact`]: small data files are rewritten into files near the
 //!   target size in a `replace` snapshot that keeps other writers' appends.
+//! - [`orphans`]: files no metadata references, older than a guard age,
+//!   are deleted (or listed, on a dry run).
 //! - [`lock`]: the sink's and maintenance's commits to one table take turns.
+//! - [`run`]: one run of the steps (by the sink's triggers or on demand),
+//!   and the record of the last runs of each table.
 //!
 //! The sink runs both after its commits ([`crate::TableSink`]).
 
@@ -22,6 +26,8 @@ pub mod expire;
 pub mod lock;
 pub mod manifests;
 pub mod metadata_files;
+pub mod orphans;
+pub mod run;
 pub mod snapshot;
 
 pub use expire::{Expired, SnapshotRetention};

@@ -30,13 +30,15 @@ use iceberg::{Catalog, MetadataLocation, TableIdent, TableRequirement, TableUpda
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::AnyPool;
 
-use crate::catalog::{CatalogKind, CatalogSettings};
+use crate::catalog::{CatalogKind, CatalogSettings, S3Options};
 use crate::{Error, Result};
 
-/// Commits maintenance snapshots to the tables of one catalog.
+/// Commits maintenance snapshots to the tables of one catalog, and
+/// reaches the warehouse's storage to list it (the orphan sweep).
 #[derive(Debug, Clone)]
 pub struct Committer {
     inner: Arc<Inner>,
+    s3: S3Options,
 }
 
 #[derive(Debug)]
@@ -79,7 +81,14 @@ impl Committer {
         };
         Ok(Committer {
             inner: Arc::new(inner),
+            s3: settings.warehouse.s3.clone(),
         })
+    }
+
+    /// An operator rooted at `location` (a table's), with the warehouse's
+    /// S3 settings.
+    pub fn store_for(&self, location: &str) -> Result<opendal::Operator> {
+        crate::files::operator(location.trim_end_matches('/'), &self.s3)
     }
 
     /// Why this catalog cannot take maintenance snapshots, if it cannot.

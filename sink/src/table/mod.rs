@@ -30,12 +30,17 @@ pub use writer::Layout;
 use crate::commit::{self, CommitOutcome, OffsetRange, RetryPolicy};
 use crate::ledger::Ledger;
 use crate::maintenance::lock::TableLock;
+use crate::maintenance::run::{RunOptions, RunRecord};
 use crate::maintenance::{metadata_files, SnapshotRetention};
 use crate::{Error, Result};
 
 /// How often (in commits) a sink starts maintenance of its table in the
 /// background; each start reads the table's manifests to plan.
 pub const MAINTAIN_EVERY: usize = 10;
+
+/// How often a sink's background maintenance sweeps orphan files (the
+/// first sweep is this long after the sink opened).
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The column every table gets, and is partitioned on by day.
 pub const INGEST_TS_COLUMN: &str = "__ingest_ts";
@@ -289,10 +294,12 @@ pub struct TableSink {
     maintenance: Option<Background>,
     /// Commits since maintenance was last started.
     commits_since_maintenance: usize,
+    /// When orphan files were last swept (or the sink opened).
+    last_sweep: std::time::Instant,
 }
 
-/// A compaction task, aborted when dropped.
-struct Background(tokio::task::JoinHandle<Result<Option<crate::maintenance::compact::Compacted>>>);
+/// A maintenance task, aborted when dropped.
+struct Background(tokio::task::JoinHandle<RunRecord>);
 
 impl Drop for Background {
     fn drop(&mut self) {
@@ -415,6 +422,7 @@ impl TableSink {
             seen_generation,
             maintenance: None,
             commits_since_maintenance: 0,
+            last_sweep: std::time::Instant::now(),
         };
         if let Some(entries) = leftover {
             sink.sweep(entries).await?;
@@ -683,15 +691,13 @@ impl TableSink {
     }
 
     /// Waits for the maintenance running in the background, if any, and
-    /// returns what its compaction did.
-    pub async fn wait_for_maintenance(
-        &mut self,
-    ) -> Result<Option<crate::maintenance::compact::Compacted>> {
+    /// returns its record.
+    pub async fn wait_for_maintenance(&mut self) -> Result<Option<RunRecord>> {
         let Some(mut running) = self.maintenance.take() else {
             return Ok(None);
         };
         match (&mut running.0).await {
-            Ok(done) => done,
+            Ok(done) => Ok(Some(done)),
             Err(e) => Err(Error::Corrupt(format!(
                 "table maintenance of `{}` ended: {e}",
                 self.ident
@@ -713,8 +719,8 @@ impl TableSink {
             }
             let mut done = self.maintenance.take().expect("checked above");
             match futures::FutureExt::now_or_never(&mut done.0) {
-                Some(Ok(Err(e))) => {
-                    tracing::warn!(table = %self.ident, error = %e, "table maintenance failed; it is tried again later")
+                Some(Ok(record)) if record.outcome != "ok" => {
+                    tracing::warn!(table = %self.ident, outcome = %record.outcome, "table maintenance failed; it is tried again later")
                 }
                 Some(Err(e)) if e.is_panic() => {
                     tracing::error!(table = %self.ident, error = %e, "table maintenance panicked; it is tried again later")
@@ -731,22 +737,42 @@ impl TableSink {
         }
         self.commits_since_maintenance = 0;
         let catalog = self.catalog.clone();
-        let table = self.table.clone();
+        let ident = self.ident.clone();
         let layout = self.options.layout();
-        let compact = self.options.compact;
+        let sweep = self.last_sweep.elapsed() >= SWEEP_EVERY;
+        if sweep {
+            self.last_sweep = std::time::Instant::now();
+        }
+        let next_sweep = chrono::Utc::now() + SWEEP_EVERY.saturating_sub(self.last_sweep.elapsed());
+        let mut options = RunOptions {
+            compact: self.options.compact,
+            full: false,
+            merge: true,
+            expire: None,
+            sweep: sweep.then_some(crate::maintenance::orphans::DEFAULT_GUARD),
+            ledgered: Default::default(),
+            dry_run: false,
+            owns_metadata_files: self.options.owns_metadata_files,
+            trigger: crate::maintenance::run::AFTER_COMMITS,
+            next: format!(
+                "after {MAINTAIN_EVERY} more commits; orphan sweep at {}",
+                next_sweep.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        };
+        let ledger_dir = self.options.ledger_dir.clone();
         let task = tokio::spawn(async move {
-            let policy = crate::maintenance::compact::CompactionPolicy::of(&table, &layout);
-            let compacted = match compact {
-                true => crate::maintenance::compact::compact(
-                    &committer, &catalog, &table, &layout, &policy,
-                )
-                .await?
-                .map(|(table, compacted)| (table, Some(compacted))),
-                false => None,
-            };
-            let (table, compacted) = compacted.unwrap_or((table, None));
-            crate::maintenance::manifests::merge_manifests(&committer, &catalog, &table, 3).await?;
-            Ok(compacted)
+            if options.sweep.is_some() {
+                // Files sinks wrote and have not resolved are never swept;
+                // without the list, nothing is.
+                match ledger_dir.map(|d| crate::ledger::listed_in(&d)).transpose() {
+                    Ok(listed) => options.ledgered = listed.unwrap_or_default(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the write ledgers; no orphan sweep this time");
+                        options.sweep = None;
+                    }
+                }
+            }
+            crate::maintenance::run::run(&committer, &catalog, &ident, &layout, &options).await
         });
         self.maintenance = Some(Background(task));
     }
