@@ -115,6 +115,13 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::manage::PipelinesAction,
     },
+    /// A running server's tables: `maintain` (compact, merge manifests,
+    /// expire snapshots, sweep orphans, now) and `maintenance` (the last
+    /// runs).
+    Tables {
+        #[command(subcommand)]
+        action: crate::tables_cli::TablesAction,
+    },
     /// First use: asks for a stream, a sink and a pipeline, and creates them
     /// on a running server.
     Setup {
@@ -269,6 +276,7 @@ pub fn run(args: Args) -> Result<()> {
             Command::Streams { action } => crate::manage::streams(action).await,
             Command::Sinks { action } => crate::manage::sinks(action).await,
             Command::Pipelines { action } => crate::manage::pipelines(action).await,
+            Command::Tables { action } => crate::tables_cli::tables(action).await,
             Command::Setup { server } => {
                 crate::manage::setup(&crate::manage::Target::at(&server), std::io::stdin().lock())
                     .await

@@ -37,6 +37,8 @@ pub mod send;
 pub mod server;
 pub mod sink_paths;
 pub mod supervisor;
+pub mod tables_api;
+pub mod tables_cli;
 
 pub use pipe_ingest as ingest;
 pub use pipe_query as query;

@@ -28,6 +28,9 @@
 //! | `pipe_sink_row_groups_written_total` | pipeline, sink | Parquet row groups (`rowGroupsWritten`) |
 //! | `pipe_sink_commit_seconds_total`, `pipe_sink_commits_total` | pipeline, sink | time spent committing, and commits: their ratio is the mean commit latency |
 //! | `pipe_sink_last_commit_timestamp_seconds` | pipeline, sink | when the last commit landed (0: none yet) |
+//! | `pipe_table_maintenance_runs_recorded` | table | maintenance runs kept on record (the last 20; see `pipe tables maintenance`) |
+//! | `pipe_table_maintenance_last_run_timestamp_seconds`, `…_last_run_seconds`, `…_last_run_failed` | table | the last recorded run: when, how long, 1 if it failed |
+//! | `pipe_table_data_files` | table | live data files after the last recorded run |
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -117,6 +120,57 @@ impl Collector for SharedMetrics {
     fn encode(&self, e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.0.read().expect("never poisoned").encode(e)
     }
+}
+
+/// The last maintenance run of each table (see
+/// `pipe_sink::maintenance::run`): kept records, its time, how long it
+/// took, whether it failed, and the table's data files after it.
+fn maintenance(e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    use pipe_sink::maintenance::run;
+    let runs = run::summary();
+    let per = |f: &dyn Fn(usize, &run::RunRecord) -> f64| -> Vec<(Labels, f64)> {
+        runs.iter()
+            .map(|(table, n, last)| (vec![("table", table.clone())], f(*n, last)))
+            .collect()
+    };
+    family(
+        e,
+        "pipe_table_maintenance_runs_recorded",
+        "Maintenance runs of the table kept on record (the last 20).",
+        MetricType::Gauge,
+        per(&|n, _| n as f64),
+    )?;
+    family(
+        e,
+        "pipe_table_maintenance_last_run_timestamp_seconds",
+        "When the table's last recorded maintenance run started.",
+        MetricType::Gauge,
+        per(&|_, r| {
+            chrono::DateTime::parse_from_rfc3339(&r.started_at)
+                .map_or(0.0, |t| t.timestamp() as f64)
+        }),
+    )?;
+    family(
+        e,
+        "pipe_table_maintenance_last_run_seconds",
+        "How long the table's last recorded maintenance run took.",
+        MetricType::Gauge,
+        per(&|_, r| r.duration_ms as f64 / 1e3),
+    )?;
+    family(
+        e,
+        "pipe_table_maintenance_last_run_failed",
+        "1 if the table's last recorded maintenance run failed, else 0.",
+        MetricType::Gauge,
+        per(&|_, r| f64::from(u8::from(r.outcome != "ok"))),
+    )?;
+    family(
+        e,
+        "pipe_table_data_files",
+        "Live data files of the table after its last recorded maintenance run.",
+        MetricType::Gauge,
+        per(&|_, r| r.after.data_files as f64),
+    )
 }
 
 /// Encodes the Prometheus text format.
@@ -364,6 +418,7 @@ impl Collector for Metrics {
             Counter,
             per(&sink, &|_, p| load(&p.stats.commits)),
         )?;
+        maintenance(&mut e)?;
         Ok(())
     }
 }

@@ -177,6 +177,7 @@ async fn run(
     let to_end = axum::middleware::from_fn(crate::admin::run_to_end);
     let whole_body = axum::middleware::from_fn_with_state(state.clone(), crate::access::whole_body);
     let app = crate::admin::router()
+        .merge(crate::tables_api::router())
         .route(
             "/v1/streams/{stream}",
             get(crate::admin::get_stream).delete(crate::admin::delete_stream),

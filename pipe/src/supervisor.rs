@@ -129,6 +129,16 @@ impl Supervisor {
         }
     }
 
+    /// The catalog the sinks commit to.
+    pub fn catalog(&self) -> Arc<dyn Catalog> {
+        self.catalog.clone()
+    }
+
+    /// What commits the sinks' tables' maintenance snapshots.
+    pub fn committer(&self) -> &pipe_sink::maintenance::Committer {
+        &self.committer
+    }
+
     /// The definitions in effect.
     pub fn config(&self) -> Arc<Config> {
         self.config.read().expect("never poisoned").clone()

@@ -14,7 +14,8 @@
 //!         the first file ─► [mid-publish] ─► publish the rest)
 //!     ─► commit known ─► [before-release] ─► release buffer space
 //!
-//!  maintenance: write manifests, metadata.json ─► [maintenance-before-swap]
+//!  maintenance: plan ─► [maintenance-before-write] ─► rewrite data files,
+//!     write manifests, metadata.json ─► [maintenance-before-swap]
 //!     ─► swap the catalog's pointer ─► [maintenance-after-swap]
 //!     ─► delete what is no longer referenced
 //! ```
@@ -60,6 +61,8 @@ pub const ALL: [&str; 6] = [
     AFTER_FAILED_ROWS_COMMIT,
 ];
 
+/// A compaction planned which files to rewrite; it has written nothing.
+pub const MAINTENANCE_BEFORE_WRITE: &str = "maintenance-before-write";
 /// Table maintenance (see [`crate::maintenance`]) wrote its files and
 /// the new `metadata.json`; the catalog's pointer is not swapped yet.
 pub const MAINTENANCE_BEFORE_SWAP: &str = "maintenance-before-swap";

@@ -46,6 +46,8 @@ pub use files::{FileFormat, FileSink, FileSinkSettings, StagedFile};
 pub use iceberg::spec::DataFile;
 /// The catalog trait [`open_catalog`] returns.
 pub use iceberg::Catalog;
+/// A table's name in the catalog.
+pub use iceberg::TableIdent;
 pub use maintenance::SnapshotRetention;
 pub use pipe_schemas::ErrorKind;
 pub use table::{

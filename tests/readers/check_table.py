@@ -5,7 +5,9 @@ PyIceberg scans one column of the table and lists the data files the table
 references; pyarrow's file system lists every data file under the table's
 data folder, on the local disk or on S3. Prints one JSON object:
 {"n": rows, "distinct": distinct values, "ids": [...],
- "referenced": files the table references, "orphans": [files it does not]}.
+ "referenced": files the current snapshot references, "orphans": [files no
+ snapshot references], "missing": [files the current snapshot references
+ that are not on storage]}.
 """
 
 import argparse
@@ -34,6 +36,9 @@ def main() -> None:
     table = catalog.load_table(args.table)
     ids = table.scan(selected_fields=(args.column,)).to_arrow().column(args.column).to_pylist()
     referenced = set(table.inspect.files().column("file_path").to_pylist())
+    # Files an older snapshot still reads (those compaction replaced, until
+    # their snapshots expire) are not orphans.
+    in_any_snapshot = set(table.inspect.all_files().column("file_path").to_pylist())
 
     data = urlparse(table.metadata.location.rstrip("/") + "/data")
     if data.scheme == "s3":
@@ -52,7 +57,7 @@ def main() -> None:
             "distinct": len(set(ids)),
             "ids": sorted(set(ids)),
             "referenced": len(referenced),
-            "orphans": sorted(on_storage - referenced),
+            "orphans": sorted(on_storage - referenced - in_any_snapshot),
             "missing": sorted(referenced - on_storage),
         },
         sys.stdout,

@@ -19,6 +19,7 @@ mod fraud;
 mod harness;
 mod idempotency;
 mod library;
+mod maintenance;
 mod manage;
 mod ops;
 mod outage;

@@ -137,6 +137,7 @@ pub async fn compact(
         return Ok(None);
     }
     let started = std::time::Instant::now();
+    crate::crash::point(crate::crash::MAINTENANCE_BEFORE_WRITE);
     let removed: Vec<DataFile> = bins.iter().flatten().map(|l| l.file.clone()).collect();
     let paths: HashSet<String> = removed.iter().map(|f| f.file_path().to_string()).collect();
     let mut writer = DataWriter::new(table, layout.clone(), "compact", None)?;

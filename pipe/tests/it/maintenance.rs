@@ -1,0 +1,225 @@
+//! Table maintenance through the server: on demand over the CLI and the
+//! admin API, its records and metrics, and SIGKILLs at each step of a
+//! compaction while the sink commits.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+/// `pipe tables <args> --json`: the JSON it prints.
+fn tables(server: &Server, args: &[&str]) -> Value {
+    let mut all = vec!["tables"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    serde_json::from_str(&cli(server, &all)).unwrap()
+}
+
+/// Sets every file under `dir` `secs` seconds older.
+fn age_all(dir: &Path, secs: u64) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            age_all(&p, secs);
+        } else {
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            let when = std::time::SystemTime::now() - Duration::from_secs(secs);
+            f.set_modified(when).unwrap();
+        }
+    }
+}
+
+/// Posts `rounds` requests of 10 events, each followed by a flush; the
+/// acknowledged ids.
+async fn post_and_commit(server: &Server, first: usize, rounds: usize) -> Vec<String> {
+    let mut acked = Vec::new();
+    for r in 0..rounds {
+        acked.extend(post_some_n(server, first + r * 10, 10).await);
+        request_flush(server, "ecommerce").await;
+    }
+    acked
+}
+
+async fn post_some_n(server: &Server, first: usize, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("id-{:08}", first + i)).collect();
+    let body: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"user_id": id, "event_type": "maintenance"}))
+        .collect();
+    let sent = reqwest::Client::new()
+        .post(format!("{}/v1/streams/ecommerce_stream", server.url))
+        .json(&body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status() == 200 => ids,
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_on_demand_is_recorded_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 300, "");
+    let server = Server::start(&config).await;
+    let acked: HashSet<String> = post_and_commit(&server, 0, 6).await.into_iter().collect();
+
+    // A dry run says what would be done and does nothing.
+    let dry = tables(&server, &["maintain", "default.ecommerce", "--dry-run"]);
+    assert_eq!(dry["outcome"], "ok", "{dry}");
+    assert_eq!(dry["planned"]["compact_files"], 6, "{dry}");
+    assert_eq!(dry["before"], dry["after"]);
+
+    // An orphan older than the guard; the sweep takes it, and only it.
+    let data = dir.path().join("data/warehouse/default/ecommerce/data");
+    let orphan = data.join("left-by-a-crash.parquet");
+    std::fs::write(&orphan, b"PAR1").unwrap();
+    age_all(&data, 4 * 86_400);
+    let done = tables(&server, &["maintain", "default.ecommerce"]);
+    assert_eq!(done["outcome"], "ok", "{done}");
+    assert_eq!(done["compacted"]["files_removed"], 6, "{done}");
+    assert_eq!(done["after"]["data_files"], 1, "{done}");
+    assert_eq!(done["swept"]["deleted"], 1, "{done}");
+    assert!(!orphan.exists());
+
+    // The people's view of the same.
+    let text = cli(
+        &server,
+        &["tables", "maintain", "default.ecommerce", "--no-sweep"],
+    );
+    assert!(text.contains("before:") && text.contains("next:"), "{text}");
+
+    let runs = tables(&server, &["maintenance", "default.ecommerce"]);
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(
+        runs.iter().filter(|r| r["trigger"] == "on demand").count(),
+        3
+    );
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metrics.get("pipe_table_maintenance_runs_recorded{table=\"default.ecommerce\"}"),
+        Some(&3.0),
+        "{metrics:?}"
+    );
+    assert_eq!(
+        metrics.get("pipe_table_maintenance_last_run_failed{table=\"default.ecommerce\"}"),
+        Some(&0.0)
+    );
+
+    // Bad requests say why.
+    let client = reqwest::Client::new();
+    let url = |t: &str| format!("{}/v1/tables/{t}/maintain", server.url);
+    let r = client
+        .post(url("default.ecommerce"))
+        .json(&json!({"older_than_secs": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("younger than an hour"));
+    let r = client
+        .post(url("default.nope"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client
+        .post(url("default.ecommerce"))
+        .json(&json!({"compcat": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // More events after all that, then every reader agrees.
+    let mut acked = acked;
+    acked.extend(post_and_commit(&server, 1000, 2).await);
+    server.stop();
+    assert_exactly_once(dir.path(), &Store::local(dir.path()), &acked);
+    let read = read_with_python(dir.path(), &Store::local(dir.path()).warehouse, None, true);
+    assert_eq!(
+        read["duckdb"]["rows"].as_array().unwrap().len(),
+        acked.len()
+    );
+}
+
+/// SIGKILL at each step of a compaction (planned, files written, committed,
+/// after the commit) while the sink commits: every acknowledged event is in
+/// the table once (pipe, PyIceberg, DuckDB), no referenced file is missing,
+/// and what the crashes left is swept once old enough.
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_crash_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 300, "");
+    let points = [
+        "maintenance-before-write",
+        "maintenance-before-swap",
+        "maintenance-after-swap",
+    ];
+    let mut acked = HashSet::new();
+    let mut crashed = 0;
+    let mut next = 0;
+    for trial in 0..points.len() * 2 {
+        let spec = format!("{}@1", points[trial % points.len()]);
+        let mut server = Server::start_to_crash(&config, &[("PIPE_CRASH_AT", &spec)]).await;
+        acked.extend(post_and_commit(&server, next, 4).await);
+        next += 40;
+        // The sink keeps committing while a compaction runs.
+        let maintain = {
+            let url = format!("{}/v1/tables/default.ecommerce/maintain", server.url);
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .post(url)
+                    .json(&json!({"sweep": false, "expire": false}))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+            })
+        };
+        acked.extend(post_and_commit(&server, next, 3).await);
+        next += 30;
+        let _ = maintain.await;
+        for _ in 0..100 {
+            if server.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Ok(Some(_)) = server.child.try_wait() {
+            crashed += 1;
+        }
+        server.kill();
+    }
+    assert_eq!(
+        crashed,
+        points.len() * 2,
+        "every trial reached its crash point"
+    );
+    // A clean start commits what is left; what crashes left behind is
+    // swept once old enough (here: made old).
+    let server = Server::start(&config).await;
+    acked.extend(post_and_commit(&server, next, 1).await);
+    age_all(&dir.path().join("data/warehouse"), 2 * 3600);
+    let swept = tables(
+        &server,
+        &["maintain", "default.ecommerce", "--older-than-secs", "3600"],
+    );
+    assert_eq!(swept["outcome"], "ok", "{swept}");
+    server.stop();
+    assert_exactly_once(dir.path(), &Store::local(dir.path()), &acked);
+    let read = read_with_python(dir.path(), &Store::local(dir.path()).warehouse, None, true);
+    assert_eq!(
+        read["duckdb"]["rows"].as_array().unwrap().len(),
+        acked.len()
+    );
+    eprintln!(
+        "compaction crash matrix: {crashed} crashes, {} acknowledged, swept {}",
+        acked.len(),
+        swept["swept"]
+    );
+}
