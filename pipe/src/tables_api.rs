@@ -65,14 +65,10 @@ struct MaintainRequest {
     dry_run: bool,
 }
 
-/// `namespace.table` as an identifier.
-fn ident(table: &str) -> Result<pipe_sink::TableIdent, Response> {
-    let bad = || {
-        error_response(
-            ErrorKind::InvalidInput,
-            format!("table `{table}`: expected `namespace.table`"),
-        )
-    };
+/// `namespace.table` as an identifier; the message saying what is wrong
+/// otherwise.
+fn ident(table: &str) -> Result<pipe_sink::TableIdent, String> {
+    let bad = || format!("table `{table}`: expected `namespace.table`");
     let (namespace, name) = table.rsplit_once('.').ok_or_else(bad)?;
     if namespace.is_empty() || name.is_empty() {
         return Err(bad());
@@ -87,7 +83,7 @@ async fn maintain(
 ) -> Response {
     let ident = match ident(&table) {
         Ok(ident) => ident,
-        Err(refused) => return refused,
+        Err(why) => return error_response(ErrorKind::InvalidInput, why),
     };
     let request: MaintainRequest = match body.is_empty() {
         true => serde_json::from_str("{}").expect("an empty request is valid"),
@@ -147,20 +143,21 @@ async fn maintain(
         ),
         None => (defaults.layout(), Some(SnapshotRetention::default())),
     };
-    let ledgered =
-        if request.sweep {
-            match pipe_sink::ledger::listed_in(&config.data_dir.join("sinks")) {
-                Ok(listed) => listed,
-                Err(e) => return error_response(
+    let ledgered = if request.sweep {
+        match pipe_sink::ledger::listed_in(&config.data_dir.join("sinks")) {
+            Ok(listed) => listed,
+            Err(e) => {
+                return error_response(
                     ErrorKind::Unavailable,
                     format!(
                         "reading the write ledgers (the sweep must spare the files they list): {e}"
                     ),
-                ),
+                )
             }
-        } else {
-            Default::default()
-        };
+        }
+    } else {
+        Default::default()
+    };
     let options = RunOptions {
         compact: request.compact,
         full: true,
@@ -180,7 +177,7 @@ async fn maintain(
 async fn runs(Path(table): Path<String>) -> Response {
     let ident = match ident(&table) {
         Ok(ident) => ident,
-        Err(refused) => return refused,
+        Err(why) => return error_response(ErrorKind::InvalidInput, why),
     };
     let name = ident.to_string();
     Json(serde_json::json!({ "table": name, "runs": run::history(&name) })).into_response()
