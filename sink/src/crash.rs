@@ -18,6 +18,7 @@
 //!     write manifests, metadata.json ─► [maintenance-before-swap]
 //!     ─► swap the catalog's pointer ─► [maintenance-after-swap]
 //!     ─► delete what is no longer referenced
+//!  expiry: commit ─► [expiry-before-cleanup] ─► delete the expired files
 //! ```
 //!
 //! `PIPE_FAULT=<fault>[@n]` injects a fault that is not a crash, the n-th
@@ -69,6 +70,10 @@ pub const MAINTENANCE_BEFORE_SWAP: &str = "maintenance-before-swap";
 /// Table maintenance swapped the catalog's pointer; the files it made
 /// unreferenced are not deleted yet.
 pub const MAINTENANCE_AFTER_SWAP: &str = "maintenance-after-swap";
+
+/// Snapshots were expired; the files only they referenced are not
+/// deleted yet.
+pub const EXPIRY_BEFORE_CLEANUP: &str = "expiry-before-cleanup";
 
 /// A committed update whose caller hears it failed (`PIPE_FAULT`).
 pub const LOSE_COMMIT_ANSWER: &str = "lose-commit-answer";

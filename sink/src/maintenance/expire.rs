@@ -161,6 +161,7 @@ pub async fn expire(
         .apply(tx)
         .map_err(catalog_err)?;
     let after = tx.commit(catalog.as_ref()).await.map_err(catalog_err)?;
+    crate::crash::point(crate::crash::EXPIRY_BEFORE_CLEANUP);
     if owns_metadata_files {
         super::metadata_files::delete_dropped(table, &after).await;
     }
