@@ -25,7 +25,8 @@
 //! time its point is reached (`@<n>+`: every time from the n-th on):
 //! `lose-commit-answer` (the catalog commit
 //! goes through and its caller is told it failed, as when a response is
-//! lost on the network), `pipeline-step-panic` (a pipeline step panics
+//! lost on the network), `lose-maintenance-swap-answer` (the same for a
+//! maintenance commit's swap), `pipeline-step-panic` (a pipeline step panics
 //! while processing records) and `pipeline-task-panic` (a pipeline task
 //! panics between steps, ending the task).
 //!
@@ -74,6 +75,10 @@ pub const MAINTENANCE_AFTER_SWAP: &str = "maintenance-after-swap";
 /// Snapshots were expired; the files only they referenced are not
 /// deleted yet.
 pub const EXPIRY_BEFORE_CLEANUP: &str = "expiry-before-cleanup";
+
+/// A maintenance commit's swap goes through and its caller hears it
+/// failed (`PIPE_FAULT`).
+pub const LOSE_MAINTENANCE_SWAP_ANSWER: &str = "lose-maintenance-swap-answer";
 
 /// A committed update whose caller hears it failed (`PIPE_FAULT`).
 pub const LOSE_COMMIT_ANSWER: &str = "lose-commit-answer";

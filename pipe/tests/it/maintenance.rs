@@ -243,3 +243,22 @@ sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
         swept["swept"]
     );
 }
+
+/// The swap of a compaction goes through and its answer is lost: the
+/// catalog's row is read back, the run is a success, and nothing the table
+/// now references is deleted. (Before, the lost answer was taken for "not
+/// done" and the new files were deleted: the table could not be read.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answer_to_a_maintenance_swap_is_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 300, "");
+    let server =
+        Server::start_with_env(&config, &[("PIPE_FAULT", "lose-maintenance-swap-answer@1")]).await;
+    let mut acked: HashSet<String> = post_and_commit(&server, 0, 4).await.into_iter().collect();
+    let done = tables(&server, &["maintain", "default.ecommerce", "--no-sweep"]);
+    assert_eq!(done["outcome"], "ok", "{done}");
+    assert_eq!(done["compacted"]["files_removed"], 4, "{done}");
+    acked.extend(post_and_commit(&server, 500, 2).await);
+    server.stop();
+    assert_exactly_once(dir.path(), &Store::local(dir.path()), &acked);
+}

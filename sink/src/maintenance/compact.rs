@@ -178,7 +178,7 @@ pub async fn compact(
         }
         Err(failed) => {
             // Swapped: the new files are the table's now.
-            if !failed.swapped {
+            if failed.not_done() {
                 delete_files(table, &added).await;
             }
             Err(failed.error)
@@ -329,7 +329,7 @@ async fn commit_replace(
 ) -> std::result::Result<Option<Table>, Failed> {
     let unswapped = |error| Failed {
         error,
-        swapped: false,
+        swap: super::snapshot::Swap::NotDone,
     };
     let lock = TableLock::of(table);
     let mut attempt = 0;
@@ -362,7 +362,7 @@ async fn commit_replace(
                 return Ok(Some(after));
             }
             Err(failed) => {
-                if !failed.swapped {
+                if failed.not_done() {
                     for p in &written {
                         let _ = current.file_io().delete(p).await;
                     }

@@ -264,7 +264,7 @@ async fn merge_once(
         Err(failed) => {
             // Not committed (a conflict, or a failure before the swap):
             // nothing references these files.
-            if !failed.swapped {
+            if failed.not_done() {
                 delete_all(table, new_paths.into_iter().chain(list_path).collect()).await;
             }
             Err(failed.error)

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use iceberg::spec::{
     FormatVersion, ManifestFile, ManifestListWriter, ManifestWriter, ManifestWriterBuilder,
@@ -111,20 +112,14 @@ impl Committer {
         requirements: &[TableRequirement],
         updates: Vec<TableUpdate>,
     ) -> std::result::Result<Table, Failed> {
-        let before = self
-            .swap(catalog, ident, requirements, updates)
-            .await
-            .map_err(|error| Failed {
-                error,
-                swapped: false,
-            })?;
+        let before = self.swap(catalog, ident, requirements, updates).await?;
         crate::crash::point(crate::crash::MAINTENANCE_AFTER_SWAP);
         let after = catalog.load_table(ident).await.map_err(|e| Failed {
             error: Error::Catalog {
                 action: format!("loading `{ident}` after a maintenance commit that went through"),
                 source: Box::new(e),
             },
-            swapped: true,
+            swap: Swap::Done,
         })?;
         // This process wrote the new metadata file: it deletes what the
         // commit dropped from the log, as the sink does after its own.
@@ -139,15 +134,127 @@ impl Committer {
         ident: &TableIdent,
         requirements: &[TableRequirement],
         updates: Vec<TableUpdate>,
-    ) -> Result<Table> {
+    ) -> std::result::Result<Table, Failed> {
+        let not_done = |error| Failed {
+            error,
+            swap: Swap::NotDone,
+        };
         let (pool, name, dollar) = match self.inner.as_ref() {
             Inner::Sql {
                 pool,
                 catalog,
                 dollar,
             } => (pool, catalog, *dollar),
-            Inner::Unsupported(why) => return Err(Error::Config(why.clone())),
+            Inner::Unsupported(why) => return Err(not_done(Error::Config(why.clone()))),
         };
+        let (current, next) = self
+            .write_next(catalog, ident, requirements, updates)
+            .await
+            .map_err(not_done)?;
+        crate::crash::point(crate::crash::MAINTENANCE_BEFORE_SWAP);
+        let location = current
+            .metadata_location()
+            .expect("write_next checked it")
+            .to_string();
+        let sql =
+            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
+                   WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? \
+                   AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL) AND metadata_location = ?";
+        let sql = match dollar {
+            true => numbered(sql),
+            false => sql.to_string(),
+        };
+        let namespace = ident.namespace().join(".");
+        let update = sqlx::query(&sql)
+            .bind(&next)
+            .bind(&location)
+            .bind(name)
+            .bind(&namespace)
+            .bind(ident.name())
+            .bind(&location)
+            .execute(pool);
+        let answer = match tokio::time::timeout(SWAP_TIMEOUT, update).await {
+            Ok(Ok(_)) if crate::crash::fault(crate::crash::LOSE_MAINTENANCE_SWAP_ANSWER) => {
+                Err("PIPE_FAULT: the swap went through but its answer was lost".to_string())
+            }
+            Ok(Ok(done)) => Ok(done.rows_affected()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", SWAP_TIMEOUT.as_secs())),
+        };
+        let swapped = match answer {
+            Ok(rows) => rows > 0,
+            // The statement may have gone through: only the row says.
+            Err(why) => match self.pointer(pool, name, dollar, ident).await {
+                Some(now) if now == next => true,
+                Some(_) => false,
+                None => {
+                    return Err(Failed {
+                        error: Error::Catalog {
+                            action: format!("swapping the metadata of `{ident}`"),
+                            source: Box::new(iceberg::Error::new(
+                                iceberg::ErrorKind::Unexpected,
+                                format!("{why}; the catalog could not be read back to learn whether the swap went through, so every file it would reference is kept"),
+                            )),
+                        },
+                        swap: Swap::Unknown,
+                    })
+                }
+            },
+        };
+        if !swapped {
+            // Nobody will reference the file written above.
+            let _ = current.file_io().delete(&next).await;
+            return Err(not_done(conflict(
+                ident,
+                "the table changed while the metadata was written",
+            )));
+        }
+        Ok(current)
+    }
+
+    /// Where the catalog's row of `ident` points now, read back after a
+    /// swap whose answer was lost (a few tries); `None` if it cannot be
+    /// read.
+    async fn pointer(
+        &self,
+        pool: &AnyPool,
+        name: &str,
+        dollar: bool,
+        ident: &TableIdent,
+    ) -> Option<String> {
+        let sql = "SELECT metadata_location FROM iceberg_tables \
+                   WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?";
+        let sql = match dollar {
+            true => numbered(sql),
+            false => sql.to_string(),
+        };
+        let namespace = ident.namespace().join(".");
+        for attempt in 0..5u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            let read = sqlx::query_scalar::<_, String>(&sql)
+                .bind(name)
+                .bind(&namespace)
+                .bind(ident.name())
+                .fetch_one(pool);
+            if let Ok(Ok(location)) = tokio::time::timeout(SWAP_TIMEOUT, read).await {
+                return Some(location);
+            }
+        }
+        None
+    }
+
+    /// Checks `requirements` on `ident` as the catalog has it now, applies
+    /// `updates`, and writes the new metadata file; returns the table it
+    /// was built on and the new file's location.
+    async fn write_next(
+        &self,
+        catalog: &Arc<dyn Catalog>,
+        ident: &TableIdent,
+        requirements: &[TableRequirement],
+        updates: Vec<TableUpdate>,
+    ) -> Result<(Table, String)> {
         let current = catalog
             .load_table(ident)
             .await
@@ -182,52 +289,39 @@ impl Committer {
             .write_to(current.file_io(), &next)
             .await
             .map_err(|e| catalog_error(ident, "writing the metadata of", e))?;
-        let next = next.to_string();
-        crate::crash::point(crate::crash::MAINTENANCE_BEFORE_SWAP);
-        let sql =
-            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
-                   WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? \
-                   AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL) AND metadata_location = ?";
-        let sql = match dollar {
-            true => numbered(sql),
-            false => sql.to_string(),
-        };
-        let namespace = ident.namespace().join(".");
-        let swapped = sqlx::query(&sql)
-            .bind(&next)
-            .bind(&location)
-            .bind(name)
-            .bind(&namespace)
-            .bind(ident.name())
-            .bind(&location)
-            .execute(pool)
-            .await
-            .map_err(|e| Error::Catalog {
-                action: format!("swapping the metadata of `{ident}`"),
-                source: Box::new(iceberg::Error::new(
-                    iceberg::ErrorKind::Unexpected,
-                    e.to_string(),
-                )),
-            })?;
-        if swapped.rows_affected() == 0 {
-            // Nobody will reference the file written above.
-            let _ = current.file_io().delete(&next).await;
-            return Err(conflict(
-                ident,
-                "the table changed while the metadata was written",
-            ));
-        }
-        Ok(current)
+        Ok((current, next.to_string()))
     }
+}
+
+/// How long the swap (and each read back of the row) may take.
+const SWAP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a failed [`Committer::commit`] moved the catalog's pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swap {
+    /// It did not: nothing references the files the commit wrote, which
+    /// may be deleted.
+    NotDone,
+    /// It did: the commit went through, only what came after it failed.
+    Done,
+    /// Unknown (the answer was lost and the row could not be read back):
+    /// every file the commit wrote must stay (the orphan sweep takes them
+    /// if the swap did not happen).
+    Unknown,
 }
 
 /// A [`Committer::commit`] that failed.
 #[derive(Debug)]
 pub struct Failed {
     pub error: Error,
-    /// The catalog points at the new metadata: the commit went through,
-    /// only what came after it failed.
-    pub swapped: bool,
+    pub swap: Swap,
+}
+
+impl Failed {
+    /// The files the commit wrote may be deleted: it provably did not land.
+    pub fn not_done(&self) -> bool {
+        self.swap == Swap::NotDone
+    }
 }
 
 fn catalog_error(ident: &TableIdent, action: &str, e: iceberg::Error) -> Error {
