@@ -364,7 +364,7 @@ async fn a_maintenance_commit_planned_on_an_old_state_is_a_conflict() {
         .commit(&catalog, old.identifier(), &requirements, updates)
         .await
         .unwrap_err();
-    assert!(!err.swapped);
+    assert!(err.not_done());
     let err = err.error;
     assert!(pipe_sink::maintenance::snapshot::is_conflict(&err), "{err}");
     assert_eq!(
