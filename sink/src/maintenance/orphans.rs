@@ -97,8 +97,66 @@ pub async fn referenced(table: &Table) -> Result<HashSet<String>> {
     Ok(files)
 }
 
+/// One spelling of a path, so that names of the same file compare equal:
+/// `file:/a`, `file:///a` and `/a` are `file:///a`; `s3a://` and `s3n://`
+/// are `s3://`; repeated slashes inside the path are one.
+pub fn canonical(path: &str) -> String {
+    let (scheme, rest) = match path.split_once(':') {
+        Some((scheme, rest)) if !scheme.contains('/') => (scheme.to_ascii_lowercase(), rest),
+        _ => ("file".to_string(), path),
+    };
+    let collapse = |p: &str| {
+        let mut out = String::with_capacity(p.len());
+        for c in p.chars() {
+            if !(c == '/' && out.ends_with('/')) {
+                out.push(c);
+            }
+        }
+        out
+    };
+    match scheme.as_str() {
+        "file" => {
+            let p = rest.trim_start_matches('/');
+            // `file://localhost/a` names `/a` too.
+            let p = p.strip_prefix("localhost/").unwrap_or(p);
+            format!("file:///{}", collapse(p))
+        }
+        other => {
+            let scheme = match other {
+                "s3a" | "s3n" => "s3",
+                s => s,
+            };
+            let p = rest.trim_start_matches('/');
+            match p.split_once('/') {
+                Some((authority, key)) => format!("{scheme}://{authority}/{}", collapse(key)),
+                None => format!("{scheme}://{p}"),
+            }
+        }
+    }
+}
+
+/// The roots of other tables found inside this one's `data/` folder (a
+/// namespace named like this table holds tables whose folders the catalog
+/// puts there): any folder with a `metadata/*.metadata.json` below it.
+fn nested_tables(listed: &[String]) -> Vec<String> {
+    let mut roots: Vec<String> = listed
+        .iter()
+        .filter(|p| p.starts_with("data/") && p.ends_with(".metadata.json"))
+        .filter_map(|p| {
+            p.rsplit_once("/metadata/")
+                .map(|(root, _)| format!("{root}/"))
+        })
+        .collect();
+    roots.sort();
+    roots.dedup();
+    roots
+}
+
 /// Sweeps `table` through `store` (an operator rooted at the table's
 /// location), sparing files younger than `guard` and those in `ledgered`.
+///
+/// Only `metadata/`'s own files (not its subfolders) and `data/`'s are
+/// candidates, and nothing under another table nested in `data/`.
 pub async fn sweep(
     store: &Operator,
     table: &Table,
@@ -106,12 +164,13 @@ pub async fn sweep(
     ledgered: &HashSet<String>,
     dry_run: bool,
 ) -> Result<Swept> {
-    let location = table
-        .metadata()
-        .location()
-        .trim_end_matches('/')
-        .to_string();
-    let referenced = referenced(table).await?;
+    let location = canonical(table.metadata().location().trim_end_matches('/'));
+    let referenced: HashSet<String> = referenced(table)
+        .await?
+        .iter()
+        .map(|p| canonical(p))
+        .collect();
+    let ledgered: HashSet<String> = ledgered.iter().map(|p| canonical(p)).collect();
     let ours: HashSet<&str> = referenced
         .iter()
         .filter_map(|p| p.strip_prefix(&location))
@@ -132,6 +191,17 @@ pub async fn sweep(
         };
         listed.extend(entries.into_iter().filter(|e| e.metadata().is_file()));
     }
+    let paths: Vec<String> = listed.iter().map(|e| e.path().to_string()).collect();
+    let nested = nested_tables(&paths);
+    // Iceberg writes metadata files flat: a subfolder of `metadata/` is
+    // not this table's.
+    listed.retain(|e| {
+        let p = e.path();
+        let flat_metadata = p
+            .strip_prefix("metadata/")
+            .is_none_or(|name| !name.contains('/'));
+        flat_metadata && !nested.iter().any(|root| p.starts_with(root.as_str()))
+    });
     swept.listed = listed.len();
     if !listed.is_empty() && ours.is_empty() && !referenced.is_empty() {
         return Err(Error::Config(format!(
@@ -145,7 +215,7 @@ pub async fn sweep(
         if ours.contains(rel.as_str()) {
             continue;
         }
-        let full = format!("{location}/{rel}");
+        let full = canonical(&format!("{location}/{rel}"));
         let modified = match entry.metadata().last_modified() {
             Some(t) => Some(t),
             None => store.stat(&rel).await.ok().and_then(|m| m.last_modified()),
@@ -185,4 +255,37 @@ pub async fn sweep(
         info!(table = %table.identifier(), deleted = swept.deleted, spared = swept.spared, "deleted orphan files");
     }
     Ok(swept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_of_one_path_are_one() {
+        for (a, b) in [
+            ("file:/w/t/data/a.parquet", "file:///w/t/data/a.parquet"),
+            ("/w/t/data/a.parquet", "file:///w/t/data/a.parquet"),
+            ("file://localhost/w/t/a", "file:///w/t/a"),
+            ("file:///w/t//data/a", "file:///w/t/data/a"),
+            ("s3a://b/w/t/a", "s3://b/w/t/a"),
+            ("s3n://b/w//t/a", "s3://b/w/t/a"),
+            ("S3://b/w/t/a", "s3://b/w/t/a"),
+        ] {
+            assert_eq!(canonical(a), canonical(b), "{a} vs {b}");
+        }
+        assert_ne!(canonical("s3://b1/t/a"), canonical("s3://b2/t/a"));
+    }
+
+    #[test]
+    fn a_table_nested_in_the_data_folder_is_found() {
+        let listed = [
+            "data/day=1/a.parquet",
+            "data/other/metadata/00001-x.metadata.json",
+            "data/other/data/b.parquet",
+            "metadata/00003-y.metadata.json",
+        ]
+        .map(String::from);
+        assert_eq!(nested_tables(&listed), ["data/other/"]);
+    }
 }

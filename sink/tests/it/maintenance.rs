@@ -644,8 +644,15 @@ async fn a_tagged_snapshot_and_its_files_outlive_expiry_and_compaction() {
 
 use pipe_sink::maintenance::orphans;
 
-/// Sets a file's modification time `secs` seconds back.
+/// Sets a file's modification time `secs` seconds back (every file
+/// under it, for a folder).
 fn age(path: &std::path::Path, secs: u64) {
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).unwrap().flatten() {
+            age(&e.path(), secs);
+        }
+        return;
+    }
     let when = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
     let f = std::fs::File::options().write(true).open(path).unwrap();
     f.set_modified(when).unwrap();
@@ -791,4 +798,58 @@ async fn an_on_demand_run_compacts_expires_and_is_recorded() {
         scanned_rows(&load_table(dir.path(), &sink).await).await,
         130
     );
+}
+
+#[tokio::test]
+async fn the_sweep_leaves_tables_nested_in_the_folder_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = compactable_sink(dir.path(), None).await;
+    commit_n(&mut sink, 0, 2).await;
+    // Namespace `default.events` puts its tables' folders inside table
+    // `default.events`'s own: `data` lands exactly on its data folder,
+    // `metadata` on its metadata folder.
+    let settings = pipe_sink::CatalogSettings::local(dir.path());
+    let mut nested = Vec::new();
+    for name in ["data", "metadata"] {
+        let catalog = pipe_sink::open_catalog(&settings).await.unwrap();
+        let mut other = TableSink::open(
+            catalog,
+            "default.events",
+            name,
+            "q",
+            "sink",
+            &super::output(),
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+        other.write(&rows(0..10)).await.unwrap();
+        let files = other.close_files().await.unwrap();
+        other
+            .commit(OffsetRange { first: 0, last: 0 }, &files)
+            .await
+            .unwrap();
+        nested.push(other);
+    }
+    age(&dir.path().join("warehouse"), 10 * 86_400);
+    let table = load_table(dir.path(), &sink).await;
+    let committer = pipe_sink::maintenance::Committer::open(&settings)
+        .await
+        .unwrap();
+    let store = committer.store_for(table.metadata().location()).unwrap();
+    let swept = orphans::sweep(
+        &store,
+        &table,
+        orphans::DEFAULT_GUARD,
+        &Default::default(),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(swept.deleted, 0, "{swept:?}");
+    for other in &nested {
+        let t = load_table(dir.path(), other).await;
+        assert_eq!(scanned_rows(&t).await, 10);
+    }
+    assert_eq!(scanned_rows(&table).await, 20);
 }
