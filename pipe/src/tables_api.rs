@@ -11,6 +11,8 @@
 //! - `GET /v1/tables/{table}/maintenance` lists the table's last runs
 //!   (this process's, on demand or by the sink's triggers), oldest first.
 //!
+//! One on-demand run per table at a time (409 while one goes on).
+//!
 //! A run's record (`pipe_sink::maintenance::run::RunRecord`) has the
 //! table before and after, what each step did, how long it took, its
 //! outcome and when the next run is due. A run that fails answers 200 with
@@ -109,6 +111,14 @@ async fn maintain(
             ),
         );
     }
+    // One run per table at a time: another would rewrite the same files
+    // only to give up at its commit.
+    let Some(_running) = Running::claim(&ident.to_string()) else {
+        return error_response(
+            ErrorKind::Conflict,
+            format!("a maintenance run of `{table}` is already going on; try again when it ends"),
+        );
+    };
     let supervisor = &state.supervisor;
     let catalog = supervisor.catalog();
     match catalog.table_exists(&ident).await {
@@ -173,6 +183,30 @@ async fn maintain(
     let record = run::run(supervisor.committer(), &catalog, &ident, &layout, &options).await;
     Json(record).into_response()
 }
+
+/// A table's on-demand run in progress, released when dropped.
+struct Running(String);
+
+impl Running {
+    fn claim(table: &str) -> Option<Running> {
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .insert(table.to_string())
+            .then(|| Running(table.to_string()))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+    }
+}
+
+static RUNNING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
 
 async fn runs(Path(table): Path<String>) -> Response {
     let ident = match ident(&table) {

@@ -127,6 +127,10 @@ pub async fn compact(
     let Some(base) = table.metadata().current_snapshot() else {
         return Ok(None);
     };
+    // Before any work: a table this cannot commit to is left alone.
+    if table.metadata().format_version() != iceberg::spec::FormatVersion::V2 {
+        return Ok(None);
+    }
     let (live, has_deletes) = live_files(table).await?;
     if has_deletes {
         info!(table = %table.identifier(), "the table has delete files; compaction leaves it alone");
@@ -167,7 +171,18 @@ pub async fn compact(
         bytes_added: added.iter().map(|f| f.file_size_in_bytes()).sum(),
         rows: rows_in,
     };
-    match commit_replace(committer, catalog, table, &removed, &added, 5).await {
+    let base_sequence = base.sequence_number();
+    match commit_replace(
+        committer,
+        catalog,
+        table,
+        base_sequence,
+        &removed,
+        &added,
+        5,
+    )
+    .await
+    {
         Ok(Some(after)) => {
             info!(table = %after.identifier(), files_removed = compacted.files_removed, files_added = compacted.files_added, bytes_removed = compacted.bytes_removed, bytes_added = compacted.bytes_added, secs = started.elapsed().as_secs_f64(), "compacted");
             Ok(Some((after, compacted)))
@@ -323,6 +338,7 @@ async fn commit_replace(
     committer: &Committer,
     catalog: &Arc<dyn Catalog>,
     table: &Table,
+    base_sequence: i64,
     removed: &[DataFile],
     added: &[DataFile],
     attempts: u32,
@@ -346,7 +362,7 @@ async fn commit_replace(
             .load_table(table.identifier())
             .await
             .map_err(|e| unswapped(read_error(table, "the table", e)))?;
-        let planned = replace_snapshot(&current, removed, added)
+        let planned = replace_snapshot(&current, base_sequence, removed, added)
             .await
             .map_err(unswapped)?;
         let Some((requirements, updates, written)) = planned else {
@@ -384,9 +400,14 @@ type Planned = (
 );
 
 /// The replace snapshot on `current`'s main, with the metadata files it
-/// wrote; `None` if a removed file is not live there.
+/// wrote; `None` if a removed file is not live there, or if delete files
+/// were committed since the snapshot the rewrite read (sequence number
+/// `base_sequence`): they may apply to rows of the removed files, which
+/// the new files would bring back (Java's
+/// `validateNoNewDeletesForDataFiles`, for any delete).
 async fn replace_snapshot(
     current: &Table,
+    base_sequence: i64,
     removed: &[DataFile],
     added: &[DataFile],
 ) -> Result<Option<Planned>> {
@@ -398,6 +419,15 @@ async fn replace_snapshot(
         .load()
         .await
         .map_err(|e| read_error(current, "the manifest list", e))?;
+    let new_deletes = list.entries().iter().any(|m| {
+        m.content == ManifestContentType::Deletes
+            && m.sequence_number > base_sequence
+            && (m.has_added_files() || m.has_existing_files())
+    });
+    if new_deletes {
+        info!(table = %current.identifier(), "delete files were committed while compacting; this compaction gives up");
+        return Ok(None);
+    }
     let mut gone: HashMap<&str, bool> = removed.iter().map(|f| (f.file_path(), false)).collect();
     let mut new = NewSnapshot::start(current)?;
     let mut manifests: Vec<ManifestFile> = Vec::new();

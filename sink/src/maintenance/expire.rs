@@ -97,6 +97,37 @@ pub fn has_other_refs(table: &Table) -> bool {
     }
 }
 
+/// The snapshots refs other than `main` hold: each one's head, and a
+/// branch's whole ancestry.
+fn protected_by_other_refs(table: &Table) -> std::collections::HashSet<i64> {
+    let metadata = table.metadata();
+    let mut protected = std::collections::HashSet::new();
+    let Ok(json) = serde_json::to_value(metadata) else {
+        // Unknown refs: protect everything but `main`'s own line.
+        protected.extend(metadata.snapshots().map(|s| s.snapshot_id()));
+        return protected;
+    };
+    for (name, r) in json["refs"].as_object().into_iter().flatten() {
+        if name == MAIN_BRANCH {
+            continue;
+        }
+        let Some(head) = r["snapshot-id"].as_i64() else {
+            continue;
+        };
+        protected.insert(head);
+        if r["type"] == "branch" {
+            let mut next = metadata
+                .snapshot_by_id(head)
+                .and_then(|s| s.parent_snapshot_id());
+            while let Some(snapshot) = next.and_then(|id| metadata.snapshot_by_id(id)) {
+                protected.insert(snapshot.snapshot_id());
+                next = snapshot.parent_snapshot_id();
+            }
+        }
+    }
+    protected
+}
+
 /// What [`expire`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Expired {
@@ -120,20 +151,13 @@ pub async fn expire(
     force: bool,
     owns_metadata_files: bool,
 ) -> Result<Option<(Table, Expired)>> {
-    // With branches or tags, iceberg's own rules (which keep what they
-    // need) decide, by age and `retain_last` only.
-    let other_refs = has_other_refs(table);
-    let ids = match other_refs {
-        false => plan(table, retention, chrono::Utc::now().timestamp_millis()),
-        true => plan(
-            table,
-            &SnapshotRetention {
-                max_count: usize::MAX,
-                ..*retention
-            },
-            chrono::Utc::now().timestamp_millis(),
-        ),
-    };
+    // Branches and tags keep what they point at (and a branch its whole
+    // history, to be safe); `main` is bounded by count and age beside them.
+    let protected = protected_by_other_refs(table);
+    let ids: Vec<i64> = plan(table, retention, chrono::Utc::now().timestamp_millis())
+        .into_iter()
+        .filter(|id| !protected.contains(id))
+        .collect();
     let kept = ancestry_len(table) - ids.len();
     if ids.is_empty() || (!force && ids.len() < (kept / 10).max(1)) {
         return Ok(None);
@@ -147,15 +171,10 @@ pub async fn expire(
     // snapshots by age, as iceberg would).
     let cutoff = chrono::Utc::now().timestamp_millis()
         - i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
-    let action = match other_refs {
-        false => tx
-            .expire_snapshots()
-            .expire_snapshot_ids(ids.iter().copied())
-            .retain_last(usize::MAX),
-        true => tx
-            .expire_snapshots()
-            .retain_last(retention.retain_last.max(1)),
-    };
+    let action = tx
+        .expire_snapshots()
+        .expire_snapshot_ids(ids.iter().copied())
+        .retain_last(usize::MAX);
     let tx = action
         .expire_older_than_ms(cutoff)
         .apply(tx)

@@ -62,6 +62,7 @@ impl Committer {
                 install_default_drivers();
                 let pool = AnyPoolOptions::new()
                     .max_connections(2)
+                    .acquire_timeout(SWAP_TIMEOUT)
                     .connect(uri)
                     .await
                     .map_err(|e| {

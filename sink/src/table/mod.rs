@@ -763,7 +763,9 @@ impl TableSink {
         let task = tokio::spawn(async move {
             if options.sweep.is_some() {
                 // Files sinks wrote and have not resolved are never swept;
-                // without the list, nothing is.
+                // if the ledgers cannot be read, nothing is. (A sink without
+                // a ledger, a batch job, resolves its files before it
+                // returns: none are pending between commits.)
                 match ledger_dir.map(|d| crate::ledger::listed_in(&d)).transpose() {
                     Ok(listed) => options.ledgered = listed.unwrap_or_default(),
                     Err(e) => {

@@ -582,7 +582,7 @@ async fn a_tagged_snapshot_and_its_files_outlive_expiry_and_compaction() {
     use iceberg::spec::{SnapshotReference, SnapshotRetention as RefRetention};
     let dir = tempfile::tempdir().unwrap();
     let retention = SnapshotRetention {
-        max_age: std::time::Duration::ZERO,
+        max_age: std::time::Duration::from_secs(3600),
         retain_last: 2,
         max_count: 3,
     };
