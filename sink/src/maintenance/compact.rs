@@ -351,13 +351,7 @@ async fn commit_replace(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        // Without the table's lock first, so the sink never waits for
-        // this; with it for the last try, so a busy sink cannot make
-        // compaction lose every race.
-        let guard = match attempt >= attempts {
-            true => Some(lock.lock().await),
-            false => None,
-        };
+        let guard = lock.for_try(attempt, attempts).await;
         let current = catalog
             .load_table(table.identifier())
             .await

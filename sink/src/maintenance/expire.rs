@@ -289,40 +289,37 @@ async fn delete_unreferenced_linear(
             if !kept_manifests.contains(m.manifest_path.as_str()) {
                 doomed_manifests.insert(m.manifest_path.clone());
             }
-            if m.added_snapshot_id == snapshot.snapshot_id() && m.has_deleted_files() {
-                let manifest = m
-                    .load_manifest(before.file_io())
-                    .await
-                    .map_err(|e| read_err("a manifest of an expired snapshot", e))?;
-                doomed.extend(
-                    manifest
-                        .entries()
-                        .iter()
-                        .filter(|e| e.status() == ManifestStatus::Deleted)
-                        .map(|e| e.file_path().to_string()),
-                );
-            }
+            let deleted = deleted_by(before, m, snapshot.snapshot_id()).await;
+            doomed.extend(deleted.map_err(|e| read_err("a manifest of an expired snapshot", e))?);
         }
     }
     // What the oldest kept snapshot deleted was live only in its
     // ancestors, all expired now.
     for m in kept_list.entries() {
-        if m.added_snapshot_id == oldest_kept && m.has_deleted_files() {
-            let manifest = m
-                .load_manifest(after.file_io())
-                .await
-                .map_err(|e| read_err("a manifest of the oldest kept snapshot", e))?;
-            doomed.extend(
-                manifest
-                    .entries()
-                    .iter()
-                    .filter(|e| e.status() == ManifestStatus::Deleted)
-                    .map(|e| e.file_path().to_string()),
-            );
-        }
+        let deleted = deleted_by(after, m, oldest_kept).await;
+        doomed.extend(deleted.map_err(|e| read_err("a manifest of the oldest kept snapshot", e))?);
     }
     doomed.extend(doomed_manifests);
     Ok(delete_all(after, doomed).await)
+}
+
+/// The files `m` marks deleted, if snapshot `id` wrote it (a manifest
+/// carried from an earlier snapshot says nothing new).
+async fn deleted_by(
+    table: &Table,
+    m: &iceberg::spec::ManifestFile,
+    id: i64,
+) -> iceberg::Result<Vec<String>> {
+    if m.added_snapshot_id != id || !m.has_deleted_files() {
+        return Ok(Vec::new());
+    }
+    let manifest = m.load_manifest(table.file_io()).await?;
+    Ok(manifest
+        .entries()
+        .iter()
+        .filter(|e| e.status() == ManifestStatus::Deleted)
+        .map(|e| e.file_path().to_string())
+        .collect())
 }
 
 async fn delete_all(table: &Table, files: Vec<String>) -> (usize, usize) {

@@ -143,12 +143,8 @@ pub async fn merge_manifests(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        // The last try holds the table's lock (see `compact`), and reads
-        // the table once it has it.
-        let guard = match attempt >= attempts {
-            true => Some(lock.lock().await),
-            false => None,
-        };
+        // The table is read once the try has the lock, if it takes it.
+        let guard = lock.for_try(attempt, attempts).await;
         let current = match attempt {
             1 => table.clone(),
             _ => catalog
