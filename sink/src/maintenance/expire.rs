@@ -153,13 +153,19 @@ pub async fn expire(
 ) -> Result<Option<(Table, Expired)>> {
     // Branches and tags keep what they point at (and a branch its whole
     // history, to be safe); `main` is bounded by count and age beside them.
+    // (Planned first: the refs are read from the metadata's JSON form,
+    // which costs a serialisation, only when something is due.)
+    let ids = plan(table, retention, chrono::Utc::now().timestamp_millis());
+    let kept = ancestry_len(table) - ids.len();
+    if ids.is_empty() || (!force && ids.len() < (kept / 10).max(1)) {
+        return Ok(None);
+    }
     let protected = protected_by_other_refs(table);
-    let ids: Vec<i64> = plan(table, retention, chrono::Utc::now().timestamp_millis())
+    let ids: Vec<i64> = ids
         .into_iter()
         .filter(|id| !protected.contains(id))
         .collect();
-    let kept = ancestry_len(table) - ids.len();
-    if ids.is_empty() || (!force && ids.len() < (kept / 10).max(1)) {
+    if ids.is_empty() {
         return Ok(None);
     }
     let catalog_err = |e| Error::Catalog {
