@@ -11,18 +11,26 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Schema as ArrowSchema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use iceberg::arrow::{arrow_schema_to_schema_auto_assign_ids, schema_to_arrow_schema};
-use iceberg::spec::{DataFile, Transform, UnboundPartitionSpec};
+use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::spec::{DataFile, Transform};
 use iceberg::table::Table;
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
+use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+mod create;
+mod maintain;
 mod writer;
+
+use maintain::Background;
+
+use create::{
+    adopt_metadata_properties, bloom_filter_columns, check_bloom_filter_columns, check_compatible,
+    table_creation,
+};
 
 pub(crate) use writer::DataWriter;
 pub use writer::Layout;
@@ -30,7 +38,6 @@ pub use writer::Layout;
 use crate::commit::{self, CommitOutcome, OffsetRange, RetryPolicy};
 use crate::ledger::Ledger;
 use crate::maintenance::lock::TableLock;
-use crate::maintenance::run::{RunOptions, RunRecord};
 use crate::maintenance::{metadata_files, SnapshotRetention};
 use crate::{Error, Result};
 
@@ -296,15 +303,6 @@ pub struct TableSink {
     commits_since_maintenance: usize,
     /// When orphan files were last swept (or the sink opened).
     last_sweep: std::time::Instant,
-}
-
-/// A maintenance task, aborted when dropped.
-struct Background(tokio::task::JoinHandle<RunRecord>);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl std::fmt::Debug for TableSink {
@@ -665,120 +663,6 @@ impl TableSink {
         Ok(outcome)
     }
 
-    /// Expires snapshots past the retention (once enough are due, see
-    /// [`crate::maintenance::expire::expire`]), and deletes the files only
-    /// they referenced. A failure is logged: the
-    /// data commit already succeeded, and the next commit tries again.
-    async fn expire_snapshots(&mut self) {
-        let Some(retention) = self.options.retention else {
-            return;
-        };
-        match crate::maintenance::expire::expire(
-            &self.catalog,
-            &self.table,
-            &retention,
-            false,
-            self.options.owns_metadata_files,
-        )
-        .await
-        {
-            Ok(Some((table, _))) => self.table = table,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(table = %self.ident, error = %e, "could not expire old snapshots; trying again after a later commit")
-            }
-        }
-    }
-
-    /// Waits for the maintenance running in the background, if any, and
-    /// returns its record.
-    pub async fn wait_for_maintenance(&mut self) -> Result<Option<RunRecord>> {
-        let Some(mut running) = self.maintenance.take() else {
-            return Ok(None);
-        };
-        match (&mut running.0).await {
-            Ok(done) => Ok(Some(done)),
-            Err(e) => Err(Error::Corrupt(format!(
-                "table maintenance of `{}` ended: {e}",
-                self.ident
-            ))),
-        }
-    }
-
-    /// Every [`MAINTAIN_EVERY`] commits, starts maintenance of the table
-    /// in the background if none is running: a compaction (see
-    /// [`crate::maintenance::compact`]; unless turned off), then a merge
-    /// of its manifests if enough gathered (see
-    /// [`crate::maintenance::manifests`]), as Iceberg's merge-append would
-    /// after its commits. Neither holds the table's lock but to commit
-    /// when racing the sink has failed.
-    fn maintain_in_background(&mut self) {
-        if let Some(running) = &self.maintenance {
-            if !running.0.is_finished() {
-                return;
-            }
-            let mut done = self.maintenance.take().expect("checked above");
-            match futures::FutureExt::now_or_never(&mut done.0) {
-                Some(Ok(record)) if record.outcome != "ok" => {
-                    tracing::warn!(table = %self.ident, outcome = %record.outcome, "table maintenance failed; it is tried again later")
-                }
-                Some(Err(e)) if e.is_panic() => {
-                    tracing::error!(table = %self.ident, error = %e, "table maintenance panicked; it is tried again later")
-                }
-                _ => {}
-            }
-        }
-        let Some(committer) = self.options.committer.clone() else {
-            return;
-        };
-        self.commits_since_maintenance += 1;
-        if self.commits_since_maintenance < MAINTAIN_EVERY || committer.unsupported().is_some() {
-            return;
-        }
-        self.commits_since_maintenance = 0;
-        let catalog = self.catalog.clone();
-        let ident = self.ident.clone();
-        let layout = self.options.layout();
-        let sweep = self.last_sweep.elapsed() >= SWEEP_EVERY;
-        if sweep {
-            self.last_sweep = std::time::Instant::now();
-        }
-        let next_sweep = chrono::Utc::now() + SWEEP_EVERY.saturating_sub(self.last_sweep.elapsed());
-        let mut options = RunOptions {
-            compact: self.options.compact,
-            full: false,
-            merge: true,
-            expire: None,
-            sweep: sweep.then_some(crate::maintenance::orphans::DEFAULT_GUARD),
-            ledgered: Default::default(),
-            dry_run: false,
-            owns_metadata_files: self.options.owns_metadata_files,
-            trigger: crate::maintenance::run::AFTER_COMMITS,
-            next: format!(
-                "after {MAINTAIN_EVERY} more commits; orphan sweep at {}",
-                next_sweep.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            ),
-        };
-        let ledger_dir = self.options.ledger_dir.clone();
-        let task = tokio::spawn(async move {
-            if options.sweep.is_some() {
-                // Files sinks wrote and have not resolved are never swept;
-                // if the ledgers cannot be read, nothing is. (A sink without
-                // a ledger, a batch job, resolves its files before it
-                // returns: none are pending between commits.)
-                match ledger_dir.map(|d| crate::ledger::listed_in(&d)).transpose() {
-                    Ok(listed) => options.ledgered = listed.unwrap_or_default(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not read the write ledgers; no orphan sweep this time");
-                        options.sweep = None;
-                    }
-                }
-            }
-            crate::maintenance::run::run(&committer, &catalog, &ident, &layout, &options).await
-        });
-        self.maintenance = Some(Background(task));
-    }
-
     async fn refresh(&mut self) -> Result<()> {
         self.table = self
             .catalog
@@ -790,208 +674,6 @@ impl TableSink {
             })?;
         Ok(())
     }
-}
-
-fn table_creation(name: &str, output: &SchemaRef, options: &WriteOptions) -> Result<TableCreation> {
-    // Arrow fields carry no Iceberg ids yet: strip any and assign fresh ones.
-    let plain = ArrowSchema::new(
-        output
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_metadata(HashMap::new()))
-            .collect::<Vec<_>>(),
-    );
-    let schema = arrow_schema_to_schema_auto_assign_ids(&plain)
-        .map_err(|e| Error::Schema(format!("mapping the pipeline output to Iceberg types: {e}")))?;
-    // Spec and field ids spelled out (0, and 1000 up, what a catalog would
-    // assign): some REST catalogs echo the request's spec back verbatim.
-    let mut spec = UnboundPartitionSpec::builder().with_spec_id(0);
-    for (n, field) in options.partition_by.iter().enumerate() {
-        let source = schema.field_by_name(&field.column).ok_or_else(|| {
-            Error::Schema(format!(
-                "partition field `{field}`: the pipeline output has no column `{}`",
-                field.column
-            ))
-        })?;
-        field
-            .transform
-            .result_type(&source.field_type)
-            .map_err(|_| {
-                Error::Schema(format!(
-                    "partition field `{field}`: {} does not apply to column `{}` of type {}",
-                    field.transform, field.column, source.field_type
-                ))
-            })?;
-        spec = spec
-            .add_partition_fields([iceberg::spec::UnboundPartitionField {
-                source_id: source.id,
-                field_id: Some(1000 + n as i32),
-                name: field.name(),
-                transform: field.transform,
-            }])
-            .map_err(|e| Error::Schema(format!("partition field `{field}`: {e}")))?;
-    }
-    let spec = spec.build();
-    let codec = match options.codec {
-        Codec::Zstd => "zstd",
-        Codec::Snappy => "snappy",
-        Codec::Gzip => "gzip",
-        Codec::Lz4 => "lz4",
-        Codec::None => "uncompressed",
-    };
-    let mut properties = HashMap::from([
-        (
-            "write.parquet.compression-codec".to_string(),
-            codec.to_string(),
-        ),
-        ("write.format.default".to_string(), "parquet".to_string()),
-    ]);
-    for column in &options.bloom_filter_columns {
-        properties.insert(format!("{BLOOM_FILTER_PROPERTY}{column}"), "true".into());
-    }
-    if options.owns_metadata_files {
-        properties.extend(metadata_files::default_properties());
-    }
-    Ok(TableCreation::builder()
-        .name(name.to_string())
-        .schema(schema)
-        .partition_spec(spec)
-        .properties(properties)
-        .build())
-}
-
-/// Sets the properties that delete old metadata files on a table that
-/// has neither (see [`metadata_files`]), in a commit of its own.
-async fn adopt_metadata_properties(catalog: &Arc<dyn Catalog>, table: Table) -> Result<Table> {
-    let adopt = metadata_files::properties_to_adopt(&table);
-    if adopt.is_empty() {
-        return Ok(table);
-    }
-    let tx = Transaction::new(&table);
-    let mut update = tx.update_table_properties();
-    for (key, value) in adopt {
-        update = update.set(key, value);
-    }
-    let err = |e| Error::Catalog {
-        action: format!(
-            "setting `{}` on `{}`",
-            metadata_files::DELETE_AFTER_COMMIT,
-            table.identifier()
-        ),
-        source: Box::new(e),
-    };
-    let tx = update.apply(tx).map_err(err)?;
-    let adopted = tx.commit(catalog.as_ref()).await.map_err(err)?;
-    info!(table = %adopted.identifier(), "old metadata files of this table are deleted from now on");
-    Ok(adopted)
-}
-
-/// Checks that each column asked for is a top-level column of the rows
-/// written, of a type a bloom filter can hold (not a list, map or struct).
-fn check_bloom_filter_columns(
-    ident: &TableIdent,
-    output: &SchemaRef,
-    asked: &[String],
-) -> Result<()> {
-    for column in asked {
-        let field = output.field_with_name(column).map_err(|_| {
-            Error::Config(format!(
-                "bloom filter column `{column}`: the rows written to `{ident}` have no such column"
-            ))
-        })?;
-        if field.data_type().is_nested() {
-            return Err(Error::Config(format!(
-                "bloom filter column `{column}`: a bloom filter holds single values, not {}",
-                field.data_type()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The columns that get bloom filters: those the sink asks for (checked by
-/// [`check_bloom_filter_columns`]) and those the table's properties name.
-/// A property naming what is not a top-level primitive column of the table
-/// (another writer's, or a column since dropped) is skipped with a warning.
-fn bloom_filter_columns(table: &Table, asked: &[String]) -> Vec<String> {
-    let metadata = table.metadata();
-    let schema = metadata.current_schema();
-    let mut columns: Vec<String> = asked.to_vec();
-    for (key, value) in metadata.properties() {
-        let Some(column) = key.strip_prefix(BLOOM_FILTER_PROPERTY) else {
-            continue;
-        };
-        if !value.eq_ignore_ascii_case("true") || columns.iter().any(|c| c == column) {
-            continue;
-        }
-        let primitive = schema
-            .as_struct()
-            .fields()
-            .iter()
-            .any(|f| f.name == column && f.field_type.is_primitive());
-        if primitive {
-            columns.push(column.to_string());
-        } else {
-            tracing::warn!(table = %table.identifier(), property = %key, "no top-level column of a single-value type has this name; no bloom filter is written for it");
-        }
-    }
-    columns
-}
-
-/// Every output column must exist in the table with a castable type.
-fn check_compatible(ident: &TableIdent, output: &SchemaRef, table: &SchemaRef) -> Result<()> {
-    for field in output.fields() {
-        match table.field_with_name(field.name()) {
-            Err(_) => {
-                return Err(Error::Schema(format!(
-                    "table `{ident}` has no column `{}` (columns: {})",
-                    field.name(),
-                    table
-                        .fields()
-                        .iter()
-                        .map(|f| format!("`{}`", f.name()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )))
-            }
-            Ok(t) if !fits(field.data_type(), t.data_type()) => {
-                return Err(Error::Schema(format!(
-                    "column `{}` of table `{ident}` is {}, the pipeline produces {}",
-                    field.name(),
-                    t.data_type(),
-                    field.data_type()
-                )))
-            }
-            Ok(_) => {}
-        }
-    }
-    for t in table.fields() {
-        if !t.is_nullable() && output.field_with_name(t.name()).is_err() {
-            return Err(Error::Schema(format!(
-                "required column `{}` of table `{ident}` is not produced by the pipeline",
-                t.name()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Whether values of `from` go into a column of `to` without loss: the same
-/// type (field names and ids aside), or a widening Iceberg allows.
-fn fits(from: &DataType, to: &DataType) -> bool {
-    use DataType::*;
-    from.equals_datatype(to)
-        || matches!(
-            (from, to),
-            (Int8 | Int16 | Int32, Int32 | Int64)
-                | (Int64, Int64)
-                | (UInt8 | UInt16, Int32 | Int64)
-                | (UInt32, Int64)
-                | (Float32, Float64)
-                | (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8)
-                | (Binary | LargeBinary | BinaryView, Binary | LargeBinary)
-                | (Timestamp(_, _), Timestamp(_, _))
-        )
 }
 
 #[cfg(test)]
