@@ -262,3 +262,44 @@ async fn a_lost_answer_to_a_maintenance_swap_is_read_back() {
     server.stop();
     assert_exactly_once(dir.path(), &Store::local(dir.path()), &acked);
 }
+
+/// The swap's answer is held back, then lost, while the sink commits on
+/// top of the compaction: the catalog no longer points at the compaction's
+/// metadata but at a later one that lists it, which proves it landed.
+/// (Before, "the pointer is elsewhere" was taken for "not done" and the
+/// files the table referenced were deleted.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_answer_lost_while_others_commit_on_top_is_still_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 300, "");
+    let server = Server::start_with_env(
+        &config,
+        &[
+            ("PIPE_FAULT", "lose-maintenance-swap-answer@1"),
+            ("PIPE_FAULT_DELAY_MS", "3000"),
+        ],
+    )
+    .await;
+    let mut acked: HashSet<String> = post_and_commit(&server, 0, 4).await.into_iter().collect();
+    let url = format!("{}/v1/tables/default.ecommerce/maintain", server.url);
+    let maintain = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&json!({"sweep": false, "expire": false}))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    // While the answer is held back, the sink commits on top.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    acked.extend(post_and_commit(&server, 500, 2).await);
+    let done = maintain.await.unwrap();
+    assert_eq!(done["outcome"], "ok", "{done}");
+    assert_eq!(done["compacted"]["files_removed"], 4, "{done}");
+    acked.extend(post_and_commit(&server, 900, 1).await);
+    server.stop();
+    assert_exactly_once(dir.path(), &Store::local(dir.path()), &acked);
+}

@@ -98,8 +98,9 @@ pub async fn referenced(table: &Table) -> Result<HashSet<String>> {
 }
 
 /// One spelling of a path, so that names of the same file compare equal:
-/// `file:/a`, `file:///a` and `/a` are `file:///a`; `s3a://` and `s3n://`
-/// are `s3://`; repeated slashes inside the path are one.
+/// `file:/a`, `file:///a` and `/a` are `file:///a` (repeated slashes in a
+/// local path are one); `s3a://` and `s3n://` are `s3://` (an object
+/// store's keys are kept as they are).
 pub fn canonical(path: &str) -> String {
     let (scheme, rest) = match path.split_once(':') {
         Some((scheme, rest)) if !scheme.contains('/') => (scheme.to_ascii_lowercase(), rest),
@@ -121,16 +122,13 @@ pub fn canonical(path: &str) -> String {
             let p = p.strip_prefix("localhost/").unwrap_or(p);
             format!("file:///{}", collapse(p))
         }
+        // In an object store `a//b` and `a/b` are two keys: kept apart.
         other => {
             let scheme = match other {
                 "s3a" | "s3n" => "s3",
                 s => s,
             };
-            let p = rest.trim_start_matches('/');
-            match p.split_once('/') {
-                Some((authority, key)) => format!("{scheme}://{authority}/{}", collapse(key)),
-                None => format!("{scheme}://{p}"),
-            }
+            format!("{scheme}://{}", rest.trim_start_matches('/'))
         }
     }
 }
@@ -171,11 +169,10 @@ pub async fn sweep(
         .map(|p| canonical(p))
         .collect();
     let ledgered: HashSet<String> = ledgered.iter().map(|p| canonical(p)).collect();
-    let ours: HashSet<&str> = referenced
+    let ours = referenced
         .iter()
-        .filter_map(|p| p.strip_prefix(&location))
-        .map(|p| p.trim_start_matches('/'))
-        .collect();
+        .filter(|p| p.starts_with(&location))
+        .count();
     let mut swept = Swept::default();
     let mut listed = Vec::new();
     for folder in ["data/", "metadata/"] {
@@ -203,7 +200,7 @@ pub async fn sweep(
         flat_metadata && !nested.iter().any(|root| p.starts_with(root.as_str()))
     });
     swept.listed = listed.len();
-    if !listed.is_empty() && ours.is_empty() && !referenced.is_empty() {
+    if !listed.is_empty() && ours == 0 && !referenced.is_empty() {
         return Err(Error::Config(format!(
             "sweeping `{}`: its metadata names no file under its location `{location}` (another scheme or spelling of the same place?); nothing was deleted",
             table.identifier()
@@ -212,10 +209,10 @@ pub async fn sweep(
     let now = SystemTime::now();
     for entry in listed {
         let rel = entry.path().to_string();
-        if ours.contains(rel.as_str()) {
+        let full = canonical(&format!("{location}/{rel}"));
+        if referenced.contains(&full) {
             continue;
         }
-        let full = canonical(&format!("{location}/{rel}"));
         let modified = match entry.metadata().last_modified() {
             Some(t) => Some(t),
             None => store.stat(&rel).await.ok().and_then(|m| m.last_modified()),
@@ -269,12 +266,14 @@ mod tests {
             ("file://localhost/w/t/a", "file:///w/t/a"),
             ("file:///w/t//data/a", "file:///w/t/data/a"),
             ("s3a://b/w/t/a", "s3://b/w/t/a"),
-            ("s3n://b/w//t/a", "s3://b/w/t/a"),
+            ("s3n://b/w/t/a", "s3://b/w/t/a"),
             ("S3://b/w/t/a", "s3://b/w/t/a"),
         ] {
             assert_eq!(canonical(a), canonical(b), "{a} vs {b}");
         }
         assert_ne!(canonical("s3://b1/t/a"), canonical("s3://b2/t/a"));
+        // Two keys in an object store.
+        assert_ne!(canonical("s3://b/t//a"), canonical("s3://b/t/a"));
     }
 
     #[test]

@@ -14,8 +14,13 @@
 //! new state, so nothing another writer committed is lost.
 //!
 //! A crash before the swap leaves files nothing references (the orphan
-//! sweep's); after it, the commit stands. A lost answer is found by the
-//! next plan, which sees the work done.
+//! sweep's); after it, the commit stands. A swap whose answer is lost
+//! (an error, no answer in time) is settled from the catalog: done if
+//! the row points at the new metadata, or at a later one whose log lists
+//! it or which holds the new snapshot; anything else is unknown (a
+//! statement cut off may still land), and every file stays. Only a swap
+//! that matched no row is "not done", and lets the caller delete what it
+//! wrote.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -33,6 +38,7 @@ use sqlx::AnyPool;
 
 use crate::catalog::{CatalogKind, CatalogSettings, S3Options};
 use crate::{Error, Result};
+use tracing::warn;
 
 /// Commits maintenance snapshots to the tables of one catalog, and
 /// reaches the warehouse's storage to list it (the orphan sweep).
@@ -148,6 +154,10 @@ impl Committer {
             } => (pool, catalog, *dollar),
             Inner::Unsupported(why) => return Err(not_done(Error::Config(why.clone()))),
         };
+        let added_snapshot = updates.iter().find_map(|u| match u {
+            TableUpdate::AddSnapshot { snapshot } => Some(snapshot.snapshot_id()),
+            _ => None,
+        });
         let (current, next) = self
             .write_next(catalog, ident, requirements, updates)
             .await
@@ -176,6 +186,13 @@ impl Committer {
             .execute(pool);
         let answer = match tokio::time::timeout(SWAP_TIMEOUT, update).await {
             Ok(Ok(_)) if crate::crash::fault(crate::crash::LOSE_MAINTENANCE_SWAP_ANSWER) => {
+                // As an answer that takes its time before it is lost:
+                // others may commit on top meanwhile.
+                let delay = std::env::var("PIPE_FAULT_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
                 Err("PIPE_FAULT: the swap went through but its answer was lost".to_string())
             }
             Ok(Ok(done)) => Ok(done.rows_affected()),
@@ -184,23 +201,29 @@ impl Committer {
         };
         let swapped = match answer {
             Ok(rows) => rows > 0,
-            // The statement may have gone through: only the row says.
-            Err(why) => match self.pointer(pool, name, dollar, ident).await {
-                Some(now) if now == next => true,
-                Some(_) => false,
-                None => {
+            // The statement may have gone through, or may still go through
+            // (a statement cut off is not a statement undone): only proof
+            // that it landed settles it; without that, every file stays.
+            Err(why) => {
+                if self
+                    .landed(pool, name, dollar, ident, &current, &next, added_snapshot)
+                    .await
+                {
+                    warn!(table = %ident, error = %why, "the answer to a maintenance swap was lost; the catalog shows it went through");
+                    true
+                } else {
                     return Err(Failed {
                         error: Error::Catalog {
                             action: format!("swapping the metadata of `{ident}`"),
                             source: Box::new(iceberg::Error::new(
                                 iceberg::ErrorKind::Unexpected,
-                                format!("{why}; the catalog could not be read back to learn whether the swap went through, so every file it would reference is kept"),
+                                format!("{why}; whether the swap went through is unknown, so every file it would reference is kept (the orphan sweep takes them if it did not)"),
                             )),
                         },
                         swap: Swap::Unknown,
-                    })
+                    });
                 }
-            },
+            }
         };
         if !swapped {
             // Nobody will reference the file written above.
@@ -211,6 +234,38 @@ impl Committer {
             )));
         }
         Ok(current)
+    }
+
+    /// Whether a swap to `next` whose answer was lost provably landed: the
+    /// catalog's row points at `next`, or at a later metadata file whose
+    /// log lists `next` or which holds `added_snapshot` (writers may have
+    /// committed on top of it since).
+    #[allow(clippy::too_many_arguments)]
+    async fn landed(
+        &self,
+        pool: &AnyPool,
+        name: &str,
+        dollar: bool,
+        ident: &TableIdent,
+        current: &Table,
+        next: &str,
+        added_snapshot: Option<i64>,
+    ) -> bool {
+        let Some(now) = self.pointer(pool, name, dollar, ident).await else {
+            return false;
+        };
+        if now == next {
+            return true;
+        }
+        let Ok(metadata) = iceberg::spec::TableMetadata::read_from(current.file_io(), &now).await
+        else {
+            return false;
+        };
+        metadata
+            .metadata_log()
+            .iter()
+            .any(|l| l.metadata_file == next)
+            || added_snapshot.is_some_and(|id| metadata.snapshot_by_id(id).is_some())
     }
 
     /// Where the catalog's row of `ident` points now, read back after a
@@ -305,9 +360,9 @@ pub enum Swap {
     NotDone,
     /// It did: the commit went through, only what came after it failed.
     Done,
-    /// Unknown (the answer was lost and the row could not be read back):
-    /// every file the commit wrote must stay (the orphan sweep takes them
-    /// if the swap did not happen).
+    /// Unknown (the answer was lost, and the catalog does not show the
+    /// swap landed: a statement cut off may still land): every file the
+    /// commit wrote must stay (the orphan sweep takes them if it did not).
     Unknown,
 }
 
