@@ -27,6 +27,7 @@ pub mod lock;
 pub mod manifests;
 pub mod metadata_files;
 pub mod orphans;
+mod rest;
 pub mod run;
 pub mod snapshot;
 

@@ -218,12 +218,6 @@ async fn steps(
     };
     let mut table = catalog.load_table(ident).await.map_err(load)?;
     record.before = TableState::of(&table);
-    let rewrites = options.compact || options.merge;
-    if rewrites && !options.dry_run {
-        if let Some(why) = committer.unsupported() {
-            return Err(Error::Config(why.to_string()));
-        }
-    }
     let mut policy = CompactionPolicy::of(&table, layout);
     if options.full {
         policy = policy.full();

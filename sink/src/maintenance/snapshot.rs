@@ -11,7 +11,9 @@
 //! catalog's pointer with a compare-and-swap on the old location. A
 //! concurrent commit makes the swap (or the check) fail with a conflict
 //! (`CatalogCommitConflicts`, retryable): the caller plans again on the
-//! new state, so nothing another writer committed is lost.
+//! new state, so nothing another writer committed is lost. Through a REST
+//! catalog the same requirements and updates go to the server's commit
+//! endpoint instead (`super::rest`), which applies them atomically.
 //!
 //! A crash before the swap leaves files nothing references (the orphan
 //! sweep's); after it, the commit stands. A swap whose answer is lost
@@ -56,8 +58,8 @@ enum Inner {
         catalog: String,
         dollar: bool,
     },
-    /// Maintenance snapshots cannot be committed here (the reason).
-    Unsupported(String),
+    /// An Iceberg REST catalog, which applies commits itself.
+    Rest(Box<super::rest::RestCommitter>),
 }
 
 impl Committer {
@@ -82,10 +84,9 @@ impl Committer {
                     dollar: uri.starts_with("postgres"),
                 }
             }
-            CatalogKind::Rest(rest) => Inner::Unsupported(format!(
-                "maintenance commits through a REST catalog (`{}`) are not supported yet",
-                rest.uri
-            )),
+            CatalogKind::Rest(rest) => {
+                Inner::Rest(Box::new(super::rest::RestCommitter::new(rest.clone())))
+            }
         };
         Ok(Committer {
             inner: Arc::new(inner),
@@ -97,14 +98,6 @@ impl Committer {
     /// S3 settings.
     pub fn store_for(&self, location: &str) -> Result<opendal::Operator> {
         crate::files::operator(location.trim_end_matches('/'), &self.s3)
-    }
-
-    /// Why this catalog cannot take maintenance snapshots, if it cannot.
-    pub fn unsupported(&self) -> Option<&str> {
-        match self.inner.as_ref() {
-            Inner::Unsupported(why) => Some(why),
-            Inner::Sql { .. } => None,
-        }
     }
 
     /// Applies `updates` to `ident` as the catalog now has it, if
@@ -119,6 +112,21 @@ impl Committer {
         requirements: &[TableRequirement],
         updates: Vec<TableUpdate>,
     ) -> std::result::Result<Table, Failed> {
+        if let Inner::Rest(rest) = self.inner.as_ref() {
+            crate::crash::point(crate::crash::MAINTENANCE_BEFORE_SWAP);
+            rest.commit(catalog, ident, requirements, updates).await?;
+            crate::crash::point(crate::crash::MAINTENANCE_AFTER_SWAP);
+            // The server wrote the metadata file, and deletes old ones.
+            return catalog.load_table(ident).await.map_err(|e| Failed {
+                error: Error::Catalog {
+                    action: format!(
+                        "loading `{ident}` after a maintenance commit that went through"
+                    ),
+                    source: Box::new(e),
+                },
+                swap: Swap::Done,
+            });
+        }
         let before = self.swap(catalog, ident, requirements, updates).await?;
         crate::crash::point(crate::crash::MAINTENANCE_AFTER_SWAP);
         let after = catalog.load_table(ident).await.map_err(|e| Failed {
@@ -152,7 +160,7 @@ impl Committer {
                 catalog,
                 dollar,
             } => (pool, catalog, *dollar),
-            Inner::Unsupported(why) => return Err(not_done(Error::Config(why.clone()))),
+            Inner::Rest(_) => unreachable!("REST commits are sent by `commit`"),
         };
         let added_snapshot = updates.iter().find_map(|u| match u {
             TableUpdate::AddSnapshot { snapshot } => Some(snapshot.snapshot_id()),

@@ -83,7 +83,7 @@ impl TableSink {
             return;
         };
         self.commits_since_maintenance += 1;
-        if self.commits_since_maintenance < MAINTAIN_EVERY || committer.unsupported().is_some() {
+        if self.commits_since_maintenance < MAINTAIN_EVERY {
             return;
         }
         self.commits_since_maintenance = 0;
