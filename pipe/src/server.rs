@@ -124,6 +124,12 @@ pub async fn serve(
         .build()
         .map_err(|e| Error::Internal(format!("starting the query runtime: {e}")))?;
     let query = crate::query_api::QueryService::new(&config, query_runtime.handle().clone())?;
+    // Maintenance records outlive restarts (a history: a failure to read
+    // them is logged, not fatal).
+    let records = config.data_dir.join("maintenance-runs.jsonl");
+    if let Err(e) = pipe_sink::maintenance::run::keep_records_in(&records) {
+        tracing::warn!(file = %records.display(), error = %e, "could not read the maintenance records");
+    }
     let committer = crate::within(config.store_timeout, "opening the catalog", async {
         Ok(pipe_sink::maintenance::Committer::open(&config.catalog).await?)
     })

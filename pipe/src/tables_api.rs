@@ -9,7 +9,8 @@
 //!   default 3 days, at least an hour), `dry_run` (change nothing, report
 //!   what would be done; false).
 //! - `GET /v1/tables/{table}/maintenance` lists the table's last runs
-//!   (this process's, on demand or by the sink's triggers), oldest first.
+//!   (this server's, kept across restarts; on demand or by the sink's
+//!   triggers), oldest first.
 //!
 //! One on-demand run per table at a time (409 while one goes on).
 //!

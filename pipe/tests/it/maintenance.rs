@@ -140,6 +140,17 @@ async fn maintenance_on_demand_is_recorded_and_shown() {
     let mut acked = acked;
     acked.extend(post_and_commit(&server, 1000, 2).await);
     server.stop();
+    // The records outlive a restart.
+    let server = Server::start(&config).await;
+    let runs = tables(&server, &["maintenance", "default.ecommerce"]);
+    let on_demand = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == "on demand")
+        .count();
+    assert_eq!(on_demand, 3, "{runs}");
+    server.stop();
     assert_exactly_once(dir.path(), &Store::local(dir.path()), &acked);
     let read = read_with_python(dir.path(), &Store::local(dir.path()).warehouse, None, true);
     assert_eq!(

@@ -104,7 +104,7 @@ struct Live {
 }
 
 /// What [`compact`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Compacted {
     pub partitions: usize,
     pub files_removed: usize,

@@ -129,7 +129,7 @@ fn protected_by_other_refs(table: &Table) -> std::collections::HashSet<i64> {
 }
 
 /// What [`expire`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Expired {
     pub snapshots: usize,
     /// Manifest lists, manifests and data files deleted.

@@ -72,7 +72,7 @@ impl ManifestPolicy {
 }
 
 /// What [`merge_manifests`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Merged {
     pub manifests_before: usize,
     pub manifests_after: usize,

@@ -6,15 +6,17 @@
 //! merging, snapshot expiry, and the orphan sweep. A dry run changes
 //! nothing and reports what each step would do. Every run is recorded
 //! (the last [`KEPT_RUNS`] per table): what it did, the table before and
-//! after, how long it took and how it ended.
+//! after, how long it took and how it ended; with [`keep_records_in`],
+//! also in a file of JSON lines that outlives the process.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use iceberg::table::Table;
 use iceberg::{Catalog, TableIdent};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::compact::{self, Compacted, CompactionPolicy};
 use super::expire::{self, Expired, SnapshotRetention};
@@ -62,7 +64,7 @@ pub const ON_DEMAND: &str = "on demand";
 pub const AFTER_COMMITS: &str = "after commits";
 
 /// A table's size, before or after a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableState {
     pub snapshots: usize,
     pub data_files: u64,
@@ -88,7 +90,7 @@ impl TableState {
 }
 
 /// What the sweep found, in a record.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SweepRecord {
     pub listed: usize,
     pub orphans: usize,
@@ -100,7 +102,7 @@ pub struct SweepRecord {
     pub files: Vec<OrphanRecord>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrphanRecord {
     pub path: String,
     pub bytes: u64,
@@ -118,7 +120,7 @@ impl From<&Orphan> for OrphanRecord {
 }
 
 /// What a dry run found to do.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Planned {
     /// Files compaction would rewrite, and their bytes.
     pub compact_files: usize,
@@ -128,7 +130,7 @@ pub struct Planned {
 }
 
 /// The record of one run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub table: String,
     pub trigger: String,
@@ -303,13 +305,80 @@ async fn steps(
 static HISTORY: LazyLock<Mutex<HashMap<String, VecDeque<RunRecord>>>> =
     LazyLock::new(Default::default);
 
-fn remember(record: RunRecord) {
-    let mut history = HISTORY.lock().unwrap_or_else(|p| p.into_inner());
+/// Where records are kept across restarts, once [`keep_records_in`] set it.
+static RECORD_FILE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Records are appended to the file; past this size it is rewritten with
+/// only the kept runs.
+const RECORD_FILE_MAX: u64 = 1 << 20;
+
+/// Keeps the records of runs in `path` (JSON lines) from now on, and
+/// loads those it already holds (the last [`KEPT_RUNS`] per table). A
+/// line that does not parse is skipped: records are a history, not data.
+pub fn keep_records_in(path: &Path) -> std::io::Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    {
+        let mut history = HISTORY.lock().unwrap_or_else(|p| p.into_inner());
+        for record in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<RunRecord>(l).ok())
+        {
+            keep(&mut history, record);
+        }
+    }
+    *RECORD_FILE.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
+    Ok(())
+}
+
+fn keep(history: &mut HashMap<String, VecDeque<RunRecord>>, record: RunRecord) {
     let runs = history.entry(record.table.clone()).or_default();
     if runs.len() == KEPT_RUNS {
         runs.pop_front();
     }
     runs.push_back(record);
+}
+
+fn remember(record: RunRecord) {
+    let line = serde_json::to_string(&record).ok();
+    let mut history = HISTORY.lock().unwrap_or_else(|p| p.into_inner());
+    keep(&mut history, record);
+    let file = RECORD_FILE.lock().unwrap_or_else(|p| p.into_inner());
+    if let (Some(path), Some(line)) = (file.as_ref(), line) {
+        if let Err(e) = append_record(path, &line, &history) {
+            tracing::warn!(file = %path.display(), error = %e, "could not keep a maintenance record on disk");
+        }
+    }
+}
+
+fn append_record(
+    path: &Path,
+    line: &str,
+    history: &HashMap<String, VecDeque<RunRecord>>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let big = std::fs::metadata(path).is_ok_and(|m| m.len() > RECORD_FILE_MAX);
+    if big {
+        // Only the kept runs, written whole, then swapped in.
+        let mut text = String::new();
+        for runs in history.values() {
+            for r in runs {
+                text.push_str(&serde_json::to_string(r).unwrap_or_default());
+                text.push('\n');
+            }
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        return std::fs::rename(tmp, path);
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{line}")
 }
 
 /// The last runs of `table` (`namespace.name`) in this process, oldest
