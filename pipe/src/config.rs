@@ -41,7 +41,8 @@
 //! snapshot_max_age_secs = 86400      # expire older snapshots after commits…
 //! snapshot_max_count = 50            # …and any past the newest 50…
 //! snapshot_retain_last = 10          # …but keep the newest 10 (expire_snapshots = false: keep all)
-//! compaction = true                  # rewrite small data files in the background
+//! compaction = true                  # rewrite small data files in the background,
+//! full_compaction_interval_secs = 3600  # …every small one this often
 //!
 //! [sinks.raw_files]                  # plain files instead of a table
 //! type = "parquet"                   # or "json" (NDJSON; compression "gzip" or "none")
@@ -340,6 +341,9 @@ pub struct SinkFile {
     /// `false`: never compact the table's small data files (Iceberg
     /// sinks; on by default).
     pub compaction: Option<bool>,
+    /// How often the background compaction takes every small file, not
+    /// only the tiered few (Iceberg sinks; default 3600).
+    pub full_compaction_interval_secs: Option<u64>,
     /// Commit at least this often while data flows.
     #[serde(default = "default_roll_interval")]
     pub roll_interval_secs: u64,
@@ -454,6 +458,8 @@ pub struct SinkConfig {
     pub retention: Option<SnapshotRetention>,
     /// Compact the table's small files in the background.
     pub compaction: bool,
+    /// How often that compaction takes every small file.
+    pub full_compaction_every: std::time::Duration,
     pub roll_interval: std::time::Duration,
     pub roll_bytes: u64,
     pub roll_rows: Option<u64>,
@@ -846,7 +852,8 @@ impl Config {
                 || s.snapshot_retain_last.is_some()
                 || s.snapshot_max_count.is_some()
                 || s.expire_snapshots.is_some()
-                || s.compaction.is_some();
+                || s.compaction.is_some()
+                || s.full_compaction_interval_secs.is_some();
             if retention_keys && s.kind != "iceberg" {
                 return Err(err(
                     format!("sinks.{name}"),
@@ -984,6 +991,10 @@ impl Config {
                 partition_by,
                 retention,
                 compaction: s.compaction != Some(false),
+                full_compaction_every: s.full_compaction_interval_secs.map_or(
+                    pipe_sink::table::FULL_COMPACTION_EVERY,
+                    std::time::Duration::from_secs,
+                ),
                 roll_interval: std::time::Duration::from_secs(s.roll_interval_secs),
                 roll_bytes: s.roll_size_mb * 1024 * 1024,
                 roll_rows: s.roll_rows,

@@ -400,6 +400,7 @@ impl Supervisor {
             partition_by: sink_config.partition_by.clone(),
             retention: sink_config.retention,
             compact: sink_config.compaction,
+            full_compaction_every: sink_config.full_compaction_every,
             bloom_filter_columns: sink_config.bloom_filter_columns.clone(),
             unsourced_ended: !legacy,
             ..self.ledgered(config, source)

@@ -95,9 +95,16 @@ impl TableSink {
             self.last_sweep = std::time::Instant::now();
         }
         let next_sweep = chrono::Utc::now() + SWEEP_EVERY.saturating_sub(self.last_sweep.elapsed());
+        // Once every `full_compaction_every`, every small file (as the
+        // hosted service's hourly compaction): the tiered trigger alone
+        // leaves up to ten per partition between its runs.
+        let full = self.last_full.elapsed() >= self.options.full_compaction_every;
+        if full {
+            self.last_full = std::time::Instant::now();
+        }
         let mut options = RunOptions {
             compact: self.options.compact,
-            full: false,
+            full,
             merge: true,
             expire: None,
             sweep: sweep.then_some(crate::maintenance::orphans::DEFAULT_GUARD),

@@ -45,6 +45,10 @@ use crate::{Error, Result};
 /// background; each start reads the table's manifests to plan.
 pub const MAINTAIN_EVERY: usize = 10;
 
+/// How often a sink's background compaction takes every small file by
+/// default (see [`WriteOptions::full_compaction_every`]).
+pub const FULL_COMPACTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// How often a sink's background maintenance sweeps orphan files (the
 /// first sweep is this long after the sink opened).
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -213,6 +217,9 @@ pub struct WriteOptions {
     /// Compact the table's small files in the background (with a
     /// committer; see [`crate::maintenance::compact`]).
     pub compact: bool,
+    /// How often the background compaction takes every small file of a
+    /// partition, instead of the tiered few (default an hour).
+    pub full_compaction_every: std::time::Duration,
     /// Top-level columns that get a Parquet bloom filter in every row group
     /// (see [`BLOOM_FILTER_PROPERTY`]): lookups by one value of such a
     /// column (`id = 'x'`, `id IN (…)`) skip the row groups whose filter
@@ -273,6 +280,7 @@ impl Default for WriteOptions {
             owns_metadata_files: true,
             committer: None,
             compact: true,
+            full_compaction_every: FULL_COMPACTION_EVERY,
             bloom_filter_columns: Vec::new(),
             source: None,
             run: None,
@@ -303,6 +311,8 @@ pub struct TableSink {
     commits_since_maintenance: usize,
     /// When orphan files were last swept (or the sink opened).
     last_sweep: std::time::Instant,
+    /// When every small file was last compacted (or the sink opened).
+    last_full: std::time::Instant,
 }
 
 impl std::fmt::Debug for TableSink {
@@ -421,6 +431,7 @@ impl TableSink {
             maintenance: None,
             commits_since_maintenance: 0,
             last_sweep: std::time::Instant::now(),
+            last_full: std::time::Instant::now(),
         };
         if let Some(entries) = leftover {
             sink.sweep(entries).await?;
