@@ -401,3 +401,55 @@ pub fn summary() -> Vec<(String, usize, RunRecord)> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(table: &str, n: u64) -> RunRecord {
+        RunRecord {
+            table: table.to_string(),
+            trigger: ON_DEMAND.to_string(),
+            started_at: "2026-11-30T00:00:00Z".into(),
+            duration_ms: n,
+            outcome: "ok".into(),
+            dry_run: false,
+            before: TableState::default(),
+            after: TableState::default(),
+            compacted: None,
+            merged: None,
+            expired: None,
+            swept: None,
+            planned: None,
+            // Padding, so the file passes its size bound soon.
+            next: "x".repeat(4096),
+        }
+    }
+
+    /// The only test in this binary that touches the records (they are
+    /// process-wide).
+    #[test]
+    fn records_are_kept_in_a_bounded_file_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.jsonl");
+        std::fs::write(&path, "not json\n").unwrap();
+        keep_records_in(&path).unwrap();
+        for n in 0..400 {
+            remember(record(if n % 2 == 0 { "a.t" } else { "b.t" }, n));
+        }
+        // 400 records of 4 KiB passed the 1 MiB bound: the file was
+        // rewritten with the kept runs, then appended to.
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            size < RECORD_FILE_MAX + (KEPT_RUNS as u64 * 2 + 1) * 5000,
+            "{size}"
+        );
+        assert_eq!(history("a.t").len(), KEPT_RUNS);
+        assert_eq!(history("a.t").last().unwrap().duration_ms, 398);
+        // A new process reads them back (here: the same, cleared).
+        HISTORY.lock().unwrap().clear();
+        keep_records_in(&path).unwrap();
+        assert_eq!(history("b.t").len(), KEPT_RUNS);
+        assert_eq!(history("b.t").last().unwrap().duration_ms, 399);
+    }
+}
