@@ -86,17 +86,6 @@ fn ancestry_len(table: &Table) -> usize {
     n
 }
 
-/// Whether `table` has refs (branches, tags) other than `main`. Its
-/// metadata offers no accessor for them but its JSON form.
-pub fn has_other_refs(table: &Table) -> bool {
-    match serde_json::to_value(table.metadata()) {
-        Ok(json) => json["refs"]
-            .as_object()
-            .is_some_and(|refs| refs.keys().any(|r| r != MAIN_BRANCH)),
-        Err(_) => true,
-    }
-}
-
 /// The snapshots refs other than `main` hold: each one's head, and a
 /// branch's whole ancestry.
 fn protected_by_other_refs(table: &Table) -> std::collections::HashSet<i64> {
@@ -190,7 +179,10 @@ pub async fn expire(
     if owns_metadata_files {
         super::metadata_files::delete_dropped(table, &after).await;
     }
-    let (files_deleted, files_left) = delete_unreferenced(table, &after).await?;
+    // Every other ref holds at least its head: none protected, none there
+    // (the expiry commit adds no refs).
+    let other_refs = !protected.is_empty();
+    let (files_deleted, files_left) = delete_unreferenced(table, &after, other_refs).await?;
     let expired = Expired {
         snapshots: table
             .metadata()
@@ -205,7 +197,8 @@ pub async fn expire(
 }
 
 /// Deletes the files that snapshots of `before` missing from `after`
-/// referenced and no snapshot of `after` does. Returns (deleted, left).
+/// referenced and no snapshot of `after` does (`other_refs`: the table
+/// has branches or tags besides `main`). Returns (deleted, left).
 ///
 /// The usual case is linear: `main` is the only ref, and what expired is
 /// the oldest part of its ancestry. A manifest then lives in a run of
@@ -216,8 +209,12 @@ pub async fn expire(
 /// reads the expired snapshots' lists, their own manifests that delete
 /// files, and the oldest kept list and its own such manifests. Anything else (branches, tags, snapshots off `main`) takes the
 /// general way, which reads every kept manifest.
-pub async fn delete_unreferenced(before: &Table, after: &Table) -> Result<(usize, usize)> {
-    if let Some(oldest_kept) = linear_expiry(before, after) {
+pub async fn delete_unreferenced(
+    before: &Table,
+    after: &Table,
+    other_refs: bool,
+) -> Result<(usize, usize)> {
+    if let Some(oldest_kept) = linear_expiry(before, after, other_refs) {
         return delete_unreferenced_linear(before, after, oldest_kept).await;
     }
     delete_unreferenced_general(before, after).await
@@ -226,8 +223,8 @@ pub async fn delete_unreferenced(before: &Table, after: &Table) -> Result<(usize
 /// The oldest kept snapshot, when the expiry from `before` to `after`
 /// removed exactly the oldest part of `main`'s ancestry and `main` is
 /// the only ref (see [`delete_unreferenced`]).
-fn linear_expiry(before: &Table, after: &Table) -> Option<i64> {
-    if has_other_refs(before) || has_other_refs(after) {
+fn linear_expiry(before: &Table, after: &Table, other_refs: bool) -> Option<i64> {
+    if other_refs {
         return None;
     }
     let metadata = before.metadata();
