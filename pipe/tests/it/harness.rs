@@ -592,25 +592,30 @@ pub fn repo_path(relative: &str) -> PathBuf {
 pub async fn post_some(server: &Server, first: usize, requests: usize) -> Vec<String> {
     let mut acked = Vec::new();
     for r in 0..requests {
-        let ids: Vec<String> = (0..25)
-            .map(|i| format!("id-{:08}", first + r * 25 + i))
-            .collect();
-        let body: Vec<Value> = ids
-            .iter()
-            .map(|id| json!({"user_id": id, "event_type": "crash_point"}))
-            .collect();
-        let sent = reqwest::Client::new()
-            .post(format!("{}/v1/streams/ecommerce_stream", server.url))
-            .json(&body)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await;
-        // A refused connection (the process is gone) acknowledges nothing.
-        if sent.is_ok_and(|r| r.status() == 200) {
-            acked.extend(ids);
-        }
+        acked.extend(post_ids(server, first + r * 25, 25).await);
     }
     acked
+}
+
+/// Posts one request of `n` events with ids `id-<first>`…; returns their
+/// ids if it was acknowledged (a refused connection, the process gone,
+/// acknowledges nothing).
+pub async fn post_ids(server: &Server, first: usize, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("id-{:08}", first + i)).collect();
+    let body: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"user_id": id, "event_type": "crash_point"}))
+        .collect();
+    let sent = reqwest::Client::new()
+        .post(format!("{}/v1/streams/ecommerce_stream", server.url))
+        .json(&body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status() == 200 => ids,
+        _ => Vec::new(),
+    }
 }
 
 /// Runs `pipe <args> --server <url>`, which must succeed; its output.

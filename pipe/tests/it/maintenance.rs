@@ -37,28 +37,10 @@ fn age_all(dir: &Path, secs: u64) {
 async fn post_and_commit(server: &Server, first: usize, rounds: usize) -> Vec<String> {
     let mut acked = Vec::new();
     for r in 0..rounds {
-        acked.extend(post_some_n(server, first + r * 10, 10).await);
+        acked.extend(post_ids(server, first + r * 10, 10).await);
         request_flush(server, "ecommerce").await;
     }
     acked
-}
-
-async fn post_some_n(server: &Server, first: usize, n: usize) -> Vec<String> {
-    let ids: Vec<String> = (0..n).map(|i| format!("id-{:08}", first + i)).collect();
-    let body: Vec<Value> = ids
-        .iter()
-        .map(|id| json!({"user_id": id, "event_type": "maintenance"}))
-        .collect();
-    let sent = reqwest::Client::new()
-        .post(format!("{}/v1/streams/ecommerce_stream", server.url))
-        .json(&body)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await;
-    match sent {
-        Ok(r) if r.status() == 200 => ids,
-        _ => Vec::new(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -29,14 +29,11 @@ async fn create_table_bucket(endpoint: &str, name: &str) -> String {
     body["arn"].as_str().expect("the bucket's ARN").to_string()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rest_catalog_round_trip() {
-    let endpoint = s3_endpoint();
-    let warehouse =
-        create_table_bucket(&endpoint, &format!("pipe-rest-{}", std::process::id())).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_stream_config(
-        dir.path(),
+/// The getting-started stream into `shop.ecommerce` on the REST catalog
+/// of the test's S3 server, warehouse `warehouse`, with a bearer token.
+fn rest_config(dir: &std::path::Path, endpoint: &str, warehouse: &str) -> std::path::PathBuf {
+    write_stream_config(
+        dir,
         &format!(
             r#"
 [catalog]
@@ -54,7 +51,27 @@ table = "ecommerce"
 [pipelines.ecommerce]
 sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
 "#,
-    );
+    )
+}
+
+/// Python that opens the same catalog with PyIceberg's REST client as `cat`.
+fn pyiceberg_rest(endpoint: &str, warehouse: &str) -> String {
+    format!(
+        r#"from pyiceberg.catalog.rest import RestCatalog
+cat = RestCatalog("r", uri="{endpoint}/iceberg", warehouse="{warehouse}", token="a-bearer-token",
+                  **{{"s3.endpoint": "{endpoint}", "s3.access-key-id": "test", "s3.secret-access-key": "test",
+                     "s3.region": "us-east-1", "s3.force-virtual-addressing": "false"}})
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_catalog_round_trip() {
+    let endpoint = s3_endpoint();
+    let warehouse =
+        create_table_bucket(&endpoint, &format!("pipe-rest-{}", std::process::id())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = rest_config(dir.path(), &endpoint, &warehouse);
     deliver_getting_started(&config).await;
     let rows = query(
         &config,
@@ -62,14 +79,11 @@ sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
     );
     assert_eq!(rows, vec![json!({"n": 3, "total": 45.49})]);
 
+    let open = pyiceberg_rest(&endpoint, &warehouse);
     let script = format!(
         r#"
 import json
-from pyiceberg.catalog.rest import RestCatalog
-cat = RestCatalog("r", uri="{endpoint}/iceberg", warehouse="{warehouse}", token="a-bearer-token",
-                  **{{"s3.endpoint": "{endpoint}", "s3.access-key-id": "test", "s3.secret-access-key": "test",
-                     "s3.region": "us-east-1", "s3.force-virtual-addressing": "false"}})
-t = cat.load_table("shop.ecommerce")
+{open}t = cat.load_table("shop.ecommerce")
 rows = t.scan(selected_fields=("user_id", "amount")).to_arrow().to_pylist()
 print(json.dumps({{"rows": sorted(rows, key=lambda r: r["user_id"] + str(r["amount"])),
                   "pipeline": t.current_snapshot().summary.additional_properties.get("pipe.pipeline")}}))
@@ -96,26 +110,7 @@ async fn maintenance_through_a_rest_catalog() {
     let warehouse =
         create_table_bucket(&endpoint, &format!("pipe-rest-m-{}", std::process::id())).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_stream_config(
-        dir.path(),
-        &format!(
-            r#"
-[catalog]
-type = "rest"
-uri = "{endpoint}/iceberg"
-warehouse = "{warehouse}"
-token = "a-bearer-token"
-"#
-        ),
-        r#"
-[sinks.ecommerce_sink]
-namespace = "shop"
-table = "ecommerce"
-
-[pipelines.ecommerce]
-sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
-"#,
-    );
+    let config = rest_config(dir.path(), &endpoint, &warehouse);
     let server = Server::start(&config).await;
     let mut acked = 0;
     for r in 0..4 {
@@ -143,14 +138,11 @@ sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
     server.stop();
     let rows = query(&config, "SELECT count(*) AS n FROM shop.ecommerce");
     assert_eq!(rows, vec![json!({"n": acked})]);
+    let open = pyiceberg_rest(&endpoint, &warehouse);
     let script = format!(
         r#"
 import json
-from pyiceberg.catalog.rest import RestCatalog
-cat = RestCatalog("r", uri="{endpoint}/iceberg", warehouse="{warehouse}", token="a-bearer-token",
-                  **{{"s3.endpoint": "{endpoint}", "s3.access-key-id": "test", "s3.secret-access-key": "test",
-                     "s3.region": "us-east-1", "s3.force-virtual-addressing": "false"}})
-t = cat.load_table("shop.ecommerce")
+{open}t = cat.load_table("shop.ecommerce")
 ids = t.scan(selected_fields=("user_id",)).to_arrow().column("user_id").to_pylist()
 print(json.dumps({{"n": len(ids), "distinct": len(set(ids)), "operation": t.current_snapshot().summary.operation.value}}))
 "#
