@@ -1,0 +1,256 @@
+//! Compaction: replace snapshots, concurrent appends, time travel,
+//! expiry of what it replaced, refs, and the background triggers.
+
+use super::*;
+
+#[tokio::test]
+async fn compaction_replaces_small_files_and_time_travel_still_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = compactable_sink(dir.path(), None).await;
+    commit_n(&mut sink, 0, 30).await;
+    let before = load_table(dir.path(), &sink).await;
+    assert_eq!(
+        live_files(&before).await.len(),
+        60,
+        "two partitions a commit"
+    );
+    let done = compact_all(dir.path(), &before).await.unwrap();
+    assert_eq!(
+        (
+            done.partitions,
+            done.files_removed,
+            done.files_added,
+            done.rows
+        ),
+        (2, 60, 2, 300)
+    );
+    let after = load_table(dir.path(), &sink).await;
+    assert_eq!(live_files(&after).await.len(), 2);
+    assert_eq!(scanned_rows(&after).await, 300);
+    let current = after.metadata().current_snapshot().unwrap();
+    assert_eq!(current.summary().operation.as_str(), "replace");
+    let totals = &current.summary().additional_properties;
+    assert_eq!(totals["total-records"], "300");
+    assert_eq!(totals["total-data-files"], "2");
+    assert_eq!(totals["deleted-data-files"], "60");
+    // Time travel to before the compaction reads the old files.
+    let old = before.metadata().current_snapshot_id().unwrap();
+    let batches: Vec<_> = after
+        .scan()
+        .snapshot_id(old)
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 300);
+    // The pipeline's position is untouched and it goes on.
+    assert_eq!(sink.last_committed().await.unwrap().unwrap().range.last, 29);
+    commit_n(&mut sink, 30, 2).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 320);
+    assert_eq!(live_files(&table).await.len(), 6);
+    nothing_referenced_is_missing(&table).await;
+    // Nothing to do twice.
+    assert_eq!(
+        compact_all(dir.path(), &load_table(dir.path(), &sink).await)
+            .await
+            .unwrap()
+            .files_removed,
+        6
+    );
+}
+
+#[tokio::test]
+async fn an_append_that_lands_during_a_compaction_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = compactable_sink(dir.path(), None).await;
+    commit_n(&mut sink, 0, 10).await;
+    // Compaction planned on this state; the sink appends before it commits.
+    let planned_on = load_table(dir.path(), &sink).await;
+    commit_n(&mut sink, 10, 1).await;
+    let done = compact_all(dir.path(), &planned_on).await.unwrap();
+    assert_eq!(done.files_removed, 20);
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 110, "the append is there, once");
+    assert_eq!(live_files(&table).await.len(), 4);
+    assert_eq!(sink.last_committed().await.unwrap().unwrap().range.last, 10);
+    nothing_referenced_is_missing(&table).await;
+}
+
+#[tokio::test]
+async fn files_another_compaction_replaced_are_not_replaced_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = compactable_sink(dir.path(), None).await;
+    commit_n(&mut sink, 0, 10).await;
+    let planned_on = load_table(dir.path(), &sink).await;
+    assert!(compact_all(dir.path(), &planned_on).await.is_some());
+    let on_disk = crate::data_files_on_disk(dir.path()).len();
+    // A second compaction planned on the same old state finds its files
+    // gone: it commits nothing and deletes what it wrote.
+    assert_eq!(compact_all(dir.path(), &planned_on).await, None);
+    assert_eq!(crate::data_files_on_disk(dir.path()).len(), on_disk);
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 100);
+}
+
+#[tokio::test]
+async fn expiry_deletes_the_files_compaction_replaced_once_no_snapshot_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = SnapshotRetention {
+        max_age: std::time::Duration::from_secs(3600),
+        retain_last: 2,
+        max_count: 3,
+    };
+    let mut sink = compactable_sink(dir.path(), Some(retention)).await;
+    commit_n(&mut sink, 0, 10).await;
+    compact_all(dir.path(), &load_table(dir.path(), &sink).await)
+        .await
+        .unwrap();
+    commit_n(&mut sink, 10, 5).await;
+    let table = load_table(dir.path(), &sink).await;
+    nothing_referenced_is_missing(&table).await;
+    assert_eq!(scanned_rows(&table).await, 150);
+    // The 20 small files are gone: 2 compacted + 10 appended since.
+    assert_eq!(crate::data_files_on_disk(dir.path()).len(), 12);
+}
+
+#[tokio::test]
+async fn the_sink_compacts_in_the_background_as_it_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = pipe_sink::CatalogSettings::local(dir.path());
+    let committer = pipe_sink::maintenance::Committer::open(&settings)
+        .await
+        .unwrap();
+    let options = WriteOptions {
+        committer: Some(committer),
+        ..WriteOptions::default()
+    };
+    let mut sink = open_with(dir.path(), "p", options).await;
+    let mut compacted = 0;
+    for round in 0..6 {
+        commit_n(&mut sink, round * 10, 10).await;
+        if let Some(done) = sink.wait_for_maintenance().await.unwrap() {
+            assert_eq!(done.outcome, "ok");
+            compacted += done.compacted.map_or(0, |c| c.files_removed);
+        }
+    }
+    assert!(compacted > 0);
+    // Maintenance commits delete the metadata files they drop too.
+    let (metadata_files, _, _) = metadata_folder(dir.path());
+    assert!(metadata_files <= 11, "{metadata_files} metadata files");
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 600);
+    let live = live_files(&table).await.len();
+    assert!(live < 60, "{live} live files after 60 commits of 2");
+    nothing_referenced_is_missing(&table).await;
+    assert_eq!(sink.last_committed().await.unwrap().unwrap().range.last, 59);
+}
+
+#[tokio::test]
+async fn a_tagged_snapshot_and_its_files_outlive_expiry_and_compaction() {
+    use iceberg::spec::{SnapshotReference, SnapshotRetention as RefRetention};
+    let dir = tempfile::tempdir().unwrap();
+    let retention = SnapshotRetention {
+        max_age: std::time::Duration::from_secs(3600),
+        retain_last: 2,
+        max_count: 3,
+    };
+    let mut sink = compactable_sink(dir.path(), Some(retention)).await;
+    commit_n(&mut sink, 0, 1).await;
+    let first = load_table(dir.path(), &sink).await;
+    let tagged = first.metadata().current_snapshot_id().unwrap();
+    let settings = pipe_sink::CatalogSettings::local(dir.path());
+    let committer = pipe_sink::maintenance::Committer::open(&settings)
+        .await
+        .unwrap();
+    let catalog = pipe_sink::open_catalog(&settings).await.unwrap();
+    committer
+        .commit(
+            &catalog,
+            first.identifier(),
+            &[],
+            vec![iceberg::TableUpdate::SetSnapshotRef {
+                ref_name: "audit".into(),
+                reference: SnapshotReference::new(
+                    tagged,
+                    RefRetention::Tag {
+                        max_ref_age_ms: None,
+                    },
+                ),
+            }],
+        )
+        .await
+        .unwrap();
+    // The sink's copy is stale now; it reloads on the fence and goes on.
+    commit_n(&mut sink, 1, 9).await;
+    compact_all(dir.path(), &load_table(dir.path(), &sink).await)
+        .await
+        .unwrap();
+    commit_n(&mut sink, 10, 10).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert!(table.metadata().snapshot_by_id(tagged).is_some());
+    // The tag keeps its snapshot, and `main` is still bounded by count
+    // (young as its snapshots are; before, a tag lifted the limit): 3, the
+    // tag's, and a background merge's since the last expiry at most.
+    let count = table.metadata().snapshots().count();
+    assert!(count <= 5, "{count} snapshots kept");
+    nothing_referenced_is_missing(&table).await;
+    let batches: Vec<_> = table
+        .scan()
+        .snapshot_id(tagged)
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+    assert_eq!(scanned_rows(&table).await, 200);
+}
+
+/// Live data files after one big commit, nine small ones and the
+/// background run the tenth commit starts, with `full_compaction_every`.
+async fn live_after_background_run(every: std::time::Duration) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = pipe_sink::CatalogSettings::local(dir.path());
+    let committer = pipe_sink::maintenance::Committer::open(&settings)
+        .await
+        .unwrap();
+    let options = WriteOptions {
+        committer: Some(committer),
+        full_compaction_every: every,
+        ..WriteOptions::default()
+    };
+    let mut sink = open_with(dir.path(), "p", options).await;
+    sink.write(&rows(0..20_000)).await.unwrap();
+    let files = sink.close_files().await.unwrap();
+    sink.commit(OffsetRange { first: 0, last: 0 }, &files)
+        .await
+        .unwrap();
+    commit_n(&mut sink, 1, 9).await;
+    sink.wait_for_maintenance().await.unwrap();
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 20_090);
+    live_files(&table).await.len()
+}
+
+#[tokio::test]
+async fn the_background_compaction_takes_every_small_file_once_an_interval_passed() {
+    // Tiered: each partition's big file stays, and its 9 small ones are
+    // too few to rewrite yet.
+    assert_eq!(
+        live_after_background_run(std::time::Duration::from_secs(3600)).await,
+        20
+    );
+    // Once the interval passed: every small file, one per partition.
+    assert_eq!(
+        live_after_background_run(std::time::Duration::ZERO).await,
+        2
+    );
+}
