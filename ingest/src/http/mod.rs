@@ -270,11 +270,10 @@ fn stream_router(
         Some(cors) => handler.layer(cors),
         None => handler,
     };
-    Router::new()
-        .route(&path, handler)
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            body_timeout,
-        ))
+    // No body-timeout layer: `post_events` bounds every read of the body
+    // (whole, not per frame) itself, and two timers of the same length
+    // would race to answer with different messages.
+    Router::new().route(&path, handler)
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {

@@ -135,6 +135,6 @@ async fn a_stalled_body_gets_408() {
         .unwrap();
     let response = String::from_utf8_lossy(&response[..n]);
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
-    assert!(response.contains("did not arrive in time"), "{response}");
+    assert!(response.contains("did not arrive within 1 s"), "{response}");
     server.stop();
 }
