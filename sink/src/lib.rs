@@ -51,7 +51,8 @@ pub use iceberg::TableIdent;
 pub use maintenance::SnapshotRetention;
 pub use pipe_schemas::ErrorKind;
 pub use table::{
-    Codec, PartitionField, TableSink, WriteOptions, BLOOM_FILTER_FPP, BLOOM_FILTER_PROPERTY,
+    Codec, PartitionField, SortColumn, TableSink, WriteOptions, BLOOM_FILTER_FPP,
+    BLOOM_FILTER_PROPERTY,
 };
 
 /// Errors of the sink crate.
@@ -76,6 +77,14 @@ pub enum Error {
         action: String,
         #[source]
         source: Box<opendal::Error>,
+    },
+    /// This machine's own files or memory failed (the temporary files of
+    /// a sort, for one).
+    #[error("{action}: {source}")]
+    Local {
+        action: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The table holds something the protocol never writes.
     #[error("table state is inconsistent: {0}")]
@@ -116,7 +125,9 @@ impl Error {
                 _ => ErrorKind::Unavailable,
             },
             Error::Corrupt(_) | Error::Forked(_) => ErrorKind::Internal,
-            Error::TimedOut(_) | Error::ClockBehind(_) => ErrorKind::Unavailable,
+            Error::TimedOut(_) | Error::ClockBehind(_) | Error::Local { .. } => {
+                ErrorKind::Unavailable
+            }
         }
     }
 }

@@ -10,7 +10,8 @@
 //! [`CompactionPolicy::min_input_files`]. Run on demand
 //! ([`CompactionPolicy::full`]), every candidate is rewritten. The new
 //! files are written with the sink's layout (codec, row groups, bloom
-//! filters) and must hold exactly the rows of the files they replace.
+//! filters) and must hold exactly the rows of the files they replace; in
+//! the table's default sort order, if it has one ([`super::sort`]).
 //!
 //! The commit is the same for every writer sharing the table:
 //!
@@ -43,6 +44,7 @@ use tracing::info;
 
 use super::lock::TableLock;
 use super::snapshot::{is_conflict, Committer, Failed, NewSnapshot};
+use super::sort::{in_order, ExternalSort, SortKey, SORT_MEMORY_BYTES};
 use crate::table::{DataWriter, Layout};
 use crate::{Error, Result};
 
@@ -145,14 +147,30 @@ pub async fn compact(
     let removed: Vec<DataFile> = bins.iter().flatten().map(|l| l.file.clone()).collect();
     let paths: HashSet<String> = removed.iter().map(|f| f.file_path().to_string()).collect();
     let mut writer = DataWriter::new(table, layout.clone(), "compact", None)?;
-    let written = rewrite(table, base.snapshot_id(), &paths, &mut writer).await;
-    let added = match written {
+    let order = SortKey::of(table);
+    let order_id = order.as_ref().map(SortKey::order_id);
+    let written = rewrite(table, base.snapshot_id(), &paths, order, &mut writer).await;
+    let mut added = match written {
         Ok(()) => writer.close().await,
         Err(e) => {
             writer.abort();
             Err(e)
         }
     }?;
+    if let Some(order_id) = order_id {
+        let spec_id = table.metadata().default_partition_spec_id();
+        let recorded: Result<Vec<DataFile>> = added
+            .iter()
+            .map(|f| in_order(f.clone(), spec_id, order_id))
+            .collect();
+        added = match recorded {
+            Ok(files) => files,
+            Err(e) => {
+                delete_files(table, &added).await;
+                return Err(e);
+            }
+        };
+    }
     let rows_in: u64 = removed.iter().map(|f| f.record_count()).sum();
     let rows_out: u64 = added.iter().map(|f| f.record_count()).sum();
     if rows_in != rows_out {
@@ -299,11 +317,12 @@ fn plan(live: Vec<Live>, policy: &CompactionPolicy, default_spec: i32) -> Vec<Ve
 }
 
 /// Reads the rows of `paths` as snapshot `snapshot_id` has them and writes
-/// them through `writer`.
+/// them through `writer`, in `order` if there is one.
 async fn rewrite(
     table: &Table,
     snapshot_id: i64,
     paths: &HashSet<String>,
+    order: Option<SortKey>,
     writer: &mut DataWriter,
 ) -> Result<()> {
     let err = |e| read_error(table, "the files to compact", e);
@@ -324,8 +343,18 @@ async fn rewrite(
         .read(Box::pin(tasks))
         .map_err(err)?
         .stream();
+    let Some(order) = order else {
+        while let Some(batch) = batches.try_next().await.map_err(err)? {
+            writer.write(&batch).await?;
+        }
+        return Ok(());
+    };
+    let mut sort = ExternalSort::new(order, SORT_MEMORY_BYTES);
     while let Some(batch) = batches.try_next().await.map_err(err)? {
-        writer.write(&batch).await?;
+        sort.push(batch)?;
+    }
+    for batch in sort.finish()? {
+        writer.write(&batch?).await?;
     }
     Ok(())
 }

@@ -12,7 +12,8 @@
 //!   in a `replace` snapshot, committed by [`snapshot::Committer`] (iceberg-rust
 //!   cannot commit such snapshots itself).
 //! - [`compact`]: small data files are rewritten into files near the
-//!   target size in a `replace` snapshot that keeps other writers' appends.
+//!   target size in a `replace` snapshot that keeps other writers' appends,
+//!   in the table's sort order if it has one ([`sort`]).
 //! - [`orphans`]: files no metadata references, older than a guard age,
 //!   are deleted (or listed, on a dry run).
 //! - [`lock`]: the sink's and maintenance's commits to one table take turns.
@@ -30,6 +31,7 @@ pub mod orphans;
 mod rest;
 pub mod run;
 pub mod snapshot;
+pub(crate) mod sort;
 
 pub use expire::{Expired, SnapshotRetention};
 pub use manifests::{ManifestPolicy, Merged};

@@ -81,10 +81,13 @@ pub(super) fn table_creation(
     if options.owns_metadata_files {
         properties.extend(metadata_files::default_properties());
     }
+    let sort_order =
+        super::sort_by::sort_order(&schema, options.sort_by.as_deref().unwrap_or_default())?;
     Ok(TableCreation::builder()
         .name(name.to_string())
         .schema(schema)
         .partition_spec(spec)
+        .sort_order(sort_order)
         .properties(properties)
         .build())
 }

@@ -23,6 +23,7 @@ use tracing::info;
 
 mod create;
 mod maintain;
+mod sort_by;
 mod writer;
 
 use maintain::Background;
@@ -32,8 +33,11 @@ use create::{
     table_creation,
 };
 
+pub use sort_by::SortColumn;
 pub(crate) use writer::DataWriter;
 pub use writer::Layout;
+
+use sort_by::{adopt_sort_order, check_sort_columns};
 
 use crate::commit::{self, CommitOutcome, OffsetRange, RetryPolicy};
 use crate::ledger::Ledger;
@@ -226,6 +230,9 @@ pub struct WriteOptions {
     /// says the value is not there, where min/max statistics of
     /// unsorted ids skip nothing.
     pub bloom_filter_columns: Vec<String>,
+    /// The table's sort order, which compaction rewrites files in (see
+    /// [`sort_by`]); `None` leaves the table's own order alone.
+    pub sort_by: Option<Vec<SortColumn>>,
     /// The identity of the log the committed offsets come from (the
     /// stream's `StreamLog::id`), recorded with each commit: the sink's
     /// position is its pipeline's position in that log. `None` for writers
@@ -282,6 +289,7 @@ impl Default for WriteOptions {
             compact: true,
             full_compaction_every: FULL_COMPACTION_EVERY,
             bloom_filter_columns: Vec::new(),
+            sort_by: None,
             source: None,
             run: None,
             unsourced_ended: false,
@@ -346,6 +354,11 @@ impl TableSink {
         // Before anything is created: a bad column must not end up in a new
         // table's properties.
         check_bloom_filter_columns(&ident, output, &options.bloom_filter_columns)?;
+        check_sort_columns(
+            &ident,
+            output,
+            options.sort_by.as_deref().unwrap_or_default(),
+        )?;
         let catalog_err = |action: String| {
             move |e| Error::Catalog {
                 action,
@@ -384,6 +397,7 @@ impl TableSink {
             true => adopt_metadata_properties(&catalog, table).await?,
             false => table,
         };
+        let table = adopt_sort_order(&catalog, table, options.sort_by.as_deref()).await?;
         let arrow_schema = Arc::new(
             schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(catalog_err(format!("reading the schema of `{ident}`")))?,

@@ -254,3 +254,122 @@ async fn the_background_compaction_takes_every_small_file_once_an_interval_passe
         2
     );
 }
+
+/// The ids of a local data file, in the order they are stored.
+fn ids_in_file(path: &str) -> Vec<i64> {
+    use arrow::array::AsArray;
+    let file = std::fs::File::open(path.trim_start_matches("file://")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let column = batch.column_by_name("id").unwrap();
+        ids.extend(
+            column
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .iter(),
+        );
+    }
+    ids
+}
+
+/// The sort order id each live data file records.
+async fn sort_order_ids(table: &Table) -> Vec<Option<i32>> {
+    let current = table.metadata().current_snapshot().unwrap();
+    let list = table.manifest_list_reader(current).load().await.unwrap();
+    let mut out = Vec::new();
+    for m in list.entries() {
+        for e in m.load_manifest(table.file_io()).await.unwrap().entries() {
+            if e.is_alive() {
+                out.push(e.data_file.sort_order_id());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn compaction_writes_files_in_the_sinks_sort_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let committer =
+        pipe_sink::maintenance::Committer::open(&pipe_sink::CatalogSettings::local(dir.path()))
+            .await
+            .unwrap();
+    let sorted = |sort_by: Option<&[&str]>| WriteOptions {
+        committer: Some(committer.clone()),
+        compact: false,
+        sort_by: sort_by.map(|s| s.iter().map(|c| c.parse().unwrap()).collect()),
+        ..WriteOptions::default()
+    };
+    let mut sink = open_with(dir.path(), "p", sorted(Some(&["id DESC"]))).await;
+    commit_n(&mut sink, 0, 30).await;
+    let table = load_table(dir.path(), &sink).await;
+    let order = table.metadata().default_sort_order();
+    assert_eq!(order.fields.len(), 1);
+    assert_eq!(
+        order.fields[0].direction,
+        iceberg::spec::SortDirection::Descending
+    );
+    // The sink's own files are written as they come.
+    assert!(sort_order_ids(&table).await.iter().all(Option::is_none));
+    let done = compact_all(dir.path(), &table).await.unwrap();
+    assert_eq!(
+        (done.files_removed, done.files_added, done.rows),
+        (60, 2, 300)
+    );
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 300);
+    assert_eq!(
+        sort_order_ids(&table).await,
+        vec![Some(order.order_id as i32); 2]
+    );
+    let mut all = Vec::new();
+    for path in live_files(&table).await {
+        let ids = ids_in_file(&path);
+        assert_eq!(ids.len(), 150);
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "{path}: {ids:?}");
+        all.extend(ids);
+    }
+    all.sort();
+    assert_eq!(all, (0..300).collect::<Vec<i64>>(), "every row once");
+    drop(sink);
+
+    // A sink without `sort_by` leaves the table's order; an empty one
+    // makes the table unsorted, and compaction then writes files as they
+    // come.
+    let sink = open_with(dir.path(), "p", sorted(None)).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(table.metadata().default_sort_order().fields.len(), 1);
+    drop(sink);
+    let mut sink = open_with(dir.path(), "p", sorted(Some(&[]))).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert!(table.metadata().default_sort_order().is_unsorted());
+    commit_n(&mut sink, 30, 10).await;
+    let table = load_table(dir.path(), &sink).await;
+    compact_all(dir.path(), &table).await.unwrap();
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(scanned_rows(&table).await, 400);
+    assert_eq!(sort_order_ids(&table).await, vec![None; 2]);
+}
+
+#[tokio::test]
+async fn a_sort_column_the_rows_lack_is_refused_before_the_table_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WriteOptions {
+        sort_by: Some(vec!["missing".parse().unwrap()]),
+        ..WriteOptions::default()
+    };
+    let e = crate::refused(dir.path(), options).await;
+    assert!(e.contains("sort column `missing`"), "{e}");
+    let catalog = pipe_sink::open_catalog(&pipe_sink::CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
+    let ident = iceberg::TableIdent::from_strs(["default", "events"]).unwrap();
+    assert!(!iceberg::Catalog::table_exists(catalog.as_ref(), &ident)
+        .await
+        .unwrap());
+}

@@ -1,0 +1,689 @@
+//! Sorting rows while compacting, by the table's default sort order
+//! (what a sink's `sort_by` sets, or another engine's `WRITE ORDERED BY`),
+//! so that a file's row groups, and the files of one rewrite, hold
+//! narrow ranges of the sort columns and lookups by them skip the rest.
+//!
+//! The rows of one rewrite may be far larger than memory should hold (a
+//! bin is up to the target file size of Parquet), so the sort is
+//! external: rows gather up to [`SORT_MEMORY_BYTES`], are sorted and
+//! spilled to a temporary Arrow IPC file (LZ4) under the system's
+//! temporary folder (`TMPDIR`), and the sorted runs are merged back a
+//! batch at a time. Memory stays near the budget plus one batch per run;
+//! the temporary folder is removed when the sort ends, whatever the
+//! outcome (a crash leaves it for the system's cleaning of `TMPDIR`).
+//!
+//! Sort fields are top-level columns with any Iceberg transform
+//! (`identity`, `bucket`, `truncate`, `day`, …), ascending or descending,
+//! nulls first or last, as Iceberg defines them. A sort order naming a
+//! nested field is not applied (the rewrite goes on unsorted, logged).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
+
+use arrow::array::ArrayRef;
+use arrow::compute::{
+    concat, interleave_record_batch, lexsort_to_indices, SortColumn, SortOptions,
+};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow::ipc::CompressionType;
+use arrow::record_batch::RecordBatch;
+use arrow::row::{OwnedRow, RowConverter, Rows, SortField as RowField};
+use iceberg::spec::{DataFile, DataFileBuilder, NullOrder, SortDirection, SortOrder};
+use iceberg::table::Table;
+use iceberg::transform::{create_transform_function, BoxedTransformFunction};
+use tracing::warn;
+
+use crate::{Error, Result};
+
+/// Rows held in memory before a sorted run is spilled.
+pub const SORT_MEMORY_BYTES: usize = 128 << 20;
+
+/// Rows per batch the sort hands on (and spills).
+const BATCH_ROWS: usize = 8192;
+
+/// The columns rows are ordered by, computed from a batch.
+pub(crate) struct SortKey {
+    columns: Vec<KeyColumn>,
+    /// The table's sort order id, recorded on the files written in it.
+    order_id: i64,
+}
+
+struct KeyColumn {
+    name: String,
+    transform: BoxedTransformFunction,
+    options: SortOptions,
+}
+
+impl SortKey {
+    /// The key of `table`'s default sort order; `None` if the table is
+    /// unsorted or its order names what this cannot sort by.
+    pub fn of(table: &Table) -> Option<SortKey> {
+        let metadata = table.metadata();
+        SortKey::from_order(metadata.default_sort_order(), metadata.current_schema())
+            .unwrap_or_else(|why| {
+                warn!(table = %table.identifier(), "files are compacted unsorted: {why}");
+                None
+            })
+    }
+
+    fn from_order(
+        order: &SortOrder,
+        schema: &iceberg::spec::Schema,
+    ) -> std::result::Result<Option<SortKey>, String> {
+        if order.is_unsorted() {
+            return Ok(None);
+        }
+        let mut columns = Vec::new();
+        for field in &order.fields {
+            let top = schema
+                .as_struct()
+                .fields()
+                .iter()
+                .find(|f| f.id == field.source_id)
+                .ok_or_else(|| {
+                    format!(
+                        "sort order {} names field id {}, not a top-level column",
+                        order.order_id, field.source_id
+                    )
+                })?;
+            let transform = create_transform_function(&field.transform)
+                .map_err(|e| format!("sort field `{}`: {e}", top.name))?;
+            columns.push(KeyColumn {
+                name: top.name.clone(),
+                transform,
+                options: SortOptions {
+                    descending: field.direction == SortDirection::Descending,
+                    nulls_first: field.null_order == NullOrder::First,
+                },
+            });
+        }
+        Ok(Some(SortKey {
+            columns,
+            order_id: order.order_id,
+        }))
+    }
+
+    /// The id of the sort order files written by it are in.
+    pub fn order_id(&self) -> i32 {
+        self.order_id as i32
+    }
+
+    /// The key columns of `batch`, transformed.
+    fn keys(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        self.columns
+            .iter()
+            .map(|c| {
+                let column = batch.column_by_name(&c.name).ok_or_else(|| {
+                    Error::Corrupt(format!("rows to sort have no sort column `{}`", c.name))
+                })?;
+                c.transform
+                    .transform(column.clone())
+                    .map_err(|e| Error::Corrupt(format!("sort column `{}`: {e}", c.name)))
+            })
+            .collect()
+    }
+
+    fn row_converter(&self, keys: &[ArrayRef]) -> Result<RowConverter> {
+        let fields = keys
+            .iter()
+            .zip(&self.columns)
+            .map(|(k, c)| RowField::new_with_options(k.data_type().clone(), c.options))
+            .collect();
+        RowConverter::new(fields).map_err(local("ordering sort keys"))
+    }
+}
+
+fn local(action: &str) -> impl Fn(ArrowError) -> Error + '_ {
+    move |e| Error::Local {
+        action: format!("sorting rows to compact: {action}"),
+        source: Box::new(e),
+    }
+}
+
+/// Rows in, the same rows out in the key's order (see the module doc).
+pub(crate) struct ExternalSort {
+    key: SortKey,
+    budget: usize,
+    schema: Option<SchemaRef>,
+    pending: Vec<RecordBatch>,
+    pending_bytes: usize,
+    /// The temporary folder of spilled runs, made at the first spill.
+    spill: Option<tempfile::TempDir>,
+    runs: Vec<PathBuf>,
+}
+
+impl ExternalSort {
+    pub fn new(key: SortKey, budget: usize) -> ExternalSort {
+        ExternalSort {
+            key,
+            budget: budget.max(1),
+            schema: None,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            spill: None,
+            runs: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.schema.get_or_insert_with(|| batch.schema());
+        self.pending_bytes += batch.get_array_memory_size();
+        self.pending.push(batch);
+        if self.pending_bytes >= self.budget {
+            self.spill_pending()?;
+        }
+        Ok(())
+    }
+
+    fn spill_pending(&mut self) -> Result<()> {
+        let batches = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let sorted = SortedRun::new(&self.key, batches)?;
+        let dir = match &self.spill {
+            Some(dir) => dir,
+            None => self.spill.insert(
+                tempfile::Builder::new()
+                    .prefix("pipe-compact-sort-")
+                    .tempdir()
+                    .map_err(|e| Error::Local {
+                        action: "making a temporary folder to sort rows in".into(),
+                        source: Box::new(e),
+                    })?,
+            ),
+        };
+        let path = dir.path().join(format!("run-{}.arrow", self.runs.len()));
+        let spill = local("spilling a sorted run");
+        let file = File::create(&path)
+            .map_err(ArrowError::from)
+            .map_err(&spill)?;
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .map_err(&spill)?;
+        let mut writer =
+            StreamWriter::try_new_with_options(BufWriter::new(file), &sorted.schema(), options)
+                .map_err(&spill)?;
+        for batch in sorted {
+            writer.write(&batch?).map_err(&spill)?;
+        }
+        writer.finish().map_err(&spill)?;
+        self.runs.push(path);
+        Ok(())
+    }
+
+    /// The rows pushed, in order, a batch at a time.
+    pub fn finish(mut self) -> Result<Sorted> {
+        if self.runs.is_empty() {
+            let run = SortedRun::new(&self.key, std::mem::take(&mut self.pending))?;
+            return Ok(Sorted {
+                inner: Inner::One(run),
+                _spill: None,
+            });
+        }
+        if !self.pending.is_empty() {
+            self.spill_pending()?;
+        }
+        let mut runs: Vec<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> = Vec::new();
+        for path in &self.runs {
+            let file = File::open(path).map_err(|e| Error::Local {
+                action: format!("reading back sorted run {}", path.display()),
+                source: Box::new(e),
+            })?;
+            let reader = StreamReader::try_new(BufReader::new(file), None)
+                .map_err(local("reading back a sorted run"))?;
+            runs.push(Box::new(
+                reader.map(|b| b.map_err(local("reading back a sorted run"))),
+            ));
+        }
+        let spill = self.spill.take();
+        let merge = Merge::new(self.key, runs, self.schema.take())?;
+        Ok(Sorted {
+            inner: Inner::Merge(Box::new(merge)),
+            _spill: spill,
+        })
+    }
+}
+
+/// The sorted rows: one run held in memory, or runs merged from disk.
+pub(crate) struct Sorted {
+    inner: Inner,
+    /// Removed when the rows have been read (or the sort given up).
+    _spill: Option<tempfile::TempDir>,
+}
+
+enum Inner {
+    One(SortedRun),
+    Merge(Box<Merge>),
+}
+
+impl Iterator for Sorted {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.inner {
+            Inner::One(run) => run.next(),
+            Inner::Merge(merge) => merge.next(),
+        }
+    }
+}
+
+/// Batches held in memory and the order of their rows: handed on in
+/// batches of [`BATCH_ROWS`] gathered in that order, without copying the
+/// whole first.
+struct SortedRun {
+    batches: Vec<RecordBatch>,
+    /// (batch, row) in order.
+    order: Vec<(usize, usize)>,
+    at: usize,
+}
+
+impl SortedRun {
+    fn new(key: &SortKey, batches: Vec<RecordBatch>) -> Result<SortedRun> {
+        let mut order = Vec::new();
+        if !batches.is_empty() {
+            let per_batch: Vec<Vec<ArrayRef>> =
+                batches.iter().map(|b| key.keys(b)).collect::<Result<_>>()?;
+            let columns = (0..key.columns.len())
+                .map(|i| {
+                    let parts: Vec<&dyn arrow::array::Array> =
+                        per_batch.iter().map(|k| k[i].as_ref()).collect();
+                    Ok(SortColumn {
+                        values: concat(&parts).map_err(local("gathering sort keys"))?,
+                        options: Some(key.columns[i].options),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let indices = lexsort_to_indices(&columns, None).map_err(local("sorting"))?;
+            let mut starts = Vec::with_capacity(batches.len());
+            let mut total = 0;
+            for b in &batches {
+                starts.push(total);
+                total += b.num_rows();
+            }
+            order = indices
+                .values()
+                .iter()
+                .map(|&i| {
+                    let i = i as usize;
+                    let b = starts.partition_point(|&s| s <= i) - 1;
+                    (b, i - starts[b])
+                })
+                .collect();
+        }
+        Ok(SortedRun {
+            batches,
+            order,
+            at: 0,
+        })
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.batches[0].schema()
+    }
+}
+
+impl Iterator for SortedRun {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.order.len() {
+            return None;
+        }
+        let end = (self.at + BATCH_ROWS).min(self.order.len());
+        let refs: Vec<&RecordBatch> = self.batches.iter().collect();
+        let out = interleave_record_batch(&refs, &self.order[self.at..end])
+            .map_err(local("gathering sorted rows"));
+        self.at = end;
+        Some(out)
+    }
+}
+
+/// A sorted run being merged: its current batch and that batch's keys.
+struct Cursor {
+    source: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+    batch: RecordBatch,
+    rows: Rows,
+    next: usize,
+}
+
+/// The k-way merge of sorted runs, by their keys in Arrow's row format
+/// (which compares as bytes in the key's order).
+struct Merge {
+    key: SortKey,
+    converter: Option<RowConverter>,
+    cursors: Vec<Option<Cursor>>,
+    /// The smallest unread row of each run not exhausted; ties go to the
+    /// earlier run.
+    heap: BinaryHeap<Reverse<(OwnedRow, usize)>>,
+    schema: Option<SchemaRef>,
+}
+
+impl Merge {
+    fn new(
+        key: SortKey,
+        sources: Vec<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>>,
+        schema: Option<SchemaRef>,
+    ) -> Result<Merge> {
+        let mut merge = Merge {
+            key,
+            converter: None,
+            cursors: Vec::new(),
+            heap: BinaryHeap::new(),
+            schema,
+        };
+        for (i, source) in sources.into_iter().enumerate() {
+            merge.cursors.push(None);
+            merge.advance(i, source)?;
+        }
+        Ok(merge)
+    }
+
+    /// Loads the next non-empty batch of run `i` from `source` and queues
+    /// its first row; the run ends when `source` does.
+    fn advance(
+        &mut self,
+        i: usize,
+        mut source: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+    ) -> Result<()> {
+        let batch = loop {
+            match source.next().transpose()? {
+                None => {
+                    self.cursors[i] = None;
+                    return Ok(());
+                }
+                Some(b) if b.num_rows() == 0 => continue,
+                Some(b) => break b,
+            }
+        };
+        let keys = self.key.keys(&batch)?;
+        let converter = match &self.converter {
+            Some(c) => c,
+            None => self.converter.insert(self.key.row_converter(&keys)?),
+        };
+        let rows = converter
+            .convert_columns(&keys)
+            .map_err(local("ordering sort keys"))?;
+        self.heap.push(Reverse((rows.row(0).owned(), i)));
+        self.cursors[i] = Some(Cursor {
+            source,
+            batch,
+            rows,
+            next: 0,
+        });
+        Ok(())
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        let mut exhausted = None;
+        while picks.len() < BATCH_ROWS {
+            let Some(Reverse((_, i))) = self.heap.pop() else {
+                break;
+            };
+            let cursor = self.cursors[i].as_mut().expect("a queued run has a cursor");
+            picks.push((i, cursor.next));
+            cursor.next += 1;
+            if cursor.next < cursor.batch.num_rows() {
+                self.heap
+                    .push(Reverse((cursor.rows.row(cursor.next).owned(), i)));
+            } else {
+                // The rows picked so far point into this batch: hand them
+                // on before it is replaced.
+                exhausted = Some(i);
+                break;
+            }
+        }
+        if picks.is_empty() {
+            return Ok(None);
+        }
+        let out = {
+            let empty = self.schema.clone().map(RecordBatch::new_empty);
+            let refs: Vec<&RecordBatch> = self
+                .cursors
+                .iter()
+                .map(|c| match c {
+                    Some(c) => &c.batch,
+                    None => empty.as_ref().expect("a schema once rows were pushed"),
+                })
+                .collect();
+            interleave_record_batch(&refs, &picks).map_err(local("merging sorted runs"))?
+        };
+        if let Some(i) = exhausted {
+            let cursor = self.cursors[i].take().expect("the exhausted run's cursor");
+            self.advance(i, cursor.source)?;
+        }
+        Ok(Some(out))
+    }
+}
+
+impl Iterator for Merge {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch().transpose()
+    }
+}
+
+/// `file`, written with partition spec `spec_id`, recorded as sorted in
+/// order `order_id` (iceberg-rust's writers leave the field unset).
+pub(crate) fn in_order(file: DataFile, spec_id: i32, order_id: i32) -> Result<DataFile> {
+    let mut builder = DataFileBuilder::default();
+    builder
+        .content(file.content_type())
+        .file_path(file.file_path().to_string())
+        .file_format(file.file_format())
+        .partition(file.partition().clone())
+        .record_count(file.record_count())
+        .file_size_in_bytes(file.file_size_in_bytes())
+        .column_sizes(file.column_sizes().clone())
+        .value_counts(file.value_counts().clone())
+        .null_value_counts(file.null_value_counts().clone())
+        .nan_value_counts(file.nan_value_counts().clone())
+        .lower_bounds(file.lower_bounds().clone())
+        .upper_bounds(file.upper_bounds().clone())
+        .key_metadata(file.key_metadata().map(<[u8]>::to_vec))
+        .split_offsets(file.split_offsets().map(<[i64]>::to_vec))
+        .equality_ids(file.equality_ids())
+        .first_row_id(file.first_row_id())
+        .partition_spec_id(spec_id)
+        .referenced_data_file(file.referenced_data_file())
+        .content_offset(file.content_offset())
+        .content_size_in_bytes(file.content_size_in_bytes())
+        .sort_order_id(order_id);
+    builder
+        .build()
+        .map_err(|e| Error::Corrupt(format!("recording the sort order of a new file: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use iceberg::spec::{NestedField, PrimitiveType, SortField, Transform, Type};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    type Row = (Option<i64>, Option<String>);
+
+    fn key(fields: Vec<(i32, Transform, SortDirection, NullOrder)>) -> SortKey {
+        let schema = iceberg::spec::Schema::builder()
+            .with_fields(vec![
+                NestedField::optional(1, "n", Type::Primitive(PrimitiveType::Long)).into(),
+                NestedField::optional(2, "s", Type::Primitive(PrimitiveType::String)).into(),
+            ])
+            .build()
+            .unwrap();
+        let order = SortOrder {
+            order_id: 1,
+            fields: fields
+                .into_iter()
+                .map(|(source_id, transform, direction, null_order)| SortField {
+                    source_id,
+                    transform,
+                    direction,
+                    null_order,
+                })
+                .collect(),
+        };
+        SortKey::from_order(&order, &schema).unwrap().unwrap()
+    }
+
+    fn batch(rows: &[Row]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(rows.iter().map(|r| r.0).collect::<Int64Array>()),
+                Arc::new(rows.iter().map(|r| r.1.clone()).collect::<StringArray>()),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn rows_of(batches: &[RecordBatch]) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for b in batches {
+            let n = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let s = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            for i in 0..b.num_rows() {
+                rows.push((
+                    n.is_valid(i).then(|| n.value(i)),
+                    s.is_valid(i).then(|| s.value(i).to_string()),
+                ));
+            }
+        }
+        rows
+    }
+
+    /// Sorts `input` (in batches of `chunk` rows) with a budget of
+    /// `budget` bytes; the rows out and how many runs were spilled.
+    fn sort(key: SortKey, input: &[Row], chunk: usize, budget: usize) -> (Vec<Row>, usize) {
+        let mut sort = ExternalSort::new(key, budget);
+        for part in input.chunks(chunk.max(1)) {
+            sort.push(batch(part)).unwrap();
+        }
+        let runs = sort.runs.len();
+        let out: Vec<RecordBatch> = sort.finish().unwrap().map(|b| b.unwrap()).collect();
+        assert!(out.iter().all(|b| b.num_rows() <= BATCH_ROWS));
+        (rows_of(&out), runs)
+    }
+
+    fn rows() -> impl Strategy<Value = Vec<Row>> {
+        prop::collection::vec(
+            (prop::option::of(-20i64..20), prop::option::of("[a-c]{0,2}")),
+            0..400,
+        )
+    }
+
+    proptest! {
+        /// Whatever the batches and the budget (so zero, one or many
+        /// spilled runs): the same rows come out, ordered by `n` ascending
+        /// with nulls first, then `s` descending with nulls last.
+        #[test]
+        fn the_same_rows_come_out_in_order(input in rows(), chunk in 1usize..60, budget in 1usize..20_000) {
+            let key = key(vec![
+                (1, Transform::Identity, SortDirection::Ascending, NullOrder::First),
+                (2, Transform::Identity, SortDirection::Descending, NullOrder::Last),
+            ]);
+            let (out, _) = sort(key, &input, chunk, budget);
+            let mut expected = input.clone();
+            expected.sort_by(|a, b| {
+                let n = match (a.0, b.0) {
+                    (None, None) => std::cmp::Ordering::Equal,
+                    (None, Some(_)) => std::cmp::Ordering::Less,
+                    (Some(_), None) => std::cmp::Ordering::Greater,
+                    (Some(x), Some(y)) => x.cmp(&y),
+                };
+                let s = match (&a.1, &b.1) {
+                    (None, None) => std::cmp::Ordering::Equal,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (Some(x), Some(y)) => y.cmp(x),
+                };
+                n.then(s)
+            });
+            prop_assert_eq!(out, expected);
+        }
+    }
+
+    #[test]
+    fn a_small_budget_spills_and_merges_many_runs() {
+        let input: Vec<Row> = (0..30_000i64)
+            .map(|i| (Some((i * 7919) % 30_000), None))
+            .collect();
+        let key = key(vec![(
+            1,
+            Transform::Identity,
+            SortDirection::Descending,
+            NullOrder::First,
+        )]);
+        let (out, runs) = sort(key, &input, 1000, 20_000);
+        assert!(runs > 10, "{runs} runs");
+        let expected: Vec<Row> = (0..30_000i64).rev().map(|i| (Some(i), None)).collect();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn transforms_order_by_their_result() {
+        // truncate(1, s): only the first letter orders; ties keep no order.
+        let input: Vec<Row> = ["bz", "ab", "b", "aa", "c", "ba"]
+            .iter()
+            .map(|s| (None, Some(s.to_string())))
+            .collect();
+        let key = key(vec![(
+            2,
+            Transform::Truncate(1),
+            SortDirection::Ascending,
+            NullOrder::First,
+        )]);
+        let (out, _) = sort(key, &input, 2, 1);
+        let firsts: String = out
+            .iter()
+            .map(|r| r.1.as_ref().unwrap().chars().next().unwrap())
+            .collect();
+        assert_eq!(firsts, "aabbbc");
+    }
+
+    #[test]
+    fn an_order_on_a_nested_field_is_not_applied() {
+        let schema = iceberg::spec::Schema::builder()
+            .with_fields(vec![NestedField::optional(
+                1,
+                "o",
+                Type::Struct(iceberg::spec::StructType::new(vec![NestedField::optional(
+                    2,
+                    "x",
+                    Type::Primitive(PrimitiveType::Long),
+                )
+                .into()])),
+            )
+            .into()])
+            .build()
+            .unwrap();
+        let order = SortOrder {
+            order_id: 1,
+            fields: vec![SortField {
+                source_id: 2,
+                transform: Transform::Identity,
+                direction: SortDirection::Ascending,
+                null_order: NullOrder::First,
+            }],
+        };
+        let why = SortKey::from_order(&order, &schema).err().unwrap();
+        assert!(why.contains("not a top-level column"), "{why}");
+    }
+}
