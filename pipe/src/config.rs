@@ -38,6 +38,7 @@
 //! row_group_rows = 131072            # largest Parquet row group
 //! partition_by = ["day(__ingest_ts)", "bucket(16, user_id)"]   # when the table is created
 //! bloom_filter_columns = ["order_id"]  # bloom filters for lookups by these columns
+//! sort_by = ["order_id"]             # the table's sort order: compaction rewrites in it
 //! snapshot_max_age_secs = 86400      # expire older snapshots after commits…
 //! snapshot_max_count = 50            # …and any past the newest 50…
 //! snapshot_retain_last = 10          # …but keep the newest 10 (expire_snapshots = false: keep all)
@@ -360,6 +361,9 @@ pub struct SinkFile {
     /// Columns that get a Parquet bloom filter in each row group (Iceberg
     /// sinks), for lookups by id.
     pub bloom_filter_columns: Option<Vec<String>>,
+    /// The table's sort order (Iceberg sinks): compaction writes its files
+    /// in it. Unset: the table keeps its own; `[]`: unsorted.
+    pub sort_by: Option<Vec<String>>,
 }
 
 fn default_sink_type() -> String {
@@ -467,6 +471,8 @@ pub struct SinkConfig {
     pub row_group_rows: usize,
     /// Columns with bloom filters (Iceberg sinks).
     pub bloom_filter_columns: Vec<String>,
+    /// The table's sort order (Iceberg sinks); `None`: the table's own.
+    pub sort_by: Option<Vec<pipe_sink::SortColumn>>,
 }
 
 /// A pipeline, resolved.
@@ -848,6 +854,27 @@ impl Config {
                     format!("`{bad}` is not a top-level column name"),
                 ));
             }
+            if s.sort_by.is_some() && s.kind != "iceberg" {
+                return Err(err(
+                    format!("sinks.{name}.sort_by"),
+                    "a sort order belongs to Iceberg tables; file sinks write rows as they come"
+                        .into(),
+                ));
+            }
+            let sort_by = match &s.sort_by {
+                None => None,
+                Some(columns) => Some(
+                    columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            c.parse::<pipe_sink::SortColumn>().map_err(|e| {
+                                err(format!("sinks.{name}.sort_by[{i}]"), e.to_string())
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                ),
+            };
             let retention_keys = s.snapshot_max_age_secs.is_some()
                 || s.snapshot_retain_last.is_some()
                 || s.snapshot_max_count.is_some()
@@ -1001,6 +1028,7 @@ impl Config {
                 compression: s.compression.unwrap_or_default(),
                 row_group_rows,
                 bloom_filter_columns,
+                sort_by,
             });
         }
         let mut pipelines = Vec::new();
@@ -1476,6 +1504,14 @@ mod tests {
             (
                 "[sinks.s]\ntable = \"t\"\nbloom_filter_columns = [\"a.b\"]",
                 "`sinks.s.bloom_filter_columns`: `a.b` is not a top-level column name",
+            ),
+            (
+                "[sinks.s]\ntype = \"json\"\nsort_by = [\"id\"]",
+                "`sinks.s.sort_by`: a sort order belongs to Iceberg tables",
+            ),
+            (
+                "[sinks.s]\ntable = \"t\"\nsort_by = [\"id\", \"ts SIDEWAYS\"]",
+                "`sinks.s.sort_by[1]`: sort column `ts SIDEWAYS`: after the column: ASC or DESC",
             ),
             (
                 "[sinks.s]\ntype = \"json\"\npartition_by = [\"day(ts)\"]",

@@ -139,6 +139,10 @@ pub enum SinksAction {
         /// A column that gets a bloom filter, for lookups by id; repeatable.
         #[arg(long)]
         bloom_filter_column: Vec<String>,
+        /// A column of the table's sort order, which compaction rewrites
+        /// files in: `id`, `amount DESC`, `name ASC NULLS LAST`; repeatable.
+        #[arg(long)]
+        sort_by: Vec<String>,
         /// zstd, snappy, gzip, lz4, none.
         #[arg(long)]
         compression: Option<String>,
@@ -157,10 +161,13 @@ pub enum SinksAction {
         #[command(flatten)]
         target: Target,
     },
+    /// Every sink, one line each.
     List {
         #[command(flatten)]
         target: Target,
     },
+    /// One sink: its table or folder, partitioning, sort order and roll
+    /// settings.
     Get {
         #[arg(value_parser = name_arg)]
         name: String,
@@ -456,6 +463,7 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
             partitioning,
             partition_by,
             bloom_filter_column,
+            sort_by,
             compression,
             roll_interval,
             roll_size,
@@ -475,6 +483,9 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
             }
             if !bloom_filter_column.is_empty() {
                 body.insert("bloom_filter_columns".into(), json!(bloom_filter_column));
+            }
+            if !sort_by.is_empty() {
+                body.insert("sort_by".into(), json!(sort_by));
             }
             set(&mut body, "compression", compression.map(Value::from));
             set(
@@ -815,10 +826,15 @@ pub fn sink_details(s: &Value) -> String {
     );
     if s["table"].is_string() {
         out.push_str(&format!(
-            "Destination:\n  Table: {}\n  Partitioned by: {}\n  Bloom filters: {}\n",
+            "Destination:\n  Table: {}\n  Partitioned by: {}\n  Bloom filters: {}\n  Sorted by: {}\n",
             text(&s["table"]),
             list(&s["partition_by"]),
             list(&s["bloom_filter_columns"]),
+            match s["sort_by"].as_array() {
+                None => "the table's own order".into(),
+                Some(c) if c.is_empty() => "unsorted".into(),
+                Some(_) => list(&s["sort_by"]),
+            },
         ));
     } else {
         out.push_str(&format!(

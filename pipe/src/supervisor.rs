@@ -402,6 +402,7 @@ impl Supervisor {
             compact: sink_config.compaction,
             full_compaction_every: sink_config.full_compaction_every,
             bloom_filter_columns: sink_config.bloom_filter_columns.clone(),
+            sort_by: sink_config.sort_by.clone(),
             unsourced_ended: !legacy,
             ..self.ledgered(config, source)
         };

@@ -2,8 +2,10 @@
 
 PyIceberg opens the same SQL catalog (SQLite file) and scans the table;
 DuckDB reads the table's Parquet data files directly. Prints one JSON object:
-{"pyiceberg": {"rows": [...], "summary": {...}, "files": [...]},
- "duckdb": {"rows": [...]}}. Rows leave out __ingest_ts and are sorted.
+{"pyiceberg": {"rows": [...], "summary": {...}, "files": [...], "sort_order": ["col DESC NULLS LAST", ...],
+ "sort_order_ids": [...]}, "duckdb": {"rows": [...], "by_file": {path: [...]}}}.
+Rows leave out __ingest_ts and are sorted; `by_file` (with --file-column C)
+holds each data file's values of C in the order the file stores them.
 """
 
 import argparse
@@ -21,13 +23,15 @@ def main() -> None:
     p.add_argument("--table", required=True, help="namespace.table")
     p.add_argument("--s3-endpoint", help="S3 endpoint for s3:// warehouses")
     p.add_argument("--duckdb", action="store_true", help="also read the data files with DuckDB")
+    p.add_argument("--file-column", help="with --duckdb: each file's values of this column, in file order")
     args = p.parse_args()
 
     catalog = open_catalog(args.catalog_db, args.warehouse, args.s3_endpoint, args.catalog_name)
     table = catalog.load_table(args.table)
     data = table.scan().to_arrow()
     rows = data.drop_columns(["__ingest_ts"]).to_pylist()
-    files = table.inspect.files().column("file_path").to_pylist()
+    inspected = table.inspect.files()
+    files = inspected.column("file_path").to_pylist()
     snapshot = table.current_snapshot()
     out = {
         "pyiceberg": {
@@ -35,6 +39,11 @@ def main() -> None:
             "summary": dict(snapshot.summary.additional_properties) if snapshot else {},
             "files": files,
             "partition_spec": str(table.spec()),
+            "sort_order": [
+                f"{table.schema().find_column_name(f.source_id)} {f.direction} {f.null_order}"
+                for f in table.sort_order().fields
+            ],
+            "sort_order_ids": inspected.column("sort_order_id").to_pylist(),
         }
     }
     if args.duckdb:
@@ -52,6 +61,14 @@ def main() -> None:
             "rows": sorted(drows, key=lambda r: json.dumps(r, sort_keys=True, default=str)),
             "compression": sorted(c[0] for c in codecs),
         }
+        if args.file_column:
+            col = args.file_column
+            out["duckdb"]["by_file"] = {
+                f: [r[0] for r in con.sql(
+                    f"SELECT \"{col}\" FROM read_parquet({f!r}, file_row_number = true) ORDER BY file_row_number"
+                ).fetchall()]
+                for f in local
+            }
     json.dump(out, sys.stdout, default=str)
 
 

@@ -360,6 +360,17 @@ pub fn read_with_python(
     s3_endpoint: Option<&str>,
     duckdb: bool,
 ) -> Value {
+    read_with_python_args(dir, warehouse, s3_endpoint, duckdb, &[])
+}
+
+/// [`read_with_python`] with more arguments for `read_table.py`.
+pub fn read_with_python_args(
+    dir: &Path,
+    warehouse: &str,
+    s3_endpoint: Option<&str>,
+    duckdb: bool,
+    more: &[&str],
+) -> Value {
     let script = repo_path("tests/readers/read_table.py");
     let mut cmd = Command::new(python());
     cmd.arg(script)
@@ -372,6 +383,7 @@ pub fn read_with_python(
     if duckdb {
         cmd.arg("--duckdb");
     }
+    cmd.args(more);
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),

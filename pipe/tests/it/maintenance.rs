@@ -141,6 +141,64 @@ async fn maintenance_on_demand_is_recorded_and_shown() {
     );
 }
 
+/// A sink's `sort_by` is the table's sort order (PyIceberg sees it), and
+/// compaction writes each file in it (DuckDB reads each file's rows in
+/// that order); the sink shows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_writes_files_in_the_sinks_sort_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 300, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "roll_interval_secs = 300\n",
+        "roll_interval_secs = 300\nsort_by = [\"user_id DESC\"]\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&config).await;
+    let shown = cli(&server, &["sinks", "get", "ecommerce_sink"]);
+    assert!(
+        shown.contains("Sorted by: user_id DESC NULLS LAST"),
+        "{shown}"
+    );
+    let acked = post_and_commit(&server, 0, 6).await;
+    let done = tables(&server, &["maintain", "default.ecommerce"]);
+    assert_eq!(done["compacted"]["files_removed"], 6, "{done}");
+    server.stop();
+    let warehouse = Store::local(dir.path()).warehouse;
+    let read = read_with_python_args(
+        dir.path(),
+        &warehouse,
+        None,
+        true,
+        &["--file-column", "user_id"],
+    );
+    assert_eq!(
+        read["pyiceberg"]["sort_order"],
+        json!(["user_id DESC NULLS LAST"])
+    );
+    assert_eq!(read["pyiceberg"]["sort_order_ids"], json!([1]), "{read}");
+    let by_file = read["duckdb"]["by_file"].as_object().unwrap();
+    assert_eq!(by_file.len(), 1);
+    let ids: Vec<String> = by_file
+        .values()
+        .next()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let mut expected = acked.clone();
+    expected.sort();
+    expected.reverse();
+    assert_eq!(ids, expected, "one file, every id once, descending");
+    assert_exactly_once(
+        dir.path(),
+        &Store::local(dir.path()),
+        &acked.iter().cloned().collect(),
+    );
+}
+
 /// SIGKILL at each step of a compaction (planned, files written, committed,
 /// after the commit) and of an expiry (committed, files not yet deleted)
 /// while the sink commits: every acknowledged event is in
