@@ -26,8 +26,8 @@
 //! `lose-commit-answer` (the catalog commit
 //! goes through and its caller is told it failed, as when a response is
 //! lost on the network), `lose-maintenance-swap-answer` (the same for a
-//! maintenance commit's swap, the answer held back `PIPE_FAULT_DELAY_MS`
-//! first), `pipeline-step-panic` (a pipeline step panics
+//! maintenance commit's swap or REST commit, the answer held back
+//! `PIPE_FAULT_DELAY_MS` first), `pipeline-step-panic` (a pipeline step panics
 //! while processing records) and `pipeline-task-panic` (a pipeline task
 //! panics between steps, ending the task).
 //!

@@ -206,7 +206,18 @@ impl RestCommitter {
             .send()
             .await;
         let why = match sent {
-            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().is_success() => {
+                if !crate::crash::fault(crate::crash::LOSE_MAINTENANCE_SWAP_ANSWER) {
+                    return Ok(());
+                }
+                // As an answer that takes its time before it is lost.
+                let delay = std::env::var("PIPE_FAULT_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                format!("PIPE_FAULT: the answer of `{url}` was lost")
+            }
             Ok(r) if r.status().is_client_error() => {
                 let status = r.status().as_u16();
                 let text = r.text().await.unwrap_or_default();
