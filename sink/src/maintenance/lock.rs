@@ -8,7 +8,10 @@
 //! did not make reloads the table before planning its commit, instead of
 //! planning against a stale copy and losing a round to the fence.
 //! Commits of other processes are still caught by the fence and the
-//! catalog's compare-and-swap.
+//! catalog's compare-and-swap, and so are this process's when the sink
+//! stops waiting for a maintenance step that holds the lock longer than
+//! [`crate::table::LOCK_WAIT`] (slow storage): the lock saves lost
+//! rounds, correctness does not depend on it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -53,6 +53,10 @@ pub const MAINTAIN_EVERY: usize = 10;
 /// default (see [`WriteOptions::full_compaction_every`]).
 pub const FULL_COMPACTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// How long a sink's commit waits for a maintenance commit step of the
+/// same table at most (see [`crate::maintenance::lock`]).
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How often a sink's background maintenance sweeps orphan files (the
 /// first sweep is this long after the sink opened).
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -634,8 +638,18 @@ impl TableSink {
         // One commit to this table at a time in this process; a
         // compaction committed since our last commit means our copy of the
         // table is stale: reload rather than lose a round to the fence.
+        // The lock only saves lost rounds (the fence and the catalog's
+        // compare-and-swap keep commits right without it), so a
+        // maintenance step that holds it too long (slow storage) is not
+        // waited for past `LOCK_WAIT`.
         let lock = self.lock.clone();
-        let guard = lock.lock().await;
+        let guard = match tokio::time::timeout(LOCK_WAIT, lock.lock()).await {
+            Ok(guard) => Some(guard),
+            Err(_) => {
+                tracing::warn!(table = %self.ident, pipeline = %self.pipeline, waited_secs = LOCK_WAIT.as_secs(), "table maintenance holds the table's commit step; committing beside it");
+                None
+            }
+        };
         if lock.generation() != self.seen_generation {
             self.refresh().await?;
             self.seen_generation = lock.generation();

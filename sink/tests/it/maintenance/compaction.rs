@@ -373,3 +373,27 @@ async fn a_sort_column_the_rows_lack_is_refused_before_the_table_is_made() {
         .await
         .unwrap());
 }
+
+/// A maintenance step that holds the table's commit step too long (slow
+/// storage) is not waited for past `LOCK_WAIT`: the sink commits beside
+/// it, the compare-and-swap keeping both right.
+#[tokio::test]
+async fn a_commit_waits_for_a_stuck_maintenance_step_only_so_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = compactable_sink(dir.path(), None).await;
+    commit_n(&mut sink, 0, 2).await;
+    let table = load_table(dir.path(), &sink).await;
+    let lock = pipe_sink::maintenance::lock::TableLock::of(&table);
+    let held = lock.lock().await;
+    let at = std::time::Instant::now();
+    tokio::time::timeout(pipe_sink::table::LOCK_WAIT * 3, commit_n(&mut sink, 2, 1))
+        .await
+        .expect("the commit does not wait for the lock for ever");
+    assert!(at.elapsed() >= pipe_sink::table::LOCK_WAIT);
+    drop(held);
+    assert_eq!(scanned_rows(&load_table(dir.path(), &sink).await).await, 30);
+    // The compaction that held it commits on the table as it is now.
+    let done = compact_all(dir.path(), &table).await.unwrap();
+    assert_eq!(done.files_removed, 4);
+    assert_eq!(scanned_rows(&load_table(dir.path(), &sink).await).await, 30);
+}
