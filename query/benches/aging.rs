@@ -5,9 +5,13 @@
 //! maintenance on as `pipe serve` runs it (old metadata files deleted,
 //! snapshots expired by count, manifests merged, compaction in the
 //! background), into a fresh local warehouse (SQLite catalog, folder).
-//! Then it prints, once as the sink's own triggers left the table and
-//! once more after an on-demand run (every small file compacted,
-//! manifests merged, snapshots expired):
+//! The sink's hourly full compaction is run every `PIPE_BENCH_FULL_EVERY`
+//! commits (default 360: an hour of a 10 s roll; 0 for never), in line
+//! between commits since the bench commits back to back (in `pipe serve`
+//! it runs in the background like the other runs). Then it prints, once
+//! as the sink's own triggers left the table and once more after an
+//! on-demand run (every small file compacted, manifests merged,
+//! snapshots expired):
 //!
 //! - each query's time on `small` and on `big` (`QueryEngine`, catalog and
 //!   planning included; the median of 3 runs after a warm-up) and the
@@ -33,6 +37,7 @@ use std::time::Instant;
 use pipe_query::QueryEngine;
 use pipe_sink::maintenance::compact::{compact, CompactionPolicy};
 use pipe_sink::maintenance::expire::expire;
+use pipe_sink::maintenance::run::{run, RunOptions};
 use pipe_sink::maintenance::{Committer, SnapshotRetention};
 use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
 
@@ -187,6 +192,30 @@ async fn report(engine: &QueryEngine, dir: &Path) {
     }
 }
 
+/// The sink's hourly background run: every small file compacted, then
+/// manifests merged.
+async fn hourly_run(dir: &Path) {
+    let settings = CatalogSettings::local(dir);
+    let catalog = open_catalog(&settings).await.expect("the catalog");
+    let committer = Committer::open(&settings).await.expect("the committer");
+    let ident = iceberg::TableIdent::from_strs(["bench", "small"]).expect("a name");
+    let options = RunOptions {
+        compact: true,
+        full: true,
+        merge: true,
+        expire: None,
+        sweep: None,
+        ledgered: Default::default(),
+        dry_run: false,
+        owns_metadata_files: true,
+        trigger: pipe_sink::maintenance::run::AFTER_COMMITS,
+        next: String::new(),
+    };
+    let layout = WriteOptions::default().layout();
+    let record = run(&committer, &catalog, &ident, &layout, &options).await;
+    assert_eq!(record.outcome, "ok", "the hourly run: {record:?}");
+}
+
 #[tokio::main]
 async fn main() {
     let commits: usize = std::env::args()
@@ -214,9 +243,20 @@ async fn main() {
     // it), to compare the commit's own cost as the table ages.
     let quiet = |c: usize| (40..60).contains(&c) || c >= commits.saturating_sub(20);
     let mut quiet_latencies = Vec::new();
+    let full_every: usize = std::env::var("PIPE_BENCH_FULL_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(360);
+    let mut full_runs = Vec::new();
     for c in 0..commits {
         if quiet(c) {
             small.wait_for_maintenance().await.expect("maintenance");
+        }
+        if full_every > 0 && c > 0 && c % full_every == 0 {
+            small.wait_for_maintenance().await.expect("maintenance");
+            let at = Instant::now();
+            hourly_run(dir.path()).await;
+            full_runs.push(at.elapsed().as_secs_f64());
         }
         let from = c * PER_COMMIT;
         let batch = shop::events(&schema, from, from + PER_COMMIT, total);
@@ -238,6 +278,15 @@ async fn main() {
         "bench.small: {total} events in {commits} commits of {PER_COMMIT}, {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    match full_runs.is_empty() {
+        true => println!("no full compaction run (PIPE_BENCH_FULL_EVERY={full_every})"),
+        false => println!(
+            "{} full compaction runs (every {full_every} commits, as hourly at a 10 s roll), {:.1} s in all, the last at commit {}",
+            full_runs.len(),
+            full_runs.iter().sum::<f64>(),
+            full_runs.len() * full_every
+        ),
+    }
     // A compaction still running is let finish, as the server would.
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     drop(small);
