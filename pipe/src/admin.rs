@@ -475,6 +475,7 @@ fn sink_view(
         "row_group_rows": s.row_group_rows,
         "partition_by": (kind == "iceberg").then(|| s.partition_by.iter().map(ToString::to_string).collect::<Vec<_>>()),
         "bloom_filter_columns": (kind == "iceberg").then(|| s.bloom_filter_columns.clone()),
+        "target_file_size_mb": s.target_file_bytes.map(|b| b / (1024 * 1024)),
         "sort_by": s.sort_by.as_ref().map(|c| c.iter().map(ToString::to_string).collect::<Vec<_>>()),
         "partitioning": partitioning,
         "pipeline": sink_writer(state, name),

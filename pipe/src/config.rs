@@ -36,6 +36,7 @@
 //! roll_rows = 1000000                # also commit once this many rows were written
 //! compression = "zstd"
 //! row_group_rows = 131072            # largest Parquet row group
+//! target_file_size_mb = 512          # data files and compaction aim for this size
 //! partition_by = ["day(__ingest_ts)", "bucket(16, user_id)"]   # when the table is created
 //! bloom_filter_columns = ["order_id"]  # bloom filters for lookups by these columns
 //! sort_by = ["order_id"]             # the table's sort order: compaction rewrites in it
@@ -358,6 +359,10 @@ pub struct SinkFile {
     pub compression: Option<Codec>,
     /// Largest Parquet row group, in rows (default 131072).
     pub row_group_rows: Option<usize>,
+    /// The size data files and compaction aim for, in MB (Iceberg sinks;
+    /// recorded as the table's `write.target-file-size-bytes`). Unset: the
+    /// table's property, else 512.
+    pub target_file_size_mb: Option<u64>,
     /// Columns that get a Parquet bloom filter in each row group (Iceberg
     /// sinks), for lookups by id.
     pub bloom_filter_columns: Option<Vec<String>>,
@@ -469,6 +474,8 @@ pub struct SinkConfig {
     pub roll_rows: Option<u64>,
     pub compression: Codec,
     pub row_group_rows: usize,
+    /// The size data files aim for (Iceberg sinks); `None`: the table's.
+    pub target_file_bytes: Option<usize>,
     /// Columns with bloom filters (Iceberg sinks).
     pub bloom_filter_columns: Vec<String>,
     /// The table's sort order (Iceberg sinks); `None`: the table's own.
@@ -875,6 +882,22 @@ impl Config {
                         .collect::<Result<Vec<_>>>()?,
                 ),
             };
+            if s.target_file_size_mb.is_some() && s.kind != "iceberg" {
+                return Err(err(
+                    format!("sinks.{name}.target_file_size_mb"),
+                    "file sinks write one file per folder and roll; use `roll_size_mb`".into(),
+                ));
+            }
+            let target_file_bytes = match s.target_file_size_mb {
+                None => None,
+                Some(mb @ 1..=1_048_576) => Some(mb as usize * 1024 * 1024),
+                Some(_) => {
+                    return Err(err(
+                        format!("sinks.{name}.target_file_size_mb"),
+                        "must be 1 to 1048576 (1 TiB)".into(),
+                    ))
+                }
+            };
             let retention_keys = s.snapshot_max_age_secs.is_some()
                 || s.snapshot_retain_last.is_some()
                 || s.snapshot_max_count.is_some()
@@ -1027,6 +1050,7 @@ impl Config {
                 roll_rows: s.roll_rows,
                 compression: s.compression.unwrap_or_default(),
                 row_group_rows,
+                target_file_bytes,
                 bloom_filter_columns,
                 sort_by,
             });
@@ -1504,6 +1528,14 @@ mod tests {
             (
                 "[sinks.s]\ntable = \"t\"\nbloom_filter_columns = [\"a.b\"]",
                 "`sinks.s.bloom_filter_columns`: `a.b` is not a top-level column name",
+            ),
+            (
+                "[sinks.s]\ntable = \"t\"\ntarget_file_size_mb = 0",
+                "`sinks.s.target_file_size_mb`: must be 1 to 1048576",
+            ),
+            (
+                "[sinks.s]\ntype = \"parquet\"\ntarget_file_size_mb = 64",
+                "`sinks.s.target_file_size_mb`: file sinks write one file per folder",
             ),
             (
                 "[sinks.s]\ntype = \"json\"\nsort_by = [\"id\"]",

@@ -158,6 +158,9 @@ pub enum SinksAction {
         /// Largest Parquet row group, in rows.
         #[arg(long)]
         target_row_group_size: Option<usize>,
+        /// The size data files and compaction aim for, in MB (Iceberg).
+        #[arg(long)]
+        target_file_size: Option<u64>,
         #[command(flatten)]
         target: Target,
     },
@@ -469,6 +472,7 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
             roll_size,
             roll_rows,
             target_row_group_size,
+            target_file_size,
             target,
         } => {
             let mut body = Map::new();
@@ -499,6 +503,11 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
                 &mut body,
                 "row_group_rows",
                 target_row_group_size.map(Value::from),
+            );
+            set(
+                &mut body,
+                "target_file_size_mb",
+                target_file_size.map(Value::from),
             );
             create(&target, "sink", &name, body, sink_details).await?;
         }
@@ -826,7 +835,7 @@ pub fn sink_details(s: &Value) -> String {
     );
     if s["table"].is_string() {
         out.push_str(&format!(
-            "Destination:\n  Table: {}\n  Partitioned by: {}\n  Bloom filters: {}\n  Sorted by: {}\n",
+            "Destination:\n  Table: {}\n  Partitioned by: {}\n  Bloom filters: {}\n  Sorted by: {}\n  Target file size: {}\n",
             text(&s["table"]),
             list(&s["partition_by"]),
             list(&s["bloom_filter_columns"]),
@@ -834,6 +843,10 @@ pub fn sink_details(s: &Value) -> String {
                 None => "the table's own order".into(),
                 Some(c) if c.is_empty() => "unsorted".into(),
                 Some(_) => list(&s["sort_by"]),
+            },
+            match s["target_file_size_mb"].as_u64() {
+                Some(mb) => format!("{mb} MB"),
+                None => "the table's, else 512 MB".into(),
             },
         ));
     } else {

@@ -397,6 +397,7 @@ impl Supervisor {
         let options = WriteOptions {
             codec: sink_config.compression,
             row_group_rows: sink_config.row_group_rows,
+            target_file_bytes: sink_config.target_file_bytes,
             partition_by: sink_config.partition_by.clone(),
             retention: sink_config.retention,
             compact: sink_config.compaction,

@@ -146,6 +146,7 @@ async fn maintain(
             WriteOptions {
                 codec: s.compression,
                 row_group_rows: s.row_group_rows,
+                target_file_bytes: s.target_file_bytes,
                 bloom_filter_columns: s.bloom_filter_columns.clone(),
                 ..defaults
             }

@@ -44,6 +44,7 @@ def main() -> None:
                 for f in table.sort_order().fields
             ],
             "sort_order_ids": inspected.column("sort_order_id").to_pylist(),
+            "properties": dict(table.properties),
         }
     }
     if args.duckdb:

@@ -143,7 +143,8 @@ async fn maintenance_on_demand_is_recorded_and_shown() {
 
 /// A sink's `sort_by` is the table's sort order (PyIceberg sees it), and
 /// compaction writes each file in it (DuckDB reads each file's rows in
-/// that order); the sink shows it.
+/// that order); its target file size is the table's property; the sink
+/// shows both.
 #[tokio::test(flavor = "multi_thread")]
 async fn compaction_writes_files_in_the_sinks_sort_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,7 +152,7 @@ async fn compaction_writes_files_in_the_sinks_sort_order() {
     let text = std::fs::read_to_string(&config).unwrap();
     let text = text.replace(
         "roll_interval_secs = 300\n",
-        "roll_interval_secs = 300\nsort_by = [\"user_id DESC\"]\n",
+        "roll_interval_secs = 300\nsort_by = [\"user_id DESC\"]\ntarget_file_size_mb = 64\n",
     );
     std::fs::write(&config, text).unwrap();
     let server = Server::start(&config).await;
@@ -160,6 +161,7 @@ async fn compaction_writes_files_in_the_sinks_sort_order() {
         shown.contains("Sorted by: user_id DESC NULLS LAST"),
         "{shown}"
     );
+    assert!(shown.contains("Target file size: 64 MB"), "{shown}");
     let acked = post_and_commit(&server, 0, 6).await;
     let done = tables(&server, &["maintain", "default.ecommerce"]);
     assert_eq!(done["compacted"]["files_removed"], 6, "{done}");
@@ -177,6 +179,10 @@ async fn compaction_writes_files_in_the_sinks_sort_order() {
         json!(["user_id DESC NULLS LAST"])
     );
     assert_eq!(read["pyiceberg"]["sort_order_ids"], json!([1]), "{read}");
+    assert_eq!(
+        read["pyiceberg"]["properties"]["write.target-file-size-bytes"],
+        "67108864"
+    );
     let by_file = read["duckdb"]["by_file"].as_object().unwrap();
     assert_eq!(by_file.len(), 1);
     let ids: Vec<String> = by_file

@@ -2,7 +2,7 @@
 //! per partition, in one Iceberg `replace` snapshot.
 //!
 //! A partition's files below three quarters of the target
-//! (`write.target-file-size-bytes`, else the sink's `target_file_bytes`)
+//! (`write.target-file-size-bytes`, else the layout's `target_file_bytes`)
 //! are its candidates. Run by the sink's triggers, compaction is tiered
 //! so that no byte is rewritten more than about log2(files) times: the
 //! largest candidate is left alone while it is larger than all the others

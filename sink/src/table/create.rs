@@ -14,6 +14,7 @@ use iceberg::{Catalog, TableCreation, TableIdent};
 use tracing::info;
 
 use super::{Codec, WriteOptions, BLOOM_FILTER_PROPERTY};
+use crate::maintenance::compact::TARGET_FILE_SIZE;
 use crate::maintenance::metadata_files;
 use crate::{Error, Result};
 
@@ -81,6 +82,9 @@ pub(super) fn table_creation(
     if options.owns_metadata_files {
         properties.extend(metadata_files::default_properties());
     }
+    if let Some(bytes) = options.target_file_bytes {
+        properties.insert(TARGET_FILE_SIZE.into(), bytes.to_string());
+    }
     let sort_order =
         super::sort_by::sort_order(&schema, options.sort_by.as_deref().unwrap_or_default())?;
     Ok(TableCreation::builder()
@@ -118,6 +122,44 @@ pub(super) async fn adopt_metadata_properties(
     let tx = update.apply(tx).map_err(err)?;
     let adopted = tx.commit(catalog.as_ref()).await.map_err(err)?;
     info!(table = %adopted.identifier(), "old metadata files of this table are deleted from now on");
+    Ok(adopted)
+}
+
+/// The table's `write.target-file-size-bytes`, if it sets a size.
+pub(super) fn target_file_bytes(table: &Table) -> Option<usize> {
+    table
+        .metadata()
+        .properties()
+        .get(TARGET_FILE_SIZE)
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| *n > 0)
+}
+
+/// Records the sink's target file size as the table's
+/// `write.target-file-size-bytes` when it differs, in a commit of its
+/// own; `None` leaves the table's property alone.
+pub(super) async fn adopt_target_file_size(
+    catalog: &Arc<dyn Catalog>,
+    table: Table,
+    bytes: Option<usize>,
+) -> Result<Table> {
+    let Some(bytes) = bytes else {
+        return Ok(table);
+    };
+    if target_file_bytes(&table) == Some(bytes) {
+        return Ok(table);
+    }
+    let tx = Transaction::new(&table);
+    let update = tx
+        .update_table_properties()
+        .set(TARGET_FILE_SIZE.into(), bytes.to_string());
+    let err = |e| Error::Catalog {
+        action: format!("setting `{TARGET_FILE_SIZE}` on `{}`", table.identifier()),
+        source: Box::new(e),
+    };
+    let tx = update.apply(tx).map_err(err)?;
+    let adopted = tx.commit(catalog.as_ref()).await.map_err(err)?;
+    info!(table = %adopted.identifier(), bytes, "the table's target file size is now the sink's");
     Ok(adopted)
 }
 

@@ -29,8 +29,8 @@ mod writer;
 use maintain::Background;
 
 use create::{
-    adopt_metadata_properties, bloom_filter_columns, check_bloom_filter_columns, check_compatible,
-    table_creation,
+    adopt_metadata_properties, adopt_target_file_size, bloom_filter_columns,
+    check_bloom_filter_columns, check_compatible, table_creation, target_file_bytes,
 };
 
 pub use sort_by::SortColumn;
@@ -52,6 +52,9 @@ pub const MAINTAIN_EVERY: usize = 10;
 /// How often a sink's background compaction takes every small file by
 /// default (see [`WriteOptions::full_compaction_every`]).
 pub const FULL_COMPACTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The size data files aim for when neither the sink nor the table says.
+pub const DEFAULT_TARGET_FILE_BYTES: usize = 512 << 20;
 
 /// How long a sink's commit waits for a maintenance commit step of the
 /// same table at most (see [`crate::maintenance::lock`]).
@@ -202,8 +205,12 @@ pub struct WriteOptions {
     pub codec: Codec,
     /// Largest row group, in rows.
     pub row_group_rows: usize,
-    /// A data file is closed and another started past this size.
-    pub target_file_bytes: usize,
+    /// A data file is closed and another started past this size, and
+    /// compaction rewrites small files into files of about it. `Some`:
+    /// recorded as the table's `write.target-file-size-bytes` (the
+    /// Iceberg property other engines' writers honour too); `None`: that
+    /// property if the table has it, else [`DEFAULT_TARGET_FILE_BYTES`].
+    pub target_file_bytes: Option<usize>,
     /// Where the sink keeps its write ledger (see [`crate::ledger`]), the
     /// list of data files not yet resolved that lets files a crash left
     /// uncommitted be deleted on the next open. `None`: no ledger, and such
@@ -273,7 +280,7 @@ impl WriteOptions {
         Layout {
             codec: self.codec,
             row_group_rows: self.row_group_rows,
-            target_file_bytes: self.target_file_bytes,
+            target_file_bytes: self.target_file_bytes.unwrap_or(DEFAULT_TARGET_FILE_BYTES),
             bloom_filter_columns: self.bloom_filter_columns.clone(),
         }
     }
@@ -284,7 +291,7 @@ impl Default for WriteOptions {
         Self {
             codec: Codec::Zstd,
             row_group_rows: 128 * 1024,
-            target_file_bytes: 512 << 20,
+            target_file_bytes: None,
             ledger_dir: None,
             partition_by: vec![PartitionField::ingest_day()],
             retention: Some(SnapshotRetention::default()),
@@ -402,6 +409,7 @@ impl TableSink {
             false => table,
         };
         let table = adopt_sort_order(&catalog, table, options.sort_by.as_deref()).await?;
+        let table = adopt_target_file_size(&catalog, table, options.target_file_bytes).await?;
         let arrow_schema = Arc::new(
             schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(catalog_err(format!("reading the schema of `{ident}`")))?,
@@ -409,6 +417,7 @@ impl TableSink {
         check_compatible(&ident, output, &arrow_schema)?;
         let mut options = options;
         options.bloom_filter_columns = bloom_filter_columns(&table, &options.bloom_filter_columns);
+        options.target_file_bytes = target_file_bytes(&table).or(options.target_file_bytes);
         let existing: Vec<String> = table
             .metadata()
             .default_partition_spec()

@@ -397,3 +397,37 @@ async fn a_commit_waits_for_a_stuck_maintenance_step_only_so_long() {
     assert_eq!(done.files_removed, 4);
     assert_eq!(scanned_rows(&load_table(dir.path(), &sink).await).await, 30);
 }
+
+/// A sink's target file size is the table's `write.target-file-size-bytes`
+/// (set at creation, and when it differs); without one the sink keeps the
+/// table's.
+#[tokio::test]
+async fn the_sinks_target_file_size_is_the_tables_property() {
+    let dir = tempfile::tempdir().unwrap();
+    let property = |table: &Table| {
+        table
+            .metadata()
+            .properties()
+            .get("write.target-file-size-bytes")
+            .cloned()
+    };
+    let with = |bytes: Option<usize>| WriteOptions {
+        target_file_bytes: bytes,
+        ..WriteOptions::default()
+    };
+    let sink = open_with(dir.path(), "p", with(Some(64 << 20))).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(property(&table).as_deref(), Some("67108864"));
+    drop(sink);
+    let sink = open_with(dir.path(), "p", with(None)).await;
+    assert_eq!(
+        property(&load_table(dir.path(), &sink).await).as_deref(),
+        Some("67108864")
+    );
+    drop(sink);
+    let sink = open_with(dir.path(), "p", with(Some(8 << 20))).await;
+    let table = load_table(dir.path(), &sink).await;
+    assert_eq!(property(&table).as_deref(), Some("8388608"));
+    let policy = CompactionPolicy::of(&table, &WriteOptions::default().layout());
+    assert_eq!(policy.target_bytes, 8 << 20);
+}
