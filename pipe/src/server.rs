@@ -130,6 +130,12 @@ pub async fn serve(
     if let Err(e) = pipe_sink::maintenance::run::keep_records_in(&records) {
         tracing::warn!(file = %records.display(), error = %e, "could not read the maintenance records");
     }
+    // Sorting compactions spill into a folder of this server's own; what
+    // a killed one left there goes now.
+    let spill = config.data_dir.join("tmp/sort");
+    if let Err(e) = pipe_sink::maintenance::sort::spill_in(&spill) {
+        tracing::warn!(folder = %spill.display(), error = %e, "could not prepare the folder sorts spill to; they spill to the system's temporary folder");
+    }
     let committer = crate::within(config.store_timeout, "opening the catalog", async {
         Ok(pipe_sink::maintenance::Committer::open(&config.catalog).await?)
     })

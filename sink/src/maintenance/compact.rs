@@ -37,6 +37,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
+use iceberg::scan::FileScanTask;
 use iceberg::spec::{DataFile, ManifestContentType, ManifestFile, ManifestStatus, Operation};
 use iceberg::table::Table;
 use iceberg::Catalog;
@@ -44,7 +45,7 @@ use tracing::info;
 
 use super::lock::TableLock;
 use super::snapshot::{is_conflict, Committer, Failed, NewSnapshot};
-use super::sort::{in_order, ExternalSort, SortKey, SORT_MEMORY_BYTES};
+use super::sort::{in_order, spill_parent, ExternalSort, SortKey, SORT_MEMORY_BYTES};
 use crate::table::{DataWriter, Layout};
 use crate::{Error, Result};
 
@@ -145,18 +146,10 @@ pub async fn compact(
     let started = std::time::Instant::now();
     crate::crash::point(crate::crash::MAINTENANCE_BEFORE_WRITE);
     let removed: Vec<DataFile> = bins.iter().flatten().map(|l| l.file.clone()).collect();
-    let paths: HashSet<String> = removed.iter().map(|f| f.file_path().to_string()).collect();
     let mut writer = DataWriter::new(table, layout.clone(), "compact", None)?;
     let order = SortKey::of(table);
     let order_id = order.as_ref().map(SortKey::order_id);
-    let written = rewrite(table, base.snapshot_id(), &paths, order, &mut writer).await;
-    let mut added = match written {
-        Ok(()) => writer.close().await,
-        Err(e) => {
-            writer.abort();
-            Err(e)
-        }
-    }?;
+    let mut added = rewrite(table, base.snapshot_id(), &bins, order, &mut writer).await?;
     if let Some(order_id) = order_id {
         let spec_id = table.metadata().default_partition_spec_id();
         let recorded: Result<Vec<DataFile>> = added
@@ -316,17 +309,53 @@ fn plan(live: Vec<Live>, policy: &CompactionPolicy, default_spec: i32) -> Vec<Ve
     bins
 }
 
-/// Reads the rows of `paths` as snapshot `snapshot_id` has them and writes
-/// them through `writer`, in `order` if there is one.
+/// Reads the rows of the files in `bins` as snapshot `snapshot_id` has
+/// them and writes them through `writer`; returns the files written. In
+/// `order`, if there is one, bin by bin (each bin's rows sorted together,
+/// into files of their own); a failure deletes what was written.
 async fn rewrite(
     table: &Table,
     snapshot_id: i64,
-    paths: &HashSet<String>,
+    bins: &[Vec<Live>],
     order: Option<SortKey>,
     writer: &mut DataWriter,
+) -> Result<Vec<DataFile>> {
+    let mut added = Vec::new();
+    let written = rewrite_into(table, snapshot_id, bins, order, writer, &mut added).await;
+    let closed = match written {
+        Ok(()) => writer.close().await,
+        Err(e) => {
+            writer.abort();
+            Err(e)
+        }
+    };
+    match closed {
+        Ok(files) => {
+            added.extend(files);
+            Ok(added)
+        }
+        Err(e) => {
+            delete_files(table, &added).await;
+            Err(e)
+        }
+    }
+}
+
+async fn rewrite_into(
+    table: &Table,
+    snapshot_id: i64,
+    bins: &[Vec<Live>],
+    order: Option<SortKey>,
+    writer: &mut DataWriter,
+    added: &mut Vec<DataFile>,
 ) -> Result<()> {
     let err = |e| read_error(table, "the files to compact", e);
-    let tasks = table
+    let paths: HashSet<String> = bins
+        .iter()
+        .flatten()
+        .map(|l| l.file.file_path().to_string())
+        .collect();
+    let tasks: Vec<FileScanTask> = table
         .scan()
         .snapshot_id(snapshot_id)
         .select_all()
@@ -334,34 +363,51 @@ async fn rewrite(
         .map_err(err)?
         .plan_files()
         .await
-        .map_err(err)?;
-    let wanted = paths.clone();
-    let tasks = tasks.try_filter(move |t| std::future::ready(wanted.contains(t.data_file_path())));
-    let mut batches = table
-        .reader_builder()
-        .build()
-        .read(Box::pin(tasks))
         .map_err(err)?
-        .stream();
+        .try_filter(|t| std::future::ready(paths.contains(t.data_file_path())))
+        .try_collect()
+        .await
+        .map_err(err)?;
+    let read = |tasks: Vec<FileScanTask>| {
+        let tasks = futures::stream::iter(tasks.into_iter().map(Ok));
+        table
+            .reader_builder()
+            .build()
+            .read(Box::pin(tasks))
+            .map_err(err)
+    };
     let Some(order) = order else {
+        let mut batches = read(tasks)?.stream();
         while let Some(batch) = batches.try_next().await.map_err(err)? {
             writer.write(&batch).await?;
         }
         return Ok(());
     };
-    let mut sort = ExternalSort::new(order, SORT_MEMORY_BYTES);
-    while let Some(batch) = batches.try_next().await.map_err(err)? {
-        sort.push(batch)?;
-    }
-    for batch in sort.finish()? {
-        writer.write(&batch?).await?;
+    for bin in bins {
+        let in_bin: HashSet<&str> = bin.iter().map(|l| l.file.file_path()).collect();
+        let bin_tasks = tasks
+            .iter()
+            .filter(|t| in_bin.contains(t.data_file_path()))
+            .cloned()
+            .collect();
+        let mut batches = read(bin_tasks)?.stream();
+        let mut sort = ExternalSort::new(order.clone(), SORT_MEMORY_BYTES, spill_parent());
+        while let Some(batch) = batches.try_next().await.map_err(err)? {
+            // In the table's types first: files of other writers may hold
+            // other (castable) ones, which one sort cannot mix.
+            sort.push(writer.conform(&batch)?)?;
+        }
+        for batch in sort.finish()? {
+            writer.write(&batch?).await?;
+        }
+        added.extend(writer.close().await?);
     }
     Ok(())
 }
 
 /// Commits the replace of `removed` by `added` on `main` as it is now;
-/// plans again on a conflict, up to `attempts` times, the last one
-/// holding the table's lock. `None`: a removed file is no longer
+/// plans again on a conflict (another process committed), up to
+/// `attempts` times, each holding the table's lock. `None`: a removed file is no longer
 /// live (another writer replaced it): nothing was committed.
 async fn commit_replace(
     committer: &Committer,
@@ -380,7 +426,9 @@ async fn commit_replace(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let guard = lock.for_try(attempt, attempts).await;
+        // Every try holds the lock (see `merge_manifests`): in this
+        // process only another process's commits can make it lose.
+        let guard = lock.lock().await;
         let current = catalog
             .load_table(table.identifier())
             .await

@@ -41,20 +41,6 @@ impl TableLock {
         self.mutex.lock().await
     }
 
-    /// The lock for try `attempt` of `attempts` of a maintenance commit:
-    /// none but for the last, so the sink never waits for maintenance
-    /// that is still racing it, and maintenance cannot lose every race.
-    pub async fn for_try(
-        &self,
-        attempt: u32,
-        attempts: u32,
-    ) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match attempt >= attempts {
-            true => Some(self.lock().await),
-            false => None,
-        }
-    }
-
     /// How many maintenance commits were made (in this process).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

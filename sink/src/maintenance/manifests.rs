@@ -130,7 +130,7 @@ fn plan(manifests: &[ManifestFile], policy: &ManifestPolicy) -> Vec<(i32, Vec<Ma
 }
 
 /// Merges `table`'s manifests when its policy says so (see the module
-/// doc), planning again on conflicts up to `attempts` times (the last
+/// doc), planning again on conflicts up to `attempts` times (each
 /// holding the table's lock: never call it holding that lock). Returns the
 /// table after the merge, or `None` when there was nothing to merge.
 pub async fn merge_manifests(
@@ -143,8 +143,10 @@ pub async fn merge_manifests(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        // The table is read once the try has the lock, if it takes it.
-        let guard = lock.for_try(attempt, attempts).await;
+        // Every try holds the lock: racing the sink without it would cost
+        // the loser a round (the sink's, a metadata file its failed swap
+        // leaves behind).
+        let guard = lock.lock().await;
         let current = match attempt {
             1 => table.clone(),
             _ => catalog

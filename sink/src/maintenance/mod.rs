@@ -31,7 +31,7 @@ pub mod orphans;
 mod rest;
 pub mod run;
 pub mod snapshot;
-pub(crate) mod sort;
+pub mod sort;
 
 pub use expire::{Expired, SnapshotRetention};
 pub use manifests::{ManifestPolicy, Merged};

@@ -3,14 +3,18 @@
 //! so that a file's row groups, and the files of one rewrite, hold
 //! narrow ranges of the sort columns and lookups by them skip the rest.
 //!
-//! The rows of one rewrite may be far larger than memory should hold (a
-//! bin is up to the target file size of Parquet), so the sort is
-//! external: rows gather up to [`SORT_MEMORY_BYTES`], are sorted and
-//! spilled to a temporary Arrow IPC file (LZ4) under the system's
-//! temporary folder (`TMPDIR`), and the sorted runs are merged back a
-//! batch at a time. Memory stays near the budget plus one batch per run;
-//! the temporary folder is removed when the sort ends, whatever the
-//! outcome (a crash leaves it for the system's cleaning of `TMPDIR`).
+//! Compaction sorts one bin at a time (up to the target file size of
+//! Parquet, many times that in Arrow), so the sort is external: rows
+//! gather up to [`SORT_MEMORY_BYTES`], are sorted and spilled as a run
+//! (an Arrow IPC file, LZ4) into a temporary folder, and the runs are
+//! merged back, at most [`FAN_IN`] at a time (more are first merged in
+//! groups into longer runs). Runs are written in batches of about a
+//! `FAN_IN`th of the budget, so a merge holds about the budget whatever
+//! the width of the rows. The folder is removed when the sort ends,
+//! whatever the outcome; it is made under the folder [`spill_in`] set
+//! (`pipe serve`: `<data_dir>/tmp/sort`, emptied at start, so a killed
+//! server leaves nothing behind for long), else under the system's
+//! temporary folder (`TMPDIR`).
 //!
 //! Sort fields are top-level columns with any Iceberg transform
 //! (`identity`, `bucket`, `truncate`, `day`, …), ascending or descending,
@@ -21,7 +25,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use arrow::array::ArrayRef;
 use arrow::compute::{
@@ -34,7 +38,7 @@ use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::ipc::CompressionType;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField as RowField};
-use iceberg::spec::{DataFile, DataFileBuilder, NullOrder, SortDirection, SortOrder};
+use iceberg::spec::{DataFile, DataFileBuilder, NullOrder, SortDirection, SortOrder, Transform};
 use iceberg::table::Table;
 use iceberg::transform::{create_transform_function, BoxedTransformFunction};
 use tracing::warn;
@@ -56,8 +60,28 @@ pub(crate) struct SortKey {
 
 struct KeyColumn {
     name: String,
+    spec: Transform,
     transform: BoxedTransformFunction,
     options: SortOptions,
+}
+
+impl Clone for SortKey {
+    fn clone(&self) -> SortKey {
+        SortKey {
+            columns: self
+                .columns
+                .iter()
+                .map(|c| KeyColumn {
+                    name: c.name.clone(),
+                    spec: c.spec,
+                    transform: create_transform_function(&c.spec)
+                        .expect("a transform that was made once is made again"),
+                    options: c.options,
+                })
+                .collect(),
+            order_id: self.order_id,
+        }
+    }
 }
 
 impl SortKey {
@@ -96,6 +120,7 @@ impl SortKey {
                 .map_err(|e| format!("sort field `{}`: {e}", top.name))?;
             columns.push(KeyColumn {
                 name: top.name.clone(),
+                spec: field.transform,
                 transform,
                 options: SortOptions {
                     descending: field.direction == SortDirection::Descending,
@@ -153,21 +178,34 @@ pub(crate) struct ExternalSort {
     schema: Option<SchemaRef>,
     pending: Vec<RecordBatch>,
     pending_bytes: usize,
-    /// The temporary folder of spilled runs, made at the first spill.
+    /// Rows and bytes pushed so far, for the size of the batches handed on.
+    pushed_rows: usize,
+    pushed_bytes: usize,
+    /// Where the temporary folder of spilled runs is made, at the first
+    /// spill.
+    parent: PathBuf,
     spill: Option<tempfile::TempDir>,
     runs: Vec<PathBuf>,
+    /// Run files made so far (each gets its own name).
+    made: usize,
 }
 
 impl ExternalSort {
-    pub fn new(key: SortKey, budget: usize) -> ExternalSort {
+    /// A sort of rows by `key` holding about `budget` bytes, spilling
+    /// under `parent` ([`spill_parent`] for the process's folder).
+    pub fn new(key: SortKey, budget: usize, parent: PathBuf) -> ExternalSort {
         ExternalSort {
+            parent,
             key,
             budget: budget.max(1),
             schema: None,
             pending: Vec::new(),
             pending_bytes: 0,
+            pushed_rows: 0,
+            pushed_bytes: 0,
             spill: None,
             runs: Vec::new(),
+            made: 0,
         }
     }
 
@@ -176,7 +214,10 @@ impl ExternalSort {
             return Ok(());
         }
         self.schema.get_or_insert_with(|| batch.schema());
-        self.pending_bytes += batch.get_array_memory_size();
+        let bytes = batch.get_array_memory_size();
+        self.pending_bytes += bytes;
+        self.pushed_bytes += bytes;
+        self.pushed_rows += batch.num_rows();
         self.pending.push(batch);
         if self.pending_bytes >= self.budget {
             self.spill_pending()?;
@@ -184,45 +225,52 @@ impl ExternalSort {
         Ok(())
     }
 
+    /// Rows per batch handed on (and spilled): about a [`FAN_IN`]th of
+    /// the budget, so a merge of that many runs holds about the budget.
+    fn rows_per_batch(&self) -> usize {
+        let row = (self.pushed_bytes / self.pushed_rows.max(1)).max(1);
+        (self.budget / FAN_IN / row).clamp(1, BATCH_ROWS)
+    }
+
     fn spill_pending(&mut self) -> Result<()> {
         let batches = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        let sorted = SortedRun::new(&self.key, batches)?;
-        let dir = match &self.spill {
-            Some(dir) => dir,
-            None => self.spill.insert(
-                tempfile::Builder::new()
-                    .prefix("pipe-compact-sort-")
-                    .tempdir()
-                    .map_err(|e| Error::Local {
-                        action: "making a temporary folder to sort rows in".into(),
-                        source: Box::new(e),
-                    })?,
-            ),
-        };
-        let path = dir.path().join(format!("run-{}.arrow", self.runs.len()));
-        let spill = local("spilling a sorted run");
-        let file = File::create(&path)
-            .map_err(ArrowError::from)
-            .map_err(&spill)?;
-        let options = IpcWriteOptions::default()
-            .try_with_compression(Some(CompressionType::LZ4_FRAME))
-            .map_err(&spill)?;
-        let mut writer =
-            StreamWriter::try_new_with_options(BufWriter::new(file), &sorted.schema(), options)
-                .map_err(&spill)?;
-        for batch in sorted {
-            writer.write(&batch?).map_err(&spill)?;
-        }
-        writer.finish().map_err(&spill)?;
+        let rows = self.rows_per_batch();
+        let sorted = SortedRun::new(&self.key, batches, rows)?;
+        let schema = sorted.schema();
+        let path = self.next_run_path()?;
+        write_run(&path, &schema, sorted)?;
         self.runs.push(path);
         Ok(())
     }
 
+    fn next_run_path(&mut self) -> Result<PathBuf> {
+        let dir = match &self.spill {
+            Some(dir) => dir,
+            None => {
+                let parent = &self.parent;
+                let made = tempfile::Builder::new()
+                    .prefix("pipe-compact-sort-")
+                    .tempdir_in(parent)
+                    .map_err(|e| Error::Local {
+                        action: format!(
+                            "making a temporary folder to sort rows in, under {}",
+                            parent.display()
+                        ),
+                        source: Box::new(e),
+                    })?;
+                self.spill.insert(made)
+            }
+        };
+        self.made += 1;
+        Ok(dir.path().join(format!("run-{}.arrow", self.made)))
+    }
+
     /// The rows pushed, in order, a batch at a time.
     pub fn finish(mut self) -> Result<Sorted> {
+        let rows = self.rows_per_batch();
         if self.runs.is_empty() {
-            let run = SortedRun::new(&self.key, std::mem::take(&mut self.pending))?;
+            let run = SortedRun::new(&self.key, std::mem::take(&mut self.pending), rows)?;
             return Ok(Sorted {
                 inner: Inner::One(run),
                 _spill: None,
@@ -231,25 +279,101 @@ impl ExternalSort {
         if !self.pending.is_empty() {
             self.spill_pending()?;
         }
-        let mut runs: Vec<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>> = Vec::new();
-        for path in &self.runs {
-            let file = File::open(path).map_err(|e| Error::Local {
-                action: format!("reading back sorted run {}", path.display()),
-                source: Box::new(e),
-            })?;
-            let reader = StreamReader::try_new(BufReader::new(file), None)
-                .map_err(local("reading back a sorted run"))?;
-            runs.push(Box::new(
-                reader.map(|b| b.map_err(local("reading back a sorted run"))),
-            ));
+        // More runs than one merge takes at a time are merged in groups
+        // into longer runs first, so a merge never holds more than
+        // `FAN_IN` batches.
+        let mut runs = std::mem::take(&mut self.runs);
+        while runs.len() > FAN_IN {
+            let group: Vec<PathBuf> = runs.drain(..FAN_IN).collect();
+            let merged = Merge::new(
+                self.key.clone(),
+                open_runs(&group)?,
+                self.schema.clone(),
+                rows,
+            )?;
+            let path = self.next_run_path()?;
+            let schema = self.schema.clone().expect("rows were pushed");
+            write_run(&path, &schema, merged)?;
+            for p in group {
+                let _ = std::fs::remove_file(p);
+            }
+            runs.push(path);
         }
         let spill = self.spill.take();
-        let merge = Merge::new(self.key, runs, self.schema.take())?;
+        let merge = Merge::new(self.key, open_runs(&runs)?, self.schema.take(), rows)?;
         Ok(Sorted {
             inner: Inner::Merge(Box::new(merge)),
             _spill: spill,
         })
     }
+}
+
+/// The most runs one merge reads at a time.
+const FAN_IN: usize = 64;
+
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
+
+/// Writes `batches` as a run: an Arrow IPC stream, LZ4.
+fn write_run(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+) -> Result<()> {
+    let spill = local("spilling a sorted run");
+    let file = File::create(path)
+        .map_err(ArrowError::from)
+        .map_err(&spill)?;
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::LZ4_FRAME))
+        .map_err(&spill)?;
+    let mut writer = StreamWriter::try_new_with_options(BufWriter::new(file), schema, options)
+        .map_err(&spill)?;
+    for batch in batches {
+        writer.write(&batch?).map_err(&spill)?;
+    }
+    writer.finish().map_err(&spill)
+}
+
+fn open_runs(paths: &[PathBuf]) -> Result<Vec<Batches>> {
+    let mut runs: Vec<Batches> = Vec::new();
+    for path in paths {
+        let file = File::open(path).map_err(|e| Error::Local {
+            action: format!("reading back sorted run {}", path.display()),
+            source: Box::new(e),
+        })?;
+        let reader = StreamReader::try_new(BufReader::new(file), None)
+            .map_err(local("reading back a sorted run"))?;
+        runs.push(Box::new(
+            reader.map(|b| b.map_err(local("reading back a sorted run"))),
+        ));
+    }
+    Ok(runs)
+}
+
+/// Where sorts spill: the folder [`spill_in`] set, else the system's
+/// temporary folder.
+pub(crate) fn spill_parent() -> PathBuf {
+    SPILL_DIR
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+static SPILL_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Makes sorts of this process spill under `dir`, a folder no other
+/// process uses (`pipe serve` passes `<data_dir>/tmp/sort`): what is in
+/// it is removed first, the runs a killed process left there. Call it
+/// before any sort starts.
+pub fn spill_in(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::create_dir_all(dir)?;
+    *SPILL_DIR.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.to_path_buf());
+    Ok(())
 }
 
 /// The sorted rows: one run held in memory, or runs merged from disk.
@@ -276,17 +400,18 @@ impl Iterator for Sorted {
 }
 
 /// Batches held in memory and the order of their rows: handed on in
-/// batches of [`BATCH_ROWS`] gathered in that order, without copying the
-/// whole first.
+/// batches of `rows` gathered in that order, without copying the whole
+/// first.
 struct SortedRun {
     batches: Vec<RecordBatch>,
     /// (batch, row) in order.
     order: Vec<(usize, usize)>,
     at: usize,
+    rows: usize,
 }
 
 impl SortedRun {
-    fn new(key: &SortKey, batches: Vec<RecordBatch>) -> Result<SortedRun> {
+    fn new(key: &SortKey, batches: Vec<RecordBatch>, rows: usize) -> Result<SortedRun> {
         let mut order = Vec::new();
         if !batches.is_empty() {
             let per_batch: Vec<Vec<ArrayRef>> =
@@ -322,6 +447,7 @@ impl SortedRun {
             batches,
             order,
             at: 0,
+            rows: rows.max(1),
         })
     }
 
@@ -337,7 +463,7 @@ impl Iterator for SortedRun {
         if self.at >= self.order.len() {
             return None;
         }
-        let end = (self.at + BATCH_ROWS).min(self.order.len());
+        let end = (self.at + self.rows).min(self.order.len());
         let refs: Vec<&RecordBatch> = self.batches.iter().collect();
         let out = interleave_record_batch(&refs, &self.order[self.at..end])
             .map_err(local("gathering sorted rows"));
@@ -348,7 +474,7 @@ impl Iterator for SortedRun {
 
 /// A sorted run being merged: its current batch and that batch's keys.
 struct Cursor {
-    source: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+    source: Batches,
     batch: RecordBatch,
     rows: Rows,
     next: usize,
@@ -364,13 +490,16 @@ struct Merge {
     /// earlier run.
     heap: BinaryHeap<Reverse<(OwnedRow, usize)>>,
     schema: Option<SchemaRef>,
+    /// Rows per batch handed on.
+    rows: usize,
 }
 
 impl Merge {
     fn new(
         key: SortKey,
-        sources: Vec<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>>,
+        sources: Vec<Batches>,
         schema: Option<SchemaRef>,
+        rows: usize,
     ) -> Result<Merge> {
         let mut merge = Merge {
             key,
@@ -378,6 +507,7 @@ impl Merge {
             cursors: Vec::new(),
             heap: BinaryHeap::new(),
             schema,
+            rows: rows.max(1),
         };
         for (i, source) in sources.into_iter().enumerate() {
             merge.cursors.push(None);
@@ -388,11 +518,7 @@ impl Merge {
 
     /// Loads the next non-empty batch of run `i` from `source` and queues
     /// its first row; the run ends when `source` does.
-    fn advance(
-        &mut self,
-        i: usize,
-        mut source: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
-    ) -> Result<()> {
+    fn advance(&mut self, i: usize, mut source: Batches) -> Result<()> {
         let batch = loop {
             match source.next().transpose()? {
                 None => {
@@ -424,7 +550,7 @@ impl Merge {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         let mut picks: Vec<(usize, usize)> = Vec::new();
         let mut exhausted = None;
-        while picks.len() < BATCH_ROWS {
+        while picks.len() < self.rows {
             let Some(Reverse((_, i))) = self.heap.pop() else {
                 break;
             };
@@ -572,7 +698,8 @@ mod tests {
     /// Sorts `input` (in batches of `chunk` rows) with a budget of
     /// `budget` bytes; the rows out and how many runs were spilled.
     fn sort(key: SortKey, input: &[Row], chunk: usize, budget: usize) -> (Vec<Row>, usize) {
-        let mut sort = ExternalSort::new(key, budget);
+        let dir = tempfile::tempdir().unwrap();
+        let mut sort = ExternalSort::new(key, budget, dir.path().to_path_buf());
         for part in input.chunks(chunk.max(1)) {
             sort.push(batch(part)).unwrap();
         }
@@ -635,6 +762,114 @@ mod tests {
         assert!(runs > 10, "{runs} runs");
         let expected: Vec<Row> = (0..30_000i64).rev().map(|i| (Some(i), None)).collect();
         assert_eq!(out, expected);
+    }
+
+    /// Wide rows (1 KiB) past a small budget: many runs, merged in more
+    /// than one pass, and what the final merge holds stays near the
+    /// budget (before, a batch was 8192 rows whatever their size, and a
+    /// merge held every run's: the whole data set). From the hostile
+    /// review of the sorted compaction.
+    #[test]
+    fn a_merge_of_wide_rows_holds_about_the_budget() {
+        let budget = 1 << 20;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let key = key(vec![(
+            1,
+            Transform::Identity,
+            SortDirection::Ascending,
+            NullOrder::First,
+        )]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut sort = ExternalSort::new(key, budget, dir.path().to_path_buf());
+        let pad = "x".repeat(1024);
+        let mut pushed = 0;
+        let mut value = 7u64;
+        for _ in 0..320 {
+            let n = Int64Array::from_iter_values((0..256).map(|_| {
+                value = value
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (value >> 40) as i64
+            }));
+            let s = StringArray::from_iter_values((0..256).map(|_| pad.as_str()));
+            let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(n), Arc::new(s)]).unwrap();
+            pushed += b.get_array_memory_size();
+            sort.push(b).unwrap();
+        }
+        let runs = sort.runs.len();
+        assert!(
+            runs > FAN_IN,
+            "{runs} runs: the test wants more than one pass"
+        );
+        let sorted = sort.finish().unwrap();
+        let Inner::Merge(merge) = &sorted.inner else {
+            panic!("a merge")
+        };
+        assert!(merge.cursors.len() <= FAN_IN);
+        let held: usize = merge
+            .cursors
+            .iter()
+            .flatten()
+            .map(|c| c.batch.get_array_memory_size())
+            .sum();
+        assert!(
+            held <= 4 * budget,
+            "the merge holds {held} B of {pushed} B pushed, budget {budget} B"
+        );
+        let mut last = i64::MIN;
+        let mut rows = 0;
+        for batch in sorted {
+            let batch = batch.unwrap();
+            assert!(
+                batch.get_array_memory_size() <= budget,
+                "a batch of {} B",
+                batch.get_array_memory_size()
+            );
+            let n = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            for v in n.values().iter() {
+                assert!(*v >= last);
+                last = *v;
+            }
+            rows += batch.num_rows();
+        }
+        assert_eq!(rows, 320 * 256);
+    }
+
+    /// `spill_in` takes what a killed process left in its folder, and the
+    /// sorts spill there, removing their runs when done.
+    #[test]
+    fn sorts_spill_in_the_folder_given_and_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = dir.path().join("tmp/sort");
+        std::fs::create_dir_all(spill.join("pipe-compact-sort-left")).unwrap();
+        std::fs::write(spill.join("pipe-compact-sort-left/run-0.arrow"), b"old").unwrap();
+        spill_in(&spill).unwrap();
+        assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
+        assert_eq!(spill_parent(), spill);
+        *SPILL_DIR.lock().unwrap() = None;
+        let input: Vec<Row> = (0..5_000i64).rev().map(|i| (Some(i), None)).collect();
+        let key = key(vec![(
+            1,
+            Transform::Identity,
+            SortDirection::Ascending,
+            NullOrder::First,
+        )]);
+        let mut sort = ExternalSort::new(key, 10_000, spill.clone());
+        for part in input.chunks(500) {
+            sort.push(batch(part)).unwrap();
+        }
+        assert!(!sort.runs.is_empty());
+        assert!(sort.runs[0].starts_with(&spill), "{:?}", sort.runs[0]);
+        let out: Vec<RecordBatch> = sort.finish().unwrap().map(|b| b.unwrap()).collect();
+        assert_eq!(rows_of(&out).len(), 5_000);
+        assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
     }
 
     #[test]

@@ -36,37 +36,50 @@ impl std::str::FromStr for SortColumn {
                 "sort column `{spec}`: {why} (expected e.g. `id`, `amount DESC`, `name ASC NULLS LAST`)"
             ))
         };
-        let words: Vec<String> = spec
-            .split_whitespace()
-            .map(|w| w.to_ascii_uppercase())
-            .collect();
-        let Some(column) = spec.split_whitespace().next() else {
-            return Err(bad("no column"));
-        };
-        if !column.chars().all(|c| c.is_alphanumeric() || c == '_') {
-            return Err(bad("not a top-level column name"));
+        // The column is what is left once the direction and null order
+        // are taken off the end, so any name a stream allows works (a
+        // name ending in such a word goes in double quotes).
+        let mut words: Vec<&str> = spec.split_whitespace().collect();
+        let upper = |w: &str| w.to_ascii_uppercase();
+        let mut nulls = None;
+        if words.len() >= 3 && upper(words[words.len() - 2]) == "NULLS" {
+            nulls = Some(upper(words[words.len() - 1]));
+            words.truncate(words.len() - 2);
         }
-        let rest: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-        let (descending, nulls) = match rest.as_slice() {
-            [] | ["ASC"] => (false, None),
-            ["DESC"] => (true, None),
-            ["NULLS", n] => (false, Some(*n)),
-            ["ASC", "NULLS", n] => (false, Some(*n)),
-            ["DESC", "NULLS", n] => (true, Some(*n)),
-            _ => {
-                return Err(bad(
-                    "after the column: ASC or DESC, then NULLS FIRST or LAST",
-                ))
+        let mut descending = false;
+        if words.len() >= 2 {
+            match upper(words[words.len() - 1]).as_str() {
+                "ASC" => {
+                    words.pop();
+                }
+                "DESC" => {
+                    descending = true;
+                    words.pop();
+                }
+                _ => {}
             }
+        }
+        let column = words.join(" ");
+        let column = match column.strip_prefix('"').and_then(|c| c.strip_suffix('"')) {
+            Some(quoted) => quoted.to_string(),
+            None => column,
         };
-        let nulls_first = match nulls {
+        if column.is_empty() {
+            return Err(bad("no column"));
+        }
+        if column.contains(char::is_whitespace) && !spec.contains('"') {
+            return Err(bad(
+                "after the column: ASC or DESC, then NULLS FIRST or LAST",
+            ));
+        }
+        let nulls_first = match nulls.as_deref() {
             None => !descending,
             Some("FIRST") => true,
             Some("LAST") => false,
             Some(_) => return Err(bad("NULLS is FIRST or LAST")),
         };
         Ok(SortColumn {
-            column: column.to_string(),
+            column,
             descending,
             nulls_first,
         })
@@ -77,7 +90,10 @@ impl std::fmt::Display for SortColumn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let direction = if self.descending { "DESC" } else { "ASC" };
         let nulls = if self.nulls_first { "FIRST" } else { "LAST" };
-        write!(f, "{} {direction} NULLS {nulls}", self.column)
+        match self.column.contains(char::is_whitespace) {
+            true => write!(f, "\"{}\" {direction} NULLS {nulls}", self.column),
+            false => write!(f, "{} {direction} NULLS {nulls}", self.column),
+        }
     }
 }
 
@@ -188,9 +204,16 @@ mod tests {
         assert_eq!(parse("a ASC NULLS LAST").unwrap(), "a ASC NULLS LAST");
         assert_eq!(parse("a DESC NULLS FIRST").unwrap(), "a DESC NULLS FIRST");
         assert_eq!(parse("a nulls last").unwrap(), "a ASC NULLS LAST");
+        assert_eq!(parse("user-id DESC").unwrap(), "user-id DESC NULLS LAST");
+        assert_eq!(parse("\"desc\" DESC").unwrap(), "desc DESC NULLS LAST");
+        assert_eq!(parse("\"a b\"").unwrap(), "\"a b\" ASC NULLS FIRST");
+        assert_eq!(
+            parse("\"a b\" ASC NULLS FIRST").unwrap(),
+            "\"a b\" ASC NULLS FIRST"
+        );
         for (bad, why) in [
             ("", "no column"),
-            ("a.b", "not a top-level column name"),
+            ("  ", "no column"),
             ("a DOWN", "after the column"),
             ("a NULLS MIDDLE", "NULLS is FIRST or LAST"),
         ] {

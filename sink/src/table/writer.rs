@@ -164,6 +164,12 @@ impl DataWriter {
         Ok(())
     }
 
+    /// `batch` in the table's columns and types, as [`DataWriter::write`]
+    /// writes it.
+    pub fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        conform(batch, &self.arrow_schema)
+    }
+
     /// Closes the open data files and returns them.
     pub async fn close(&mut self) -> Result<Vec<DataFile>> {
         let closed = match self.open.take() {
