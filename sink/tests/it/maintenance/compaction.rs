@@ -279,17 +279,11 @@ fn ids_in_file(path: &str) -> Vec<i64> {
 
 /// The sort order id each live data file records.
 async fn sort_order_ids(table: &Table) -> Vec<Option<i32>> {
-    let current = table.metadata().current_snapshot().unwrap();
-    let list = table.manifest_list_reader(current).load().await.unwrap();
-    let mut out = Vec::new();
-    for m in list.entries() {
-        for e in m.load_manifest(table.file_io()).await.unwrap().entries() {
-            if e.is_alive() {
-                out.push(e.data_file.sort_order_id());
-            }
-        }
-    }
-    out
+    live_data_files(table)
+        .await
+        .iter()
+        .map(|f| f.sort_order_id())
+        .collect()
 }
 
 #[tokio::test]

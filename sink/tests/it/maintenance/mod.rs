@@ -379,18 +379,29 @@ async fn a_maintenance_commit_planned_on_an_old_state_is_a_conflict() {
 
 use pipe_sink::maintenance::compact::{compact, CompactionPolicy};
 
-/// The live data files of the current snapshot.
-async fn live_files(table: &Table) -> Vec<String> {
+/// The live data files of the current snapshot, as its manifests list
+/// them.
+async fn live_data_files(table: &Table) -> Vec<iceberg::spec::DataFile> {
     let current = table.metadata().current_snapshot().unwrap();
     let list = table.manifest_list_reader(current).load().await.unwrap();
     let mut out = Vec::new();
     for m in list.entries() {
         for e in m.load_manifest(table.file_io()).await.unwrap().entries() {
             if e.is_alive() {
-                out.push(e.file_path().to_string());
+                out.push(e.data_file.clone());
             }
         }
     }
+    out
+}
+
+/// The paths of the live data files of the current snapshot, sorted.
+async fn live_files(table: &Table) -> Vec<String> {
+    let mut out: Vec<String> = live_data_files(table)
+        .await
+        .iter()
+        .map(|f| f.file_path().to_string())
+        .collect();
     out.sort();
     out
 }
