@@ -195,8 +195,12 @@ impl QueryEngine {
             .map_err(|e| Error::Sql(format!("DATAFUSION_* settings: {e}")))?
             .with_default_catalog_and_schema(CATALOG_NAME, "default")
             .with_information_schema(true);
-        let ctx = SessionContext::new_with_config_rt(config, caches.runtime.clone());
+        let mut ctx = SessionContext::new_with_config_rt(config, caches.runtime.clone());
         ctx.register_catalog(CATALOG_NAME, Arc::new(provider));
+        // The functions pipeline SQL has (JSON ones, …), so a column is
+        // queried the way it was transformed.
+        pipe_transform::functions::register(&mut ctx)
+            .map_err(|e| Error::Sql(format!("registering SQL functions: {e}")))?;
         ctx.register_udaf(top_k::approx_top_k());
         if let Some(max) = caches.max_value_bytes {
             value_caps::register(&ctx, max);

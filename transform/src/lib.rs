@@ -75,6 +75,7 @@ use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Statement, TableObject};
 
 mod conform;
+pub mod functions;
 
 /// The column pipe stamps on every event at ingest.
 pub const INGEST_TS_COLUMN: &str = "__ingest_ts";
@@ -262,9 +263,8 @@ impl PipelinePlan {
             datafusion::prelude::SessionConfig::new()
                 .set_bool("datafusion.sql_parser.collect_spans", true),
         );
-        // JSON functions (`json_get`, `json_get_str`, `json_contains`, …) and
-        // the `->` / `->>` operators, for `json` columns (JSON text).
-        datafusion_functions_json::register_all(&mut ctx).map_err(|e| invalid(e.to_string()))?;
+        // The functions queries have too (JSON ones, …).
+        functions::register(&mut ctx).map_err(|e| invalid(e.to_string()))?;
         let mut slots = HashMap::new();
         for (stream, schema) in streams {
             let slot = Arc::new(BatchSlot::new(schema.clone()));
