@@ -230,7 +230,7 @@ pub(crate) fn refuse_unless_json(headers: &HeaderMap) -> Option<Response> {
     // The body of every error answer, with the kind of a request that
     // fails again as sent; 415 is the status HTTP has for this case.
     let body = serde_json::json!({"error": {
-        "kind": "invalid_input",
+        "kind": pipe_ingest::ErrorKind::InvalidInput.name(),
         "message": format!("expected `Content-Type: application/json`, got {found}"),
     }});
     Some((StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(body)).into_response())

@@ -100,17 +100,12 @@ impl Client {
                 ))
             }
             _ => {
-                let kind = match status {
-                    401 | 403 => ErrorKind::Unauthorized,
-                    404 => ErrorKind::NotFound,
-                    413 => ErrorKind::TooLarge,
-                    400 => ErrorKind::InvalidInput,
-                    _ => ErrorKind::Unavailable,
+                let text = match &body {
+                    serde_json::Value::String(text) => text.clone(),
+                    json => json.to_string(),
                 };
-                Err(Error::Remote(
-                    format!("`{stream}` answered {status}: {body}"),
-                    kind,
-                ))
+                let (kind, message) = ErrorKind::of_answer(status, &text);
+                Err(Error::Remote(format!("`{stream}`: {message}"), kind))
             }
         }
     }

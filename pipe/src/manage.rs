@@ -272,18 +272,10 @@ pub async fn call(
             ErrorKind::Unavailable,
         )
     })?;
-    let kind = match status.as_u16() {
-        200..=299 => return Ok(text),
-        404 => ErrorKind::NotFound,
-        409 => ErrorKind::Conflict,
-        401 | 403 => ErrorKind::Unauthorized,
-        400..=499 => ErrorKind::InvalidInput,
-        _ => ErrorKind::Unavailable,
-    };
-    let message = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(String::from))
-        .unwrap_or(text);
+    if status.is_success() {
+        return Ok(text);
+    }
+    let (kind, message) = ErrorKind::of_answer(status.as_u16(), &text);
     Err(Error::Remote(message, kind))
 }
 

@@ -356,16 +356,11 @@ async fn send_batch(
                 batch = kept;
             }
             _ => {
-                let message = body["error"]["message"]
-                    .as_str()
-                    .or_else(|| body["error"].as_str())
-                    .map_or_else(|| body.to_string(), str::to_string);
-                let kind = match status {
-                    401 | 403 => ErrorKind::Unauthorized,
-                    404 => ErrorKind::NotFound,
-                    413 => ErrorKind::TooLarge,
-                    _ => ErrorKind::InvalidInput,
+                let text = match &body {
+                    Value::String(text) => text.clone(),
+                    json => json.to_string(),
                 };
+                let (kind, message) = ErrorKind::of_answer(status, &text);
                 return Err(Error::Remote(
                     format!("the server answered {status}: {message}"),
                     kind,

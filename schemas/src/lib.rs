@@ -56,9 +56,126 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::InvalidInput,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::Unavailable,
+        ErrorKind::Unauthorized,
+        ErrorKind::TooLarge,
+        ErrorKind::TimedOut,
+        ErrorKind::Internal,
+    ];
+
     /// Whether retrying the same request later may succeed.
     pub fn retryable(self) -> bool {
         matches!(self, ErrorKind::Unavailable | ErrorKind::Conflict)
+    }
+
+    /// The kind's name in error answers (`{"error": {"kind": …}}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::TimedOut => "timed_out",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The kind named `name` (see [`ErrorKind::name`]).
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The HTTP status of an answer of this kind. The only place that
+    /// decides it.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidInput => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::TooLarge => 413,
+            ErrorKind::TimedOut => 408,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// The kind of an answer with HTTP status `status` that names none
+    /// (a proxy's, or another server's): the inverse of
+    /// [`ErrorKind::http_status`], other 4xx being bad input and other
+    /// 5xx (and 429) unavailable.
+    pub fn from_http_status(status: u16) -> ErrorKind {
+        match status {
+            401 | 403 => ErrorKind::Unauthorized,
+            404 => ErrorKind::NotFound,
+            408 => ErrorKind::TimedOut,
+            409 => ErrorKind::Conflict,
+            413 => ErrorKind::TooLarge,
+            429 => ErrorKind::Unavailable,
+            500 => ErrorKind::Internal,
+            400..=499 => ErrorKind::InvalidInput,
+            _ => ErrorKind::Unavailable,
+        }
+    }
+
+    /// The kind and message of an error answer: `{"error": {"kind",
+    /// "message"}}` as `pipe` sends it, else the status and the body as
+    /// text.
+    pub fn of_answer(status: u16, body: &str) -> (ErrorKind, String) {
+        let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+        let error = parsed.as_ref().map(|v| &v["error"]);
+        let kind = error
+            .and_then(|e| e["kind"].as_str())
+            .and_then(ErrorKind::from_name)
+            .unwrap_or_else(|| ErrorKind::from_http_status(status));
+        let message = error
+            .and_then(|e| e["message"].as_str())
+            .map(String::from)
+            .unwrap_or_else(|| match body.trim() {
+                "" => format!("HTTP {status}"),
+                text => format!("HTTP {status}: {text}"),
+            });
+        (kind, message)
+    }
+}
+
+#[cfg(test)]
+mod error_kind_tests {
+    use super::ErrorKind;
+
+    #[test]
+    fn names_and_statuses_go_both_ways() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_name(kind.name()), Some(kind));
+            assert_eq!(ErrorKind::from_http_status(kind.http_status()), kind);
+        }
+        assert_eq!(ErrorKind::from_http_status(403), ErrorKind::Unauthorized);
+        assert_eq!(ErrorKind::from_http_status(422), ErrorKind::InvalidInput);
+        assert_eq!(ErrorKind::from_http_status(502), ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn an_answer_says_its_kind_and_message() {
+        let body = r#"{"error": {"kind": "conflict", "message": "busy"}}"#;
+        assert_eq!(
+            ErrorKind::of_answer(409, body),
+            (ErrorKind::Conflict, "busy".to_string())
+        );
+        assert_eq!(
+            ErrorKind::of_answer(502, "Bad Gateway"),
+            (ErrorKind::Unavailable, "HTTP 502: Bad Gateway".to_string())
+        );
+        assert_eq!(
+            ErrorKind::of_answer(404, ""),
+            (ErrorKind::NotFound, "HTTP 404".to_string())
+        );
     }
 }
 

@@ -299,33 +299,16 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// The HTTP status of an error kind. The only place that decides it.
+/// The HTTP status of an error kind ([`ErrorKind::http_status`] decides).
 pub fn status_for(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(kind.http_status()).expect("a status between 100 and 999")
 }
 
-/// An error response: `{"error": {"kind", "message"}}` with the kind's status.
+/// An error response: `{"error": {"kind", "message"}}` with the kind's
+/// status ([`ErrorKind::name`], [`ErrorKind::http_status`]); clients read
+/// it back with [`ErrorKind::of_answer`].
 pub fn error_response(kind: ErrorKind, message: impl Into<String>) -> Response {
-    let name = match kind {
-        ErrorKind::InvalidInput => "invalid_input",
-        ErrorKind::Unauthorized => "unauthorized",
-        ErrorKind::NotFound => "not_found",
-        ErrorKind::Conflict => "conflict",
-        ErrorKind::TooLarge => "too_large",
-        ErrorKind::TimedOut => "timed_out",
-        ErrorKind::Unavailable => "unavailable",
-        ErrorKind::Internal => "internal",
-    };
-    let body = Json(json!({"error": {"kind": name, "message": message.into()}}));
+    let body = Json(json!({"error": {"kind": kind.name(), "message": message.into()}}));
     let mut response = (status_for(kind), body).into_response();
     let headers = response.headers_mut();
     match kind {
