@@ -77,8 +77,9 @@ use datafusion::sql::sqlparser::ast::{Statement, TableObject};
 mod conform;
 pub mod functions;
 
-/// The column pipe stamps on every event at ingest.
-pub const INGEST_TS_COLUMN: &str = "__ingest_ts";
+/// The column pipe stamps on every event at ingest (the `schemas` crate
+/// owns it).
+pub use pipe_schemas::INGEST_TS_COLUMN;
 
 /// Errors of the transform crate.
 #[derive(Debug, thiserror::Error)]

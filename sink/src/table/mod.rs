@@ -64,8 +64,9 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// first sweep is this long after the sink opened).
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// The column every table gets, and is partitioned on by day.
-pub const INGEST_TS_COLUMN: &str = "__ingest_ts";
+/// The column every table gets, and is partitioned on by day (the
+/// `schemas` crate owns it).
+pub use pipe_schemas::INGEST_TS_COLUMN;
 
 /// Parquet compression codecs a sink may use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
