@@ -99,6 +99,20 @@ pub enum Error {
     Input { pipeline: String, message: String },
 }
 
+impl Error {
+    /// The kind of this error: the SQL or the input's fault, or (for a
+    /// run that failed on the machine's trouble, see [`is_row_error`])
+    /// unavailable, which a retry may get past.
+    pub fn kind(&self) -> pipe_schemas::ErrorKind {
+        use pipe_schemas::ErrorKind;
+        match self {
+            Error::InvalidSql { .. } | Error::Input { .. } => ErrorKind::InvalidInput,
+            Error::Execution { source, .. } if is_row_error(source) => ErrorKind::InvalidInput,
+            Error::Execution { .. } => ErrorKind::Unavailable,
+        }
+    }
+}
+
 /// An input row the SQL failed on, set aside with why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailedRow {
@@ -641,6 +655,31 @@ mod tests {
                 false,
             ),
         ]))
+    }
+
+    #[test]
+    fn errors_say_whose_fault_they_are() {
+        use datafusion::error::DataFusionError;
+        use pipe_schemas::ErrorKind;
+        let run = |source| Error::Execution {
+            pipeline: "p".into(),
+            source,
+        };
+        let io = std::io::Error::other("disk gone");
+        assert_eq!(
+            run(DataFusionError::IoError(io)).kind(),
+            ErrorKind::Unavailable
+        );
+        let cast = arrow::error::ArrowError::CastError("'x' is not a number".into());
+        assert_eq!(
+            run(DataFusionError::ArrowError(Box::new(cast), None)).kind(),
+            ErrorKind::InvalidInput
+        );
+        let sql = Error::InvalidSql {
+            pipeline: "p".into(),
+            message: "no".into(),
+        };
+        assert_eq!(sql.kind(), ErrorKind::InvalidInput);
     }
 
     fn streams() -> HashMap<String, SchemaRef> {

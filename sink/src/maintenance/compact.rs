@@ -68,18 +68,40 @@ pub struct CompactionPolicy {
 /// A sink's default: compact a partition once 10 small files gathered.
 pub const DEFAULT_MIN_INPUT_FILES: usize = 10;
 
+/// The smallest target size pipe writes and compacts to, whatever the
+/// table says: a byte-sized target would make a file of every write and
+/// leave nothing small enough to compact.
+pub const MIN_TARGET_FILE_BYTES: u64 = 1 << 20;
+
+/// `table`'s `write.target-file-size-bytes`, if it sets one (raised to
+/// [`MIN_TARGET_FILE_BYTES`]); an error if it is not a positive number
+/// of bytes (another engine's, by hand): iceberg-rust then refuses every
+/// commit to the table, this sink's included, so the sink says so at
+/// open rather than failing each commit.
+pub fn table_target_file_bytes(table: &Table) -> Result<Option<u64>> {
+    let Some(value) = table.metadata().properties().get(TARGET_FILE_SIZE) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(n.max(MIN_TARGET_FILE_BYTES))),
+        _ => Err(Error::Config(format!(
+            "table `{}` has `{TARGET_FILE_SIZE}` = `{value}`, not a positive number of bytes, and iceberg refuses every commit to it: set it right or remove it with the engine that set it (PyIceberg: `table.transaction()` … `remove_properties`)",
+            table.identifier()
+        ))),
+    }
+}
+
 impl CompactionPolicy {
     /// The policy for `table` written with `layout`: the table's
-    /// `write.target-file-size-bytes` if set, else the layout's target.
+    /// `write.target-file-size-bytes` if set (see
+    /// [`table_target_file_bytes`]), else the layout's target.
     pub fn of(table: &Table, layout: &Layout) -> CompactionPolicy {
-        let target = table
-            .metadata()
-            .properties()
-            .get(TARGET_FILE_SIZE)
-            .and_then(|v| v.trim().parse().ok())
+        let target = table_target_file_bytes(table)
+            .ok()
+            .flatten()
             .unwrap_or(layout.target_file_bytes as u64);
         CompactionPolicy {
-            target_bytes: target.max(1),
+            target_bytes: target.max(MIN_TARGET_FILE_BYTES),
             min_input_files: DEFAULT_MIN_INPUT_FILES,
             tiered: true,
         }
@@ -146,7 +168,12 @@ pub async fn compact(
     let started = std::time::Instant::now();
     crate::crash::point(crate::crash::MAINTENANCE_BEFORE_WRITE);
     let removed: Vec<DataFile> = bins.iter().flatten().map(|l| l.file.clone()).collect();
-    let mut writer = DataWriter::new(table, layout.clone(), "compact", None)?;
+    // The new files roll at the size the plan counts small files by.
+    let layout = Layout {
+        target_file_bytes: policy.target_bytes as usize,
+        ..layout.clone()
+    };
+    let mut writer = DataWriter::new(table, layout, "compact", None)?;
     let order = SortKey::of(table);
     let order_id = order.as_ref().map(SortKey::order_id);
     let mut added = rewrite(table, base.snapshot_id(), &bins, order, &mut writer).await?;

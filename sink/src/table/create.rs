@@ -125,16 +125,6 @@ pub(super) async fn adopt_metadata_properties(
     Ok(adopted)
 }
 
-/// The table's `write.target-file-size-bytes`, if it sets a size.
-pub(super) fn target_file_bytes(table: &Table) -> Option<usize> {
-    table
-        .metadata()
-        .properties()
-        .get(TARGET_FILE_SIZE)
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|n| *n > 0)
-}
-
 /// Records the sink's target file size as the table's
 /// `write.target-file-size-bytes` when it differs, in a commit of its
 /// own; `None` leaves the table's property alone.
@@ -146,7 +136,8 @@ pub(super) async fn adopt_target_file_size(
     let Some(bytes) = bytes else {
         return Ok(table);
     };
-    if target_file_bytes(&table) == Some(bytes) {
+    let set = table.metadata().properties().get(TARGET_FILE_SIZE);
+    if set.map(|v| v.trim()) == Some(bytes.to_string().as_str()) {
         return Ok(table);
     }
     let tx = Transaction::new(&table);

@@ -30,7 +30,7 @@ use maintain::Background;
 
 use create::{
     adopt_metadata_properties, adopt_target_file_size, bloom_filter_columns,
-    check_bloom_filter_columns, check_compatible, table_creation, target_file_bytes,
+    check_bloom_filter_columns, check_compatible, table_creation,
 };
 
 pub use sort_by::SortColumn;
@@ -418,7 +418,9 @@ impl TableSink {
         check_compatible(&ident, output, &arrow_schema)?;
         let mut options = options;
         options.bloom_filter_columns = bloom_filter_columns(&table, &options.bloom_filter_columns);
-        options.target_file_bytes = target_file_bytes(&table).or(options.target_file_bytes);
+        options.target_file_bytes = crate::maintenance::compact::table_target_file_bytes(&table)?
+            .map(|n| n as usize)
+            .or(options.target_file_bytes);
         let existing: Vec<String> = table
             .metadata()
             .default_partition_spec()

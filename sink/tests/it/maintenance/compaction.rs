@@ -425,3 +425,63 @@ async fn the_sinks_target_file_size_is_the_tables_property() {
     let policy = CompactionPolicy::of(&table, &WriteOptions::default().layout());
     assert_eq!(policy.target_bytes, 8 << 20);
 }
+
+/// The rewrite rolls its files at the size the plan counts small files
+/// by (the table's), not the caller's layout: otherwise files come out
+/// "small" again and every full compaction rewrites them once more. From
+/// the hostile review of the maintenance changes.
+#[tokio::test]
+async fn a_compacted_table_is_not_compacted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = compactable_sink(dir.path(), None).await;
+    commit_n(&mut sink, 0, 40).await;
+    super::set_property(dir.path(), "write.target-file-size-bytes", "1048576").await;
+    let settings = pipe_sink::CatalogSettings::local(dir.path());
+    let committer = pipe_sink::maintenance::Committer::open(&settings)
+        .await
+        .unwrap();
+    let catalog = pipe_sink::open_catalog(&settings).await.unwrap();
+    // A caller whose layout rolls files far below the table's target.
+    let mut layout = WriteOptions {
+        row_group_rows: 20,
+        ..WriteOptions::default()
+    }
+    .layout();
+    layout.target_file_bytes = 2000;
+    let mut done = Vec::new();
+    for _ in 0..3 {
+        let table = load_table(dir.path(), &sink).await;
+        let policy = CompactionPolicy::of(&table, &layout).full();
+        let run = compact(&committer, &catalog, &table, &layout, &policy)
+            .await
+            .unwrap()
+            .map(|(_, c)| (c.files_removed, c.files_added));
+        done.push(run);
+    }
+    assert_eq!(done, vec![Some((80, 2)), None, None]);
+    assert_eq!(
+        scanned_rows(&load_table(dir.path(), &sink).await).await,
+        400
+    );
+}
+
+/// A target size another engine set that is not a size stops the sink at
+/// open with what to do (iceberg-rust would refuse every commit to the
+/// table); a tiny one is raised to 1 MiB.
+#[tokio::test]
+async fn a_bad_target_size_on_the_table_is_said_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open_with(dir.path(), "p", WriteOptions::default()).await);
+    super::set_property(dir.path(), "write.target-file-size-bytes", "1").await;
+    let sink = open_with(dir.path(), "p", WriteOptions::default()).await;
+    let table = load_table(dir.path(), &sink).await;
+    let policy = CompactionPolicy::of(&table, &WriteOptions::default().layout());
+    assert_eq!(policy.target_bytes, 1 << 20);
+    drop(sink);
+    super::set_property(dir.path(), "write.target-file-size-bytes", "garbage").await;
+    let e = crate::refused(dir.path(), WriteOptions::default()).await;
+    assert!(
+        e.contains("`write.target-file-size-bytes` = `garbage`") && e.contains("remove it"),
+        "{e}"
+    );
+}
