@@ -16,18 +16,21 @@
 //! The commit is the same for every writer sharing the table:
 //!
 //! ```text
-//!  plan on snapshot S ─► read + write new files (no lock) ─► take the table lock
-//!    ─► on main as it is now: every file to remove still live? no: give up,
-//!       delete the new files (another writer replaced them)
-//!    ─► manifests holding a removed file rewritten (it DELETED, the rest
-//!       EXISTING), one manifest of the new files ADDED, the rest kept
-//!    ─► swap with main required to be that snapshot; lost: plan the
-//!       commit again on the new main (appends of others are kept)
+//!  plan on snapshot S ─► read + write new files (no lock)
+//!    ─► on main as it is then (no lock): every file to remove still live?
+//!       no: give up, delete the new files (another writer replaced them);
+//!       manifests holding a removed file rewritten (it DELETED, the rest
+//!       EXISTING), one manifest of the new files ADDED
+//!    ─► take the table lock ─► on main as it is now: every rewritten
+//!       manifest still listed? (manifests never change in place) no:
+//!       prepare again; yes: main's list without them, plus the new ones
+//!       ─► swap with main required to be that snapshot
 //! ```
 //!
 //! So an append by the sink, another process or another engine is never
 //! lost nor doubled (its manifests are carried into the replace
-//! snapshot), and a conflict costs one more commit step, not the rewrite.
+//! snapshot), the lock is held for one read of the manifest list and the
+//! swap, and a conflict costs one more commit step, not the rewrite.
 //! The removed files stay on storage for older snapshots (time travel
 //! reads them) until those expire; expiry deletes them then. A crash
 //! before the swap leaves new files nothing references, for the orphan
@@ -44,7 +47,7 @@ use iceberg::Catalog;
 use tracing::info;
 
 use super::lock::TableLock;
-use super::snapshot::{is_conflict, Committer, Failed, NewSnapshot};
+use super::snapshot::{is_conflict, rebase, Committer, Failed, NewSnapshot};
 use super::sort::{in_order, spill_parent, ExternalSort, SortKey, SORT_MEMORY_BYTES};
 use crate::table::{DataWriter, Layout};
 use crate::{Error, Result};
@@ -432,10 +435,16 @@ async fn rewrite_into(
     Ok(())
 }
 
-/// Commits the replace of `removed` by `added` on `main` as it is now;
-/// plans again on a conflict (another process committed), up to
-/// `attempts` times, each holding the table's lock. `None`: a removed file is no longer
-/// live (another writer replaced it): nothing was committed.
+/// Commits the replace of `removed` by `added` on `main` as it is now,
+/// up to `attempts` tries (another process committing can make one lose).
+/// Each try prepares the snapshot's manifests without the table's lock
+/// (reading every data manifest), then, holding it, moves them onto
+/// `main` as it is by then ([`rebase`]: one read of the manifest list)
+/// and swaps: the sink never waits for more than that short step, and
+/// an append that landed meanwhile is carried over, not a lost round.
+/// `None`: a removed file is no longer live (another writer replaced
+/// it), or delete files were committed since the rewrite read (see
+/// [`prepare_replace`]): nothing was committed.
 async fn commit_replace(
     committer: &Committer,
     catalog: &Arc<dyn Catalog>,
@@ -449,40 +458,47 @@ async fn commit_replace(
         error,
         swap: super::snapshot::Swap::NotDone,
     };
+    let load = || async {
+        catalog
+            .load_table(table.identifier())
+            .await
+            .map_err(|e| unswapped(read_error(table, "the table", e)))
+    };
     let lock = TableLock::of(table);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        // Every try holds the lock (see `merge_manifests`): in this
-        // process only another process's commits can make it lose.
-        let guard = lock.lock().await;
-        let current = catalog
-            .load_table(table.identifier())
+        let planned_on = load().await?;
+        let Some(prepared) = prepare_replace(&planned_on, base_sequence, removed, added)
             .await
-            .map_err(|e| unswapped(read_error(table, "the table", e)))?;
-        let planned = replace_snapshot(&current, base_sequence, removed, added)
-            .await
-            .map_err(unswapped)?;
-        let Some((requirements, updates, written)) = planned else {
+            .map_err(unswapped)?
+        else {
             return Ok(None);
         };
-        let result = committer
-            .commit(catalog, current.identifier(), &requirements, updates)
-            .await;
+        let guard = lock.lock().await;
+        let current = load().await?;
+        let result = finish_replace(
+            committer,
+            catalog,
+            &current,
+            prepared,
+            base_sequence,
+            removed,
+            added,
+        )
+        .await;
         match result {
-            Ok(after) => {
+            Ok(Some(after)) => {
                 lock.bump();
                 drop(guard);
                 return Ok(Some(after));
             }
+            Ok(None) => return Ok(None),
             Err(failed) => {
-                if failed.not_done() {
-                    for p in &written {
-                        let _ = current.file_io().delete(p).await;
-                    }
-                } else {
+                if !failed.not_done() {
                     lock.bump();
                 }
+                drop(guard);
                 if !(is_conflict(&failed.error) && attempt < attempts) {
                     return Err(failed);
                 }
@@ -491,24 +507,36 @@ async fn commit_replace(
     }
 }
 
-type Planned = (
-    Vec<iceberg::TableRequirement>,
-    Vec<iceberg::TableUpdate>,
-    Vec<String>,
-);
+/// A replace snapshot's manifests, written on the table as it was.
+struct Prepared {
+    new: NewSnapshot,
+    /// The manifests that held a removed file.
+    replaced: HashSet<String>,
+    /// Those manifests rewritten, and the manifest of the new files.
+    written: Vec<ManifestFile>,
+}
 
-/// The replace snapshot on `current`'s main, with the metadata files it
-/// wrote; `None` if a removed file is not live there, or if delete files
-/// were committed since the snapshot the rewrite read (sequence number
-/// `base_sequence`): they may apply to rows of the removed files, which
-/// the new files would bring back (Java's
-/// `validateNoNewDeletesForDataFiles`, for any delete).
-async fn replace_snapshot(
+impl Prepared {
+    async fn delete(&self) {
+        for m in &self.written {
+            let _ = self.new.base.file_io().delete(&m.manifest_path).await;
+        }
+    }
+}
+
+/// The manifests of the replace on `current`'s main: each manifest
+/// holding a removed file rewritten (it DELETED, the rest EXISTING), and
+/// one of the new files ADDED. `None` if a removed file is not live
+/// there, or if delete files were committed since the snapshot the
+/// rewrite read (sequence number `base_sequence`): they may apply to
+/// rows of the removed files, which the new files would bring back
+/// (Java's `validateNoNewDeletesForDataFiles`, for any delete).
+async fn prepare_replace(
     current: &Table,
     base_sequence: i64,
     removed: &[DataFile],
     added: &[DataFile],
-) -> Result<Option<Planned>> {
+) -> Result<Option<Prepared>> {
     let Some(snapshot) = current.metadata().current_snapshot() else {
         return Ok(None);
     };
@@ -517,23 +545,18 @@ async fn replace_snapshot(
         .load()
         .await
         .map_err(|e| read_error(current, "the manifest list", e))?;
-    let new_deletes = list.entries().iter().any(|m| {
-        m.content == ManifestContentType::Deletes
-            && m.sequence_number > base_sequence
-            && (m.has_added_files() || m.has_existing_files())
-    });
-    if new_deletes {
-        info!(table = %current.identifier(), "delete files were committed while compacting; this compaction gives up");
+    if new_deletes(current, list.entries(), base_sequence) {
         return Ok(None);
     }
     let mut gone: HashMap<&str, bool> = removed.iter().map(|f| (f.file_path(), false)).collect();
-    let mut new = NewSnapshot::start(current)?;
-    let mut manifests: Vec<ManifestFile> = Vec::new();
-    let mut written: Vec<String> = Vec::new();
+    let mut prepared = Prepared {
+        new: NewSnapshot::start(current)?,
+        replaced: HashSet::new(),
+        written: Vec::new(),
+    };
     let outcome: Result<bool> = async {
         for m in list.entries() {
             if m.content != ManifestContentType::Data {
-                manifests.push(m.clone());
                 continue;
             }
             let manifest = m
@@ -545,10 +568,9 @@ async fn replace_snapshot(
                 .iter()
                 .any(|e| e.is_alive() && gone.contains_key(e.file_path()));
             if !touched {
-                manifests.push(m.clone());
                 continue;
             }
-            let mut writer = new.manifest_writer(m.partition_spec_id)?;
+            let mut writer = prepared.new.manifest_writer(m.partition_spec_id)?;
             for e in manifest.entries() {
                 if e.status() == ManifestStatus::Deleted {
                     continue;
@@ -581,13 +603,15 @@ async fn replace_snapshot(
                 .write_manifest_file()
                 .await
                 .map_err(|e| read_error(current, "a rewritten manifest", e))?;
-            written.push(file.manifest_path.clone());
-            manifests.push(file);
+            prepared.replaced.insert(m.manifest_path.clone());
+            prepared.written.push(file);
         }
         if gone.values().any(|seen| !seen) {
             return Ok(false);
         }
-        let mut writer = new.manifest_writer(current.metadata().default_partition_spec_id())?;
+        let mut writer = prepared
+            .new
+            .manifest_writer(current.metadata().default_partition_spec_id())?;
         for f in added {
             writer
                 .add_file(f.clone(), -1)
@@ -597,37 +621,113 @@ async fn replace_snapshot(
             .write_manifest_file()
             .await
             .map_err(|e| read_error(current, "the manifest of the new files", e))?;
-        written.push(file.manifest_path.clone());
-        manifests.push(file);
+        prepared.written.push(file);
         Ok(true)
     }
     .await;
     match outcome {
-        Ok(true) => {}
+        Ok(true) => Ok(Some(prepared)),
         Ok(false) => {
-            for p in &written {
-                let _ = current.file_io().delete(p).await;
-            }
-            return Ok(None);
+            prepared.delete().await;
+            Ok(None)
         }
         Err(e) => {
-            for p in &written {
-                let _ = current.file_io().delete(p).await;
-            }
-            return Err(e);
+            prepared.delete().await;
+            Err(e)
         }
     }
-    let properties = summary(current, removed, added);
-    let (requirements, updates) = new
-        .finish(manifests, Operation::Replace, properties)
-        .await?;
-    if let Some(list) = updates.iter().find_map(|u| match u {
-        iceberg::TableUpdate::AddSnapshot { snapshot } => Some(snapshot.manifest_list()),
-        _ => None,
-    }) {
-        written.push(list.to_string());
+}
+
+/// Whether `list` has delete files committed after sequence number
+/// `base_sequence`.
+fn new_deletes(table: &Table, list: &[ManifestFile], base_sequence: i64) -> bool {
+    let found = list.iter().any(|m| {
+        m.content == ManifestContentType::Deletes
+            && m.sequence_number > base_sequence
+            && (m.has_added_files() || m.has_existing_files())
+    });
+    if found {
+        info!(table = %table.identifier(), "delete files were committed while compacting; this compaction gives up");
     }
-    Ok(Some((requirements, updates, written)))
+    found
+}
+
+/// Holding the table's lock: moves `prepared` onto `current`'s main and
+/// swaps. `Ok(None)`: delete files were committed meanwhile (nothing
+/// committed, the prepared files deleted). A replaced manifest no longer
+/// listed is a conflict: the caller prepares again.
+#[allow(clippy::too_many_arguments)]
+async fn finish_replace(
+    committer: &Committer,
+    catalog: &Arc<dyn Catalog>,
+    current: &Table,
+    prepared: Prepared,
+    base_sequence: i64,
+    removed: &[DataFile],
+    added: &[DataFile],
+) -> std::result::Result<Option<Table>, Failed> {
+    let unswapped = |error| Failed {
+        error,
+        swap: super::snapshot::Swap::NotDone,
+    };
+    let rebased = match rebase(current, &prepared.replaced, &prepared.written).await {
+        Ok(Some(rebased)) => rebased,
+        Ok(None) => {
+            prepared.delete().await;
+            return Err(unswapped(super::snapshot::conflict(
+                current.identifier(),
+                "a manifest this compaction rewrote was replaced meanwhile",
+            )));
+        }
+        Err(e) => {
+            prepared.delete().await;
+            return Err(unswapped(e));
+        }
+    };
+    if new_deletes(current, &rebased.current, base_sequence) {
+        prepared.delete().await;
+        return Ok(None);
+    }
+    let properties = summary(current, removed, added);
+    let written: Vec<String> = prepared
+        .written
+        .iter()
+        .map(|m| m.manifest_path.clone())
+        .collect();
+    let io = prepared.new.base.file_io().clone();
+    let finished = prepared
+        .new
+        .finish(current, rebased.manifests, Operation::Replace, properties)
+        .await;
+    let (requirements, updates) = match finished {
+        Ok(done) => done,
+        Err(e) => {
+            for p in &written {
+                let _ = io.delete(p).await;
+            }
+            return Err(unswapped(e));
+        }
+    };
+    let list = updates.iter().find_map(|u| match u {
+        iceberg::TableUpdate::AddSnapshot { snapshot } => {
+            Some(snapshot.manifest_list().to_string())
+        }
+        _ => None,
+    });
+    match committer
+        .commit(catalog, current.identifier(), &requirements, updates)
+        .await
+    {
+        Ok(after) => Ok(Some(after)),
+        Err(failed) => {
+            if failed.not_done() {
+                for p in written.iter().chain(list.as_ref()) {
+                    let _ = io.delete(p).await;
+                }
+            }
+            Err(failed)
+        }
+    }
 }
 
 /// The summary of a replace: what was added and removed, and the totals

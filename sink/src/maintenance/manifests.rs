@@ -27,7 +27,7 @@ use iceberg::Catalog;
 use tracing::info;
 
 use super::lock::TableLock;
-use super::snapshot::{is_conflict, totals_of, Committer, NewSnapshot};
+use super::snapshot::{is_conflict, rebase, totals_of, Committer, NewSnapshot};
 use crate::{Error, Result};
 
 /// Iceberg's table property: merge manifests (default true).
@@ -130,9 +130,12 @@ fn plan(manifests: &[ManifestFile], policy: &ManifestPolicy) -> Vec<(i32, Vec<Ma
 }
 
 /// Merges `table`'s manifests when its policy says so (see the module
-/// doc), planning again on conflicts up to `attempts` times (each
-/// holding the table's lock: never call it holding that lock). Returns the
-/// table after the merge, or `None` when there was nothing to merge.
+/// doc), up to `attempts` tries (another process committing can make one
+/// lose; never call it holding the table's lock). Each try writes the
+/// merged manifests without the lock, then, holding it, moves them onto
+/// `main` as it is by then ([`rebase`]) and swaps, so the sink waits for
+/// that short step at most. Returns the table after the merge, or `None`
+/// when there was nothing to merge.
 pub async fn merge_manifests(
     committer: &Committer,
     catalog: &Arc<dyn Catalog>,
@@ -140,24 +143,33 @@ pub async fn merge_manifests(
     attempts: u32,
 ) -> Result<Option<(Table, Merged)>> {
     let lock = TableLock::of(table);
+    let load = || async {
+        catalog
+            .load_table(table.identifier())
+            .await
+            .map_err(|e| Error::Catalog {
+                action: format!("loading `{}`", table.identifier()),
+                source: Box::new(e),
+            })
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
-        // Every try holds the lock: racing the sink without it would cost
-        // the loser a round (the sink's, a metadata file its failed swap
-        // leaves behind).
-        let guard = lock.lock().await;
-        let current = match attempt {
+        let planned_on = match attempt {
             1 => table.clone(),
-            _ => catalog
-                .load_table(table.identifier())
-                .await
-                .map_err(|e| Error::Catalog {
-                    action: format!("loading `{}`", table.identifier()),
-                    source: Box::new(e),
-                })?,
+            _ => load().await?,
         };
-        let merged = merge_once(committer, catalog, &current).await;
+        let Some(prepared) = prepare_merge(&planned_on).await? else {
+            return Ok(None);
+        };
+        let guard = lock.lock().await;
+        let merged = match load().await {
+            Ok(current) => finish_merge(committer, catalog, &current, prepared).await,
+            Err(e) => {
+                prepared.delete().await;
+                Err(e)
+            }
+        };
         if matches!(merged, Ok(Some(_))) {
             lock.bump();
         }
@@ -176,11 +188,32 @@ fn read_error(table: &Table, what: &str, e: iceberg::Error) -> Error {
     }
 }
 
-async fn merge_once(
-    committer: &Committer,
-    catalog: &Arc<dyn Catalog>,
-    table: &Table,
-) -> Result<Option<(Table, Merged)>> {
+/// Merged manifests written on the table as it was.
+struct Prepared {
+    new: NewSnapshot,
+    /// The manifests merged.
+    replaced: HashSet<String>,
+    /// The merged manifests.
+    written: Vec<ManifestFile>,
+    entries: usize,
+}
+
+impl Prepared {
+    async fn delete(&self) {
+        delete_all(
+            &self.new.base,
+            self.written
+                .iter()
+                .map(|m| m.manifest_path.clone())
+                .collect(),
+        )
+        .await;
+    }
+}
+
+/// Writes the merged manifests of `table`'s main, if its policy asks for
+/// any.
+async fn prepare_merge(table: &Table) -> Result<Option<Prepared>> {
     let policy = ManifestPolicy::of(table);
     let Some(current) = table.metadata().current_snapshot() else {
         return Ok(None);
@@ -197,51 +230,89 @@ async fn merge_once(
     if groups.is_empty() {
         return Ok(None);
     }
-    let mut snapshot = NewSnapshot::start(table)?;
-    let mut written: Vec<ManifestFile> = Vec::new();
-    let mut entries = 0;
+    let mut prepared = Prepared {
+        new: NewSnapshot::start(table)?,
+        replaced: groups
+            .iter()
+            .flat_map(|(_, g)| g.iter().map(|m| m.manifest_path.clone()))
+            .collect(),
+        written: Vec::new(),
+        entries: 0,
+    };
     for (spec, group) in &groups {
-        match write_merged(&mut snapshot, *spec, group).await {
+        match write_merged(&mut prepared.new, *spec, group).await {
             Ok((manifest, n)) => {
-                written.push(manifest);
-                entries += n;
+                prepared.written.push(manifest);
+                prepared.entries += n;
             }
             Err(e) => {
-                let paths = written.iter().map(|m| m.manifest_path.clone()).collect();
-                delete_all(table, paths).await;
+                prepared.delete().await;
                 return Err(e);
             }
         }
     }
-    let replaced: HashSet<&str> = groups
-        .iter()
-        .flat_map(|(_, g)| g.iter().map(|m| m.manifest_path.as_str()))
-        .collect();
-    let kept: Vec<ManifestFile> = list
-        .entries()
-        .iter()
-        .filter(|m| !replaced.contains(m.manifest_path.as_str()))
-        .cloned()
-        .collect();
-    let merged = Merged {
-        manifests_before: list.entries().len(),
-        manifests_after: kept.len() + written.len(),
-        entries,
+    Ok(Some(prepared))
+}
+
+/// Holding the table's lock: moves `prepared` onto `current`'s main and
+/// swaps. A merged manifest no longer listed is a conflict.
+async fn finish_merge(
+    committer: &Committer,
+    catalog: &Arc<dyn Catalog>,
+    current: &Table,
+    prepared: Prepared,
+) -> Result<Option<(Table, Merged)>> {
+    let rebased = match rebase(current, &prepared.replaced, &prepared.written).await {
+        Ok(Some(rebased)) => rebased,
+        Ok(None) => {
+            prepared.delete().await;
+            return Err(super::snapshot::conflict(
+                current.identifier(),
+                "a manifest this merge replaces was replaced meanwhile",
+            ));
+        }
+        Err(e) => {
+            prepared.delete().await;
+            return Err(e);
+        }
     };
-    let mut properties = totals_of(table);
+    let merged = Merged {
+        manifests_before: rebased.current.len(),
+        manifests_after: rebased.manifests.len(),
+        entries: prepared.entries,
+    };
+    let kept = rebased.manifests.len() - prepared.written.len();
+    let mut properties = totals_of(current);
     properties.extend([
-        ("manifests-created".to_string(), written.len().to_string()),
-        ("manifests-kept".to_string(), kept.len().to_string()),
-        ("manifests-replaced".to_string(), replaced.len().to_string()),
-        ("entries-processed".to_string(), entries.to_string()),
+        (
+            "manifests-created".to_string(),
+            prepared.written.len().to_string(),
+        ),
+        ("manifests-kept".to_string(), kept.to_string()),
+        (
+            "manifests-replaced".to_string(),
+            prepared.replaced.len().to_string(),
+        ),
+        (
+            "entries-processed".to_string(),
+            prepared.entries.to_string(),
+        ),
     ]);
-    let new_paths: Vec<String> = written.iter().map(|m| m.manifest_path.clone()).collect();
-    let snapshot_id = snapshot.snapshot_id;
-    let all: Vec<ManifestFile> = kept.into_iter().chain(written).collect();
-    let (requirements, updates) = match snapshot.finish(all, Operation::Replace, properties).await {
+    let new_paths: Vec<String> = prepared
+        .written
+        .iter()
+        .map(|m| m.manifest_path.clone())
+        .collect();
+    let snapshot_id = prepared.new.snapshot_id;
+    let base = prepared.new.base.clone();
+    let finished = prepared
+        .new
+        .finish(current, rebased.manifests, Operation::Replace, properties)
+        .await;
+    let (requirements, updates) = match finished {
         Ok(done) => done,
         Err(e) => {
-            delete_all(table, new_paths).await;
+            delete_all(&base, new_paths).await;
             return Err(e);
         }
     };
@@ -252,18 +323,18 @@ async fn merge_once(
         _ => None,
     });
     match committer
-        .commit(catalog, table.identifier(), &requirements, updates)
+        .commit(catalog, current.identifier(), &requirements, updates)
         .await
     {
         Ok(after) => {
-            info!(table = %after.identifier(), snapshot_id, before = merged.manifests_before, after = merged.manifests_after, entries, "merged manifests");
+            info!(table = %after.identifier(), snapshot_id, before = merged.manifests_before, after = merged.manifests_after, entries = merged.entries, "merged manifests");
             Ok(Some((after, merged)))
         }
         Err(failed) => {
             // Not committed (a conflict, or a failure before the swap):
             // nothing references these files.
             if failed.not_done() {
-                delete_all(table, new_paths.into_iter().chain(list_path).collect()).await;
+                delete_all(&base, new_paths.into_iter().chain(list_path).collect()).await;
             }
             Err(failed.error)
         }
@@ -273,11 +344,11 @@ async fn merge_once(
 /// Writes one manifest holding every live entry of `group`; returns it
 /// and how many entries it holds.
 async fn write_merged(
-    snapshot: &mut NewSnapshot<'_>,
+    snapshot: &mut NewSnapshot,
     spec: i32,
     group: &[ManifestFile],
 ) -> Result<(ManifestFile, usize)> {
-    let table = snapshot.base;
+    let table = &snapshot.base.clone();
     let mut writer = snapshot.manifest_writer(spec)?;
     let mut entries = 0;
     for m in group {

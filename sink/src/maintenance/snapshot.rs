@@ -24,7 +24,7 @@
 //! that matched no row is "not done", and lets the caller delete what it
 //! wrote.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -395,7 +395,7 @@ fn catalog_error(ident: &TableIdent, action: &str, e: iceberg::Error) -> Error {
     }
 }
 
-fn conflict(ident: &TableIdent, why: &str) -> Error {
+pub(crate) fn conflict(ident: &TableIdent, why: &str) -> Error {
     Error::Catalog {
         action: format!("committing maintenance to `{ident}`"),
         source: Box::new(
@@ -425,19 +425,22 @@ fn numbered(sql: &str) -> String {
     out
 }
 
-/// A new snapshot of `main` being built on `base`'s current snapshot: its
-/// id, and the files it writes under the table's metadata folder.
-pub struct NewSnapshot<'a> {
-    pub base: &'a Table,
+/// A new snapshot of `main`: its id, and the files it writes under the
+/// table's metadata folder. Its manifests are written on `base` (its
+/// schema and specs); its manifest list and commit on the table as it is
+/// when it is finished, which may be newer than `base` (see
+/// [`rebase`]).
+pub struct NewSnapshot {
+    pub base: Table,
     pub snapshot_id: i64,
     commit_uuid: uuid::Uuid,
     manifests: usize,
 }
 
-impl<'a> NewSnapshot<'a> {
+impl NewSnapshot {
     /// Starts a snapshot on `base` (format version 2 only: version 1 has
     /// no sequence numbers, version 3 row lineage is not written here).
-    pub fn start(base: &'a Table) -> Result<NewSnapshot<'a>> {
+    pub fn start(base: &Table) -> Result<NewSnapshot> {
         if base.metadata().format_version() != FormatVersion::V2 {
             return Err(Error::Config(format!(
                 "`{}` is an Iceberg format version {} table; maintenance rewrites version 2 tables only",
@@ -454,7 +457,7 @@ impl<'a> NewSnapshot<'a> {
             }
         };
         Ok(NewSnapshot {
-            base,
+            base: base.clone(),
             snapshot_id,
             commit_uuid: uuid::Uuid::new_v4(),
             manifests: 0,
@@ -493,15 +496,23 @@ impl<'a> NewSnapshot<'a> {
     }
 
     /// Writes the manifest list of `manifests` and returns the table
-    /// updates and requirements that make the snapshot `main`'s, with
+    /// updates and requirements that make the snapshot the child of
+    /// `current`'s `main` (the table as it is now: `base` or newer), with
     /// `summary` (operation and properties).
     pub async fn finish(
         self,
+        current: &Table,
         manifests: Vec<ManifestFile>,
         operation: Operation,
         properties: HashMap<String, String>,
     ) -> Result<(Vec<TableRequirement>, Vec<TableUpdate>)> {
-        let metadata = self.base.metadata();
+        let metadata = current.metadata();
+        if metadata.snapshot_by_id(self.snapshot_id).is_some() {
+            return Err(conflict(
+                current.identifier(),
+                "another writer committed a snapshot with the same id",
+            ));
+        }
         let parent = metadata.current_snapshot_id();
         let sequence = metadata.next_sequence_number();
         let list_path = format!(
@@ -567,6 +578,62 @@ impl<'a> NewSnapshot<'a> {
             source: Box::new(e),
         }
     }
+}
+
+/// A snapshot's manifests moved onto `main` as it is now.
+pub struct Rebased {
+    /// The manifest list of `current`'s `main`.
+    pub current: Vec<ManifestFile>,
+    /// The new snapshot's manifests: `current` without the replaced ones,
+    /// and the ones written.
+    pub manifests: Vec<ManifestFile>,
+}
+
+/// The manifests of a snapshot prepared on an older `main` that replaces
+/// the manifests `replaced` (paths) by `written`, moved onto `current`'s
+/// `main`: its list without the replaced ones, plus the written ones.
+/// Manifests are never changed in place, so a replaced manifest still
+/// listed still holds exactly what the snapshot read from it, and
+/// whatever else was committed meanwhile (appends) is kept as listed.
+/// `None` when a replaced manifest is no longer listed (another writer
+/// rewrote it: merged it, compacted or deleted its files): the snapshot
+/// must be prepared again. Reads `current`'s manifest list only, so it is
+/// cheap enough to run holding the table's lock.
+pub async fn rebase(
+    current: &Table,
+    replaced: &HashSet<String>,
+    written: &[ManifestFile],
+) -> Result<Option<Rebased>> {
+    let Some(snapshot) = current.metadata().current_snapshot() else {
+        return Ok(None);
+    };
+    let list = current
+        .manifest_list_reader(snapshot)
+        .load()
+        .await
+        .map_err(|e| Error::Catalog {
+            action: format!("reading the manifest list of `{}`", current.identifier()),
+            source: Box::new(e),
+        })?;
+    let listed: HashSet<&str> = list
+        .entries()
+        .iter()
+        .map(|m| m.manifest_path.as_str())
+        .collect();
+    if replaced.iter().any(|p| !listed.contains(p.as_str())) {
+        return Ok(None);
+    }
+    let manifests = list
+        .entries()
+        .iter()
+        .filter(|m| !replaced.contains(&m.manifest_path))
+        .cloned()
+        .chain(written.iter().cloned())
+        .collect();
+    Ok(Some(Rebased {
+        current: list.entries().to_vec(),
+        manifests,
+    }))
 }
 
 /// The summary totals of `base`'s current snapshot, which a snapshot that

@@ -354,6 +354,7 @@ async fn a_maintenance_commit_planned_on_an_old_state_is_a_conflict() {
     let manifest = writer.write_manifest_file().await.unwrap();
     let (requirements, updates) = snapshot
         .finish(
+            &old,
             vec![manifest],
             iceberg::spec::Operation::Replace,
             Default::default(),
