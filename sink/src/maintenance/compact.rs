@@ -205,7 +205,12 @@ pub async fn compact(
         )));
     }
     let compacted = Compacted {
-        partitions: bins.len(),
+        // A partition may be rewritten in more than one bin.
+        partitions: bins
+            .iter()
+            .map(|b| format!("{:?}", b[0].file.partition()))
+            .collect::<HashSet<_>>()
+            .len(),
         files_removed: removed.len(),
         files_added: added.len(),
         bytes_removed: removed.iter().map(|f| f.file_size_in_bytes()).sum(),
