@@ -481,7 +481,13 @@ async fn commit_replace(
             return Ok(None);
         };
         let guard = lock.lock().await;
-        let current = load().await?;
+        let current = match load().await {
+            Ok(current) => current,
+            Err(e) => {
+                prepared.delete().await;
+                return Err(e);
+            }
+        };
         let result = finish_replace(
             committer,
             catalog,

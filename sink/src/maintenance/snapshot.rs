@@ -530,11 +530,18 @@ impl NewSnapshot {
             .await
             .map_err(|e| self.err("creating the manifest list of", e))?;
         let mut list = ManifestListWriter::v2(writer, self.snapshot_id, parent, sequence);
-        list.add_manifests(manifests.into_iter())
-            .map_err(|e| self.err("listing the manifests of", e))?;
-        list.close()
-            .await
-            .map_err(|e| self.err("writing the manifest list of", e))?;
+        let written = match list.add_manifests(manifests.into_iter()) {
+            Ok(()) => list
+                .close()
+                .await
+                .map_err(|e| self.err("writing the manifest list of", e)),
+            Err(e) => Err(self.err("listing the manifests of", e)),
+        };
+        if let Err(e) = written {
+            // Whatever part of it was written, nothing will reference it.
+            let _ = self.base.file_io().delete(&list_path).await;
+            return Err(e);
+        }
         let snapshot = Snapshot::builder()
             .with_manifest_list(list_path)
             .with_snapshot_id(self.snapshot_id)
