@@ -14,7 +14,7 @@
 //! snapshots expired):
 //!
 //! - each query's time on `small` and on `big` (`QueryEngine`, catalog and
-//!   planning included; the median of 3 runs after a warm-up) and the
+//!   planning included; the median of 9 runs after a warm-up) and the
 //!   ratio;
 //! - bytes on storage: metadata (metadata.json, manifests, manifest lists)
 //!   and data, and metadata ÷ data, for each table;
@@ -46,7 +46,7 @@ mod fraud_events;
 mod shop;
 
 const PER_COMMIT: usize = 500;
-const RUNS: usize = 3;
+const RUNS: usize = 9;
 const QUERIES: [(&str, &str); 4] = [
     ("count(*)", "SELECT count(*) AS n FROM bench.{t}"),
     (
