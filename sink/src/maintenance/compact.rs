@@ -47,7 +47,7 @@ use iceberg::Catalog;
 use tracing::info;
 
 use super::lock::TableLock;
-use super::snapshot::{is_conflict, rebase, Committer, Failed, NewSnapshot};
+use super::snapshot::{is_conflict, main_manifests, rebase, Committer, Failed, NewSnapshot};
 use super::sort::{in_order, spill_parent, ExternalSort, SortKey, SORT_MEMORY_BYTES};
 use crate::table::{DataWriter, Layout};
 use crate::{Error, Result};
@@ -264,17 +264,12 @@ pub async fn planned(table: &Table, policy: &CompactionPolicy) -> Result<(usize,
 /// The live data files of `table`'s current snapshot, and whether it has
 /// delete files.
 async fn live_files(table: &Table) -> Result<(Vec<Live>, bool)> {
-    let Some(current) = table.metadata().current_snapshot() else {
+    let Some(list) = main_manifests(table).await? else {
         return Ok((Vec::new(), false));
     };
-    let list = table
-        .manifest_list_reader(current)
-        .load()
-        .await
-        .map_err(|e| read_error(table, "the manifest list", e))?;
     let mut live = Vec::new();
     let mut has_deletes = false;
-    for m in list.entries() {
+    for m in &list {
         if m.content == ManifestContentType::Deletes {
             has_deletes |= m.has_added_files() || m.has_existing_files();
             continue;
@@ -548,15 +543,10 @@ async fn prepare_replace(
     removed: &[DataFile],
     added: &[DataFile],
 ) -> Result<Option<Prepared>> {
-    let Some(snapshot) = current.metadata().current_snapshot() else {
+    let Some(list) = main_manifests(current).await? else {
         return Ok(None);
     };
-    let list = current
-        .manifest_list_reader(snapshot)
-        .load()
-        .await
-        .map_err(|e| read_error(current, "the manifest list", e))?;
-    if new_deletes(current, list.entries(), base_sequence) {
+    if new_deletes(current, &list, base_sequence) {
         return Ok(None);
     }
     let mut gone: HashMap<&str, bool> = removed.iter().map(|f| (f.file_path(), false)).collect();
@@ -566,7 +556,7 @@ async fn prepare_replace(
         written: Vec::new(),
     };
     let outcome: Result<bool> = async {
-        for m in list.entries() {
+        for m in &list {
             if m.content != ManifestContentType::Data {
                 continue;
             }

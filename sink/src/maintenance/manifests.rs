@@ -27,7 +27,7 @@ use iceberg::Catalog;
 use tracing::info;
 
 use super::lock::TableLock;
-use super::snapshot::{is_conflict, rebase, totals_of, Committer, NewSnapshot};
+use super::snapshot::{is_conflict, main_manifests, rebase, totals_of, Committer, NewSnapshot};
 use crate::{Error, Result};
 
 /// Iceberg's table property: merge manifests (default true).
@@ -215,18 +215,13 @@ impl Prepared {
 /// any.
 async fn prepare_merge(table: &Table) -> Result<Option<Prepared>> {
     let policy = ManifestPolicy::of(table);
-    let Some(current) = table.metadata().current_snapshot() else {
-        return Ok(None);
-    };
     if !policy.enabled {
         return Ok(None);
     }
-    let list = table
-        .manifest_list_reader(current)
-        .load()
-        .await
-        .map_err(|e| read_error(table, "the manifest list", e))?;
-    let groups = plan(list.entries(), &policy);
+    let Some(list) = main_manifests(table).await? else {
+        return Ok(None);
+    };
+    let groups = plan(&list, &policy);
     if groups.is_empty() {
         return Ok(None);
     }

@@ -611,36 +611,40 @@ pub async fn rebase(
     replaced: &HashSet<String>,
     written: &[ManifestFile],
 ) -> Result<Option<Rebased>> {
-    let Some(snapshot) = current.metadata().current_snapshot() else {
+    let Some(list) = main_manifests(current).await? else {
         return Ok(None);
     };
-    let list = current
-        .manifest_list_reader(snapshot)
-        .load()
-        .await
-        .map_err(|e| Error::Catalog {
-            action: format!("reading the manifest list of `{}`", current.identifier()),
-            source: Box::new(e),
-        })?;
-    let listed: HashSet<&str> = list
-        .entries()
-        .iter()
-        .map(|m| m.manifest_path.as_str())
-        .collect();
+    let listed: HashSet<&str> = list.iter().map(|m| m.manifest_path.as_str()).collect();
     if replaced.iter().any(|p| !listed.contains(p.as_str())) {
         return Ok(None);
     }
     let manifests = list
-        .entries()
         .iter()
         .filter(|m| !replaced.contains(&m.manifest_path))
         .cloned()
         .chain(written.iter().cloned())
         .collect();
     Ok(Some(Rebased {
-        current: list.entries().to_vec(),
+        current: list,
         manifests,
     }))
+}
+
+/// The manifests `table`'s current snapshot lists; `None` before its
+/// first snapshot.
+pub async fn main_manifests(table: &Table) -> Result<Option<Vec<ManifestFile>>> {
+    let Some(snapshot) = table.metadata().current_snapshot() else {
+        return Ok(None);
+    };
+    let list = table
+        .manifest_list_reader(snapshot)
+        .load()
+        .await
+        .map_err(|e| Error::Catalog {
+            action: format!("reading the manifest list of `{}`", table.identifier()),
+            source: Box::new(e),
+        })?;
+    Ok(Some(list.entries().to_vec()))
 }
 
 /// The summary totals of `base`'s current snapshot, which a snapshot that
