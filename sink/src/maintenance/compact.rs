@@ -171,9 +171,15 @@ pub async fn compact(
     let started = std::time::Instant::now();
     crate::crash::point(crate::crash::MAINTENANCE_BEFORE_WRITE);
     let removed: Vec<DataFile> = bins.iter().flatten().map(|l| l.file.clone()).collect();
-    // The new files roll at the size the plan counts small files by.
+    // The new files roll at the size the plan counts small files by, and
+    // get the bloom filters the table's properties ask for as well as the
+    // caller's (an on-demand run's layout comes from the configuration).
     let layout = Layout {
         target_file_bytes: policy.target_bytes as usize,
+        bloom_filter_columns: crate::table::bloom_filter_columns(
+            table,
+            &layout.bloom_filter_columns,
+        ),
         ..layout.clone()
     };
     let mut writer = DataWriter::new(table, layout, "compact", None)?;

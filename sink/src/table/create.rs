@@ -181,7 +181,7 @@ pub(super) fn check_bloom_filter_columns(
 /// [`check_bloom_filter_columns`]) and those the table's properties name.
 /// A property naming what is not a top-level primitive column of the table
 /// (another writer's, or a column since dropped) is skipped with a warning.
-pub(super) fn bloom_filter_columns(table: &Table, asked: &[String]) -> Vec<String> {
+pub(crate) fn bloom_filter_columns(table: &Table, asked: &[String]) -> Vec<String> {
     let metadata = table.metadata();
     let schema = metadata.current_schema();
     let mut columns: Vec<String> = asked.to_vec();

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 mod create;
+pub(crate) use create::bloom_filter_columns;
 mod maintain;
 mod sort_by;
 mod writer;
@@ -29,8 +30,8 @@ mod writer;
 use maintain::Background;
 
 use create::{
-    adopt_metadata_properties, adopt_target_file_size, bloom_filter_columns,
-    check_bloom_filter_columns, check_compatible, table_creation,
+    adopt_metadata_properties, adopt_target_file_size, check_bloom_filter_columns,
+    check_compatible, table_creation,
 };
 
 pub use sort_by::SortColumn;

@@ -529,3 +529,42 @@ async fn a_compaction_prepares_without_the_lock() {
     commit_n(&mut sink, 6, 1).await;
     assert_eq!(scanned_rows(&load_table(dir.path(), &sink).await).await, 70);
 }
+
+/// Compaction keeps the bloom filters the table's properties ask for,
+/// whoever runs it: an on-demand run builds its layout from the
+/// configuration, which may not list them. From the re-read of the change.
+#[tokio::test]
+async fn compaction_keeps_the_bloom_filters_the_table_asks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = compactable_sink(dir.path(), None).await;
+    super::set_property(
+        dir.path(),
+        &format!("{}name", pipe_sink::BLOOM_FILTER_PROPERTY),
+        "true",
+    )
+    .await;
+    commit_n(&mut sink, 0, 4).await;
+    // `compact_all` uses the default layout: no bloom filter columns.
+    compact_all(dir.path(), &load_table(dir.path(), &sink).await)
+        .await
+        .unwrap();
+    let files = live_files(&load_table(dir.path(), &sink).await).await;
+    assert_eq!(files.len(), 2);
+    for path in files {
+        let file = std::fs::File::open(path.trim_start_matches("file://")).unwrap();
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).unwrap();
+        use parquet::file::reader::FileReader;
+        let meta = reader.metadata();
+        let schema = meta.file_metadata().schema_descr();
+        let name = (0..schema.num_columns())
+            .find(|&i| schema.column(i).name() == "name")
+            .unwrap();
+        assert!(
+            meta.row_group(0)
+                .column(name)
+                .bloom_filter_offset()
+                .is_some(),
+            "{path} has no bloom filter on `name`"
+        );
+    }
+}
