@@ -41,13 +41,15 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use iceberg::scan::FileScanTask;
-use iceberg::spec::{DataFile, ManifestContentType, ManifestFile, ManifestStatus, Operation};
+use iceberg::spec::{DataFile, ManifestContentType, ManifestFile, ManifestStatus};
 use iceberg::table::Table;
 use iceberg::Catalog;
 use tracing::info;
 
 use super::lock::TableLock;
-use super::snapshot::{is_conflict, main_manifests, rebase, Committer, Failed, NewSnapshot};
+use super::snapshot::{
+    delete_paths, is_conflict, main_manifests, Committer, Failed, NewSnapshot, Prepared,
+};
 use super::sort::{in_order, spill_parent, ExternalSort, SortKey, SORT_MEMORY_BYTES};
 use crate::table::{DataWriter, Layout};
 use crate::{Error, Result};
@@ -489,21 +491,16 @@ async fn commit_replace(
                 return Err(e);
             }
         };
-        let result = finish_replace(
-            committer,
-            catalog,
-            &current,
-            prepared,
-            base_sequence,
-            removed,
-            added,
-        )
-        .await;
+        let refuse = |list: &[ManifestFile]| new_deletes(&current, list, base_sequence);
+        let properties = |_: &[ManifestFile]| summary(&current, removed, added);
+        let result = prepared
+            .land(committer, catalog, &current, refuse, properties)
+            .await;
         match result {
-            Ok(Some(after)) => {
+            Ok(Some(landed)) => {
                 lock.bump();
                 drop(guard);
-                return Ok(Some(after));
+                return Ok(Some(landed.table));
             }
             Ok(None) => return Ok(None),
             Err(failed) => {
@@ -515,23 +512,6 @@ async fn commit_replace(
                     return Err(failed);
                 }
             }
-        }
-    }
-}
-
-/// A replace snapshot's manifests, written on the table as it was.
-struct Prepared {
-    new: NewSnapshot,
-    /// The manifests that held a removed file.
-    replaced: HashSet<String>,
-    /// Those manifests rewritten, and the manifest of the new files.
-    written: Vec<ManifestFile>,
-}
-
-impl Prepared {
-    async fn delete(&self) {
-        for m in &self.written {
-            let _ = self.new.base.file_io().delete(&m.manifest_path).await;
         }
     }
 }
@@ -556,11 +536,7 @@ async fn prepare_replace(
         return Ok(None);
     }
     let mut gone: HashMap<&str, bool> = removed.iter().map(|f| (f.file_path(), false)).collect();
-    let mut prepared = Prepared {
-        new: NewSnapshot::start(current)?,
-        replaced: HashSet::new(),
-        written: Vec::new(),
-    };
+    let mut prepared = Prepared::new(NewSnapshot::start(current)?);
     let outcome: Result<bool> = async {
         for m in &list {
             if m.content != ManifestContentType::Data {
@@ -659,84 +635,6 @@ fn new_deletes(table: &Table, list: &[ManifestFile], base_sequence: i64) -> bool
     found
 }
 
-/// Holding the table's lock: moves `prepared` onto `current`'s main and
-/// swaps. `Ok(None)`: delete files were committed meanwhile (nothing
-/// committed, the prepared files deleted). A replaced manifest no longer
-/// listed is a conflict: the caller prepares again.
-#[allow(clippy::too_many_arguments)]
-async fn finish_replace(
-    committer: &Committer,
-    catalog: &Arc<dyn Catalog>,
-    current: &Table,
-    prepared: Prepared,
-    base_sequence: i64,
-    removed: &[DataFile],
-    added: &[DataFile],
-) -> std::result::Result<Option<Table>, Failed> {
-    let unswapped = |error| Failed {
-        error,
-        swap: super::snapshot::Swap::NotDone,
-    };
-    let rebased = match rebase(current, &prepared.replaced, &prepared.written).await {
-        Ok(Some(rebased)) => rebased,
-        Ok(None) => {
-            prepared.delete().await;
-            return Err(unswapped(super::snapshot::conflict(
-                current.identifier(),
-                "a manifest this compaction rewrote was replaced meanwhile",
-            )));
-        }
-        Err(e) => {
-            prepared.delete().await;
-            return Err(unswapped(e));
-        }
-    };
-    if new_deletes(current, &rebased.current, base_sequence) {
-        prepared.delete().await;
-        return Ok(None);
-    }
-    let properties = summary(current, removed, added);
-    let written: Vec<String> = prepared
-        .written
-        .iter()
-        .map(|m| m.manifest_path.clone())
-        .collect();
-    let io = prepared.new.base.file_io().clone();
-    let finished = prepared
-        .new
-        .finish(current, rebased.manifests, Operation::Replace, properties)
-        .await;
-    let (requirements, updates) = match finished {
-        Ok(done) => done,
-        Err(e) => {
-            for p in &written {
-                let _ = io.delete(p).await;
-            }
-            return Err(unswapped(e));
-        }
-    };
-    let list = updates.iter().find_map(|u| match u {
-        iceberg::TableUpdate::AddSnapshot { snapshot } => {
-            Some(snapshot.manifest_list().to_string())
-        }
-        _ => None,
-    });
-    match committer
-        .commit(catalog, current.identifier(), &requirements, updates)
-        .await
-    {
-        Ok(after) => Ok(Some(after)),
-        Err(failed) => {
-            if failed.not_done() {
-                for p in written.iter().chain(list.as_ref()) {
-                    let _ = io.delete(p).await;
-                }
-            }
-            Err(failed)
-        }
-    }
-}
-
 /// The summary of a replace: what was added and removed, and the totals
 /// of the previous snapshot moved by them.
 fn summary(current: &Table, removed: &[DataFile], added: &[DataFile]) -> HashMap<String, String> {
@@ -768,9 +666,8 @@ fn summary(current: &Table, removed: &[DataFile], added: &[DataFile]) -> HashMap
 }
 
 async fn delete_files(table: &Table, files: &[DataFile]) {
-    for f in files {
-        let _ = table.file_io().delete(f.file_path()).await;
-    }
+    let paths: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
+    delete_paths(table, &paths).await;
 }
 
 fn read_error(table: &Table, what: &str, e: iceberg::Error) -> Error {

@@ -18,16 +18,16 @@
 //! The commit requires `main` to be the snapshot the merge read; on a
 //! conflict the merge is planned again on the new state.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use iceberg::spec::{ManifestContentType, ManifestFile, ManifestStatus, Operation};
+use iceberg::spec::{ManifestContentType, ManifestFile, ManifestStatus};
 use iceberg::table::Table;
 use iceberg::Catalog;
 use tracing::info;
 
 use super::lock::TableLock;
-use super::snapshot::{is_conflict, main_manifests, rebase, totals_of, Committer, NewSnapshot};
+use super::snapshot::{is_conflict, main_manifests, totals_of, Committer, NewSnapshot, Prepared};
 use crate::{Error, Result};
 
 /// Iceberg's table property: merge manifests (default true).
@@ -159,24 +159,52 @@ pub async fn merge_manifests(
             1 => table.clone(),
             _ => load().await?,
         };
-        let Some(prepared) = prepare_merge(&planned_on).await? else {
+        let Some((prepared, entries)) = prepare_merge(&planned_on).await? else {
             return Ok(None);
         };
         let guard = lock.lock().await;
-        let merged = match load().await {
-            Ok(current) => finish_merge(committer, catalog, &current, prepared).await,
+        let current = match load().await {
+            Ok(current) => current,
             Err(e) => {
                 prepared.delete().await;
-                Err(e)
+                return Err(e);
             }
         };
-        if matches!(merged, Ok(Some(_))) {
+        let (created, replaced) = (prepared.written.len(), prepared.replaced.len());
+        let snapshot_id = prepared.new.snapshot_id;
+        let properties = |list: &[ManifestFile]| {
+            let mut properties = totals_of(&current);
+            properties.extend([
+                ("manifests-created".to_string(), created.to_string()),
+                (
+                    "manifests-kept".to_string(),
+                    (list.len() - replaced).to_string(),
+                ),
+                ("manifests-replaced".to_string(), replaced.to_string()),
+                ("entries-processed".to_string(), entries.to_string()),
+            ]);
+            properties
+        };
+        let landed = prepared
+            .land(committer, catalog, &current, |_| false, properties)
+            .await;
+        if !matches!(&landed, Err(failed) if failed.not_done()) {
             lock.bump();
         }
         drop(guard);
-        match merged {
-            Err(e) if is_conflict(&e) && attempt < attempts => {}
-            other => return other,
+        match landed {
+            Ok(Some(landed)) => {
+                let merged = Merged {
+                    manifests_before: landed.manifests_before,
+                    manifests_after: landed.manifests_after,
+                    entries,
+                };
+                info!(table = %landed.table.identifier(), snapshot_id, before = merged.manifests_before, after = merged.manifests_after, entries, "merged manifests");
+                return Ok(Some((landed.table, merged)));
+            }
+            Ok(None) => return Ok(None),
+            Err(failed) if is_conflict(&failed.error) && attempt < attempts => {}
+            Err(failed) => return Err(failed.error),
         }
     }
 }
@@ -188,32 +216,9 @@ fn read_error(table: &Table, what: &str, e: iceberg::Error) -> Error {
     }
 }
 
-/// Merged manifests written on the table as it was.
-struct Prepared {
-    new: NewSnapshot,
-    /// The manifests merged.
-    replaced: HashSet<String>,
-    /// The merged manifests.
-    written: Vec<ManifestFile>,
-    entries: usize,
-}
-
-impl Prepared {
-    async fn delete(&self) {
-        delete_all(
-            &self.new.base,
-            self.written
-                .iter()
-                .map(|m| m.manifest_path.clone())
-                .collect(),
-        )
-        .await;
-    }
-}
-
 /// Writes the merged manifests of `table`'s main, if its policy asks for
-/// any.
-async fn prepare_merge(table: &Table) -> Result<Option<Prepared>> {
+/// any; with how many entries they hold.
+async fn prepare_merge(table: &Table) -> Result<Option<(Prepared, usize)>> {
     let policy = ManifestPolicy::of(table);
     if !policy.enabled {
         return Ok(None);
@@ -225,20 +230,17 @@ async fn prepare_merge(table: &Table) -> Result<Option<Prepared>> {
     if groups.is_empty() {
         return Ok(None);
     }
-    let mut prepared = Prepared {
-        new: NewSnapshot::start(table)?,
-        replaced: groups
-            .iter()
-            .flat_map(|(_, g)| g.iter().map(|m| m.manifest_path.clone()))
-            .collect(),
-        written: Vec::new(),
-        entries: 0,
-    };
+    let mut prepared = Prepared::new(NewSnapshot::start(table)?);
+    prepared.replaced = groups
+        .iter()
+        .flat_map(|(_, g)| g.iter().map(|m| m.manifest_path.clone()))
+        .collect();
+    let mut entries = 0;
     for (spec, group) in &groups {
         match write_merged(&mut prepared.new, *spec, group).await {
             Ok((manifest, n)) => {
                 prepared.written.push(manifest);
-                prepared.entries += n;
+                entries += n;
             }
             Err(e) => {
                 prepared.delete().await;
@@ -246,94 +248,7 @@ async fn prepare_merge(table: &Table) -> Result<Option<Prepared>> {
             }
         }
     }
-    Ok(Some(prepared))
-}
-
-/// Holding the table's lock: moves `prepared` onto `current`'s main and
-/// swaps. A merged manifest no longer listed is a conflict.
-async fn finish_merge(
-    committer: &Committer,
-    catalog: &Arc<dyn Catalog>,
-    current: &Table,
-    prepared: Prepared,
-) -> Result<Option<(Table, Merged)>> {
-    let rebased = match rebase(current, &prepared.replaced, &prepared.written).await {
-        Ok(Some(rebased)) => rebased,
-        Ok(None) => {
-            prepared.delete().await;
-            return Err(super::snapshot::conflict(
-                current.identifier(),
-                "a manifest this merge replaces was replaced meanwhile",
-            ));
-        }
-        Err(e) => {
-            prepared.delete().await;
-            return Err(e);
-        }
-    };
-    let merged = Merged {
-        manifests_before: rebased.current.len(),
-        manifests_after: rebased.manifests.len(),
-        entries: prepared.entries,
-    };
-    let kept = rebased.manifests.len() - prepared.written.len();
-    let mut properties = totals_of(current);
-    properties.extend([
-        (
-            "manifests-created".to_string(),
-            prepared.written.len().to_string(),
-        ),
-        ("manifests-kept".to_string(), kept.to_string()),
-        (
-            "manifests-replaced".to_string(),
-            prepared.replaced.len().to_string(),
-        ),
-        (
-            "entries-processed".to_string(),
-            prepared.entries.to_string(),
-        ),
-    ]);
-    let new_paths: Vec<String> = prepared
-        .written
-        .iter()
-        .map(|m| m.manifest_path.clone())
-        .collect();
-    let snapshot_id = prepared.new.snapshot_id;
-    let base = prepared.new.base.clone();
-    let finished = prepared
-        .new
-        .finish(current, rebased.manifests, Operation::Replace, properties)
-        .await;
-    let (requirements, updates) = match finished {
-        Ok(done) => done,
-        Err(e) => {
-            delete_all(&base, new_paths).await;
-            return Err(e);
-        }
-    };
-    let list_path = updates.iter().find_map(|u| match u {
-        iceberg::TableUpdate::AddSnapshot { snapshot } => {
-            Some(snapshot.manifest_list().to_string())
-        }
-        _ => None,
-    });
-    match committer
-        .commit(catalog, current.identifier(), &requirements, updates)
-        .await
-    {
-        Ok(after) => {
-            info!(table = %after.identifier(), snapshot_id, before = merged.manifests_before, after = merged.manifests_after, entries = merged.entries, "merged manifests");
-            Ok(Some((after, merged)))
-        }
-        Err(failed) => {
-            // Not committed (a conflict, or a failure before the swap):
-            // nothing references these files.
-            if failed.not_done() {
-                delete_all(&base, new_paths.into_iter().chain(list_path).collect()).await;
-            }
-            Err(failed.error)
-        }
-    }
+    Ok(Some((prepared, entries)))
 }
 
 /// Writes one manifest holding every live entry of `group`; returns it
@@ -378,10 +293,4 @@ async fn write_merged(
         .await
         .map_err(|e| read_error(table, "a merged manifest", e))?;
     Ok((manifest, entries))
-}
-
-async fn delete_all(table: &Table, paths: Vec<String>) {
-    for p in paths {
-        let _ = table.file_io().delete(&p).await;
-    }
 }

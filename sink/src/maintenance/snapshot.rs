@@ -630,6 +630,129 @@ pub async fn rebase(
     }))
 }
 
+/// Manifests of a new `main` snapshot, written (without the table's lock)
+/// on the table as it was: they replace the manifests `replaced` of its
+/// `main` by `written`. [`Prepared::land`] commits them on `main` as it is
+/// by then.
+pub struct Prepared {
+    pub new: NewSnapshot,
+    pub replaced: HashSet<String>,
+    pub written: Vec<ManifestFile>,
+}
+
+/// What [`Prepared::land`] committed on.
+pub struct Landed {
+    pub table: Table,
+    /// Manifests `main` listed before and after.
+    pub manifests_before: usize,
+    pub manifests_after: usize,
+}
+
+impl Prepared {
+    pub fn new(new: NewSnapshot) -> Prepared {
+        Prepared {
+            new,
+            replaced: HashSet::new(),
+            written: Vec::new(),
+        }
+    }
+
+    /// Deletes what was written: nothing references it.
+    pub async fn delete(&self) {
+        let paths: Vec<String> = self
+            .written
+            .iter()
+            .map(|m| m.manifest_path.clone())
+            .collect();
+        delete_paths(&self.new.base, &paths).await;
+    }
+
+    /// Holding the table's lock: moves the manifests onto `current`'s
+    /// `main` ([`rebase`]; a replaced manifest no longer listed is a
+    /// conflict: prepare again), lets `refuse` decline on `main`'s list
+    /// (`Ok(None)`: nothing committed), and commits a `replace` snapshot
+    /// with the summary `properties` makes from that list. Whatever it wrote is deleted
+    /// unless the swap may have happened.
+    pub async fn land(
+        self,
+        committer: &Committer,
+        catalog: &Arc<dyn Catalog>,
+        current: &Table,
+        refuse: impl FnOnce(&[ManifestFile]) -> bool,
+        properties: impl FnOnce(&[ManifestFile]) -> HashMap<String, String>,
+    ) -> std::result::Result<Option<Landed>, Failed> {
+        let not_done = |error| Failed {
+            error,
+            swap: Swap::NotDone,
+        };
+        let rebased = match rebase(current, &self.replaced, &self.written).await {
+            Ok(Some(rebased)) => rebased,
+            Ok(None) => {
+                self.delete().await;
+                return Err(not_done(conflict(
+                    current.identifier(),
+                    "a manifest this snapshot replaces was replaced meanwhile",
+                )));
+            }
+            Err(e) => {
+                self.delete().await;
+                return Err(not_done(e));
+            }
+        };
+        if refuse(&rebased.current) {
+            self.delete().await;
+            return Ok(None);
+        }
+        let (manifests_before, manifests_after) = (rebased.current.len(), rebased.manifests.len());
+        let properties = properties(&rebased.current);
+        let base = self.new.base.clone();
+        let mut written: Vec<String> = self
+            .written
+            .iter()
+            .map(|m| m.manifest_path.clone())
+            .collect();
+        let finished = self
+            .new
+            .finish(current, rebased.manifests, Operation::Replace, properties)
+            .await;
+        let (requirements, updates) = match finished {
+            Ok(done) => done,
+            Err(e) => {
+                delete_paths(&base, &written).await;
+                return Err(not_done(e));
+            }
+        };
+        written.extend(updates.iter().find_map(|u| match u {
+            TableUpdate::AddSnapshot { snapshot } => Some(snapshot.manifest_list().to_string()),
+            _ => None,
+        }));
+        match committer
+            .commit(catalog, current.identifier(), &requirements, updates)
+            .await
+        {
+            Ok(table) => Ok(Some(Landed {
+                table,
+                manifests_before,
+                manifests_after,
+            })),
+            Err(failed) => {
+                if failed.not_done() {
+                    delete_paths(&base, &written).await;
+                }
+                Err(failed)
+            }
+        }
+    }
+}
+
+/// Deletes `paths` under `table`; a file that cannot be deleted is left
+/// for the orphan sweep.
+pub async fn delete_paths(table: &Table, paths: &[String]) {
+    for p in paths {
+        let _ = table.file_io().delete(p).await;
+    }
+}
+
 /// The manifests `table`'s current snapshot lists; `None` before its
 /// first snapshot.
 pub async fn main_manifests(table: &Table) -> Result<Option<Vec<ManifestFile>>> {
