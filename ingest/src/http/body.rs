@@ -49,18 +49,9 @@ pub(super) async fn read_body(
     let mut seen = 0usize;
     let mut over_budget = false;
     while let Some(chunk) = stream.next().await {
+        // Time is kept by the caller, over the whole body.
         let chunk = chunk.map_err(|e| {
             let e = e.into_inner();
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
-            while let Some(err) = source {
-                if err.is::<tower_http::timeout::TimeoutError>() {
-                    return error_response(
-                        ErrorKind::TimedOut,
-                        "the request body did not arrive in time",
-                    );
-                }
-                source = err.source();
-            }
             error_response(
                 ErrorKind::InvalidInput,
                 format!("reading the request body: {e}"),

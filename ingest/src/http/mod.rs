@@ -242,7 +242,8 @@ impl StreamRoutes {
     }
 }
 
-/// The route of one stream: its handler, CORS layer and body timeout.
+/// The route of one stream: its handler and CORS layer (the body is timed
+/// by the handler).
 fn stream_router(
     name: &str,
     endpoint: StreamEndpoint,
@@ -422,9 +423,9 @@ async fn post_events(
         }
     };
     let format = body_format(&headers);
-    // The whole body within the timeout, not only each piece of it (the
-    // layer's timeout restarts with every frame): a client sending a byte
-    // now and then must not hold the stream's in-flight budget for ever.
+    // The whole body within the timeout, not only each piece of it: a
+    // client sending a byte now and then must not hold the stream's
+    // in-flight budget for ever.
     let read = read_body(&endpoint.policy, &endpoint.inflight, &headers, body);
     let (body, budget) = match tokio::time::timeout(body_timeout, read).await {
         Ok(Ok(read)) => read,
