@@ -26,6 +26,7 @@ use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::compute::{
@@ -38,7 +39,7 @@ use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::ipc::CompressionType;
 use arrow::record_batch::RecordBatch;
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField as RowField};
-use iceberg::spec::{DataFile, DataFileBuilder, NullOrder, SortDirection, SortOrder, Transform};
+use iceberg::spec::{DataFile, DataFileBuilder, NullOrder, SortDirection, SortOrder};
 use iceberg::table::Table;
 use iceberg::transform::{create_transform_function, BoxedTransformFunction};
 use tracing::warn;
@@ -51,37 +52,19 @@ pub const SORT_MEMORY_BYTES: usize = 128 << 20;
 /// Rows per batch the sort hands on (and spills).
 const BATCH_ROWS: usize = 8192;
 
-/// The columns rows are ordered by, computed from a batch.
+/// The columns rows are ordered by, computed from a batch (shared by the
+/// sorts of one compaction).
+#[derive(Clone)]
 pub(crate) struct SortKey {
-    columns: Vec<KeyColumn>,
+    columns: Arc<[KeyColumn]>,
     /// The table's sort order id, recorded on the files written in it.
     order_id: i64,
 }
 
 struct KeyColumn {
     name: String,
-    spec: Transform,
     transform: BoxedTransformFunction,
     options: SortOptions,
-}
-
-impl Clone for SortKey {
-    fn clone(&self) -> SortKey {
-        SortKey {
-            columns: self
-                .columns
-                .iter()
-                .map(|c| KeyColumn {
-                    name: c.name.clone(),
-                    spec: c.spec,
-                    transform: create_transform_function(&c.spec)
-                        .expect("a transform that was made once is made again"),
-                    options: c.options,
-                })
-                .collect(),
-            order_id: self.order_id,
-        }
-    }
 }
 
 impl SortKey {
@@ -120,7 +103,6 @@ impl SortKey {
                 .map_err(|e| format!("sort field `{}`: {e}", top.name))?;
             columns.push(KeyColumn {
                 name: top.name.clone(),
-                spec: field.transform,
                 transform,
                 options: SortOptions {
                     descending: field.direction == SortDirection::Descending,
@@ -129,7 +111,7 @@ impl SortKey {
             });
         }
         Ok(Some(SortKey {
-            columns,
+            columns: columns.into(),
             order_id: order.order_id,
         }))
     }
@@ -157,7 +139,7 @@ impl SortKey {
     fn row_converter(&self, keys: &[ArrayRef]) -> Result<RowConverter> {
         let fields = keys
             .iter()
-            .zip(&self.columns)
+            .zip(self.columns.iter())
             .map(|(k, c)| RowField::new_with_options(k.data_type().clone(), c.options))
             .collect();
         RowConverter::new(fields).map_err(local("ordering sort keys"))
