@@ -849,13 +849,19 @@ impl Supervisor {
     /// read; its table's manifests are merged by the server's committer.
     fn ledgered(&self, config: &Config, source: &str) -> WriteOptions {
         WriteOptions {
-            ledger_dir: Some(config.data_dir.join("sinks")),
+            ledger_dir: Some(ledger_dir(config)),
             source: Some(source.to_string()),
             owns_metadata_files: config.catalog.owns_metadata_files(),
             committer: Some(self.committer.clone()),
             ..WriteOptions::default()
         }
     }
+}
+
+/// Where the sinks' write ledgers live (files written, not yet resolved,
+/// which the orphan sweep must never take).
+pub fn ledger_dir(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join("sinks")
 }
 
 /// Where a stream's buffer lives.

@@ -156,7 +156,7 @@ async fn maintain(
         None => (defaults.layout(), Some(SnapshotRetention::default())),
     };
     let ledgered = if request.sweep {
-        match pipe_sink::ledger::listed_in(&config.data_dir.join("sinks")) {
+        match pipe_sink::ledger::listed_in(&crate::supervisor::ledger_dir(&config)) {
             Ok(listed) => listed,
             Err(e) => {
                 return error_response(
