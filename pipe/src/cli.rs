@@ -224,7 +224,16 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 let started = std::time::Instant::now();
                 let catalog = pipe_sink::open_catalog(&config.catalog).await?;
-                let engine = QueryEngine::new(catalog).await?;
+                // The prompt runs many queries: a SQL catalog is asked only
+                // whether a table changed before it is loaded again.
+                let caches = match sql.is_none() && config.catalog.owns_metadata_files() {
+                    true => pipe_query::Caches::default()
+                        .probing(pipe_sink::maintenance::Committer::open(&config.catalog).await?),
+                    false => pipe_query::Caches::default(),
+                };
+                let engine =
+                    QueryEngine::with_caches(catalog, pipe_query::Reader::default(), &caches)
+                        .await?;
                 let format = match format {
                     Format::Table => OutputFormat::Table,
                     Format::Json => OutputFormat::Json,

@@ -58,6 +58,20 @@ pub(crate) struct QueryService {
     runtime: tokio::runtime::Handle,
     slots: Arc<Semaphore>,
     caches: pipe_query::Caches,
+    /// A SQL catalog's connections and the caches probing it, opened by
+    /// the first query (on the query runtime, which their pools then live
+    /// on) and kept; a query that fails to open them leaves the next one
+    /// to try again.
+    sql: Arc<tokio::sync::OnceCell<SqlCatalog>>,
+}
+
+/// A SQL catalog, kept open between queries.
+#[derive(Clone)]
+struct SqlCatalog {
+    catalog: Arc<dyn pipe_sink::Catalog>,
+    /// The server's caches, told whether a kept table is current by one
+    /// read of the catalog's row (`Caches::probing`).
+    caches: pipe_query::Caches,
 }
 
 impl QueryService {
@@ -91,6 +105,7 @@ impl QueryService {
             runtime,
             slots: Arc::new(Semaphore::new(q.max_concurrent)),
             caches,
+            sql: Arc::default(),
         })
     }
 }
@@ -197,11 +212,16 @@ pub(crate) async fn query(
     };
     let started = Instant::now();
     let caches = service.caches.clone();
+    let sql_catalog = service.sql.clone();
     let catalog = config.catalog.clone();
     // The task owns the slot: it is free again once the query is dropped,
     // whether it failed or was aborted; an answer takes it along.
     let task = AbortOnDropHandle::new(service.runtime.spawn(async move {
-        let answer = run(&catalog, &caches, &request.sql, max_rows, started).await;
+        let opened = open(&catalog, &caches, &sql_catalog).await;
+        let answer = match opened {
+            Ok((catalog, caches)) => run(catalog, &caches, &request.sql, max_rows, started).await,
+            Err(e) => Err(e),
+        };
         answer.map(|answer| (answer, slot))
     }));
     match tokio::time::timeout(timeout, task).await {
@@ -272,14 +292,38 @@ fn answer_response(
 }
 
 /// Runs one statement (on the query runtime) and renders the answer.
+/// The catalog a query reads and the caches it shares. A SQL catalog is
+/// opened once and kept (with a probe that spares loading unchanged
+/// tables); a REST catalog is opened for each query, so a credential or
+/// address that changed on its side is picked up.
+async fn open(
+    settings: &pipe_sink::CatalogSettings,
+    caches: &pipe_query::Caches,
+    kept: &tokio::sync::OnceCell<SqlCatalog>,
+) -> Result<(Arc<dyn pipe_sink::Catalog>, pipe_query::Caches)> {
+    if !settings.owns_metadata_files() {
+        return Ok((pipe_sink::open_catalog(settings).await?, caches.clone()));
+    }
+    let kept = kept
+        .get_or_try_init(|| async {
+            let catalog = pipe_sink::open_catalog(settings).await?;
+            let probe = pipe_sink::maintenance::Committer::open(settings).await?;
+            Ok::<_, Error>(SqlCatalog {
+                catalog,
+                caches: caches.clone().probing(probe),
+            })
+        })
+        .await?;
+    Ok((kept.catalog.clone(), kept.caches.clone()))
+}
+
 async fn run(
-    catalog: &pipe_sink::CatalogSettings,
+    catalog: Arc<dyn pipe_sink::Catalog>,
     caches: &pipe_query::Caches,
     sql: &str,
     max_rows: usize,
     started: Instant,
 ) -> Result<Vec<u8>> {
-    let catalog = pipe_sink::open_catalog(catalog).await?;
     let engine =
         pipe_query::QueryEngine::with_caches(catalog, pipe_query::Reader::default(), caches)
             .await?;

@@ -34,7 +34,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use pipe_query::QueryEngine;
+use pipe_query::{Caches, QueryEngine, Reader};
 use pipe_sink::maintenance::compact::{compact, CompactionPolicy};
 use pipe_sink::maintenance::expire::expire;
 use pipe_sink::maintenance::run::{run, RunOptions};
@@ -303,7 +303,13 @@ async fn main() {
 
     let settings = CatalogSettings::local(dir.path());
     let catalog = open_catalog(&settings).await.expect("the catalog");
-    let engine = QueryEngine::new(catalog.clone()).await.expect("the engine");
+    // As `pipe serve` queries a SQL catalog: tables kept between queries
+    // while the catalog's row still names their metadata file.
+    let probe = Committer::open(&settings).await.expect("the probe");
+    let caches = Caches::default().probing(probe);
+    let engine = QueryEngine::with_caches(catalog.clone(), Reader::default(), &caches)
+        .await
+        .expect("the engine");
     println!("\n## as the sink's own maintenance left bench.small\n");
     report(&engine, dir.path()).await;
     if commits >= 80 {
@@ -351,6 +357,8 @@ async fn main() {
         ),
         None => println!("\n## after an on-demand compaction: nothing to do\n"),
     }
-    let engine = QueryEngine::new(catalog.clone()).await.expect("the engine");
+    let engine = QueryEngine::with_caches(catalog.clone(), Reader::default(), &caches)
+        .await
+        .expect("the engine");
     report(&engine, dir.path()).await;
 }

@@ -145,6 +145,18 @@ impl Caches {
     }
 }
 
+impl Caches {
+    /// These caches, asking `probe` whether a kept table is still current
+    /// instead of loading it again (see [`provider`]): a SQL catalog
+    /// answers from its row, without the metadata file.
+    pub fn probing(self, probe: pipe_sink::maintenance::Committer) -> Caches {
+        Caches {
+            tables: provider::LoadedTables::probing(probe),
+            ..self
+        }
+    }
+}
+
 impl std::fmt::Debug for Caches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Caches").finish_non_exhaustive()

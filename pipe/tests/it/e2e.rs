@@ -305,6 +305,15 @@ sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
     assert!(all["bytes_read"].as_u64().unwrap() > 0, "{all}");
     let (_, tables) = ask(json!({"sql": "SHOW TABLES IN default"}), Some("q-secret")).await;
     assert_eq!(tables["rows"][0]["table_name"], "ecommerce", "{tables}");
+    // The server keeps the table it loaded; a commit since is seen.
+    let count = json!({"sql": "SELECT count(*) AS n FROM default.ecommerce"});
+    let (_, before) = ask(count.clone(), Some("q-secret")).await;
+    assert_eq!(before["rows"], json!([{"n": 3}]), "{before}");
+    let events = getting_started_events();
+    assert_eq!(server.post_json("ecommerce_stream", &events).await.0, 200);
+    server.flush("ecommerce");
+    let (_, after) = ask(count, Some("q-secret")).await;
+    assert_eq!(after["rows"], json!([{"n": 6}]), "{after}");
     for write in [
         "INSERT INTO default.ecommerce SELECT * FROM default.ecommerce",
         "DROP TABLE default.ecommerce",
@@ -318,7 +327,7 @@ sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
     assert_eq!(status, 400, "an unknown field is refused");
     server.stop();
     let rows = query(&config, "SELECT count(*) AS n FROM default.ecommerce");
-    assert_eq!(rows, vec![json!({"n": 3})], "nothing was written");
+    assert_eq!(rows, vec![json!({"n": 6})], "nothing was written");
 }
 
 /// `pipe query` without SQL reads statements (ending with `;`, over several

@@ -1,6 +1,7 @@
 //! Queries over a table written by the sink, on a local warehouse, and the
 //! sqllogictest files (`slt`).
 
+mod caches;
 mod limits;
 mod pruning;
 mod slt;

@@ -286,27 +286,32 @@ impl Committer {
         dollar: bool,
         ident: &TableIdent,
     ) -> Option<String> {
-        let sql = "SELECT metadata_location FROM iceberg_tables \
-                   WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?";
-        let sql = match dollar {
-            true => numbered(sql),
-            false => sql.to_string(),
-        };
-        let namespace = ident.namespace().join(".");
         for attempt in 0..5u32 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
-            let read = sqlx::query_scalar::<_, String>(&sql)
-                .bind(name)
-                .bind(&namespace)
-                .bind(ident.name())
-                .fetch_one(pool);
-            if let Ok(Ok(location)) = tokio::time::timeout(SWAP_TIMEOUT, read).await {
+            if let Some(location) = read_pointer(pool, name, dollar, ident, SWAP_TIMEOUT).await {
                 return Some(location);
             }
         }
         None
+    }
+
+    /// The metadata file the catalog's row of `ident` names now, read in
+    /// one cheap query: readers that kept a table loaded from that file
+    /// know it is still current without reading the file again. `None`
+    /// when it cannot be told cheaply (a REST catalog, which answers only
+    /// with the whole metadata) or the row cannot be read within
+    /// `PROBE_TIMEOUT`; the caller then loads the table as usual.
+    pub async fn current_location(&self, ident: &TableIdent) -> Option<String> {
+        match &*self.inner {
+            Inner::Sql {
+                pool,
+                catalog,
+                dollar,
+            } => read_pointer(pool, catalog, *dollar, ident, PROBE_TIMEOUT).await,
+            Inner::Rest(_) => None,
+        }
     }
 
     /// Checks `requirements` on `ident` as the catalog has it now, applies
@@ -359,6 +364,32 @@ impl Committer {
 
 /// How long the swap (and each read back of the row) may take.
 const SWAP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`Committer::current_location`] waits for the catalog's row
+/// before the caller falls back to loading the table.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One read of the metadata file the catalog's row of `ident` names.
+async fn read_pointer(
+    pool: &AnyPool,
+    catalog: &str,
+    dollar: bool,
+    ident: &TableIdent,
+    timeout: Duration,
+) -> Option<String> {
+    let sql = "SELECT metadata_location FROM iceberg_tables \
+               WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?";
+    let sql = match dollar {
+        true => numbered(sql),
+        false => sql.to_string(),
+    };
+    let read = sqlx::query_scalar::<_, String>(&sql)
+        .bind(catalog)
+        .bind(ident.namespace().join("."))
+        .bind(ident.name())
+        .fetch_one(pool);
+    tokio::time::timeout(timeout, read).await.ok()?.ok()
+}
 
 /// Whether a failed [`Committer::commit`] moved the catalog's pointer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
