@@ -96,7 +96,9 @@ pub(crate) fn router() -> Router<AdminState> {
         .route("/v1/pipelines", get(list_pipelines).post(create_pipeline))
         .route(
             "/v1/pipelines/{name}",
-            get(get_pipeline).delete(delete_pipeline),
+            get(get_pipeline)
+                .delete(delete_pipeline)
+                .patch(update_pipeline),
         )
         .route("/v1/pipelines/{name}/flush", post(flush))
 }
@@ -563,6 +565,11 @@ fn pipeline_view(
         .find(|c| c.name == p.name)
         .map(|c| c.sql.clone());
     view["sql"] = json!(sql);
+    view["definition"] = json!(config
+        .pipelines
+        .iter()
+        .find(|c| c.name == p.name)
+        .map(|c| c.definition()));
     // A stream's quarantine pipeline is pipe's own: it comes with the stream.
     view["origin"] = match definitions.origin(Kind::Pipeline, &p.name) {
         Some(origin) => json!(origin),
@@ -667,6 +674,95 @@ async fn delete_pipeline(
         state.supervisor.set_config(config);
         tracing::info!(pipeline = %name, "pipeline deleted");
         Ok(json!({ "deleted": name, "committed_through": committed }))
+    }
+    .await;
+    answer(result, false)
+}
+
+/// The body of `PATCH /v1/pipelines/{name}`: the fields to change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineUpdate {
+    sql: Option<String>,
+    quarantine_table: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct UpdateParams {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `PATCH /v1/pipelines/{name}`: changes a pipeline's SQL (and quarantine
+/// table) in place, at an offset (see `crate::supervisor::update`).
+/// `?dry_run=true` checks and says what would happen.
+async fn update_pipeline(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(params): Query<UpdateParams>,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = async {
+        let mut definitions = state.supervisor.definitions.lock().await;
+        match definitions.origin(Kind::Pipeline, &name) {
+            Some(crate::definitions::Origin::Api) => {}
+            Some(crate::definitions::Origin::File) => {
+                return Err(Error::Remote(
+                    format!("pipeline `{name}` is defined in pipe.toml: change it there and restart the server, which runs the new SQL from the offset after the pipeline's last commit"),
+                    ErrorKind::Conflict,
+                ))
+            }
+            None => return Err(not_found(Kind::Pipeline, &name)),
+        }
+        let update: PipelineUpdate = serde_json::from_slice(&body).map_err(|e| {
+            invalid(format!(
+                "expected {{\"sql\": \"…\", \"quarantine_table\": \"namespace.table\"}}: {e}"
+            ))
+        })?;
+        let before = definitions
+            .api()
+            .pipelines
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| not_found(Kind::Pipeline, &name))?;
+        let mut after = before.clone();
+        if let Some(sql) = update.sql {
+            after.sql = sql;
+        }
+        if let Some(table) = update.quarantine_table {
+            after.quarantine_table = Some(table);
+        }
+        if after == before {
+            return Ok(json!({ "pipeline": name, "changed": false }));
+        }
+        let (api, config) = changed(&definitions, |api| {
+            api.pipelines.insert(name.clone(), after);
+        })?;
+        let change = state.supervisor.check_sql_change(&config, &name).await?;
+        if params.dry_run {
+            return Ok(json!({ "pipeline": name, "dry_run": true, "change": change }));
+        }
+        let previous = definitions.api().clone();
+        let old = state.supervisor.config();
+        // Stored first: a crash from here on restarts with the new SQL
+        // from the old one's last commit, which is the switch.
+        definitions.store(api)?;
+        match state.supervisor.change_sql(&old, &config, &name).await {
+            Ok(change) => {
+                state.supervisor.set_config(config);
+                let running = state
+                    .supervisor
+                    .pipeline(&name)
+                    .ok_or_else(|| Error::Internal("the changed pipeline is missing".into()))?;
+                let mut view = pipeline_view(&definitions, &state.supervisor.config(), &running);
+                view["change"] = json!(change);
+                Ok(view)
+            }
+            Err(e) => {
+                definitions.store(previous)?;
+                Err(e)
+            }
+        }
     }
     .await;
     answer(result, false)

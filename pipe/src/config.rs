@@ -385,7 +385,7 @@ fn default_roll_size() -> u64 {
 }
 
 /// `[pipelines.NAME]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineFile {
     /// `INSERT INTO sink SELECT … FROM stream`.
@@ -492,6 +492,14 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// The digest of the SQL (16 hex digits of its SHA-256) each commit
+    /// records as `pipe.definition`: which definition made which range.
+    pub fn definition(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.sql.as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The name under which the quarantine table's commits are recorded.
     pub fn failed_rows_writer(&self) -> String {
         format!("{}__failed", self.name)

@@ -224,6 +224,27 @@ pub enum PipelinesAction {
         #[command(flatten)]
         target: Target,
     },
+    /// Change a running pipeline's SQL in place: the old SQL commits every
+    /// event accepted so far, the new one takes every later event; none is
+    /// skipped or read twice. The stream and the sink stay.
+    Update {
+        #[arg(value_parser = name_arg)]
+        name: String,
+        /// The new SQL.
+        #[arg(long, conflicts_with = "sql_file")]
+        sql: Option<String>,
+        /// A file holding the new SQL.
+        #[arg(long)]
+        sql_file: Option<PathBuf>,
+        /// Where rows the SQL fails on go from now on, `namespace.table`.
+        #[arg(long)]
+        quarantine_table: Option<String>,
+        /// Check the change and say what it would do; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Delete a pipeline after it commits what it has read.
     Delete {
         #[arg(value_parser = name_arg)]
@@ -549,6 +570,40 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
             );
             create(&target, "pipeline", &name, body, pipeline_details).await?;
         }
+        PipelinesAction::Update {
+            name,
+            sql,
+            sql_file,
+            quarantine_table,
+            dry_run,
+            target,
+        } => {
+            let sql = match (sql, sql_file) {
+                (Some(sql), _) => Some(sql),
+                (None, Some(path)) => Some(read_file(&path, "SQL file")?),
+                (None, None) => None,
+            };
+            if sql.is_none() && quarantine_table.is_none() {
+                return Err(Error::Config(
+                    "nothing to change: give --sql, --sql-file or --quarantine-table".into(),
+                ));
+            }
+            let mut body = Map::new();
+            set(&mut body, "sql", sql.map(Value::from));
+            set(
+                &mut body,
+                "quarantine_table",
+                quarantine_table.map(Value::from),
+            );
+            let path = format!("/v1/pipelines/{name}?dry_run={dry_run}");
+            let body = Value::Object(body);
+            let answer = call(reqwest::Method::PATCH, &target, &path, Some(&body)).await?;
+            if target.json {
+                println!("{answer}");
+            } else {
+                print!("{}", update_summary(&parse(&answer)?));
+            }
+        }
         PipelinesAction::List { target } => {
             show(&target, "/v1/pipelines", pipelines_table).await?;
         }
@@ -601,6 +656,31 @@ async fn create(
         print!("{}", details(&parse(&answer)?));
     }
     Ok(())
+}
+
+/// What `pipe pipelines update` says of the server's answer.
+fn update_summary(v: &Value) -> String {
+    let name = text(&v["pipeline"]);
+    if v["changed"] == json!(false) {
+        return format!("Pipeline '{name}' already has that definition; nothing changed.\n");
+    }
+    let c = &v["change"];
+    let definitions = format!(
+        "definition {} → {}",
+        text(&c["definition_before"]),
+        text(&c["definition_after"])
+    );
+    if v["dry_run"] == json!(true) {
+        return format!(
+            "Dry run: pipeline '{name}' can change ({definitions}). The current SQL would first commit the {} record(s) it has not committed; every later event would go through the new SQL.\n",
+            text(&c["records_through_old_sql"])
+        );
+    }
+    let at = match c["switched_after_offset"].as_u64() {
+        Some(offset) => format!("events through offset {offset} went through the old SQL, every later one goes through the new"),
+        None => "every event goes through the new SQL".to_string(),
+    };
+    format!("Changed pipeline '{name}' ({definitions}): {at}.\n")
 }
 
 /// GETs `path`; prints its JSON or `details`.

@@ -100,6 +100,9 @@ pub const PROP_OFFSET_LAST: &str = "pipe.offset-last";
 /// Snapshot summary key: CRC-32 of the payload of the last record the
 /// commit covers (see [`Committed::last_crc`]).
 pub const PROP_LAST_CRC: &str = "pipe.last-crc";
+/// Snapshot summary key: the definition (a digest of the pipeline's SQL)
+/// that made the commit's rows.
+pub const PROP_DEFINITION: &str = "pipe.definition";
 
 /// A contiguous range of buffer offsets, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +123,8 @@ pub struct Origin<'a> {
     pub run: Option<&'a Run>,
     /// Commits without a source no longer count (see [`last_committed`]).
     pub unsourced_ended: bool,
+    /// Recorded as [`PROP_DEFINITION`] when set.
+    pub definition: Option<&'a str>,
 }
 
 /// One run of a log: the log opened once, by one process. Its id is
@@ -467,6 +472,9 @@ pub async fn commit_range(
         }
         if let Some(crc) = last_crc {
             props.insert(PROP_LAST_CRC.to_string(), crc.to_string());
+        }
+        if let Some(definition) = origin.definition {
+            props.insert(PROP_DEFINITION.to_string(), definition.to_string());
         }
         let source = origin.source;
         let tx = Transaction::new(&table);

@@ -35,4 +35,5 @@ mod sql_errors;
 mod streams;
 mod supervision;
 mod types;
+mod updates;
 mod writers;

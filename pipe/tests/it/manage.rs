@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 /// Runs `pipe ARGS --server URL` with standard input closed.
-fn pipe(server: &Server, args: &[&str]) -> Output {
+pub(crate) fn pipe(server: &Server, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pipe"))
         .args(args)
         .args(["--server", &server.url])
@@ -21,7 +21,7 @@ fn pipe(server: &Server, args: &[&str]) -> Output {
 }
 
 /// [`pipe`], which must succeed; its standard output.
-fn ok(server: &Server, args: &[&str]) -> String {
+pub(crate) fn ok(server: &Server, args: &[&str]) -> String {
     let out = pipe(server, args);
     assert!(
         out.status.success(),
@@ -33,14 +33,14 @@ fn ok(server: &Server, args: &[&str]) -> String {
 }
 
 /// [`pipe`], which must fail with `code`; its standard error.
-fn fails(server: &Server, args: &[&str], code: i32) -> String {
+pub(crate) fn fails(server: &Server, args: &[&str], code: i32) -> String {
     let out = pipe(server, args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(code), "pipe {args:?}: {stderr}");
     stderr
 }
 
-fn json_of(text: &str) -> Value {
+pub(crate) fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 

@@ -261,6 +261,10 @@ pub struct WriteOptions {
     /// failed-rows table once its main sink has a commit with a source,
     /// since failed rows are committed only when some fail.
     pub unsourced_ended: bool,
+    /// The definition that makes what this sink commits (a pipeline's SQL,
+    /// as a short digest), recorded with each commit (`pipe.definition`):
+    /// after a change in place, each range says which definition made it.
+    pub definition: Option<String>,
 }
 
 /// The Iceberg table property that asks writers for bloom filters on a
@@ -305,6 +309,7 @@ impl Default for WriteOptions {
             sort_by: None,
             source: None,
             run: None,
+            definition: None,
             unsourced_ended: false,
         }
     }
@@ -352,6 +357,51 @@ impl TableSink {
     ///
     /// An existing table must have every output column with a type the
     /// output casts to; otherwise this fails before any data flows.
+    /// Whether a sink writing `output` with `options` could open
+    /// `namespace.name`, checked without changing anything (no namespace,
+    /// table or property is made): the columns its options name exist,
+    /// and an existing table takes `output`. What a change in place checks
+    /// before it stops the definition in force.
+    pub async fn check(
+        catalog: &Arc<dyn Catalog>,
+        namespace: &str,
+        name: &str,
+        output: &SchemaRef,
+        options: &WriteOptions,
+    ) -> Result<()> {
+        let ns = NamespaceIdent::from_strs(namespace.split('.'))
+            .map_err(|e| Error::Config(format!("namespace `{namespace}`: {e}")))?;
+        let ident = TableIdent::new(ns, name.to_string());
+        check_bloom_filter_columns(&ident, output, &options.bloom_filter_columns)?;
+        check_sort_columns(
+            &ident,
+            output,
+            options.sort_by.as_deref().unwrap_or_default(),
+        )?;
+        let catalog_err = |action: String| {
+            move |e| Error::Catalog {
+                action,
+                source: Box::new(e),
+            }
+        };
+        let exists = catalog
+            .table_exists(&ident)
+            .await
+            .map_err(catalog_err(format!("looking up table `{ident}`")))?;
+        if !exists {
+            return Ok(());
+        }
+        let table = catalog
+            .load_table(&ident)
+            .await
+            .map_err(catalog_err(format!("loading table `{ident}`")))?;
+        let arrow_schema = Arc::new(
+            schema_to_arrow_schema(table.metadata().current_schema())
+                .map_err(catalog_err(format!("reading the schema of `{ident}`")))?,
+        );
+        check_compatible(&ident, output, &arrow_schema)
+    }
+
     pub async fn open(
         catalog: Arc<dyn Catalog>,
         namespace: &str,
@@ -676,6 +726,7 @@ impl TableSink {
                 source: self.options.source.as_deref(),
                 run: self.options.run.as_ref(),
                 unsourced_ended: self.options.unsourced_ended,
+                definition: self.options.definition.as_deref(),
             },
             range,
             last_crc,

@@ -44,6 +44,9 @@ use crate::metrics::{PipelineSource, SharedMetrics, StreamSource};
 use crate::pipeline::{FailedRows, FlushRequest, Part, PipelineStats, PipelineTask};
 use crate::{Error, ErrorKind, Result};
 
+mod update;
+pub use update::SqlChange;
+
 /// A stream that takes events.
 pub struct RunningStream {
     pub log: Arc<StreamLog>,
@@ -67,6 +70,14 @@ pub struct RunningPipeline {
     task: std::sync::Mutex<Option<JoinHandle<Result<()>>>>,
     /// A stop whose last commit failed: its events are still owed.
     stop_failed: std::sync::atomic::AtomicBool,
+}
+
+impl RunningPipeline {
+    /// Whether its stop failed to commit its last events (see
+    /// [`Supervisor::stop_pipeline`]).
+    pub fn stop_failed(&self) -> bool {
+        self.stop_failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A pipeline planned and its table opened, ready to start.
@@ -181,12 +192,7 @@ impl Supervisor {
     /// has one). Every pipeline is planned and its table opened before
     /// anything starts, so a failure starts nothing.
     pub async fn start(&self, config: &Config, streams: &[&str], pipelines: &[&str]) -> Result<()> {
-        let tables: HashMap<String, _> = config
-            .streams
-            .iter()
-            .map(|s| Ok((s.name.clone(), s.decoder()?.table_schema())))
-            .collect::<Result<_>>()?;
-        let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+        let (tables, sink_names) = plan_inputs(config)?;
         let mut sink_users: HashMap<String, String> = self
             .pipelines()
             .iter()
@@ -196,11 +202,7 @@ impl Supervisor {
         // The plans first: which pipelines read each new stream's log.
         let mut plans = Vec::new();
         for name in pipelines {
-            let p = config
-                .pipelines
-                .iter()
-                .find(|p| p.name == *name)
-                .ok_or_else(|| Error::Internal(format!("pipeline `{name}` is not defined")))?;
+            let p = pipeline_config(config, name)?;
             let plan = PipelinePlan::new(&p.name, &p.sql, &tables, &sink_names).await?;
             if let Some(other) = sink_users.insert(plan.sink().to_string(), p.name.clone()) {
                 return Err(Error::Remote(
@@ -405,6 +407,7 @@ impl Supervisor {
             bloom_filter_columns: sink_config.bloom_filter_columns.clone(),
             sort_by: sink_config.sort_by.clone(),
             unsourced_ended: !legacy,
+            definition: Some(p.definition()),
             ..self.ledgered(config, source)
         };
         let mut sink = match &sink_config.target {
@@ -720,8 +723,24 @@ impl Supervisor {
     /// whose earlier stop failed still owes its events: it is removed only
     /// with `force` (giving them up).
     pub async fn stop_pipeline(&self, name: &str, force: bool) -> Result<()> {
-        let Some(p) = self.pipelines.write().expect("never poisoned").remove(name) else {
+        let Some(p) = self.end_task(name, force).await? else {
             return Ok(());
+        };
+        if let Some(stream) = self.stream(&p.stream) {
+            stream.log.detach(name);
+        }
+        info!(pipeline = name, "pipeline stopped");
+        Ok(())
+    }
+
+    /// Ends a pipeline's task: it commits what is durable and returns, and
+    /// is taken out of the running parts and the metrics. It stays
+    /// attached to its stream's log, so nothing after its last commit is
+    /// released until the caller detaches it or starts its successor. A
+    /// task whose last commit fails is kept (see [`Self::stop_pipeline`]).
+    async fn end_task(&self, name: &str, force: bool) -> Result<Option<Arc<RunningPipeline>>> {
+        let Some(p) = self.pipelines.write().expect("never poisoned").remove(name) else {
+            return Ok(None);
         };
         if p.stop_failed.load(std::sync::atomic::Ordering::Relaxed) && !force {
             self.pipelines
@@ -755,14 +774,10 @@ impl Supervisor {
                 .write()
                 .expect("never poisoned")
                 .insert(name.to_string(), p);
-            return result;
-        }
-        if let Some(stream) = self.stream(&p.stream) {
-            stream.log.detach(name);
+            return result.map(|()| None);
         }
         self.metrics.remove_pipeline(name);
-        info!(pipeline = name, "pipeline stopped");
-        result
+        Ok(Some(p))
     }
 
     /// Stops a stream (after its pipelines: see [`Supervisor::stop_pipeline`]):
@@ -833,6 +848,28 @@ impl Supervisor {
         }
         failure
     }
+}
+
+/// What pipeline SQL is planned against: each stream's table schema, and
+/// the sinks' names.
+type PlanInputs = (HashMap<String, arrow::datatypes::SchemaRef>, Vec<String>);
+
+fn plan_inputs(config: &Config) -> Result<PlanInputs> {
+    let tables = config
+        .streams
+        .iter()
+        .map(|s| Ok((s.name.clone(), s.decoder()?.table_schema())))
+        .collect::<Result<_>>()?;
+    let sink_names = config.sinks.iter().map(|s| s.name.clone()).collect();
+    Ok((tables, sink_names))
+}
+
+fn pipeline_config<'a>(config: &'a Config, name: &str) -> Result<&'a PipelineConfig> {
+    config
+        .pipelines
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| Error::Internal(format!("pipeline `{name}` is not defined")))
 }
 
 fn stream_config<'a>(config: &'a Config, name: &str) -> Result<&'a StreamConfig> {

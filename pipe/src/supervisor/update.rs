@@ -1,0 +1,186 @@
+//! A running pipeline's SQL changed in place.
+//!
+//! The switch happens at an offset: the old SQL's task commits everything
+//! durable when the change arrives (through offset X) and ends, still
+//! attached to its stream's log, so nothing after X is released in
+//! between, whatever the stream's other pipelines commit; the new SQL's
+//! task then opens the same sink and starts at X + 1, which its table
+//! says it committed through. Every event through X went through the old
+//! SQL, every one after it through the new, and each commit records which
+//! in `pipe.definition` (a digest of the SQL,
+//! [`crate::config::PipelineConfig::definition`]).
+//!
+//! Everything the change touches is checked before the old task stops:
+//! the new SQL plans against the stream's schema, it reads the same
+//! stream and writes the same sink (other changes are not in place), and
+//! the sink's table takes its output ([`TableSink::check`]). If the new
+//! task still cannot start (its table is unreachable), the old definition
+//! is started again, from where the old task stopped.
+
+use pipe_sink::TableSink;
+use pipe_transform::PipelinePlan;
+use tracing::{info, warn};
+
+use super::{pipeline_config, plan_inputs, Supervisor};
+use crate::config::{Config, SinkTarget};
+use crate::{Error, ErrorKind, Result};
+
+/// What a change of a pipeline's SQL did, or would do.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SqlChange {
+    pub pipeline: String,
+    /// The digests of the old and the new SQL (`pipe.definition`).
+    pub definition_before: String,
+    pub definition_after: String,
+    /// The last offset the old SQL committed (the switch is after it);
+    /// `None` before anything was committed, or for a dry run, where it
+    /// is not known yet.
+    pub switched_after_offset: Option<u64>,
+    /// Records (accepted requests) the old SQL had not committed when the
+    /// change began; it commits them before it ends.
+    pub records_through_old_sql: u64,
+}
+
+impl Supervisor {
+    /// Checks that `name`'s definition in `new` can replace its running
+    /// one in place, changing nothing. Returns what the change would do.
+    pub async fn check_sql_change(&self, new: &Config, name: &str) -> Result<SqlChange> {
+        let running = self.pipeline(name).ok_or_else(|| {
+            Error::Remote(format!("unknown pipeline `{name}`"), ErrorKind::NotFound)
+        })?;
+        let old = self.config();
+        let before = pipeline_config(&old, name)?;
+        let after = pipeline_config(new, name)?;
+        let (tables, sink_names) = plan_inputs(new)?;
+        let plan = PipelinePlan::new(name, &after.sql, &tables, &sink_names)
+            .await
+            .map_err(|e| Error::Remote(e.to_string(), ErrorKind::InvalidInput))?;
+        if plan.stream() != running.stream {
+            return Err(refused(format!(
+                "the new SQL of pipeline `{name}` reads stream `{}`, the running one reads `{}`: a pipeline's FROM does not change in place, because its position belongs to the stream it reads. Create a new pipeline reading `{}` instead (and delete this one when it has caught up)",
+                plan.stream(),
+                running.stream,
+                plan.stream()
+            )));
+        }
+        if plan.sink() != running.sink_name {
+            return Err(refused(format!(
+                "the new SQL of pipeline `{name}` writes sink `{}`, the running one writes `{}`: a pipeline's sink does not change in place. Create a new pipeline for sink `{}` instead",
+                plan.sink(),
+                running.sink_name,
+                plan.sink()
+            )));
+        }
+        if running.stop_failed() {
+            return Err(Error::Remote(
+                format!("pipeline `{name}` could not commit its last events when it was stopped: restart the server before changing it"),
+                ErrorKind::Conflict,
+            ));
+        }
+        let sink = new
+            .sink(plan.sink())
+            .expect("the plan checked the sink exists");
+        if let SinkTarget::Table { namespace, table } = &sink.target {
+            let options = pipe_sink::WriteOptions {
+                bloom_filter_columns: sink.bloom_filter_columns.clone(),
+                sort_by: sink.sort_by.clone(),
+                ..Default::default()
+            };
+            let what = format!("checking table `{namespace}.{table}` for the new SQL");
+            let checked = TableSink::check(
+                &self.catalog,
+                namespace,
+                table,
+                plan.output_schema(),
+                &options,
+            );
+            crate::within(new.store_timeout, &what, async {
+                checked.await.map_err(|e| match e {
+                    pipe_sink::Error::Config(message) | pipe_sink::Error::Schema(message) => {
+                        refused(format!(
+                        "the new SQL of pipeline `{name}` does not fit its sink's table: {message}"
+                    ))
+                    }
+                    other => other.into(),
+                })
+            })
+            .await?;
+        }
+        let committed = running.stats.committed_through();
+        let next = self
+            .stream(&running.stream)
+            .map_or(0, |s| s.log.next_offset());
+        Ok(SqlChange {
+            pipeline: name.to_string(),
+            definition_before: before.definition(),
+            definition_after: after.definition(),
+            switched_after_offset: None,
+            records_through_old_sql: next.saturating_sub(committed.map_or(0, |c| c + 1)),
+        })
+    }
+
+    /// Replaces `name`'s running SQL with its definition in `new` (see the
+    /// module doc). `old` is the configuration it runs now. On an error
+    /// the old definition runs again, unless the error says otherwise.
+    pub async fn change_sql(&self, old: &Config, new: &Config, name: &str) -> Result<SqlChange> {
+        let mut change = self.check_sql_change(new, name).await?;
+        let ended = match self.end_task(name, false).await {
+            Ok(Some(ended)) => ended,
+            Ok(None) => {
+                return Err(Error::Internal(format!(
+                    "pipeline `{name}` stopped meanwhile"
+                )))
+            }
+            // Its last commit under the old SQL failed and its task ended:
+            // the old SQL starts again from its last commit.
+            Err(e) => return Err(self.restart(old, name, e).await),
+        };
+        change.switched_after_offset = ended.stats.committed_through();
+        match self.start(new, &[], &[name]).await {
+            Ok(()) => {
+                info!(pipeline = name, switched_after_offset = ?change.switched_after_offset, definition = %change.definition_after, "pipeline SQL changed in place");
+                Ok(change)
+            }
+            Err(e) => {
+                warn!(pipeline = name, error = %e, "the new SQL could not start; starting the old one again");
+                match self.start(old, &[], &[name]).await {
+                    Ok(()) => Err(e),
+                    Err(again) => Err(Error::Remote(
+                        format!("the new SQL of pipeline `{name}` could not start ({e}), nor could the old one again ({again}): nothing after offset {:?} was released; restart the server to run the stored definition", change.switched_after_offset),
+                        ErrorKind::Unavailable,
+                    )),
+                }
+            }
+        }
+    }
+}
+
+fn refused(message: String) -> Error {
+    Error::Remote(message, ErrorKind::InvalidInput)
+}
+
+impl Supervisor {
+    /// After a change failed with `error` once `name`'s task had ended
+    /// unable to commit: the old definition is started again; if it cannot
+    /// start either, the ended task stays listed as failed (as after a
+    /// failed stop). Returns the error to answer with.
+    async fn restart(&self, old: &Config, name: &str, error: Error) -> Error {
+        let failed = self.pipelines.write().expect("never poisoned").remove(name);
+        self.metrics.remove_pipeline(name);
+        match self.start(old, &[], &[name]).await {
+            Ok(()) => error,
+            Err(again) => {
+                if let Some(failed) = failed {
+                    self.pipelines
+                        .write()
+                        .expect("never poisoned")
+                        .insert(name.to_string(), failed);
+                }
+                Error::Remote(
+                    format!("{error}; the old SQL could not start again either ({again})"),
+                    ErrorKind::Unavailable,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Definitions changed in place on a running server (`pipe pipelines
+//! update`, `PATCH /v1/pipelines/{name}`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::manage::{fails, json_of, ok};
+
+const V1: &str = "INSERT INTO api_sink SELECT user_id, 'v1' AS version FROM ecommerce_stream";
+const V2: &str = "INSERT INTO api_sink SELECT user_id, 'v2' AS version FROM ecommerce_stream";
+
+/// Posts requests of 25 events with rising ids, one at a time, until
+/// `stop`; the acknowledged ids.
+fn load(server: Arc<Server>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut next = 0;
+        while !stop.load(Ordering::Relaxed) {
+            acked.extend(post_ids(&server, next, 25).await);
+            next += 25;
+        }
+        acked
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelines_sql_changes_at_an_offset_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // A second pipeline on the same stream, committing every second, so
+    // the buffer releases what both committed while the change runs.
+    let config = write_config(dir.path(), 1, "");
+    let server = Arc::new(Server::start(&config).await);
+    ok(
+        &server,
+        &[
+            "sinks",
+            "create",
+            "api_sink",
+            "--table",
+            "versions",
+            "--roll-interval",
+            "1",
+        ],
+    );
+    ok(
+        &server,
+        &["pipelines", "create", "api_pipeline", "--sql", V1],
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let loading = load(server.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let changing = server.clone();
+    let changed = tokio::task::spawn_blocking(move || {
+        let server = changing;
+        json_of(&ok(
+            &server,
+            &["pipelines", "update", "api_pipeline", "--sql", V2, "--json"],
+        ))
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = loading.await.unwrap();
+
+    assert_eq!(changed["sql"], V2, "{changed}");
+    let change = &changed["change"];
+    let switch = change["switched_after_offset"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the old SQL committed something: {changed}"));
+    assert_ne!(change["definition_before"], change["definition_after"]);
+    assert_eq!(changed["definition"], change["definition_after"]);
+    server.flush("api_pipeline");
+    server.flush("ecommerce");
+    Arc::into_inner(server).unwrap().stop();
+
+    let n = acked.len() as u64;
+    assert!(n > 100, "the load ran: {n} events");
+    let rows = query(
+        &config,
+        "SELECT version, count(*) AS n, count(DISTINCT user_id) AS d, \
+         min(user_id) AS lo, max(user_id) AS hi \
+         FROM default.versions GROUP BY version ORDER BY version",
+    );
+    assert_eq!(rows.len(), 2, "both SQLs made rows: {rows:?}");
+    let (v1, v2) = (&rows[0], &rows[1]);
+    let count = |v: &Value| v["n"].as_u64().unwrap();
+    assert_eq!(
+        count(v1) + count(v2),
+        n,
+        "every acknowledged event once: {rows:?}"
+    );
+    assert_eq!(v1["n"], v1["d"], "{rows:?}");
+    assert_eq!(v2["n"], v2["d"], "{rows:?}");
+    // One request (one buffer offset) of 25 events at a time, from offset
+    // 0: the old SQL made exactly the events through the switch.
+    assert_eq!(count(v1), (switch + 1) * 25, "{rows:?}");
+    assert!(
+        v1["hi"].as_str().unwrap() < v2["lo"].as_str().unwrap(),
+        "{rows:?}"
+    );
+    let other = query(
+        &config,
+        "SELECT count(*) AS n, count(DISTINCT user_id) AS d FROM default.ecommerce",
+    );
+    assert_eq!(other, vec![json!({"n": n, "d": n})]);
+    // Each commit records the definition that made it.
+    let commits = query(
+        &config,
+        "SELECT summary['pipe.definition'] AS definition, \
+         CAST(summary['pipe.offset-last'] AS BIGINT) AS last \
+         FROM default.\"versions$snapshots\" ORDER BY committed_at",
+    );
+    for c in &commits {
+        let expected = match c["last"].as_u64().unwrap() <= switch {
+            true => &change["definition_before"],
+            false => &change["definition_after"],
+        };
+        assert_eq!(&c["definition"], expected, "{commits:?}");
+    }
+
+    // The stored definition is the new one after a restart.
+    let server = Server::start(&config).await;
+    let got = json_of(&ok(
+        &server,
+        &["pipelines", "get", "api_pipeline", "--json"],
+    ));
+    assert_eq!(got["sql"], V2, "{got}");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_cannot_be_made_in_place_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, "");
+    let schema = dir.path().join("schema.json");
+    let server = Server::start(&config).await;
+    ok(
+        &server,
+        &["sinks", "create", "api_sink", "--table", "versions"],
+    );
+    ok(
+        &server,
+        &["sinks", "create", "other_sink", "--table", "other"],
+    );
+    ok(
+        &server,
+        &[
+            "streams",
+            "create",
+            "other_stream",
+            "--schema-file",
+            schema.to_str().unwrap(),
+        ],
+    );
+    ok(
+        &server,
+        &["pipelines", "create", "api_pipeline", "--sql", V1],
+    );
+    assert_eq!(post_ids(&server, 0, 25).await.len(), 25);
+    let update =
+        |sql: &str| ["pipelines", "update", "api_pipeline", "--sql", sql].map(String::from);
+    let refused = |sql: &str, code: i32| {
+        let args = update(sql);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        fails(&server, &args, code)
+    };
+
+    let from = refused(
+        "INSERT INTO api_sink SELECT user_id, 'v2' AS version FROM other_stream",
+        2,
+    );
+    assert!(from.contains("FROM does not change in place"), "{from}");
+    let sink = refused(
+        "INSERT INTO other_sink SELECT user_id, 'v2' AS version FROM ecommerce_stream",
+        2,
+    );
+    assert!(sink.contains("sink does not change in place"), "{sink}");
+    let bad = refused("INSERT INTO api_sink SELECT nope FROM ecommerce_stream", 2);
+    assert!(bad.contains("nope"), "{bad}");
+    let misfit = refused(
+        "INSERT INTO api_sink SELECT user_id, 1.5 AS version FROM ecommerce_stream",
+        2,
+    );
+    assert!(misfit.contains("does not fit its sink's table"), "{misfit}");
+    let file = fails(
+        &server,
+        &[
+            "pipelines",
+            "update",
+            "ecommerce",
+            "--sql",
+            "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream WHERE amount > 1",
+        ],
+        4,
+    );
+    assert!(file.contains("defined in pipe.toml"), "{file}");
+    let dry = ok(
+        &server,
+        &[
+            "pipelines",
+            "update",
+            "api_pipeline",
+            "--sql",
+            V2,
+            "--dry-run",
+        ],
+    );
+    assert!(dry.starts_with("Dry run"), "{dry}");
+    let same = ok(
+        &server,
+        &["pipelines", "update", "api_pipeline", "--sql", V1],
+    );
+    assert!(same.contains("nothing changed"), "{same}");
+
+    // Still the first SQL, running: what it reads is made by it.
+    let got = json_of(&ok(
+        &server,
+        &["pipelines", "get", "api_pipeline", "--json"],
+    ));
+    assert_eq!(
+        (got["sql"].clone(), got["state"].clone()),
+        (json!(V1), json!("running")),
+        "{got}"
+    );
+    assert_eq!(post_ids(&server, 25, 25).await.len(), 25);
+    server.flush("api_pipeline");
+    server.stop();
+    let rows = query(
+        &config,
+        "SELECT version, count(*) AS n FROM default.versions GROUP BY version",
+    );
+    assert_eq!(rows, vec![json!({"version": "v1", "n": 50})]);
+}
