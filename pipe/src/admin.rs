@@ -747,6 +747,7 @@ async fn update_pipeline(
         // Stored first: a crash from here on restarts with the new SQL
         // from the old one's last commit, which is the switch.
         definitions.store(api)?;
+        crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
         match state.supervisor.change_sql(&old, &config, &name).await {
             Ok(change) => {
                 state.supervisor.set_config(config);

@@ -19,6 +19,10 @@
 //!     ─► swap the catalog's pointer ─► [maintenance-after-swap]
 //!     ─► delete what is no longer referenced
 //!  expiry: commit ─► [expiry-before-cleanup] ─► delete the expired files
+//!
+//!  a pipeline's SQL changed in place: checks ─► store the definition
+//!     ─► [change-after-store] ─► the old SQL commits and ends
+//!     ─► [change-between-definitions] ─► the new SQL starts
 //! ```
 //!
 //! `PIPE_FAULT=<fault>[@n]` injects a fault that is not a crash, the n-th
@@ -53,6 +57,11 @@ pub const BEFORE_RELEASE: &str = "before-release";
 /// A range's failed rows are committed to the pipeline's quarantine table;
 /// its rows are not yet committed to the sink table.
 pub const AFTER_FAILED_ROWS_COMMIT: &str = "after-failed-rows-commit";
+
+/// A pipeline's changed SQL is stored; its old SQL still runs.
+pub const CHANGE_AFTER_STORE: &str = "change-after-store";
+/// The old SQL committed what it read and ended; the new has not started.
+pub const CHANGE_BETWEEN_DEFINITIONS: &str = "change-between-definitions";
 
 /// Every crash point, in protocol order.
 pub const ALL: [&str; 6] = [

@@ -136,6 +136,7 @@ impl Supervisor {
             Err(e) => return Err(self.restart(old, name, e).await),
         };
         change.switched_after_offset = ended.stats.committed_through();
+        crate::crash::point(crate::crash::CHANGE_BETWEEN_DEFINITIONS);
         match self.start(new, &[], &[name]).await {
             Ok(()) => {
                 info!(pipeline = name, switched_after_offset = ?change.switched_after_offset, definition = %change.definition_after, "pipeline SQL changed in place");
