@@ -130,37 +130,25 @@ pub enum SinksAction {
         /// under the server's `file_sink_roots`.
         #[arg(long)]
         path: Option<String>,
-        /// Folder template of file sinks (strftime on `__ingest_ts`).
-        #[arg(long)]
-        partitioning: Option<String>,
         /// A partition field of the table, e.g. `day(__ingest_ts)`; repeatable.
         #[arg(long)]
         partition_by: Vec<String>,
-        /// A column that gets a bloom filter, for lookups by id; repeatable.
+        #[command(flatten)]
+        settings: SinkSettings,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change a sink's settings; the pipeline writing it switches to them
+    /// after its last commit, losing and doubling nothing. Its table or
+    /// folder stays.
+    Update {
+        #[arg(value_parser = name_arg)]
+        name: String,
+        #[command(flatten)]
+        settings: SinkSettings,
+        /// Check the change and say what it would do; change nothing.
         #[arg(long)]
-        bloom_filter_column: Vec<String>,
-        /// A column of the table's sort order, which compaction rewrites
-        /// files in: `id`, `amount DESC`, `name ASC NULLS LAST`; repeatable.
-        #[arg(long)]
-        sort_by: Vec<String>,
-        /// zstd, snappy, gzip, lz4, none.
-        #[arg(long)]
-        compression: Option<String>,
-        /// Commit at least this often, in seconds.
-        #[arg(long)]
-        roll_interval: Option<u64>,
-        /// Commit once this many MB were read.
-        #[arg(long)]
-        roll_size: Option<u64>,
-        /// Commit once this many rows were written.
-        #[arg(long)]
-        roll_rows: Option<u64>,
-        /// Largest Parquet row group, in rows.
-        #[arg(long)]
-        target_row_group_size: Option<usize>,
-        /// The size data files and compaction aim for, in MB (Iceberg).
-        #[arg(long)]
-        target_file_size: Option<u64>,
+        dry_run: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -186,6 +174,73 @@ pub enum SinksAction {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// A sink's settings that `create` sets and `update` changes.
+#[derive(Debug, clap::Args)]
+pub struct SinkSettings {
+    /// Folder template of file sinks (strftime on `__ingest_ts`).
+    #[arg(long)]
+    partitioning: Option<String>,
+    /// A column that gets a bloom filter, for lookups by id; repeatable.
+    #[arg(long)]
+    bloom_filter_column: Vec<String>,
+    /// A column of the table's sort order, which compaction rewrites
+    /// files in: `id`, `amount DESC`, `name ASC NULLS LAST`; repeatable.
+    #[arg(long)]
+    sort_by: Vec<String>,
+    /// zstd, snappy, gzip, lz4, none.
+    #[arg(long)]
+    compression: Option<String>,
+    /// Commit at least this often, in seconds.
+    #[arg(long)]
+    roll_interval: Option<u64>,
+    /// Commit once this many MB were read.
+    #[arg(long)]
+    roll_size: Option<u64>,
+    /// Commit once this many rows were written.
+    #[arg(long)]
+    roll_rows: Option<u64>,
+    /// Largest Parquet row group, in rows.
+    #[arg(long)]
+    target_row_group_size: Option<usize>,
+    /// The size data files and compaction aim for, in MB (Iceberg).
+    #[arg(long)]
+    target_file_size: Option<u64>,
+}
+
+impl SinkSettings {
+    /// Puts the settings given into `body`, under the API's keys.
+    fn into_body(self, body: &mut Map<String, Value>) {
+        set(body, "partitioning", self.partitioning.map(Value::from));
+        if !self.bloom_filter_column.is_empty() {
+            body.insert(
+                "bloom_filter_columns".into(),
+                json!(self.bloom_filter_column),
+            );
+        }
+        if !self.sort_by.is_empty() {
+            body.insert("sort_by".into(), json!(self.sort_by));
+        }
+        set(body, "compression", self.compression.map(Value::from));
+        set(
+            body,
+            "roll_interval_secs",
+            self.roll_interval.map(Value::from),
+        );
+        set(body, "roll_size_mb", self.roll_size.map(Value::from));
+        set(body, "roll_rows", self.roll_rows.map(Value::from));
+        set(
+            body,
+            "row_group_rows",
+            self.target_row_group_size.map(Value::from),
+        );
+        set(
+            body,
+            "target_file_size_mb",
+            self.target_file_size.map(Value::from),
+        );
+    }
 }
 
 /// `pipe pipelines …`.
@@ -476,16 +531,8 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
             namespace,
             table,
             path,
-            partitioning,
             partition_by,
-            bloom_filter_column,
-            sort_by,
-            compression,
-            roll_interval,
-            roll_size,
-            roll_rows,
-            target_row_group_size,
-            target_file_size,
+            settings,
             target,
         } => {
             let mut body = Map::new();
@@ -494,35 +541,33 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
             set(&mut body, "namespace", namespace.map(Value::from));
             set(&mut body, "table", table.map(Value::from));
             set(&mut body, "path", path.map(Value::from));
-            set(&mut body, "partitioning", partitioning.map(Value::from));
             if !partition_by.is_empty() {
                 body.insert("partition_by".into(), json!(partition_by));
             }
-            if !bloom_filter_column.is_empty() {
-                body.insert("bloom_filter_columns".into(), json!(bloom_filter_column));
-            }
-            if !sort_by.is_empty() {
-                body.insert("sort_by".into(), json!(sort_by));
-            }
-            set(&mut body, "compression", compression.map(Value::from));
-            set(
-                &mut body,
-                "roll_interval_secs",
-                roll_interval.map(Value::from),
-            );
-            set(&mut body, "roll_size_mb", roll_size.map(Value::from));
-            set(&mut body, "roll_rows", roll_rows.map(Value::from));
-            set(
-                &mut body,
-                "row_group_rows",
-                target_row_group_size.map(Value::from),
-            );
-            set(
-                &mut body,
-                "target_file_size_mb",
-                target_file_size.map(Value::from),
-            );
+            settings.into_body(&mut body);
             create(&target, "sink", &name, body, sink_details).await?;
+        }
+        SinksAction::Update {
+            name,
+            settings,
+            dry_run,
+            target,
+        } => {
+            let mut body = Map::new();
+            settings.into_body(&mut body);
+            if body.is_empty() {
+                return Err(Error::Config(
+                    "nothing to change: give a setting to change (see --help)".into(),
+                ));
+            }
+            let path = format!("/v1/sinks/{name}?dry_run={dry_run}");
+            let body = Value::Object(body);
+            let answer = call(reqwest::Method::PATCH, &target, &path, Some(&body)).await?;
+            if target.json {
+                println!("{answer}");
+            } else {
+                print!("{}", sink_update_summary(&name, &parse(&answer)?));
+            }
         }
         SinksAction::List { target } => {
             show(&target, "/v1/sinks", sinks_table).await?;
@@ -658,6 +703,33 @@ async fn create(
     Ok(())
 }
 
+/// What `pipe sinks update` says of the server's answer.
+fn sink_update_summary(name: &str, v: &Value) -> String {
+    if v["changed"] == json!(false) {
+        return format!("Sink '{name}' already has those settings; nothing changed.\n");
+    }
+    let c = &v["change"];
+    let writer = match c.is_null() {
+        true => "no pipeline writes it".to_string(),
+        false => format!("pipeline '{}' ", text(&c["pipeline"])),
+    };
+    if v["dry_run"] == json!(true) {
+        return match c.is_null() {
+            true => format!("Dry run: sink '{name}' can change; {writer}.\n"),
+            false => format!(
+                "Dry run: sink '{name}' can change; {writer}would first commit the {} record(s) it has not committed with the old settings.\n",
+                text(&c["records_through_old_definition"])
+            ),
+        };
+    }
+    let at = match (c.is_null(), c["switched_after_offset"].as_u64()) {
+        (true, _) => writer,
+        (false, Some(offset)) => format!("{writer}wrote events through offset {offset} with the old settings, every later one with the new"),
+        (false, None) => format!("{writer}writes every event with the new settings"),
+    };
+    format!("Changed sink '{name}': {at}.\n{}", sink_details(v))
+}
+
 /// What `pipe pipelines update` says of the server's answer.
 fn update_summary(v: &Value) -> String {
     let name = text(&v["pipeline"]);
@@ -673,7 +745,7 @@ fn update_summary(v: &Value) -> String {
     if v["dry_run"] == json!(true) {
         return format!(
             "Dry run: pipeline '{name}' can change ({definitions}). The current SQL would first commit the {} record(s) it has not committed; every later event would go through the new SQL.\n",
-            text(&c["records_through_old_sql"])
+            text(&c["records_through_old_definition"])
         );
     }
     let at = match c["switched_after_offset"].as_u64() {

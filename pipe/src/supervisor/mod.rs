@@ -45,7 +45,7 @@ use crate::pipeline::{FailedRows, FlushRequest, Part, PipelineStats, PipelineTas
 use crate::{Error, ErrorKind, Result};
 
 mod update;
-pub use update::SqlChange;
+pub use update::PipelineChange;
 
 /// A stream that takes events.
 pub struct RunningStream {

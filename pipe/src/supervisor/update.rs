@@ -27,7 +27,7 @@ use crate::{Error, ErrorKind, Result};
 
 /// What a change of a pipeline's SQL did, or would do.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct SqlChange {
+pub struct PipelineChange {
     pub pipeline: String,
     /// The digests of the old and the new SQL (`pipe.definition`).
     pub definition_before: String,
@@ -38,13 +38,13 @@ pub struct SqlChange {
     pub switched_after_offset: Option<u64>,
     /// Records (accepted requests) the old SQL had not committed when the
     /// change began; it commits them before it ends.
-    pub records_through_old_sql: u64,
+    pub records_through_old_definition: u64,
 }
 
 impl Supervisor {
     /// Checks that `name`'s definition in `new` can replace its running
     /// one in place, changing nothing. Returns what the change would do.
-    pub async fn check_sql_change(&self, new: &Config, name: &str) -> Result<SqlChange> {
+    pub async fn check_pipeline_change(&self, new: &Config, name: &str) -> Result<PipelineChange> {
         let running = self.pipeline(name).ok_or_else(|| {
             Error::Remote(format!("unknown pipeline `{name}`"), ErrorKind::NotFound)
         })?;
@@ -110,20 +110,25 @@ impl Supervisor {
         let next = self
             .stream(&running.stream)
             .map_or(0, |s| s.log.next_offset());
-        Ok(SqlChange {
+        Ok(PipelineChange {
             pipeline: name.to_string(),
             definition_before: before.definition(),
             definition_after: after.definition(),
             switched_after_offset: None,
-            records_through_old_sql: next.saturating_sub(committed.map_or(0, |c| c + 1)),
+            records_through_old_definition: next.saturating_sub(committed.map_or(0, |c| c + 1)),
         })
     }
 
     /// Replaces `name`'s running SQL with its definition in `new` (see the
     /// module doc). `old` is the configuration it runs now. On an error
     /// the old definition runs again, unless the error says otherwise.
-    pub async fn change_sql(&self, old: &Config, new: &Config, name: &str) -> Result<SqlChange> {
-        let mut change = self.check_sql_change(new, name).await?;
+    pub async fn change_pipeline(
+        &self,
+        old: &Config,
+        new: &Config,
+        name: &str,
+    ) -> Result<PipelineChange> {
+        let mut change = self.check_pipeline_change(new, name).await?;
         let ended = match self.end_task(name, false).await {
             Ok(Some(ended)) => ended,
             Ok(None) => {

@@ -311,3 +311,136 @@ async fn a_crash_in_the_middle_of_a_change_loses_and_doubles_nothing() {
         }
     }
 }
+
+/// The Parquet codecs of the data files under `folder`.
+fn codecs(folder: &std::path::Path) -> Value {
+    python_json(
+        r#"
+import sys, glob, json, pyarrow.parquet as pq
+files = glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True)
+print(json.dumps(sorted({pq.ParquetFile(f).metadata.row_group(0).column(0).compression for f in files})))
+"#,
+        folder,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sinks_settings_change_under_load_at_an_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, "");
+    let server = Arc::new(Server::start(&config).await);
+    ok(
+        &server,
+        &[
+            "sinks",
+            "create",
+            "api_sink",
+            "--table",
+            "versions",
+            "--roll-interval",
+            "1",
+        ],
+    );
+    ok(
+        &server,
+        &["pipelines", "create", "api_pipeline", "--sql", V1],
+    );
+    let refused = |args: &[&str], code: i32| fails(&server, args, code);
+    let table = refused(
+        &["sinks", "update", "ecommerce_sink", "--roll-interval", "5"],
+        4,
+    );
+    assert!(table.contains("defined in pipe.toml"), "{table}");
+    let dry = ok(
+        &server,
+        &[
+            "sinks",
+            "update",
+            "api_sink",
+            "--compression",
+            "snappy",
+            "--dry-run",
+        ],
+    );
+    assert!(dry.starts_with("Dry run"), "{dry}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let loading = load(server.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let changing = server.clone();
+    let changed = tokio::task::spawn_blocking(move || {
+        json_of(&ok(
+            &changing,
+            &[
+                "sinks",
+                "update",
+                "api_sink",
+                "--compression",
+                "snappy",
+                "--roll-interval",
+                "2",
+                "--bloom-filter-column",
+                "user_id",
+                "--json",
+            ],
+        ))
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = loading.await.unwrap();
+    assert_eq!(changed["compression"], "snappy", "{changed}");
+    assert_eq!(changed["roll_interval_secs"], 2, "{changed}");
+    assert!(
+        changed["change"]["switched_after_offset"].is_u64(),
+        "{changed}"
+    );
+    server.flush("api_pipeline");
+    let server = Arc::into_inner(server).unwrap();
+    server.stop();
+
+    let n = acked.len() as u64;
+    let rows = query(
+        &config,
+        "SELECT count(*) AS n, count(DISTINCT user_id) AS d FROM default.versions",
+    );
+    assert_eq!(rows, vec![json!({"n": n, "d": n})]);
+    let folder = dir.path().join("data/warehouse/default/versions/data");
+    assert_eq!(codecs(&folder), json!(["SNAPPY", "ZSTD"]));
+
+    // Stored: the new settings after a restart; what names the table
+    // does not change in place.
+    let server = Server::start(&config).await;
+    let got = json_of(&ok(&server, &["sinks", "get", "api_sink", "--json"]));
+    assert_eq!(got["compression"], "snappy", "{got}");
+    assert_eq!(got["bloom_filter_columns"], json!(["user_id"]), "{got}");
+    let patch = |body: Value| {
+        let url = format!("{}/v1/sinks/api_sink", server.url);
+        async move {
+            let r = reqwest::Client::new()
+                .patch(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = patch(json!({"table": "elsewhere"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("does not change in place"), "{body}");
+    let (status, body) = patch(json!({"partition_by": []})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = patch(json!({"roll_interval": 3})).await;
+    assert_eq!(status, 400, "an unknown key: {body}");
+    let (status, body) = patch(json!({"bloom_filter_columns": ["nope"]})).await;
+    assert_eq!(status, 400, "{body}");
+    let got = json_of(&ok(&server, &["sinks", "get", "api_sink", "--json"]));
+    assert_eq!(
+        got["bloom_filter_columns"],
+        json!(["user_id"]),
+        "nothing changed: {got}"
+    );
+    server.stop();
+}

@@ -49,6 +49,8 @@ use crate::definitions::{Definitions, Kind};
 use crate::server::AdminState;
 use crate::{Error, ErrorKind, Result};
 
+mod update;
+
 /// Answers 401 unless the caller sends one of `[admin] auth_token_sha256`
 /// as a bearer token (when any is configured); without tokens, 403 to a
 /// `Host` that is not localhost or an IP address (see [`crate::access`]).
@@ -92,18 +94,21 @@ pub(crate) fn router() -> Router<AdminState> {
     Router::new()
         .route("/v1/streams", get(list_streams).post(create_stream))
         .route("/v1/sinks", get(list_sinks).post(create_sink))
-        .route("/v1/sinks/{name}", get(get_sink).delete(delete_sink))
+        .route(
+            "/v1/sinks/{name}",
+            get(get_sink).delete(delete_sink).patch(update::update_sink),
+        )
         .route("/v1/pipelines", get(list_pipelines).post(create_pipeline))
         .route(
             "/v1/pipelines/{name}",
             get(get_pipeline)
                 .delete(delete_pipeline)
-                .patch(update_pipeline),
+                .patch(update::update_pipeline),
         )
         .route("/v1/pipelines/{name}/flush", post(flush))
 }
 
-fn answer(result: Result<Value>, created: bool) -> Response {
+pub(super) fn answer(result: Result<Value>, created: bool) -> Response {
     match result {
         Ok(body) if created => (axum::http::StatusCode::CREATED, Json(body)).into_response(),
         Ok(body) => Json(body).into_response(),
@@ -111,14 +116,14 @@ fn answer(result: Result<Value>, created: bool) -> Response {
     }
 }
 
-fn not_found(kind: Kind, name: &str) -> Error {
+pub(super) fn not_found(kind: Kind, name: &str) -> Error {
     Error::Remote(
         format!("unknown {} `{name}`", kind.noun()),
         ErrorKind::NotFound,
     )
 }
 
-fn invalid(message: String) -> Error {
+pub(super) fn invalid(message: String) -> Error {
     Error::Remote(message, ErrorKind::InvalidInput)
 }
 
@@ -149,7 +154,7 @@ fn parse<T: serde::de::DeserializeOwned>(
 
 /// Applies a change of the API's definitions: validated with every other
 /// definition, stored, then made the configuration in effect.
-fn changed(
+pub(super) fn changed(
     definitions: &Definitions,
     edit: impl FnOnce(&mut crate::definitions::ApiDefinitions),
 ) -> Result<(crate::definitions::ApiDefinitions, Config)> {
@@ -427,7 +432,7 @@ async fn get_sink(State(state): State<AdminState>, Path(name): Path<String>) -> 
 }
 
 /// The pipeline that writes to sink `name`, if one runs.
-fn sink_writer(state: &AdminState, name: &str) -> Option<String> {
+pub(super) fn sink_writer(state: &AdminState, name: &str) -> Option<String> {
     state
         .supervisor
         .pipelines()
@@ -436,7 +441,7 @@ fn sink_writer(state: &AdminState, name: &str) -> Option<String> {
         .map(|p| p.name.clone())
 }
 
-fn sink_view(
+pub(super) fn sink_view(
     state: &AdminState,
     definitions: &Definitions,
     config: &Config,
@@ -553,7 +558,7 @@ async fn get_pipeline(State(state): State<AdminState>, Path(name): Path<String>)
     )
 }
 
-fn pipeline_view(
+pub(super) fn pipeline_view(
     definitions: &Definitions,
     config: &Config,
     p: &crate::supervisor::RunningPipeline,
@@ -674,96 +679,6 @@ async fn delete_pipeline(
         state.supervisor.set_config(config);
         tracing::info!(pipeline = %name, "pipeline deleted");
         Ok(json!({ "deleted": name, "committed_through": committed }))
-    }
-    .await;
-    answer(result, false)
-}
-
-/// The body of `PATCH /v1/pipelines/{name}`: the fields to change.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PipelineUpdate {
-    sql: Option<String>,
-    quarantine_table: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct UpdateParams {
-    #[serde(default)]
-    dry_run: bool,
-}
-
-/// `PATCH /v1/pipelines/{name}`: changes a pipeline's SQL (and quarantine
-/// table) in place, at an offset (see `crate::supervisor::update`).
-/// `?dry_run=true` checks and says what would happen.
-async fn update_pipeline(
-    State(state): State<AdminState>,
-    Path(name): Path<String>,
-    Query(params): Query<UpdateParams>,
-    body: axum::body::Bytes,
-) -> Response {
-    let result = async {
-        let mut definitions = state.supervisor.definitions.lock().await;
-        match definitions.origin(Kind::Pipeline, &name) {
-            Some(crate::definitions::Origin::Api) => {}
-            Some(crate::definitions::Origin::File) => {
-                return Err(Error::Remote(
-                    format!("pipeline `{name}` is defined in pipe.toml: change it there and restart the server, which runs the new SQL from the offset after the pipeline's last commit"),
-                    ErrorKind::Conflict,
-                ))
-            }
-            None => return Err(not_found(Kind::Pipeline, &name)),
-        }
-        let update: PipelineUpdate = serde_json::from_slice(&body).map_err(|e| {
-            invalid(format!(
-                "expected {{\"sql\": \"…\", \"quarantine_table\": \"namespace.table\"}}: {e}"
-            ))
-        })?;
-        let before = definitions
-            .api()
-            .pipelines
-            .get(&name)
-            .cloned()
-            .ok_or_else(|| not_found(Kind::Pipeline, &name))?;
-        let mut after = before.clone();
-        if let Some(sql) = update.sql {
-            after.sql = sql;
-        }
-        if let Some(table) = update.quarantine_table {
-            after.quarantine_table = Some(table);
-        }
-        if after == before {
-            return Ok(json!({ "pipeline": name, "changed": false }));
-        }
-        let (api, config) = changed(&definitions, |api| {
-            api.pipelines.insert(name.clone(), after);
-        })?;
-        let change = state.supervisor.check_sql_change(&config, &name).await?;
-        if params.dry_run {
-            return Ok(json!({ "pipeline": name, "dry_run": true, "change": change }));
-        }
-        let previous = definitions.api().clone();
-        let old = state.supervisor.config();
-        // Stored first: a crash from here on restarts with the new SQL
-        // from the old one's last commit, which is the switch.
-        definitions.store(api)?;
-        crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
-        match state.supervisor.change_sql(&old, &config, &name).await {
-            Ok(change) => {
-                state.supervisor.set_config(config);
-                let running = state
-                    .supervisor
-                    .pipeline(&name)
-                    .ok_or_else(|| Error::Internal("the changed pipeline is missing".into()))?;
-                let mut view = pipeline_view(&definitions, &state.supervisor.config(), &running);
-                view["change"] = json!(change);
-                Ok(view)
-            }
-            Err(e) => {
-                definitions.store(previous)?;
-                Err(e)
-            }
-        }
     }
     .await;
     answer(result, false)
