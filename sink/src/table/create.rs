@@ -250,7 +250,7 @@ pub(super) fn check_compatible(
 
 /// Whether values of `from` go into a column of `to` without loss: the same
 /// type (field names and ids aside), or a widening Iceberg allows.
-pub(super) fn fits(from: &DataType, to: &DataType) -> bool {
+pub(crate) fn fits(from: &DataType, to: &DataType) -> bool {
     use DataType::*;
     from.equals_datatype(to)
         || matches!(

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 mod create;
+pub mod evolve;
 pub(crate) use create::bloom_filter_columns;
 mod maintain;
 mod sort_by;
@@ -399,7 +400,9 @@ impl TableSink {
             schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(catalog_err(format!("reading the schema of `{ident}`")))?,
         );
-        check_compatible(&ident, output, &arrow_schema)
+        // As the table will be once the sink evolves it when it opens.
+        let evolved = evolve::Evolution::plan(&arrow_schema, output).applied_to(&arrow_schema);
+        check_compatible(&ident, output, &evolved)
     }
 
     pub async fn open(
@@ -462,6 +465,7 @@ impl TableSink {
         };
         let table = adopt_sort_order(&catalog, table, options.sort_by.as_deref()).await?;
         let table = adopt_target_file_size(&catalog, table, options.target_file_bytes).await?;
+        let table = evolve::evolve(&catalog, options.committer.as_ref(), table, output).await?;
         let arrow_schema = Arc::new(
             schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(catalog_err(format!("reading the schema of `{ident}`")))?,

@@ -9,6 +9,7 @@ use pipe_sink::{
     open_catalog, CatalogSettings, CommitOutcome, OffsetRange, TableSink, WriteOptions,
 };
 
+mod evolution;
 mod files;
 mod maintenance;
 

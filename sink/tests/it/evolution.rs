@@ -1,0 +1,173 @@
+//! A table's schema evolves when a sink opens with an output that adds
+//! columns, widens numbers or lets a required column be null.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Float64Array, Int32Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use iceberg::spec::{PrimitiveType, Type};
+use pipe_sink::maintenance::Committer;
+use pipe_sink::{open_catalog, CatalogSettings, OffsetRange, TableSink, WriteOptions};
+
+fn ts() -> (Field, Arc<dyn Array>, Arc<dyn Array>) {
+    let field = Field::new(
+        "__ingest_ts",
+        DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Microsecond,
+            Some("+00:00".into()),
+        ),
+        false,
+    );
+    let values = |n: usize| -> Arc<dyn Array> {
+        Arc::new(
+            arrow::array::TimestampMicrosecondArray::from(vec![1_700_000_000_000_000; n])
+                .with_timezone("+00:00"),
+        )
+    };
+    (field, values(3), values(2))
+}
+
+async fn open(dir: &std::path::Path, output: &SchemaRef) -> pipe_sink::Result<TableSink> {
+    let settings = CatalogSettings::local(dir);
+    let catalog = open_catalog(&settings).await.unwrap();
+    let options = WriteOptions {
+        committer: Some(Committer::open(&settings).await.unwrap()),
+        ..WriteOptions::default()
+    };
+    TableSink::open(catalog, "default", "events", "p", "sink", output, options).await
+}
+
+async fn commit(sink: &mut TableSink, batch: &RecordBatch, at: u64) {
+    sink.write(batch).await.unwrap();
+    let files = sink.close_files().await.unwrap();
+    sink.commit(
+        OffsetRange {
+            first: at,
+            last: at,
+        },
+        &files,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn added_columns_wider_numbers_and_optional_columns_evolve_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ts_field, three, two) = ts();
+    let v1: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int32, false),
+        Field::new("name", DataType::Utf8, false),
+        ts_field.clone(),
+    ]));
+    let mut sink = open(dir.path(), &v1).await.unwrap();
+    let batch = RecordBatch::try_new(
+        v1.clone(),
+        vec![
+            Arc::new(Int32Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec!["a", "b", "c"])),
+            three,
+        ],
+    )
+    .unwrap();
+    commit(&mut sink, &batch, 0).await;
+    let before = sink_table(dir.path()).await;
+    let ids = |t: &iceberg::table::Table, name: &str| {
+        t.metadata()
+            .current_schema()
+            .field_by_name(name)
+            .unwrap()
+            .id
+    };
+    drop(sink);
+
+    let v2: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("score", DataType::Float64, true),
+        ts_field.clone(),
+    ]));
+    let mut sink = open(dir.path(), &v2).await.unwrap();
+    let batch = RecordBatch::try_new(
+        v2.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![5_000_000_000, 5])),
+            Arc::new(StringArray::from(vec![None, Some("e")])),
+            Arc::new(Float64Array::from(vec![Some(0.5), None])),
+            two,
+        ],
+    )
+    .unwrap();
+    commit(&mut sink, &batch, 1).await;
+    drop(sink);
+
+    let after = sink_table(dir.path()).await;
+    let schema = after.metadata().current_schema();
+    let id = schema.field_by_name("id").unwrap();
+    assert_eq!(*id.field_type, Type::Primitive(PrimitiveType::Long));
+    assert!(!schema.field_by_name("name").unwrap().required);
+    let score = schema.field_by_name("score").unwrap();
+    assert_eq!(*score.field_type, Type::Primitive(PrimitiveType::Double));
+    assert_eq!(ids(&before, "id"), ids(&after, "id"), "field ids are kept");
+    assert_eq!(ids(&before, "name"), ids(&after, "name"));
+
+    // iceberg-rust's own reader, by field id: the old file's ints widened,
+    // its missing `score` null.
+    let batches: Vec<RecordBatch> = after
+        .scan()
+        .select(["id", "score"])
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut rows: Vec<(i64, Option<f64>)> = batches
+        .iter()
+        .flat_map(|b| {
+            let ids = b.column(0).as_primitive::<Int64Type>().clone();
+            let scores = b
+                .column(1)
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .clone();
+            (0..b.num_rows())
+                .map(|i| (ids.value(i), (!scores.is_null(i)).then(|| scores.value(i))))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    assert_eq!(
+        rows,
+        vec![
+            (1, None),
+            (2, None),
+            (3, None),
+            (5, None),
+            (5_000_000_000, Some(0.5))
+        ]
+    );
+
+    // A column of another type is no evolution: refused, nothing changed.
+    let v3: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Int64, true),
+        ts_field,
+    ]));
+    let err = open(dir.path(), &v3).await.unwrap_err().to_string();
+    assert!(err.contains("column `name`"), "{err}");
+    let unchanged = sink_table(dir.path()).await;
+    assert_eq!(
+        unchanged.metadata().current_schema_id(),
+        after.metadata().current_schema_id()
+    );
+}
+
+async fn sink_table(dir: &std::path::Path) -> iceberg::table::Table {
+    let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
+    let ident = iceberg::TableIdent::from_strs(["default", "events"]).unwrap();
+    catalog.load_table(&ident).await.unwrap()
+}
