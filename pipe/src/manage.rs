@@ -94,6 +94,29 @@ pub enum StreamsAction {
         #[command(flatten)]
         target: Target,
     },
+    /// Change a stream's schema in place: new optional fields, int32 →
+    /// int64, float32 → float64, required → optional. Its pipelines
+    /// switch at an offset and their tables evolve; events buffered under
+    /// the old schema are read as the new one.
+    Update {
+        #[arg(value_parser = name_arg)]
+        name: String,
+        /// The new schema, in the Pipelines field format.
+        #[arg(
+            long,
+            conflicts_with = "json_schema_file",
+            required_unless_present = "json_schema_file"
+        )]
+        schema_file: Option<PathBuf>,
+        /// The new schema as a JSON Schema document.
+        #[arg(long)]
+        json_schema_file: Option<PathBuf>,
+        /// Check the change and say what it would do; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Delete a stream and its buffer.
     Delete {
         #[arg(value_parser = name_arg)]
@@ -477,6 +500,28 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
         StreamsAction::Get { name, target } => {
             show(&target, &format!("/v1/streams/{name}"), stream_details).await?;
         }
+        StreamsAction::Update {
+            name,
+            schema_file,
+            json_schema_file,
+            dry_run,
+            target,
+        } => {
+            let body = match (schema_file, json_schema_file) {
+                (Some(p), _) => json!({ "schema": read_json(&p, "schema file")? }),
+                (None, Some(p)) => json!({ "json_schema": read_json(&p, "JSON Schema file")? }),
+                (None, None) => {
+                    return Err(Error::Config("--schema-file or --json-schema-file".into()))
+                }
+            };
+            let path = format!("/v1/streams/{name}?dry_run={dry_run}");
+            let answer = call(reqwest::Method::PATCH, &target, &path, Some(&body)).await?;
+            if target.json {
+                println!("{answer}");
+            } else {
+                print!("{}", stream_update_summary(&name, &parse(&answer)?));
+            }
+        }
         StreamsAction::Delete {
             name,
             force,
@@ -701,6 +746,33 @@ async fn create(
         print!("{}", details(&parse(&answer)?));
     }
     Ok(())
+}
+
+/// What `pipe streams update` says of the server's answer.
+fn stream_update_summary(name: &str, v: &Value) -> String {
+    if v["changed"] == json!(false) {
+        return format!("Stream '{name}' already has that schema; nothing changed.\n");
+    }
+    let c = &v["change"];
+    let mut out = match v["dry_run"] == json!(true) {
+        true => format!("Dry run: stream '{name}' can change:\n"),
+        false => format!("Changed stream '{name}':\n"),
+    };
+    for line in c["schema_changes"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {}\n", text(line)));
+    }
+    for p in c["pipelines"].as_array().into_iter().flatten() {
+        let at = match p["switched_after_offset"].as_u64() {
+            Some(offset) => format!("switched after offset {offset}"),
+            None if v["dry_run"] == json!(true) => format!(
+                "would first commit {} record(s) under the old schema",
+                text(&p["records_through_old_definition"])
+            ),
+            None => "switched before its first commit".to_string(),
+        };
+        out.push_str(&format!("  pipeline '{}': {at}\n", text(&p["pipeline"])));
+    }
+    out
 }
 
 /// What `pipe sinks update` says of the server's answer.

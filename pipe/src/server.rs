@@ -192,7 +192,9 @@ async fn run(
         .merge(crate::tables_api::router())
         .route(
             "/v1/streams/{stream}",
-            get(crate::admin::get_stream).delete(crate::admin::delete_stream),
+            get(crate::admin::get_stream)
+                .delete(crate::admin::delete_stream)
+                .patch(crate::admin::update_stream),
         )
         .route_layer(to_end)
         .route_layer(whole_body)

@@ -24,6 +24,7 @@
 
 mod columns;
 pub mod decode;
+pub mod evolution;
 pub mod json_schema;
 pub mod schema;
 

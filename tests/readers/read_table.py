@@ -52,7 +52,7 @@ def main() -> None:
 
         local = [f.removeprefix("file://") for f in files]
         con = duckdb.connect()
-        rel = con.sql(f"SELECT * EXCLUDE (__ingest_ts) FROM read_parquet({local!r}, hive_partitioning = false)")
+        rel = con.sql(f"SELECT * EXCLUDE (__ingest_ts) FROM read_parquet({local!r}, hive_partitioning = false, union_by_name = true)")
         cols = rel.columns
         drows = [dict(zip(cols, r)) for r in rel.fetchall()]
         codecs = con.sql(

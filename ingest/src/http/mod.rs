@@ -173,7 +173,9 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// writer ends once they have their answers.
 #[derive(Debug)]
 pub struct StreamRoutes {
-    routes: std::sync::RwLock<HashMap<String, Router>>,
+    /// Each stream's route, and the endpoint it was made from (to make it
+    /// again with another decoder).
+    routes: std::sync::RwLock<HashMap<String, (Router, StreamEndpoint)>>,
     body_timeout: std::time::Duration,
     /// Requests whose body has arrived run to their answer here, whether
     /// or not their client is still connected.
@@ -199,11 +201,34 @@ impl StreamRoutes {
     /// Starts routing `POST /v1/streams/{name}` to `endpoint` (replacing
     /// any route of that name).
     pub fn insert(&self, name: &str, endpoint: StreamEndpoint) {
-        let router = stream_router(name, endpoint, self.body_timeout, self.requests.clone());
+        let router = stream_router(
+            name,
+            endpoint.clone(),
+            self.body_timeout,
+            self.requests.clone(),
+        );
         self.routes
             .write()
             .expect("never poisoned")
-            .insert(name.to_string(), router);
+            .insert(name.to_string(), (router, endpoint));
+    }
+
+    /// Validates `name`'s later requests with `decoder` (its schema
+    /// changed); requests already dispatched finish with the old one.
+    /// False if it has no route.
+    pub fn set_decoder(&self, name: &str, decoder: EventDecoder) -> bool {
+        let mut routes = self.routes.write().expect("never poisoned");
+        let Some((router, endpoint)) = routes.get_mut(name) else {
+            return false;
+        };
+        endpoint.decoder = decoder;
+        *router = stream_router(
+            name,
+            endpoint.clone(),
+            self.body_timeout,
+            self.requests.clone(),
+        );
+        true
     }
 
     /// Stops routing to `name`; false if it had no route.
@@ -231,7 +256,7 @@ impl StreamRoutes {
             .read()
             .expect("never poisoned")
             .get(name)
-            .cloned();
+            .map(|(router, _)| router.clone());
         let Some(mut route) = route else {
             return error_response(ErrorKind::NotFound, format!("unknown stream `{name}`"));
         };

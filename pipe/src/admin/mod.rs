@@ -50,6 +50,7 @@ use crate::server::AdminState;
 use crate::{Error, ErrorKind, Result};
 
 mod update;
+pub(crate) use update::update_stream;
 
 /// Answers 401 unless the caller sends one of `[admin] auth_token_sha256`
 /// as a bearer token (when any is configured); without tokens, 403 to a
@@ -209,7 +210,7 @@ fn readers(state: &AdminState, config: &Config, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn stream_view(
+pub(super) fn stream_view(
     state: &AdminState,
     definitions: &Definitions,
     config: &Config,
@@ -322,7 +323,7 @@ async fn create_stream(State(state): State<AdminState>, body: axum::body::Bytes)
     answer(result, true)
 }
 
-fn schema_relative(stream: &str, kind: &str) -> std::path::PathBuf {
+pub(super) fn schema_relative(stream: &str, kind: &str) -> std::path::PathBuf {
     std::path::Path::new(crate::definitions::SCHEMAS_DIR).join(format!("{stream}.{kind}.json"))
 }
 

@@ -8,7 +8,10 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{answer, changed, invalid, not_found, pipeline_view, sink_view, sink_writer};
+use super::{
+    answer, changed, invalid, not_found, pipeline_view, schema_relative, sink_view, sink_writer,
+    stream_view,
+};
 use crate::config::SinkFile;
 use crate::definitions::{Definitions, Kind, Origin};
 use crate::server::AdminState;
@@ -211,6 +214,126 @@ pub(super) async fn update_sink(
         let config = state.supervisor.config();
         let mut view = sink_view(&state, &definitions, &config, &name)
             .ok_or_else(|| Error::Internal("the changed sink is missing".into()))?;
+        view["change"] = json!(change);
+        Ok(view)
+    }
+    .await;
+    answer(result, false)
+}
+
+/// `PATCH /v1/streams/{name}`: changes a stream's schema in place, with
+/// `{"schema": …}` (Pipelines field format) or `{"json_schema": …}`. What
+/// old events fit is allowed (`pipe_schemas::evolution`); the pipelines
+/// reading the stream switch at an offset and their tables evolve. The
+/// new schema is written to a file of its own (named by its digest)
+/// before the definitions point at it, so a crash leaves either schema
+/// whole.
+pub(crate) async fn update_stream(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(params): Query<UpdateParams>,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = async {
+        let mut definitions = state.supervisor.definitions.lock().await;
+        from_api(
+            &definitions,
+            Kind::Stream,
+            &name,
+            "where events buffered under the old schema are read as the new one",
+        )?;
+        let mut patch: Map<String, Value> = serde_json::from_slice(&body)
+            .map_err(|e| invalid(format!("expected {{\"schema\": …}} or {{\"json_schema\": …}}: {e}")))?;
+        let schema = patch.remove("schema").filter(|v| !v.is_null());
+        let json_schema = patch.remove("json_schema").filter(|v| !v.is_null());
+        if let Some(key) = patch.keys().next() {
+            return Err(invalid(format!(
+                "`{key}`: only a stream's schema changes in place; other settings are set when the stream is made"
+            )));
+        }
+        let (doc, kind) = match (schema, json_schema) {
+            (Some(doc), None) => (doc, "schema"),
+            (None, Some(doc)) => (doc, "json-schema"),
+            _ => return Err(invalid("send `schema` or `json_schema` (one of them)".into())),
+        };
+        let before = definitions
+            .api()
+            .streams
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| not_found(Kind::Stream, &name))?;
+        let text = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?;
+        let digest = {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(&text);
+            d[..4].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let relative = schema_relative(&name, &format!("{kind}.{digest}"));
+        let mut after = before.clone();
+        match kind {
+            "schema" => {
+                after.schema_file = Some(relative.clone());
+                after.json_schema_file = None;
+            }
+            _ => {
+                after.schema_file = None;
+                after.json_schema_file = Some(relative.clone());
+            }
+        }
+        let old_file = before.schema_file.clone().or(before.json_schema_file.clone());
+        let path = definitions.data_dir().join(&relative);
+        let ours = old_file.as_ref() != Some(&relative);
+        if ours {
+            crate::definitions::write_durably(&path, &text)?;
+        }
+        let outcome = async {
+            let (api, config) = changed(&definitions, |api| {
+                api.streams.insert(name.clone(), after);
+            })?;
+            let change = state.supervisor.check_stream_change(&config, &name).await?;
+            if params.dry_run || change.schema_changes.is_empty() {
+                return Ok((change, None));
+            }
+            let previous = definitions.api().clone();
+            let old = state.supervisor.config();
+            definitions.store(api)?;
+            crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
+            match state.supervisor.change_stream(&old, &config, &name).await {
+                Ok(change) => {
+                    state.supervisor.set_config(config);
+                    Ok((change, Some(())))
+                }
+                Err(e) => {
+                    definitions.store(previous)?;
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        let applied = matches!(outcome, Ok((_, Some(()))));
+        // The schema file no definition points at goes.
+        match (applied, ours) {
+            (true, _) => {
+                if let Some(old) = old_file.filter(|o| *o != relative) {
+                    let _ = std::fs::remove_file(definitions.data_dir().join(old));
+                }
+            }
+            (false, true) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            (false, false) => {}
+        }
+        let (change, applied) = outcome?;
+        if params.dry_run {
+            return Ok(json!({ "stream": name, "dry_run": true, "change": change }));
+        }
+        if applied.is_none() {
+            return Ok(json!({ "stream": name, "changed": false }));
+        }
+        tracing::info!(stream = %name, "stream schema changed");
+        let config = state.supervisor.config();
+        let mut view = stream_view(&state, &definitions, &config, &name)
+            .ok_or_else(|| Error::Internal("the changed stream is missing".into()))?;
         view["change"] = json!(change);
         Ok(view)
     }

@@ -16,6 +16,11 @@
 //! the sink's table takes its output ([`TableSink::check`]). If the new
 //! task still cannot start (its table is unreachable), the old definition
 //! is started again, from where the old task stopped.
+//!
+//! A change of a sink's settings switches the pipeline writing it the same
+//! way. A change of a stream's schema switches every pipeline reading it,
+//! all ended before any starts, and the stream's route takes the new
+//! schema only once the new plans run ([`Supervisor::change_stream`]).
 
 use pipe_sink::TableSink;
 use pipe_transform::PipelinePlan;
@@ -188,5 +193,115 @@ impl Supervisor {
                 )
             }
         }
+    }
+}
+
+/// What a change of a stream's schema did, or would do.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamChange {
+    pub stream: String,
+    /// One line per change of the schema.
+    pub schema_changes: Vec<String>,
+    /// Each pipeline reading the stream, switched at an offset.
+    pub pipelines: Vec<PipelineChange>,
+}
+
+impl Supervisor {
+    /// The pipelines that read stream `name`'s events (not its quarantine
+    /// pipeline, whose records keep their schema).
+    fn readers(&self, name: &str) -> Vec<String> {
+        self.pipelines()
+            .iter()
+            .filter(|p| p.stream == name && !p.sink_name.is_empty())
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// Checks that stream `name`'s schema in `new` can replace its running
+    /// one in place (see `pipe_schemas::evolution`), with every pipeline
+    /// reading it (their SQL plans against it, their tables take or can
+    /// evolve to their output), changing nothing.
+    pub async fn check_stream_change(&self, new: &Config, name: &str) -> Result<StreamChange> {
+        if self.stream(name).is_none() {
+            return Err(Error::Remote(
+                format!("unknown stream `{name}`"),
+                ErrorKind::NotFound,
+            ));
+        }
+        let old = self.config();
+        let before = super::stream_config(&old, name)?.decoder()?.table_schema();
+        let after = super::stream_config(new, name)?.decoder()?.table_schema();
+        let schema_changes = pipe_schemas::evolution::changes(&before, &after).map_err(|why| {
+            refused(format!(
+                "the new schema of stream `{name}` cannot replace the running one in place: {why}"
+            ))
+        })?;
+        let mut pipelines = Vec::new();
+        for p in self.readers(name) {
+            pipelines.push(self.check_pipeline_change(new, &p).await?);
+        }
+        Ok(StreamChange {
+            stream: name.to_string(),
+            schema_changes,
+            pipelines,
+        })
+    }
+
+    /// Replaces stream `name`'s running schema with its schema in `new`:
+    /// each pipeline reading it commits what is durable under its old
+    /// plan and ends (still attached), the new plans start after those
+    /// commits (reading events of the old schema as the new one), and only
+    /// then do requests get validated with the new schema, so the old
+    /// plans never meet an event they cannot read. If the new plans cannot
+    /// start, the old ones start again and the stream keeps its schema.
+    pub async fn change_stream(
+        &self,
+        old: &Config,
+        new: &Config,
+        name: &str,
+    ) -> Result<StreamChange> {
+        let mut change = self.check_stream_change(new, name).await?;
+        let readers: Vec<String> = change
+            .pipelines
+            .iter()
+            .map(|p| p.pipeline.clone())
+            .collect();
+        let mut ended: Vec<String> = Vec::new();
+        for (p, planned) in readers.iter().zip(change.pipelines.iter_mut()) {
+            match self.end_task(p, false).await {
+                Ok(Some(task)) => {
+                    planned.switched_after_offset = task.stats.committed_through();
+                    ended.push(p.clone());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let e = self.restart(old, p, e).await;
+                    let names: Vec<&str> = ended.iter().map(String::as_str).collect();
+                    return Err(match self.start(old, &[], &names).await {
+                        Ok(()) => e,
+                        Err(again) => Error::Remote(
+                            format!("{e}; pipelines {ended:?} could not start again either ({again}): restart the server"),
+                            ErrorKind::Unavailable,
+                        ),
+                    });
+                }
+            }
+        }
+        crate::crash::point(crate::crash::CHANGE_BETWEEN_DEFINITIONS);
+        let names: Vec<&str> = ended.iter().map(String::as_str).collect();
+        if let Err(e) = self.start(new, &[], &names).await {
+            warn!(stream = name, error = %e, "the pipelines could not start on the new schema; starting them again on the old one");
+            return Err(match self.start(old, &[], &names).await {
+                Ok(()) => e,
+                Err(again) => Error::Remote(
+                    format!("the pipelines of stream `{name}` could not start on its new schema ({e}), nor again on the old one ({again}): nothing they had not committed was released; restart the server"),
+                    ErrorKind::Unavailable,
+                ),
+            });
+        }
+        let decoder = super::stream_config(new, name)?.decoder()?;
+        self.routes.set_decoder(name, decoder);
+        info!(stream = name, changes = ?change.schema_changes, "stream schema changed in place");
+        Ok(change)
     }
 }

@@ -30,6 +30,7 @@ mod query_limits;
 mod rest;
 mod restarts;
 mod s3;
+mod schema_changes;
 mod send;
 mod sql_errors;
 mod streams;
