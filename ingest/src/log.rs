@@ -295,6 +295,28 @@ impl StreamLog {
         }
     }
 
+    /// The first offset whose request was accepted at or after `micros`
+    /// (µs since the epoch), among the records the buffer still holds;
+    /// the next offset when none was. Reads each record's header once.
+    pub fn first_offset_at(&self, micros: i64) -> Result<u64> {
+        let mut reader = self.reader(self.first_offset());
+        loop {
+            let records = reader.read(256, 64 << 20)?;
+            let Some(last) = records.last() else {
+                return Ok(self.next_offset());
+            };
+            let last = last.offset;
+            for r in &records {
+                if payload::decode_meta(&r.payload)?.at_micros >= micros {
+                    return Ok(r.offset);
+                }
+            }
+            if last + 1 >= self.next_offset() {
+                return Ok(self.next_offset());
+            }
+        }
+    }
+
     /// A consumer deleted: it no longer holds anything. With no consumer
     /// left, the log keeps every record until one is attached.
     pub fn detach(&self, consumer: &str) {

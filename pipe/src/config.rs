@@ -393,6 +393,12 @@ pub struct PipelineFile {
     /// Where rows the SQL fails on go, `namespace.table`
     /// (default `default.<pipeline>_failed`).
     pub quarantine_table: Option<String>,
+    /// Where a pipeline with no position in its stream starts:
+    /// `earliest` (default: every event the buffer holds), `end` (events
+    /// accepted from now on), `offset:N`, or `time:RFC3339` (the first
+    /// event accepted at or after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
 }
 
 /// Settings from outside the file: environment and flags.
@@ -489,6 +495,8 @@ pub struct PipelineConfig {
     pub sql: String,
     /// `(namespace, table)` of the table for rows the SQL fails on.
     pub quarantine: (String, String),
+    /// Where it starts reading when it has no position in its stream's log.
+    pub start: crate::supervisor::StartAt,
 }
 
 impl PipelineConfig {
@@ -1084,10 +1092,17 @@ impl Config {
                 p.quarantine_table
                     .unwrap_or_else(|| format!("default.{name}_failed")),
             )?;
+            let start = match &p.start {
+                Some(text) => text
+                    .parse()
+                    .map_err(|e| Error::Config(format!("`pipelines.{name}.start`: {e}")))?,
+                None => crate::supervisor::StartAt::Earliest,
+            };
             pipelines.push(PipelineConfig {
                 name,
                 sql: p.sql,
                 quarantine,
+                start,
             });
         }
         for s in &streams {

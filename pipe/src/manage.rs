@@ -286,6 +286,11 @@ pub enum PipelinesAction {
         /// Where rows the SQL fails on go, `namespace.table`.
         #[arg(long)]
         quarantine_table: Option<String>,
+        /// Where it starts in its stream: `earliest` (every event the
+        /// buffer holds; the default), `end` (events accepted from now
+        /// on), `offset:N`, or `time:RFC3339`.
+        #[arg(long)]
+        start: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -643,6 +648,7 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
             sql,
             sql_file,
             quarantine_table,
+            start,
             target,
         } => {
             let sql = match (sql, sql_file) {
@@ -658,6 +664,7 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
                 "quarantine_table",
                 quarantine_table.map(Value::from),
             );
+            set(&mut body, "start", start.map(Value::from));
             create(&target, "pipeline", &name, body, pipeline_details).await?;
         }
         PipelinesAction::Update {

@@ -44,8 +44,10 @@ use crate::metrics::{PipelineSource, SharedMetrics, StreamSource};
 use crate::pipeline::{FailedRows, FlushRequest, Part, PipelineStats, PipelineTask};
 use crate::{Error, ErrorKind, Result};
 
+mod start_at;
 mod update;
-pub use update::PipelineChange;
+pub use start_at::StartAt;
+pub use update::{PipelineChange, StreamChange};
 
 /// A stream that takes events.
 pub struct RunningStream {
@@ -98,6 +100,10 @@ struct Planned {
     roll_interval: Duration,
     roll_bytes: u64,
     roll_rows: Option<u64>,
+    /// Where it starts without a position in the log.
+    start: StartAt,
+    /// That start, as the offset it has in effect consumed through.
+    start_through: Option<u64>,
 }
 
 /// Everything running, and the definitions it runs.
@@ -322,6 +328,17 @@ impl Supervisor {
         for p in &planned {
             self.check_last_record(p)?;
         }
+        let mut planned = planned;
+        for p in &mut planned {
+            if p.committed.is_some() {
+                continue;
+            }
+            let running = self
+                .stream(&p.stream)
+                .ok_or_else(|| Error::Internal(format!("stream `{}` is not running", p.stream)))?;
+            let marker = start_at::marker(&config.data_dir, p.plan.name());
+            p.start_through = start_at::resolve(p.start, &running.log, &marker)?;
+        }
         for p in planned {
             self.start_pipeline(p);
         }
@@ -380,6 +397,8 @@ impl Supervisor {
             roll_interval: Duration::from_secs(60),
             roll_bytes: 64 << 20,
             roll_rows: None,
+            start: StartAt::Earliest,
+            start_through: None,
         }))
     }
 
@@ -477,6 +496,8 @@ impl Supervisor {
             roll_interval: sink_config.roll_interval,
             roll_bytes: sink_config.roll_bytes,
             roll_rows: sink_config.roll_rows,
+            start: p.start,
+            start_through: None,
         })
     }
 
@@ -599,7 +620,7 @@ impl Supervisor {
         // Attached before it reads, so no release passes it. A pipeline
         // recreated under a deleted one's name resumes after its last
         // commit, unless the log has released those events since.
-        let from = log.attach(&name, p.committed);
+        let from = log.attach(&name, p.committed.or(p.start_through));
         let (tx, rx) = mpsc::channel(16);
         let stats = Arc::new(PipelineStats::new(p.committed));
         // Said where the operator looks, not only in the log: those events
@@ -729,6 +750,7 @@ impl Supervisor {
         if let Some(stream) = self.stream(&p.stream) {
             stream.log.detach(name);
         }
+        let _ = std::fs::remove_file(start_at::marker(&self.config().data_dir, name));
         info!(pipeline = name, "pipeline stopped");
         Ok(())
     }

@@ -444,3 +444,97 @@ async fn a_sinks_settings_change_under_load_at_an_offset() {
     );
     server.stop();
 }
+
+/// Rows of `table`: the number and the distinct ids.
+fn counted(config: &std::path::Path, table: &str) -> (u64, u64) {
+    let rows = query(
+        config,
+        &format!("SELECT count(*) AS n, count(DISTINCT user_id) AS d FROM {table}"),
+    );
+    (
+        rows[0]["n"].as_u64().unwrap(),
+        rows[0]["d"].as_u64().unwrap(),
+    )
+}
+
+/// A new pipeline on a stream another pipeline reads starts where it is
+/// told, and a crash before its first commit does not move that point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_pipeline_starts_where_it_is_told_even_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, "");
+    let server = Server::start(&config).await;
+    // Before: 4 requests of 25, read by the file's pipeline.
+    assert_eq!(post_some(&server, 0, 4).await.len(), 100);
+    server.flush("ecommerce");
+    for (name, table) in [("from_end", "from_end"), ("from_time", "from_time")] {
+        ok(
+            &server,
+            &[
+                "sinks",
+                "create",
+                &format!("{name}_sink"),
+                "--table",
+                table,
+                "--roll-interval",
+                "3600",
+            ],
+        );
+    }
+    ok(
+        &server,
+        &[
+            "pipelines",
+            "create",
+            "from_end",
+            "--start",
+            "end",
+            "--sql",
+            "INSERT INTO from_end_sink SELECT * FROM ecommerce_stream",
+        ],
+    );
+    let bad = fails(
+        &server,
+        &[
+            "pipelines",
+            "create",
+            "bad",
+            "--start",
+            "latest",
+            "--sql",
+            "INSERT INTO from_time_sink SELECT * FROM ecommerce_stream",
+        ],
+        2,
+    );
+    assert!(bad.contains("expected `earliest`, `end`"), "{bad}");
+    // After: 2 requests, then the time `from_time` starts at, then 2 more.
+    assert_eq!(post_some(&server, 100, 2).await.len(), 50);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let at = chrono::Utc::now().to_rfc3339();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(post_some(&server, 200, 2).await.len(), 50);
+    ok(
+        &server,
+        &[
+            "pipelines",
+            "create",
+            "from_time",
+            "--start",
+            &format!("time:{at}"),
+            "--sql",
+            "INSERT INTO from_time_sink SELECT * FROM ecommerce_stream",
+        ],
+    );
+    server.flush("ecommerce");
+    // Neither has committed when the process dies.
+    server.kill();
+
+    let server = Server::start(&config).await;
+    assert_eq!(post_some(&server, 300, 1).await.len(), 25);
+    server.flush("from_end");
+    server.flush("from_time");
+    server.stop();
+    assert_eq!(counted(&config, "default.from_end"), (125, 125));
+    assert_eq!(counted(&config, "default.from_time"), (75, 75));
+    assert_eq!(counted(&config, "default.ecommerce"), (225, 225));
+}

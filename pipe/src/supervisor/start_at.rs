@@ -1,0 +1,117 @@
+//! Where a pipeline starts when it has no position in its stream's log:
+//! it is new, its sink now points at a new table, or its stream was made
+//! again. `earliest` (the default) reads every event the buffer holds: the
+//! whole stream when no other pipeline reads it, else whatever the other
+//! pipelines' commits have not released yet. `end`, `offset:N` and
+//! `time:…` choose a point instead.
+//!
+//! A chosen point is resolved once, to an offset, and kept in
+//! `<data_dir>/starts/<pipeline>.json` with the log's id before the
+//! pipeline reads: a restart before its first commit starts at the same
+//! offset, not at a new `end` (which would skip what it had not committed
+//! yet). Its first commit makes the file moot; deleting the pipeline
+//! removes it.
+
+use std::path::{Path, PathBuf};
+
+use chrono::DateTime;
+use pipe_ingest::log::StreamLog;
+
+use crate::{Error, Result};
+
+/// A pipeline's start point (`start` in its definition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    #[default]
+    Earliest,
+    End,
+    Offset(u64),
+    /// µs since the epoch.
+    Time(i64),
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<StartAt, String> {
+        let expected = "expected `earliest`, `end`, `offset:N` or `time:RFC3339`";
+        match text.trim() {
+            "earliest" => Ok(StartAt::Earliest),
+            "end" => Ok(StartAt::End),
+            other => match other.split_once(':') {
+                Some(("offset", n)) => n
+                    .trim()
+                    .parse()
+                    .map(StartAt::Offset)
+                    .map_err(|e| format!("`{other}`: {e}; {expected}")),
+                Some(("time", t)) => DateTime::parse_from_rfc3339(t.trim())
+                    .map(|t| StartAt::Time(t.timestamp_micros()))
+                    .map_err(|e| format!("`{other}`: {e}; {expected}")),
+                _ => Err(format!("`{other}`: {expected}")),
+            },
+        }
+    }
+}
+
+/// Where a kept start point lives.
+pub(super) fn marker(data_dir: &Path, pipeline: &str) -> PathBuf {
+    data_dir.join("starts").join(format!("{pipeline}.json"))
+}
+
+/// The offset `pipeline` has, in effect, consumed through when it starts
+/// at `start` in `log` without a position there (`None`: from the oldest
+/// buffered event), resolved now or read from its kept `marker`.
+pub(super) fn resolve(start: StartAt, log: &StreamLog, marker: &Path) -> Result<Option<u64>> {
+    if start == StartAt::Earliest {
+        return Ok(None);
+    }
+    let kept = std::fs::read(marker)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Kept>(&bytes).ok())
+        .filter(|k| k.log == log.id());
+    let at = match kept {
+        Some(kept) => kept.offset,
+        None => {
+            let at = match start {
+                StartAt::Earliest => log.first_offset(),
+                StartAt::End => log.next_offset(),
+                StartAt::Offset(n) => n.min(log.next_offset()),
+                StartAt::Time(micros) => log.first_offset_at(micros)?,
+            };
+            let kept = Kept {
+                log: log.id().to_string(),
+                offset: at,
+            };
+            let bytes = serde_json::to_vec(&kept).map_err(|e| Error::Internal(e.to_string()))?;
+            crate::definitions::write_durably(marker, &bytes)?;
+            at
+        }
+    };
+    Ok((at > log.first_offset()).then(|| at - 1))
+}
+
+/// A start point resolved: the offset, in the log of that id.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Kept {
+    log: String,
+    offset: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_points_parse_and_bad_ones_say_what_is_expected() {
+        assert_eq!("end".parse(), Ok(StartAt::End));
+        assert_eq!("earliest".parse(), Ok(StartAt::Earliest));
+        assert_eq!("offset:42".parse(), Ok(StartAt::Offset(42)));
+        assert_eq!(
+            "time:2026-11-30T10:00:00Z".parse(),
+            Ok(StartAt::Time(1_796_032_800_000_000))
+        );
+        let bad = "latest".parse::<StartAt>().unwrap_err();
+        assert!(bad.contains("expected `earliest`"), "{bad}");
+        assert!("offset:x".parse::<StartAt>().is_err());
+    }
+}
