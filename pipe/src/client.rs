@@ -65,7 +65,7 @@ impl Client {
         let body = serde_json::to_string(records)
             .map_err(|e| Error::Config(format!("records do not serialize: {e}")))?;
         let url = format!("{}/v1/streams/{stream}", self.server);
-        let answer = crate::send::post_with_retries(
+        let answer = crate::cli::send::post_with_retries(
             &self.http,
             &url,
             self.token.as_deref(),

@@ -19,26 +19,14 @@
 //! queries the tables; [`Client`] sends events to a running server. Errors map to HTTP statuses in
 //! [`ingest::http::status_for`] and to exit codes in [`exit_code`].
 
-pub mod access;
-pub mod admin;
 pub mod batch;
 pub mod cli;
 mod client;
 pub use client::{Client, Sent};
 pub mod config;
-pub mod definitions;
-pub mod listener;
-pub mod manage;
-pub mod metrics;
 pub use pipe_sink::crash;
-pub mod pipeline;
-pub mod query_api;
-pub mod send;
+pub mod running;
 pub mod server;
-pub mod sink_paths;
-pub mod supervisor;
-pub mod tables_api;
-pub mod tables_cli;
 
 pub use pipe_ingest as ingest;
 pub use pipe_query as query;

@@ -44,7 +44,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::{Config, QueryConfig};
-use crate::server::AdminState;
+use crate::running::supervisor::Supervisor;
 use crate::{Error, ErrorKind, Result};
 
 /// `timeout_secs` when a request sets none (at most `max_timeout_secs`).
@@ -110,6 +110,13 @@ impl QueryService {
     }
 }
 
+/// What the query endpoint takes of the server's state.
+#[derive(Clone)]
+pub(crate) struct QueryState {
+    pub service: Arc<QueryService>,
+    pub supervisor: Arc<Supervisor>,
+}
+
 /// The body of `POST /v1/query`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,7 +165,7 @@ fn invalid(message: String) -> Error {
 /// definitions are refused (400), a query past its time limit is 408, one
 /// past the memory it may use 503 (see the module docs).
 pub(crate) async fn query(
-    State(state): State<AdminState>,
+    State(state): State<QueryState>,
     request: axum::extract::Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
@@ -170,20 +177,20 @@ pub(crate) async fn query(
             "the query endpoint is turned off (`[query] enabled = false`)",
         );
     }
-    let digests = crate::access::query_token_digests(&config);
+    let digests = crate::server::access::query_token_digests(&config);
     if !pipe_ingest::http::bearer_authorized(digests, &headers) {
         return error_response(ErrorKind::Unauthorized, "unauthorized");
     }
     if digests.is_empty() {
-        if let Some(refusal) = crate::access::refuse_foreign_host(&headers) {
+        if let Some(refusal) = crate::server::access::refuse_foreign_host(&headers) {
             return refusal;
         }
     }
-    if let Some(refusal) = crate::access::refuse_unless_json(&headers) {
+    if let Some(refusal) = crate::server::access::refuse_unless_json(&headers) {
         return refusal;
     }
-    // Read only now, for a caller who may ask (see `crate::access`).
-    let body = match crate::access::read_whole_body(body, config.body_timeout).await {
+    // Read only now, for a caller who may ask (see `crate::server::access`).
+    let body = match crate::server::access::read_whole_body(body, config.body_timeout).await {
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
@@ -200,7 +207,7 @@ pub(crate) async fn query(
         Ok(limits) => limits,
         Err(e) => return error_response(e.kind(), e.to_string()),
     };
-    let service = &state.query;
+    let service = &state.service;
     let Ok(slot) = service.slots.clone().try_acquire_owned() else {
         return error_response(
             ErrorKind::Unavailable,

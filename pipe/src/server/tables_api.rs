@@ -34,7 +34,7 @@ use pipe_sink::{SnapshotRetention, WriteOptions};
 use serde::Deserialize;
 
 use crate::config::SinkTarget;
-use crate::server::AdminState;
+use crate::server::state::AdminState;
 
 /// The shortest sweep guard accepted: a younger file may belong to a
 /// commit another writer has not made yet.
@@ -156,7 +156,7 @@ async fn maintain(
         None => (defaults.layout(), Some(SnapshotRetention::default())),
     };
     let ledgered = if request.sweep {
-        match pipe_sink::ledger::listed_in(&crate::supervisor::ledger_dir(&config)) {
+        match pipe_sink::ledger::listed_in(&crate::running::supervisor::ledger_dir(&config)) {
             Ok(listed) => listed,
             Err(e) => {
                 return error_response(

@@ -1,7 +1,7 @@
 //! The running parts of `pipe serve`: one buffer writer and HTTP route per
 //! stream, one task per pipeline. All of them start together when the
 //! server starts, and one at a time while it runs, as the admin API
-//! creates and deletes definitions ([`crate::admin`]).
+//! creates and deletes definitions ([`crate::server::admin`]).
 //!
 //! Starting a set of new parts follows the startup order of
 //! [`crate::server`]: plan each pipeline's SQL and open its table (reading
@@ -26,27 +26,26 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use pipe_ingest::buffer::BufferOptions;
 use pipe_ingest::buffer::Identity;
-use pipe_ingest::http::{StreamEndpoint, StreamRoutes, StreamStats};
-use pipe_ingest::log::{LogOptions, Opened, StreamLog};
+use pipe_ingest::http::{StreamRoutes, StreamStats};
+use pipe_ingest::log::StreamLog;
 use pipe_sink::Catalog;
-use pipe_sink::{FileSink, Sink, TableSink, WriteOptions};
+use pipe_sink::{Sink, WriteOptions};
 use pipe_transform::PipelinePlan;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::{Config, PipelineConfig, SinkTarget, StreamConfig};
-use crate::definitions::Definitions;
-use crate::metrics::{PipelineSource, SharedMetrics, StreamSource};
-use crate::pipeline::{FailedRows, FlushRequest, Part, PipelineStats, PipelineTask};
+use crate::config::definitions::Definitions;
+use crate::config::{Config, PipelineConfig, StartAt, StreamConfig};
+use crate::running::metrics::{PipelineSource, SharedMetrics};
+use crate::running::pipeline::{FailedRows, FlushRequest, Part, PipelineStats, PipelineTask};
 use crate::{Error, ErrorKind, Result};
 
+mod open;
 mod start_at;
 mod update;
-pub use start_at::StartAt;
 pub use update::{PipelineChange, StreamChange};
 
 /// A stream that takes events.
@@ -345,260 +344,6 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Plans the quarantine pipeline of a stream in quarantine mode.
-    async fn open_quarantine(
-        &self,
-        config: &Config,
-        stream: &StreamConfig,
-        log: &Identity,
-    ) -> Result<Option<Planned>> {
-        let Some((namespace, table)) = &stream.quarantine else {
-            return Ok(None);
-        };
-        let name = stream.quarantine_pipeline();
-        let source = format!("{}__quarantined", stream.name);
-        let sink_name = format!("{name}_sink");
-        let schema = pipe_schemas::EventDecoder::quarantine_table_schema();
-        let plan = PipelinePlan::new(
-            &name,
-            &format!("INSERT INTO {sink_name} SELECT * FROM {source}"),
-            &HashMap::from([(source.clone(), schema)]),
-            std::slice::from_ref(&sink_name),
-        )
-        .await?;
-        let mut sink = Sink::Table(Box::new(
-            TableSink::open(
-                self.catalog.clone(),
-                namespace,
-                table,
-                &name,
-                &sink_name,
-                plan.output_schema(),
-                WriteOptions {
-                    unsourced_ended: !log.legacy_consumers.contains(&name),
-                    ..self.ledgered(config, &log.id)
-                },
-            )
-            .await?,
-        ));
-        let last = sink.last_committed().await?;
-        let committed = last.as_ref().map(|c| c.range.last);
-        info!(pipeline = %name, stream = %stream.name, table = %sink.describe(), committed_through = ?committed, "quarantine pipeline planned");
-        Ok(Some(Planned {
-            stream: stream.name.clone(),
-            sink_name: String::new(),
-            part: Part::Quarantine,
-            plan,
-            sink,
-            committed,
-            last,
-            failed: None,
-            failed_floor: None,
-            roll_interval: Duration::from_secs(60),
-            roll_bytes: 64 << 20,
-            roll_rows: None,
-            start: StartAt::Earliest,
-            start_through: None,
-        }))
-    }
-
-    /// Opens a planned pipeline's sink and quarantine table. `legacy`:
-    /// its commits that name no log are positions in log `source`.
-    async fn open_pipeline(
-        &self,
-        config: &Config,
-        p: &PipelineConfig,
-        plan: PipelinePlan,
-        source: &str,
-        legacy: bool,
-    ) -> Result<Planned> {
-        let sink_config = config
-            .sink(plan.sink())
-            .expect("the plan checked the sink exists");
-        let options = WriteOptions {
-            codec: sink_config.compression,
-            row_group_rows: sink_config.row_group_rows,
-            target_file_bytes: sink_config.target_file_bytes,
-            partition_by: sink_config.partition_by.clone(),
-            retention: sink_config.retention,
-            compact: sink_config.compaction,
-            full_compaction_every: sink_config.full_compaction_every,
-            bloom_filter_columns: sink_config.bloom_filter_columns.clone(),
-            sort_by: sink_config.sort_by.clone(),
-            unsourced_ended: !legacy,
-            definition: Some(p.definition()),
-            ..self.ledgered(config, source)
-        };
-        let mut sink = match &sink_config.target {
-            SinkTarget::Table { namespace, table } => Sink::Table(Box::new(
-                TableSink::open(
-                    self.catalog.clone(),
-                    namespace,
-                    table,
-                    &p.name,
-                    &sink_config.name,
-                    plan.output_schema(),
-                    options,
-                )
-                .await?,
-            )),
-            SinkTarget::Files(settings) => Sink::Files(Box::new(
-                FileSink::open(
-                    settings,
-                    &p.name,
-                    Some(source),
-                    !legacy,
-                    plan.output_schema(),
-                )
-                .await?,
-            )),
-        };
-        let last = sink.last_committed().await?;
-        let committed = last.as_ref().map(|c| c.range.last);
-        let (namespace, table) = &p.quarantine;
-        // Failed rows are committed only when some fail: once the main sink
-        // holds a commit with a source, commits without one in the
-        // failed-rows table are no position of this log either.
-        let unsourced_ended = !legacy || sink.has_sourced_commits().await?;
-        let mut failed_sink = TableSink::open(
-            self.catalog.clone(),
-            namespace,
-            table,
-            &p.failed_rows_writer(),
-            &sink_config.name,
-            &pipe_transform::failed_rows_schema(),
-            WriteOptions {
-                unsourced_ended,
-                ..self.ledgered(config, source)
-            },
-        )
-        .await?;
-        let failed_last = failed_sink.last_committed().await?;
-        let failed = FailedRows {
-            committed_through: failed_last.as_ref().map(|c| c.range.last),
-            sink: failed_sink,
-        };
-        info!(pipeline = %p.name, stream = plan.stream(), sink = %sink.describe(), quarantine_table = %failed.sink.ident(), committed_through = ?committed, "pipeline planned");
-        Ok(Planned {
-            stream: plan.stream().to_string(),
-            sink_name: sink_config.name.clone(),
-            part: Part::Events,
-            plan,
-            sink,
-            committed,
-            last,
-            failed: Some(failed),
-            // Positions that name no log never move a log's next offset
-            // (see `pipe_ingest::log`).
-            failed_floor: failed_last
-                .filter(|c| c.source.is_some())
-                .map(|c| c.range.last),
-            roll_interval: sink_config.roll_interval,
-            roll_bytes: sink_config.roll_bytes,
-            roll_rows: sink_config.roll_rows,
-            start: p.start,
-            start_through: None,
-        })
-    }
-
-    /// Refuses a pipeline whose last commit holds another event at its
-    /// last offset than the log does (see `Committed::last_crc`): a copy of
-    /// this log appended other events under the same offsets and committed
-    /// them while this server was down. Going on would skip this log's
-    /// events at those offsets; the log is marked forked instead.
-    fn check_last_record(&self, p: &Planned) -> Result<()> {
-        let Some(last) = &p.last else {
-            return Ok(());
-        };
-        let Some(crc) = last.last_crc.filter(|_| last.source.is_some()) else {
-            return Ok(());
-        };
-        let running = self
-            .stream(&p.stream)
-            .ok_or_else(|| Error::Internal(format!("stream `{}` is not running", p.stream)))?;
-        let offset = last.range.last;
-        match running.log.payload_crc_at(offset)? {
-            Some(held) if held != crc => {
-                let reason = format!(
-                    "`{}` holds offsets {}..={offset} of this stream's log committed by pipeline `{}`, but the event this log holds at offset {offset} is another one: a copy of this log appended other events under the same offsets and committed them while this server was down. Nothing more is committed from this log here",
-                    p.sink.describe(),
-                    last.range.first,
-                    p.plan.name(),
-                );
-                running.log.mark_forked_from(&reason, last.range.first)?;
-                Err(Error::Remote(reason, ErrorKind::Conflict))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Opens a stream's log (recovering its buffer) and starts its
-    /// writer. `users`: the pipelines that read it, with what each
-    /// committed from this log; `legacy_positions`: those of them whose
-    /// position comes from commits that name no log.
-    fn open_stream(
-        &self,
-        config: &Config,
-        stream: &StreamConfig,
-        identity: Identity,
-        users: impl IntoIterator<Item = (String, Option<u64>)>,
-        legacy_positions: std::collections::BTreeSet<String>,
-        committed_floor: u64,
-    ) -> Result<Opened> {
-        let options = LogOptions {
-            committed_floor,
-            legacy_positions,
-            buffer: BufferOptions {
-                segment_bytes: stream.segment_bytes,
-                max_disk_bytes: stream.max_buffer_bytes,
-                min_free_disk_bytes: stream.min_free_disk_bytes,
-                ..BufferOptions::default()
-            },
-            idempotency_window: stream.idempotency_window,
-            max_keys: stream.idempotency_max_keys,
-        };
-        Ok(StreamLog::open(
-            &stream.name,
-            &buffer_dir(config, &stream.name),
-            identity,
-            options,
-            users,
-        )?)
-    }
-
-    /// Starts an opened log's HTTP route and metrics.
-    fn run_stream(&self, stream: &StreamConfig, opened: Opened) -> Result<()> {
-        let stats = Arc::new(StreamStats::default());
-        self.metrics.add_stream(StreamSource {
-            name: stream.name.clone(),
-            stats: stats.clone(),
-            log: opened.log.clone(),
-        });
-        self.routes.insert(
-            &stream.name,
-            StreamEndpoint {
-                decoder: stream.decoder()?,
-                appender: opened.appender,
-                policy: stream.policy.clone(),
-                inflight: Arc::new(tokio::sync::Semaphore::new(
-                    stream.policy.max_inflight_bytes,
-                )),
-                keys: opened.log.keys(),
-                stats: stats.clone(),
-            },
-        );
-        self.streams.write().expect("never poisoned").insert(
-            stream.name.clone(),
-            Arc::new(RunningStream {
-                log: opened.log,
-                stats,
-                writer: std::sync::Mutex::new(Some(opened.writer)),
-            }),
-        );
-        info!(stream = %stream.name, "stream started");
-        Ok(())
-    }
-
     /// Starts a planned pipeline's task.
     fn start_pipeline(&self, mut p: Planned) {
         let name = p.plan.name().to_string();
@@ -728,7 +473,7 @@ impl Supervisor {
             .collect();
         for p in self.pipelines() {
             let health = p.stats.health();
-            if health.state == crate::pipeline::State::Failed {
+            if health.state == crate::running::pipeline::State::Failed {
                 problems.push(format!(
                     "pipeline `{}` failed: {}",
                     p.name,
@@ -825,7 +570,7 @@ impl Supervisor {
     /// failure.
     pub async fn shutdown(&self) -> Option<Error> {
         // An admin change runs to its end on a task of its own, even when
-        // its client hung up (`crate::admin::run_to_end`): one in flight is
+        // its client hung up (`crate::server::admin::run_to_end`): one in flight is
         // waited for, and none starts after, so nothing it starts escapes
         // the ordered stop below.
         let _no_changes = self.definitions.lock().await;

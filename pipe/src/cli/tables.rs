@@ -1,11 +1,11 @@
 //! `pipe tables maintain|maintenance`: table maintenance of a running
 //! server from the command line, over the admin API
-//! (`crate::tables_api`).
+//! (`crate::server::tables_api`).
 
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::manage::{call, parse, Target};
+use crate::cli::manage::{call, parse, Target};
 use crate::{Error, ErrorKind, Result};
 
 /// What `pipe tables` does.

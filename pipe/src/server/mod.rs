@@ -4,14 +4,14 @@
 //! Startup order, each step failing fast with a clear error:
 //!
 //! 0. refuse an admin API other machines could reach without a token
-//!    ([`crate::access`]);
+//!    ([`crate::server::access`]);
 //! 1. open the catalog;
 //! 2. plan every pipeline's SQL;
 //! 3. open or create each sink table and read the pipeline's last committed
 //!    offset from it;
 //! 4. open each stream's buffer (recovering a torn tail) and start its writer;
 //! 5. start one task per pipeline;
-//! 6. serve HTTP; queries run on a runtime of their own ([`crate::query_api`]).
+//! 6. serve HTTP; queries run on a runtime of their own ([`crate::server::query_api`]).
 //!
 //! Shutdown (SIGINT / SIGTERM) runs in reverse: stop accepting requests,
 //! let the buffer writers finish what is queued, then each pipeline reads
@@ -19,7 +19,15 @@
 //!
 //! The running parts belong to a [`Supervisor`], which also starts and
 //! stops single streams and pipelines while the server runs, as the admin
-//! API ([`crate::admin`]) creates and deletes them.
+//! API ([`crate::server::admin`]) creates and deletes them.
+
+pub mod access;
+pub mod admin;
+pub(crate) mod state;
+use state::AdminState;
+pub mod listener;
+pub mod query_api;
+pub mod tables_api;
 
 use std::sync::Arc;
 
@@ -32,23 +40,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::config::definitions::Definitions;
 use crate::config::Config;
-use crate::definitions::Definitions;
-use crate::supervisor::Supervisor;
+use crate::running::supervisor::Supervisor;
 use crate::{Error, Result};
-
-/// What the admin routes share.
-#[derive(Clone)]
-pub(crate) struct AdminState {
-    pub supervisor: Arc<Supervisor>,
-    metrics: Arc<prometheus_client::registry::Registry>,
-    /// Set once shutdown has begun: `/readyz` answers 503 from then on.
-    draining: Arc<std::sync::atomic::AtomicBool>,
-    /// The address the server listens on (for streams' endpoint URLs).
-    pub addr: std::net::SocketAddr,
-    /// What `POST /v1/query` requests share ([`crate::query_api`]).
-    pub query: Arc<crate::query_api::QueryService>,
-}
 
 /// `<data_dir>/lock`, held: an exclusive `flock`, released by the kernel
 /// when the process ends, however it ends. Two servers on one data
@@ -97,7 +92,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    crate::access::check_listen(&config)?;
+    crate::server::access::check_listen(&config)?;
     // A catalog that does not answer fails the start, saying so.
     let catalog = crate::within(config.store_timeout, "opening the catalog", async {
         Ok(open_catalog(&config.catalog).await?)
@@ -123,7 +118,8 @@ pub async fn serve(
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("starting the query runtime: {e}")))?;
-    let query = crate::query_api::QueryService::new(&config, query_runtime.handle().clone())?;
+    let query =
+        crate::server::query_api::QueryService::new(&config, query_runtime.handle().clone())?;
     // Maintenance records outlive restarts (a history: a failure to read
     // them is logged, not fatal).
     let records = config.data_dir.join("maintenance-runs.jsonl");
@@ -159,13 +155,14 @@ pub async fn serve(
 /// Starts everything, serves until `shutdown`, then stops in order.
 async fn run(
     supervisor: Arc<Supervisor>,
-    query: Arc<crate::query_api::QueryService>,
+    query: Arc<crate::server::query_api::QueryService>,
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     // Connections are capped below the open-files limit, keeping a
-    // reserve for buffers, tables and the catalog (see `crate::listener`).
-    let max_connections = crate::listener::connection_cap(crate::listener::raise_file_limit());
+    // reserve for buffers, tables and the catalog (see `crate::server::listener`).
+    let max_connections =
+        crate::server::listener::connection_cap(crate::server::listener::raise_file_limit());
     let streams: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
     let pipelines: Vec<&str> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
     supervisor.start(&config, &streams, &pipelines).await?;
@@ -184,17 +181,18 @@ async fn run(
         addr,
         query,
     };
-    let admin_only = axum::middleware::from_fn_with_state(state.clone(), crate::admin::authorize);
-    let json_only = axum::middleware::from_fn(crate::access::require_json);
-    let to_end = axum::middleware::from_fn(crate::admin::run_to_end);
-    let whole_body = axum::middleware::from_fn_with_state(state.clone(), crate::access::whole_body);
-    let app = crate::admin::router()
-        .merge(crate::tables_api::router())
+    let admin_only =
+        axum::middleware::from_fn_with_state(state.clone(), crate::server::admin::authorize);
+    let json_only = axum::middleware::from_fn(crate::server::access::require_json);
+    let to_end = axum::middleware::from_fn(crate::server::admin::run_to_end);
+    let whole_body = axum::middleware::from_fn_with_state(supervisor.clone(), access::whole_body);
+    let app = crate::server::admin::router()
+        .merge(crate::server::tables_api::router())
         .route(
             "/v1/streams/{stream}",
-            get(crate::admin::get_stream)
-                .delete(crate::admin::delete_stream)
-                .patch(crate::admin::update_stream),
+            get(crate::server::admin::get_stream)
+                .delete(crate::server::admin::delete_stream)
+                .patch(crate::server::admin::update_stream),
         )
         .route_layer(to_end)
         .route_layer(whole_body)
@@ -205,7 +203,7 @@ async fn run(
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
-        .route("/v1/query", post(crate::query_api::query))
+        .route("/v1/query", post(crate::server::query_api::query))
         .with_state(state);
 
     info!(%addr, streams = config.streams.len(), pipelines = config.pipelines.len(), "pipe is serving");
@@ -215,8 +213,12 @@ async fn run(
         shutdown.await;
         draining.store(true, std::sync::atomic::Ordering::Relaxed);
     };
-    crate::listener::serve(
-        crate::listener::CappedListener::new(listener, max_connections, config.body_timeout),
+    crate::server::listener::serve(
+        crate::server::listener::CappedListener::new(
+            listener,
+            max_connections,
+            config.body_timeout,
+        ),
         app,
         config.body_timeout,
         shutdown,
@@ -271,7 +273,7 @@ async fn readyz(State(state): State<AdminState>, headers: axum::http::HeaderMap)
 /// `/metrics` and `/readyz` name streams and pipelines and count their
 /// events: without an admin token (a server on loopback), they answer only
 /// requests for localhost or an IP address, as the admin API does (DNS
-/// rebinding, see [`crate::access`]).
+/// rebinding, see [`crate::server::access`]).
 fn foreign_host_without_token(
     state: &AdminState,
     headers: &axum::http::HeaderMap,
@@ -279,15 +281,15 @@ fn foreign_host_without_token(
     if !state.supervisor.config().admin_token_digests.is_empty() {
         return None;
     }
-    crate::access::refuse_foreign_host(headers)
+    crate::server::access::refuse_foreign_host(headers)
 }
 
-/// `GET /metrics`: Prometheus text format (see [`crate::metrics`]).
+/// `GET /metrics`: Prometheus text format (see [`crate::running::metrics`]).
 async fn prometheus(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
     if let Some(refusal) = foreign_host_without_token(&state, &headers) {
         return refusal;
     }
-    let body = crate::metrics::render(&state.metrics);
+    let body = crate::running::metrics::render(&state.metrics);
     (
         [(
             axum::http::header::CONTENT_TYPE,

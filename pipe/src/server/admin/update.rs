@@ -1,6 +1,6 @@
 //! Definitions changed in place: `PATCH /v1/pipelines/{name}` and
 //! `PATCH /v1/sinks/{name}`. The running pipeline a change touches is
-//! switched by [`crate::supervisor::Supervisor::change_pipeline`]; the
+//! switched by [`crate::running::supervisor::Supervisor::change_pipeline`]; the
 //! definition is stored before the switch and put back if it fails.
 
 use axum::extract::{Path, Query, State};
@@ -12,9 +12,9 @@ use super::{
     answer, changed, invalid, not_found, pipeline_view, schema_relative, sink_view, sink_writer,
     stream_view,
 };
+use crate::config::definitions::{Definitions, Kind, Origin};
 use crate::config::SinkFile;
-use crate::definitions::{Definitions, Kind, Origin};
-use crate::server::AdminState;
+use crate::server::state::AdminState;
 use crate::{Error, ErrorKind, Result};
 
 /// Refuses a change of what `pipe.toml` defines (the file is changed and
@@ -49,7 +49,7 @@ pub(crate) struct UpdateParams {
 }
 
 /// `PATCH /v1/pipelines/{name}`: changes a pipeline's SQL (and quarantine
-/// table) in place, at an offset (see `crate::supervisor::update`).
+/// table) in place, at an offset (see `crate::running::supervisor::update`).
 /// `?dry_run=true` checks and says what would happen.
 pub(super) async fn update_pipeline(
     State(state): State<AdminState>,
@@ -284,7 +284,7 @@ pub(crate) async fn update_stream(
         let path = definitions.data_dir().join(&relative);
         let ours = old_file.as_ref() != Some(&relative);
         if ours {
-            crate::definitions::write_durably(&path, &text)?;
+            crate::config::definitions::write_durably(&path, &text)?;
         }
         let outcome = async {
             let (api, config) = changed(&definitions, |api| {

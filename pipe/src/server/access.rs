@@ -155,12 +155,14 @@ pub(crate) const API_BODY_LIMIT: usize = 2 << 20;
 /// Middleware: the admin API's request body, read whole within
 /// `body_timeout_secs` (see the module doc) before the handler runs.
 pub(crate) async fn whole_body(
-    axum::extract::State(state): axum::extract::State<crate::server::AdminState>,
+    axum::extract::State(supervisor): axum::extract::State<
+        std::sync::Arc<crate::running::supervisor::Supervisor>,
+    >,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let timeout = state.supervisor.config().body_timeout;
+    let timeout = supervisor.config().body_timeout;
     match read_whole_body(body, timeout).await {
         Ok(bytes) => {
             let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));

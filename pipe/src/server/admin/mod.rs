@@ -1,6 +1,6 @@
 //! The admin API: streams, sinks and pipelines created, listed, read and
 //! deleted while the server runs. `pipe streams|sinks|pipelines …` is its
-//! client ([`crate::manage`]).
+//! client ([`crate::cli::manage`]).
 //!
 //! | call | answer |
 //! |---|---|
@@ -33,7 +33,7 @@
 //!   the buffer holds. Delete stops it after it commits what it has read.
 //!
 //! Every change is written to `definitions.toml` before it is answered
-//! ([`crate::definitions`]), so it holds across restarts. Definitions from
+//! ([`crate::config::definitions`]), so it holds across restarts. Definitions from
 //! the file cannot be changed here (409).
 
 use axum::extract::{Path, Query, State};
@@ -44,9 +44,9 @@ use pipe_ingest::http::error_response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::config::definitions::{Definitions, Kind};
 use crate::config::{Config, PipelineFile, SinkFile, SinkTarget, StreamFile};
-use crate::definitions::{Definitions, Kind};
-use crate::server::AdminState;
+use crate::server::state::AdminState;
 use crate::{Error, ErrorKind, Result};
 
 mod update;
@@ -54,7 +54,7 @@ pub(crate) use update::update_stream;
 
 /// Answers 401 unless the caller sends one of `[admin] auth_token_sha256`
 /// as a bearer token (when any is configured); without tokens, 403 to a
-/// `Host` that is not localhost or an IP address (see [`crate::access`]).
+/// `Host` that is not localhost or an IP address (see [`crate::server::access`]).
 pub(crate) async fn authorize(
     State(state): State<AdminState>,
     request: axum::extract::Request,
@@ -65,7 +65,7 @@ pub(crate) async fn authorize(
         return error_response(ErrorKind::Unauthorized, "unauthorized");
     }
     if digests.is_empty() {
-        if let Some(refusal) = crate::access::refuse_foreign_host(request.headers()) {
+        if let Some(refusal) = crate::server::access::refuse_foreign_host(request.headers()) {
             return refusal;
         }
     }
@@ -157,8 +157,8 @@ fn parse<T: serde::de::DeserializeOwned>(
 /// definition, stored, then made the configuration in effect.
 pub(super) fn changed(
     definitions: &Definitions,
-    edit: impl FnOnce(&mut crate::definitions::ApiDefinitions),
-) -> Result<(crate::definitions::ApiDefinitions, Config)> {
+    edit: impl FnOnce(&mut crate::config::definitions::ApiDefinitions),
+) -> Result<(crate::config::definitions::ApiDefinitions, Config)> {
     let mut api = definitions.api().clone();
     edit(&mut api);
     let config = definitions.resolve(&api).map_err(|e| match e {
@@ -295,7 +295,7 @@ async fn create_stream(State(state): State<AdminState>, body: axum::body::Bytes)
         if let (Some(doc), Some(path)) = (&schema_file, &path) {
             let text = serde_json::to_vec_pretty(doc)
                 .map_err(|e| Error::Internal(e.to_string()))?;
-            crate::definitions::write_durably(path, &text)?;
+            crate::config::definitions::write_durably(path, &text)?;
         }
         let outcome = async {
             let (api, config) = changed(&definitions, |api| {
@@ -324,7 +324,8 @@ async fn create_stream(State(state): State<AdminState>, body: axum::body::Bytes)
 }
 
 pub(super) fn schema_relative(stream: &str, kind: &str) -> std::path::PathBuf {
-    std::path::Path::new(crate::definitions::SCHEMAS_DIR).join(format!("{stream}.{kind}.json"))
+    std::path::Path::new(crate::config::definitions::SCHEMAS_DIR)
+        .join(format!("{stream}.{kind}.json"))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -390,7 +391,7 @@ pub(crate) async fn delete_stream(
         })?;
         definitions.store(api)?;
         state.supervisor.set_config(new_config);
-        std::fs::remove_dir_all(crate::supervisor::buffer_dir(&config, &name)).or_else(|e| {
+        std::fs::remove_dir_all(crate::running::supervisor::buffer_dir(&config, &name)).or_else(|e| {
             match e.kind() {
                 std::io::ErrorKind::NotFound => Ok(()),
                 _ => Err(Error::Internal(format!("removing the buffer of `{name}`: {e}"))),
@@ -562,7 +563,7 @@ async fn get_pipeline(State(state): State<AdminState>, Path(name): Path<String>)
 pub(super) fn pipeline_view(
     definitions: &Definitions,
     config: &Config,
-    p: &crate::supervisor::RunningPipeline,
+    p: &crate::running::supervisor::RunningPipeline,
 ) -> Value {
     let mut view = status_json(p);
     let sql = config
@@ -585,7 +586,7 @@ pub(super) fn pipeline_view(
 }
 
 /// A running pipeline's live figures and recent errors.
-fn status_json(p: &crate::supervisor::RunningPipeline) -> serde_json::Value {
+fn status_json(p: &crate::running::supervisor::RunningPipeline) -> serde_json::Value {
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     let stats = &p.stats;

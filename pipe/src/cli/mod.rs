@@ -1,10 +1,16 @@
 //! The command line: `pipe serve`, `pipe query`, `pipe send`, `pipe flush`,
-//! and the management commands of [`crate::manage`].
+//! and the management commands of [`crate::cli::manage`].
 //!
 //! Flags may also come from `PIPE_*` environment variables (`PIPE_CONFIG`,
 //! `PIPE_LISTEN`, `PIPE_DATA_DIR`, `PIPE_SERVER`, `PIPE_ADMIN_TOKEN`); a
 //! flag on the command line wins over the variable, which wins over the
 //! file.
+
+pub mod manage;
+mod render;
+pub mod send;
+mod setup;
+pub mod tables;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -94,7 +100,7 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
         /// The stream.
-        #[arg(value_parser = crate::manage::name_arg)]
+        #[arg(value_parser = crate::cli::manage::name_arg)]
         stream: String,
         /// The input file; `-` or nothing for standard input.
         file: Option<PathBuf>,
@@ -102,40 +108,40 @@ pub enum Command {
     /// A running server's streams: `create`, `list`, `get`, `delete`.
     Streams {
         #[command(subcommand)]
-        action: crate::manage::StreamsAction,
+        action: crate::cli::manage::StreamsAction,
     },
     /// A running server's sinks: `create`, `list`, `get`, `delete`.
     Sinks {
         #[command(subcommand)]
-        action: crate::manage::SinksAction,
+        action: crate::cli::manage::SinksAction,
     },
     /// A running server's pipelines: `create`, `list`, `get` (live figures
     /// and recent errors), `delete`.
     Pipelines {
         #[command(subcommand)]
-        action: crate::manage::PipelinesAction,
+        action: crate::cli::manage::PipelinesAction,
     },
     /// A running server's tables: `maintain` (compact, merge manifests,
     /// expire snapshots, sweep orphans, now) and `maintenance` (the last
     /// runs).
     Tables {
         #[command(subcommand)]
-        action: crate::tables_cli::TablesAction,
+        action: crate::cli::tables::TablesAction,
     },
     /// First use: asks for a stream, a sink and a pipeline, and creates them
     /// on a running server.
     Setup {
         /// The server's address.
-        #[arg(long, env = "PIPE_SERVER", default_value = crate::manage::DEFAULT_SERVER)]
+        #[arg(long, env = "PIPE_SERVER", default_value = crate::cli::manage::DEFAULT_SERVER)]
         server: String,
     },
     /// Ask a running server to roll and commit a pipeline now.
     Flush {
         /// The server's address.
-        #[arg(long, env = "PIPE_SERVER", default_value = crate::manage::DEFAULT_SERVER)]
+        #[arg(long, env = "PIPE_SERVER", default_value = crate::cli::manage::DEFAULT_SERVER)]
         server: String,
         /// The pipeline.
-        #[arg(value_parser = crate::manage::name_arg)]
+        #[arg(value_parser = crate::cli::manage::name_arg)]
         pipeline: String,
     },
 }
@@ -188,10 +194,11 @@ pub fn run(args: Args) -> Result<()> {
                 };
                 // Before the definitions: loading them may rewrite the
                 // API's file in the data directory.
-                let data_dir = crate::definitions::Definitions::data_dir_of(&config, &overrides)?;
+                let data_dir =
+                    crate::config::definitions::Definitions::data_dir_of(&config, &overrides)?;
                 let lock = crate::server::lock_data_dir(&data_dir)?;
                 let (definitions, config) =
-                    crate::definitions::Definitions::load(&config, &overrides)?;
+                    crate::config::definitions::Definitions::load(&config, &overrides)?;
                 crate::server::serve(lock, definitions, config, shutdown_signal()).await
             }
             Command::Query {
@@ -263,7 +270,7 @@ pub fn run(args: Args) -> Result<()> {
                     }
                     _ => Box::new(std::io::stdin()),
                 };
-                let options = crate::send::SendOptions {
+                let options = crate::cli::send::SendOptions {
                     server,
                     stream,
                     token,
@@ -272,7 +279,7 @@ pub fn run(args: Args) -> Result<()> {
                     concurrency,
                     progress: true,
                 };
-                let summary = crate::send::send(input, options).await?;
+                let summary = crate::cli::send::send(input, options).await?;
                 print!("{summary}");
                 if summary.rejected > 0 {
                     return Err(Error::Remote(
@@ -282,18 +289,21 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 Ok(())
             }
-            Command::Streams { action } => crate::manage::streams(action).await,
-            Command::Sinks { action } => crate::manage::sinks(action).await,
-            Command::Pipelines { action } => crate::manage::pipelines(action).await,
-            Command::Tables { action } => crate::tables_cli::tables(action).await,
+            Command::Streams { action } => crate::cli::manage::streams(action).await,
+            Command::Sinks { action } => crate::cli::manage::sinks(action).await,
+            Command::Pipelines { action } => crate::cli::manage::pipelines(action).await,
+            Command::Tables { action } => crate::cli::tables::tables(action).await,
             Command::Setup { server } => {
-                crate::manage::setup(&crate::manage::Target::at(&server), std::io::stdin().lock())
-                    .await
+                crate::cli::setup::setup(
+                    &crate::cli::manage::Target::at(&server),
+                    std::io::stdin().lock(),
+                )
+                .await
             }
             Command::Flush { server, pipeline } => {
-                let body = crate::manage::call(
+                let body = crate::cli::manage::call(
                     reqwest::Method::POST,
-                    &crate::manage::Target::at(&server),
+                    &crate::cli::manage::Target::at(&server),
                     &format!("/v1/pipelines/{pipeline}/flush"),
                     None,
                 )

@@ -14,44 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::DateTime;
 use pipe_ingest::log::StreamLog;
 
+use crate::config::StartAt;
 use crate::{Error, Result};
-
-/// A pipeline's start point (`start` in its definition).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StartAt {
-    #[default]
-    Earliest,
-    End,
-    Offset(u64),
-    /// µs since the epoch.
-    Time(i64),
-}
-
-impl std::str::FromStr for StartAt {
-    type Err = String;
-
-    fn from_str(text: &str) -> std::result::Result<StartAt, String> {
-        let expected = "expected `earliest`, `end`, `offset:N` or `time:RFC3339`";
-        match text.trim() {
-            "earliest" => Ok(StartAt::Earliest),
-            "end" => Ok(StartAt::End),
-            other => match other.split_once(':') {
-                Some(("offset", n)) => n
-                    .trim()
-                    .parse()
-                    .map(StartAt::Offset)
-                    .map_err(|e| format!("`{other}`: {e}; {expected}")),
-                Some(("time", t)) => DateTime::parse_from_rfc3339(t.trim())
-                    .map(|t| StartAt::Time(t.timestamp_micros()))
-                    .map_err(|e| format!("`{other}`: {e}; {expected}")),
-                _ => Err(format!("`{other}`: {expected}")),
-            },
-        }
-    }
-}
 
 /// Where a kept start point lives.
 pub(super) fn marker(data_dir: &Path, pipeline: &str) -> PathBuf {
@@ -83,7 +49,7 @@ pub(super) fn resolve(start: StartAt, log: &StreamLog, marker: &Path) -> Result<
                 offset: at,
             };
             let bytes = serde_json::to_vec(&kept).map_err(|e| Error::Internal(e.to_string()))?;
-            crate::definitions::write_durably(marker, &bytes)?;
+            crate::config::definitions::write_durably(marker, &bytes)?;
             at
         }
     };
@@ -95,23 +61,4 @@ pub(super) fn resolve(start: StartAt, log: &StreamLog, marker: &Path) -> Result<
 struct Kept {
     log: String,
     offset: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_points_parse_and_bad_ones_say_what_is_expected() {
-        assert_eq!("end".parse(), Ok(StartAt::End));
-        assert_eq!("earliest".parse(), Ok(StartAt::Earliest));
-        assert_eq!("offset:42".parse(), Ok(StartAt::Offset(42)));
-        assert_eq!(
-            "time:2026-11-30T10:00:00Z".parse(),
-            Ok(StartAt::Time(1_796_032_800_000_000))
-        );
-        let bad = "latest".parse::<StartAt>().unwrap_err();
-        assert!(bad.contains("expected `earliest`"), "{bad}");
-        assert!("offset:x".parse::<StartAt>().is_err());
-    }
 }

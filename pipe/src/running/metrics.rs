@@ -44,7 +44,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::pipeline::PipelineStats;
+use crate::running::pipeline::PipelineStats;
 
 /// One stream's sources of figures.
 #[derive(Debug, Clone)]
@@ -307,7 +307,7 @@ impl Collector for Metrics {
             .iter()
             .flat_map(|p| {
                 let now = p.stats.health().state;
-                crate::pipeline::State::ALL.map(|state| {
+                crate::running::pipeline::State::ALL.map(|state| {
                     (
                         vec![
                             ("pipeline", p.name.clone()),

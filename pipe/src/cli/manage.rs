@@ -1,14 +1,15 @@
 //! `pipe streams|sinks|pipelines create|list|get|delete` and `pipe setup`:
 //! the command-line client of a running server's admin API
-//! ([`crate::admin`]). Human output is tables; `--json` prints the server's
+//! ([`crate::server::admin`]). Human output is tables; `--json` prints the server's
 //! JSON as it came.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args as ClapArgs, Subcommand};
 use serde_json::{json, Map, Value};
 
+use super::render::*;
 use crate::{Error, ErrorKind, Result};
 
 /// The default server address.
@@ -357,7 +358,7 @@ pub async fn call(
         request = request.bearer_auth(token);
     }
     // Every POST says it is JSON, a flush without a body too: the server
-    // answers 415 otherwise (see `crate::access`).
+    // answers 415 otherwise (see `crate::server::access`).
     match body {
         Some(body) => request = request.json(body),
         None if method == reqwest::Method::POST => {
@@ -388,25 +389,25 @@ pub fn parse(body: &str) -> Result<Value> {
     serde_json::from_str(body).map_err(|e| Error::Internal(format!("the server's answer: {e}")))
 }
 
-fn read_file(path: &Path, what: &str) -> Result<String> {
+pub(crate) fn read_file(path: &Path, what: &str) -> Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("reading the {what} `{}`: {e}", path.display())))
 }
 
-fn read_json(path: &Path, what: &str) -> Result<Value> {
+pub(crate) fn read_json(path: &Path, what: &str) -> Result<Value> {
     serde_json::from_str(&read_file(path, what)?)
         .map_err(|e| Error::Config(format!("the {what} `{}` is not JSON: {e}", path.display())))
 }
 
 /// Puts `value` under `key` when it is set.
-fn set(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+pub(crate) fn set(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
     if let Some(v) = value {
         map.insert(key.into(), v);
     }
 }
 
 /// A new random bearer token (256 bits, hex).
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
@@ -415,7 +416,7 @@ fn new_token() -> String {
 }
 
 /// Asks before deleting: `--force`, or a `y` on a terminal.
-fn confirm(question: &str, force: bool) -> Result<()> {
+pub(crate) fn confirm(question: &str, force: bool) -> Result<()> {
     if force {
         return Ok(());
     }
@@ -731,7 +732,7 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
 
 /// POSTs a create body to `/v1/{kind}s`; prints the answer: its JSON, or
 /// `Created …` and `details`.
-async fn create(
+pub(crate) async fn create(
     target: &Target,
     kind: &str,
     name: &str,
@@ -755,87 +756,8 @@ async fn create(
     Ok(())
 }
 
-/// What `pipe streams update` says of the server's answer.
-fn stream_update_summary(name: &str, v: &Value) -> String {
-    if v["changed"] == json!(false) {
-        return format!("Stream '{name}' already has that schema; nothing changed.\n");
-    }
-    let c = &v["change"];
-    let mut out = match v["dry_run"] == json!(true) {
-        true => format!("Dry run: stream '{name}' can change:\n"),
-        false => format!("Changed stream '{name}':\n"),
-    };
-    for line in c["schema_changes"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  {}\n", text(line)));
-    }
-    for p in c["pipelines"].as_array().into_iter().flatten() {
-        let at = match p["switched_after_offset"].as_u64() {
-            Some(offset) => format!("switched after offset {offset}"),
-            None if v["dry_run"] == json!(true) => format!(
-                "would first commit {} record(s) under the old schema",
-                text(&p["records_through_old_definition"])
-            ),
-            None => "switched before its first commit".to_string(),
-        };
-        out.push_str(&format!("  pipeline '{}': {at}\n", text(&p["pipeline"])));
-    }
-    out
-}
-
-/// What `pipe sinks update` says of the server's answer.
-fn sink_update_summary(name: &str, v: &Value) -> String {
-    if v["changed"] == json!(false) {
-        return format!("Sink '{name}' already has those settings; nothing changed.\n");
-    }
-    let c = &v["change"];
-    let writer = match c.is_null() {
-        true => "no pipeline writes it".to_string(),
-        false => format!("pipeline '{}' ", text(&c["pipeline"])),
-    };
-    if v["dry_run"] == json!(true) {
-        return match c.is_null() {
-            true => format!("Dry run: sink '{name}' can change; {writer}.\n"),
-            false => format!(
-                "Dry run: sink '{name}' can change; {writer}would first commit the {} record(s) it has not committed with the old settings.\n",
-                text(&c["records_through_old_definition"])
-            ),
-        };
-    }
-    let at = match (c.is_null(), c["switched_after_offset"].as_u64()) {
-        (true, _) => writer,
-        (false, Some(offset)) => format!("{writer}wrote events through offset {offset} with the old settings, every later one with the new"),
-        (false, None) => format!("{writer}writes every event with the new settings"),
-    };
-    format!("Changed sink '{name}': {at}.\n{}", sink_details(v))
-}
-
-/// What `pipe pipelines update` says of the server's answer.
-fn update_summary(v: &Value) -> String {
-    let name = text(&v["pipeline"]);
-    if v["changed"] == json!(false) {
-        return format!("Pipeline '{name}' already has that definition; nothing changed.\n");
-    }
-    let c = &v["change"];
-    let definitions = format!(
-        "definition {} → {}",
-        text(&c["definition_before"]),
-        text(&c["definition_after"])
-    );
-    if v["dry_run"] == json!(true) {
-        return format!(
-            "Dry run: pipeline '{name}' can change ({definitions}). The current SQL would first commit the {} record(s) it has not committed; every later event would go through the new SQL.\n",
-            text(&c["records_through_old_definition"])
-        );
-    }
-    let at = match c["switched_after_offset"].as_u64() {
-        Some(offset) => format!("events through offset {offset} went through the old SQL, every later one goes through the new"),
-        None => "every event goes through the new SQL".to_string(),
-    };
-    format!("Changed pipeline '{name}' ({definitions}): {at}.\n")
-}
-
 /// GETs `path`; prints its JSON or `details`.
-async fn show(target: &Target, path: &str, details: fn(&Value) -> String) -> Result<()> {
+pub(crate) async fn show(target: &Target, path: &str, details: fn(&Value) -> String) -> Result<()> {
     let answer = call(reqwest::Method::GET, target, path, None).await?;
     if target.json {
         println!("{answer}");
@@ -846,12 +768,12 @@ async fn show(target: &Target, path: &str, details: fn(&Value) -> String) -> Res
 }
 
 /// DELETEs `path`; prints what was deleted.
-async fn remove(target: &Target, path: &str, kind: &str, name: &str) -> Result<()> {
+pub(crate) async fn remove(target: &Target, path: &str, kind: &str, name: &str) -> Result<()> {
     let answer = call(reqwest::Method::DELETE, target, path, None).await?;
     print_deleted(&answer, target.json, kind, name)
 }
 
-fn print_deleted(answer: &str, json: bool, kind: &str, name: &str) -> Result<()> {
+pub(crate) fn print_deleted(answer: &str, json: bool, kind: &str, name: &str) -> Result<()> {
     if json {
         println!("{answer}");
         return Ok(());
@@ -868,604 +790,3 @@ fn print_deleted(answer: &str, json: bool, kind: &str, name: &str) -> Result<()>
 }
 
 // ---- rendering ----
-
-/// A value for people: strings bare, null as `-`.
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-fn yes_no(v: &Value) -> String {
-    if v.as_bool().unwrap_or(false) {
-        "Yes".into()
-    } else {
-        "No".into()
-    }
-}
-
-fn list(v: &Value) -> String {
-    let items: Vec<String> = v.as_array().into_iter().flatten().map(text).collect();
-    if items.is_empty() {
-        "-".into()
-    } else {
-        items.join(", ")
-    }
-}
-
-fn header(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-/// Columns padded to their widest cell, two spaces apart.
-fn aligned(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// A table with box-drawing borders, as wrangler prints a schema.
-fn boxed(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let rule = |l: &str, m: &str, r: &str| {
-        let parts: Vec<String> = widths.iter().map(|w| "─".repeat(w + 2)).collect();
-        format!("{l}{}{r}\n", parts.join(m))
-    };
-    let mut out = rule("┌", "┬", "┐");
-    for (i, r) in rows.iter().enumerate() {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!(" {cell:<w$} "))
-            .collect();
-        out.push_str(&format!("│{}│\n", cells.join("│")));
-        if i + 1 < rows.len() {
-            out.push_str(&rule("├", "┼", "┤"));
-        }
-    }
-    out.push_str(&rule("└", "┴", "┘"));
-    out
-}
-
-/// The rows of a schema: nested fields as `parent.child`, list items as
-/// their type.
-fn schema_rows(fields: &Value, prefix: &str, rows: &mut Vec<Vec<String>>) {
-    for f in fields.as_array().into_iter().flatten() {
-        let name = format!("{prefix}{}", text(&f["name"]));
-        let ty = text(&f["type"]);
-        let detail = match ty.as_str() {
-            "timestamp" => text(&f["unit"]),
-            "list" => text(&f["items"]["type"]),
-            _ => String::new(),
-        };
-        rows.push(vec![
-            name.clone(),
-            ty.clone(),
-            detail,
-            yes_no(&f["required"]),
-        ]);
-        if ty == "struct" {
-            schema_rows(&f["fields"], &format!("{name}."), rows);
-        }
-        if ty == "list" && f["items"]["type"] == "struct" {
-            schema_rows(&f["items"]["fields"], &format!("{name}[]."), rows);
-        }
-    }
-}
-
-fn schema_summary(s: &Value) -> String {
-    match s["schema"]["fields"].as_array() {
-        Some(fields) if s["json_schema"] == true => {
-            format!("JSON Schema ({} fields)", fields.len())
-        }
-        Some(fields) => format!("{} fields", fields.len()),
-        None => "unstructured".into(),
-    }
-}
-
-/// `pipe streams get` (and create) for people, in the layout of wrangler's
-/// creation summary.
-pub fn stream_details(s: &Value) -> String {
-    let mut out = format!(
-        "General:\n  Name: {}\n  Defined in: {}\nHTTP Ingest:\n  Enabled: {}\n  Authentication: {}\n  Endpoint: {}\n  CORS Origins: {}\n",
-        text(&s["stream"]),
-        match s["origin"].as_str() {
-            Some("file") => "the definitions file",
-            _ => "the admin API (definitions.toml)",
-        },
-        yes_no(&s["http"]["enabled"]),
-        yes_no(&s["http"]["auth"]),
-        text(&s["endpoint"]),
-        match list(&s["http"]["cors_origins"]).as_str() {
-            "-" => "None".to_string(),
-            other => other.to_string(),
-        },
-    );
-    out.push_str(&format!(
-        "Events:\n  Invalid events: {}{}\n  Unknown fields: {}\n",
-        text(&s["invalid_events"]),
-        match &s["quarantine_table"] {
-            Value::String(t) => format!(" (into {t})"),
-            _ => String::new(),
-        },
-        text(&s["unknown_fields"]),
-    ));
-    if s["buffer"].is_object() {
-        out.push_str(&format!(
-            "Buffer:\n  On disk: {}\n  Not yet committed: {} request(s)\n",
-            pipe_query::human_bytes(s["buffer"]["bytes"].as_u64().unwrap_or(0) as usize),
-            text(&s["buffer"]["unprocessed_records"]),
-        ));
-    }
-    if s["stats"].is_object() {
-        out.push_str(&format!(
-            "Since start:\n  Requests: {}\n  Events accepted: {}\n  Bytes in: {}\n  Decode errors: {}\n",
-            text(&s["stats"]["requests"]),
-            text(&s["stats"]["records_in"]),
-            text(&s["stats"]["bytes_in"]),
-            text(&s["stats"]["decode_errors"]),
-        ));
-    }
-    out.push_str(&format!("Pipelines: {}\n", list(&s["pipelines"])));
-    if s["schema"].is_object() {
-        out.push_str(if s["json_schema"] == true {
-            "Input Schema (from a JSON Schema document):\n"
-        } else {
-            "Input Schema:\n"
-        });
-        let mut rows = vec![header(&["Field Name", "Type", "Unit/Items", "Required"])];
-        schema_rows(&s["schema"]["fields"], "", &mut rows);
-        out.push_str(&boxed(&rows));
-    } else {
-        out.push_str("Input Schema: none (unstructured: any JSON object, kept as `value`)\n");
-    }
-    out
-}
-
-fn destination(s: &Value) -> String {
-    match (&s["table"], &s["path"]) {
-        (Value::String(t), _) => t.clone(),
-        (_, Value::String(p)) => p.clone(),
-        _ => "-".into(),
-    }
-}
-
-/// `pipe sinks get` for people.
-pub fn sink_details(s: &Value) -> String {
-    let mut out = format!(
-        "General:\n  Name: {}\n  Type: {}\n  Defined in: {}\n",
-        text(&s["sink"]),
-        text(&s["type"]),
-        match s["origin"].as_str() {
-            Some("file") => "the definitions file",
-            _ => "the admin API (definitions.toml)",
-        },
-    );
-    if s["table"].is_string() {
-        out.push_str(&format!(
-            "Destination:\n  Table: {}\n  Partitioned by: {}\n  Bloom filters: {}\n  Sorted by: {}\n  Target file size: {}\n",
-            text(&s["table"]),
-            list(&s["partition_by"]),
-            list(&s["bloom_filter_columns"]),
-            match s["sort_by"].as_array() {
-                None => "the table's own order".into(),
-                Some(c) if c.is_empty() => "unsorted".into(),
-                Some(_) => list(&s["sort_by"]),
-            },
-            match s["target_file_size_mb"].as_u64() {
-                Some(mb) => format!("{mb} MB"),
-                None => "the table's, else 512 MB".into(),
-            },
-        ));
-    } else {
-        out.push_str(&format!(
-            "Destination:\n  Path: {}\n  Folders: {}\n",
-            text(&s["path"]),
-            text(&s["partitioning"]),
-        ));
-    }
-    out.push_str(&format!(
-        "Format:\n  Type: {}\n  Compression: {}\n  Row group: {} rows\nBatching:\n  Roll interval: {} s\n  Roll size: {} MB\n  Roll rows: {}\nPipeline: {}\n",
-        text(&s["format"]),
-        text(&s["compression"]),
-        text(&s["row_group_rows"]),
-        text(&s["roll_interval_secs"]),
-        text(&s["roll_size_mb"]),
-        text(&s["roll_rows"]),
-        text(&s["pipeline"]),
-    ));
-    out
-}
-
-/// How long ago `ms` (since the epoch) was, for people.
-fn ago(ms: u64) -> String {
-    if ms == 0 {
-        return "never".into();
-    }
-    let now = pipe_schemas::now_micros().max(0) as u64 / 1000;
-    let secs = now.saturating_sub(ms) / 1000;
-    match secs {
-        0..=119 => format!("{secs} s ago"),
-        120..=7199 => format!("{} min ago", secs / 60),
-        _ => format!("{} h ago", secs / 3600),
-    }
-}
-
-/// `pipe streams list` for people.
-fn streams_table(all: &Value) -> String {
-    let mut rows = vec![header(&[
-        "STREAM",
-        "ORIGIN",
-        "HTTP",
-        "AUTH",
-        "SCHEMA",
-        "UNPROCESSED",
-        "PIPELINES",
-        "ENDPOINT",
-    ])];
-    for s in all["streams"].as_array().into_iter().flatten() {
-        rows.push(vec![
-            text(&s["stream"]),
-            text(&s["origin"]),
-            yes_no(&s["http"]["enabled"]),
-            yes_no(&s["http"]["auth"]),
-            schema_summary(s),
-            text(&s["buffer"]["unprocessed_records"]),
-            list(&s["pipelines"]),
-            text(&s["endpoint"]),
-        ]);
-    }
-    aligned(&rows)
-}
-
-/// `pipe sinks list` for people.
-fn sinks_table(all: &Value) -> String {
-    let mut rows = vec![header(&[
-        "SINK",
-        "ORIGIN",
-        "TYPE",
-        "DESTINATION",
-        "COMPRESSION",
-        "ROLL",
-        "PIPELINE",
-    ])];
-    for s in all["sinks"].as_array().into_iter().flatten() {
-        rows.push(vec![
-            text(&s["sink"]),
-            text(&s["origin"]),
-            text(&s["type"]),
-            destination(s),
-            text(&s["compression"]),
-            format!(
-                "{} s / {} MB",
-                text(&s["roll_interval_secs"]),
-                text(&s["roll_size_mb"])
-            ),
-            text(&s["pipeline"]),
-        ]);
-    }
-    aligned(&rows)
-}
-
-/// `pipe pipelines list` as a table.
-pub fn pipelines_table(all: &Value) -> String {
-    let mut rows = vec![header(&[
-        "PIPELINE",
-        "STATE",
-        "STREAM",
-        "SINK",
-        "COMMITTED",
-        "ROWS",
-        "FAILED",
-        "FILES",
-        "LAST COMMIT",
-        "ERRORS",
-    ])];
-    for p in all["pipelines"].as_array().into_iter().flatten() {
-        rows.push(vec![
-            text(&p["pipeline"]),
-            text(&p["state"]),
-            text(&p["stream"]),
-            text(&p["sink"]),
-            text(&p["committed_through"]),
-            text(&p["rows_committed"]),
-            text(&p["failed_rows_committed"]),
-            text(&p["files_committed"]),
-            ago(p["last_commit_unix_ms"].as_u64().unwrap_or(0)),
-            p["recent_errors"]
-                .as_array()
-                .map_or(0, Vec::len)
-                .to_string(),
-        ]);
-    }
-    aligned(&rows)
-}
-
-/// `pipe pipelines get` for people.
-pub fn pipeline_details(p: &Value) -> String {
-    let field = |k: &str| text(&p[k]);
-    let mut out = format!(
-        "pipeline          {}\nstream            {}\nsink              {} ({})\nquarantine table  {}\nsql               {}\ncommitted through offset {}\n",
-        field("pipeline"),
-        field("stream"),
-        field("sink"),
-        field("sink_kind"),
-        field("quarantine_table"),
-        field("sql").trim(),
-        field("committed_through"),
-    );
-    out.push_str(&format!("state             {}", field("state")));
-    if let Some(reason) = p["state_reason"].as_str() {
-        let attempts = p["retry_attempts"].as_u64().unwrap_or(0);
-        let tries = if attempts > 0 {
-            format!(", {attempts} tries")
-        } else {
-            String::new()
-        };
-        out.push_str(&format!(" since {}{tries}: {reason}", field("state_since")));
-    }
-    out.push('\n');
-    out.push_str(&format!(
-        "since start: {} rows, {} failed rows, {} files, {} bytes ({} before compression), {} row groups, {} commits, last {}\n",
-        field("rows_committed"),
-        field("failed_rows_committed"),
-        field("files_committed"),
-        field("bytes_committed"),
-        field("uncompressed_bytes_committed"),
-        field("row_groups_committed"),
-        field("commits"),
-        ago(p["last_commit_unix_ms"].as_u64().unwrap_or(0)),
-    ));
-    let errors = p["recent_errors"].as_array().cloned().unwrap_or_default();
-    if errors.is_empty() {
-        out.push_str("recent errors: none\n");
-    } else {
-        out.push_str("recent errors:\n");
-        for e in errors {
-            out.push_str(&format!("  {}  {}\n", text(&e["at"]), text(&e["error"])));
-        }
-    }
-    out
-}
-
-// ---- setup ----
-
-/// Reads answers to the wizard's questions, one line each.
-struct Prompt<R> {
-    input: R,
-}
-
-impl<R: BufRead> Prompt<R> {
-    /// Asks `question`; an empty answer takes `default`.
-    fn ask(&mut self, question: &str, default: &str) -> Result<String> {
-        if default.is_empty() {
-            print!("{question}: ");
-        } else {
-            print!("{question} [{default}]: ");
-        }
-        let _ = std::io::stdout().flush();
-        let mut line = String::new();
-        let n = self
-            .input
-            .read_line(&mut line)
-            .map_err(|e| Error::Internal(format!("reading the answer: {e}")))?;
-        if n == 0 {
-            return Err(Error::Config("setup cancelled: the input ended".into()));
-        }
-        let answer = line.trim();
-        if !std::io::stdin().is_terminal() {
-            println!("{answer}");
-        }
-        Ok(if answer.is_empty() {
-            default.to_string()
-        } else {
-            answer.to_string()
-        })
-    }
-
-    fn yes(&mut self, question: &str, default: bool) -> Result<bool> {
-        let hint = if default { "Y/n" } else { "y/N" };
-        loop {
-            let answer = self.ask(&format!("{question} ({hint})"), "")?;
-            match answer.to_ascii_lowercase().as_str() {
-                "" => return Ok(default),
-                "y" | "yes" => return Ok(true),
-                "n" | "no" => return Ok(false),
-                _ => println!("  please answer y or n"),
-            }
-        }
-    }
-}
-
-/// `pipe setup`: asks for a stream, a sink and a pipeline, and creates the
-/// three on a running server. A failed step deletes what the earlier steps
-/// created, so it can be run again.
-pub async fn setup(target: &Target, input: impl BufRead) -> Result<()> {
-    let server = target;
-    let mut prompt = Prompt { input };
-    println!(
-        "pipe setup: a stream, a sink and a pipeline on {}\n",
-        target.server
-    );
-    let pipeline = prompt.ask("Pipeline name", "events")?;
-    println!("\nStream");
-    let stream = prompt.ask("  Stream name", &format!("{pipeline}_stream"))?;
-    let http = prompt.yes("  Enable the HTTP endpoint?", true)?;
-    let auth = http && prompt.yes("  Require authentication?", false)?;
-    let cors = if http {
-        prompt.ask(
-            "  CORS origins (comma-separated, * for any; empty for none)",
-            "",
-        )?
-    } else {
-        String::new()
-    };
-    let schema_file = prompt.ask(
-        "  Schema file (Pipelines field format; empty for unstructured)",
-        "",
-    )?;
-    println!("\nSink");
-    let kind = loop {
-        let k = prompt.ask(
-            "  Destination: iceberg table, parquet or json files",
-            "iceberg",
-        )?;
-        if matches!(k.as_str(), "iceberg" | "parquet" | "json") {
-            break k;
-        }
-        println!("  please answer iceberg, parquet or json");
-    };
-    let sink = prompt.ask("  Sink name", &format!("{pipeline}_sink"))?;
-    let mut sink_body = Map::new();
-    sink_body.insert("name".into(), json!(sink));
-    sink_body.insert("type".into(), json!(kind));
-    if kind == "iceberg" {
-        sink_body.insert(
-            "namespace".into(),
-            json!(prompt.ask("  Namespace", "default")?),
-        );
-        sink_body.insert("table".into(), json!(prompt.ask("  Table", &pipeline)?));
-    } else {
-        let path = prompt.ask(
-            "  Path in the warehouse (empty: a folder named after the sink)",
-            "",
-        )?;
-        if !path.is_empty() {
-            sink_body.insert("path".into(), json!(path));
-        }
-    }
-    let default_codec = if kind == "json" { "none" } else { "zstd" };
-    sink_body.insert(
-        "compression".into(),
-        json!(prompt.ask("  Compression", default_codec)?),
-    );
-    let number = |answer: String, what: &str| {
-        answer
-            .parse::<u64>()
-            .map_err(|_| Error::Config(format!("{what}: expected a whole number, got `{answer}`")))
-    };
-    sink_body.insert(
-        "roll_size_mb".into(),
-        json!(number(
-            prompt.ask("  Roll file when size reaches (MB)", "128")?,
-            "roll size"
-        )?),
-    );
-    sink_body.insert(
-        "roll_interval_secs".into(),
-        json!(number(
-            prompt.ask("  Roll file when time reaches (seconds)", "300")?,
-            "roll interval"
-        )?),
-    );
-    println!("\nSQL");
-    let simple = format!("INSERT INTO {sink} SELECT * FROM {stream}");
-    let sql = if prompt.yes(
-        &format!("  Use the simple ingestion query ({simple})?"),
-        true,
-    )? {
-        simple
-    } else {
-        prompt.ask("  SQL", &simple)?
-    };
-    println!();
-
-    let token = auth.then(new_token);
-    let mut stream_body = Map::new();
-    stream_body.insert("name".into(), json!(stream));
-    stream_body.insert("http".into(), json!(http));
-    if let Some(t) = &token {
-        stream_body.insert(
-            "auth_token_sha256".into(),
-            json!([hex::encode(pipe_ingest::http::token_digest(t))]),
-        );
-    }
-    let origins: Vec<&str> = cors
-        .split(',')
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
-        .collect();
-    stream_body.insert("cors_origins".into(), json!(origins));
-    if !schema_file.is_empty() {
-        stream_body.insert(
-            "schema".into(),
-            read_json(Path::new(&schema_file), "schema file")?,
-        );
-    }
-    let created_stream = call(
-        reqwest::Method::POST,
-        server,
-        "/v1/streams",
-        Some(&Value::Object(stream_body)),
-    )
-    .await?;
-    println!("Created stream '{stream}'.");
-    if let Err(e) = call(
-        reqwest::Method::POST,
-        server,
-        "/v1/sinks",
-        Some(&Value::Object(sink_body)),
-    )
-    .await
-    {
-        let _ = call(
-            reqwest::Method::DELETE,
-            server,
-            &format!("/v1/streams/{stream}?force=true"),
-            None,
-        )
-        .await;
-        return Err(e);
-    }
-    println!("Created sink '{sink}'.");
-    let body = json!({"name": pipeline, "sql": sql});
-    if let Err(e) = call(reqwest::Method::POST, server, "/v1/pipelines", Some(&body)).await {
-        let _ = call(
-            reqwest::Method::DELETE,
-            server,
-            &format!("/v1/sinks/{sink}"),
-            None,
-        )
-        .await;
-        let _ = call(
-            reqwest::Method::DELETE,
-            server,
-            &format!("/v1/streams/{stream}?force=true"),
-            None,
-        )
-        .await;
-        return Err(e);
-    }
-    println!("Created pipeline '{pipeline}'.\n");
-    let view = parse(&created_stream)?;
-    print!("{}", stream_details(&view));
-    let endpoint = text(&view["endpoint"]);
-    println!("\nSend events:");
-    match &token {
-        Some(t) => {
-            println!("  Bearer token (shown once, not stored): {t}");
-            println!("  curl -X POST {endpoint} -H 'Authorization: Bearer {t}' -H 'Content-Type: application/json' -d @events.json");
-        }
-        None => println!(
-            "  curl -X POST {endpoint} -H 'Content-Type: application/json' -d @events.json"
-        ),
-    }
-    println!("  pipe send {stream} events.ndjson");
-    println!("Then: pipe pipelines get {pipeline}");
-    Ok(())
-}
