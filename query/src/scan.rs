@@ -176,13 +176,21 @@ impl IcebergTable {
         limit: Option<usize>,
         snapshot_id: i64,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        // Filters on evolved columns stay above the scan (every filter is
+        // applied there anyway: pushdown is inexact), see `evolved_columns`.
+        let evolved = evolved_columns(&self.table);
+        let pruning: Vec<Expr> = filters
+            .iter()
+            .filter(|f| !f.column_refs().iter().any(|c| evolved.contains(&c.name)))
+            .cloned()
+            .collect();
         let scan = IcebergStaticTableProvider::try_new_from_table_snapshot(
             self.table.clone(),
             snapshot_id,
         )
         .await
         .map_err(external)?
-        .scan(state, projection, filters, limit)
+        .scan(state, projection, &pruning, limit)
         .await?;
         // That reader yields strings as `Utf8`; this table says `Utf8View`.
         let declared = match projection {
@@ -207,6 +215,31 @@ impl IcebergTable {
             .collect::<Vec<_>>();
         Ok(Arc::new(ProjectionExec::try_new(columns, scan)?))
     }
+}
+
+/// Top-level columns that older data files may hold in another form: added
+/// after some schema (absent from older files) or widened since (`int` →
+/// `long`, `float` → `double`). iceberg-rust 0.10 prunes files by such a
+/// column's partition values and statistics as if they had the current
+/// type, and drops files that hold matching rows: a query on a widened
+/// `n` with `n < 5` lost every file written before the widening. Filters
+/// on these columns are therefore not used to prune.
+fn evolved_columns(table: &Table) -> std::collections::HashSet<String> {
+    let metadata = table.metadata();
+    let current = metadata.current_schema();
+    current
+        .as_struct()
+        .fields()
+        .iter()
+        .filter(|field| {
+            metadata.schemas_iter().any(|schema| {
+                schema
+                    .field_by_id(field.id)
+                    .is_none_or(|old| old.field_type != field.field_type)
+            })
+        })
+        .map(|field| field.name.clone())
+        .collect()
 }
 
 /// The table's Arrow schema with `Utf8View`/`BinaryView` for top-level

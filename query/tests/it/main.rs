@@ -2,6 +2,7 @@
 //! sqllogictest files (`slt`).
 
 mod caches;
+mod evolution;
 mod limits;
 mod pruning;
 mod slt;
