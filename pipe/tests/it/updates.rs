@@ -218,6 +218,51 @@ async fn a_change_that_cannot_be_made_in_place_is_refused_and_changes_nothing() 
     );
     assert!(same.contains("nothing changed"), "{same}");
 
+    // A quarantine table that does not take failed rows (one a deleted
+    // pipeline left): refused by the dry run and the change alike, and
+    // that table is left as it was (no column added to it).
+    ok(
+        &server,
+        &["sinks", "create", "left_sink", "--table", "left"],
+    );
+    ok(
+        &server,
+        &[
+            "pipelines",
+            "create",
+            "tmp",
+            "--sql",
+            "INSERT INTO left_sink SELECT user_id, 'x' AS version FROM ecommerce_stream",
+        ],
+    );
+    ok(&server, &["pipelines", "delete", "tmp", "-y"]);
+    ok(&server, &["sinks", "delete", "left_sink", "-y"]);
+    let columns = || {
+        query(
+            &config,
+            "SELECT column_name FROM information_schema.columns \
+             WHERE table_schema = 'default' AND table_name = 'left'",
+        )
+        .iter()
+        .map(|r| r["column_name"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+    };
+    let before = columns();
+    for dry_run in [true, false] {
+        let mut args = vec![
+            "pipelines",
+            "update",
+            "api_pipeline",
+            "--quarantine-table",
+            "default.left",
+        ];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let quarantine = fails(&server, &args, 2);
+        assert!(quarantine.contains("quarantine table"), "{quarantine}");
+    }
+    assert_eq!(columns(), before);
     // Still the first SQL, running: what it reads is made by it.
     let got = json_of(&ok(
         &server,

@@ -67,6 +67,17 @@ impl Evolution {
         evolution
     }
 
+    /// What a writer can do of it: one without a maintenance committer
+    /// only adds columns (what else does not fit is then refused by
+    /// `check_compatible`, as before evolution).
+    pub fn for_writer(mut self, committer: Option<&Committer>) -> Evolution {
+        if committer.is_none() {
+            self.widen.clear();
+            self.relax.clear();
+        }
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.add.is_empty() && self.widen.is_empty() && self.relax.is_empty()
     }
@@ -132,13 +143,7 @@ pub(super) async fn evolve(
             source: Box::new(e),
         })?,
     );
-    let mut evolution = Evolution::plan(&arrow, output);
-    if committer.is_none() {
-        // A writer without a committer only adds columns; what else does
-        // not fit is refused by `check_compatible`, as before evolution.
-        evolution.widen.clear();
-        evolution.relax.clear();
-    }
+    let evolution = Evolution::plan(&arrow, output).for_writer(committer);
     if evolution.is_empty() {
         return Ok(table);
     }

@@ -459,6 +459,16 @@ impl TableSink {
             info!(table = %ident, pipeline, "created table");
             table
         };
+        // Whether the output fits the table as this sink would evolve it,
+        // before anything about the table is changed: a refused output
+        // leaves the table as it was.
+        let loaded = Arc::new(
+            schema_to_arrow_schema(table.metadata().current_schema())
+                .map_err(catalog_err(format!("reading the schema of `{ident}`")))?,
+        );
+        let evolution =
+            evolve::Evolution::plan(&loaded, output).for_writer(options.committer.as_ref());
+        check_compatible(&ident, output, &evolution.applied_to(&loaded))?;
         let table = match options.owns_metadata_files {
             true => adopt_metadata_properties(&catalog, table).await?,
             false => table,

@@ -151,10 +151,12 @@ async fn added_columns_wider_numbers_and_optional_columns_evolve_the_table() {
         ]
     );
 
-    // A column of another type is no evolution: refused, nothing changed.
+    // A column of another type is no evolution: refused, and nothing of
+    // the table changes, not even the column it could have added.
     let v3: SchemaRef = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("name", DataType::Int64, true),
+        Field::new("extra", DataType::Boolean, true),
         ts_field,
     ]));
     let err = open(dir.path(), &v3).await.unwrap_err().to_string();

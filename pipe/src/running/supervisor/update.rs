@@ -91,26 +91,24 @@ impl Supervisor {
                 sort_by: sink.sort_by.clone(),
                 ..Default::default()
             };
-            let what = format!("checking table `{namespace}.{table}` for the new SQL");
-            let checked = TableSink::check(
-                &self.catalog,
-                namespace,
-                table,
-                plan.output_schema(),
-                &options,
-            );
-            crate::within(new.store_timeout, &what, async {
-                checked.await.map_err(|e| match e {
-                    pipe_sink::Error::Config(message) | pipe_sink::Error::Schema(message) => {
-                        refused(format!(
-                        "the new SQL of pipeline `{name}` does not fit its sink's table: {message}"
-                    ))
-                    }
-                    other => other.into(),
-                })
-            })
-            .await?;
+            let (output, whose) = (plan.output_schema(), "its sink's table");
+            self.check_table(new, name, namespace, table, output, &options, whose)
+                .await?;
         }
+        // The table for rows the SQL fails on (it may be another now).
+        let (namespace, table) = &after.quarantine;
+        let output = pipe_transform::failed_rows_schema();
+        let whose = "its quarantine table (for the rows it fails on)";
+        self.check_table(
+            new,
+            name,
+            namespace,
+            table,
+            &output,
+            &Default::default(),
+            whose,
+        )
+        .await?;
         let committed = running.stats.committed_through();
         let next = self
             .stream(&running.stream)
@@ -122,6 +120,34 @@ impl Supervisor {
             switched_after_offset: None,
             records_through_old_definition: next.saturating_sub(committed.map_or(0, |c| c + 1)),
         })
+    }
+
+    /// Whether `namespace.table` takes `output` (see `TableSink::check`),
+    /// within the store timeout; a refusal says it is `whose` table.
+    #[allow(clippy::too_many_arguments)]
+    async fn check_table(
+        &self,
+        new: &Config,
+        name: &str,
+        namespace: &str,
+        table: &str,
+        output: &arrow::datatypes::SchemaRef,
+        options: &pipe_sink::WriteOptions,
+        whose: &str,
+    ) -> Result<()> {
+        let what = format!("checking table `{namespace}.{table}` for pipeline `{name}`");
+        let checked = TableSink::check(&self.catalog, namespace, table, output, options);
+        crate::within(new.store_timeout, &what, async {
+            checked.await.map_err(|e| match e {
+                pipe_sink::Error::Config(message) | pipe_sink::Error::Schema(message) => {
+                    refused(format!(
+                        "the new definition of pipeline `{name}` does not fit {whose}: {message}"
+                    ))
+                }
+                other => other.into(),
+            })
+        })
+        .await
     }
 
     /// Replaces `name`'s running SQL with its definition in `new` (see the
