@@ -477,6 +477,12 @@ async fn a_sinks_settings_change_under_load_at_an_offset() {
     assert!(body.contains("does not change in place"), "{body}");
     let (status, body) = patch(json!({"partition_by": []})).await;
     assert_eq!(status, 400, "{body}");
+    let (status, body) = patch(json!({"partition_by": null, "path": null})).await;
+    assert_eq!(
+        (status, body.contains("\"changed\":false")),
+        (200, true),
+        "unset stays unset: {body}"
+    );
     let (status, body) = patch(json!({"roll_interval": 3})).await;
     assert_eq!(status, 400, "an unknown key: {body}");
     let (status, body) = patch(json!({"bloom_filter_columns": ["nope"]})).await;

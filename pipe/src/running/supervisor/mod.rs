@@ -299,6 +299,7 @@ impl Supervisor {
         for (stream, opened) in opened {
             opened.log.keep_identity()?;
             self.run_stream(stream, opened)?;
+            open::keep_schema(config, stream)?;
         }
         // Pipelines added to running streams.
         for p in &planned {

@@ -233,13 +233,15 @@ impl Supervisor {
             idempotency_window: stream.idempotency_window,
             max_keys: stream.idempotency_max_keys,
         };
-        Ok(StreamLog::open(
+        let opened = StreamLog::open(
             &stream.name,
             &buffer_dir(config, &stream.name),
             identity,
             options,
             users,
-        )?)
+        )?;
+        check_buffered_schema(config, stream, &opened.log)?;
+        Ok(opened)
     }
 
     /// Starts an opened log's HTTP route and metrics.
@@ -274,4 +276,48 @@ impl Supervisor {
         info!(stream = %stream.name, "stream started");
         Ok(())
     }
+}
+
+/// Where a stream's buffer keeps the schema (Arrow, as an IPC stream with
+/// no batch) its events were last accepted with.
+fn schema_file(config: &Config, stream: &str) -> std::path::PathBuf {
+    buffer_dir(config, stream).join("schema.arrow")
+}
+
+/// Refuses to start stream `stream` on a schema that the events its log
+/// still holds for some pipeline do not fit (see
+/// `pipe_schemas::evolution`): a schema file edited before a restart is
+/// judged as a change in place is. A stream with nothing left to read
+/// takes any schema.
+fn check_buffered_schema(config: &Config, stream: &StreamConfig, log: &StreamLog) -> Result<()> {
+    let new = stream.decoder()?.table_schema();
+    let old = std::fs::read(schema_file(config, &stream.name))
+        .ok()
+        .and_then(|bytes| {
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).ok()
+        })
+        .map(|reader| reader.schema());
+    if let Some(old) = old.filter(|_| log.unprocessed() > 0) {
+        pipe_schemas::evolution::changes(&old, &new).map_err(|why| {
+            Error::Config(format!(
+                "stream `{}`: its schema changed since the last start in a way the {} accepted requests not yet committed by every pipeline do not fit: {why}. Put the old schema back until its pipelines have committed them (or change it only in ways old events fit: new optional fields, wider numbers)",
+                stream.name,
+                log.unprocessed()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Keeps `stream`'s schema as the one its events are now accepted with.
+pub(super) fn keep_schema(config: &Config, stream: &StreamConfig) -> Result<()> {
+    let schema = stream.decoder()?.table_schema();
+    let mut bytes = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &schema)
+        .map_err(|e| Error::Internal(format!("encoding the schema of `{}`: {e}", stream.name)))?;
+    writer
+        .finish()
+        .map_err(|e| Error::Internal(format!("encoding the schema of `{}`: {e}", stream.name)))?;
+    drop(writer);
+    crate::config::definitions::write_durably(&schema_file(config, &stream.name), &bytes)
 }

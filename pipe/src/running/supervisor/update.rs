@@ -26,8 +26,11 @@ use pipe_sink::TableSink;
 use pipe_transform::PipelinePlan;
 use tracing::{info, warn};
 
-use super::{pipeline_config, plan_inputs, Supervisor};
+use std::sync::Arc;
+
+use super::{pipeline_config, plan_inputs, RunningPipeline, Supervisor};
 use crate::config::{Config, SinkTarget};
+use crate::running::metrics::PipelineSource;
 use crate::{Error, ErrorKind, Result};
 
 /// What a change of a pipeline's SQL did, or would do.
@@ -182,10 +185,11 @@ impl Supervisor {
                 warn!(pipeline = name, error = %e, "the new SQL could not start; starting the old one again");
                 match self.start(old, &[], &[name]).await {
                     Ok(()) => Err(e),
-                    Err(again) => Err(Error::Remote(
-                        format!("the new SQL of pipeline `{name}` could not start ({e}), nor could the old one again ({again}): nothing after offset {:?} was released; restart the server to run the stored definition", change.switched_after_offset),
-                        ErrorKind::Unavailable,
-                    )),
+                    Err(again) => {
+                        let message = format!("the new definition of pipeline `{name}` could not start ({e}), nor could the old one again ({again}): nothing after offset {:?} was released; restart the server to run the stored definition", change.switched_after_offset);
+                        self.list_failed(&[ended], &message);
+                        Err(Error::Remote(message, ErrorKind::Unavailable))
+                    }
                 }
             }
         }
@@ -292,42 +296,74 @@ impl Supervisor {
             .iter()
             .map(|p| p.pipeline.clone())
             .collect();
-        let mut ended: Vec<String> = Vec::new();
+        let mut ended: Vec<Arc<RunningPipeline>> = Vec::new();
         for (p, planned) in readers.iter().zip(change.pipelines.iter_mut()) {
             match self.end_task(p, false).await {
                 Ok(Some(task)) => {
                     planned.switched_after_offset = task.stats.committed_through();
-                    ended.push(p.clone());
+                    ended.push(task);
                 }
                 Ok(None) => {}
                 Err(e) => {
                     let e = self.restart(old, p, e).await;
-                    let names: Vec<&str> = ended.iter().map(String::as_str).collect();
+                    let names: Vec<&str> = ended.iter().map(|t| t.name.as_str()).collect();
                     return Err(match self.start(old, &[], &names).await {
                         Ok(()) => e,
-                        Err(again) => Error::Remote(
-                            format!("{e}; pipelines {ended:?} could not start again either ({again}): restart the server"),
-                            ErrorKind::Unavailable,
-                        ),
+                        Err(again) => {
+                            let message = format!("{e}; pipelines {names:?} could not start again either ({again}): restart the server");
+                            self.list_failed(&ended, &message);
+                            Error::Remote(message, ErrorKind::Unavailable)
+                        }
                     });
                 }
             }
         }
         crate::crash::point(crate::crash::CHANGE_BETWEEN_DEFINITIONS);
-        let names: Vec<&str> = ended.iter().map(String::as_str).collect();
+        let names: Vec<&str> = ended.iter().map(|t| t.name.as_str()).collect();
         if let Err(e) = self.start(new, &[], &names).await {
             warn!(stream = name, error = %e, "the pipelines could not start on the new schema; starting them again on the old one");
             return Err(match self.start(old, &[], &names).await {
                 Ok(()) => e,
-                Err(again) => Error::Remote(
-                    format!("the pipelines of stream `{name}` could not start on its new schema ({e}), nor again on the old one ({again}): nothing they had not committed was released; restart the server"),
-                    ErrorKind::Unavailable,
-                ),
+                Err(again) => {
+                    let message = format!("the pipelines of stream `{name}` could not start on its new schema ({e}), nor again on the old one ({again}): nothing they had not committed was released; restart the server");
+                    self.list_failed(&ended, &message);
+                    Error::Remote(message, ErrorKind::Unavailable)
+                }
             });
         }
-        let decoder = super::stream_config(new, name)?.decoder()?;
-        self.routes.set_decoder(name, decoder);
+        let stream = super::stream_config(new, name)?;
+        self.routes.set_decoder(name, stream.decoder()?);
+        if let Err(e) = super::open::keep_schema(new, stream) {
+            // Only the next start's check of buffered events is the
+            // weaker for it (it compares with the schema before).
+            warn!(stream = name, error = %e, "could not keep the stream's new schema");
+        }
         info!(stream = name, changes = ?change.schema_changes, "stream schema changed in place");
         Ok(change)
+    }
+}
+
+impl Supervisor {
+    /// Lists pipelines whose task ended for a change that then could not
+    /// start any definition: shown `failed` with `reason` (API, `/metrics`,
+    /// `/readyz`) until a restart runs them, instead of vanishing while
+    /// they still hold their place in the log.
+    fn list_failed(&self, ended: &[Arc<RunningPipeline>], reason: &str) {
+        for task in ended {
+            task.stats.set_failed(reason);
+            if let Some(stream) = self.stream(&task.stream) {
+                self.metrics.add_pipeline(PipelineSource {
+                    name: task.name.clone(),
+                    stream: task.stream.clone(),
+                    sink: task.sink.clone(),
+                    stats: task.stats.clone(),
+                    log: stream.log.clone(),
+                });
+            }
+            self.pipelines
+                .write()
+                .expect("never poisoned")
+                .insert(task.name.clone(), task.clone());
+        }
     }
 }

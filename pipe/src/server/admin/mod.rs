@@ -155,16 +155,31 @@ fn parse<T: serde::de::DeserializeOwned>(
 
 /// Applies a change of the API's definitions: validated with every other
 /// definition, stored, then made the configuration in effect.
+///
+/// Every stream but `schema_of` keeps the schema it runs with (`running`):
+/// resolving reads the schema files again, and one edited on disk for the
+/// next restart (a `pipe.toml` stream's) must not slip in with an
+/// unrelated change, unchecked and without the stream's route.
 pub(super) fn changed(
     definitions: &Definitions,
+    running: &Config,
+    schema_of: Option<&str>,
     edit: impl FnOnce(&mut crate::config::definitions::ApiDefinitions),
 ) -> Result<(crate::config::definitions::ApiDefinitions, Config)> {
     let mut api = definitions.api().clone();
     edit(&mut api);
-    let config = definitions.resolve(&api).map_err(|e| match e {
+    let mut config = definitions.resolve(&api).map_err(|e| match e {
         Error::Config(message) => invalid(message),
         other => other,
     })?;
+    for stream in &mut config.streams {
+        if Some(stream.name.as_str()) == schema_of {
+            continue;
+        }
+        if let Some(kept) = running.streams.iter().find(|s| s.name == stream.name) {
+            *stream = kept.clone();
+        }
+    }
     Ok((api, config))
 }
 
@@ -298,7 +313,7 @@ async fn create_stream(State(state): State<AdminState>, body: axum::body::Bytes)
             crate::config::definitions::write_durably(path, &text)?;
         }
         let outcome = async {
-            let (api, config) = changed(&definitions, |api| {
+            let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
                 api.streams.insert(name.clone(), stream);
             })?;
             state.supervisor.start(&config, &[&name], &[]).await?;
@@ -383,7 +398,7 @@ pub(crate) async fn delete_stream(
             .streams
             .get(&name)
             .and_then(|s| s.schema_file.clone().or(s.json_schema_file.clone()));
-        let (api, new_config) = changed(&definitions, |api| {
+        let (api, new_config) = changed(&definitions, &state.supervisor.config(), None, |api| {
             api.streams.remove(&name);
             for p in &readers {
                 api.pipelines.remove(p);
@@ -497,7 +512,7 @@ async fn create_sink(State(state): State<AdminState>, body: axum::body::Bytes) -
         let mut definitions = state.supervisor.definitions.lock().await;
         definitions.check_new(Kind::Sink, &name)?;
         let sink: SinkFile = parse(Kind::Sink, &name, map)?;
-        let (api, config) = changed(&definitions, |api| {
+        let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
             api.sinks.insert(name.clone(), sink);
         })?;
         definitions.store(api)?;
@@ -521,7 +536,7 @@ async fn delete_sink(State(state): State<AdminState>, Path(name): Path<String>) 
                 ErrorKind::Conflict,
             ));
         }
-        let (api, config) = changed(&definitions, |api| {
+        let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
             api.sinks.remove(&name);
         })?;
         definitions.store(api)?;
@@ -635,7 +650,7 @@ async fn create_pipeline(State(state): State<AdminState>, body: axum::body::Byte
             ));
         }
         let pipeline: PipelineFile = parse(Kind::Pipeline, &name, map)?;
-        let (api, config) = changed(&definitions, |api| {
+        let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
             api.pipelines.insert(name.clone(), pipeline);
         })?;
         definitions.store(api.clone())?;
@@ -674,7 +689,7 @@ async fn delete_pipeline(
             .pipeline(&name)
             .and_then(|p| p.stats.committed_through());
         state.supervisor.stop_pipeline(&name, params.force).await?;
-        let (api, config) = changed(&definitions, |api| {
+        let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
             api.pipelines.remove(&name);
         })?;
         definitions.store(api)?;

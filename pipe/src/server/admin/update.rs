@@ -86,7 +86,7 @@ pub(super) async fn update_pipeline(
         if after == before {
             return Ok(json!({ "pipeline": name, "changed": false }));
         }
-        let (api, config) = changed(&definitions, |api| {
+        let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
             api.pipelines.insert(name.clone(), after);
         })?;
         let change = state
@@ -167,14 +167,16 @@ pub(super) async fn update_sink(
                 value => merged.insert(key, value),
             };
         }
+        // A key stored as `null` and one left out say the same.
+        let set = |m: &Map<String, Value>, key: &str| m.get(key).filter(|v| !v.is_null()).cloned();
         for key in TARGET_KEYS {
-            if merged.get(key) != stored.get(key) {
+            if set(&merged, key) != set(&stored, key) {
                 return Err(invalid(format!(
                     "`{key}` of sink `{name}` does not change in place: a sink keeps the table or folder it writes. Create a new sink (and a pipeline for it) instead"
                 )));
             }
         }
-        if merged.get("partition_by") != stored.get("partition_by") {
+        if set(&merged, "partition_by") != set(&stored, "partition_by") {
             return Err(invalid(format!(
                 "`partition_by` of sink `{name}` does not change in place: an Iceberg table keeps the partition spec it was made with (partition spec evolution is not built yet)"
             )));
@@ -184,7 +186,7 @@ pub(super) async fn update_sink(
         if serde_json::to_value(&after).ok() == Some(Value::Object(stored)) {
             return Ok(json!({ "sink": name, "changed": false }));
         }
-        let (api, config) = changed(&definitions, |api| {
+        let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
             api.sinks.insert(name.clone(), after);
         })?;
         let writer = sink_writer(&state, &name);
@@ -282,17 +284,41 @@ pub(crate) async fn update_stream(
         }
         let old_file = before.schema_file.clone().or(before.json_schema_file.clone());
         let path = definitions.data_dir().join(&relative);
+        // The very document the stream has: nothing to change.
+        let same = old_file
+            .as_ref()
+            .and_then(|f| std::fs::read(definitions.data_dir().join(f)).ok())
+            .is_some_and(|old| old == text);
+        if same {
+            return Ok(json!({ "stream": name, "changed": false }));
+        }
         let ours = old_file.as_ref() != Some(&relative);
         if ours {
             crate::config::definitions::write_durably(&path, &text)?;
         }
         let outcome = async {
-            let (api, config) = changed(&definitions, |api| {
+            let running = state.supervisor.config();
+            let (api, config) = changed(&definitions, &running, Some(&name), |api| {
                 api.streams.insert(name.clone(), after);
             })?;
             let change = state.supervisor.check_stream_change(&config, &name).await?;
-            if params.dry_run || change.schema_changes.is_empty() {
+            if params.dry_run || !ours {
                 return Ok((change, None));
+            }
+            if change.schema_changes.is_empty() {
+                // The same columns, other rules (a JSON Schema's `maximum`,
+                // `pattern`, …): later requests are checked by them; the
+                // pipelines read the same events as before.
+                let stream = config
+                    .streams
+                    .iter()
+                    .find(|s| s.name == name)
+                    .ok_or_else(|| Error::Internal(format!("stream `{name}` vanished")))?;
+                let decoder = stream.decoder()?;
+                definitions.store(api)?;
+                state.supervisor.routes.set_decoder(&name, decoder);
+                state.supervisor.set_config(config);
+                return Ok((change, Some(())));
             }
             let previous = definitions.api().clone();
             let old = state.supervisor.config();
