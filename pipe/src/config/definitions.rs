@@ -257,6 +257,63 @@ impl Definitions {
     }
 }
 
+/// The definitions in effect, shared by the server: changed one change at
+/// a time ([`Shared::change`] waits for the change before it), read
+/// without waiting ([`Shared::read`] answers the definitions as of the
+/// last stored change, even while a slow change, one waiting on the
+/// catalog say, is under way).
+#[derive(Debug)]
+pub struct Shared {
+    changing: tokio::sync::Mutex<Definitions>,
+    current: std::sync::RwLock<std::sync::Arc<Definitions>>,
+}
+
+impl Shared {
+    pub fn new(definitions: Definitions) -> Shared {
+        Shared {
+            current: std::sync::RwLock::new(std::sync::Arc::new(definitions.clone())),
+            changing: tokio::sync::Mutex::new(definitions),
+        }
+    }
+
+    /// The definitions as of the last stored change.
+    pub fn read(&self) -> std::sync::Arc<Definitions> {
+        self.current.read().expect("never poisoned").clone()
+    }
+
+    /// Waits for the change under way, if any; the guard is the only way
+    /// to store definitions until it is dropped.
+    pub async fn change(&self) -> Change<'_> {
+        Change {
+            working: self.changing.lock().await,
+            current: &self.current,
+        }
+    }
+}
+
+/// One change of the definitions under way (see [`Shared::change`]).
+pub struct Change<'a> {
+    working: tokio::sync::MutexGuard<'a, Definitions>,
+    current: &'a std::sync::RwLock<std::sync::Arc<Definitions>>,
+}
+
+impl Change<'_> {
+    /// [`Definitions::store`], then what [`Shared::read`] answers.
+    pub fn store(&mut self, api: ApiDefinitions) -> Result<()> {
+        self.working.store(api)?;
+        *self.current.write().expect("never poisoned") = std::sync::Arc::new(self.working.clone());
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Change<'_> {
+    type Target = Definitions;
+
+    fn deref(&self) -> &Definitions {
+        &self.working
+    }
+}
+
 fn conflict(message: String) -> Error {
     Error::Remote(message, ErrorKind::Conflict)
 }

@@ -206,3 +206,60 @@ async fn a_hanging_store_is_a_retried_timeout_not_a_stuck_pipeline() {
     assert_exactly_once(dir.path(), &store, &acked);
     drop(s3);
 }
+
+/// A change waiting on a hanging store holds other changes back, never
+/// reads: listing and showing definitions answer at once meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_the_definitions_do_not_wait_behind_a_hanging_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(free_port(), &dir.path().join("s3"));
+    s3.wait_ready().await;
+    let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let store = Store::s3(&endpoint, "reads").await;
+    let config = write_config(
+        dir.path(),
+        1,
+        &format!("store_timeout_secs = 5\n{}", store.toml()),
+    );
+    let server = Server::start(&config).await;
+    crate::manage::ok(&server, &["sinks", "create", "k", "--table", "hung"]);
+    s3.signal("STOP");
+    let url = server.url.clone();
+    let create = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .args(["pipelines", "create", "p", "--server", &url, "--sql"])
+            .arg("INSERT INTO k SELECT * FROM ecommerce_stream")
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    let mut slowest = Duration::ZERO;
+    for path in [
+        "/v1/pipelines",
+        "/v1/pipelines/ecommerce",
+        "/v1/streams",
+        "/v1/sinks/k",
+    ] {
+        let at = Instant::now();
+        let r = client
+            .get(format!("{}{path}", server.url))
+            .timeout(Duration::from_secs(4))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} waited behind the change: {e}"));
+        assert_eq!(r.status(), 200, "{path}");
+        slowest = slowest.max(at.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(2), "a read took {slowest:?}");
+    let out = create.await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s3.signal("CONT");
+    server.stop();
+    drop(s3);
+}

@@ -116,7 +116,7 @@ pub struct Supervisor {
     /// Cancels every pipeline at shutdown (each also has its own child).
     cancel: CancellationToken,
     /// Held while the definitions change, so changes happen one at a time.
-    pub definitions: tokio::sync::Mutex<Definitions>,
+    pub definitions: crate::config::definitions::Shared,
     config: RwLock<Arc<Config>>,
     streams: RwLock<BTreeMap<String, Arc<RunningStream>>>,
     pipelines: RwLock<BTreeMap<String, Arc<RunningPipeline>>>,
@@ -138,7 +138,7 @@ impl Supervisor {
             metrics: SharedMetrics::default(),
             pipeline_runtime,
             cancel: CancellationToken::new(),
-            definitions: tokio::sync::Mutex::new(definitions),
+            definitions: crate::config::definitions::Shared::new(definitions),
             config: RwLock::new(Arc::new(config)),
             streams: RwLock::new(BTreeMap::new()),
             pipelines: RwLock::new(BTreeMap::new()),
@@ -574,7 +574,7 @@ impl Supervisor {
         // its client hung up (`crate::server::admin::run_to_end`): one in flight is
         // waited for, and none starts after, so nothing it starts escapes
         // the ordered stop below.
-        let _no_changes = self.definitions.lock().await;
+        let _no_changes = self.definitions.change().await;
         self.routes.clear().await;
         let mut failure = None;
         let streams: Vec<(String, Arc<RunningStream>)> = self

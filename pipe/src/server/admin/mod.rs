@@ -186,7 +186,7 @@ pub(super) fn changed(
 // ---- streams ----
 
 async fn list_streams(State(state): State<AdminState>) -> Response {
-    let definitions = state.supervisor.definitions.lock().await;
+    let definitions = state.supervisor.definitions.read();
     let config = state.supervisor.config();
     let all: Vec<Value> = config
         .streams
@@ -200,7 +200,7 @@ pub(crate) async fn get_stream(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Response {
-    let definitions = state.supervisor.definitions.lock().await;
+    let definitions = state.supervisor.definitions.read();
     let config = state.supervisor.config();
     answer(
         stream_view(&state, &definitions, &config, &name)
@@ -275,7 +275,7 @@ async fn create_stream(State(state): State<AdminState>, body: axum::body::Bytes)
     let result = async {
         let (name, mut map) = take_name(&body, Kind::Stream)?;
         crate::config::check_name(&format!("streams.{name}"), &name).map_err(|e| invalid(e.to_string()))?;
-        let mut definitions = state.supervisor.definitions.lock().await;
+        let mut definitions = state.supervisor.definitions.change().await;
         definitions.check_new(Kind::Stream, &name)?;
         for key in ["schema_file", "json_schema_file"] {
             if map.contains_key(key) {
@@ -355,7 +355,7 @@ pub(crate) async fn delete_stream(
     Query(params): Query<DeleteParams>,
 ) -> Response {
     let result = async {
-        let mut definitions = state.supervisor.definitions.lock().await;
+        let mut definitions = state.supervisor.definitions.change().await;
         definitions.check_deletable(Kind::Stream, &name)?;
         let config = state.supervisor.config();
         let running = state.supervisor.stream(&name);
@@ -429,7 +429,7 @@ pub(crate) async fn delete_stream(
 // ---- sinks ----
 
 async fn list_sinks(State(state): State<AdminState>) -> Response {
-    let definitions = state.supervisor.definitions.lock().await;
+    let definitions = state.supervisor.definitions.read();
     let config = state.supervisor.config();
     let all: Vec<Value> = config
         .sinks
@@ -440,7 +440,7 @@ async fn list_sinks(State(state): State<AdminState>) -> Response {
 }
 
 async fn get_sink(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
-    let definitions = state.supervisor.definitions.lock().await;
+    let definitions = state.supervisor.definitions.read();
     let config = state.supervisor.config();
     answer(
         sink_view(&state, &definitions, &config, &name).ok_or_else(|| not_found(Kind::Sink, &name)),
@@ -509,7 +509,7 @@ pub(super) fn sink_view(
 async fn create_sink(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
     let result = async {
         let (name, map) = take_name(&body, Kind::Sink)?;
-        let mut definitions = state.supervisor.definitions.lock().await;
+        let mut definitions = state.supervisor.definitions.change().await;
         definitions.check_new(Kind::Sink, &name)?;
         let sink: SinkFile = parse(Kind::Sink, &name, map)?;
         let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
@@ -528,7 +528,7 @@ async fn create_sink(State(state): State<AdminState>, body: axum::body::Bytes) -
 
 async fn delete_sink(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     let result = async {
-        let mut definitions = state.supervisor.definitions.lock().await;
+        let mut definitions = state.supervisor.definitions.change().await;
         definitions.check_deletable(Kind::Sink, &name)?;
         if let Some(p) = sink_writer(&state, &name) {
             return Err(Error::Remote(
@@ -551,7 +551,7 @@ async fn delete_sink(State(state): State<AdminState>, Path(name): Path<String>) 
 // ---- pipelines ----
 
 async fn list_pipelines(State(state): State<AdminState>) -> Response {
-    let definitions = state.supervisor.definitions.lock().await;
+    let definitions = state.supervisor.definitions.read();
     let config = state.supervisor.config();
     let all: Vec<Value> = state
         .supervisor
@@ -563,7 +563,7 @@ async fn list_pipelines(State(state): State<AdminState>) -> Response {
 }
 
 async fn get_pipeline(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
-    let definitions = state.supervisor.definitions.lock().await;
+    let definitions = state.supervisor.definitions.read();
     let config = state.supervisor.config();
     answer(
         state
@@ -641,7 +641,7 @@ fn status_json(p: &crate::running::supervisor::RunningPipeline) -> serde_json::V
 async fn create_pipeline(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
     let result = async {
         let (name, map) = take_name(&body, Kind::Pipeline)?;
-        let mut definitions = state.supervisor.definitions.lock().await;
+        let mut definitions = state.supervisor.definitions.change().await;
         definitions.check_new(Kind::Pipeline, &name)?;
         if state.supervisor.pipeline(&name).is_some() {
             return Err(Error::Remote(
@@ -682,7 +682,7 @@ async fn delete_pipeline(
     Query(params): Query<DeleteParams>,
 ) -> Response {
     let result = async {
-        let mut definitions = state.supervisor.definitions.lock().await;
+        let mut definitions = state.supervisor.definitions.change().await;
         definitions.check_deletable(Kind::Pipeline, &name)?;
         let committed = state
             .supervisor

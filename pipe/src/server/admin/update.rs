@@ -58,7 +58,7 @@ pub(super) async fn update_pipeline(
     body: axum::body::Bytes,
 ) -> Response {
     let result = async {
-        let mut definitions = state.supervisor.definitions.lock().await;
+        let mut definitions = state.supervisor.definitions.change().await;
         from_api(
             &definitions,
             Kind::Pipeline,
@@ -140,7 +140,7 @@ pub(super) async fn update_sink(
     body: axum::body::Bytes,
 ) -> Response {
     let result = async {
-        let mut definitions = state.supervisor.definitions.lock().await;
+        let mut definitions = state.supervisor.definitions.change().await;
         from_api(
             &definitions,
             Kind::Sink,
@@ -237,7 +237,7 @@ pub(crate) async fn update_stream(
     body: axum::body::Bytes,
 ) -> Response {
     let result = async {
-        let mut definitions = state.supervisor.definitions.lock().await;
+        let mut definitions = state.supervisor.definitions.change().await;
         from_api(
             &definitions,
             Kind::Stream,
