@@ -298,9 +298,16 @@ pub struct Change<'a> {
 }
 
 impl Change<'_> {
-    /// [`Definitions::store`], then what [`Shared::read`] answers.
+    /// [`Definitions::store`], then what [`Shared::read`] answers; the
+    /// change is recorded ([`super::changes`]).
     pub fn store(&mut self, api: ApiDefinitions) -> Result<()> {
+        let before = self.working.api.clone();
         self.working.store(api)?;
+        let log = super::changes::ChangeLog::new(&self.working.data_dir);
+        if let Err(e) = log.record(&before, &self.working.api) {
+            // The change itself is stored; only its record is missing.
+            tracing::warn!(error = %e, "could not record a change of the definitions");
+        }
         *self.current.write().expect("never poisoned") = std::sync::Arc::new(self.working.clone());
         Ok(())
     }

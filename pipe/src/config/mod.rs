@@ -64,6 +64,7 @@
 //! first: built-in defaults < this file < `PIPE_*` environment variables <
 //! command-line flags ([`Overrides`], applied in [`Config::load`]).
 
+pub mod changes;
 pub mod definitions;
 mod file;
 mod resolve;

@@ -472,6 +472,23 @@ async fn a_sinks_settings_change_under_load_at_an_offset() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
+    // Recorded: what changed when.
+    let changes: Value = reqwest::get(format!("{}/v1/changes", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        changes["changes"][0]["updated"],
+        json!(["sink api_sink"]),
+        "{changes}"
+    );
+    assert_eq!(
+        changes["changes"][1]["created"],
+        json!(["pipeline api_pipeline"]),
+        "{changes}"
+    );
     let (status, body) = patch(json!({"table": "elsewhere"})).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("does not change in place"), "{body}");

@@ -107,6 +107,7 @@ pub(crate) fn router() -> Router<AdminState> {
                 .patch(update::update_pipeline),
         )
         .route("/v1/pipelines/{name}/flush", post(flush))
+        .route("/v1/changes", get(changes))
 }
 
 pub(super) fn answer(result: Result<Value>, created: bool) -> Response {
@@ -699,6 +700,14 @@ async fn delete_pipeline(
     }
     .await;
     answer(result, false)
+}
+
+/// `GET /v1/changes`: the newest changes of the API's definitions (what
+/// was created, updated, deleted, and when), newest first.
+async fn changes(State(state): State<AdminState>) -> Response {
+    let data_dir = state.supervisor.config().data_dir.clone();
+    let log = crate::config::changes::ChangeLog::new(&data_dir);
+    Json(json!({ "changes": log.newest(100) })).into_response()
 }
 
 /// `POST /v1/pipelines/{name}/flush`: roll and commit now.
