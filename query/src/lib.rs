@@ -389,20 +389,14 @@ async fn execute(
     })
 }
 
+/// A DataFusion error as this crate's, by whose fault it is (one rule
+/// with pipeline SQL: `pipe_transform::fault`).
 fn classify(e: datafusion::error::DataFusionError) -> Error {
-    use arrow::error::ArrowError as A;
-    use datafusion::error::DataFusionError as E;
-    match e.find_root() {
-        E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => {
-            Error::Sql(e.to_string())
-        }
-        // A literal that does not parse or cast, a division by zero: the
-        // query's fault, not the store's.
-        E::ArrowError(a, _) if !matches!(**a, A::IoError(..) | A::ExternalError(_)) => {
-            Error::Sql(e.to_string())
-        }
-        E::ResourcesExhausted(_) => Error::ResourcesExhausted(e.to_string()),
-        _ => Error::Unavailable(e.to_string()),
+    use pipe_transform::fault::{fault, Fault};
+    match fault(&e) {
+        Fault::Statement | Fault::Data => Error::Sql(e.to_string()),
+        Fault::Resources => Error::ResourcesExhausted(e.to_string()),
+        Fault::Machine => Error::Unavailable(e.to_string()),
     }
 }
 

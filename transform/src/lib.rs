@@ -75,6 +75,7 @@ use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Statement, TableObject};
 
 mod conform;
+pub mod fault;
 pub mod functions;
 
 /// The column pipe stamps on every event at ingest (the `schemas` crate
@@ -174,25 +175,12 @@ pub fn failed_rows_batch<'a>(rows: impl IntoIterator<Item = &'a FailedRow>) -> R
 
 /// Whether an execution error is about the rows, so that a retry would fail
 /// the same way: everything but the machine's own trouble (memory, I/O,
-/// object store, a task that died). Deterministic errors that are not about
-/// one value (a function refusing a constant argument, say) fail every row,
-/// and every row goes to quarantine with the error: the pipeline never
-/// stalls on them.
+/// object store, a task that died; see [`fault`]). Deterministic errors
+/// that are not about one value (a function refusing a constant argument,
+/// say) fail every row, and every row goes to quarantine with the error:
+/// the pipeline never stalls on them.
 fn is_row_error(e: &datafusion::error::DataFusionError) -> bool {
-    use arrow::error::ArrowError;
-    use datafusion::error::DataFusionError;
-    match e.find_root() {
-        DataFusionError::ArrowError(a, _) => !matches!(
-            **a,
-            ArrowError::IoError(..) | ArrowError::MemoryError(_) | ArrowError::ExternalError(_)
-        ),
-        DataFusionError::ResourcesExhausted(_)
-        | DataFusionError::IoError(_)
-        | DataFusionError::ObjectStore(_)
-        | DataFusionError::ExecutionJoin(_)
-        | DataFusionError::External(_) => false,
-        _ => true,
-    }
+    !fault::fault(e).is_transient()
 }
 
 /// Result with this crate's [`Error`].
