@@ -268,15 +268,16 @@ async fn an_answer_read_slowly_is_cut_off_at_the_timeout() {
         body.len()
     )
     .unwrap();
-    let mut buf = [0u8; 16 << 10];
+    let mut buf = vec![0u8; 64 << 10];
     let first = s.read(&mut buf).unwrap();
     let head = String::from_utf8_lossy(&buf[..first.min(600)]).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     // While it is being read, the one slot is taken.
     let (status, _, answer) = ask(&server.url, json!({"sql": "SELECT 1 AS one"})).await;
     assert_eq!(status, 503, "{answer}");
-    // 16 KiB every 100 ms: every write moves, the answer (30 MB) would
-    // take three minutes.
+    // 64 KiB every 100 ms: every write moves, the answer (30 MB) would
+    // take 50 s; cut off at its 10 s timeout, what the kernel's buffers
+    // held by then (a few MB) still arrives.
     let started = Instant::now();
     let mut received = first;
     loop {
