@@ -14,6 +14,8 @@
 //! | [`query`] | `pipe-query` | SQL over the tables |
 //!
 //! [`config`] reads `pipe.toml`; [`server::serve`] runs everything;
+//! [`control`] changes definitions on a running server ([`running`] holds
+//! the running parts);
 //! [`cli`] is the command line. [`batch`] runs a pipeline in a batch job
 //! (same validation, SQL and exactly-once commits, keyed by a batch id) and
 //! queries the tables; [`Client`] sends events to a running server. Errors map to HTTP statuses in
@@ -24,6 +26,7 @@ pub mod cli;
 mod client;
 pub use client::{Client, Sent};
 pub mod config;
+pub mod control;
 pub use pipe_sink::crash;
 pub mod running;
 pub mod server;

@@ -68,6 +68,7 @@ pub mod changes;
 pub mod definitions;
 mod file;
 mod resolve;
+pub mod shared;
 pub mod sink_paths;
 mod start;
 

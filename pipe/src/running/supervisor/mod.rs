@@ -116,7 +116,7 @@ pub struct Supervisor {
     /// Cancels every pipeline at shutdown (each also has its own child).
     cancel: CancellationToken,
     /// Held while the definitions change, so changes happen one at a time.
-    pub definitions: crate::config::definitions::Shared,
+    pub definitions: crate::config::shared::Shared,
     config: RwLock<Arc<Config>>,
     streams: RwLock<BTreeMap<String, Arc<RunningStream>>>,
     pipelines: RwLock<BTreeMap<String, Arc<RunningPipeline>>>,
@@ -138,7 +138,7 @@ impl Supervisor {
             metrics: SharedMetrics::default(),
             pipeline_runtime,
             cancel: CancellationToken::new(),
-            definitions: crate::config::definitions::Shared::new(definitions),
+            definitions: crate::config::shared::Shared::new(definitions),
             config: RwLock::new(Arc::new(config)),
             streams: RwLock::new(BTreeMap::new()),
             pipelines: RwLock::new(BTreeMap::new()),

@@ -50,6 +50,7 @@ use crate::server::state::AdminState;
 use crate::{Error, ErrorKind, Result};
 
 mod update;
+pub(super) use crate::control::{changed, invalid, not_found, schema_relative};
 pub(crate) use update::update_stream;
 
 /// Answers 401 unless the caller sends one of `[admin] auth_token_sha256`
@@ -118,17 +119,6 @@ pub(super) fn answer(result: Result<Value>, created: bool) -> Response {
     }
 }
 
-pub(super) fn not_found(kind: Kind, name: &str) -> Error {
-    Error::Remote(
-        format!("unknown {} `{name}`", kind.noun()),
-        ErrorKind::NotFound,
-    )
-}
-
-pub(super) fn invalid(message: String) -> Error {
-    Error::Remote(message, ErrorKind::InvalidInput)
-}
-
 /// Splits a create body into its name and the rest.
 fn take_name(body: &[u8], kind: Kind) -> Result<(String, serde_json::Map<String, Value>)> {
     let value: Value = serde_json::from_slice(body)
@@ -152,36 +142,6 @@ fn parse<T: serde::de::DeserializeOwned>(
 ) -> Result<T> {
     serde_json::from_value(Value::Object(map))
         .map_err(|e| invalid(format!("`{}s.{name}`: {e}", kind.noun())))
-}
-
-/// Applies a change of the API's definitions: validated with every other
-/// definition, stored, then made the configuration in effect.
-///
-/// Every stream but `schema_of` keeps the schema it runs with (`running`):
-/// resolving reads the schema files again, and one edited on disk for the
-/// next restart (a `pipe.toml` stream's) must not slip in with an
-/// unrelated change, unchecked and without the stream's route.
-pub(super) fn changed(
-    definitions: &Definitions,
-    running: &Config,
-    schema_of: Option<&str>,
-    edit: impl FnOnce(&mut crate::config::definitions::ApiDefinitions),
-) -> Result<(crate::config::definitions::ApiDefinitions, Config)> {
-    let mut api = definitions.api().clone();
-    edit(&mut api);
-    let mut config = definitions.resolve(&api).map_err(|e| match e {
-        Error::Config(message) => invalid(message),
-        other => other,
-    })?;
-    for stream in &mut config.streams {
-        if Some(stream.name.as_str()) == schema_of {
-            continue;
-        }
-        if let Some(kept) = running.streams.iter().find(|s| s.name == stream.name) {
-            *stream = kept.clone();
-        }
-    }
-    Ok((api, config))
 }
 
 // ---- streams ----
@@ -337,11 +297,6 @@ async fn create_stream(State(state): State<AdminState>, body: axum::body::Bytes)
     }
     .await;
     answer(result, true)
-}
-
-pub(super) fn schema_relative(stream: &str, kind: &str) -> std::path::PathBuf {
-    std::path::Path::new(crate::config::definitions::SCHEMAS_DIR)
-        .join(format!("{stream}.{kind}.json"))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,71 @@
+//! The definitions in effect, shared by a running server: changed one
+//! change at a time, read without waiting, every stored change recorded.
+
+use std::sync::Arc;
+
+use super::definitions::{ApiDefinitions, Definitions};
+use crate::Result;
+
+/// The definitions in effect, shared by the server: changed one change at
+/// a time ([`Shared::change`] waits for the change before it), read
+/// without waiting ([`Shared::read`] answers the definitions as of the
+/// last stored change, even while a slow change, one waiting on the
+/// catalog say, is under way).
+#[derive(Debug)]
+pub struct Shared {
+    changing: tokio::sync::Mutex<Definitions>,
+    current: std::sync::RwLock<Arc<Definitions>>,
+}
+
+impl Shared {
+    pub fn new(definitions: Definitions) -> Shared {
+        Shared {
+            current: std::sync::RwLock::new(Arc::new(definitions.clone())),
+            changing: tokio::sync::Mutex::new(definitions),
+        }
+    }
+
+    /// The definitions as of the last stored change.
+    pub fn read(&self) -> Arc<Definitions> {
+        self.current.read().expect("never poisoned").clone()
+    }
+
+    /// Waits for the change under way, if any; the guard is the only way
+    /// to store definitions until it is dropped.
+    pub async fn change(&self) -> Change<'_> {
+        Change {
+            working: self.changing.lock().await,
+            current: &self.current,
+        }
+    }
+}
+
+/// One change of the definitions under way (see [`Shared::change`]).
+pub struct Change<'a> {
+    working: tokio::sync::MutexGuard<'a, Definitions>,
+    current: &'a std::sync::RwLock<Arc<Definitions>>,
+}
+
+impl Change<'_> {
+    /// [`Definitions::store`], then what [`Shared::read`] answers; the
+    /// change is recorded ([`super::changes`]).
+    pub fn store(&mut self, api: ApiDefinitions) -> Result<()> {
+        let before = self.working.api().clone();
+        self.working.store(api)?;
+        let log = super::changes::ChangeLog::new(self.working.data_dir());
+        if let Err(e) = log.record(&before, self.working.api()) {
+            // The change itself is stored; only its record is missing.
+            tracing::warn!(error = %e, "could not record a change of the definitions");
+        }
+        *self.current.write().expect("never poisoned") = Arc::new(self.working.clone());
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Change<'_> {
+    type Target = Definitions;
+
+    fn deref(&self) -> &Definitions {
+        &self.working
+    }
+}

@@ -1,0 +1,392 @@
+//! The control plane: the one place that changes definitions. Each change
+//! runs under the definitions' change guard (one at a time; reads never
+//! wait, see `config::shared::Shared`) in one order: check
+//! everything it touches → store the definitions durably → apply it to the
+//! running parts → on failure, put the stored definitions back (the
+//! running parts put themselves back, see `running::supervisor::update`).
+//! Catalog calls have the store timeout as deadline; every stored change
+//! is on record (`config::changes`).
+//!
+//! The admin API ([`crate::server::admin`]) is a thin caller: it parses
+//! requests and renders answers. Changes in place live here; creating and
+//! deleting definitions still runs in the admin handlers (to move here).
+
+use serde_json::{Map, Value};
+
+use crate::config::definitions::{Definitions, Kind, Origin};
+use crate::config::{Config, SinkFile};
+use crate::running::supervisor::{PipelineChange, StreamChange, Supervisor};
+use crate::{Error, ErrorKind, Result};
+
+#[cfg(test)]
+mod tests;
+
+/// What a change did.
+#[derive(Debug)]
+pub enum Outcome<C> {
+    /// The definition already was so: nothing was stored or switched.
+    Unchanged,
+    /// Checked, not applied (`dry_run`).
+    DryRun(C),
+    /// Stored and running.
+    Applied(C),
+}
+
+pub fn not_found(kind: Kind, name: &str) -> Error {
+    Error::Remote(
+        format!("unknown {} `{name}`", kind.noun()),
+        ErrorKind::NotFound,
+    )
+}
+
+pub fn invalid(message: String) -> Error {
+    Error::Remote(message, ErrorKind::InvalidInput)
+}
+
+/// Applies a change of the API's definitions: validated with every other
+/// definition, stored, then made the configuration in effect.
+///
+/// Every stream but `schema_of` keeps the schema it runs with (`running`):
+/// resolving reads the schema files again, and one edited on disk for the
+/// next restart (a `pipe.toml` stream's) must not slip in with an
+/// unrelated change, unchecked and without the stream's route.
+pub fn changed(
+    definitions: &Definitions,
+    running: &Config,
+    schema_of: Option<&str>,
+    edit: impl FnOnce(&mut crate::config::definitions::ApiDefinitions),
+) -> Result<(crate::config::definitions::ApiDefinitions, Config)> {
+    let mut api = definitions.api().clone();
+    edit(&mut api);
+    let mut config = definitions.resolve(&api).map_err(|e| match e {
+        Error::Config(message) => invalid(message),
+        other => other,
+    })?;
+    for stream in &mut config.streams {
+        if Some(stream.name.as_str()) == schema_of {
+            continue;
+        }
+        if let Some(kept) = running.streams.iter().find(|s| s.name == stream.name) {
+            *stream = kept.clone();
+        }
+    }
+    Ok((api, config))
+}
+
+/// Where the API keeps a stream's schema document, relative to the data
+/// directory.
+pub fn schema_relative(stream: &str, kind: &str) -> std::path::PathBuf {
+    std::path::Path::new(crate::config::definitions::SCHEMAS_DIR)
+        .join(format!("{stream}.{kind}.json"))
+}
+
+/// Refuses a change of what `pipe.toml` defines (the file is changed and
+/// the server restarted, `restart` saying what that does) or of a name
+/// nothing defines.
+pub(crate) fn from_api(
+    definitions: &Definitions,
+    kind: Kind,
+    name: &str,
+    restart: &str,
+) -> Result<()> {
+    match definitions.origin(kind, name) {
+        Some(Origin::Api) => Ok(()),
+        Some(Origin::File) => Err(Error::Remote(
+            format!(
+                "{} `{name}` is defined in pipe.toml: change it there and restart the server, {restart}",
+                kind.noun()
+            ),
+            ErrorKind::Conflict,
+        )),
+        None => Err(not_found(kind, name)),
+    }
+}
+
+/// Keys of a sink that name where it writes: they never change in place.
+const TARGET_KEYS: [&str; 4] = ["type", "namespace", "table", "path"];
+
+/// The pipeline writing sink `name`, if one runs.
+pub fn writer_of(supervisor: &Supervisor, name: &str) -> Option<String> {
+    supervisor
+        .pipelines()
+        .iter()
+        .find(|p| p.sink_name == name)
+        .map(|p| p.name.clone())
+}
+
+/// Changes pipeline `name`'s SQL and/or quarantine table in place, at an
+/// offset (see `running::supervisor::update`).
+pub async fn update_pipeline(
+    supervisor: &Supervisor,
+    name: &str,
+    sql: Option<String>,
+    quarantine_table: Option<String>,
+    dry_run: bool,
+) -> Result<Outcome<PipelineChange>> {
+    let mut definitions = supervisor.definitions.change().await;
+    from_api(
+        &definitions,
+        Kind::Pipeline,
+        name,
+        "which runs the new SQL from the offset after the pipeline's last commit",
+    )?;
+    let before = definitions
+        .api()
+        .pipelines
+        .get(name)
+        .cloned()
+        .ok_or_else(|| not_found(Kind::Pipeline, name))?;
+    let mut after = before.clone();
+    if let Some(sql) = sql {
+        after.sql = sql;
+    }
+    if let Some(table) = quarantine_table {
+        after.quarantine_table = Some(table);
+    }
+    if after == before {
+        return Ok(Outcome::Unchanged);
+    }
+    let (api, config) = changed(&definitions, &supervisor.config(), None, |api| {
+        api.pipelines.insert(name.to_string(), after);
+    })?;
+    let change = supervisor.check_pipeline_change(&config, name).await?;
+    if dry_run {
+        return Ok(Outcome::DryRun(change));
+    }
+    let previous = definitions.api().clone();
+    let old = supervisor.config();
+    // Stored first: a crash from here on restarts with the new SQL from
+    // the old one's last commit, which is the switch.
+    definitions.store(api)?;
+    crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
+    match supervisor.change_pipeline(&old, &config, name).await {
+        Ok(change) => {
+            supervisor.set_config(config);
+            Ok(Outcome::Applied(change))
+        }
+        Err(e) => {
+            definitions.store(previous)?;
+            Err(e)
+        }
+    }
+}
+
+/// Changes sink `name`'s settings: the keys of `patch` replace the stored
+/// ones (`null` unsets one). The pipeline writing it, if any, switches
+/// to them at an offset. Where it writes, and an Iceberg table's
+/// partition spec, do not change in place.
+pub async fn update_sink(
+    supervisor: &Supervisor,
+    name: &str,
+    patch: Map<String, Value>,
+    dry_run: bool,
+) -> Result<Outcome<Option<PipelineChange>>> {
+    let mut definitions = supervisor.definitions.change().await;
+    from_api(
+        &definitions,
+        Kind::Sink,
+        name,
+        "which its pipeline writes with from the offset after its last commit",
+    )?;
+    let before = definitions
+        .api()
+        .sinks
+        .get(name)
+        .cloned()
+        .ok_or_else(|| not_found(Kind::Sink, name))?;
+    let Value::Object(mut merged) = serde_json::to_value(&before)
+        .map_err(|e| Error::Internal(format!("sink `{name}` as JSON: {e}")))?
+    else {
+        return Err(Error::Internal(format!("sink `{name}` is not an object")));
+    };
+    let stored = merged.clone();
+    for (key, value) in patch {
+        match value {
+            Value::Null => merged.remove(&key),
+            value => merged.insert(key, value),
+        };
+    }
+    // A key stored as `null` and one left out say the same.
+    let set = |m: &Map<String, Value>, key: &str| m.get(key).filter(|v| !v.is_null()).cloned();
+    for key in TARGET_KEYS {
+        if set(&merged, key) != set(&stored, key) {
+            return Err(invalid(format!(
+                "`{key}` of sink `{name}` does not change in place: a sink keeps the table or folder it writes. Create a new sink (and a pipeline for it) instead"
+            )));
+        }
+    }
+    if set(&merged, "partition_by") != set(&stored, "partition_by") {
+        return Err(invalid(format!(
+            "`partition_by` of sink `{name}` does not change in place: an Iceberg table keeps the partition spec it was made with (partition spec evolution is not built yet)"
+        )));
+    }
+    let after: SinkFile = serde_json::from_value(Value::Object(merged))
+        .map_err(|e| invalid(format!("`sinks.{name}`: {e}")))?;
+    if serde_json::to_value(&after).ok() == Some(Value::Object(stored)) {
+        return Ok(Outcome::Unchanged);
+    }
+    let (api, config) = changed(&definitions, &supervisor.config(), None, |api| {
+        api.sinks.insert(name.to_string(), after);
+    })?;
+    let writer = writer_of(supervisor, name);
+    let change = match &writer {
+        Some(p) => Some(supervisor.check_pipeline_change(&config, p).await?),
+        None => None,
+    };
+    if dry_run {
+        return Ok(Outcome::DryRun(change));
+    }
+    let previous = definitions.api().clone();
+    let old = supervisor.config();
+    definitions.store(api)?;
+    crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
+    let change = match &writer {
+        Some(p) => match supervisor.change_pipeline(&old, &config, p).await {
+            Ok(change) => Some(change),
+            Err(e) => {
+                definitions.store(previous)?;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    supervisor.set_config(config);
+    tracing::info!(sink = %name, "sink changed");
+    Ok(Outcome::Applied(change))
+}
+
+/// A stream's new schema document.
+#[derive(Debug, Clone)]
+pub enum SchemaDoc {
+    /// The Pipelines field format.
+    Fields(Value),
+    /// A JSON Schema document.
+    JsonSchema(Value),
+}
+
+/// Changes stream `name`'s schema in place: what old events fit is
+/// allowed (`pipe_schemas::evolution`); the pipelines reading it switch
+/// at an offset and their tables evolve. The document is written to a
+/// file of its own (named by its digest) before the definitions point at
+/// it, so a crash leaves either schema whole.
+pub async fn update_stream(
+    supervisor: &Supervisor,
+    name: &str,
+    schema: SchemaDoc,
+    dry_run: bool,
+) -> Result<Outcome<StreamChange>> {
+    let mut definitions = supervisor.definitions.change().await;
+    from_api(
+        &definitions,
+        Kind::Stream,
+        name,
+        "where events buffered under the old schema are read as the new one",
+    )?;
+    let (doc, kind) = match schema {
+        SchemaDoc::Fields(doc) => (doc, "schema"),
+        SchemaDoc::JsonSchema(doc) => (doc, "json-schema"),
+    };
+    let before = definitions
+        .api()
+        .streams
+        .get(name)
+        .cloned()
+        .ok_or_else(|| not_found(Kind::Stream, name))?;
+    let text = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?;
+    let digest = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(&text);
+        d[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let relative = schema_relative(name, &format!("{kind}.{digest}"));
+    let mut after = before.clone();
+    match kind {
+        "schema" => {
+            after.schema_file = Some(relative.clone());
+            after.json_schema_file = None;
+        }
+        _ => {
+            after.schema_file = None;
+            after.json_schema_file = Some(relative.clone());
+        }
+    }
+    let old_file = before
+        .schema_file
+        .clone()
+        .or(before.json_schema_file.clone());
+    // The very document the stream has: nothing to change.
+    let same = old_file
+        .as_ref()
+        .and_then(|f| std::fs::read(definitions.data_dir().join(f)).ok())
+        .is_some_and(|old| old == text);
+    if same {
+        return Ok(Outcome::Unchanged);
+    }
+    let path = definitions.data_dir().join(&relative);
+    let ours = old_file.as_ref() != Some(&relative);
+    if ours {
+        crate::config::definitions::write_durably(&path, &text)?;
+    }
+    let outcome = async {
+        let running = supervisor.config();
+        let (api, config) = changed(&definitions, &running, Some(name), |api| {
+            api.streams.insert(name.to_string(), after);
+        })?;
+        let change = supervisor.check_stream_change(&config, name).await?;
+        if dry_run {
+            return Ok(Outcome::DryRun(change));
+        }
+        if !ours {
+            return Ok(Outcome::Unchanged);
+        }
+        if change.schema_changes.is_empty() {
+            // The same columns, other rules (a JSON Schema's `maximum`,
+            // `pattern`, …): later requests are checked by them; the
+            // pipelines read the same events as before.
+            let stream = config
+                .streams
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| Error::Internal(format!("stream `{name}` vanished")))?;
+            let decoder = stream.decoder()?;
+            definitions.store(api)?;
+            supervisor.routes.set_decoder(name, decoder);
+            supervisor.set_config(config);
+            return Ok(Outcome::Applied(change));
+        }
+        let previous = definitions.api().clone();
+        let old = supervisor.config();
+        definitions.store(api)?;
+        crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
+        match supervisor.change_stream(&old, &config, name).await {
+            Ok(change) => {
+                supervisor.set_config(config);
+                Ok(Outcome::Applied(change))
+            }
+            Err(e) => {
+                definitions.store(previous)?;
+                Err(e)
+            }
+        }
+    }
+    .await;
+    // The schema file no definition points at goes.
+    match (&outcome, ours) {
+        (Ok(Outcome::Applied(_)), _) => {
+            if let Some(old) = old_file.filter(|o| *o != relative) {
+                let _ = std::fs::remove_file(definitions.data_dir().join(old));
+            }
+        }
+        (_, true) => {
+            let _ = std::fs::remove_file(&path);
+        }
+        _ => {}
+    }
+    if matches!(outcome, Ok(Outcome::Applied(_))) {
+        tracing::info!(stream = %name, "stream schema changed");
+    }
+    outcome
+}

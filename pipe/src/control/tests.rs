@@ -1,0 +1,132 @@
+//! Direct tests of the control plane (see the module doc): a supervisor
+//! running real streams, sinks and pipelines on a local warehouse, changed
+//! through [`crate::control`] without HTTP.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::config::definitions::Definitions;
+use crate::config::Overrides;
+
+const V1: &str = "INSERT INTO k SELECT user_id, 'v1' AS version FROM s";
+const V2: &str = "INSERT INTO k SELECT user_id, 'v2' AS version FROM s";
+
+/// A server's running parts, without its HTTP: stream `s` from
+/// `pipe.toml`, sink `k` and pipeline `p` from the API's definitions.
+async fn running(dir: &Path) -> Arc<Supervisor> {
+    std::fs::write(
+        dir.join("s.json"),
+        r#"{"fields":[{"name":"user_id","type":"string","required":true}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pipe.toml"),
+        "data_dir = \"data\"\n[streams.s]\nschema_file = \"s.json\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(
+        dir.join("data")
+            .join(crate::config::definitions::DEFINITIONS_FILE),
+        format!("[sinks.k]\ntable = \"versions\"\n\n[pipelines.p]\nsql = \"{V1}\"\n"),
+    )
+    .unwrap();
+    let (definitions, config) =
+        Definitions::load(&dir.join("pipe.toml"), &Overrides::default()).unwrap();
+    let catalog = pipe_sink::open_catalog(&config.catalog).await.unwrap();
+    let committer = pipe_sink::maintenance::Committer::open(&config.catalog)
+        .await
+        .unwrap();
+    let supervisor = Arc::new(Supervisor::new(
+        catalog,
+        committer,
+        definitions,
+        config.clone(),
+        tokio::runtime::Handle::current(),
+    ));
+    supervisor.start(&config, &["s"], &["p"]).await.unwrap();
+    supervisor
+}
+
+fn stored_sql(supervisor: &Supervisor) -> String {
+    supervisor.definitions.read().api().pipelines["p"]
+        .sql
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_checked_stored_applied_and_recorded_or_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = running(dir.path()).await;
+
+    // Refused: nothing stored, the old SQL runs.
+    let bad = update_pipeline(
+        &supervisor,
+        "p",
+        Some("INSERT INTO k SELECT nope FROM s".into()),
+        None,
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidInput, "{bad}");
+    let file = update_pipeline(&supervisor, "nobody", Some(V2.into()), None, false)
+        .await
+        .unwrap_err();
+    assert_eq!(file.kind(), ErrorKind::NotFound, "{file}");
+    let moved = update_sink(
+        &supervisor,
+        "k",
+        serde_json::from_value(json!({"table": "elsewhere"})).unwrap(),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(moved.kind(), ErrorKind::InvalidInput, "{moved}");
+    assert_eq!(stored_sql(&supervisor), V1);
+
+    // Checked only; then the same definition: nothing to do.
+    let dry = update_pipeline(&supervisor, "p", Some(V2.into()), None, true)
+        .await
+        .unwrap();
+    assert!(matches!(dry, Outcome::DryRun(_)), "{dry:?}");
+    assert_eq!(stored_sql(&supervisor), V1);
+    let same = update_pipeline(&supervisor, "p", Some(V1.into()), None, false)
+        .await
+        .unwrap();
+    assert!(matches!(same, Outcome::Unchanged), "{same:?}");
+
+    // Applied: stored (in memory, on disk, on record) and running.
+    let Outcome::Applied(change) = update_pipeline(&supervisor, "p", Some(V2.into()), None, false)
+        .await
+        .unwrap()
+    else {
+        panic!("applied");
+    };
+    assert_ne!(change.definition_before, change.definition_after);
+    assert_eq!(stored_sql(&supervisor), V2);
+    let config = supervisor.config();
+    assert_eq!(
+        config.pipelines.iter().find(|p| p.name == "p").unwrap().sql,
+        V2
+    );
+    let on_disk = std::fs::read_to_string(
+        dir.path()
+            .join("data")
+            .join(crate::config::definitions::DEFINITIONS_FILE),
+    )
+    .unwrap();
+    assert!(on_disk.contains("'v2'"), "{on_disk}");
+    let log = crate::config::changes::ChangeLog::new(&dir.path().join("data"));
+    assert_eq!(log.newest(1)[0]["updated"], json!(["pipeline p"]));
+    assert!(supervisor.pipeline("p").is_some());
+    assert!(
+        supervisor.problems().is_empty(),
+        "{:?}",
+        supervisor.problems()
+    );
+    assert!(supervisor.shutdown().await.is_none());
+}
