@@ -8,8 +8,8 @@
 //! is on record (`config::changes`).
 //!
 //! The admin API ([`crate::server::admin`]) is a thin caller: it parses
-//! requests and renders answers. Changes in place live here; creating and
-//! deleting definitions still runs in the admin handlers (to move here).
+//! requests and renders answers. Definitions made and deleted are in
+//! `define.rs`, changes in place in this file.
 
 use serde_json::{Map, Value};
 
@@ -18,8 +18,14 @@ use crate::config::{Config, SinkFile};
 use crate::running::supervisor::{PipelineChange, StreamChange, Supervisor};
 use crate::{Error, ErrorKind, Result};
 
+mod define;
 #[cfg(test)]
 mod tests;
+
+pub use define::{
+    create_pipeline, create_sink, create_stream, delete_pipeline, delete_sink, delete_stream,
+    readers, StreamDeleted,
+};
 
 /// What a change did.
 #[derive(Debug)]

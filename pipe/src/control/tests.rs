@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::definitions::Definitions;
-use crate::config::Overrides;
+use crate::config::{Overrides, PipelineFile};
 
 const V1: &str = "INSERT INTO k SELECT user_id, 'v1' AS version FROM s";
 const V2: &str = "INSERT INTO k SELECT user_id, 'v2' AS version FROM s";
@@ -128,5 +128,55 @@ async fn a_change_is_checked_stored_applied_and_recorded_or_changes_nothing() {
         "{:?}",
         supervisor.problems()
     );
+    assert!(supervisor.shutdown().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_made_and_deleted_store_only_what_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = running(dir.path()).await;
+    let file = |sql: &str| PipelineFile {
+        sql: sql.into(),
+        quarantine_table: None,
+        start: None,
+    };
+    create_sink(
+        &supervisor,
+        "k2",
+        serde_json::from_value(json!({"table": "second"})).unwrap(),
+    )
+    .await
+    .unwrap();
+    // SQL that does not plan: refused, not stored, not running.
+    let bad = create_pipeline(&supervisor, "q", file("INSERT INTO k2 SELECT nope FROM s"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidInput, "{bad}");
+    assert!(!supervisor
+        .definitions
+        .read()
+        .api()
+        .pipelines
+        .contains_key("q"));
+    assert!(supervisor.pipeline("q").is_none());
+    create_pipeline(&supervisor, "q", file("INSERT INTO k2 SELECT * FROM s"))
+        .await
+        .unwrap();
+    assert!(supervisor.pipeline("q").is_some());
+    // A sink a pipeline writes is not deleted; the pipeline is, then it.
+    let written = delete_sink(&supervisor, "k2").await.unwrap_err();
+    assert_eq!(written.kind(), ErrorKind::Conflict, "{written}");
+    assert_eq!(
+        delete_pipeline(&supervisor, "q", false).await.unwrap(),
+        None
+    );
+    delete_sink(&supervisor, "k2").await.unwrap();
+    let api = supervisor.definitions.read().api().clone();
+    assert!(!api.pipelines.contains_key("q") && !api.sinks.contains_key("k2"));
+    let log = crate::config::changes::ChangeLog::new(&dir.path().join("data"));
+    let newest: Vec<_> = log.newest(4).into_iter().collect();
+    assert_eq!(newest[0]["deleted"], json!(["sink k2"]));
+    assert_eq!(newest[1]["deleted"], json!(["pipeline q"]));
+    assert_eq!(newest[2]["created"], json!(["pipeline q"]));
     assert!(supervisor.shutdown().await.is_none());
 }

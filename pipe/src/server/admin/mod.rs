@@ -50,7 +50,8 @@ use crate::server::state::AdminState;
 use crate::{Error, ErrorKind, Result};
 
 mod update;
-pub(super) use crate::control::{changed, invalid, not_found, schema_relative};
+use crate::control::{self, SchemaDoc};
+pub(super) use crate::control::{invalid, not_found};
 pub(crate) use update::update_stream;
 
 /// Answers 401 unless the caller sends one of `[admin] auth_token_sha256`
@@ -170,22 +171,6 @@ pub(crate) async fn get_stream(
     )
 }
 
-/// The defined pipelines that read stream `name` (not the stream's own
-/// quarantine pipeline, which comes and goes with it).
-fn readers(state: &AdminState, config: &Config, name: &str) -> Vec<String> {
-    config
-        .pipelines
-        .iter()
-        .filter(|p| {
-            state
-                .supervisor
-                .pipeline(&p.name)
-                .is_some_and(|r| r.stream == name)
-        })
-        .map(|p| p.name.clone())
-        .collect()
-}
-
 pub(super) fn stream_view(
     state: &AdminState,
     definitions: &Definitions,
@@ -209,7 +194,7 @@ pub(super) fn stream_view(
             "decode_errors": load(&r.stats.decode_errors),
         })
     });
-    let pipelines = readers(state, config, name);
+    let pipelines = control::readers(&state.supervisor, name);
     Some(json!({
         "stream": name,
         "origin": definitions.origin(Kind::Stream, name),
@@ -235,9 +220,6 @@ pub(super) fn stream_view(
 async fn create_stream(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
     let result = async {
         let (name, mut map) = take_name(&body, Kind::Stream)?;
-        crate::config::check_name(&format!("streams.{name}"), &name).map_err(|e| invalid(e.to_string()))?;
-        let mut definitions = state.supervisor.definitions.change().await;
-        definitions.check_new(Kind::Stream, &name)?;
         for key in ["schema_file", "json_schema_file"] {
             if map.contains_key(key) {
                 return Err(invalid(format!(
@@ -247,52 +229,18 @@ async fn create_stream(State(state): State<AdminState>, body: axum::body::Bytes)
         }
         let schema = map.remove("schema").filter(|v| !v.is_null());
         let json_schema = map.remove("json_schema").filter(|v| !v.is_null());
-        let mut stream: StreamFile = parse(Kind::Stream, &name, map)?;
-        // The schema is kept beside the definitions, named after the stream.
-        let schema_file = match (schema, json_schema) {
+        let stream: StreamFile = parse(Kind::Stream, &name, map)?;
+        let schema = match (schema, json_schema) {
             (Some(_), Some(_)) => {
                 return Err(invalid("send `schema` or `json_schema`, not both".into()))
             }
             (None, None) => None,
-            (Some(doc), None) => {
-                stream.schema_file = Some(schema_relative(&name, "schema"));
-                Some(doc)
-            }
-            (None, Some(doc)) => {
-                stream.json_schema_file = Some(schema_relative(&name, "json-schema"));
-                Some(doc)
-            }
+            (Some(doc), None) => Some(SchemaDoc::Fields(doc)),
+            (None, Some(doc)) => Some(SchemaDoc::JsonSchema(doc)),
         };
-        let path = stream
-            .schema_file
-            .clone()
-            .or(stream.json_schema_file.clone())
-            .map(|p| definitions.data_dir().join(p));
-        if let (Some(doc), Some(path)) = (&schema_file, &path) {
-            let text = serde_json::to_vec_pretty(doc)
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            crate::config::definitions::write_durably(path, &text)?;
-        }
-        let outcome = async {
-            let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
-                api.streams.insert(name.clone(), stream);
-            })?;
-            state.supervisor.start(&config, &[&name], &[]).await?;
-            if let Err(e) = definitions.store(api) {
-                let _ = state.supervisor.stop_stream(&name).await;
-                return Err(e);
-            }
-            state.supervisor.set_config(config);
-            Ok(())
-        }
-        .await;
-        if let (Err(_), Some(path)) = (&outcome, &path) {
-            let _ = std::fs::remove_file(path);
-        }
-        outcome?;
-        tracing::info!(stream = %name, "stream created");
-        let config = state.supervisor.config();
-        stream_view(&state, &definitions, &config, &name)
+        control::create_stream(&state.supervisor, &name, stream, schema).await?;
+        let definitions = state.supervisor.definitions.read();
+        stream_view(&state, &definitions, &state.supervisor.config(), &name)
             .ok_or_else(|| Error::Internal("the new stream is missing".into()))
     }
     .await;
@@ -311,71 +259,11 @@ pub(crate) async fn delete_stream(
     Query(params): Query<DeleteParams>,
 ) -> Response {
     let result = async {
-        let mut definitions = state.supervisor.definitions.change().await;
-        definitions.check_deletable(Kind::Stream, &name)?;
-        let config = state.supervisor.config();
-        let running = state.supervisor.stream(&name);
-        let readers = readers(&state, &config, &name);
-        let unprocessed = running.as_ref().map_or(0, |r| r.log.unprocessed());
-        if !params.force {
-            if !readers.is_empty() {
-                return Err(Error::Remote(
-                    format!(
-                        "stream `{name}` is read by pipeline(s) {}: delete them first, or force (each commits what it has read, then is deleted with the stream)",
-                        readers.join(", ")
-                    ),
-                    ErrorKind::Conflict,
-                ));
-            }
-            if unprocessed > 0 {
-                return Err(Error::Remote(
-                    format!(
-                        "stream `{name}` holds {unprocessed} accepted request(s) not committed by any pipeline it has now: deleting it loses them; force to delete anyway"
-                    ),
-                    ErrorKind::Conflict,
-                ));
-            }
-        }
-        let own = config
-            .streams
-            .iter()
-            .find(|s| s.name == name)
-            .map(|s| s.quarantine_pipeline());
-        for p in readers.iter().cloned().chain(own) {
-            if let Err(e) = state.supervisor.stop_pipeline(&p, false).await {
-                tracing::warn!(pipeline = %p, error = %e, "the pipeline's last commit failed; deleting it anyway (forced)");
-                // Kept as failed by the first stop; this one removes it.
-                let _ = state.supervisor.stop_pipeline(&p, true).await;
-            }
-        }
-        state.supervisor.stop_stream(&name).await?;
-        let schema = definitions
-            .api()
-            .streams
-            .get(&name)
-            .and_then(|s| s.schema_file.clone().or(s.json_schema_file.clone()));
-        let (api, new_config) = changed(&definitions, &state.supervisor.config(), None, |api| {
-            api.streams.remove(&name);
-            for p in &readers {
-                api.pipelines.remove(p);
-            }
-        })?;
-        definitions.store(api)?;
-        state.supervisor.set_config(new_config);
-        std::fs::remove_dir_all(crate::running::supervisor::buffer_dir(&config, &name)).or_else(|e| {
-            match e.kind() {
-                std::io::ErrorKind::NotFound => Ok(()),
-                _ => Err(Error::Internal(format!("removing the buffer of `{name}`: {e}"))),
-            }
-        })?;
-        if let Some(schema) = schema {
-            let _ = std::fs::remove_file(definitions.data_dir().join(schema));
-        }
-        tracing::info!(stream = %name, pipelines = ?readers, unprocessed, "stream deleted");
+        let deleted = control::delete_stream(&state.supervisor, &name, params.force).await?;
         Ok(json!({
             "deleted": name,
-            "pipelines_deleted": readers,
-            "unprocessed_records_dropped": unprocessed,
+            "pipelines_deleted": deleted.pipelines,
+            "unprocessed_records_dropped": deleted.unprocessed,
         }))
     }
     .await;
@@ -465,17 +353,10 @@ pub(super) fn sink_view(
 async fn create_sink(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
     let result = async {
         let (name, map) = take_name(&body, Kind::Sink)?;
-        let mut definitions = state.supervisor.definitions.change().await;
-        definitions.check_new(Kind::Sink, &name)?;
         let sink: SinkFile = parse(Kind::Sink, &name, map)?;
-        let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
-            api.sinks.insert(name.clone(), sink);
-        })?;
-        definitions.store(api)?;
-        state.supervisor.set_config(config);
-        tracing::info!(sink = %name, "sink created");
-        let config = state.supervisor.config();
-        sink_view(&state, &definitions, &config, &name)
+        control::create_sink(&state.supervisor, &name, sink).await?;
+        let definitions = state.supervisor.definitions.read();
+        sink_view(&state, &definitions, &state.supervisor.config(), &name)
             .ok_or_else(|| Error::Internal("the new sink is missing".into()))
     }
     .await;
@@ -484,20 +365,7 @@ async fn create_sink(State(state): State<AdminState>, body: axum::body::Bytes) -
 
 async fn delete_sink(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     let result = async {
-        let mut definitions = state.supervisor.definitions.change().await;
-        definitions.check_deletable(Kind::Sink, &name)?;
-        if let Some(p) = sink_writer(&state, &name) {
-            return Err(Error::Remote(
-                format!("sink `{name}` is written by pipeline `{p}`: delete the pipeline first"),
-                ErrorKind::Conflict,
-            ));
-        }
-        let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
-            api.sinks.remove(&name);
-        })?;
-        definitions.store(api)?;
-        state.supervisor.set_config(config);
-        tracing::info!(sink = %name, "sink deleted");
+        control::delete_sink(&state.supervisor, &name).await?;
         Ok(json!({ "deleted": name }))
     }
     .await;
@@ -597,36 +465,18 @@ fn status_json(p: &crate::running::supervisor::RunningPipeline) -> serde_json::V
 async fn create_pipeline(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
     let result = async {
         let (name, map) = take_name(&body, Kind::Pipeline)?;
-        let mut definitions = state.supervisor.definitions.change().await;
-        definitions.check_new(Kind::Pipeline, &name)?;
-        if state.supervisor.pipeline(&name).is_some() {
-            return Err(Error::Remote(
-                format!("pipeline `{name}` already exists"),
-                ErrorKind::Conflict,
-            ));
-        }
         let pipeline: PipelineFile = parse(Kind::Pipeline, &name, map)?;
-        let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
-            api.pipelines.insert(name.clone(), pipeline);
-        })?;
-        definitions.store(api.clone())?;
-        if let Err(e) = state.supervisor.start(&config, &[], &[&name]).await {
-            let mut previous = api;
-            previous.pipelines.remove(&name);
-            definitions.store(previous)?;
-            return Err(match e {
-                Error::Transform(t) => invalid(t.to_string()),
-                other => other,
-            });
-        }
-        state.supervisor.set_config(config);
-        tracing::info!(pipeline = %name, "pipeline created");
-        let config = state.supervisor.config();
+        control::create_pipeline(&state.supervisor, &name, pipeline).await?;
         let running = state
             .supervisor
             .pipeline(&name)
             .ok_or_else(|| Error::Internal("the new pipeline is missing".into()))?;
-        Ok(pipeline_view(&definitions, &config, &running))
+        let definitions = state.supervisor.definitions.read();
+        Ok(pipeline_view(
+            &definitions,
+            &state.supervisor.config(),
+            &running,
+        ))
     }
     .await;
     answer(result, true)
@@ -638,19 +488,7 @@ async fn delete_pipeline(
     Query(params): Query<DeleteParams>,
 ) -> Response {
     let result = async {
-        let mut definitions = state.supervisor.definitions.change().await;
-        definitions.check_deletable(Kind::Pipeline, &name)?;
-        let committed = state
-            .supervisor
-            .pipeline(&name)
-            .and_then(|p| p.stats.committed_through());
-        state.supervisor.stop_pipeline(&name, params.force).await?;
-        let (api, config) = changed(&definitions, &state.supervisor.config(), None, |api| {
-            api.pipelines.remove(&name);
-        })?;
-        definitions.store(api)?;
-        state.supervisor.set_config(config);
-        tracing::info!(pipeline = %name, "pipeline deleted");
+        let committed = control::delete_pipeline(&state.supervisor, &name, params.force).await?;
         Ok(json!({ "deleted": name, "committed_through": committed }))
     }
     .await;
