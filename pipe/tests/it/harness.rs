@@ -763,3 +763,21 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Runs `pipe serve --config CONFIG`, which must refuse to start with exit
+/// code 2 (a configuration it will not run); its standard error.
+pub fn serve_refused(config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--config",
+        ])
+        .arg(config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}

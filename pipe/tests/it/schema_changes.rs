@@ -324,18 +324,7 @@ async fn an_edited_schema_file_waits_for_a_restart_and_a_misfit_is_refused_there
     assert_eq!(acked.len(), 60);
     server.kill();
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--config",
-        ])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = serve_refused(&config);
     assert!(stderr.contains("new field `must` is required"), "{stderr}");
 
     std::fs::write(&schema, V2).unwrap();

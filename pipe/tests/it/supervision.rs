@@ -196,18 +196,7 @@ async fn events_of_an_earlier_schema_are_read_or_refused_by_name() {
     // pipeline, now writing a new table): the start is refused by name,
     // with what to do; nothing is dropped, and the old schema starts.
     let config = schema_config(dir.path(), SCHEMA_V3, "v3");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--config",
-        ])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let reason = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{reason}");
+    let reason = serve_refused(&config);
     assert!(
         reason.contains("field `amount`") && reason.contains("schema back"),
         "{reason}"
