@@ -32,11 +32,13 @@
 
 mod any;
 pub mod catalog;
+mod codec;
 pub mod commit;
 pub mod crash;
 pub mod files;
 pub mod ledger;
 pub mod maintenance;
+pub mod storage;
 pub mod table;
 
 pub use any::{Closed, FileStats, Sink};

@@ -32,6 +32,7 @@ mod rest;
 pub mod run;
 pub mod snapshot;
 pub mod sort;
+pub mod swap;
 
 pub use expire::{Expired, SnapshotRetention};
 pub use manifests::{ManifestPolicy, Merged};

@@ -21,7 +21,7 @@ use iceberg::{Catalog, TableIdent, TableRequirement, TableUpdate};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
-use super::snapshot::{Failed, Swap};
+use super::swap::{Failed, Swap};
 use crate::catalog::RestSettings;
 use crate::Error;
 

@@ -38,6 +38,7 @@ use iceberg::{Catalog, MetadataLocation, TableIdent, TableRequirement, TableUpda
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::AnyPool;
 
+pub use super::swap::{Failed, Swap};
 use crate::catalog::{CatalogKind, CatalogSettings, S3Options};
 use crate::{Error, Result};
 use tracing::warn;
@@ -97,7 +98,7 @@ impl Committer {
     /// An operator rooted at `location` (a table's), with the warehouse's
     /// S3 settings.
     pub fn store_for(&self, location: &str) -> Result<opendal::Operator> {
-        crate::files::operator(location.trim_end_matches('/'), &self.s3)
+        crate::storage::operator(location.trim_end_matches('/'), &self.s3)
     }
 
     /// Applies `updates` to `ident` as the catalog now has it, if
@@ -389,34 +390,6 @@ async fn read_pointer(
         .bind(ident.name())
         .fetch_one(pool);
     tokio::time::timeout(timeout, read).await.ok()?.ok()
-}
-
-/// Whether a failed [`Committer::commit`] moved the catalog's pointer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Swap {
-    /// It did not: nothing references the files the commit wrote, which
-    /// may be deleted.
-    NotDone,
-    /// It did: the commit went through, only what came after it failed.
-    Done,
-    /// Unknown (the answer was lost, and the catalog does not show the
-    /// swap landed: a statement cut off may still land): every file the
-    /// commit wrote must stay (the orphan sweep takes them if it did not).
-    Unknown,
-}
-
-/// A [`Committer::commit`] that failed.
-#[derive(Debug)]
-pub struct Failed {
-    pub error: Error,
-    pub swap: Swap,
-}
-
-impl Failed {
-    /// The files the commit wrote may be deleted: it provably did not land.
-    pub fn not_done(&self) -> bool {
-        self.swap == Swap::NotDone
-    }
 }
 
 fn catalog_error(ident: &TableIdent, action: &str, e: iceberg::Error) -> Error {

@@ -13,8 +13,8 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, TableCreation, TableIdent};
 use tracing::info;
 
+use super::target_size::TARGET_FILE_SIZE;
 use super::{Codec, WriteOptions, BLOOM_FILTER_PROPERTY};
-use crate::maintenance::compact::TARGET_FILE_SIZE;
 use crate::maintenance::metadata_files;
 use crate::{Error, Result};
 

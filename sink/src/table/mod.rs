@@ -17,12 +17,11 @@ use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{DataFile, Transform};
 use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
-use parquet::basic::{Compression, GzipLevel, ZstdLevel};
-use serde::{Deserialize, Serialize};
 use tracing::info;
 
 mod create;
 pub mod evolve;
+pub mod target_size;
 pub(crate) use create::bloom_filter_columns;
 mod maintain;
 mod sort_by;
@@ -70,31 +69,7 @@ pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(24 *
 /// `schemas` crate owns it).
 pub use pipe_schemas::INGEST_TS_COLUMN;
 
-/// Parquet compression codecs a sink may use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Codec {
-    #[default]
-    Zstd,
-    Snappy,
-    Gzip,
-    Lz4,
-    None,
-}
-
-impl Codec {
-    pub(crate) fn parquet(self) -> Compression {
-        match self {
-            Codec::Zstd => {
-                Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a valid zstd level"))
-            }
-            Codec::Snappy => Compression::SNAPPY,
-            Codec::Gzip => Compression::GZIP(GzipLevel::default()),
-            Codec::Lz4 => Compression::LZ4_RAW,
-            Codec::None => Compression::UNCOMPRESSED,
-        }
-    }
-}
+pub use crate::codec::Codec;
 
 /// One partition field of a table: a transform of an output column,
 /// written as in Iceberg's SQL: `day(__ingest_ts)`, `bucket(16, user_id)`,
@@ -483,7 +458,7 @@ impl TableSink {
         check_compatible(&ident, output, &arrow_schema)?;
         let mut options = options;
         options.bloom_filter_columns = bloom_filter_columns(&table, &options.bloom_filter_columns);
-        options.target_file_bytes = crate::maintenance::compact::table_target_file_bytes(&table)?
+        options.target_file_bytes = target_size::table_target_file_bytes(&table)?
             .map(|n| n as usize)
             .or(options.target_file_bytes);
         let existing: Vec<String> = table
@@ -644,7 +619,7 @@ impl TableSink {
     }
 
     /// The data files' size before compression (see
-    /// [`crate::files::size_before_compression`]), read from their Parquet
+    /// [`crate::storage::size_before_compression`]), read from their Parquet
     /// footers; Iceberg metadata keeps compressed sizes only. `None` if a footer could not
     /// be read (the figure is a metric, never a reason to fail a roll).
     pub async fn uncompressed_bytes(&mut self, files: &[DataFile]) -> Option<u64> {
@@ -666,7 +641,7 @@ impl TableSink {
             };
             match read.await {
                 Ok(meta) => {
-                    total += crate::files::size_before_compression(&meta, f.file_size_in_bytes())
+                    total += crate::storage::size_before_compression(&meta, f.file_size_in_bytes())
                 }
                 Err(e) => {
                     tracing::warn!(file = f.file_path(), error = %e, "could not read a data file's footer for the uncompressed-bytes metric");
