@@ -43,7 +43,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-use crate::decode::{BodyFormat, UnknownFields};
+use crate::event::{BodyFormat, UnknownFields};
 use crate::schema::{arrow_fields, list_element, FieldDef, FieldType, TimestampUnit, UTC};
 use crate::{Error, Result};
 
@@ -671,7 +671,7 @@ mod tests {
         if policy == UnknownFields::Keep {
             let mut fields: Vec<_> = arrow.fields().iter().cloned().collect();
             fields.push(Arc::new(arrow::datatypes::Field::new(
-                crate::decode::EXTRA_COLUMN,
+                crate::event::EXTRA_COLUMN,
                 arrow::datatypes::DataType::Utf8,
                 true,
             )));

@@ -11,8 +11,6 @@
 //! path meets a problem is the body parsed into values and walked here, to
 //! report every problem with its event index and field path.
 
-use std::fmt;
-
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use base64::Engine;
@@ -26,62 +24,7 @@ use crate::schema::{
 };
 use crate::{Error, Result};
 
-/// How the events in a body are laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFormat {
-    /// A JSON array of events, or one JSON object.
-    Json,
-    /// One JSON event per line; blank lines are skipped.
-    NdJson,
-}
-
-/// Why one event was refused. The names match the hosted service's user
-/// error types, plus `unknown_field`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventErrorKind {
-    MissingField,
-    NullValue,
-    TypeMismatch,
-    ParseFailure,
-    UnknownField,
-    /// A JSON Schema constraint (`enum`, `pattern`, `minimum`, `format`, …).
-    ConstraintViolation,
-}
-
-/// One problem with one event of a request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EventError {
-    /// Position of the event in the request, from 0.
-    pub index: usize,
-    /// Path of the offending field (`meta.tags[2]`); empty for the event itself.
-    pub field: String,
-    #[serde(rename = "type")]
-    pub kind: EventErrorKind,
-    pub message: String,
-}
-
-impl fmt::Display for EventError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "event {}: {}", self.index, self.message)
-    }
-}
-
-/// What happens to fields an event has but the schema does not.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownFields {
-    /// Refuse the request with an `unknown_field` error (the default).
-    #[default]
-    Reject,
-    /// Remove them, and count them in the response.
-    Drop,
-    /// Keep them, as a JSON object keyed by field path, in the `_extra` column.
-    Keep,
-}
-
-/// The column that holds unknown fields under [`UnknownFields::Keep`].
-pub const EXTRA_COLUMN: &str = "_extra";
+pub use crate::event::{BodyFormat, EventError, EventErrorKind, UnknownFields, EXTRA_COLUMN};
 
 /// A body split into its good events and its quarantined ones.
 #[derive(Debug)]

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::decode::{EventError, EventErrorKind};
+use crate::event::{EventError, EventErrorKind};
 use crate::schema::{FieldDef, FieldType, ItemType, StreamSchema, TimestampUnit};
 use crate::{Error, Result};
 

@@ -24,6 +24,7 @@
 
 mod columns;
 pub mod decode;
+mod event;
 pub mod evolution;
 pub mod json_schema;
 pub mod schema;
