@@ -61,6 +61,21 @@ impl ChangeLog {
             .append(true)
             .open(&self.path)
             .map_err(io)?;
+        // A line cut short by a crash is ended first, so it costs only
+        // itself, not the record after it.
+        let torn = {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut last = [b'\n'];
+            let mut reader = std::fs::File::open(&self.path).map_err(io)?;
+            if reader.metadata().map_err(io)?.len() > 0 {
+                reader.seek(SeekFrom::End(-1)).map_err(io)?;
+                reader.read_exact(&mut last).map_err(io)?;
+            }
+            last[0] != b'\n'
+        };
+        if torn {
+            writeln!(file).map_err(io)?;
+        }
         writeln!(file, "{entry}").map_err(io)?;
         file.sync_data().map_err(io)?;
         if file.metadata().map_err(io)?.len() > (KEEP as u64) * 1024 {
@@ -168,5 +183,12 @@ mod tests {
         assert_eq!(newest[1]["updated"], json!(["pipeline p"]));
         assert_eq!(newest[2]["created"], json!(["pipeline p"]));
         assert!(newest[2]["at"].is_string());
+        // A torn last line costs only itself.
+        let text = std::fs::read_to_string(dir.path().join(CHANGES_FILE)).unwrap();
+        std::fs::write(dir.path().join(CHANGES_FILE), &text[..text.len() - 10]).unwrap();
+        log.record(&empty, &one).unwrap();
+        let newest = log.newest(10);
+        assert_eq!(newest.len(), 3, "{newest:?}");
+        assert_eq!(newest[0]["created"], json!(["pipeline p"]));
     }
 }

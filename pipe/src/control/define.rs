@@ -2,7 +2,7 @@
 //! plane's one order: check → store → apply → on failure put back.
 
 use super::{changed, invalid, writer_of, SchemaDoc};
-use crate::config::definitions::Kind;
+use crate::config::definitions::{Kind, Origin};
 use crate::config::{PipelineFile, SinkFile, StreamFile};
 use crate::running::supervisor::Supervisor;
 use crate::{Error, ErrorKind, Result};
@@ -62,6 +62,11 @@ pub async fn create_stream(
         let previous = definitions.api().clone();
         definitions.store(api)?;
         if let Err(e) = supervisor.start(&config, &[name], &[]).await {
+            // A start that failed late may have opened the stream's route:
+            // nothing undefined may take events.
+            if let Err(stop) = supervisor.stop_stream(name).await {
+                tracing::warn!(stream = %name, error = %stop, "stopping the stream whose start failed");
+            }
             definitions.store(previous)?;
             return Err(e);
         }
@@ -97,6 +102,20 @@ pub async fn delete_stream(
     let running = supervisor.stream(name);
     let readers = readers(supervisor, name);
     let unprocessed = running.as_ref().map_or(0, |r| r.log.unprocessed());
+    // Force or not: a pipeline pipe.toml defines cannot be deleted here,
+    // and would name a stream that is gone at the next start.
+    let from_file: Vec<&String> = readers
+        .iter()
+        .filter(|p| definitions.origin(Kind::Pipeline, p) == Some(Origin::File))
+        .collect();
+    if !from_file.is_empty() {
+        return Err(Error::Remote(
+            format!(
+                "stream `{name}` is read by pipeline(s) {from_file:?} defined in pipe.toml: remove them from the file and restart the server before deleting the stream"
+            ),
+            ErrorKind::Conflict,
+        ));
+    }
     if !force {
         if !readers.is_empty() {
             return Err(Error::Remote(

@@ -606,3 +606,84 @@ async fn a_new_pipeline_starts_where_it_is_told_even_across_a_crash() {
     assert_eq!(counted(&config, "default.from_time"), (75, 75));
     assert_eq!(counted(&config, "default.ecommerce"), (225, 225));
 }
+
+/// What the third hostile review found in making and deleting: a start
+/// point past the stream's end or in the future is refused; a stream
+/// whose start fails takes no events; a stream a `pipe.toml` pipeline
+/// reads is not deleted, even forced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_streams_and_deletes_that_cannot_be_kept_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, "");
+    let schema = dir.path().join("schema.json");
+    let schema = schema.to_str().unwrap();
+    let server = Server::start(&config).await;
+    ok(
+        &server,
+        &["sinks", "create", "late_sink", "--table", "late"],
+    );
+    let sql = "INSERT INTO late_sink SELECT * FROM ecommerce_stream";
+    let past = fails(
+        &server,
+        &[
+            "pipelines",
+            "create",
+            "late",
+            "--start",
+            "offset:1000",
+            "--sql",
+            sql,
+        ],
+        2,
+    );
+    assert!(past.contains("past the end"), "{past}");
+    let future = fails(
+        &server,
+        &[
+            "pipelines",
+            "create",
+            "late",
+            "--start",
+            "time:2999-01-01T00:00:00Z",
+            "--sql",
+            sql,
+        ],
+        2,
+    );
+    assert!(future.contains("in the future"), "{future}");
+    let pipelines = json_of(&ok(&server, &["pipelines", "list", "--json"]));
+    assert_eq!(
+        pipelines["pipelines"].as_array().unwrap().len(),
+        1,
+        "{pipelines}"
+    );
+
+    // A stream whose start fails late (its buffer folder unusable) is not
+    // left taking events that no definition owns.
+    std::fs::create_dir_all(dir.path().join("data/buffer/half/schema.arrow")).unwrap();
+    crate::manage::pipe(
+        &server,
+        &["streams", "create", "half", "--schema-file", schema],
+    );
+    let (status, body) = server.post_json("half", &getting_started_events()).await;
+    assert_eq!(status, 404, "{body}");
+
+    // An API stream that the file's pipeline would read after a restart.
+    ok(
+        &server,
+        &["streams", "create", "api_s", "--schema-file", schema],
+    );
+    server.stop();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[sinks.f_sink]\ntable = \"f\"\n\n[pipelines.f]\nsql = \"INSERT INTO f_sink SELECT * FROM api_s\"\n"),
+    )
+    .unwrap();
+    let server = Server::start(&config).await;
+    let forced = fails(&server, &["streams", "delete", "api_s", "--force"], 4);
+    assert!(forced.contains("defined in pipe.toml"), "{forced}");
+    server.stop();
+    let server = Server::start(&config).await;
+    server.stop();
+}

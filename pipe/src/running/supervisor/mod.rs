@@ -298,8 +298,8 @@ impl Supervisor {
         }
         for (stream, opened) in opened {
             opened.log.keep_identity()?;
-            self.run_stream(stream, opened)?;
             open::keep_schema(config, stream)?;
+            self.run_stream(stream, opened)?;
         }
         // Pipelines added to running streams.
         for p in &planned {

@@ -31,21 +31,38 @@ pub(super) fn resolve(start: StartAt, log: &StreamLog, marker: &Path) -> Result<
     if start == StartAt::Earliest {
         return Ok(None);
     }
+    let spec = format!("{start:?}");
+    // Kept for this log and this very start (a start changed before the
+    // first commit is resolved again).
     let kept = std::fs::read(marker)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Kept>(&bytes).ok())
-        .filter(|k| k.log == log.id());
+        .filter(|k| k.log == log.id() && k.start == spec);
     let at = match kept {
         Some(kept) => kept.offset,
         None => {
+            let next = log.next_offset();
             let at = match start {
                 StartAt::Earliest => log.first_offset(),
-                StartAt::End => log.next_offset(),
-                StartAt::Offset(n) => n.min(log.next_offset()),
+                StartAt::End => next,
+                StartAt::Offset(n) if n > next => {
+                    return Err(Error::Remote(
+                        format!("`start = \"offset:{n}\"` is past the end of the stream (its next offset is {next}): choose an offset it has, or `end`"),
+                        crate::ErrorKind::InvalidInput,
+                    ))
+                }
+                StartAt::Offset(n) => n,
+                StartAt::Time(micros) if micros > now_micros() => {
+                    return Err(Error::Remote(
+                        "`start = \"time:…\"` is in the future: choose a time the stream has reached, or `end`".to_string(),
+                        crate::ErrorKind::InvalidInput,
+                    ))
+                }
                 StartAt::Time(micros) => log.first_offset_at(micros)?,
             };
             let kept = Kept {
                 log: log.id().to_string(),
+                start: spec,
                 offset: at,
             };
             let bytes = serde_json::to_vec(&kept).map_err(|e| Error::Internal(e.to_string()))?;
@@ -60,5 +77,12 @@ pub(super) fn resolve(start: StartAt, log: &StreamLog, marker: &Path) -> Result<
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Kept {
     log: String,
+    /// The start it was resolved from.
+    #[serde(default)]
+    start: String,
     offset: u64,
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
 }
