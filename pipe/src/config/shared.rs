@@ -62,6 +62,28 @@ impl Change<'_> {
     }
 }
 
+impl Change<'_> {
+    /// Stores `api`, then runs `apply` (what makes the running parts
+    /// match it); if that fails, the definitions from before are stored
+    /// again and its error returned. Stored first, so a crash from here
+    /// on restarts with `api`, which `apply` must therefore be the same as.
+    pub async fn store_then<T>(
+        &mut self,
+        api: ApiDefinitions,
+        apply: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let previous = self.working.api().clone();
+        self.store(api)?;
+        match apply.await {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                self.store(previous)?;
+                Err(e)
+            }
+        }
+    }
+}
+
 impl std::ops::Deref for Change<'_> {
     type Target = Definitions;
 

@@ -59,19 +59,20 @@ pub async fn create_stream(
         let (api, config) = changed(&definitions, &supervisor.config(), None, |api| {
             api.streams.insert(name.to_string(), stream);
         })?;
-        let previous = definitions.api().clone();
-        definitions.store(api)?;
-        if let Err(e) = supervisor.start(&config, &[name], &[]).await {
-            // A start that failed late may have opened the stream's route:
-            // nothing undefined may take events.
-            if let Err(stop) = supervisor.stop_stream(name).await {
-                tracing::warn!(stream = %name, error = %stop, "stopping the stream whose start failed");
+        let start = async {
+            let started = supervisor.start(&config, &[name], &[]).await;
+            if started.is_err() {
+                // A start that failed late may have opened the stream's
+                // route: nothing undefined may take events.
+                if let Err(stop) = supervisor.stop_stream(name).await {
+                    tracing::warn!(stream = %name, error = %stop, "stopping the stream whose start failed");
+                }
             }
-            definitions.store(previous)?;
-            return Err(e);
-        }
+            started
+        };
+        definitions.store_then(api, start).await?;
         supervisor.set_config(config);
-        Ok(())
+        Ok::<_, Error>(())
     }
     .await;
     if let (Err(_), Some(path)) = (&outcome, &path) {
@@ -229,15 +230,15 @@ pub async fn create_pipeline(
     let (api, config) = changed(&definitions, &supervisor.config(), None, |api| {
         api.pipelines.insert(name.to_string(), pipeline);
     })?;
-    let previous = definitions.api().clone();
-    definitions.store(api)?;
-    if let Err(e) = supervisor.start(&config, &[], &[name]).await {
-        definitions.store(previous)?;
-        return Err(match e {
+    let names = [name];
+    let start = supervisor.start(&config, &[], &names);
+    definitions
+        .store_then(api, start)
+        .await
+        .map_err(|e| match e {
             Error::Transform(t) => invalid(t.to_string()),
             other => other,
-        });
-    }
+        })?;
     supervisor.set_config(config);
     tracing::info!(pipeline = %name, "pipeline created");
     Ok(())

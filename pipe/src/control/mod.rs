@@ -159,22 +159,16 @@ pub async fn update_pipeline(
     if dry_run {
         return Ok(Outcome::DryRun(change));
     }
-    let previous = definitions.api().clone();
+    // A crash after the store restarts with the new SQL from the old
+    // one's last commit, which is the switch.
     let old = supervisor.config();
-    // Stored first: a crash from here on restarts with the new SQL from
-    // the old one's last commit, which is the switch.
-    definitions.store(api)?;
-    crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
-    match supervisor.change_pipeline(&old, &config, name).await {
-        Ok(change) => {
-            supervisor.set_config(config);
-            Ok(Outcome::Applied(change))
-        }
-        Err(e) => {
-            definitions.store(previous)?;
-            Err(e)
-        }
-    }
+    let switch = async {
+        crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
+        supervisor.change_pipeline(&old, &config, name).await
+    };
+    let change = definitions.store_then(api, switch).await?;
+    supervisor.set_config(config);
+    Ok(Outcome::Applied(change))
 }
 
 /// Changes sink `name`'s settings: the keys of `patch` replace the stored
@@ -242,20 +236,15 @@ pub async fn update_sink(
     if dry_run {
         return Ok(Outcome::DryRun(change));
     }
-    let previous = definitions.api().clone();
     let old = supervisor.config();
-    definitions.store(api)?;
-    crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
-    let change = match &writer {
-        Some(p) => match supervisor.change_pipeline(&old, &config, p).await {
-            Ok(change) => Some(change),
-            Err(e) => {
-                definitions.store(previous)?;
-                return Err(e);
-            }
-        },
-        None => None,
+    let switch = async {
+        crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
+        match &writer {
+            Some(p) => supervisor.change_pipeline(&old, &config, p).await.map(Some),
+            None => Ok(None),
+        }
     };
+    let change = definitions.store_then(api, switch).await?;
     supervisor.set_config(config);
     tracing::info!(sink = %name, "sink changed");
     Ok(Outcome::Applied(change))
@@ -363,20 +352,14 @@ pub async fn update_stream(
             supervisor.set_config(config);
             return Ok(Outcome::Applied(change));
         }
-        let previous = definitions.api().clone();
         let old = supervisor.config();
-        definitions.store(api)?;
-        crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
-        match supervisor.change_stream(&old, &config, name).await {
-            Ok(change) => {
-                supervisor.set_config(config);
-                Ok(Outcome::Applied(change))
-            }
-            Err(e) => {
-                definitions.store(previous)?;
-                Err(e)
-            }
-        }
+        let switch = async {
+            crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
+            supervisor.change_stream(&old, &config, name).await
+        };
+        let change = definitions.store_then(api, switch).await?;
+        supervisor.set_config(config);
+        Ok(Outcome::Applied(change))
     }
     .await;
     // The schema file no definition points at goes.
