@@ -19,6 +19,7 @@ use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use tracing::info;
 
+mod check;
 mod create;
 pub mod evolve;
 pub mod target_size;
@@ -29,16 +30,13 @@ mod writer;
 
 use maintain::Background;
 
-use create::{
-    adopt_metadata_properties, adopt_target_file_size, check_bloom_filter_columns,
-    check_compatible, table_creation,
-};
+use create::{adopt_metadata_properties, adopt_target_file_size, check_compatible, table_creation};
 
 pub use sort_by::SortColumn;
 pub(crate) use writer::DataWriter;
 pub use writer::Layout;
 
-use sort_by::{adopt_sort_order, check_sort_columns};
+use sort_by::adopt_sort_order;
 
 use crate::commit::{self, CommitOutcome, OffsetRange, RetryPolicy};
 use crate::ledger::Ledger;
@@ -333,53 +331,6 @@ impl TableSink {
     ///
     /// An existing table must have every output column with a type the
     /// output casts to; otherwise this fails before any data flows.
-    /// Whether a sink writing `output` with `options` could open
-    /// `namespace.name`, checked without changing anything (no namespace,
-    /// table or property is made): the columns its options name exist,
-    /// and an existing table takes `output`. What a change in place checks
-    /// before it stops the definition in force.
-    pub async fn check(
-        catalog: &Arc<dyn Catalog>,
-        namespace: &str,
-        name: &str,
-        output: &SchemaRef,
-        options: &WriteOptions,
-    ) -> Result<()> {
-        let ns = NamespaceIdent::from_strs(namespace.split('.'))
-            .map_err(|e| Error::Config(format!("namespace `{namespace}`: {e}")))?;
-        let ident = TableIdent::new(ns, name.to_string());
-        check_bloom_filter_columns(&ident, output, &options.bloom_filter_columns)?;
-        check_sort_columns(
-            &ident,
-            output,
-            options.sort_by.as_deref().unwrap_or_default(),
-        )?;
-        let catalog_err = |action: String| {
-            move |e| Error::Catalog {
-                action,
-                source: Box::new(e),
-            }
-        };
-        let exists = catalog
-            .table_exists(&ident)
-            .await
-            .map_err(catalog_err(format!("looking up table `{ident}`")))?;
-        if !exists {
-            return Ok(());
-        }
-        let table = catalog
-            .load_table(&ident)
-            .await
-            .map_err(catalog_err(format!("loading table `{ident}`")))?;
-        let arrow_schema = Arc::new(
-            schema_to_arrow_schema(table.metadata().current_schema())
-                .map_err(catalog_err(format!("reading the schema of `{ident}`")))?,
-        );
-        // As the table will be once the sink evolves it when it opens.
-        let evolved = evolve::Evolution::plan(&arrow_schema, output).applied_to(&arrow_schema);
-        check_compatible(&ident, output, &evolved)
-    }
-
     pub async fn open(
         catalog: Arc<dyn Catalog>,
         namespace: &str,
@@ -394,12 +345,7 @@ impl TableSink {
         let ident = TableIdent::new(ns.clone(), name.to_string());
         // Before anything is created: a bad column must not end up in a new
         // table's properties.
-        check_bloom_filter_columns(&ident, output, &options.bloom_filter_columns)?;
-        check_sort_columns(
-            &ident,
-            output,
-            options.sort_by.as_deref().unwrap_or_default(),
-        )?;
+        check::columns_exist(&ident, output, &options)?;
         let catalog_err = |action: String| {
             move |e| Error::Catalog {
                 action,
