@@ -11,9 +11,13 @@ use pipe_sink::{
 
 mod evolution;
 mod files;
+mod ledger;
 mod maintenance;
+mod sources;
 
-fn output() -> SchemaRef {
+pub(crate) use ledger::data_files_on_disk;
+
+pub(crate) fn output() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("name", DataType::Utf8, true),
@@ -25,7 +29,7 @@ fn output() -> SchemaRef {
     ]))
 }
 
-fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
+pub(crate) fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
     let n = ids.clone().count();
     RecordBatch::try_new(
         output(),
@@ -44,11 +48,15 @@ fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
     .unwrap()
 }
 
-async fn open(dir: &std::path::Path, pipeline: &str) -> TableSink {
+pub(crate) async fn open(dir: &std::path::Path, pipeline: &str) -> TableSink {
     open_with(dir, pipeline, WriteOptions::default()).await
 }
 
-async fn open_with(dir: &std::path::Path, pipeline: &str, options: WriteOptions) -> TableSink {
+pub(crate) async fn open_with(
+    dir: &std::path::Path,
+    pipeline: &str,
+    options: WriteOptions,
+) -> TableSink {
     let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
     TableSink::open(
         catalog,
@@ -64,7 +72,7 @@ async fn open_with(dir: &std::path::Path, pipeline: &str, options: WriteOptions)
 }
 
 /// The error opening the sink with `options` gives.
-async fn refused(dir: &std::path::Path, options: WriteOptions) -> String {
+pub(crate) async fn refused(dir: &std::path::Path, options: WriteOptions) -> String {
     let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
     TableSink::open(
         catalog,
@@ -81,7 +89,7 @@ async fn refused(dir: &std::path::Path, options: WriteOptions) -> String {
 }
 
 /// A sink that keeps its write ledger in `dir/sinks`.
-async fn open_ledgered(dir: &std::path::Path) -> TableSink {
+pub(crate) async fn open_ledgered(dir: &std::path::Path) -> TableSink {
     let options = WriteOptions {
         ledger_dir: Some(dir.join("sinks")),
         ..WriteOptions::default()
@@ -89,54 +97,13 @@ async fn open_ledgered(dir: &std::path::Path) -> TableSink {
     open_with(dir, "p", options).await
 }
 
-/// Every Parquet file under the table's data folder.
-fn data_files_on_disk(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
-    fn walk(d: &std::path::Path, out: &mut std::collections::BTreeSet<String>) {
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                out.insert(format!("file://{}", p.display()));
-            }
-        }
-    }
-    let mut out = Default::default();
-    walk(&dir.join("warehouse/default/events/data"), &mut out);
-    out
-}
-
-fn ledger_text(dir: &std::path::Path) -> String {
-    std::fs::read_to_string(dir.join("sinks/p@default.events.ledger")).unwrap()
-}
-
-/// Writes the ledger as `listed` followed by the commit line of `range`
-/// (the format is documented in `sink/src/ledger.rs`).
-fn write_ledger_with_commit(
-    dir: &std::path::Path,
-    listed: &str,
-    range: OffsetRange,
-    files: &[iceberg::spec::DataFile],
-) {
-    let commit = serde_json::json!({"commit": {"first": range.first, "last": range.last, "files": paths(files)}});
-    std::fs::write(
-        dir.join("sinks/p@default.events.ledger"),
-        format!("{listed}{commit}\n"),
-    )
-    .unwrap();
-}
-
-fn paths(files: &[iceberg::spec::DataFile]) -> std::collections::BTreeSet<String> {
-    files.iter().map(|f| f.file_path().to_string()).collect()
-}
-
 /// The sink's table as the catalog has it now.
-async fn load_table(dir: &std::path::Path, sink: &TableSink) -> iceberg::table::Table {
+pub(crate) async fn load_table(dir: &std::path::Path, sink: &TableSink) -> iceberg::table::Table {
     let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
     catalog.load_table(sink.ident()).await.unwrap()
 }
 
-async fn row_count(sink: &TableSink, dir: &std::path::Path) -> u64 {
+pub(crate) async fn row_count(sink: &TableSink, dir: &std::path::Path) -> u64 {
     let catalog = open_catalog(&CatalogSettings::local(dir)).await.unwrap();
     let table = catalog.load_table(sink.ident()).await.unwrap();
     table
@@ -274,151 +241,6 @@ async fn two_pipelines_share_a_table_and_keep_their_own_offsets() {
     // b's commit is in main's ancestry behind a's newer one.
     assert_eq!(b.last_committed().await.unwrap().unwrap().range.last, 1);
     assert_eq!(row_count(&a, dir.path()).await, 9);
-}
-
-fn from_source(source: &str) -> WriteOptions {
-    WriteOptions {
-        source: Some(source.into()),
-        ..WriteOptions::default()
-    }
-}
-
-/// Commits rows `ids` as offsets `first..=last`; returns the outcome.
-async fn commit_rows(
-    sink: &mut TableSink,
-    ids: std::ops::Range<i64>,
-    first: u64,
-    last: u64,
-) -> CommitOutcome {
-    sink.write(&rows(ids)).await.unwrap();
-    let files = sink.close_files().await.unwrap();
-    sink.commit(OffsetRange { first, last }, &files)
-        .await
-        .unwrap()
-}
-
-/// The same pipeline name run by two processes (two stream logs) into one
-/// table: each commits its own events. Before sources were recorded, the
-/// second's commit of 0..=1 was taken for "already committed" behind the
-/// first's 0..=2 and its rows deleted (issue 16, item 6).
-#[tokio::test]
-async fn one_pipeline_from_two_logs_keeps_both_logs_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut a = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
-    let mut b = open_with(dir.path(), "p", from_source("bbbbbbbbbbbbbbbb")).await;
-    assert!(matches!(
-        commit_rows(&mut a, 0..3, 0, 2).await,
-        CommitOutcome::Committed { .. }
-    ));
-    assert!(matches!(
-        commit_rows(&mut b, 10..12, 0, 1).await,
-        CommitOutcome::Committed { .. }
-    ));
-    assert_eq!(row_count(&a, dir.path()).await, 5);
-    let last = |c: Option<pipe_sink::Committed>| c.map(|c| (c.range.last, c.source));
-    assert_eq!(
-        last(a.last_committed().await.unwrap()),
-        Some((2, Some("aaaaaaaaaaaaaaaa".into())))
-    );
-    assert_eq!(
-        last(b.last_committed().await.unwrap()),
-        Some((1, Some("bbbbbbbbbbbbbbbb".into())))
-    );
-    // A replay is still recognised within each log: nothing is added.
-    commit_rows(&mut b, 10..12, 0, 1).await;
-    commit_rows(&mut a, 1..3, 1, 2).await;
-    // A log with no commit of its own starts from nothing.
-    let mut c = open_with(dir.path(), "p", from_source("cccccccccccccccc")).await;
-    assert_eq!(c.last_committed().await.unwrap(), None);
-    assert_eq!(row_count(&a, dir.path()).await, 5);
-}
-
-/// Commits made before sources were recorded count as the pipeline's own.
-fn in_run(source: &str, run: &str, from: u64) -> WriteOptions {
-    WriteOptions {
-        run: Some(pipe_sink::Run {
-            id: run.into(),
-            from,
-        }),
-        ..from_source(source)
-    }
-}
-
-/// A data directory copied and run beside its original: two processes
-/// append to one log id, so offsets from the copy on hold different events
-/// in each. Before runs were recorded, the second to commit took the
-/// other's commit for its own ("already committed", or the same commit
-/// id) and dropped its events. Now it is refused as a fork; a later run of
-/// the same process (offsets from past what was committed) and the one
-/// that committed go on.
-#[tokio::test]
-async fn a_copy_of_a_log_appending_beside_it_is_refused_not_merged() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut original = open_with(dir.path(), "p", in_run("log1", "original", 10)).await;
-    let mut copy = open_with(dir.path(), "p", in_run("log1", "copy", 10)).await;
-    // Shared history (appended before the copy was made) dedupes as before:
-    // the copy finds that range's commit id.
-    commit_rows(&mut original, 0..3, 0, 9).await;
-    commit_rows(&mut copy, 0..3, 0, 9).await;
-    assert_eq!(row_count(&original, dir.path()).await, 3);
-    // Past the copy point, each appended its own events.
-    commit_rows(&mut original, 10..13, 10, 14).await;
-    for (first, last) in [(10, 14), (10, 12)] {
-        copy.write(&rows(100..103)).await.unwrap();
-        let files = copy.close_files().await.unwrap();
-        let err = copy
-            .commit(OffsetRange { first, last }, &files)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, pipe_sink::Error::Forked(_)), "{err}");
-        assert!(err.to_string().contains("another process"), "{err}");
-    }
-    assert_eq!(row_count(&original, dir.path()).await, 6);
-    // The original goes on; so does a restart of it (a new run, from past
-    // everything committed).
-    commit_rows(&mut original, 13..14, 15, 15).await;
-    let mut restarted = open_with(dir.path(), "p", in_run("log1", "restarted", 16)).await;
-    assert!(matches!(
-        commit_rows(&mut restarted, 14..15, 16, 16).await,
-        CommitOutcome::Committed { .. }
-    ));
-    assert_eq!(row_count(&restarted, dir.path()).await, 8);
-}
-
-#[tokio::test]
-async fn commits_without_a_source_count_as_the_pipelines_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut old = open(dir.path(), "p").await;
-    commit_rows(&mut old, 0..3, 0, 4).await;
-    drop(old);
-    // A log the pipeline did not read when they were made (its log says
-    // so) does not take them.
-    let foreign = WriteOptions {
-        unsourced_ended: true,
-        ..from_source("cccccccccccccccc")
-    };
-    let mut foreign = open_with(dir.path(), "p", foreign).await;
-    assert_eq!(foreign.last_committed().await.unwrap(), None);
-    drop(foreign);
-    let mut new = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
-    assert_eq!(new.last_committed().await.unwrap().unwrap().range.last, 4);
-    assert_eq!(
-        commit_rows(&mut new, 0..3, 3, 4).await,
-        CommitOutcome::AlreadyCommitted
-    );
-    commit_rows(&mut new, 3..5, 5, 6).await;
-    assert_eq!(new.last_committed().await.unwrap().unwrap().range.last, 6);
-    assert_eq!(row_count(&new, dir.path()).await, 5);
-    // Another log (the pipeline's FROM changed, a second process) does not
-    // inherit the old offsets once a commit with a source has landed: it
-    // starts from nothing instead of skipping its first events.
-    let mut other = open_with(dir.path(), "p", from_source("bbbbbbbbbbbbbbbb")).await;
-    assert_eq!(other.last_committed().await.unwrap(), None);
-    assert!(matches!(
-        commit_rows(&mut other, 10..12, 0, 1).await,
-        CommitOutcome::Committed { .. }
-    ));
-    assert_eq!(row_count(&new, dir.path()).await, 7);
 }
 
 #[tokio::test]
@@ -654,109 +476,6 @@ async fn the_last_range_survives_the_expiry_of_its_snapshot() {
     assert_eq!(row_count(&reopened, dir.path()).await, 4);
     // b's record is its own.
     assert_eq!(b.last_committed().await.unwrap().unwrap().range.last, 2);
-}
-
-#[tokio::test]
-async fn files_of_an_attempt_already_committed_are_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut first = open(dir.path(), "p").await;
-    first.write(&rows(0..6)).await.unwrap();
-    let committed = first.close_files().await.unwrap();
-    let range = OffsetRange { first: 0, last: 2 };
-    first.commit(range, &committed).await.unwrap();
-
-    // A replay after a crash wrote the same range again, into new files.
-    let mut replay = open(dir.path(), "p").await;
-    replay.write(&rows(0..6)).await.unwrap();
-    let again = replay.close_files().await.unwrap();
-    let local = |f: &iceberg::spec::DataFile| {
-        std::path::PathBuf::from(f.file_path().strip_prefix("file://").unwrap())
-    };
-    assert!(again.iter().all(|f| local(f).exists()));
-    assert_eq!(
-        replay
-            .commit(OffsetRange { first: 0, last: 1 }, &again)
-            .await
-            .unwrap(),
-        CommitOutcome::AlreadyCommitted
-    );
-    assert!(again.iter().all(|f| !local(f).exists()), "deleted");
-    assert!(
-        committed.iter().all(|f| local(f).exists()),
-        "the committed files stay"
-    );
-    assert_eq!(row_count(&replay, dir.path()).await, 6);
-}
-
-#[tokio::test]
-async fn files_a_crash_left_uncommitted_are_deleted_on_the_next_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut sink = open_ledgered(dir.path()).await;
-    sink.write(&rows(0..6)).await.unwrap();
-    let written = sink.close_files().await.unwrap();
-    assert_eq!(data_files_on_disk(dir.path()), paths(&written));
-    // The process dies before the commit.
-    drop(sink);
-    let _sink = open_ledgered(dir.path()).await;
-    assert!(data_files_on_disk(dir.path()).is_empty(), "orphans deleted");
-}
-
-#[tokio::test]
-async fn a_commit_that_landed_before_the_crash_keeps_its_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut sink = open_ledgered(dir.path()).await;
-    sink.write(&rows(0..6)).await.unwrap();
-    let files = sink.close_files().await.unwrap();
-    let listed = ledger_text(dir.path());
-    let range = OffsetRange { first: 0, last: 4 };
-    sink.commit(range, &files).await.unwrap();
-    drop(sink);
-    // As the ledger stood when the process died between the commit and
-    // the ledger's reset: the files, then the commit line.
-    write_ledger_with_commit(dir.path(), &listed, range, &files);
-    let mut sink = open_ledgered(dir.path()).await;
-    assert_eq!(data_files_on_disk(dir.path()), paths(&files));
-    assert_eq!(row_count(&sink, dir.path()).await, 6);
-    assert_eq!(sink.last_committed().await.unwrap().unwrap().range, range);
-}
-
-#[tokio::test]
-async fn an_aborted_attempt_is_deleted_by_the_next_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut sink = open_ledgered(dir.path()).await;
-    sink.write(&rows(0..6)).await.unwrap();
-    // A failure mid-write: the range is read again into new files.
-    sink.abort();
-    let aborted = data_files_on_disk(dir.path());
-    assert!(!aborted.is_empty(), "the aborted writer created files");
-    sink.write(&rows(0..6)).await.unwrap();
-    let files = sink.close_files().await.unwrap();
-    sink.commit(OffsetRange { first: 0, last: 2 }, &files)
-        .await
-        .unwrap();
-    assert_eq!(data_files_on_disk(dir.path()), paths(&files));
-    assert_eq!(row_count(&sink, dir.path()).await, 6);
-}
-
-#[tokio::test]
-async fn a_commit_sent_but_never_landed_is_swept() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut sink = open_ledgered(dir.path()).await;
-    sink.write(&rows(0..6)).await.unwrap();
-    let files = sink.close_files().await.unwrap();
-    drop(sink);
-    // The process died while the commit was in flight, and the catalog
-    // never took it.
-    let listed = ledger_text(dir.path());
-    write_ledger_with_commit(
-        dir.path(),
-        &listed,
-        OffsetRange { first: 0, last: 4 },
-        &files,
-    );
-    let mut sink = open_ledgered(dir.path()).await;
-    assert!(data_files_on_disk(dir.path()).is_empty(), "orphans deleted");
-    assert_eq!(sink.last_committed().await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -1039,48 +758,4 @@ async fn uncompressed_bytes_are_read_from_the_data_files_footers() {
         ours > compressed,
         "zstd shrinks 1000 rows: {ours} {compressed}"
     );
-}
-
-/// A commit records its last record's checksum, found again with the
-/// commit in the snapshot and in the table's properties.
-#[tokio::test]
-async fn a_commit_records_its_last_records_checksum() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut sink = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
-    sink.write(&rows(0..3)).await.unwrap();
-    let files = sink.close_files().await.unwrap();
-    sink.commit_with(OffsetRange { first: 0, last: 2 }, Some(0xfeed), &files)
-        .await
-        .unwrap();
-    let found = sink.last_committed().await.unwrap().unwrap();
-    assert_eq!((found.range.last, found.last_crc), (2, Some(0xfeed)));
-    drop(sink);
-    let mut reopened = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
-    let found = reopened.last_committed().await.unwrap().unwrap();
-    assert_eq!(found.last_crc, Some(0xfeed));
-
-    // A version that does not record it (a downgrade) moves the position
-    // in the properties: the stale checksum is not paired with the new
-    // offset (a false fork otherwise).
-    use iceberg::transaction::{ApplyTransactionAction, Transaction};
-    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
-        .await
-        .unwrap();
-    let table = catalog.load_table(reopened.ident()).await.unwrap();
-    let tx = Transaction::new(&table);
-    let tx = tx
-        .update_table_properties()
-        .set(
-            "pipe.p@aaaaaaaaaaaaaaaa.commit-id".into(),
-            "p/sink/aaaaaaaaaaaaaaaa/3-5".into(),
-        )
-        .set("pipe.p@aaaaaaaaaaaaaaaa.offset-first".into(), "3".into())
-        .set("pipe.p@aaaaaaaaaaaaaaaa.offset-last".into(), "5".into())
-        .apply(tx)
-        .unwrap();
-    tx.commit(catalog.as_ref()).await.unwrap();
-    drop(reopened);
-    let mut downgraded = open_with(dir.path(), "p", from_source("aaaaaaaaaaaaaaaa")).await;
-    let found = downgraded.last_committed().await.unwrap().unwrap();
-    assert_eq!((found.range.last, found.last_crc), (5, None));
 }
