@@ -64,7 +64,7 @@ pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 256 * 1024 * 1024;
 pub const DEFAULT_MAX_EVENTS: usize = 100_000;
 
 /// Who may send to a stream over HTTP, from where, and how much.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamPolicy {
     /// Whether the stream takes events over HTTP at all.
     pub http_enabled: bool,
@@ -213,15 +213,21 @@ impl StreamRoutes {
             .insert(name.to_string(), (router, endpoint));
     }
 
-    /// Validates `name`'s later requests with `decoder` (its schema
-    /// changed); requests already dispatched finish with the old one.
-    /// False if it has no route.
-    pub fn set_decoder(&self, name: &str, decoder: EventDecoder) -> bool {
+    /// Handles `name`'s later requests with `decoder` and `policy` (its
+    /// schema or settings changed); requests already dispatched finish
+    /// with the old ones. A new in-flight budget replaces the old one, so
+    /// for as long as requests admitted under the old budget run, the
+    /// stream may hold both. False if it has no route.
+    pub fn reconfigure(&self, name: &str, decoder: EventDecoder, policy: StreamPolicy) -> bool {
         let mut routes = self.routes.write().expect("never poisoned");
         let Some((router, endpoint)) = routes.get_mut(name) else {
             return false;
         };
+        if policy.max_inflight_bytes != endpoint.policy.max_inflight_bytes {
+            endpoint.inflight = Arc::new(Semaphore::new(policy.max_inflight_bytes));
+        }
         endpoint.decoder = decoder;
+        endpoint.policy = policy;
         *router = stream_router(
             name,
             endpoint.clone(),

@@ -95,23 +95,41 @@ pub enum StreamsAction {
         #[command(flatten)]
         target: Target,
     },
-    /// Change a stream's schema in place: new optional fields, int32 →
-    /// int64, float32 → float64, required → optional. Its pipelines
-    /// switch at an offset and their tables evolve; events buffered under
-    /// the old schema are read as the new one.
+    /// Change a stream in place. Its schema: new optional fields, int32 →
+    /// int64, float32 → float64, required → optional; its pipelines
+    /// switch at an offset and their tables evolve, and events buffered
+    /// under the old schema are read as the new one. Its settings (tokens,
+    /// origins, limits, unknown fields): the next request is handled with
+    /// them.
     Update {
         #[arg(value_parser = name_arg)]
         name: String,
         /// The new schema, in the Pipelines field format.
-        #[arg(
-            long,
-            conflicts_with = "json_schema_file",
-            required_unless_present = "json_schema_file"
-        )]
+        #[arg(long, conflicts_with = "json_schema_file")]
         schema_file: Option<PathBuf>,
         /// The new schema as a JSON Schema document.
         #[arg(long)]
         json_schema_file: Option<PathBuf>,
+        /// Whether the stream takes events over HTTP.
+        #[arg(long, action = clap::ArgAction::Set)]
+        http_enabled: Option<bool>,
+        /// Accept only tokens whose SHA-256 is this (`pipe hash-token`);
+        /// repeatable, replaces the stream's list.
+        #[arg(long)]
+        auth_token_sha256: Vec<String>,
+        /// Accept any request, without a token.
+        #[arg(long, conflicts_with = "auth_token_sha256")]
+        no_auth: bool,
+        /// An origin browsers may send from, or `*`; repeatable, replaces
+        /// the stream's list.
+        #[arg(long)]
+        cors_origin: Vec<String>,
+        /// Fields not in the schema: `reject` or `drop` (`keep` adds a
+        /// column: a schema change).
+        #[arg(long)]
+        unknown_fields: Option<String>,
+        #[command(flatten)]
+        set: SetKeys,
         /// Check the change and say what it would do; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -170,6 +188,8 @@ pub enum SinksAction {
         name: String,
         #[command(flatten)]
         settings: SinkSettings,
+        #[command(flatten)]
+        set: SetKeys,
         /// Check the change and say what it would do; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -198,6 +218,36 @@ pub enum SinksAction {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// Any key of a definition, for `update`s: the settings without a flag
+/// of their own.
+#[derive(Debug, clap::Args)]
+pub struct SetKeys {
+    /// `KEY=VALUE`: set key KEY of the definition (as in `pipe.toml`) to
+    /// VALUE, read as JSON if it is JSON (`5`, `true`, `["a"]`), else as
+    /// text; `KEY=` unsets it. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl SetKeys {
+    /// Puts each `KEY=VALUE` into `body` (an empty VALUE as `null`).
+    fn into_body(self, body: &mut Map<String, Value>) -> Result<()> {
+        for pair in self.set {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(Error::Config(format!(
+                    "--set `{pair}`: expected KEY=VALUE (KEY= unsets KEY)"
+                )));
+            };
+            let value = match value {
+                "" => Value::Null,
+                v => serde_json::from_str(v).unwrap_or_else(|_| Value::from(v)),
+            };
+            body.insert(key.trim().to_string(), value);
+        }
+        Ok(())
+    }
 }
 
 /// A sink's settings that `create` sets and `update` changes.
@@ -510,16 +560,40 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
             name,
             schema_file,
             json_schema_file,
+            http_enabled,
+            auth_token_sha256,
+            no_auth,
+            cors_origin,
+            unknown_fields,
+            set: keys,
             dry_run,
             target,
         } => {
-            let body = match (schema_file, json_schema_file) {
-                (Some(p), _) => json!({ "schema": read_json(&p, "schema file")? }),
-                (None, Some(p)) => json!({ "json_schema": read_json(&p, "JSON Schema file")? }),
-                (None, None) => {
-                    return Err(Error::Config("--schema-file or --json-schema-file".into()))
-                }
-            };
+            let mut body = Map::new();
+            if let Some(p) = schema_file {
+                body.insert("schema".into(), read_json(&p, "schema file")?);
+            }
+            if let Some(p) = json_schema_file {
+                body.insert("json_schema".into(), read_json(&p, "JSON Schema file")?);
+            }
+            set(&mut body, "http", http_enabled.map(Value::from));
+            if no_auth {
+                body.insert("auth_token_sha256".into(), json!([]));
+            } else if !auth_token_sha256.is_empty() {
+                body.insert("auth_token_sha256".into(), json!(auth_token_sha256));
+            }
+            if !cors_origin.is_empty() {
+                body.insert("cors_origins".into(), json!(cors_origin));
+            }
+            set(&mut body, "unknown_fields", unknown_fields.map(Value::from));
+            keys.into_body(&mut body)?;
+            if body.is_empty() {
+                return Err(Error::Config(
+                    "nothing to change: give a schema file or a setting to change (see --help)"
+                        .into(),
+                ));
+            }
+            let body = Value::Object(body);
             let path = format!("/v1/streams/{name}?dry_run={dry_run}");
             let answer = call(reqwest::Method::PATCH, &target, &path, Some(&body)).await?;
             if target.json {
@@ -601,11 +675,13 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
         SinksAction::Update {
             name,
             settings,
+            set: keys,
             dry_run,
             target,
         } => {
             let mut body = Map::new();
             settings.into_body(&mut body);
+            keys.into_body(&mut body)?;
             if body.is_empty() {
                 return Err(Error::Config(
                     "nothing to change: give a setting to change (see --help)".into(),

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 /// What `pipe streams update` says of the server's answer.
 pub(crate) fn stream_update_summary(name: &str, v: &Value) -> String {
     if v["changed"] == json!(false) {
-        return format!("Stream '{name}' already has that schema; nothing changed.\n");
+        return format!("Stream '{name}' already is so; nothing changed.\n");
     }
     let c = &v["change"];
     let mut out = match v["dry_run"] == json!(true) {
@@ -16,6 +16,18 @@ pub(crate) fn stream_update_summary(name: &str, v: &Value) -> String {
     };
     for line in c["schema_changes"].as_array().into_iter().flatten() {
         out.push_str(&format!("  {}\n", text(line)));
+    }
+    let settings: Vec<&str> = c["settings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !settings.is_empty() {
+        out.push_str(&format!(
+            "  settings {}: the next request is handled with them\n",
+            settings.join(", ")
+        ));
     }
     for p in c["pipelines"].as_array().into_iter().flatten() {
         let at = match p["switched_after_offset"].as_u64() {

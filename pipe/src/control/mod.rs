@@ -9,16 +9,18 @@
 //!
 //! The admin API ([`crate::server::admin`]) is a thin caller: it parses
 //! requests and renders answers. Definitions made and deleted are in
-//! `define.rs`, changes in place in this file.
+//! `define.rs`, changes of a stream in `streams.rs`, other changes in
+//! place in this file.
 
 use serde_json::{Map, Value};
 
 use crate::config::definitions::{Definitions, Kind, Origin};
 use crate::config::{Config, SinkFile};
-use crate::running::supervisor::{PipelineChange, StreamChange, Supervisor};
+use crate::running::supervisor::{PipelineChange, Supervisor};
 use crate::{Error, ErrorKind, Result};
 
 mod define;
+mod streams;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +28,7 @@ pub use define::{
     create_pipeline, create_sink, create_stream, delete_pipeline, delete_sink, delete_stream,
     readers, StreamDeleted,
 };
+pub use streams::{stream_fixed, update_stream, SchemaDoc, StreamUpdate};
 
 /// What a change did.
 #[derive(Debug)]
@@ -106,6 +109,33 @@ pub(crate) fn from_api(
         )),
         None => Err(not_found(kind, name)),
     }
+}
+
+/// `before` (a stored definition) as a JSON object, and the same with
+/// the keys of `patch` replacing its own (`null` unsets one).
+pub(crate) fn merge_patch(
+    before: &impl serde::Serialize,
+    patch: Map<String, Value>,
+) -> Result<(Map<String, Value>, Map<String, Value>)> {
+    let Value::Object(stored) = serde_json::to_value(before)
+        .map_err(|e| Error::Internal(format!("a definition as JSON: {e}")))?
+    else {
+        return Err(Error::Internal("a definition is not an object".into()));
+    };
+    let mut merged = stored.clone();
+    for (key, value) in patch {
+        match value {
+            Value::Null => merged.remove(&key),
+            value => merged.insert(key, value),
+        };
+    }
+    Ok((stored, merged))
+}
+
+/// The value of `key` in `m`: a key stored as `null` and one left out say
+/// the same.
+pub(crate) fn set(m: &Map<String, Value>, key: &str) -> Option<Value> {
+    m.get(key).filter(|v| !v.is_null()).cloned()
 }
 
 /// Keys of a sink that name where it writes: they never change in place.
@@ -194,20 +224,7 @@ pub async fn update_sink(
         .get(name)
         .cloned()
         .ok_or_else(|| not_found(Kind::Sink, name))?;
-    let Value::Object(mut merged) = serde_json::to_value(&before)
-        .map_err(|e| Error::Internal(format!("sink `{name}` as JSON: {e}")))?
-    else {
-        return Err(Error::Internal(format!("sink `{name}` is not an object")));
-    };
-    let stored = merged.clone();
-    for (key, value) in patch {
-        match value {
-            Value::Null => merged.remove(&key),
-            value => merged.insert(key, value),
-        };
-    }
-    // A key stored as `null` and one left out say the same.
-    let set = |m: &Map<String, Value>, key: &str| m.get(key).filter(|v| !v.is_null()).cloned();
+    let (stored, merged) = merge_patch(&before, patch)?;
     for key in TARGET_KEYS {
         if set(&merged, key) != set(&stored, key) {
             return Err(invalid(format!(
@@ -248,134 +265,4 @@ pub async fn update_sink(
     supervisor.set_config(config);
     tracing::info!(sink = %name, "sink changed");
     Ok(Outcome::Applied(change))
-}
-
-/// A stream's new schema document.
-#[derive(Debug, Clone)]
-pub enum SchemaDoc {
-    /// The Pipelines field format.
-    Fields(Value),
-    /// A JSON Schema document.
-    JsonSchema(Value),
-}
-
-/// Changes stream `name`'s schema in place: what old events fit is
-/// allowed (`pipe_schemas::evolution`); the pipelines reading it switch
-/// at an offset and their tables evolve. The document is written to a
-/// file of its own (named by its digest) before the definitions point at
-/// it, so a crash leaves either schema whole.
-pub async fn update_stream(
-    supervisor: &Supervisor,
-    name: &str,
-    schema: SchemaDoc,
-    dry_run: bool,
-) -> Result<Outcome<StreamChange>> {
-    let mut definitions = supervisor.definitions.change().await;
-    from_api(
-        &definitions,
-        Kind::Stream,
-        name,
-        "where events buffered under the old schema are read as the new one",
-    )?;
-    let (doc, kind) = match schema {
-        SchemaDoc::Fields(doc) => (doc, "schema"),
-        SchemaDoc::JsonSchema(doc) => (doc, "json-schema"),
-    };
-    let before = definitions
-        .api()
-        .streams
-        .get(name)
-        .cloned()
-        .ok_or_else(|| not_found(Kind::Stream, name))?;
-    let text = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?;
-    let digest = {
-        use sha2::Digest;
-        let d = sha2::Sha256::digest(&text);
-        d[..4]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    let relative = schema_relative(name, &format!("{kind}.{digest}"));
-    let mut after = before.clone();
-    match kind {
-        "schema" => {
-            after.schema_file = Some(relative.clone());
-            after.json_schema_file = None;
-        }
-        _ => {
-            after.schema_file = None;
-            after.json_schema_file = Some(relative.clone());
-        }
-    }
-    let old_file = before
-        .schema_file
-        .clone()
-        .or(before.json_schema_file.clone());
-    // The very document the stream has: nothing to change.
-    let same = old_file
-        .as_ref()
-        .and_then(|f| std::fs::read(definitions.data_dir().join(f)).ok())
-        .is_some_and(|old| old == text);
-    if same {
-        return Ok(Outcome::Unchanged);
-    }
-    let path = definitions.data_dir().join(&relative);
-    let ours = old_file.as_ref() != Some(&relative);
-    if ours {
-        crate::config::definitions::write_durably(&path, &text)?;
-    }
-    let outcome = async {
-        let running = supervisor.config();
-        let (api, config) = changed(&definitions, &running, Some(name), |api| {
-            api.streams.insert(name.to_string(), after);
-        })?;
-        let change = supervisor.check_stream_change(&config, name).await?;
-        if dry_run {
-            return Ok(Outcome::DryRun(change));
-        }
-        if !ours {
-            return Ok(Outcome::Unchanged);
-        }
-        if change.schema_changes.is_empty() {
-            // The same columns, other rules (a JSON Schema's `maximum`,
-            // `pattern`, …): later requests are checked by them; the
-            // pipelines read the same events as before.
-            let stream = config
-                .streams
-                .iter()
-                .find(|s| s.name == name)
-                .ok_or_else(|| Error::Internal(format!("stream `{name}` vanished")))?;
-            let decoder = stream.decoder()?;
-            definitions.store(api)?;
-            supervisor.routes.set_decoder(name, decoder);
-            supervisor.set_config(config);
-            return Ok(Outcome::Applied(change));
-        }
-        let old = supervisor.config();
-        let switch = async {
-            crate::crash::point(crate::crash::CHANGE_AFTER_STORE);
-            supervisor.change_stream(&old, &config, name).await
-        };
-        let change = definitions.store_then(api, switch).await?;
-        supervisor.set_config(config);
-        Ok(Outcome::Applied(change))
-    }
-    .await;
-    // The schema file no definition points at goes.
-    match (&outcome, ours) {
-        (Ok(Outcome::Applied(_)), _) => {
-            if let Some(old) = old_file.filter(|o| *o != relative) {
-                let _ = std::fs::remove_file(definitions.data_dir().join(old));
-            }
-        }
-        (_, true) => {
-            let _ = std::fs::remove_file(&path);
-        }
-        _ => {}
-    }
-    if matches!(outcome, Ok(Outcome::Applied(_))) {
-        tracing::info!(stream = %name, "stream schema changed");
-    }
-    outcome
 }

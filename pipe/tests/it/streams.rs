@@ -2,20 +2,10 @@
 //! and event limits, gzip, HTTP switched off, unknown-field policies.
 
 use std::io::Write;
-use std::process::Command;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::harness::*;
-
-fn hash_token(token: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args(["hash-token", token])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -27,7 +17,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 async fn stream_policies() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("schema.json"), SCHEMA).unwrap();
-    let digest = hash_token("s3cret");
+    let digest = hex_digest("s3cret");
     assert_eq!(digest.len(), 64);
     let config = dir.path().join("pipe.toml");
     std::fs::write(
@@ -364,6 +354,166 @@ async fn a_trickled_body_is_cut_at_the_body_timeout() {
         started.elapsed() < std::time::Duration::from_secs(6),
         "{:?}",
         started.elapsed()
+    );
+    server.stop();
+}
+
+/// `POST /v1/streams/{stream}` with `events`, bearer `token` if any; the
+/// status.
+async fn post_as(server: &Server, stream: &str, token: Option<&str>, events: &Value) -> u16 {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/v1/streams/{stream}", server.url))
+        .json(events);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// A stream's tokens, origins and limits change in place (`pipe streams
+/// update`): the next request is handled with them, the pipeline reading
+/// it goes on, what its buffer fixed is refused, and a restart keeps them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streams_settings_change_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, "");
+    let server = Server::start(&config).await;
+    let schema = dir.path().join("schema.json");
+    let (a, b) = (hex_digest("token-a"), hex_digest("token-b"));
+    crate::manage::ok(
+        &server,
+        &[
+            "streams",
+            "create",
+            "s",
+            "--schema-file",
+            schema.to_str().unwrap(),
+            "--auth-token-sha256",
+            &a,
+        ],
+    );
+    crate::manage::ok(&server, &["sinks", "create", "t", "--table", "t"]);
+    crate::manage::ok(
+        &server,
+        &[
+            "pipelines",
+            "create",
+            "p",
+            "--sql",
+            "INSERT INTO t SELECT * FROM s",
+        ],
+    );
+    let one = |i: usize| json!([{"user_id": format!("u{i}"), "event_type": "view"}]);
+    assert_eq!(post_as(&server, "s", Some("token-a"), &one(0)).await, 200);
+    assert_eq!(post_as(&server, "s", Some("token-b"), &one(1)).await, 401);
+
+    // A dry run says what would change and changes nothing.
+    let dry = crate::manage::ok(
+        &server,
+        &[
+            "streams",
+            "update",
+            "s",
+            "--auth-token-sha256",
+            &b,
+            "--dry-run",
+        ],
+    );
+    assert!(
+        dry.contains("Dry run") && dry.contains("auth_token_sha256"),
+        "{dry}"
+    );
+    assert_eq!(post_as(&server, "s", Some("token-a"), &one(2)).await, 200);
+
+    let changed = crate::manage::ok(
+        &server,
+        &[
+            "streams",
+            "update",
+            "s",
+            "--auth-token-sha256",
+            &b,
+            "--cors-origin",
+            "https://app.example",
+            "--set",
+            "max_events_per_request=2",
+        ],
+    );
+    assert!(
+        changed.contains("auth_token_sha256, cors_origins, max_events_per_request"),
+        "{changed}"
+    );
+    assert_eq!(
+        post_as(&server, "s", Some("token-a"), &one(3)).await,
+        401,
+        "the old token is refused"
+    );
+    assert_eq!(post_as(&server, "s", Some("token-b"), &one(4)).await, 200);
+    let three = json!([one(5)[0], one(6)[0], one(7)[0]]);
+    assert_eq!(
+        post_as(&server, "s", Some("token-b"), &three).await,
+        413,
+        "the new limit"
+    );
+    let preflight = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/streams/s", server.url),
+        )
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap()),
+        Some("https://app.example")
+    );
+
+    // What the buffer fixed when it opened is refused, and nothing changes.
+    let refused = crate::manage::fails(
+        &server,
+        &[
+            "streams",
+            "update",
+            "s",
+            "--set",
+            "max_buffer_mb=1000",
+            "--set",
+            "max_events_per_request=1000",
+        ],
+        2,
+    );
+    assert!(
+        refused.contains("`max_buffer_mb`") && refused.contains("fixed"),
+        "{refused}"
+    );
+    assert_eq!(post_as(&server, "s", Some("token-b"), &three).await, 413);
+    let same = crate::manage::ok(
+        &server,
+        &[
+            "streams",
+            "update",
+            "s",
+            "--cors-origin",
+            "https://app.example",
+        ],
+    );
+    assert!(same.contains("nothing changed"), "{same}");
+
+    // Open again: tokens off for everyone.
+    crate::manage::ok(&server, &["streams", "update", "s", "--no-auth"]);
+    assert_eq!(post_as(&server, "s", None, &one(8)).await, 200);
+    assert_eq!(server.flush("p")["rows"], 4, "every accepted event once");
+    server.stop();
+    let server = Server::start(&config).await;
+    assert_eq!(
+        post_as(&server, "s", None, &three).await,
+        413,
+        "kept across a restart"
     );
     server.stop();
 }

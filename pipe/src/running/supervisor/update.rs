@@ -232,6 +232,9 @@ pub struct StreamChange {
     pub stream: String,
     /// One line per change of the schema.
     pub schema_changes: Vec<String>,
+    /// The settings changed (keys of `[streams.NAME]`): the stream's
+    /// route takes them for the next request.
+    pub settings: Vec<String>,
     /// Each pipeline reading the stream, switched at an offset.
     pub pipelines: Vec<PipelineChange>,
 }
@@ -266,13 +269,17 @@ impl Supervisor {
                 "the new schema of stream `{name}` cannot replace the running one in place: {why}"
             ))
         })?;
+        // The same columns: the pipelines read the same events as before.
         let mut pipelines = Vec::new();
-        for p in self.readers(name) {
-            pipelines.push(self.check_pipeline_change(new, &p).await?);
+        if !schema_changes.is_empty() {
+            for p in self.readers(name) {
+                pipelines.push(self.check_pipeline_change(new, &p).await?);
+            }
         }
         Ok(StreamChange {
             stream: name.to_string(),
             schema_changes,
+            settings: Vec::new(),
             pipelines,
         })
     }
@@ -331,8 +338,8 @@ impl Supervisor {
                 }
             });
         }
+        self.reconfigure_stream(new, name)?;
         let stream = super::stream_config(new, name)?;
-        self.routes.set_decoder(name, stream.decoder()?);
         if let Err(e) = super::open::keep_schema(new, stream) {
             // Only the next start's check of buffered events is the
             // weaker for it (it compares with the schema before).
@@ -344,6 +351,24 @@ impl Supervisor {
 }
 
 impl Supervisor {
+    /// Makes stream `name`'s route validate and admit later requests as
+    /// its definition in `new` says: its schema's rules, its tokens,
+    /// origins and limits (requests already dispatched finish under the
+    /// old ones). What its buffer fixed when it opened does not change
+    /// here (see `control::stream_fixed`).
+    pub fn reconfigure_stream(&self, new: &Config, name: &str) -> Result<()> {
+        let stream = super::stream_config(new, name)?;
+        let decoder = stream.decoder()?;
+        if !self
+            .routes
+            .reconfigure(name, decoder, stream.policy.clone())
+        {
+            // A stream that takes no HTTP events has no route.
+            tracing::debug!(stream = name, "no route to reconfigure");
+        }
+        Ok(())
+    }
+
     /// Lists pipelines whose task ended for a change that then could not
     /// start any definition: shown `failed` with `reason` (API, `/metrics`,
     /// `/readyz`) until a restart runs them, instead of vanishing while

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{answer, invalid, pipeline_view, sink_view, stream_view};
-use crate::control::{self, Outcome, SchemaDoc};
+use crate::control::{self, Outcome, SchemaDoc, StreamUpdate};
 use crate::server::state::AdminState;
 use crate::{Error, Result};
 
@@ -104,8 +104,9 @@ pub(super) async fn update_sink(
     answer(result, false)
 }
 
-/// `PATCH /v1/streams/{name}`: changes a stream's schema in place, with
-/// `{"schema": …}` (Pipelines field format) or `{"json_schema": …}`.
+/// `PATCH /v1/streams/{name}`: changes a stream in place: its schema,
+/// with `{"schema": …}` (Pipelines field format) or `{"json_schema": …}`,
+/// and/or its settings (keys of `[streams.NAME]`, `null` unsets one).
 pub(crate) async fn update_stream(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -113,24 +114,23 @@ pub(crate) async fn update_stream(
     body: axum::body::Bytes,
 ) -> Response {
     let result = async {
-        let mut patch: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
+        let mut settings: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
             invalid(format!(
-                "expected {{\"schema\": …}} or {{\"json_schema\": …}}: {e}"
+                "expected a JSON object: {{\"schema\": …}} or {{\"json_schema\": …}}, and/or stream settings: {e}"
             ))
         })?;
-        let schema = patch.remove("schema").filter(|v| !v.is_null());
-        let json_schema = patch.remove("json_schema").filter(|v| !v.is_null());
-        if let Some(key) = patch.keys().next() {
-            return Err(invalid(format!(
-                "`{key}`: only a stream's schema changes in place; other settings are set when the stream is made"
-            )));
-        }
+        let schema = settings.remove("schema").filter(|v| !v.is_null());
+        let json_schema = settings.remove("json_schema").filter(|v| !v.is_null());
         let schema = match (schema, json_schema) {
-            (Some(doc), None) => SchemaDoc::Fields(doc),
-            (None, Some(doc)) => SchemaDoc::JsonSchema(doc),
-            _ => return Err(invalid("send `schema` or `json_schema` (one of them)".into())),
+            (Some(doc), None) => Some(SchemaDoc::Fields(doc)),
+            (None, Some(doc)) => Some(SchemaDoc::JsonSchema(doc)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(invalid("send `schema` or `json_schema`, not both".into()))
+            }
         };
-        let done = control::update_stream(&state.supervisor, &name, schema, params.dry_run).await?;
+        let update = StreamUpdate { schema, settings };
+        let done = control::update_stream(&state.supervisor, &name, update, params.dry_run).await?;
         outcome("stream", &name, done, || {
             let definitions = state.supervisor.definitions.read();
             stream_view(&state, &definitions, &state.supervisor.config(), &name)
