@@ -1,6 +1,6 @@
 //! What a body and its events are, as every stage sees them: how the
 //! events are laid out, what happens to fields the schema lacks, and the
-//! problems an event can have. (Decoding is `decode.rs` and `columns.rs`;
+//! problems an event can have. (Decoding is `decode/` and `columns/`;
 //! JSON Schema checks are `json_schema.rs`; all three use these.)
 
 use std::fmt;
