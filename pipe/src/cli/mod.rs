@@ -135,6 +135,16 @@ pub enum Command {
         #[arg(long, env = "PIPE_SERVER", default_value = crate::cli::manage::DEFAULT_SERVER)]
         server: String,
     },
+    /// Ask a running server to read its pipe.toml again and apply what
+    /// changed (as SIGHUP does): new, changed and removed streams, sinks
+    /// and pipelines, each changed in place. Everything is checked first.
+    Reload {
+        /// Check the file and say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        target: crate::cli::manage::Target,
+    },
     /// Ask a running server to roll and commit a pipeline now.
     Flush {
         /// The server's address.
@@ -299,6 +309,24 @@ pub fn run(args: Args) -> Result<()> {
                     std::io::stdin().lock(),
                 )
                 .await
+            }
+            Command::Reload { dry_run, target } => {
+                let answer = crate::cli::manage::call(
+                    reqwest::Method::POST,
+                    &target,
+                    &format!("/v1/reload?dry_run={dry_run}"),
+                    None,
+                )
+                .await?;
+                if target.json {
+                    println!("{answer}");
+                } else {
+                    print!(
+                        "{}",
+                        crate::cli::render::reload_summary(&crate::cli::manage::parse(&answer)?)
+                    );
+                }
+                Ok(())
             }
             Command::Flush { server, pipeline } => {
                 let body = crate::cli::manage::call(

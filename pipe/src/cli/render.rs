@@ -470,3 +470,51 @@ pub fn pipeline_details(p: &Value) -> String {
 }
 
 // ---- setup ----
+
+/// What `pipe reload` says of the server's answer.
+pub(crate) fn reload_summary(v: &Value) -> String {
+    let names = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| match n.as_str() {
+                Some(s) => s.to_string(),
+                None => text(
+                    n["stream"]
+                        .as_str()
+                        .map_or(&n["pipeline"], |_| &n["stream"]),
+                ),
+            })
+            .collect()
+    };
+    let dry = v["dry_run"] == json!(true);
+    let mut out = String::new();
+    for (key, what) in [
+        ("streams_added", "streams started"),
+        ("streams_changed", "streams changed"),
+        ("streams_removed", "streams stopped (their buffers stay)"),
+        ("sinks_added", "sinks added"),
+        ("sinks_changed", "sinks changed"),
+        ("sinks_removed", "sinks removed"),
+        ("pipelines_added", "pipelines started"),
+        ("pipelines_changed", "pipelines switched at an offset"),
+        (
+            "pipelines_removed",
+            "pipelines stopped after their last commit",
+        ),
+    ] {
+        let list = names(key);
+        if !list.is_empty() {
+            out.push_str(&format!("  {what}: {}\n", list.join(", ")));
+        }
+    }
+    if v["admin_changed"] == json!(true) {
+        out.push_str("  admin tokens changed\n");
+    }
+    match (out.is_empty(), dry) {
+        (true, _) => "pipe.toml changes nothing the server runs.\n".to_string(),
+        (false, true) => format!("Dry run: reloading pipe.toml would change:\n{out}"),
+        (false, false) => format!("Reloaded pipe.toml:\n{out}"),
+    }
+}

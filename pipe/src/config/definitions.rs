@@ -16,7 +16,7 @@
 //! A name belongs to exactly one source, so the two never fight:
 //!
 //! - The API refuses to create a name the file defines (409), and to
-//!   delete one (409: edit the file and restart).
+//!   delete one (409: edit the file and reload it, `control::reload`).
 //! - **The file wins** if both define a name, which happens when an
 //!   operator moves a definition made with the CLI into the file: at start
 //!   the file's definition is used, the API's copy is dropped from
@@ -86,11 +86,30 @@ impl Kind {
 /// Both sources, and how to resolve them into one [`Config`].
 #[derive(Debug, Clone)]
 pub struct Definitions {
+    /// Where the file is (read again by a reload).
+    path: PathBuf,
     file: ConfigFile,
+    /// The file's server settings: every top-level key but the
+    /// definitions (a reload refuses to change them).
+    server: toml::Table,
     base: PathBuf,
     overrides: Overrides,
     api: ApiDefinitions,
     data_dir: PathBuf,
+}
+
+/// The file at `path`, with its server settings (see
+/// [`Definitions::server_settings`]).
+fn read_file(path: &Path) -> Result<(ConfigFile, toml::Table, PathBuf)> {
+    let (file, base) = ConfigFile::read(path)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("reading `{}`: {e}", path.display())))?;
+    let mut server: toml::Table =
+        toml::from_str(&text).map_err(|e| Error::Config(format!("`{}`: {e}", path.display())))?;
+    for key in ["streams", "sinks", "pipelines"] {
+        server.remove(key);
+    }
+    Ok((file, server, base))
 }
 
 impl Definitions {
@@ -103,7 +122,7 @@ impl Definitions {
     /// Reads the file at `path` and the API's definitions under its data
     /// dir; returns both and the merged, validated configuration.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<(Definitions, Config)> {
-        let (file, base) = ConfigFile::read(path)?;
+        let (file, server, base) = read_file(path)?;
         let file_only = Config::resolve(file.clone(), &base, overrides)?;
         let data_dir = file_only.data_dir.clone();
         let stored = data_dir.join(DEFINITIONS_FILE);
@@ -143,7 +162,9 @@ impl Definitions {
             }
         }
         let mut definitions = Definitions {
+            path: path.to_path_buf(),
             file,
+            server,
             base,
             overrides: overrides.clone(),
             api,
@@ -182,6 +203,43 @@ impl Definitions {
         }
     }
 
+    /// The file's definitions as the server applied them.
+    pub fn file(&self) -> &ConfigFile {
+        &self.file
+    }
+
+    /// The file's server settings (everything but `[streams]`, `[sinks]`
+    /// and `[pipelines]`).
+    pub fn server_settings(&self) -> &toml::Table {
+        &self.server
+    }
+
+    /// The file as it is on disk now, with these API definitions.
+    pub fn reread(&self) -> Result<Definitions> {
+        let (file, server, _) = read_file(&self.path)?;
+        Ok(Definitions {
+            file,
+            server,
+            ..self.clone()
+        })
+    }
+
+    /// These definitions with `file` as the file's definitions.
+    pub fn with_file(&self, file: ConfigFile) -> Definitions {
+        Definitions {
+            file,
+            ..self.clone()
+        }
+    }
+
+    /// These definitions with `server` as the file's server settings.
+    pub fn with_server_settings(&self, server: toml::Table) -> Definitions {
+        Definitions {
+            server,
+            ..self.clone()
+        }
+    }
+
     /// The definitions made through the API.
     pub fn api(&self) -> &ApiDefinitions {
         &self.api
@@ -216,7 +274,7 @@ impl Definitions {
         match self.origin(kind, name) {
             Some(Origin::Api) => Ok(()),
             Some(Origin::File) => Err(conflict(format!(
-                "{} `{name}` is defined in the definitions file: remove it there and restart the server",
+                "{} `{name}` is defined in the definitions file: remove it there and reload the file (`pipe reload`)",
                 kind.noun()
             ))),
             None => Err(Error::Remote(

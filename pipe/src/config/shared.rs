@@ -84,6 +84,15 @@ impl Change<'_> {
     }
 }
 
+impl Change<'_> {
+    /// Makes `definitions` (the file read again, see
+    /// `control::reload`) the ones in effect; the API's stay as stored.
+    pub fn replace(&mut self, definitions: Definitions) {
+        *self.working = definitions;
+        *self.current.write().expect("never poisoned") = Arc::new(self.working.clone());
+    }
+}
+
 impl std::ops::Deref for Change<'_> {
     type Target = Definitions;
 

@@ -112,7 +112,7 @@ pub async fn delete_stream(
     if !from_file.is_empty() {
         return Err(Error::Remote(
             format!(
-                "stream `{name}` is read by pipeline(s) {from_file:?} defined in pipe.toml: remove them from the file and restart the server before deleting the stream"
+                "stream `{name}` is read by pipeline(s) {from_file:?} defined in pipe.toml: remove them from the file and reload it (`pipe reload`) before deleting the stream"
             ),
             ErrorKind::Conflict,
         ));

@@ -20,6 +20,7 @@ use crate::running::supervisor::{PipelineChange, Supervisor};
 use crate::{Error, ErrorKind, Result};
 
 mod define;
+mod reload;
 mod streams;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ pub use define::{
     create_pipeline, create_sink, create_stream, delete_pipeline, delete_sink, delete_stream,
     readers, StreamDeleted,
 };
+pub use reload::{reload, start, Reloaded};
 pub use streams::{stream_fixed, update_stream, SchemaDoc, StreamUpdate};
 
 /// What a change did.
@@ -102,7 +104,7 @@ pub(crate) fn from_api(
         Some(Origin::Api) => Ok(()),
         Some(Origin::File) => Err(Error::Remote(
             format!(
-                "{} `{name}` is defined in pipe.toml: change it there and restart the server, {restart}",
+                "{} `{name}` is defined in pipe.toml: change it there and reload the file (`pipe reload` or SIGHUP), {restart}",
                 kind.noun()
             ),
             ErrorKind::Conflict,
@@ -139,7 +141,7 @@ pub(crate) fn set(m: &Map<String, Value>, key: &str) -> Option<Value> {
 }
 
 /// Keys of a sink that name where it writes: they never change in place.
-const TARGET_KEYS: [&str; 4] = ["type", "namespace", "table", "path"];
+pub(crate) const TARGET_KEYS: [&str; 4] = ["type", "namespace", "table", "path"];
 
 /// The pipeline writing sink `name`, if one runs.
 pub fn writer_of(supervisor: &Supervisor, name: &str) -> Option<String> {

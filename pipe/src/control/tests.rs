@@ -180,3 +180,56 @@ async fn definitions_made_and_deleted_store_only_what_runs() {
     assert_eq!(newest[2]["created"], json!(["pipeline q"]));
     assert!(supervisor.shutdown().await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_checks_the_whole_file_before_it_applies_any_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisor = running(dir.path()).await;
+    let toml = dir.path().join("pipe.toml");
+    let head = "data_dir = \"data\"\n[streams.s]\nschema_file = \"s.json\"\n";
+
+    // A new stream and pipeline, but the file drops `s`, which the API's
+    // pipeline reads: refused whole, nothing starts.
+    let added = "[streams.t]\nschema_file = \"s.json\"\n[sinks.kt]\ntable = \"t\"\n[pipelines.q]\nsql = \"INSERT INTO kt SELECT * FROM t\"\n";
+    std::fs::write(&toml, format!("data_dir = \"data\"\n{added}")).unwrap();
+    let e = reload(&supervisor, false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(supervisor.stream("t").is_none() && supervisor.pipeline("q").is_none());
+    assert!(supervisor.stream("s").is_some());
+
+    // A name the API made: refused.
+    std::fs::write(&toml, format!("{head}[sinks.k]\ntable = \"other\"\n")).unwrap();
+    let e = reload(&supervisor, false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+
+    // Both kept: applied, owned by the file, and a second reload is empty.
+    std::fs::write(&toml, format!("{head}{added}")).unwrap();
+    let dry = reload(&supervisor, true).await.unwrap();
+    assert_eq!(dry.pipelines_added, ["q"]);
+    assert!(
+        supervisor.pipeline("q").is_none(),
+        "a dry run starts nothing"
+    );
+    let done = reload(&supervisor, false).await.unwrap();
+    assert_eq!(
+        (done.streams_added.as_slice(), done.sinks_added.as_slice()),
+        (&["t".to_string()][..], &["kt".to_string()][..])
+    );
+    assert!(supervisor.pipeline("q").is_some() && supervisor.stream("t").is_some());
+    let definitions = supervisor.definitions.read();
+    assert_eq!(definitions.origin(Kind::Pipeline, "q"), Some(Origin::File));
+    assert!(supervisor.config().pipelines.iter().any(|p| p.name == "q"));
+    drop(definitions);
+    assert!(reload(&supervisor, false).await.unwrap().is_empty());
+
+    // Removed again: stopped after its last commit; the API's pipeline runs on.
+    std::fs::write(&toml, head).unwrap();
+    let done = reload(&supervisor, false).await.unwrap();
+    assert_eq!(done.pipelines_removed, ["q"]);
+    assert!(supervisor.pipeline("q").is_none() && supervisor.stream("t").is_none());
+    assert!(supervisor.pipeline("p").is_some());
+    assert_eq!(
+        supervisor.definitions.read().origin(Kind::Stream, "t"),
+        None
+    );
+}

@@ -163,9 +163,8 @@ async fn run(
     // reserve for buffers, tables and the catalog (see `crate::server::listener`).
     let max_connections =
         crate::server::listener::connection_cap(crate::server::listener::raise_file_limit());
-    let streams: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
-    let pipelines: Vec<&str> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
-    supervisor.start(&config, &streams, &pipelines).await?;
+    crate::control::start(&supervisor).await?;
+    let reloads = tokio::spawn(reload_on_hangup(supervisor.clone()));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -225,9 +224,36 @@ async fn run(
     )
     .await;
     info!("HTTP stopped; draining buffers and committing");
+    reloads.abort();
     let failure = supervisor.shutdown().await;
     info!("pipe stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// Reads `pipe.toml` again on each SIGHUP (see `control::reload`); the
+/// outcome is logged.
+async fn reload_on_hangup(supervisor: Arc<Supervisor>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: reload with `pipe reload`");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            info!("SIGHUP: reading pipe.toml again");
+            match crate::control::reload(&supervisor, false).await {
+                Ok(done) if done.is_empty() => info!("pipe.toml reloaded: nothing changed"),
+                Ok(done) => info!(changes = %serde_json::json!(done), "pipe.toml reloaded"),
+                Err(e) => tracing::error!(error = %e, "pipe.toml not reloaded"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = supervisor;
 }
 
 /// `POST /v1/streams/{stream}` (and CORS preflights): to the stream's route.

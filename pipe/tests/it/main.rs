@@ -27,6 +27,7 @@ mod overload;
 mod postgres;
 mod quarantine;
 mod query_limits;
+mod reload;
 mod rest;
 mod restarts;
 mod s3;

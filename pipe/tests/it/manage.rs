@@ -190,7 +190,7 @@ async fn definitions_made_with_the_cli_work_persist_and_refuse_what_they_should(
         &["streams", "delete", "ecommerce_stream", "--force"],
         4,
     );
-    assert!(e.contains("remove it there and restart"), "{e}");
+    assert!(e.contains("remove it there and reload"), "{e}");
     let e = fails(&server, &["pipelines", "delete", "ecommerce", "--force"], 4);
     assert!(e.contains("definitions file"), "{e}");
     let e = fails(&server, &["streams", "get", "nope"], 3);

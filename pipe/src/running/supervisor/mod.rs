@@ -622,6 +622,25 @@ impl Supervisor {
 /// the sinks' names.
 type PlanInputs = (HashMap<String, arrow::datatypes::SchemaRef>, Vec<String>);
 
+impl Supervisor {
+    /// Plans every pipeline of `config` (changing nothing): each reads a
+    /// stream and writes a sink `config` defines, with columns it has.
+    pub async fn check_plans(&self, config: &Config) -> Result<()> {
+        let (tables, sink_names) = plan_inputs(config)?;
+        for p in &config.pipelines {
+            PipelinePlan::new(&p.name, &p.sql, &tables, &sink_names)
+                .await
+                .map_err(|e| {
+                    Error::Remote(
+                        format!("pipeline `{}`: {e}", p.name),
+                        ErrorKind::InvalidInput,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+}
+
 fn plan_inputs(config: &Config) -> Result<PlanInputs> {
     let tables = config
         .streams

@@ -110,6 +110,7 @@ pub(crate) fn router() -> Router<AdminState> {
         )
         .route("/v1/pipelines/{name}/flush", post(flush))
         .route("/v1/changes", get(changes))
+        .route("/v1/reload", post(update::reload))
 }
 
 pub(super) fn answer(result: Result<Value>, created: bool) -> Response {

@@ -1,5 +1,6 @@
 //! Definitions changed in place over HTTP: `PATCH /v1/pipelines/{name}`,
-//! `PATCH /v1/sinks/{name}` and `PATCH /v1/streams/{name}`. The changes
+//! `PATCH /v1/sinks/{name}` and `PATCH /v1/streams/{name}`, and `pipe.toml`
+//! read again, `POST /v1/reload`. The changes
 //! themselves are the control plane's ([`crate::control`]); these parse
 //! the request and render the answer.
 
@@ -138,5 +139,18 @@ pub(crate) async fn update_stream(
         })
     }
     .await;
+    answer(result, false)
+}
+
+/// `POST /v1/reload`: reads `pipe.toml` again and applies what changed in
+/// it (as SIGHUP does; see `control::reload`). `?dry_run=true` checks and
+/// says what would change.
+pub(super) async fn reload(
+    State(state): State<AdminState>,
+    Query(params): Query<UpdateParams>,
+) -> Response {
+    let result = control::reload(&state.supervisor, params.dry_run)
+        .await
+        .map(|done| json!(done));
     answer(result, false)
 }

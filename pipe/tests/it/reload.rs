@@ -1,0 +1,183 @@
+//! `pipe.toml` read again by a running server (`pipe reload`, SIGHUP):
+//! what changed is checked as a whole, then applied in place under load,
+//! losing and doubling nothing; what cannot change in place is refused
+//! and nothing changes.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::manage::{fails, ok};
+
+const SINK: &str = r#"
+[sinks.ecommerce_sink]
+namespace = "default"
+table = "ecommerce"
+roll_interval_secs = 1
+"#;
+
+/// The getting-started file with `pipeline` as the pipeline's SQL and
+/// `extra` after it.
+fn file(dir: &std::path::Path, sql: &str, extra: &str) -> std::path::PathBuf {
+    write_stream_config(
+        dir,
+        "",
+        &format!("{SINK}\n[pipelines.ecommerce]\nsql = \"{sql}\"\n{extra}"),
+    )
+}
+
+const OLD_SQL: &str = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream";
+const NEW_SQL: &str = "INSERT INTO ecommerce_sink SELECT *, 'v2' AS version FROM ecommerce_stream";
+const SECOND: &str = r#"
+[streams.clicks]
+schema_file = "schema.json"
+cors_origins = ["https://app.example"]
+
+[sinks.clicks_sink]
+table = "clicks"
+roll_interval_secs = 1
+
+[pipelines.clicks]
+sql = "INSERT INTO clicks_sink SELECT * FROM clicks"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_pipe_toml_is_applied_in_place_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file(dir.path(), OLD_SQL, "");
+    let server = Arc::new(Server::start(&config).await);
+
+    // Load on the stream for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (server, stop) = (server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut next = 0;
+            while !stop.load(Ordering::Relaxed) {
+                acked.extend(post_ids(&server, next, 20).await);
+                next += 20;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The new SQL adds a column; a new stream, sink and pipeline come.
+    file(dir.path(), NEW_SQL, SECOND);
+    let dry = ok(&server, &["reload", "--dry-run"]);
+    assert!(
+        dry.contains("Dry run")
+            && dry.contains("streams started: clicks")
+            && dry.contains("pipelines switched at an offset: ecommerce")
+            && dry.contains("pipelines started: clicks"),
+        "{dry}"
+    );
+    assert_eq!(
+        server
+            .post_json("clicks", &getting_started_events())
+            .await
+            .0,
+        404,
+        "a dry run starts nothing"
+    );
+    let done = ok(&server, &["reload"]);
+    assert!(done.contains("Reloaded"), "{done}");
+    assert_eq!(
+        server
+            .post_json("clicks", &getting_started_events())
+            .await
+            .0,
+        200
+    );
+    let again = ok(&server, &["reload"]);
+    assert!(again.contains("changes nothing"), "{again}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // What cannot change in place is refused, and nothing changes.
+    let with = |extra: &str| file(dir.path(), NEW_SQL, &format!("{SECOND}{extra}"));
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:1\"\n{}",
+            std::fs::read_to_string(&config).unwrap()
+        ),
+    )
+    .unwrap();
+    let e = fails(&server, &["reload"], 2);
+    assert!(e.contains("`listen`") && e.contains("restart"), "{e}");
+    with("");
+    let moved = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("table = \"clicks\"", "table = \"clicks2\"");
+    std::fs::write(&config, moved).unwrap();
+    let e = fails(&server, &["reload"], 2);
+    assert!(e.contains("`sinks.clicks_sink.table`"), "{e}");
+    with("[pipelines.broken]\nsql = \"INSERT INTO nowhere SELECT * FROM clicks\"\n");
+    let e = fails(&server, &["reload"], 2);
+    assert!(e.contains("broken"), "{e}");
+
+    // SIGHUP: the second stream and its pipeline go again.
+    file(dir.path(), NEW_SQL, "");
+    let pid = server.child.id().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut gone = false;
+    for _ in 0..100 {
+        if server
+            .post_json("clicks", &getting_started_events())
+            .await
+            .0
+            == 404
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "SIGHUP did not stop `clicks`:\n{}", server.log_text());
+
+    stop.store(true, Ordering::Relaxed);
+    let acked: HashSet<String> = load.await.unwrap().into_iter().collect();
+    assert!(acked.len() > 100, "the load ran: {}", acked.len());
+    server.flush("ecommerce");
+    let server = Arc::into_inner(server).expect("the load ended");
+    server.stop();
+
+    // Every acknowledged event once; the new SQL's column from the switch.
+    assert_exactly_once(dir.path(), &Store::local(dir.path()), &acked);
+    let versions = query(
+        &config,
+        "SELECT version, count(*) AS n FROM default.ecommerce GROUP BY version ORDER BY version",
+    );
+    assert_eq!(versions.len(), 2, "rows of both SQLs: {versions:?}");
+    let clicks = query(&config, "SELECT count(*) AS n FROM default.clicks");
+    assert_eq!(
+        clicks[0]["n"], 3,
+        "the new pipeline committed before it stopped"
+    );
+
+    // A restart runs the file as it is.
+    let server = Server::start(&config).await;
+    assert_eq!(
+        server
+            .post_json("clicks", &getting_started_events())
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        server
+            .post_json("ecommerce_stream", &getting_started_events())
+            .await
+            .0,
+        200
+    );
+    server.stop();
+}
