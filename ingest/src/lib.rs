@@ -8,7 +8,8 @@
 //!   the batch to the buffer and answers `200 {"accepted": N}` only once it
 //!   is on disk. Streams come and go while the server runs.
 //! - [`ErrorKind`] and [`http::status_for`]: the one place error kinds become
-//!   HTTP statuses.
+//!   HTTP statuses; [`wire`]: the JSON of the answers, for server and
+//!   clients alike.
 //!
 //! ```no_run
 //! # async fn demo() -> pipe_ingest::Result<()> {
@@ -26,6 +27,7 @@ pub mod http;
 pub mod idempotency;
 pub mod log;
 pub mod payload;
+pub mod wire;
 
 use std::path::Path;
 

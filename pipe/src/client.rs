@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use pipe_ingest::wire::{IngestAnswer, Refused};
+
 use crate::{Error, ErrorKind, Result};
 
 /// A client of a `pipe` server's stream endpoints.
@@ -73,38 +75,23 @@ impl Client {
             "application/json",
         )
         .await?;
-        let (status, body) = (answer.status, answer.body);
-        match status {
-            200 => Ok(Sent {
-                accepted: body["accepted"].as_u64().unwrap_or(0),
-                quarantined: body["quarantined"].as_u64().unwrap_or(0),
+        match answer.read() {
+            IngestAnswer::Accepted(a) => Ok(Sent {
+                accepted: a.accepted,
+                quarantined: a.quarantined,
                 replayed: answer.replayed,
             }),
-            400 if body["errors"].is_array() => {
-                let problems: Vec<String> = body["errors"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        format!(
-                            "record {}: {} ({})",
-                            e["index"],
-                            e["message"].as_str().unwrap_or_default(),
-                            e["type"].as_str().unwrap_or_default()
-                        )
-                    })
+            IngestAnswer::Refused(Refused { errors }) => {
+                let problems: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("record {}: {} ({})", e.index, e.message, e.kind.name()))
                     .collect();
                 Err(Error::Remote(
                     format!("`{stream}` refused the records: {}", problems.join("; ")),
                     ErrorKind::InvalidInput,
                 ))
             }
-            _ => {
-                let text = match &body {
-                    serde_json::Value::String(text) => text.clone(),
-                    json => json.to_string(),
-                };
-                let (kind, message) = ErrorKind::of_answer(status, &text);
+            IngestAnswer::Error(kind, message) => {
                 Err(Error::Remote(format!("`{stream}`: {message}"), kind))
             }
         }

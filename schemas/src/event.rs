@@ -18,7 +18,7 @@ pub enum BodyFormat {
 
 /// Why one event was refused. The names match the hosted service's user
 /// error types, plus `unknown_field`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventErrorKind {
     MissingField,
@@ -30,8 +30,22 @@ pub enum EventErrorKind {
     ConstraintViolation,
 }
 
+impl EventErrorKind {
+    /// The name answers and metrics give it (`type_mismatch`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventErrorKind::MissingField => "missing_field",
+            EventErrorKind::NullValue => "null_value",
+            EventErrorKind::TypeMismatch => "type_mismatch",
+            EventErrorKind::ParseFailure => "parse_failure",
+            EventErrorKind::UnknownField => "unknown_field",
+            EventErrorKind::ConstraintViolation => "constraint_violation",
+        }
+    }
+}
+
 /// One problem with one event of a request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct EventError {
     /// Position of the event in the request, from 0.
     pub index: usize,

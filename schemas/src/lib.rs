@@ -126,26 +126,6 @@ impl ErrorKind {
             _ => ErrorKind::Unavailable,
         }
     }
-
-    /// The kind and message of an error answer: `{"error": {"kind",
-    /// "message"}}` as `pipe` sends it, else the status and the body as
-    /// text.
-    pub fn of_answer(status: u16, body: &str) -> (ErrorKind, String) {
-        let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
-        let error = parsed.as_ref().map(|v| &v["error"]);
-        let kind = error
-            .and_then(|e| e["kind"].as_str())
-            .and_then(ErrorKind::from_name)
-            .unwrap_or_else(|| ErrorKind::from_http_status(status));
-        let message = error
-            .and_then(|e| e["message"].as_str())
-            .map(String::from)
-            .unwrap_or_else(|| match body.trim() {
-                "" => format!("HTTP {status}"),
-                text => format!("HTTP {status}: {text}"),
-            });
-        (kind, message)
-    }
 }
 
 #[cfg(test)]
@@ -161,23 +141,6 @@ mod error_kind_tests {
         assert_eq!(ErrorKind::from_http_status(403), ErrorKind::Unauthorized);
         assert_eq!(ErrorKind::from_http_status(422), ErrorKind::InvalidInput);
         assert_eq!(ErrorKind::from_http_status(502), ErrorKind::Unavailable);
-    }
-
-    #[test]
-    fn an_answer_says_its_kind_and_message() {
-        let body = r#"{"error": {"kind": "conflict", "message": "busy"}}"#;
-        assert_eq!(
-            ErrorKind::of_answer(409, body),
-            (ErrorKind::Conflict, "busy".to_string())
-        );
-        assert_eq!(
-            ErrorKind::of_answer(502, "Bad Gateway"),
-            (ErrorKind::Unavailable, "HTTP 502: Bad Gateway".to_string())
-        );
-        assert_eq!(
-            ErrorKind::of_answer(404, ""),
-            (ErrorKind::NotFound, "HTTP 404".to_string())
-        );
     }
 }
 

@@ -37,7 +37,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use pipe_schemas::{BodyFormat, Decoded, EventDecoder};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -143,11 +142,7 @@ impl StreamStats {
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         let mut by_type = self.user_errors.lock().expect("never poisoned");
         for e in errors {
-            let kind = serde_json::to_value(e.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| "unknown".into());
-            *by_type.entry(kind).or_default() += 1;
+            *by_type.entry(e.kind.name().to_string()).or_default() += 1;
         }
     }
 
@@ -338,9 +333,9 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
 
 /// An error response: `{"error": {"kind", "message"}}` with the kind's
 /// status ([`ErrorKind::name`], [`ErrorKind::http_status`]); clients read
-/// it back with [`ErrorKind::of_answer`].
+/// it back with [`crate::wire::ErrorAnswer::read`].
 pub fn error_response(kind: ErrorKind, message: impl Into<String>) -> Response {
-    let body = Json(json!({"error": {"kind": kind.name(), "message": message.into()}}));
+    let body = Json(crate::wire::ErrorAnswer::new(kind, message));
     let mut response = (status_for(kind), body).into_response();
     let headers = response.headers_mut();
     match kind {
@@ -388,16 +383,15 @@ fn accepted_response(
     errors: &[pipe_schemas::EventError],
     replayed: bool,
 ) -> Response {
-    let mut body = json!({"accepted": answer.accepted});
-    if answer.dropped > 0 {
-        body["dropped_fields"] = json!(answer.dropped);
-    }
-    if answer.quarantined > 0 {
-        body["quarantined"] = json!(answer.quarantined);
-        if !replayed {
-            body["errors"] = json!(errors);
-        }
-    }
+    let body = crate::wire::Accepted {
+        accepted: answer.accepted as u64,
+        dropped_fields: answer.dropped as u64,
+        quarantined: answer.quarantined as u64,
+        errors: match answer.quarantined > 0 && !replayed {
+            true => errors.to_vec(),
+            false => Vec::new(),
+        },
+    };
     let mut response = Json(body).into_response();
     if replayed {
         response
@@ -573,7 +567,8 @@ async fn accept(
         Ok(Ok(Err(errors))) => {
             endpoint.stats.count_errors(&errors);
             debug!(stream, bad_events = errors.len(), "request refused");
-            return Err((StatusCode::BAD_REQUEST, Json(json!({"errors": errors}))).into_response());
+            let refused = crate::wire::Refused { errors };
+            return Err((StatusCode::BAD_REQUEST, Json(refused)).into_response());
         }
         Ok(Err(e)) => return Err(error_response(e.kind(), e.to_string())),
         Err(e) => {

@@ -430,7 +430,7 @@ pub async fn call(
     if status.is_success() {
         return Ok(text);
     }
-    let (kind, message) = ErrorKind::of_answer(status.as_u16(), &text);
+    let (kind, message) = pipe_ingest::wire::ErrorAnswer::read(status.as_u16(), &text);
     Err(Error::Remote(message, kind))
 }
 

@@ -19,9 +19,11 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+
+use pipe_ingest::wire::{IngestAnswer, Refused};
+use pipe_schemas::EventError;
 
 use crate::{Error, ErrorKind, Result};
 
@@ -298,44 +300,40 @@ async fn send_batch(
         }
         let answer =
             post_with_retries(client, url, token, batch.body(), "application/x-ndjson").await?;
-        let (status, body) = (answer.status, answer.body);
         outcome.requests += 1;
-        let errors = body["errors"].as_array().cloned().unwrap_or_default();
-        let mut count_types = |errors: &[Value]| {
+        let mut count_types = |errors: &[EventError]| {
             for e in errors {
-                let kind = e["type"].as_str().unwrap_or("unknown").to_string();
-                *outcome.by_type.entry(kind).or_default() += 1;
+                *outcome
+                    .by_type
+                    .entry(e.kind.name().to_string())
+                    .or_default() += 1;
             }
         };
-        match status {
-            200 => {
-                outcome.accepted += body["accepted"].as_u64().unwrap_or(0);
-                outcome.quarantined += body["quarantined"].as_u64().unwrap_or(0);
-                count_types(&errors);
+        match answer.read() {
+            IngestAnswer::Accepted(accepted) => {
+                outcome.accepted += accepted.accepted;
+                outcome.quarantined += accepted.quarantined;
+                count_types(&accepted.errors);
                 return Ok(outcome);
             }
-            400 if !errors.is_empty() => {
+            IngestAnswer::Refused(Refused { errors }) => {
                 // Nothing of this request was stored: drop the refused
                 // events and send the rest again.
                 count_types(&errors);
                 let mut refused: BTreeMap<usize, (String, String)> = BTreeMap::new();
                 for e in &errors {
-                    let Some(i) = e["index"].as_u64() else {
-                        continue;
-                    };
-                    let kind = e["type"].as_str().unwrap_or("unknown").to_string();
-                    let field = e["field"].as_str().unwrap_or_default();
-                    let message = e["message"].as_str().unwrap_or_default();
-                    let message = if field.is_empty() {
-                        message.to_string()
+                    let message = if e.field.is_empty() {
+                        e.message.clone()
                     } else {
-                        format!("`{field}`: {message}")
+                        format!("`{}`: {}", e.field, e.message)
                     };
-                    refused.entry(i as usize).or_insert((kind, message));
+                    refused
+                        .entry(e.index)
+                        .or_insert((e.kind.name().to_string(), message));
                 }
                 if refused.is_empty() {
                     return Err(Error::Remote(
-                        format!("the stream refused a request: {body}"),
+                        "the stream refused a request without saying which events".into(),
                         ErrorKind::InvalidInput,
                     ));
                 }
@@ -355,14 +353,9 @@ async fn send_batch(
                 }
                 batch = kept;
             }
-            _ => {
-                let text = match &body {
-                    Value::String(text) => text.clone(),
-                    json => json.to_string(),
-                };
-                let (kind, message) = ErrorKind::of_answer(status, &text);
+            IngestAnswer::Error(kind, message) => {
                 return Err(Error::Remote(
-                    format!("the server answered {status}: {message}"),
+                    format!("the server answered {}: {message}", answer.status),
                     kind,
                 ));
             }
@@ -373,9 +366,16 @@ async fn send_batch(
 /// A server's answer to a POST.
 pub(crate) struct Answer {
     pub status: u16,
-    pub body: Value,
+    pub body: String,
     /// Answered from an earlier try with the same idempotency key.
     pub replayed: bool,
+}
+
+impl Answer {
+    /// The answer as the stream wrote it ([`pipe_ingest::wire`]).
+    pub fn read(&self) -> IngestAnswer {
+        IngestAnswer::read(self.status, &self.body)
+    }
 }
 
 /// POSTs one body with an idempotency key, retrying what may be transient
@@ -409,8 +409,7 @@ pub(crate) async fn post_with_retries(
                 let transient = matches!(status, 408 | 409 | 429) || status >= 500;
                 if !transient || attempt >= 8 {
                     let replayed = r.headers().contains_key("idempotent-replayed");
-                    let text = r.text().await.unwrap_or_default();
-                    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                    let body = r.text().await.unwrap_or_default();
                     return Ok(Answer {
                         status,
                         body,
