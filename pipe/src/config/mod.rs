@@ -37,7 +37,7 @@
 //! compression = "zstd"
 //! row_group_rows = 131072            # largest Parquet row group
 //! target_file_size_mb = 512          # data files and compaction aim for this size
-//! partition_by = ["day(__ingest_ts)", "bucket(16, user_id)"]   # when the table is created
+//! partition_by = ["day(__ingest_ts)", "bucket(16, user_id)"]   # a change evolves the spec for new data
 //! bloom_filter_columns = ["order_id"]  # bloom filters for lookups by these columns
 //! sort_by = ["order_id"]             # the table's sort order: compaction rewrites in it
 //! snapshot_max_age_secs = 86400      # expire older snapshots after commits…

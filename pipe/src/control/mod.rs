@@ -205,8 +205,9 @@ pub async fn update_pipeline(
 
 /// Changes sink `name`'s settings: the keys of `patch` replace the stored
 /// ones (`null` unsets one). The pipeline writing it, if any, switches
-/// to them at an offset. Where it writes, and an Iceberg table's
-/// partition spec, do not change in place.
+/// to them at an offset. Where it writes does not change in place; a new
+/// `partition_by` evolves an Iceberg table's partition spec for the data
+/// written from the switch on (`pipe_sink::table` partition evolution).
 pub async fn update_sink(
     supervisor: &Supervisor,
     name: &str,
@@ -233,11 +234,6 @@ pub async fn update_sink(
                 "`{key}` of sink `{name}` does not change in place: a sink keeps the table or folder it writes. Create a new sink (and a pipeline for it) instead"
             )));
         }
-    }
-    if set(&merged, "partition_by") != set(&stored, "partition_by") {
-        return Err(invalid(format!(
-            "`partition_by` of sink `{name}` does not change in place: an Iceberg table keeps the partition spec it was made with (partition spec evolution is not built yet)"
-        )));
     }
     let after: SinkFile = serde_json::from_value(Value::Object(merged))
         .map_err(|e| invalid(format!("`sinks.{name}`: {e}")))?;

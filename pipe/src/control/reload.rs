@@ -204,10 +204,10 @@ pub async fn reload(supervisor: &Supervisor, dry_run: bool) -> Result<Reloaded> 
             super::merge_patch(&old.sinks[name], Default::default())?.0,
             super::merge_patch(&new.sinks[name], Default::default())?.0,
         );
-        for key in TARGET_KEYS.iter().chain(&["partition_by"]) {
+        for key in TARGET_KEYS {
             if set(&a, key) != set(&b, key) {
                 return Err(invalid(format!(
-                    "`sinks.{name}.{key}` does not change in place: a running sink keeps its table or folder and its partitioning. {restart}; its pipeline then starts at its `start`"
+                    "`sinks.{name}.{key}` does not change in place: a running sink keeps its table or folder. {restart}; its pipeline then starts at its `start`"
                 )));
             }
         }

@@ -181,3 +181,121 @@ async fn an_edited_pipe_toml_is_applied_in_place_under_load() {
     );
     server.stop();
 }
+
+/// A sink's `partition_by` changed in pipe.toml and reloaded under load:
+/// the table's partition spec evolves for new data, every acknowledged
+/// event is in the table once, old and new files are read and pruned by
+/// their own spec (by `pipe query` and PyIceberg), compaction keeps them
+/// apart, and a restart does not evolve the spec again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sinks_partitioning_evolves_for_new_data_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file(dir.path(), OLD_SQL, "");
+    let server = Arc::new(Server::start(&config).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (server, stop) = (server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut next = 0;
+            while !stop.load(Ordering::Relaxed) {
+                acked.extend(post_ids(&server, next, 20).await);
+                next += 20;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let partitioned = std::fs::read_to_string(&config).unwrap().replace(
+        "roll_interval_secs = 1\n",
+        "roll_interval_secs = 1\npartition_by = [\"day(__ingest_ts)\", \"event_type\"]\n",
+    );
+    std::fs::write(&config, partitioned).unwrap();
+    let done = ok(&server, &["reload"]);
+    assert!(done.contains("sinks changed: ecommerce_sink"), "{done}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked: HashSet<String> = load.await.unwrap().into_iter().collect();
+    server.flush("ecommerce");
+    let maintained = cli(
+        &server,
+        &["tables", "maintain", "default.ecommerce", "--json"],
+    );
+    assert!(maintained.contains("\"outcome\":\"ok\""), "{maintained}");
+    let server = Arc::into_inner(server).expect("the load ended");
+    server.stop();
+
+    assert_exactly_once(dir.path(), &Store::local(dir.path()), &acked);
+    let script = r#"
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from testenv import open_catalog
+catalog = open_catalog(f"{sys.argv[1]}/data/catalog.db", f"file://{sys.argv[1]}/data/warehouse")
+table = catalog.load_table("default.ecommerce")
+files = table.inspect.files().to_pylist()
+print(json.dumps({
+    "specs": sorted(table.specs().keys()),
+    "default": table.spec().spec_id,
+    "default_fields": [f.name for f in table.spec().fields],
+    "files_by_spec": sorted({f["spec_id"] for f in files}),
+    "rows": table.scan().to_arrow().num_rows,
+}))
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(dir.path())
+        .arg(repo_path("tests/readers"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(read["specs"], serde_json::json!([0, 1]), "{read}");
+    assert_eq!(read["default"], 1, "{read}");
+    assert_eq!(
+        read["default_fields"],
+        serde_json::json!(["__ingest_ts_day", "event_type"]),
+        "{read}"
+    );
+    assert_eq!(
+        read["files_by_spec"],
+        serde_json::json!([0, 1]),
+        "files of both specs: {read}"
+    );
+    assert_eq!(read["rows"], acked.len(), "{read}");
+    let (rows, stats) = query_with_stats(
+        &config,
+        "SELECT count(*) AS n FROM default.ecommerce WHERE event_type = 'crash_point'",
+    );
+    assert_eq!(rows[0]["n"], acked.len(), "{stats}");
+    let none = query(
+        &config,
+        "SELECT count(*) AS n FROM default.ecommerce WHERE event_type = 'other'",
+    );
+    assert_eq!(none[0]["n"], 0);
+
+    // A restart finds the table as the file says: no further spec.
+    let server = Server::start(&config).await;
+    assert_eq!(
+        server
+            .post_json("ecommerce_stream", &getting_started_events())
+            .await
+            .0,
+        200
+    );
+    server.flush("ecommerce");
+    server.stop();
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(dir.path())
+        .arg(repo_path("tests/readers"))
+        .output()
+        .unwrap();
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(read["specs"], serde_json::json!([0, 1]), "{read}");
+    assert_eq!(read["rows"], acked.len() + 3, "{read}");
+}

@@ -492,8 +492,9 @@ async fn a_sinks_settings_change_under_load_at_an_offset() {
     let (status, body) = patch(json!({"table": "elsewhere"})).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("does not change in place"), "{body}");
-    let (status, body) = patch(json!({"partition_by": []})).await;
+    let (status, body) = patch(json!({"partition_by": ["nope"]})).await;
     assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no column `nope`"), "{body}");
     let (status, body) = patch(json!({"partition_by": null, "path": null})).await;
     assert_eq!(
         (status, body.contains("\"changed\":false")),

@@ -453,7 +453,10 @@ async fn commit_replace(
     loop {
         attempt += 1;
         let planned_on = load().await?;
-        let Some(prepared) = prepare_replace(&planned_on, base_sequence, removed, added)
+        // The new files were written with the spec the plan read: a
+        // spec changed since does not change theirs.
+        let spec_id = table.metadata().default_partition_spec_id();
+        let Some(prepared) = prepare_replace(&planned_on, base_sequence, removed, added, spec_id)
             .await
             .map_err(unswapped)?
         else {
@@ -494,7 +497,7 @@ async fn commit_replace(
 
 /// The manifests of the replace on `current`'s main: each manifest
 /// holding a removed file rewritten (it DELETED, the rest EXISTING), and
-/// one of the new files ADDED. `None` if a removed file is not live
+/// one of the new files ADDED, under the spec they were written with. `None` if a removed file is not live
 /// there, or if delete files were committed since the snapshot the
 /// rewrite read (sequence number `base_sequence`): they may apply to
 /// rows of the removed files, which the new files would bring back
@@ -504,6 +507,7 @@ async fn prepare_replace(
     base_sequence: i64,
     removed: &[DataFile],
     added: &[DataFile],
+    added_spec_id: i32,
 ) -> Result<Option<Prepared>> {
     let Some(list) = main_manifests(current).await? else {
         return Ok(None);
@@ -568,9 +572,7 @@ async fn prepare_replace(
         if gone.values().any(|seen| !seen) {
             return Ok(false);
         }
-        let mut writer = prepared
-            .new
-            .manifest_writer(current.metadata().default_partition_spec_id())?;
+        let mut writer = prepared.new.manifest_writer(added_spec_id)?;
         for f in added {
             writer
                 .add_file(f.clone(), -1)

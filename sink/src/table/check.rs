@@ -13,13 +13,28 @@ use super::sort_by::check_sort_columns;
 use super::{evolve, TableSink, WriteOptions};
 use crate::{Error, Result};
 
-/// The columns `options` name (bloom filters, sort order) are in `output`.
+/// The columns `options` name (bloom filters, sort order, partition
+/// fields) are in `output`, partition fields with a type their transform
+/// takes.
 pub(super) fn columns_exist(
     ident: &TableIdent,
     output: &SchemaRef,
     options: &WriteOptions,
 ) -> Result<()> {
     check_bloom_filter_columns(ident, output, &options.bloom_filter_columns)?;
+    let plain = arrow::datatypes::Schema::new(
+        output
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+            .collect::<Vec<_>>(),
+    );
+    let schema = iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(&plain).map_err(|e| {
+        Error::Schema(format!(
+            "mapping the output of `{ident}` to Iceberg types: {e}"
+        ))
+    })?;
+    super::partition::spec_fields(&schema, &options.partition_by)?;
     check_sort_columns(
         ident,
         output,

@@ -13,6 +13,7 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, TableCreation, TableIdent};
 use tracing::info;
 
+use super::partition::{describe, spec_fields, PARTITION_BY_PROPERTY};
 use super::target_size::TARGET_FILE_SIZE;
 use super::{Codec, WriteOptions, BLOOM_FILTER_PROPERTY};
 use crate::maintenance::metadata_files;
@@ -36,30 +37,15 @@ pub(super) fn table_creation(
     // Spec and field ids spelled out (0, and 1000 up, what a catalog would
     // assign): some REST catalogs echo the request's spec back verbatim.
     let mut spec = UnboundPartitionSpec::builder().with_spec_id(0);
-    for (n, field) in options.partition_by.iter().enumerate() {
-        let source = schema.field_by_name(&field.column).ok_or_else(|| {
-            Error::Schema(format!(
-                "partition field `{field}`: the pipeline output has no column `{}`",
-                field.column
-            ))
-        })?;
-        field
-            .transform
-            .result_type(&source.field_type)
-            .map_err(|_| {
-                Error::Schema(format!(
-                    "partition field `{field}`: {} does not apply to column `{}` of type {}",
-                    field.transform, field.column, source.field_type
-                ))
-            })?;
+    for (n, mut field) in spec_fields(&schema, &options.partition_by)?
+        .into_iter()
+        .enumerate()
+    {
+        field.field_id = Some(1000 + n as i32);
+        let name = field.name.clone();
         spec = spec
-            .add_partition_fields([iceberg::spec::UnboundPartitionField {
-                source_id: source.id,
-                field_id: Some(1000 + n as i32),
-                name: field.name(),
-                transform: field.transform,
-            }])
-            .map_err(|e| Error::Schema(format!("partition field `{field}`: {e}")))?;
+            .add_partition_fields([field])
+            .map_err(|e| Error::Schema(format!("partition field `{name}`: {e}")))?;
     }
     let spec = spec.build();
     let codec = match options.codec {
@@ -75,6 +61,10 @@ pub(super) fn table_creation(
             codec.to_string(),
         ),
         ("write.format.default".to_string(), "parquet".to_string()),
+        (
+            PARTITION_BY_PROPERTY.to_string(),
+            describe(&options.partition_by),
+        ),
     ]);
     for column in &options.bloom_filter_columns {
         properties.insert(format!("{BLOOM_FILTER_PROPERTY}{column}"), "true".into());

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use iceberg::arrow::schema_to_arrow_schema;
-use iceberg::spec::{DataFile, Transform};
+use iceberg::spec::DataFile;
 use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use tracing::info;
@@ -25,6 +25,7 @@ pub mod evolve;
 pub mod target_size;
 pub(crate) use create::bloom_filter_columns;
 mod maintain;
+mod partition;
 mod sort_by;
 mod writer;
 
@@ -32,6 +33,7 @@ use maintain::Background;
 
 use create::{adopt_metadata_properties, adopt_target_file_size, check_compatible, table_creation};
 
+pub use partition::{PartitionField, PARTITION_BY_PROPERTY};
 pub use sort_by::SortColumn;
 pub(crate) use writer::DataWriter;
 pub use writer::Layout;
@@ -68,112 +70,6 @@ pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(24 *
 pub use pipe_schemas::INGEST_TS_COLUMN;
 
 pub use crate::codec::Codec;
-
-/// One partition field of a table: a transform of an output column,
-/// written as in Iceberg's SQL: `day(__ingest_ts)`, `bucket(16, user_id)`,
-/// `truncate(4, sku)`, `identity(country)` (or just `country`), `year(ts)`,
-/// `month(ts)`, `hour(ts)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionField {
-    pub transform: Transform,
-    pub column: String,
-}
-
-impl PartitionField {
-    /// `day(__ingest_ts)`, the default partitioning.
-    pub fn ingest_day() -> Self {
-        PartitionField {
-            transform: Transform::Day,
-            column: INGEST_TS_COLUMN.to_string(),
-        }
-    }
-
-    /// The partition field's name in the spec (and in data file paths):
-    /// the column for identity, else `<column>_<transform>`.
-    pub fn name(&self) -> String {
-        let suffix = match self.transform {
-            Transform::Identity => return self.column.clone(),
-            Transform::Year => "year".to_string(),
-            Transform::Month => "month".to_string(),
-            Transform::Day => "day".to_string(),
-            Transform::Hour => "hour".to_string(),
-            Transform::Bucket(n) => format!("bucket_{n}"),
-            Transform::Truncate(w) => format!("trunc_{w}"),
-            Transform::Void | Transform::Unknown => "void".to_string(),
-        };
-        format!("{}_{suffix}", self.column)
-    }
-}
-
-impl std::str::FromStr for PartitionField {
-    type Err = Error;
-
-    fn from_str(spec: &str) -> Result<Self> {
-        let bad = |why: &str| {
-            Error::Config(format!(
-                "partition field `{spec}`: {why} (expected e.g. `day(ts)`, `bucket(16, id)`, `truncate(4, name)`, `identity(col)`)"
-            ))
-        };
-        let spec_trimmed = spec.trim();
-        let Some((func, rest)) = spec_trimmed.split_once('(') else {
-            if spec_trimmed.is_empty() || !is_column_name(spec_trimmed) {
-                return Err(bad("not a column or a transform"));
-            }
-            return Ok(PartitionField {
-                transform: Transform::Identity,
-                column: spec_trimmed.to_string(),
-            });
-        };
-        let args = rest.strip_suffix(')').ok_or_else(|| bad("missing `)`"))?;
-        let args: Vec<&str> = args.split(',').map(str::trim).collect();
-        let number = |s: &str| -> Result<u32> {
-            s.parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| bad("the first argument must be a positive whole number"))
-        };
-        let (transform, column) = match (func.trim().to_ascii_lowercase().as_str(), args.as_slice())
-        {
-            ("identity", [c]) => (Transform::Identity, *c),
-            ("year" | "years", [c]) => (Transform::Year, *c),
-            ("month" | "months", [c]) => (Transform::Month, *c),
-            ("day" | "days", [c]) => (Transform::Day, *c),
-            ("hour" | "hours", [c]) => (Transform::Hour, *c),
-            ("bucket", [n, c]) => (Transform::Bucket(number(n)?), *c),
-            ("truncate", [w, c]) => (Transform::Truncate(number(w)?), *c),
-            (
-                "identity" | "year" | "years" | "month" | "months" | "day" | "days" | "hour"
-                | "hours",
-                _,
-            ) => return Err(bad("this transform takes one column")),
-            ("bucket" | "truncate", _) => {
-                return Err(bad("this transform takes a number and a column"))
-            }
-            _ => return Err(bad("unknown transform")),
-        };
-        if !is_column_name(column) {
-            return Err(bad("not a column name"));
-        }
-        Ok(PartitionField {
-            transform,
-            column: column.to_string(),
-        })
-    }
-}
-
-impl std::fmt::Display for PartitionField {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.transform {
-            Transform::Bucket(n) => write!(f, "bucket({n}, {})", self.column),
-            Transform::Truncate(w) => write!(f, "truncate({w}, {})", self.column),
-            t => write!(f, "{t}({})", self.column),
-        }
-    }
-}
-
-fn is_column_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')
-}
 
 /// How data files are written.
 #[derive(Debug, Clone)]
@@ -397,6 +293,13 @@ impl TableSink {
         let table = adopt_sort_order(&catalog, table, options.sort_by.as_deref()).await?;
         let table = adopt_target_file_size(&catalog, table, options.target_file_bytes).await?;
         let table = evolve::evolve(&catalog, options.committer.as_ref(), table, output).await?;
+        let table = partition::respec(
+            &catalog,
+            options.committer.as_ref(),
+            table,
+            &options.partition_by,
+        )
+        .await?;
         let arrow_schema = Arc::new(
             schema_to_arrow_schema(table.metadata().current_schema())
                 .map_err(catalog_err(format!("reading the schema of `{ident}`")))?,
@@ -407,17 +310,6 @@ impl TableSink {
         options.target_file_bytes = target_size::table_target_file_bytes(&table)?
             .map(|n| n as usize)
             .or(options.target_file_bytes);
-        let existing: Vec<String> = table
-            .metadata()
-            .default_partition_spec()
-            .fields()
-            .iter()
-            .map(|f| f.name.clone())
-            .collect();
-        let wanted: Vec<String> = options.partition_by.iter().map(|f| f.name()).collect();
-        if existing != wanted {
-            tracing::warn!(table = %ident, partitioned_by = ?existing, configured = ?wanted, "the table keeps its own partition spec; the sink's partition_by applies to tables it creates");
-        }
         let (ledger, leftover) = match &options.ledger_dir {
             Some(dir) => {
                 let path = dir.join(format!("{pipeline}@{ident}.ledger"));
@@ -711,61 +603,5 @@ impl TableSink {
                 source: Box::new(e),
             })?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partition_fields_parse_and_print() {
-        for (spec, transform, column, name) in [
-            (
-                "day(__ingest_ts)",
-                Transform::Day,
-                "__ingest_ts",
-                "__ingest_ts_day",
-            ),
-            (
-                "bucket(16, user_id)",
-                Transform::Bucket(16),
-                "user_id",
-                "user_id_bucket_16",
-            ),
-            (
-                "truncate( 4 ,sku )",
-                Transform::Truncate(4),
-                "sku",
-                "sku_trunc_4",
-            ),
-            (
-                "identity(country)",
-                Transform::Identity,
-                "country",
-                "country",
-            ),
-            ("country", Transform::Identity, "country", "country"),
-            ("HOUR(ts)", Transform::Hour, "ts", "ts_hour"),
-            ("months(ts)", Transform::Month, "ts", "ts_month"),
-            ("year(ts)", Transform::Year, "ts", "ts_year"),
-        ] {
-            let field: PartitionField = spec.parse().unwrap();
-            assert_eq!(field.transform, transform, "{spec}");
-            assert_eq!(field.column, column, "{spec}");
-            assert_eq!(field.name(), name, "{spec}");
-            assert_eq!(field.to_string().parse::<PartitionField>().unwrap(), field);
-        }
-        for (spec, why) in [
-            ("bucket(user_id)", "takes a number and a column"),
-            ("bucket(0, user_id)", "positive whole number"),
-            ("day(a, b)", "takes one column"),
-            ("zorder(a)", "unknown transform"),
-            ("day(a", "missing `)`"),
-            ("a-b", "not a column"),
-        ] {
-            let e = spec.parse::<PartitionField>().unwrap_err().to_string();
-            assert!(e.contains(why), "{spec}: {e}");
-        }
     }
 }

@@ -173,3 +173,121 @@ async fn sink_table(dir: &std::path::Path) -> iceberg::table::Table {
     let ident = iceberg::TableIdent::from_strs(["default", "events"]).unwrap();
     catalog.load_table(&ident).await.unwrap()
 }
+
+async fn open_partitioned(
+    dir: &std::path::Path,
+    output: &SchemaRef,
+    partition_by: &[&str],
+) -> pipe_sink::Result<TableSink> {
+    let settings = CatalogSettings::local(dir);
+    let catalog = open_catalog(&settings).await.unwrap();
+    let options = WriteOptions {
+        committer: Some(Committer::open(&settings).await.unwrap()),
+        partition_by: partition_by.iter().map(|p| p.parse().unwrap()).collect(),
+        ..WriteOptions::default()
+    };
+    TableSink::open(catalog, "default", "events", "p", "sink", output, options).await
+}
+
+/// A sink's `partition_by` changed: the table gets a new default spec for
+/// new data (field ids of kept fields reused), files of both specs are
+/// read; the same configuration again changes nothing, and a spec that
+/// another engine set is kept.
+#[tokio::test]
+async fn a_changed_partition_by_evolves_the_spec_for_new_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ts_field, three, two) = ts();
+    let output: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        ts_field,
+    ]));
+    let batch = |kinds: Vec<&str>, ts: Arc<dyn Array>| {
+        RecordBatch::try_new(output.clone(), vec![Arc::new(StringArray::from(kinds)), ts]).unwrap()
+    };
+    let mut sink = open_partitioned(dir.path(), &output, &["day(__ingest_ts)"])
+        .await
+        .unwrap();
+    commit(&mut sink, &batch(vec!["a", "b", "a"], three), 0).await;
+    drop(sink);
+    let before = sink_table(dir.path()).await;
+    assert_eq!(before.metadata().default_partition_spec_id(), 0);
+    assert_eq!(
+        before.metadata().properties()["pipe.partition-by"],
+        "day(__ingest_ts)"
+    );
+
+    // A column the output lacks is refused before anything changes.
+    let Err(e) = open_partitioned(dir.path(), &output, &["day(__ingest_ts)", "nope"]).await else {
+        panic!("a partition field on a missing column is refused");
+    };
+    assert!(e.to_string().contains("no column `nope`"), "{e}");
+    assert_eq!(
+        sink_table(dir.path())
+            .await
+            .metadata()
+            .default_partition_spec_id(),
+        0
+    );
+
+    let wanted = ["day(__ingest_ts)", "identity(kind)"];
+    let mut sink = open_partitioned(dir.path(), &output, &wanted)
+        .await
+        .unwrap();
+    commit(&mut sink, &batch(vec!["a", "b"], two), 1).await;
+    drop(sink);
+    let after = sink_table(dir.path()).await;
+    let spec = after.metadata().default_partition_spec();
+    assert_eq!(spec.spec_id(), 1);
+    let names: Vec<&str> = spec.fields().iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["__ingest_ts_day", "kind"]);
+    let day_id = |s: &iceberg::spec::PartitionSpec| s.fields()[0].field_id;
+    assert_eq!(
+        day_id(spec),
+        day_id(before.metadata().default_partition_spec()),
+        "the kept field keeps its id"
+    );
+    let rows: usize = after
+        .scan()
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(rows, 5, "files of both specs");
+
+    // Again: nothing to change.
+    drop(
+        open_partitioned(dir.path(), &output, &wanted)
+            .await
+            .unwrap(),
+    );
+    let again = sink_table(dir.path()).await;
+    assert_eq!(again.metadata().partition_specs_iter().count(), 2);
+    assert_eq!(again.metadata().default_partition_spec_id(), 1);
+
+    // Another engine's spec (the table no longer records ours) is kept.
+    let catalog = open_catalog(&CatalogSettings::local(dir.path()))
+        .await
+        .unwrap();
+    let tx = iceberg::transaction::Transaction::new(&again);
+    let tx = iceberg::transaction::ApplyTransactionAction::apply(
+        tx.update_table_properties()
+            .remove("pipe.partition-by".to_string()),
+        tx,
+    )
+    .unwrap();
+    tx.commit(catalog.as_ref()).await.unwrap();
+    drop(
+        open_partitioned(dir.path(), &output, &["day(__ingest_ts)"])
+            .await
+            .unwrap(),
+    );
+    let kept = sink_table(dir.path()).await;
+    assert_eq!(kept.metadata().default_partition_spec_id(), 1, "kept");
+}

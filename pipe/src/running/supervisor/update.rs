@@ -92,6 +92,7 @@ impl Supervisor {
             let options = pipe_sink::WriteOptions {
                 bloom_filter_columns: sink.bloom_filter_columns.clone(),
                 sort_by: sink.sort_by.clone(),
+                partition_by: sink.partition_by.clone(),
                 ..Default::default()
             };
             let (output, whose) = (plan.output_schema(), "its sink's table");
