@@ -605,13 +605,16 @@ impl<S: TaskSink> PipelineTask<S> {
             failed.sink.abort();
         }
         // Never the reader's position: a step that failed after reading
-        // has moved it past records nothing has committed.
-        let from = match (pending.take(), self.committed_through) {
-            (Some(p), _) => p.range.first,
-            (None, Some(c)) => (c + 1).max(self.started_at),
-            (None, None) => self.started_at,
+        // has moved it past records nothing has committed. Nor before a
+        // closed range (a commit that panicked): it is committed from
+        // `unfinished`, and reading it again would commit it twice.
+        let from = match (pending.take(), &self.unfinished, self.committed_through) {
+            (Some(p), _, _) => p.range.first,
+            (None, Some(u), _) => u.range.last + 1,
+            (None, None, Some(c)) => (c + 1).max(self.started_at),
+            (None, None, None) => self.started_at,
         };
-        warn!(pipeline = %self.plan.name(), from_offset = from, "rewinding to the first uncommitted offset");
+        warn!(pipeline = %self.plan.name(), from_offset = from, "rewinding to the first offset not read into closed files");
         self.reader = self.log.reader(from);
     }
 
