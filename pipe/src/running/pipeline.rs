@@ -49,6 +49,9 @@ use crate::{Error, Result};
 mod task_sink;
 pub use task_sink::TaskSink;
 
+#[cfg(test)]
+mod model;
+
 /// Records read from the buffer per step.
 const READ_RECORDS: usize = 4096;
 /// Bytes read from the buffer per step.
