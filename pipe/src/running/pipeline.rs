@@ -37,7 +37,7 @@ use futures::FutureExt;
 use pipe_ingest::buffer::BufferReader;
 use pipe_ingest::log::StreamLog;
 use pipe_ingest::payload::{decode_batches, decode_quarantine};
-use pipe_sink::{Closed, CommitOutcome, OffsetRange, Sink, TableSink};
+use pipe_sink::{CommitOutcome, OffsetRange, Sink, TableSink};
 use pipe_transform::{failed_rows_batch, PipelinePlan};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +45,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{Error, Result};
+
+mod task_sink;
+pub use task_sink::TaskSink;
+
+#[cfg(test)]
+mod model;
 
 /// Records read from the buffer per step.
 const READ_RECORDS: usize = 4096;
@@ -75,11 +81,12 @@ pub enum Part {
     Quarantine,
 }
 
-/// The running state of one pipeline.
-pub struct PipelineTask {
+/// The running state of one pipeline. `S` is its sink: a [`Sink`], or a
+/// fake one in tests.
+pub struct PipelineTask<S: TaskSink = Sink> {
     pub part: Part,
     pub plan: PipelinePlan,
-    pub sink: Sink,
+    pub sink: S,
     pub reader: BufferReader,
     /// The stream's log: where the reader comes from, and what is told of
     /// each commit (so it can release what every consumer has committed).
@@ -101,8 +108,9 @@ pub struct PipelineTask {
     pub failed: Option<FailedRows>,
     /// Closed files whose commit has not succeeded yet: retried before
     /// anything new is read, so no later range can overtake them.
-    pub unfinished: Option<Unfinished>,
+    pub unfinished: Option<Unfinished<S>>,
     pub stats: Arc<PipelineStats>,
+    pub backoff: Backoff,
 }
 
 /// The pipeline's quarantine table for rows its SQL fails on.
@@ -197,8 +205,26 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// The longest wait between two tries of a failing step.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long the task waits before it tries a failed step or commit again.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// After a failed step; doubled with each failure in a row, up to `max`.
+    pub step: Duration,
+    /// The longest wait between two tries of a failing step.
+    pub max: Duration,
+    /// Before the first quick retry of a failed commit; doubled with each.
+    pub commit: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            step: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            commit: Duration::from_millis(200),
+        }
+    }
+}
 
 /// Problems a pipeline keeps for `pipe pipelines get`.
 pub const RECENT_ERRORS: usize = 20;
@@ -299,12 +325,12 @@ impl PipelineStats {
 }
 
 /// A closed range waiting for its commits.
-pub struct Unfinished {
+pub struct Unfinished<S: TaskSink = Sink> {
     range: OffsetRange,
     /// CRC of the range's last record's payload (`Committed::last_crc`).
     last_crc: u32,
     rows: usize,
-    files: Closed,
+    files: S::Closed,
     failed_rows: usize,
     failed_files: Vec<pipe_sink::DataFile>,
 }
@@ -332,7 +358,7 @@ impl std::ops::AddAssign for Rolled {
     }
 }
 
-impl PipelineTask {
+impl<S: TaskSink> PipelineTask<S> {
     /// Runs until `cancel`, then commits what it holds and returns.
     pub async fn run(
         mut self,
@@ -424,9 +450,11 @@ impl PipelineTask {
                 }
             }
             if let Some(attempts) = attempts {
-                let backoff = Duration::from_millis(500)
+                let backoff = self
+                    .backoff
+                    .step
                     .saturating_mul(1 << attempts.min(8))
-                    .min(MAX_BACKOFF);
+                    .min(self.backoff.max);
                 tokio::select! {
                     _ = cancel.cancelled() => {}
                     _ = tokio::time::sleep(backoff) => {}
@@ -580,13 +608,16 @@ impl PipelineTask {
             failed.sink.abort();
         }
         // Never the reader's position: a step that failed after reading
-        // has moved it past records nothing has committed.
-        let from = match (pending.take(), self.committed_through) {
-            (Some(p), _) => p.range.first,
-            (None, Some(c)) => (c + 1).max(self.started_at),
-            (None, None) => self.started_at,
+        // has moved it past records nothing has committed. Nor before a
+        // closed range (a commit that panicked): it is committed from
+        // `unfinished`, and reading it again would commit it twice.
+        let from = match (pending.take(), &self.unfinished, self.committed_through) {
+            (Some(p), _, _) => p.range.first,
+            (None, Some(u), _) => u.range.last + 1,
+            (None, None, Some(c)) => (c + 1).max(self.started_at),
+            (None, None, None) => self.started_at,
         };
-        warn!(pipeline = %self.plan.name(), from_offset = from, "rewinding to the first uncommitted offset");
+        warn!(pipeline = %self.plan.name(), from_offset = from, "rewinding to the first offset not read into closed files");
         self.reader = self.log.reader(from);
     }
 
@@ -636,7 +667,7 @@ impl PipelineTask {
             rows: u.rows,
             failed_rows: u.failed_rows,
         };
-        let mut delay = Duration::from_millis(200);
+        let mut delay = self.backoff.commit;
         let mut tries = 0;
         let started = Instant::now();
         loop {
@@ -662,7 +693,7 @@ impl PipelineTask {
                         .last_commit_unix_ms
                         .store(now_ms, Ordering::Relaxed);
                     if let CommitOutcome::Committed { .. } = outcome {
-                        let files = self.unfinished.as_ref().expect("still set").files.stats();
+                        let files = S::stats(&self.unfinished.as_ref().expect("still set").files);
                         let add = |counter: &AtomicU64, n: u64| {
                             counter.fetch_add(n, Ordering::Relaxed);
                         };

@@ -419,6 +419,7 @@ impl Supervisor {
             failed: p.failed,
             unfinished: None,
             stats: stats.clone(),
+            backoff: Default::default(),
         };
         // The task's end is recorded in its health: a pipeline that stops
         // on an error or a panic shows as failed (admin API, /metrics,
