@@ -81,6 +81,15 @@ impl Sink {
         }
     }
 
+    /// The newest position another pipeline recorded in this sink's
+    /// table for its source log (file sinks: none are looked for).
+    pub fn newest_from_source(&self) -> Option<(String, u64)> {
+        match self {
+            Sink::Table(t) => t.newest_from_source(),
+            Sink::Files(_) => None,
+        }
+    }
+
     /// The newest commit of this pipeline the sink holds.
     pub async fn last_committed(&mut self) -> Result<Option<Committed>> {
         match self {

@@ -295,6 +295,22 @@ fn last_in_properties(
     }))
 }
 
+/// The newest position any pipeline recorded in `table` for log `source`
+/// (its table properties `pipe.<pipeline>@<source>.offset-last`, which
+/// outlive snapshot expiry): the pipeline and the last offset.
+pub fn newest_from_source(table: &Table, source: &str) -> Option<(String, u64)> {
+    let suffix = format!("@{source}.offset-last");
+    table
+        .metadata()
+        .properties()
+        .iter()
+        .filter_map(|(k, v)| {
+            let pipeline = k.strip_prefix("pipe.")?.strip_suffix(&suffix)?;
+            Some((pipeline.to_string(), v.parse::<u64>().ok()?))
+        })
+        .max_by_key(|(_, last)| *last)
+}
+
 /// Whether `pipeline` has committed through `last` from any source: a
 /// snapshot in `main`'s ancestry or a table property says so.
 pub fn committed_from_any_source(table: &Table, pipeline: &str, last: u64) -> bool {

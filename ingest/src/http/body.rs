@@ -118,6 +118,24 @@ pub(super) async fn read_body(
     }
 }
 
+/// Makes a stream's in-flight `budget` of `old` bytes one of `new`: a
+/// larger one at once, a smaller one as held bytes are given back (a task
+/// takes the difference out as it comes free), so the bytes held never
+/// pass the larger of the two, however often it changes.
+pub(super) fn resize_budget(budget: &Arc<Semaphore>, old: usize, new: usize) {
+    if new > old {
+        budget.add_permits(new - old);
+    } else if new < old {
+        let less = u32::try_from(old - new).unwrap_or(u32::MAX);
+        let budget = budget.clone();
+        tokio::spawn(async move {
+            if let Ok(taken) = budget.acquire_many_owned(less).await {
+                taken.forget();
+            }
+        });
+    }
+}
+
 /// `bytes` more of the in-flight budget, if it has them.
 fn take(inflight: &Arc<Semaphore>, bytes: usize) -> Option<OwnedSemaphorePermit> {
     let bytes = u32::try_from(bytes).ok()?;
@@ -199,6 +217,40 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_resized_budget_never_holds_more_than_the_larger_size() {
+        let budget = Arc::new(Semaphore::new(10));
+        let held = take(&budget, 8).unwrap();
+        // Down to 4 while 8 are held: what comes free goes, not out again.
+        resize_budget(&budget, 10, 4);
+        tokio::task::yield_now().await;
+        assert!(budget.available_permits() <= 2);
+        drop(held);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(budget.available_permits(), 4);
+        // Churn while bytes are held: never more than the largest size out.
+        let held = take(&budget, 3).unwrap();
+        let mut size = 4;
+        for next in [6, 2, 6, 2, 6, 3] {
+            resize_budget(&budget, size, next);
+            size = next;
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert!(
+                3 + budget.available_permits() <= 6,
+                "at most 6 held or free"
+            );
+        }
+        drop(held);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(budget.available_permits(), 3, "the last size");
     }
 
     #[test]

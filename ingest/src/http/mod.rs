@@ -210,17 +210,20 @@ impl StreamRoutes {
 
     /// Handles `name`'s later requests with `decoder` and `policy` (its
     /// schema or settings changed); requests already dispatched finish
-    /// with the old ones. A new in-flight budget replaces the old one, so
-    /// for as long as requests admitted under the old budget run, the
-    /// stream may hold both. False if it has no route.
+    /// with the old ones. The stream keeps one in-flight budget, resized:
+    /// a larger one at once, a smaller one as held bytes are given back
+    /// (a task takes the difference out as it comes free), so the bytes
+    /// held never pass the larger of the two. False if it has no route.
     pub fn reconfigure(&self, name: &str, decoder: EventDecoder, policy: StreamPolicy) -> bool {
         let mut routes = self.routes.write().expect("never poisoned");
         let Some((router, endpoint)) = routes.get_mut(name) else {
             return false;
         };
-        if policy.max_inflight_bytes != endpoint.policy.max_inflight_bytes {
-            endpoint.inflight = Arc::new(Semaphore::new(policy.max_inflight_bytes));
-        }
+        body::resize_budget(
+            &endpoint.inflight,
+            endpoint.policy.max_inflight_bytes,
+            policy.max_inflight_bytes,
+        );
         endpoint.decoder = decoder;
         endpoint.policy = policy;
         *router = stream_router(

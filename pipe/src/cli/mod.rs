@@ -184,6 +184,11 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", hex::encode(pipe_ingest::http::token_digest(&token)));
         return Ok(());
     }
+    if matches!(args.command, Command::Serve { .. }) {
+        // SIGHUP reloads pipe.toml once the server runs; until its handler
+        // is in place, one must not end the process (its default action).
+        ignore_hangups();
+    }
     init_logging(&args.log, args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -341,6 +346,16 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     })
+}
+
+/// SIGHUP ignored (until `server::serve` handles it).
+fn ignore_hangups() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal's disposition to "ignore"; no handler runs, no
+    // memory is touched.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
 }
 
 fn init_logging(filter: &str, format: LogFormat) {

@@ -503,6 +503,10 @@ pub(crate) fn reload_summary(v: &Value) -> String {
             "pipelines_removed",
             "pipelines stopped after their last commit",
         ),
+        (
+            "pipelines_revived",
+            "pipelines run again (their last stop could not commit)",
+        ),
     ] {
         let list = names(key);
         if !list.is_empty() {

@@ -4,13 +4,18 @@
 //! A reload compares the file on disk with the file as the server applied
 //! it, and checks every difference before it applies any: the whole
 //! configuration resolves; a changed stream, sink or pipeline can change
-//! in place (the same checks as `PATCH`); server settings other than
-//! `[admin]` (listen address, data dir, catalog, …) are unchanged, since
-//! they take a restart. Then, in this order: new streams start; changed
-//! streams switch (`streams.rs`); changed pipelines (their SQL, or their
-//! sink's settings) switch at an offset; new pipelines start at their
-//! `start`; removed pipelines commit what they read and stop; removed
-//! streams stop (their buffers stay on disk, as a restart leaves them).
+//! in place (the same checks as `PATCH`); every pipeline plans, and no
+//! sink gets two writers; server settings other than `[admin]` (listen
+//! address, data dir, catalog, …) are unchanged, since they take a
+//! restart, and the file passes the start's access check; a file that
+//! suddenly defines nothing (read half-written) is refused. Then, in this
+//! order: new streams start; changed streams switch (`streams.rs`);
+//! changed pipelines (their SQL, or their sink's settings, whoever made
+//! the pipeline) switch at an offset; removed streams stop taking events
+//! (their buffers stay on disk, as a restart leaves them); removed
+//! pipelines commit what they read and stop; new pipelines start at their
+//! `start` (so a renamed pipeline takes over its sink). A removed pipeline
+//! whose last commit fails runs on as it was.
 //!
 //! If a step fails once applying began (the catalog went away), the steps
 //! before it stay applied and the failed one is put back as its own change
@@ -42,6 +47,9 @@ pub struct Reloaded {
     pub pipelines_added: Vec<String>,
     pub pipelines_changed: Vec<PipelineChange>,
     pub pipelines_removed: Vec<String>,
+    /// Defined pipelines whose task had ended unable to commit (a stop
+    /// during an outage): they run again.
+    pub pipelines_revived: Vec<String>,
     /// `[admin]` changed: the admin API takes the new tokens.
     pub admin_changed: bool,
 }
@@ -58,6 +66,7 @@ impl Reloaded {
             && self.pipelines_added.is_empty()
             && self.pipelines_changed.is_empty()
             && self.pipelines_removed.is_empty()
+            && self.pipelines_revived.is_empty()
             && !self.admin_changed
     }
 }
@@ -174,6 +183,15 @@ pub async fn reload(supervisor: &Supervisor, dry_run: bool) -> Result<Reloaded> 
             }
         }
     }
+    // A file read while an editor rewrote it in place can be empty: that
+    // would stop every stream and pipeline it defines.
+    let defines = |f: &ConfigFile| f.streams.len() + f.pipelines.len();
+    if defines(new) == 0 && defines(old) > 0 {
+        return Err(invalid(format!(
+            "pipe.toml now defines no stream and no pipeline, where it defined {}: refused as a file read while it was being written. Restart the server to run an empty file",
+            defines(old)
+        )));
+    }
     let running = supervisor.config();
     let mut config = fresh.resolve(fresh.api()).map_err(|e| match e {
         Error::Config(message) => invalid(format!("pipe.toml: {message}")),
@@ -188,6 +206,9 @@ pub async fn reload(supervisor: &Supervisor, dry_run: bool) -> Result<Reloaded> 
         }
     }
 
+    // What a start with this file would refuse (an admin API open to the
+    // network), a reload refuses too.
+    crate::server::access::check_listen(&config).map_err(|e| invalid(e.to_string()))?;
     supervisor.check_plans(&config).await?;
     let mut plan = Reloaded {
         dry_run,
@@ -238,28 +259,30 @@ pub async fn reload(supervisor: &Supervisor, dry_run: bool) -> Result<Reloaded> 
         switched.extend(change.pipelines.iter().map(|p| p.pipeline.clone()));
         plan.streams_changed.push(change);
     }
-    // Pipelines: their SQL or quarantine table, or their sink's settings.
+    // Pipelines: a file pipeline's SQL or quarantine table; any
+    // pipeline's (the API's too) sink settings.
+    let mut changed: Vec<String> = Vec::new();
     for name in &kept_pipelines {
-        if switched.contains(name) {
-            continue;
-        }
         let (Some(before), Ok(after)) = (
             running.pipelines.iter().find(|p| &p.name == name),
             pipeline_of(&config, name),
         ) else {
             continue;
         };
-        let sink_changed = supervisor
-            .pipeline(name)
-            .is_some_and(|p| plan.sinks_changed.contains(&p.sink_name));
-        if before.definition() == after.definition()
-            && before.quarantine == after.quarantine
-            && !sink_changed
-        {
-            continue;
+        if before.definition() != after.definition() || before.quarantine != after.quarantine {
+            changed.push(name.clone());
         }
-        plan.pipelines_changed
-            .push(supervisor.check_pipeline_change(&config, name).await?);
+    }
+    for p in supervisor.pipelines() {
+        if plan.sinks_changed.contains(&p.sink_name) && !changed.contains(&p.name) {
+            changed.push(p.name.clone());
+        }
+    }
+    for name in changed {
+        if !switched.contains(&name) {
+            plan.pipelines_changed
+                .push(supervisor.check_pipeline_change(&config, &name).await?);
+        }
     }
     plan.streams_added = added_streams;
     plan.streams_removed = removed_streams;
@@ -267,6 +290,15 @@ pub async fn reload(supervisor: &Supervisor, dry_run: bool) -> Result<Reloaded> 
     plan.sinks_removed = removed_sinks;
     plan.pipelines_added = added_pipelines;
     plan.pipelines_removed = removed_pipelines;
+    // A pipeline the file still defines whose task ended unable to commit
+    // (its stop failed) runs again, whatever else changed.
+    plan.pipelines_revived = supervisor
+        .pipelines()
+        .iter()
+        .filter(|p| p.stop_failed() && kept_pipelines.contains(&p.name))
+        .filter(|p| !plan.pipelines_changed.iter().any(|c| c.pipeline == p.name))
+        .map(|p| p.name.clone())
+        .collect();
     if dry_run {
         return Ok(plan);
     }
@@ -333,6 +365,9 @@ async fn apply(
     plan: &mut Reloaded,
     done: &mut Done,
 ) -> Result<()> {
+    for name in &plan.pipelines_revived {
+        supervisor.revive(running, name).await?;
+    }
     let added: Vec<&str> = plan.streams_added.iter().map(String::as_str).collect();
     supervisor.start(config, &added, &[]).await?;
     done.streams.extend(plan.streams_added.iter().cloned());
@@ -353,25 +388,39 @@ async fn apply(
         done.pipelines.insert(name);
         plan.pipelines_changed.push(change);
     }
+    // Removed streams take no more events (their buffers drained to disk),
+    // so their pipelines' last commits hold every event they acknowledged.
+    for name in &plan.streams_removed {
+        supervisor.stop_stream(name).await?;
+    }
+    // Removed pipelines commit what they read and stop (a stream's
+    // quarantine pipeline goes with it), before new pipelines start: a
+    // renamed pipeline takes over its sink.
+    let quarantines: Vec<String> = plan
+        .streams_removed
+        .iter()
+        .filter_map(|name| running.streams.iter().find(|s| &s.name == name))
+        .map(|s| s.quarantine_pipeline())
+        .collect();
+    for name in plan.pipelines_removed.iter().chain(&quarantines) {
+        // One whose last commit failed before (a reload during an outage)
+        // runs again first, so that its stop commits what it holds.
+        if supervisor.pipeline(name).is_some_and(|p| p.stop_failed()) {
+            supervisor.revive(running, name).await?;
+        }
+        if let Err(e) = supervisor.stop_pipeline(name, false).await {
+            // Its last commit did not land: it runs on as it was, and the
+            // next reload stops it again.
+            return Err(supervisor.run_again(running, name, e).await);
+        }
+        if plan.pipelines_removed.contains(name) {
+            done.pipelines.insert(name.clone());
+        }
+    }
+    done.streams.extend(plan.streams_removed.iter().cloned());
+    done.sinks.extend(plan.sinks_removed.iter().cloned());
     let added: Vec<&str> = plan.pipelines_added.iter().map(String::as_str).collect();
     supervisor.start(config, &[], &added).await?;
     done.pipelines.extend(plan.pipelines_added.iter().cloned());
-    for name in &plan.pipelines_removed {
-        supervisor.stop_pipeline(name, false).await?;
-        done.pipelines.insert(name.clone());
-    }
-    done.sinks.extend(plan.sinks_removed.iter().cloned());
-    for name in &plan.streams_removed {
-        let quarantine = running
-            .streams
-            .iter()
-            .find(|s| &s.name == name)
-            .map(|s| s.quarantine_pipeline());
-        if let Some(q) = quarantine {
-            supervisor.stop_pipeline(&q, false).await?;
-        }
-        supervisor.stop_stream(name).await?;
-        done.streams.insert(name.clone());
-    }
     Ok(())
 }

@@ -93,6 +93,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     crate::server::access::check_listen(&config)?;
+    // SIGHUP reloads pipe.toml; one that comes while the server starts
+    // waits for the start (its default action would end the process).
+    let hangups = hangup_signal();
     // A catalog that does not answer fails the start, saying so.
     let catalog = crate::within(config.store_timeout, "opening the catalog", async {
         Ok(open_catalog(&config.catalog).await?)
@@ -143,7 +146,7 @@ pub async fn serve(
         config.clone(),
         pipeline_runtime.handle().clone(),
     ));
-    let result = run(supervisor, Arc::new(query), config, shutdown).await;
+    let result = run(supervisor, Arc::new(query), config, hangups, shutdown).await;
     // Every pipeline task has finished (or none started); the runtime has
     // nothing left to run. (Dropping it here would block in async code.)
     pipeline_runtime.shutdown_background();
@@ -157,6 +160,7 @@ async fn run(
     supervisor: Arc<Supervisor>,
     query: Arc<crate::server::query_api::QueryService>,
     config: Config,
+    hangups: Option<Hangups>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     // Connections are capped below the open-files limit, keeping a
@@ -164,7 +168,7 @@ async fn run(
     let max_connections =
         crate::server::listener::connection_cap(crate::server::listener::raise_file_limit());
     crate::control::start(&supervisor).await?;
-    let reloads = tokio::spawn(reload_on_hangup(supervisor.clone()));
+    let reloads = tokio::spawn(reload_on_hangup(supervisor.clone(), hangups));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -230,19 +234,34 @@ async fn run(
     failure.map_or(Ok(()), Err)
 }
 
-/// Reads `pipe.toml` again on each SIGHUP (see `control::reload`); the
-/// outcome is logged.
-async fn reload_on_hangup(supervisor: Arc<Supervisor>) {
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+/// The SIGHUPs to come (their default action, ending the process, is off
+/// from here on); `None` if the handler cannot be installed.
+fn hangup_signal() -> Option<Hangups> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
+        match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "no SIGHUP handler: reload with `pipe reload`");
-                return;
+                None
             }
-        };
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Reads `pipe.toml` again on each SIGHUP (see `control::reload`); the
+/// outcome is logged.
+async fn reload_on_hangup(supervisor: Arc<Supervisor>, hangups: Option<Hangups>) {
+    #[cfg(unix)]
+    if let Some(mut hangups) = hangups {
         while hangups.recv().await.is_some() {
             info!("SIGHUP: reading pipe.toml again");
             match crate::control::reload(&supervisor, false).await {
@@ -253,7 +272,7 @@ async fn reload_on_hangup(supervisor: Arc<Supervisor>) {
         }
     }
     #[cfg(not(unix))]
-    let _ = supervisor;
+    let _ = (supervisor, hangups);
 }
 
 /// `POST /v1/streams/{stream}` (and CORS preflights): to the stream's route.

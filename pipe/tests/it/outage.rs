@@ -263,3 +263,78 @@ async fn reads_of_the_definitions_do_not_wait_behind_a_hanging_change() {
     server.stop();
     drop(s3);
 }
+
+/// A reload that removes a pipeline while the store is down: its last
+/// commit fails, so it runs on as it was (not left failed with events
+/// stranded), the reload says why, and once the store is back the next
+/// reload removes it with every acknowledged event committed once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_removed_while_the_store_is_down_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(free_port(), &dir.path().join("s3"));
+    s3.wait_ready().await;
+    let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let store = Store::s3(&endpoint, "removed").await;
+    let config = write_config(dir.path(), 1, &store.toml());
+    let with_pipeline = std::fs::read_to_string(&config).unwrap();
+    let server = Server::start(&config).await;
+    let mut acked = Vec::new();
+    let mut next = 0;
+    for _ in 0..4 {
+        acked.extend(post_batch(&server, next).await.expect("S3 is up"));
+        next += 50;
+    }
+    server.flush("ecommerce");
+
+    let (port, data) = s3.kill();
+    for _ in 0..4 {
+        acked.extend(
+            post_batch(&server, next)
+                .await
+                .expect("the buffer takes them"),
+        );
+        next += 50;
+    }
+    let without = with_pipeline.replace(
+        "[pipelines.ecommerce]\nsql = \"INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream\"\n",
+        "",
+    );
+    assert_ne!(without, with_pipeline);
+    std::fs::write(&config, &without).unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["reload", "--server", &server.url])
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("ecommerce"),
+        "{why}"
+    );
+    let status = server.status("ecommerce").await;
+    assert_eq!(status["pipeline"], "ecommerce", "still listed: {status}");
+    acked.extend(post_batch(&server, next).await.expect("the stream goes on"));
+
+    let s3 = S3::start(port, &data);
+    s3.wait_ready().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+            .args(["reload", "--server", &server.url])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reload never went through: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    server.stop();
+    let acked: HashSet<String> = acked.into_iter().collect();
+    assert_exactly_once(dir.path(), &store, &acked);
+    drop(s3);
+}

@@ -299,3 +299,221 @@ print(json.dumps({
     assert_eq!(read["specs"], serde_json::json!([0, 1]), "{read}");
     assert_eq!(read["rows"], acked.len() + 3, "{read}");
 }
+
+/// Posts ids `first..first + n` to `stream`; the ids acknowledged.
+async fn post_to(server: &Server, stream: &str, first: usize, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (first..first + n).map(|i| format!("id-{i:08}")).collect();
+    let body: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| serde_json::json!({"user_id": id, "event_type": "r"}))
+        .collect();
+    match server
+        .post_json(stream, &serde_json::Value::Array(body))
+        .await
+        .0
+    {
+        200 => ids,
+        _ => Vec::new(),
+    }
+}
+
+/// A pipeline renamed in the file takes over its sink: the reload stops
+/// the old name after its last commit, and the new one continues after
+/// the offsets the table holds from the stream's log (not at the oldest
+/// buffered event, which the old name had committed already), across a
+/// restart too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_pipeline_takes_over_its_sink_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file(dir.path(), OLD_SQL, "");
+    let server = Server::start(&config).await;
+    let mut acked = post_to(&server, "ecommerce_stream", 0, 300).await;
+    server.flush("ecommerce");
+    acked.extend(post_to(&server, "ecommerce_stream", 300, 100).await);
+    let renamed = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[pipelines.ecommerce]", "[pipelines.ecommerce_v2]");
+    std::fs::write(&config, renamed).unwrap();
+    let dry = ok(&server, &["reload", "--dry-run"]);
+    assert!(dry.contains("pipelines started: ecommerce_v2"), "{dry}");
+    let done = ok(&server, &["reload"]);
+    assert!(
+        done.contains("pipelines stopped after their last commit: ecommerce"),
+        "{done}"
+    );
+    acked.extend(post_to(&server, "ecommerce_stream", 400, 100).await);
+    server.flush("ecommerce_v2");
+    server.stop();
+    let acked: HashSet<String> = acked.into_iter().collect();
+    assert_eq!(acked.len(), 500);
+    assert_exactly_once(dir.path(), &Store::local(dir.path()), &acked);
+    let server = Server::start(&config).await;
+    server.flush("ecommerce_v2");
+    server.stop();
+    assert_exactly_once(dir.path(), &Store::local(dir.path()), &acked);
+    let rows = query(&config, "SELECT count(*) AS n FROM default.ecommerce");
+    assert_eq!(rows[0]["n"], 500, "no event twice after the restart");
+}
+
+/// Reload refusals that protect what runs: a file that would leave the
+/// admin API open to the network, and a file read empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_refuses_what_a_start_would_and_an_emptied_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest = hex_digest("admin-secret");
+    let config = file(dir.path(), OLD_SQL, "");
+    let admin = format!("\n[admin]\nauth_token_sha256 = [\"{digest}\"]\n");
+    let guarded = format!("{}{admin}", std::fs::read_to_string(&config).unwrap());
+    std::fs::write(&config, &guarded).unwrap();
+    let server = Server::start_on(&config, "0.0.0.0", &[]).await;
+    let reload = |token: &'static str| {
+        let url = format!("{}/v1/reload", server.url);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // Without `[admin]`, a start on 0.0.0.0 is refused: so is the reload.
+    std::fs::write(&config, guarded.replace(&admin, "")).unwrap();
+    let (status, body) = reload("admin-secret").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no token"), "{body}");
+    let (status, _) = reload("wrong").await;
+    assert_eq!(status, 401, "the admin token still guards the API");
+
+    // A file read while it was being rewritten in place.
+    std::fs::write(&config, format!("data_dir = \"data\"\n{admin}")).unwrap();
+    let (status, body) = reload("admin-secret").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("defines no stream and no pipeline"), "{body}");
+    std::fs::write(&config, &guarded).unwrap();
+    let (status, body) = reload("admin-secret").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server
+            .post_json("ecommerce_stream", &getting_started_events())
+            .await
+            .0,
+        200
+    );
+    server.stop();
+}
+
+/// A sink in the file written by a pipeline the API made: a reload that
+/// changes the sink switches that pipeline too. A stream removed with its
+/// pipeline under load stops taking events before the pipeline's last
+/// commit, so every event it acknowledged is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reaches_api_pipelines_and_drains_removed_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = "\n[sinks.shared_sink]\ntable = \"shared\"\nroll_interval_secs = 1\n";
+    let config = file(dir.path(), OLD_SQL, &format!("{SECOND}{shared}"));
+    let server = Arc::new(Server::start(&config).await);
+    ok(
+        &server,
+        &[
+            "pipelines",
+            "create",
+            "api_p",
+            "--sql",
+            "INSERT INTO shared_sink SELECT * FROM ecommerce_stream",
+        ],
+    );
+    let slower = shared.replace("roll_interval_secs = 1", "roll_interval_secs = 3600");
+    file(dir.path(), OLD_SQL, &format!("{SECOND}{slower}"));
+    let done = ok(&server, &["reload"]);
+    assert!(
+        done.contains("sinks changed: shared_sink")
+            && done.contains("pipelines switched at an offset: api_p"),
+        "{done}"
+    );
+
+    // The load on `clicks` runs through the reload that removes it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (server, stop) = (server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut next = 0;
+            while !stop.load(Ordering::Relaxed) {
+                acked.extend(post_to(&server, "clicks", next, 10).await);
+                next += 10;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    file(dir.path(), OLD_SQL, &slower);
+    let done = ok(&server, &["reload"]);
+    assert!(
+        done.contains("streams stopped") && done.contains("clicks"),
+        "{done}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked: HashSet<String> = load.await.unwrap().into_iter().collect();
+    assert!(acked.len() > 20, "the load ran: {}", acked.len());
+    let server = Arc::into_inner(server).expect("the load ended");
+    server.stop();
+    assert_exactly_once_in(
+        dir.path(),
+        &Store::local(dir.path()),
+        &CatalogRef::Sqlite(dir.path().join("data/catalog.db")),
+        "default.clicks",
+        &acked,
+    );
+}
+
+/// A SIGHUP that arrives while the server starts (a reload hook firing
+/// during a restart) does not end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_during_the_start_does_not_end_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file(dir.path(), OLD_SQL, "");
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let hup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    // From when the process runs `pipe serve` (its first few ms are the
+    // loader's), through opening the catalog and starting the pipelines.
+    std::thread::sleep(Duration::from_millis(50));
+    for _ in 0..20 {
+        hup();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut up = false;
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server ended: {status}");
+        }
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the server did not come up");
+    assert!(child.try_wait().unwrap().is_none());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -429,6 +429,13 @@ impl TableSink {
         )
     }
 
+    /// The newest position another pipeline recorded in this table for
+    /// the sink's source log (see [`commit::newest_from_source`]).
+    pub fn newest_from_source(&self) -> Option<(String, u64)> {
+        let source = self.options.source.as_deref()?;
+        commit::newest_from_source(&self.table, source).filter(|(p, _)| *p != self.pipeline)
+    }
+
     /// Whether the pipeline has a commit with a source in this table.
     pub fn has_sourced_commits(&self) -> bool {
         commit::has_sourced_commits(&self.table, &self.pipeline)

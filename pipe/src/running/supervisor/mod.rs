@@ -103,6 +103,10 @@ struct Planned {
     start: StartAt,
     /// That start, as the offset it has in effect consumed through.
     start_through: Option<u64>,
+    /// The newest position another pipeline recorded in the sink's table
+    /// for this log, when this one has none (it was renamed, or replaces a
+    /// deleted one): an `earliest` start continues after it.
+    taken_over: Option<(String, u64)>,
 }
 
 /// Everything running, and the definitions it runs.
@@ -337,7 +341,14 @@ impl Supervisor {
                 .stream(&p.stream)
                 .ok_or_else(|| Error::Internal(format!("stream `{}` is not running", p.stream)))?;
             let marker = start_at::marker(&config.data_dir, p.plan.name());
-            p.start_through = start_at::resolve(p.start, &running.log, &marker)?;
+            let resolved = start_at::resolve(p.start, &running.log, &marker)?;
+            p.start_through = match (&p.start, &p.taken_over) {
+                (StartAt::Earliest, Some((other, through))) => {
+                    info!(pipeline = %p.plan.name(), from = %other, through, "the table holds this log's events through this offset, committed by another pipeline: starting after them");
+                    Some(*through)
+                }
+                _ => resolved,
+            };
         }
         for p in planned {
             self.start_pipeline(p);
@@ -625,11 +636,13 @@ type PlanInputs = (HashMap<String, arrow::datatypes::SchemaRef>, Vec<String>);
 
 impl Supervisor {
     /// Plans every pipeline of `config` (changing nothing): each reads a
-    /// stream and writes a sink `config` defines, with columns it has.
+    /// stream and writes a sink `config` defines, with columns it has, and
+    /// no sink has two writers.
     pub async fn check_plans(&self, config: &Config) -> Result<()> {
         let (tables, sink_names) = plan_inputs(config)?;
+        let mut writers: HashMap<String, &str> = HashMap::new();
         for p in &config.pipelines {
-            PipelinePlan::new(&p.name, &p.sql, &tables, &sink_names)
+            let plan = PipelinePlan::new(&p.name, &p.sql, &tables, &sink_names)
                 .await
                 .map_err(|e| {
                     Error::Remote(
@@ -637,6 +650,16 @@ impl Supervisor {
                         ErrorKind::InvalidInput,
                     )
                 })?;
+            if let Some(other) = writers.insert(plan.sink().to_string(), &p.name) {
+                return Err(Error::Remote(
+                    format!(
+                        "pipelines `{other}` and `{}` both write sink `{}`: a sink has one writer",
+                        p.name,
+                        plan.sink()
+                    ),
+                    ErrorKind::InvalidInput,
+                ));
+            }
         }
         Ok(())
     }

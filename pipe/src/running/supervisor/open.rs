@@ -75,6 +75,7 @@ impl Supervisor {
             roll_rows: None,
             start: StartAt::Earliest,
             start_through: None,
+            taken_over: None,
         }))
     }
 
@@ -131,6 +132,10 @@ impl Supervisor {
         };
         let last = sink.last_committed().await?;
         let committed = last.as_ref().map(|c| c.range.last);
+        let taken_over = match committed {
+            Some(_) => None,
+            None => sink.newest_from_source(),
+        };
         let (namespace, table) = &p.quarantine;
         // Failed rows are committed only when some fail: once the main sink
         // holds a commit with a source, commits without one in the
@@ -174,6 +179,7 @@ impl Supervisor {
             roll_rows: sink_config.roll_rows,
             start: p.start,
             start_through: None,
+            taken_over,
         })
     }
 

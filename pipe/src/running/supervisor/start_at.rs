@@ -5,6 +5,11 @@
 //! pipelines' commits have not released yet. `end`, `offset:N` and
 //! `time:…` choose a point instead.
 //!
+//! With `earliest`, a pipeline new to an Iceberg table that already holds
+//! events of this log, committed by another pipeline (it was renamed, or
+//! replaces a deleted one), continues after them instead
+//! (`Planned::taken_over`): they are in the table already.
+//!
 //! A chosen point is resolved once, to an offset, and kept in
 //! `<data_dir>/starts/<pipeline>.json` with the log's id before the
 //! pipeline reads: a restart before its first commit starts at the same

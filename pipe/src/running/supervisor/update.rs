@@ -173,7 +173,7 @@ impl Supervisor {
             }
             // Its last commit under the old SQL failed and its task ended:
             // the old SQL starts again from its last commit.
-            Err(e) => return Err(self.restart(old, name, e).await),
+            Err(e) => return Err(self.run_again(old, name, e).await),
         };
         change.switched_after_offset = ended.stats.committed_through();
         crate::crash::point(crate::crash::CHANGE_BETWEEN_DEFINITIONS);
@@ -202,28 +202,44 @@ fn refused(message: String) -> Error {
 }
 
 impl Supervisor {
-    /// After a change failed with `error` once `name`'s task had ended
-    /// unable to commit: the old definition is started again; if it cannot
-    /// start either, the ended task stays listed as failed (as after a
-    /// failed stop). Returns the error to answer with.
-    async fn restart(&self, old: &Config, name: &str, error: Error) -> Error {
+    /// After a change or a stop failed with `error` once `name`'s task had
+    /// ended unable to commit: its definition in `old` runs again (see
+    /// [`Self::revive`]); if it cannot start either, the ended task stays
+    /// listed as failed (as after a failed stop). Returns the error to
+    /// answer with.
+    pub(crate) async fn run_again(&self, old: &Config, name: &str, error: Error) -> Error {
+        match self.revive(old, name).await {
+            Ok(()) => error,
+            Err(again) => Error::Remote(
+                format!("{error}; its definition before the change could not run again either ({again})"),
+                ErrorKind::Unavailable,
+            ),
+        }
+    }
+
+    /// Runs `name` as `config` defines it again after its task ended
+    /// unable to commit (a failed stop or change): from its last commit,
+    /// with its stream if that was stopped, so nothing it holds is
+    /// stranded. If it cannot start, it stays listed as failed.
+    pub(crate) async fn revive(&self, config: &Config, name: &str) -> Result<()> {
         let failed = self.pipelines.write().expect("never poisoned").remove(name);
         self.metrics.remove_pipeline(name);
-        match self.start(old, &[], &[name]).await {
-            Ok(()) => error,
-            Err(again) => {
-                if let Some(failed) = failed {
-                    self.pipelines
-                        .write()
-                        .expect("never poisoned")
-                        .insert(name.to_string(), failed);
-                }
-                Error::Remote(
-                    format!("{error}; the old SQL could not start again either ({again})"),
-                    ErrorKind::Unavailable,
-                )
+        let stopped: Vec<String> = failed
+            .iter()
+            .map(|f| f.stream.clone())
+            .filter(|s| self.stream(s).is_none())
+            .collect();
+        let streams: Vec<&str> = stopped.iter().map(String::as_str).collect();
+        let started = self.start(config, &streams, &[name]).await;
+        if started.is_err() {
+            if let Some(failed) = failed {
+                self.pipelines
+                    .write()
+                    .expect("never poisoned")
+                    .insert(name.to_string(), failed);
             }
         }
+        started
     }
 }
 
@@ -313,7 +329,7 @@ impl Supervisor {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let e = self.restart(old, p, e).await;
+                    let e = self.run_again(old, p, e).await;
                     let names: Vec<&str> = ended.iter().map(|t| t.name.as_str()).collect();
                     return Err(match self.start(old, &[], &names).await {
                         Ok(()) => e,
