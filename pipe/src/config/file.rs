@@ -49,6 +49,9 @@ pub struct ConfigFile {
     /// The admin API (`/v1/streams`, `/v1/sinks`, `/v1/pipelines`).
     #[serde(default)]
     pub admin: Option<AdminFile>,
+    /// `[iceberg]`: the Iceberg REST catalog `pipe serve` serves.
+    #[serde(default)]
+    pub iceberg: Option<super::IcebergFile>,
     /// Streams by name.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamFile>,

@@ -22,6 +22,9 @@
 //! max_concurrent = 4                 # one more: 503 + Retry-After
 //! max_timeout_secs = 300             # and max_result_rows = 100000: the most a request may ask
 //!
+//! [iceberg]                          # the Iceberg REST catalog at /iceberg (config/iceberg.rs)
+//! write_token_sha256 = ["…"]         # read_token_sha256, clients = [{id, secret_sha256, write}]
+//!
 //! [admin]                            # the admin API (pipe streams|sinks|pipelines …)
 //! auth_token_sha256 = ["9f86d0…"]    # bearer tokens as `pipe hash-token` digests; none: no auth
 //!
@@ -67,12 +70,14 @@
 pub mod changes;
 pub mod definitions;
 mod file;
+mod iceberg;
 mod resolve;
 pub mod shared;
 pub mod sink_paths;
 mod start;
 
 pub use file::*;
+pub use iceberg::{IcebergClient, IcebergConfig, IcebergFile};
 pub(crate) use resolve::check_name;
 pub use start::StartAt;
 
@@ -215,6 +220,8 @@ impl QueryConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub query: QueryConfig,
+    /// The Iceberg REST catalog `pipe serve` serves.
+    pub iceberg: IcebergConfig,
     /// Digests of the bearer tokens the admin API accepts; empty: any caller.
     pub admin_token_digests: Vec<[u8; 32]>,
     pub data_dir: PathBuf,

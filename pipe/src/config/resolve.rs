@@ -618,6 +618,7 @@ impl Config {
             None => DEFAULT_STORE_TIMEOUT,
         };
         let query = query_config(file.query.unwrap_or_default())?;
+        let iceberg = super::iceberg::iceberg_config(file.iceberg.unwrap_or_default())?;
         let mut admin_token_digests = token_digests(
             "admin.auth_token_sha256",
             &file.admin.unwrap_or_default().auth_token_sha256,
@@ -635,6 +636,7 @@ impl Config {
         }
         Ok(Config {
             query,
+            iceberg,
             admin_token_digests,
             data_dir,
             listen,
@@ -721,7 +723,7 @@ fn sql_catalog_uri(uri: Option<String>, base: &Path, data_dir: &Path) -> Result<
 }
 
 /// Parses `auth_token_sha256` digests (the output of `pipe hash-token`).
-fn token_digests(key: &str, digests: &[String]) -> Result<Vec<[u8; 32]>> {
+pub(super) fn token_digests(key: &str, digests: &[String]) -> Result<Vec<[u8; 32]>> {
     digests
         .iter()
         .enumerate()

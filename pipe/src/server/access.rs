@@ -91,18 +91,22 @@ pub fn query_token_digests(config: &Config) -> &[[u8; 32]] {
 /// other than `localhost` (DNS rebinding: see the module doc); `None` when
 /// the request may go on.
 pub(crate) fn refuse_foreign_host(headers: &HeaderMap) -> Option<Response> {
+    let message = foreign_host(headers)?;
+    let body = serde_json::json!({"error": {"kind": "unauthorized", "message": message}});
+    Some((StatusCode::FORBIDDEN, Json(body)).into_response())
+}
+
+/// Why a request for a tokenless API may not go on (its `Host` is a name
+/// other than `localhost`: see the module doc), if it may not.
+pub(crate) fn foreign_host(headers: &HeaderMap) -> Option<String> {
     let host = headers.get(header::HOST)?;
     let host = String::from_utf8_lossy(host.as_bytes()).to_ascii_lowercase();
     if is_local_host(&host) {
         return None;
     }
-    let body = serde_json::json!({"error": {
-        "kind": "unauthorized",
-        "message": format!(
-            "`Host: {host}` is not localhost or an IP address: without a token this API answers only those (a web page could otherwise point its own name at this server); set an admin token to use other names"
-        ),
-    }});
-    Some((StatusCode::FORBIDDEN, Json(body)).into_response())
+    Some(format!(
+        "`Host: {host}` is not localhost or an IP address: without a token this API answers only those (a web page could otherwise point its own name at this server); set a token to use other names"
+    ))
 }
 
 /// `localhost`, `*.localhost`, or an IP address, with or without a port.
@@ -147,6 +151,19 @@ pub(crate) async fn require_json(
         }
     }
     next.run(request).await
+}
+
+/// [`require_json`] for the Iceberg REST catalog, whose OAuth2 token
+/// endpoint takes a form (it only answers the right client secret, and
+/// its answer is not readable from another site).
+pub(crate) async fn require_json_but_forms(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path().ends_with("/oauth/tokens") {
+        return next.run(request).await;
+    }
+    require_json(request, next).await
 }
 
 /// The largest body the admin and query APIs take.

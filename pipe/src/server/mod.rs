@@ -23,6 +23,7 @@
 
 pub mod access;
 pub mod admin;
+pub(crate) mod iceberg;
 pub(crate) mod state;
 use state::AdminState;
 pub mod listener;
@@ -207,7 +208,19 @@ async fn run(
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/v1/query", post(crate::server::query_api::query))
-        .with_state(state);
+        .with_state(state)
+        // The Iceberg REST catalog, with its own tokens (`[iceberg]`).
+        .nest(
+            "/iceberg",
+            crate::server::iceberg::router(crate::server::iceberg::IcebergState::new(
+                supervisor.clone(),
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                supervisor.clone(),
+                access::whole_body,
+            ))
+            .layer(axum::middleware::from_fn(access::require_json_but_forms)),
+        );
 
     info!(%addr, streams = config.streams.len(), pipelines = config.pipelines.len(), "pipe is serving");
     println!("pipe listening on http://{addr}");

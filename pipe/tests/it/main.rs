@@ -17,6 +17,7 @@ mod file_paths;
 mod files;
 mod fraud;
 mod harness;
+mod iceberg_rest;
 mod idempotency;
 mod library;
 mod maintenance;

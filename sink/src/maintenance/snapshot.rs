@@ -401,7 +401,7 @@ fn catalog_error(ident: &TableIdent, action: &str, e: iceberg::Error) -> Error {
 
 pub(crate) fn conflict(ident: &TableIdent, why: &str) -> Error {
     Error::Catalog {
-        action: format!("committing maintenance to `{ident}`"),
+        action: format!("committing to `{ident}`"),
         source: Box::new(
             iceberg::Error::new(iceberg::ErrorKind::CatalogCommitConflicts, why.to_string())
                 .with_retryable(true),

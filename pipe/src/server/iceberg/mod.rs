@@ -1,0 +1,269 @@
+//! The Iceberg REST catalog `pipe serve` serves under `/iceberg`, over the
+//! catalog its sinks commit to, so any engine that speaks the Iceberg REST
+//! protocol (PyIceberg, DuckDB, Spark, Trino, …) opens the tables by URL:
+//! `http://HOST:PORT/iceberg`, warehouse = the catalog's name.
+//!
+//! - `GET /v1/config` names the warehouse's prefix and the endpoints
+//!   served (`namespaces.rs`, `tables.rs`); multi-table transactions are
+//!   not (the SQL catalog cannot swap two tables at once).
+//! - **Who.** `[iceberg]` (`crate::config::IcebergConfig`): bearer tokens
+//!   that may read, or read and write, and OAuth2 clients
+//!   (`POST /v1/oauth/tokens`, client credentials) whose tokens live for
+//!   an hour in memory (`auth.rs`). Without any, the catalog is open on a
+//!   loopback `listen` (to `localhost` and IP `Host`s only, against DNS
+//!   rebinding) and off elsewhere.
+//! - **Writes go where the sinks' go.** A table commit checks its
+//!   requirements and applies its updates through the sinks' `Committer`
+//!   (new `metadata.json`, compare-and-swap on the catalog's row) while
+//!   holding the table's in-process lock, and bumps its generation, so a
+//!   pipeline's sink reloads before its next commit; other processes'
+//!   commits meet the compare-and-swap. The `pipe.*` properties that hold
+//!   pipelines' positions cannot be changed from outside.
+//! - **Retries.** A mutation with an `Idempotency-Key` is answered once:
+//!   a retry with the same key within [`IDEMPOTENCY_LIFETIME`] gets the
+//!   first answer and changes nothing (kept in memory: a restart forgets
+//!   the keys).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use iceberg::{NamespaceIdent, TableIdent};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::running::supervisor::Supervisor;
+
+mod auth;
+mod error;
+mod namespaces;
+mod tables;
+
+pub use auth::Access;
+use error::{RestError, RestResult};
+
+/// How long an `Idempotency-Key` is remembered (advertised in ISO 8601).
+pub const IDEMPOTENCY_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// The most keys remembered; past it the oldest are forgotten.
+const MAX_KEYS: usize = 10_000;
+
+/// What the catalog's routes share.
+#[derive(Clone)]
+pub(crate) struct IcebergState {
+    pub supervisor: Arc<Supervisor>,
+    tokens: Arc<auth::Tokens>,
+    keys: Arc<Mutex<HashMap<String, Kept>>>,
+}
+
+/// An answer kept for an `Idempotency-Key`.
+#[derive(Clone)]
+enum Kept {
+    InFlight,
+    Done {
+        request: String,
+        status: StatusCode,
+        body: Vec<u8>,
+        at: Instant,
+    },
+}
+
+impl IcebergState {
+    pub fn new(supervisor: Arc<Supervisor>) -> IcebergState {
+        IcebergState {
+            supervisor,
+            tokens: Arc::new(auth::Tokens::default()),
+            keys: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Refuses a request without the access `need` (see the module doc).
+    pub fn allow(&self, headers: &HeaderMap, need: Access) -> RestResult<()> {
+        auth::allow(&self.supervisor.config(), &self.tokens, headers, need)
+    }
+
+    /// The catalog's name: its warehouse and its prefix.
+    fn name(&self) -> String {
+        self.supervisor.config().catalog.name.clone()
+    }
+
+    /// Refuses a prefix that is not this catalog's.
+    pub fn check_prefix(&self, prefix: &str) -> RestResult<()> {
+        let name = self.name();
+        if prefix == name {
+            Ok(())
+        } else {
+            Err(RestError::new(
+                StatusCode::NOT_FOUND,
+                "NotFoundException",
+                format!("unknown warehouse `{prefix}`: this catalog's warehouse is `{name}`"),
+            ))
+        }
+    }
+
+    /// Runs mutation `run` once per `Idempotency-Key` (when the request
+    /// has one): `request` names it (method, path and body), and a retry
+    /// of the same request gets the first answer. Answers of 5xx are not
+    /// kept: the request did not, or may not have, happened.
+    pub async fn once<F>(&self, headers: &HeaderMap, request: String, run: F) -> Response
+    where
+        F: std::future::Future<Output = Response>,
+    {
+        let Some(key) = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+        else {
+            return run.await;
+        };
+        {
+            let mut keys = self.keys.lock().expect("never poisoned");
+            keys.retain(|_, k| match k {
+                Kept::Done { at, .. } => at.elapsed() < IDEMPOTENCY_LIFETIME,
+                Kept::InFlight => true,
+            });
+            match keys.get(&key) {
+                Some(Kept::InFlight) => {
+                    return RestError::commit_failed(format!(
+                        "a request with Idempotency-Key `{key}` is still being applied: retry"
+                    ))
+                    .into_response()
+                }
+                Some(Kept::Done {
+                    request: first,
+                    status,
+                    body,
+                    ..
+                }) => {
+                    if *first != request {
+                        return RestError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "BadRequestException",
+                            format!("Idempotency-Key `{key}` was used for another request"),
+                        )
+                        .into_response();
+                    }
+                    let mut answer = (*status, body.clone()).into_response();
+                    answer.headers_mut().insert(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/json".parse().expect("a header value"),
+                    );
+                    return answer;
+                }
+                None => {
+                    if keys.len() >= MAX_KEYS {
+                        let oldest = keys
+                            .iter()
+                            .filter_map(|(k, v)| match v {
+                                Kept::Done { at, .. } => Some((k.clone(), *at)),
+                                Kept::InFlight => None,
+                            })
+                            .min_by_key(|(_, at)| *at)
+                            .map(|(k, _)| k);
+                        if let Some(oldest) = oldest {
+                            keys.remove(&oldest);
+                        }
+                    }
+                    keys.insert(key.clone(), Kept::InFlight);
+                }
+            }
+        }
+        let answer = run.await;
+        let status = answer.status();
+        let (parts, body) = answer.into_parts();
+        let bytes = axum::body::to_bytes(body, 16 << 20)
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        let mut keys = self.keys.lock().expect("never poisoned");
+        if status.is_server_error() {
+            keys.remove(&key);
+        } else {
+            keys.insert(
+                key,
+                Kept::Done {
+                    request,
+                    status,
+                    body: bytes.clone(),
+                    at: Instant::now(),
+                },
+            );
+        }
+        Response::from_parts(parts, axum::body::Body::from(bytes))
+    }
+}
+
+/// A namespace in a path: its levels joined by the unit separator (0x1F).
+pub fn namespace_of(path: &str) -> RestResult<NamespaceIdent> {
+    let levels: Vec<&str> = path.split('\u{1f}').collect();
+    if levels.iter().any(|l| l.is_empty()) {
+        return Err(RestError::bad_request(format!(
+            "`{path}` is not a namespace"
+        )));
+    }
+    NamespaceIdent::from_strs(levels).map_err(|e| RestError::bad_request(e.to_string()))
+}
+
+/// A table in a path.
+pub fn table_of(namespace: &str, table: &str) -> RestResult<TableIdent> {
+    if table.is_empty() {
+        return Err(RestError::bad_request("an empty table name"));
+    }
+    Ok(TableIdent::new(namespace_of(namespace)?, table.to_string()))
+}
+
+/// The routes, to nest under `/iceberg`.
+pub(crate) fn router(state: IcebergState) -> Router {
+    Router::new()
+        .route("/v1/config", get(config))
+        .route("/v1/oauth/tokens", post(auth::tokens))
+        .merge(namespaces::routes())
+        .merge(tables::routes())
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigParams {
+    warehouse: Option<String>,
+}
+
+/// `GET /v1/config`: the prefix of the warehouse (this catalog) and the
+/// endpoints served.
+async fn config(
+    State(state): State<IcebergState>,
+    headers: HeaderMap,
+    axum::extract::Query(params): axum::extract::Query<ConfigParams>,
+) -> RestResult<Json<serde_json::Value>> {
+    state.allow(&headers, Access::Read)?;
+    let name = state.name();
+    if let Some(w) = params.warehouse.filter(|w| !w.is_empty()) {
+        state.check_prefix(&w)?;
+    }
+    let endpoints = [
+        "GET /v1/{prefix}/namespaces",
+        "POST /v1/{prefix}/namespaces",
+        "GET /v1/{prefix}/namespaces/{namespace}",
+        "HEAD /v1/{prefix}/namespaces/{namespace}",
+        "DELETE /v1/{prefix}/namespaces/{namespace}",
+        "POST /v1/{prefix}/namespaces/{namespace}/properties",
+        "GET /v1/{prefix}/namespaces/{namespace}/tables",
+        "POST /v1/{prefix}/namespaces/{namespace}/tables",
+        "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+        "HEAD /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+        "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+        "DELETE /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+        "POST /v1/{prefix}/namespaces/{namespace}/register",
+        "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
+        "POST /v1/{prefix}/tables/rename",
+    ];
+    Ok(Json(json!({
+        "defaults": {},
+        "overrides": {"prefix": name},
+        "endpoints": endpoints,
+        "idempotency-key-lifetime": format!("PT{}M", IDEMPOTENCY_LIFETIME.as_secs() / 60),
+    })))
+}

@@ -1,0 +1,484 @@
+//! Tables: list, create, load (`snapshots=all|refs`), exists, commit,
+//! rename, drop (`purgeRequested`), register, and metrics reports
+//! (accepted, not kept). A commit goes through the sinks' `Committer`
+//! under the table's lock (see the module doc of `super`); a table a
+//! pipeline writes is neither dropped nor renamed from here.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use iceberg::table::Table;
+use iceberg::{TableCreation, TableIdent, TableUpdate};
+use iceberg_catalog_rest::{CommitTableRequest, CreateTableRequest, RegisterTableRequest};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{RestError, RestResult};
+use super::namespaces::body;
+use super::{namespace_of, table_of, Access, IcebergState};
+use crate::config::SinkTarget;
+use pipe_sink::maintenance::lock::TableLock;
+use pipe_sink::maintenance::swap::Swap;
+
+pub(super) fn routes() -> Router<IcebergState> {
+    Router::new()
+        .route(
+            "/v1/{prefix}/namespaces/{namespace}/tables",
+            get(list).post(create),
+        )
+        .route(
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}",
+            get(load).head(exists).post(commit).delete(drop_table),
+        )
+        .route(
+            "/v1/{prefix}/namespaces/{namespace}/register",
+            post(register),
+        )
+        .route(
+            "/v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
+            post(metrics),
+        )
+        .route("/v1/{prefix}/tables/rename", post(rename))
+}
+
+async fn list(
+    State(state): State<IcebergState>,
+    Path((prefix, namespace)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> RestResult<Json<Value>> {
+    state.allow(&headers, Access::Read)?;
+    state.check_prefix(&prefix)?;
+    let ident = namespace_of(&namespace)?;
+    let catalog = state.supervisor.catalog();
+    if !catalog.namespace_exists(&ident).await? {
+        return Err(RestError::no_namespace(&ident.join(".")));
+    }
+    let tables = catalog.list_tables(&ident).await?;
+    let identifiers: Vec<Value> = tables
+        .iter()
+        .map(|t| json!({"namespace": t.namespace(), "name": t.name()}))
+        .collect();
+    Ok(Json(json!({ "identifiers": identifiers })))
+}
+
+/// How a client reaches the table's files: for an S3 warehouse the
+/// endpoint, region and addressing, and the keys when the client asks for
+/// vended credentials and `[iceberg] vend_credentials` allows it.
+fn storage_config(state: &IcebergState, headers: &HeaderMap) -> HashMap<String, String> {
+    let config = state.supervisor.config();
+    let warehouse = &config.catalog.warehouse;
+    let mut out = HashMap::new();
+    if !warehouse.location.starts_with("s3://") {
+        return out;
+    }
+    let s3 = &warehouse.s3;
+    if let Some(e) = &s3.endpoint {
+        out.insert("s3.endpoint".into(), e.clone());
+    }
+    if let Some(r) = &s3.region {
+        out.insert("s3.region".into(), r.clone());
+        out.insert("client.region".into(), r.clone());
+    }
+    out.insert("s3.path-style-access".into(), s3.path_style.to_string());
+    let asked = headers
+        .get("x-iceberg-access-delegation")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|d| d.trim() == "vended-credentials"));
+    if asked && config.iceberg.vend_credentials {
+        if let Some(k) = &s3.access_key_id {
+            out.insert("s3.access-key-id".into(), k.clone());
+        }
+        if let Some(k) = &s3.secret_access_key {
+            out.insert("s3.secret-access-key".into(), k.clone());
+        }
+        if let Some(t) = &s3.session_token {
+            out.insert("s3.session-token".into(), t.clone());
+        }
+    }
+    out
+}
+
+/// A `LoadTableResult` of `table`; with `refs_only`, its snapshots cut to
+/// those a branch or tag names.
+fn loaded(table: &Table, config: HashMap<String, String>, refs_only: bool) -> RestResult<Value> {
+    let mut metadata = serde_json::to_value(table.metadata()).map_err(|e| {
+        RestError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            e.to_string(),
+        )
+    })?;
+    if refs_only {
+        let referenced: Vec<i64> = metadata["refs"]
+            .as_object()
+            .into_iter()
+            .flat_map(|refs| refs.values())
+            .filter_map(|r| r["snapshot-id"].as_i64())
+            .collect();
+        if let Some(Value::Array(snapshots)) = metadata.get_mut("snapshots") {
+            snapshots.retain(|s| {
+                s["snapshot-id"]
+                    .as_i64()
+                    .is_some_and(|id| referenced.contains(&id))
+            });
+        }
+    }
+    Ok(json!({
+        "metadata-location": table.metadata_location(),
+        "metadata": metadata,
+        "config": config,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct LoadParams {
+    snapshots: Option<String>,
+}
+
+async fn load(
+    State(state): State<IcebergState>,
+    Path((prefix, namespace, table)): Path<(String, String, String)>,
+    Query(params): Query<LoadParams>,
+    headers: HeaderMap,
+) -> RestResult<Json<Value>> {
+    state.allow(&headers, Access::Read)?;
+    state.check_prefix(&prefix)?;
+    let ident = table_of(&namespace, &table)?;
+    let refs_only = match params.snapshots.as_deref() {
+        None | Some("all") => false,
+        Some("refs") => true,
+        Some(other) => {
+            return Err(RestError::bad_request(format!(
+                "`snapshots={other}`: expected `all` or `refs`"
+            )))
+        }
+    };
+    let loaded_table = load_table(&state, &ident).await?;
+    Ok(Json(loaded(
+        &loaded_table,
+        storage_config(&state, &headers),
+        refs_only,
+    )?))
+}
+
+async fn load_table(state: &IcebergState, ident: &TableIdent) -> RestResult<Table> {
+    let catalog = state.supervisor.catalog();
+    if !catalog.table_exists(ident).await? {
+        return Err(RestError::no_table(&ident.to_string()));
+    }
+    Ok(catalog.load_table(ident).await?)
+}
+
+async fn exists(
+    State(state): State<IcebergState>,
+    Path((prefix, namespace, table)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> RestResult<StatusCode> {
+    state.allow(&headers, Access::Read)?;
+    state.check_prefix(&prefix)?;
+    let ident = table_of(&namespace, &table)?;
+    match state.supervisor.catalog().table_exists(&ident).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(RestError::no_table(&ident.to_string())),
+    }
+}
+
+async fn create(
+    State(state): State<IcebergState>,
+    Path((prefix, namespace)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let request = format!(
+        "POST {namespace} tables {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let run = async {
+        state.allow(&headers, Access::Write)?;
+        state.check_prefix(&prefix)?;
+        let ns = namespace_of(&namespace)?;
+        let request: CreateTableRequest = body(&bytes)?;
+        if request.stage_create == Some(true) {
+            return Err(RestError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "UnsupportedOperationException",
+                "staged table creation (`stage-create`) is not served yet: create the table, then commit to it",
+            ));
+        }
+        guard_properties(request.properties.keys())?;
+        let creation = TableCreation::builder()
+            .name(request.name.clone())
+            .location_opt(request.location)
+            .schema(request.schema)
+            .partition_spec_opt(request.partition_spec)
+            .sort_order_opt(request.write_order)
+            .properties(request.properties)
+            .build();
+        let catalog = state.supervisor.catalog();
+        if !catalog.namespace_exists(&ns).await? {
+            return Err(RestError::no_namespace(&ns.join(".")));
+        }
+        let table = catalog.create_table(&ns, creation).await?;
+        Ok(Json(loaded(
+            &table,
+            storage_config(&state, &headers),
+            false,
+        )?))
+    };
+    state
+        .once(&headers, request, async { run.await.into_response() })
+        .await
+}
+
+/// Refuses a change of the `pipe.` properties, where pipelines keep their
+/// positions in the table (changing them would move a pipeline's
+/// exactly-once offsets).
+fn guard_properties<'a>(keys: impl IntoIterator<Item = &'a String>) -> RestResult<()> {
+    match keys.into_iter().find(|k| k.starts_with("pipe.")) {
+        Some(key) => Err(RestError::forbidden(format!(
+            "`{key}`: the `pipe.` table properties hold pipe's pipeline positions and are not changed through the catalog"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The properties an update changes.
+fn changed_properties(update: &TableUpdate) -> Vec<&String> {
+    match update {
+        TableUpdate::SetProperties { updates } => updates.keys().collect(),
+        TableUpdate::RemoveProperties { removals } => removals.iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+async fn commit(
+    State(state): State<IcebergState>,
+    Path((prefix, namespace, table)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let request = format!(
+        "POST {namespace}.{table} {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let run = async {
+        state.allow(&headers, Access::Write)?;
+        state.check_prefix(&prefix)?;
+        let ident = table_of(&namespace, &table)?;
+        let request: CommitTableRequest = body(&bytes)?;
+        if let Some(named) = &request.identifier {
+            if *named != ident {
+                return Err(RestError::bad_request(format!(
+                    "the body names table `{named}`, the path `{ident}`"
+                )));
+            }
+        }
+        let current = load_table(&state, &ident).await?;
+        // Set again to the value it has is not a change (clients copy
+        // properties back).
+        let props = current.metadata().properties();
+        for update in &request.updates {
+            let touched = changed_properties(update);
+            let really: Vec<&String> = touched
+                .into_iter()
+                .filter(|k| match update {
+                    TableUpdate::SetProperties { updates } => props.get(*k) != updates.get(*k),
+                    _ => props.contains_key(*k),
+                })
+                .collect();
+            guard_properties(really)?;
+        }
+        let lock = TableLock::of(&current);
+        let guard = lock.lock().await;
+        let catalog = state.supervisor.catalog();
+        let committed = state
+            .supervisor
+            .committer()
+            .commit(&catalog, &ident, &request.requirements, request.updates)
+            .await;
+        // A sink of this process plans its next commit on the new table.
+        match &committed {
+            Err(failed) if matches!(failed.swap, Swap::NotDone) => {}
+            _ => lock.bump(),
+        }
+        drop(guard);
+        match committed {
+            Ok(after) => Ok(Json(json!({
+                "metadata-location": after.metadata_location(),
+                "metadata": after.metadata(),
+            }))),
+            Err(failed) => Err(match failed.swap {
+                Swap::Unknown => RestError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "CommitStateUnknownException",
+                    failed.error.to_string(),
+                ),
+                _ if pipe_sink::maintenance::snapshot::is_conflict(&failed.error) => {
+                    RestError::commit_failed(failed.error.to_string())
+                }
+                _ => RestError::of_pipe(&failed.error.into()),
+            }),
+        }
+    };
+    state
+        .once(&headers, request, async { run.await.into_response() })
+        .await
+}
+
+/// Refuses to drop or rename a table a pipeline of this server writes.
+fn not_written(state: &IcebergState, ident: &TableIdent, what: &str) -> RestResult<()> {
+    let config = state.supervisor.config();
+    for p in state.supervisor.pipelines() {
+        let Some(sink) = config.sink(&p.sink_name) else {
+            continue;
+        };
+        if let SinkTarget::Table { namespace, table } = &sink.target {
+            if namespace.split('.').collect::<Vec<_>>()
+                == ident
+                    .namespace()
+                    .as_ref()
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                && table == ident.name()
+            {
+                return Err(RestError::new(
+                    StatusCode::CONFLICT,
+                    "CommitFailedException",
+                    format!(
+                        "table `{ident}` is written by pipeline `{}`: {what} it once no pipeline writes it",
+                        p.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct DropParams {
+    #[serde(rename = "purgeRequested", default)]
+    purge_requested: bool,
+}
+
+async fn drop_table(
+    State(state): State<IcebergState>,
+    Path((prefix, namespace, table)): Path<(String, String, String)>,
+    Query(params): Query<DropParams>,
+    headers: HeaderMap,
+) -> Response {
+    let request = format!("DELETE {namespace}.{table} {}", params.purge_requested);
+    let run = async {
+        state.allow(&headers, Access::Write)?;
+        state.check_prefix(&prefix)?;
+        let ident = table_of(&namespace, &table)?;
+        not_written(&state, &ident, "drop")?;
+        let catalog = state.supervisor.catalog();
+        if !catalog.table_exists(&ident).await? {
+            return Err(RestError::no_table(&ident.to_string()));
+        }
+        match params.purge_requested {
+            true => catalog.purge_table(&ident).await?,
+            false => catalog.drop_table(&ident).await?,
+        }
+        Ok(StatusCode::NO_CONTENT)
+    };
+    state
+        .once(&headers, request, async { run.await.into_response() })
+        .await
+}
+
+async fn register(
+    State(state): State<IcebergState>,
+    Path((prefix, namespace)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let request = format!(
+        "POST {namespace} register {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let run = async {
+        state.allow(&headers, Access::Write)?;
+        state.check_prefix(&prefix)?;
+        let ns = namespace_of(&namespace)?;
+        let request: RegisterTableRequest = body(&bytes)?;
+        let ident = TableIdent::new(ns, request.name.clone());
+        if request.overwrite == Some(true) {
+            return Err(RestError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "UnsupportedOperationException",
+                "registering over an existing table (`overwrite`) is not served",
+            ));
+        }
+        let table = state
+            .supervisor
+            .catalog()
+            .register_table(&ident, request.metadata_location)
+            .await?;
+        Ok(Json(loaded(
+            &table,
+            storage_config(&state, &headers),
+            false,
+        )?))
+    };
+    state
+        .once(&headers, request, async { run.await.into_response() })
+        .await
+}
+
+async fn metrics(
+    State(state): State<IcebergState>,
+    Path((prefix, _namespace, _table)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> RestResult<StatusCode> {
+    state.allow(&headers, Access::Read)?;
+    state.check_prefix(&prefix)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct RenameRequest {
+    source: TableIdent,
+    destination: TableIdent,
+}
+
+async fn rename(
+    State(state): State<IcebergState>,
+    Path(prefix): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let request = format!("POST rename {}", String::from_utf8_lossy(&bytes));
+    let run = async {
+        state.allow(&headers, Access::Write)?;
+        state.check_prefix(&prefix)?;
+        let request: RenameRequest = body(&bytes)?;
+        not_written(&state, &request.source, "rename")?;
+        let catalog = state.supervisor.catalog();
+        if !catalog.table_exists(&request.source).await? {
+            return Err(RestError::no_table(&request.source.to_string()));
+        }
+        if !catalog
+            .namespace_exists(request.destination.namespace())
+            .await?
+        {
+            return Err(RestError::no_namespace(
+                &request.destination.namespace().join("."),
+            ));
+        }
+        catalog
+            .rename_table(&request.source, &request.destination)
+            .await?;
+        Ok(StatusCode::NO_CONTENT)
+    };
+    state
+        .once(&headers, request, async { run.await.into_response() })
+        .await
+}
