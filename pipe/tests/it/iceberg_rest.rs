@@ -288,3 +288,54 @@ print(json.dumps({"namespaces": sorted(n[0] for n in cat.list_namespaces()), "re
     );
     server.stop();
 }
+
+/// DuckDB's Iceberg extension attaches `pipe`'s catalog by URL and answers
+/// a count and a filter as `pipe query` does, on a local warehouse and on
+/// the S3 server (with credentials the catalog vends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_attaches_the_catalog_and_agrees_with_pipe_query() {
+    for s3 in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = match s3 {
+            true => Store::s3(&s3_endpoint(), &format!("duck-{}", free_port())).await,
+            false => Store::local(dir.path()),
+        };
+        let vend = "\n[iceberg]\nvend_credentials = true\n";
+        let config = write_config(dir.path(), 3600, &format!("{}{vend}", store.toml()));
+        let server = Server::start(&config).await;
+        assert_eq!(
+            server
+                .post_json("ecommerce_stream", &getting_started_events())
+                .await
+                .0,
+            200
+        );
+        post_ids(&server, 0, 40).await;
+        server.flush("ecommerce");
+        let sql = [
+            "SELECT count(*) AS n FROM default.ecommerce",
+            "SELECT count(*) AS n FROM default.ecommerce WHERE event_type = 'purchase'",
+        ];
+        let script = format!(
+            r#"
+import duckdb, json, os, duckdb_ext
+con = duckdb.connect()
+con.execute("SET autoinstall_known_extensions=false")
+con.execute(f"SET extension_directory='{{os.path.join(duckdb_ext.__path__[0], 'extensions')}}'")
+con.execute("LOAD iceberg"); con.execute("LOAD httpfs")
+con.execute("ATTACH 'pipe' AS lake (TYPE iceberg, ENDPOINT '{url}/iceberg', AUTHORIZATION_TYPE 'none')")
+print(json.dumps([con.sql(q.replace("default.", "lake.default.")).fetchone()[0] for q in {queries:?}]))
+"#,
+            url = server.url,
+            queries = sql,
+        );
+        let duck = python_json(&script, dir.path());
+        let ours: Vec<Value> = sql
+            .iter()
+            .map(|q| query(&config, q)[0]["n"].clone())
+            .collect();
+        assert_eq!(duck, json!(ours), "s3 = {s3}");
+        assert_eq!(ours, [json!(43), json!(1)], "s3 = {s3}");
+        server.stop();
+    }
+}
