@@ -339,3 +339,42 @@ print(json.dumps([con.sql(q.replace("default.", "lake.default.")).fetchone()[0] 
         server.stop();
     }
 }
+
+/// A staged creation (PyIceberg's `create_table_transaction`, as Spark's
+/// CTAS) makes nothing until its commit, which makes the table with its
+/// first rows; a second one of the same name is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_create_is_made_by_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    let script = r#"
+import json
+import pyarrow as pa
+from pyiceberg.catalog.rest import RestCatalog
+from pyiceberg.schema import Schema
+from pyiceberg.types import NestedField, StringType, LongType
+cat = RestCatalog("pipe", uri="{url}", warehouse="pipe")
+cat.create_namespace("ctas")
+schema = Schema(NestedField(1, "id", StringType(), required=False), NestedField(2, "n", LongType(), required=False))
+tx = cat.create_table_transaction("ctas.t", schema)
+before = cat.table_exists("ctas.t")
+tx.append(pa.table({"id": ["a", "b"], "n": [1, 2]}))
+tx.commit_transaction()
+rows = cat.load_table("ctas.t").scan().to_arrow().num_rows
+again = None
+try:
+    tx2 = cat.create_table_transaction("ctas.t", schema)
+    tx2.commit_transaction()
+except Exception as e:
+    again = type(e).__name__
+print(json.dumps({"before": before, "rows": rows, "again": again}))
+"#;
+    let out = pyiceberg(&server, dir.path(), script);
+    assert_eq!(out["before"], false, "staged: nothing made yet: {out}");
+    assert_eq!(out["rows"], 2, "{out}");
+    assert!(out["again"].is_string(), "{out}");
+    server.stop();
+    let rows = query(&config, "SELECT count(*) AS n FROM ctas.t");
+    assert_eq!(rows[0]["n"], 2);
+}

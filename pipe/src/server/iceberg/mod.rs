@@ -58,6 +58,9 @@ pub(crate) struct IcebergState {
     pub supervisor: Arc<Supervisor>,
     tokens: Arc<auth::Tokens>,
     keys: Arc<Mutex<HashMap<String, Kept>>>,
+    /// The uuid each staged creation was answered with (the table made by
+    /// its commit takes it; clients check it), for an hour.
+    staged: Arc<Mutex<HashMap<String, (uuid::Uuid, Instant)>>>,
 }
 
 /// An answer kept for an `Idempotency-Key`.
@@ -78,7 +81,23 @@ impl IcebergState {
             supervisor,
             tokens: Arc::new(auth::Tokens::default()),
             keys: Arc::new(Mutex::new(HashMap::new())),
+            staged: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Remembers the uuid a staged creation of `table` was answered with.
+    pub fn stage(&self, table: &TableIdent, uuid: uuid::Uuid) {
+        let mut staged = self.staged.lock().expect("never poisoned");
+        staged.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(3600));
+        if staged.len() < MAX_KEYS {
+            staged.insert(table.to_string(), (uuid, Instant::now()));
+        }
+    }
+
+    /// The uuid `table`'s staged creation was answered with, if any.
+    pub fn staged_uuid(&self, table: &TableIdent) -> Option<uuid::Uuid> {
+        let staged = self.staged.lock().expect("never poisoned");
+        staged.get(&table.to_string()).map(|(uuid, _)| *uuid)
     }
 
     /// Refuses a request without the access `need` (see the module doc).

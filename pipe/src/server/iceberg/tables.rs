@@ -1,4 +1,5 @@
-//! Tables: list, create, load (`snapshots=all|refs`), exists, commit,
+//! Tables: list, create (also staged, `stage-create`, made by the commit
+//! that ends the transaction), load (`snapshots=all|refs`), exists, commit,
 //! rename, drop (`purgeRequested`), register, and metrics reports
 //! (accepted, not kept). A commit goes through the sinks' `Committer`
 //! under the table's lock (see the module doc of `super`); a table a
@@ -12,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use iceberg::spec::TableMetadataBuilder;
 use iceberg::table::Table;
 use iceberg::{TableCreation, TableIdent, TableUpdate};
 use iceberg_catalog_rest::{CommitTableRequest, CreateTableRequest, RegisterTableRequest};
@@ -203,25 +205,44 @@ async fn create(
         state.check_prefix(&prefix)?;
         let ns = namespace_of(&namespace)?;
         let request: CreateTableRequest = body(&bytes)?;
-        if request.stage_create == Some(true) {
+        guard_properties(request.properties.keys())?;
+        let staged = request.stage_create == Some(true);
+        let catalog = state.supervisor.catalog();
+        if !catalog.namespace_exists(&ns).await? {
+            return Err(RestError::no_namespace(&ns.join(".")));
+        }
+        let ident = TableIdent::new(ns.clone(), request.name.clone());
+        if catalog.table_exists(&ident).await? {
             return Err(RestError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                "UnsupportedOperationException",
-                "staged table creation (`stage-create`) is not served yet: create the table, then commit to it",
+                StatusCode::CONFLICT,
+                "AlreadyExistsException",
+                format!("table `{ident}` already exists"),
             ));
         }
-        guard_properties(request.properties.keys())?;
+        let location = match request.location {
+            Some(l) => l,
+            None => default_location(&state, &catalog, &ident).await?,
+        };
         let creation = TableCreation::builder()
             .name(request.name.clone())
-            .location_opt(request.location)
+            .location(location)
             .schema(request.schema)
             .partition_spec_opt(request.partition_spec)
             .sort_order_opt(request.write_order)
             .properties(request.properties)
             .build();
-        let catalog = state.supervisor.catalog();
-        if !catalog.namespace_exists(&ns).await? {
-            return Err(RestError::no_namespace(&ns.join(".")));
+        if staged {
+            // Nothing is made: the commit that ends the transaction makes
+            // the table (see `create_by_commit`).
+            let metadata = TableMetadataBuilder::from_table_creation(creation)?
+                .build()?
+                .metadata;
+            state.stage(&ident, metadata.uuid());
+            return Ok(Json(json!({
+                "metadata-location": null,
+                "metadata": metadata,
+                "config": storage_config(&state, &headers),
+            })));
         }
         let table = catalog.create_table(&ns, creation).await?;
         Ok(Json(loaded(
@@ -233,6 +254,108 @@ async fn create(
     state
         .once(&headers, request, async { run.await.into_response() })
         .await
+}
+
+/// Where the SQL catalog puts a table made without a location: under its
+/// namespace's `location` property, else under the warehouse.
+async fn default_location(
+    state: &IcebergState,
+    catalog: &std::sync::Arc<dyn iceberg::Catalog>,
+    ident: &TableIdent,
+) -> RestResult<String> {
+    let namespace = catalog.get_namespace(ident.namespace()).await?;
+    let base = match namespace.properties().get("location") {
+        Some(l) => l.trim_end_matches('/').to_string(),
+        None => format!(
+            "{}/{}",
+            state
+                .supervisor
+                .config()
+                .catalog
+                .warehouse
+                .location
+                .trim_end_matches('/'),
+            ident.namespace().join("/")
+        ),
+    };
+    Ok(format!("{base}/{}", ident.name()))
+}
+
+/// The commit that ends a staged creation (`assert-create`): the table
+/// is made from the updates that describe it (schema, spec, sort order,
+/// location, properties, format), then the rest (a first snapshot, say)
+/// is committed on it. Two steps, not one swap: if the second fails the
+/// table stays, made and empty.
+async fn create_by_commit(
+    state: &IcebergState,
+    ident: &TableIdent,
+    updates: Vec<TableUpdate>,
+) -> RestResult<Table> {
+    let mut schemas = Vec::new();
+    let (mut current, mut spec, mut order, mut location) = (None, None, None, None);
+    let mut properties = HashMap::new();
+    let mut format = iceberg::spec::FormatVersion::V2;
+    let mut rest = Vec::new();
+    // The table takes the uuid its staged creation was answered with.
+    let mut uuid = state.staged_uuid(ident);
+    for update in updates {
+        match update {
+            TableUpdate::AddSchema { schema } => schemas.push(schema),
+            TableUpdate::SetCurrentSchema { schema_id } => current = Some(schema_id),
+            TableUpdate::AddSpec { spec: s } => spec = Some(s),
+            TableUpdate::AddSortOrder { sort_order } => order = Some(sort_order),
+            TableUpdate::SetLocation { location: l } => location = Some(l),
+            TableUpdate::SetProperties { updates } => properties.extend(updates),
+            TableUpdate::UpgradeFormatVersion { format_version } => format = format_version,
+            TableUpdate::AssignUuid { uuid: u } => uuid = Some(u),
+            TableUpdate::SetDefaultSpec { .. } | TableUpdate::SetDefaultSortOrder { .. } => {}
+            other => rest.push(other),
+        }
+    }
+    let schema = match current {
+        Some(id) if id >= 0 => schemas.iter().find(|s| s.schema_id() == id).cloned(),
+        _ => schemas.last().cloned(),
+    }
+    .ok_or_else(|| RestError::bad_request("a create commit names no schema (`add-schema`)"))?;
+    guard_properties(properties.keys())?;
+    let catalog = state.supervisor.catalog();
+    let location = match location {
+        Some(l) => l,
+        None => default_location(state, &catalog, ident).await?,
+    };
+    let creation = TableCreation::builder()
+        .name(ident.name().to_string())
+        .location(location)
+        .schema(schema)
+        .partition_spec_opt(spec)
+        .sort_order_opt(order)
+        .properties(properties)
+        .format_version(format)
+        .build();
+    let made = catalog.create_table(ident.namespace(), creation).await?;
+    if let Some(uuid) = uuid.filter(|u| *u != made.metadata().uuid()) {
+        rest.insert(0, TableUpdate::AssignUuid { uuid });
+    }
+    if rest.is_empty() {
+        return Ok(made);
+    }
+    let lock = TableLock::of(&made);
+    let _guard = lock.lock().await;
+    state
+        .supervisor
+        .committer()
+        .commit(&catalog, ident, &[], rest)
+        .await
+        .map_err(|failed| {
+            RestError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "CommitStateUnknownException",
+                format!(
+                    "table `{ident}` was made, but its first commit failed: {}",
+                    failed.error
+                ),
+            )
+        })
 }
 
 /// Refuses a change of the `pipe.` properties, where pipelines keep their
@@ -277,6 +400,22 @@ async fn commit(
                     "the body names table `{named}`, the path `{ident}`"
                 )));
             }
+        }
+        let creates = request
+            .requirements
+            .iter()
+            .any(|r| matches!(r, iceberg::TableRequirement::NotExist));
+        if creates {
+            if state.supervisor.catalog().table_exists(&ident).await? {
+                return Err(RestError::commit_failed(format!(
+                    "table `{ident}` already exists (`assert-create`)"
+                )));
+            }
+            let made = create_by_commit(&state, &ident, request.updates).await?;
+            return Ok(Json(json!({
+                "metadata-location": made.metadata_location(),
+                "metadata": made.metadata(),
+            })));
         }
         let current = load_table(&state, &ident).await?;
         // Set again to the value it has is not a change (clients copy
