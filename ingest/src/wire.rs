@@ -89,10 +89,22 @@ pub enum IngestAnswer {
 }
 
 impl IngestAnswer {
-    /// Reads an answer with HTTP status `status` and body `body`.
+    /// Reads an answer with HTTP status `status` and body `body`. A 200 is
+    /// an acceptance whatever its body holds (the events were kept: the
+    /// counts it names, or none if it names none).
     pub fn read(status: u16, body: &str) -> IngestAnswer {
+        if status == 200 {
+            return IngestAnswer::Accepted(serde_json::from_str(body).unwrap_or_else(|_| {
+                let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+                Accepted {
+                    accepted: v["accepted"].as_u64().unwrap_or(0),
+                    dropped_fields: v["dropped_fields"].as_u64().unwrap_or(0),
+                    quarantined: v["quarantined"].as_u64().unwrap_or(0),
+                    errors: Vec::new(),
+                }
+            }));
+        }
         let typed = match status {
-            200 => serde_json::from_str(body).map(IngestAnswer::Accepted).ok(),
             400 => serde_json::from_str(body).map(IngestAnswer::Refused).ok(),
             _ => None,
         };
@@ -145,6 +157,21 @@ mod tests {
             IngestAnswer::read(400, &error),
             IngestAnswer::Error(ErrorKind::TooLarge, "big".into()),
             "a 400 without events is an error answer"
+        );
+        // A newer server's error type, a missing `field`, a body that is
+        // not JSON: a 200 is still an acceptance, a 400 still per event.
+        let newer = r#"{"accepted": 2, "quarantined": 1, "errors": [{"index": 0, "type": "brand_new", "message": "m"}]}"#;
+        let IngestAnswer::Accepted(a) = IngestAnswer::read(200, newer) else {
+            panic!("a 200 is an acceptance");
+        };
+        assert_eq!((a.accepted, a.errors[0].kind), (2, EventErrorKind::Unknown));
+        assert_eq!(
+            IngestAnswer::read(200, "OK"),
+            IngestAnswer::Accepted(Accepted::default())
+        );
+        let refused = r#"{"errors": [{"index": 3, "type": "brand_new", "message": "m"}]}"#;
+        assert!(
+            matches!(IngestAnswer::read(400, refused), IngestAnswer::Refused(r) if r.errors[0].index == 3)
         );
         assert_eq!(
             IngestAnswer::read(502, "Bad Gateway"),

@@ -28,6 +28,10 @@ pub enum EventErrorKind {
     UnknownField,
     /// A JSON Schema constraint (`enum`, `pattern`, `minimum`, `format`, …).
     ConstraintViolation,
+    /// A type a newer server names that this client does not know (never
+    /// made here; clients read it so).
+    #[serde(other)]
+    Unknown,
 }
 
 impl EventErrorKind {
@@ -40,6 +44,7 @@ impl EventErrorKind {
             EventErrorKind::ParseFailure => "parse_failure",
             EventErrorKind::UnknownField => "unknown_field",
             EventErrorKind::ConstraintViolation => "constraint_violation",
+            EventErrorKind::Unknown => "unknown",
         }
     }
 }
@@ -50,6 +55,7 @@ pub struct EventError {
     /// Position of the event in the request, from 0.
     pub index: usize,
     /// Path of the offending field (`meta.tags[2]`); empty for the event itself.
+    #[serde(default)]
     pub field: String,
     #[serde(rename = "type")]
     pub kind: EventErrorKind,

@@ -81,8 +81,8 @@ impl Sink {
         }
     }
 
-    /// The newest position another pipeline recorded in this sink's
-    /// table for its source log (file sinks: none are looked for).
+    /// The newest commit in this sink's table from its source log, if
+    /// another pipeline made it (file sinks: none are looked for).
     pub fn newest_from_source(&self) -> Option<(String, u64)> {
         match self {
             Sink::Table(t) => t.newest_from_source(),

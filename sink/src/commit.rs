@@ -295,10 +295,25 @@ fn last_in_properties(
     }))
 }
 
-/// The newest position any pipeline recorded in `table` for log `source`
-/// (its table properties `pipe.<pipeline>@<source>.offset-last`, which
-/// outlive snapshot expiry): the pipeline and the last offset.
+/// The newest commit in `table` from log `source`, whoever made it: the
+/// pipeline and its last offset. The newest of `main`'s ancestry if it
+/// holds one (the order commits landed in); else, snapshots expired, the
+/// highest position the table properties record
+/// (`pipe.<pipeline>@<source>.offset-last`, which outlive expiry).
 pub fn newest_from_source(table: &Table, source: &str) -> Option<(String, u64)> {
+    let in_ancestry = ancestry(table).find_map(|(_, props)| {
+        (props.get(PROP_SOURCE).map(String::as_str) == Some(source))
+            .then(|| {
+                Some((
+                    props.get(PROP_PIPELINE)?.clone(),
+                    props.get(PROP_OFFSET_LAST)?.parse::<u64>().ok()?,
+                ))
+            })
+            .flatten()
+    });
+    if in_ancestry.is_some() {
+        return in_ancestry;
+    }
     let suffix = format!("@{source}.offset-last");
     table
         .metadata()

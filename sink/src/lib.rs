@@ -98,6 +98,11 @@ pub enum Error {
     /// The table refuses a commit stamped by a clock that is behind it.
     #[error("{0}")]
     ClockBehind(String),
+    /// The table's partition spec changed (another writer evolved it)
+    /// since the files were written: they are dropped, and the range is
+    /// written again under the table's spec.
+    #[error("{0}")]
+    Respec(String),
     /// Another process appends to the same log (see [`commit::Run`]).
     #[error("{0}")]
     Forked(String),
@@ -127,6 +132,7 @@ impl Error {
                 _ => ErrorKind::Unavailable,
             },
             Error::Corrupt(_) | Error::Forked(_) => ErrorKind::Internal,
+            Error::Respec(_) => ErrorKind::Conflict,
             Error::TimedOut(_) | Error::ClockBehind(_) | Error::Local { .. } => {
                 ErrorKind::Unavailable
             }

@@ -184,6 +184,39 @@ impl FileSinkRoots {
         Ok(FileSinkRoots { warehouse, roots })
     }
 
+    /// Refuses a table `location` (`file://…`, `s3://…` or an absolute
+    /// path) outside the warehouse, or with `..`: what a client of the
+    /// Iceberg REST catalog may make a table in (`key` names the field).
+    pub fn in_warehouse(&self, key: &str, location: &str) -> Result<()> {
+        let place = if location.starts_with("s3://") || location.starts_with("s3a://") {
+            s3_place(key, location)?
+        } else if location.contains("://") && !location.starts_with("file://") {
+            return Err(err(
+                key,
+                format!("expected `file://…` or `s3://…`, got `{location}`"),
+            ));
+        } else {
+            let path = Path::new(location.strip_prefix("file://").unwrap_or(location));
+            if !path.is_absolute() {
+                return Err(err(
+                    key,
+                    format!("expected an absolute location, got `{location}`"),
+                ));
+            }
+            local_place(key, path)?
+        };
+        if place != self.warehouse && place.within(&self.warehouse) {
+            return Ok(());
+        }
+        Err(err(
+            key,
+            format!(
+                "`{location}` is outside the warehouse (`{}`): tables live in it",
+                self.warehouse.location()
+            ),
+        ))
+    }
+
     /// The location of file sink `sink` whose `path` setting is `path`:
     /// `file:///…` or `s3://…`, or an error naming `sinks.<sink>.path`.
     pub fn resolve(&self, sink: &str, path: Option<&str>) -> Result<String> {

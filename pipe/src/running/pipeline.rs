@@ -721,6 +721,17 @@ impl<S: TaskSink> PipelineTask<S> {
                     self.log.committed(self.plan.name(), range.last);
                     return Ok(rolled);
                 }
+                // The table's partition spec changed since the files were
+                // written (another writer evolved it): they can never be
+                // committed. They are dropped (the write ledger deletes
+                // them) and the range is read again into files of the
+                // table's spec; the sink made its writer anew.
+                Err(e @ pipe_sink::Error::Respec(_)) => {
+                    warn!(pipeline = %self.plan.name(), error = %e, "the table's partition spec changed; writing the range again");
+                    self.unfinished = None;
+                    self.rewind(pending);
+                    return Err(Error::from(e));
+                }
                 // A few quick tries here; past them the step ends with the
                 // error, so flushes get an answer and the task's backoff
                 // (and state) take over. The range stays unfinished.

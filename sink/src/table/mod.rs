@@ -429,8 +429,9 @@ impl TableSink {
         )
     }
 
-    /// The newest position another pipeline recorded in this table for
-    /// the sink's source log (see [`commit::newest_from_source`]).
+    /// The newest commit in this table from the sink's source log, if
+    /// another pipeline made it (see [`commit::newest_from_source`]): it
+    /// was renamed to this one, or this one replaces it.
     pub fn newest_from_source(&self) -> Option<(String, u64)> {
         let source = self.options.source.as_deref()?;
         commit::newest_from_source(&self.table, source).filter(|(p, _)| *p != self.pipeline)
@@ -551,7 +552,7 @@ impl TableSink {
             self.refresh().await?;
             self.seen_generation = lock.generation();
         }
-        let (outcome, table) = commit::commit_range(
+        let committed = commit::commit_range(
             &self.catalog,
             &self.table,
             &commit::Origin {
@@ -567,7 +568,11 @@ impl TableSink {
             files,
             &self.retry,
         )
-        .await?;
+        .await;
+        let (outcome, table) = match committed {
+            Ok(done) => done,
+            Err(e) => return Err(self.respecced(e).await),
+        };
         let before = std::mem::replace(&mut self.table, table);
         if matches!(outcome, CommitOutcome::Committed { .. }) {
             if self.options.owns_metadata_files {
@@ -598,6 +603,39 @@ impl TableSink {
             info!(table = %self.ident, pipeline = %self.pipeline, deleted, "deleted data files the table will not reference");
         }
         Ok(outcome)
+    }
+
+    /// `e`, a commit's error, or [`Error::Respec`] when the table's
+    /// partition spec is no longer the one the files were written with
+    /// (another writer evolved it; iceberg refuses such files as invalid
+    /// data): the writer is made anew for the table's spec.
+    async fn respecced(&mut self, e: Error) -> Error {
+        let invalid = matches!(&e, Error::Catalog { source, .. } if source.kind() == iceberg::ErrorKind::DataInvalid);
+        if !invalid || self.refresh().await.is_err() {
+            return e;
+        }
+        let (now, was) = (
+            self.table.metadata().default_partition_spec_id(),
+            self.writer.spec_id(),
+        );
+        if now == was {
+            return e;
+        }
+        match DataWriter::new(
+            &self.table,
+            self.options.layout(),
+            &self.pipeline,
+            self.ledger.clone(),
+        ) {
+            Ok(writer) => {
+                self.writer = writer;
+                Error::Respec(format!(
+                    "the partition spec of `{}` is now spec {now} (another writer changed it) where these files were written under spec {was}: the range is written again under it",
+                    self.ident,
+                ))
+            }
+            Err(made) => made,
+        }
     }
 
     async fn refresh(&mut self) -> Result<()> {

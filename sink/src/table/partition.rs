@@ -12,6 +12,13 @@
 //! was changed by another engine, and one that records nothing was made
 //! by one (or by an older `pipe`): both keep their spec, with a warning.
 //! A table whose spec is the sink's but records nothing gets the record.
+//!
+//! A spec changed under an open sink (another writer evolved it) makes
+//! the sink's files of the old spec uncommittable: the commit answers
+//! `Error::Respec`, the sink makes its writer anew, and the pipeline
+//! writes the range again. Sinks of one table in several processes should
+//! share one `partition_by`: the last to open with a changed one sets the
+//! spec. Widths of `bucket` and `truncate` fit Iceberg's 32-bit field.
 
 use iceberg::spec::{Schema, Transform, UnboundPartitionField, UnboundPartitionSpec};
 use iceberg::table::Table;
@@ -83,11 +90,14 @@ impl std::str::FromStr for PartitionField {
         };
         let args = rest.strip_suffix(')').ok_or_else(|| bad("missing `)`"))?;
         let args: Vec<&str> = args.split(',').map(str::trim).collect();
+        // Iceberg stores the width as a signed 32-bit number.
         let number = |s: &str| -> Result<u32> {
             s.parse()
                 .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| bad("the first argument must be a positive whole number"))
+                .filter(|n| *n > 0 && *n <= i32::MAX as u32)
+                .ok_or_else(|| {
+                    bad("the first argument must be a whole number from 1 to 2147483647")
+                })
         };
         let (transform, column) = match (func.trim().to_ascii_lowercase().as_str(), args.as_slice())
         {
@@ -172,7 +182,18 @@ pub(super) fn spec_fields(
                 transform: field.transform,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()
+        .and_then(|fields| {
+            // The spec as a whole: no field twice, none redundant with
+            // another (`year` and `month` of one column).
+            iceberg::spec::PartitionSpec::builder(schema.clone())
+                .add_unbound_fields(fields.clone())
+                .and_then(|b| b.build())
+                .map_err(|e| {
+                    Error::Schema(format!("partition_by {}: {e}", describe(partition_by)))
+                })?;
+            Ok(fields)
+        })
 }
 
 /// Gives `table` the partition spec of `partition_by` for new data if the
@@ -283,7 +304,7 @@ mod tests {
         }
         for (spec, why) in [
             ("bucket(user_id)", "takes a number and a column"),
-            ("bucket(0, user_id)", "positive whole number"),
+            ("bucket(0, user_id)", "whole number from 1"),
             ("day(a, b)", "takes one column"),
             ("zorder(a)", "unknown transform"),
             ("day(a", "missing `)`"),
@@ -292,5 +313,31 @@ mod tests {
             let e = spec.parse::<PartitionField>().unwrap_err().to_string();
             assert!(e.contains(why), "{spec}: {e}");
         }
+    }
+
+    #[test]
+    fn a_spec_is_checked_whole_and_widths_fit_iceberg() {
+        use iceberg::spec::{NestedField, PrimitiveType, Type};
+        let schema = Schema::builder()
+            .with_fields(vec![
+                NestedField::required(1, "ts", Type::Primitive(PrimitiveType::Timestamptz)).into(),
+                NestedField::required(2, "id", Type::Primitive(PrimitiveType::String)).into(),
+            ])
+            .build()
+            .unwrap();
+        let fields = |specs: &[&str]| -> Vec<PartitionField> {
+            specs.iter().map(|s| s.parse().unwrap()).collect()
+        };
+        spec_fields(&schema, &fields(&["day(ts)", "bucket(4, id)"])).unwrap();
+        let e = spec_fields(&schema, &fields(&["year(ts)", "month(ts)"])).unwrap_err();
+        assert!(e.to_string().contains("partition_by"), "{e}");
+        let e = spec_fields(&schema, &fields(&["id", "identity(id)"])).unwrap_err();
+        assert!(e.to_string().contains("partition_by"), "{e}");
+        spec_fields(&schema, &fields(&[])).unwrap();
+        for wide in ["bucket(2147483648, id)", "truncate(4294967295, id)"] {
+            let e = wide.parse::<PartitionField>().unwrap_err().to_string();
+            assert!(e.contains("2147483647"), "{wide}: {e}");
+        }
+        "bucket(2147483647, id)".parse::<PartitionField>().unwrap();
     }
 }

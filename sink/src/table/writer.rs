@@ -82,6 +82,8 @@ pub(crate) struct DataWriter {
     ledger: Option<Arc<Ledger>>,
     open: Option<FileWriter>,
     pending_rows: usize,
+    /// The partition spec the files are written with.
+    spec_id: i32,
 }
 
 impl DataWriter {
@@ -108,7 +110,13 @@ impl DataWriter {
             ledger,
             open: None,
             pending_rows: 0,
+            spec_id: table.metadata().default_partition_spec_id(),
         })
+    }
+
+    /// The partition spec the files are written with.
+    pub fn spec_id(&self) -> i32 {
+        self.spec_id
     }
 
     /// Rows written since the files were last closed.
@@ -178,10 +186,20 @@ impl DataWriter {
             None => Ok(Vec::new()),
         };
         self.pending_rows = 0;
-        closed.map_err(|e| Error::Catalog {
+        let closed = closed.map_err(|e| Error::Catalog {
             action: format!("closing data files of `{}`", self.table.identifier()),
             source: Box::new(e),
-        })
+        })?;
+        // iceberg's unpartitioned writer records spec 0, the default only
+        // of a table made unpartitioned: one evolved to no partitioning
+        // has another.
+        match self.splitter.is_none() && self.spec_id != 0 {
+            true => closed
+                .into_iter()
+                .map(|f| crate::maintenance::sort::rebuilt(f, self.spec_id, None))
+                .collect(),
+            false => Ok(closed),
+        }
     }
 
     /// Drops the open data files without closing them.

@@ -291,3 +291,82 @@ async fn a_changed_partition_by_evolves_the_spec_for_new_data() {
     let kept = sink_table(dir.path()).await;
     assert_eq!(kept.metadata().default_partition_spec_id(), 1, "kept");
 }
+
+/// Evolving to no partitioning: the files of the new (unpartitioned)
+/// spec are committed under its id, not iceberg's default 0.
+#[tokio::test]
+async fn evolving_to_no_partitioning_writes_files_of_that_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ts_field, three, two) = ts();
+    let output: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        ts_field,
+    ]));
+    let batch = |kinds: Vec<&str>, ts: Arc<dyn Array>| {
+        RecordBatch::try_new(output.clone(), vec![Arc::new(StringArray::from(kinds)), ts]).unwrap()
+    };
+    let mut sink = open_partitioned(dir.path(), &output, &["day(__ingest_ts)"])
+        .await
+        .unwrap();
+    commit(&mut sink, &batch(vec!["a", "b", "a"], three), 0).await;
+    drop(sink);
+    let mut sink = open_partitioned(dir.path(), &output, &[]).await.unwrap();
+    commit(&mut sink, &batch(vec!["c", "d"], two), 1).await;
+    let table = sink_table(dir.path()).await;
+    assert_eq!(table.metadata().default_partition_spec_id(), 1);
+    assert!(table.metadata().default_partition_spec().is_unpartitioned());
+    assert_eq!(rows_of(&table).await, 5);
+}
+
+async fn rows_of(table: &iceberg::table::Table) -> usize {
+    table
+        .scan()
+        .build()
+        .unwrap()
+        .to_arrow()
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum()
+}
+
+/// Another writer evolves the spec under a sink that is open: its next
+/// commit is refused as `Respec` (its files are of the old spec), its
+/// writer is made anew, and the range written again commits.
+#[tokio::test]
+async fn a_spec_changed_by_another_writer_is_written_again_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ts_field, three, two) = ts();
+    let output: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        ts_field,
+    ]));
+    let batch = |kinds: Vec<&str>, ts: Arc<dyn Array>| {
+        RecordBatch::try_new(output.clone(), vec![Arc::new(StringArray::from(kinds)), ts]).unwrap()
+    };
+    let mut sink = open_partitioned(dir.path(), &output, &["day(__ingest_ts)"])
+        .await
+        .unwrap();
+    commit(&mut sink, &batch(vec!["a", "b", "a"], three.clone()), 0).await;
+    // Another writer (a second sink, as another server would) evolves it.
+    drop(
+        open_partitioned(dir.path(), &output, &["day(__ingest_ts)", "kind"])
+            .await
+            .unwrap(),
+    );
+    sink.write(&batch(vec!["c", "d"], two.clone()))
+        .await
+        .unwrap();
+    let files = sink.close_files().await.unwrap();
+    let range = OffsetRange { first: 1, last: 1 };
+    let refused = sink.commit(range, &files).await.unwrap_err();
+    assert!(matches!(refused, pipe_sink::Error::Respec(_)), "{refused}");
+    commit(&mut sink, &batch(vec!["c", "d"], two), 1).await;
+    let table = sink_table(dir.path()).await;
+    assert_eq!(table.metadata().default_partition_spec_id(), 1);
+    assert_eq!(rows_of(&table).await, 5);
+}

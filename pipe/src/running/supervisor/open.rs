@@ -131,11 +131,18 @@ impl Supervisor {
             )),
         };
         let last = sink.last_committed().await?;
-        let committed = last.as_ref().map(|c| c.range.last);
-        let taken_over = match committed {
-            Some(_) => None,
-            None => sink.newest_from_source(),
-        };
+        let mut committed = last.as_ref().map(|c| c.range.last);
+        let mut taken_over = sink.newest_from_source();
+        // Another pipeline committed from this log since this one's own
+        // last commit (renamed away and back, or replaced and restored):
+        // the table holds those events, so it goes on after them.
+        if let (Some(own), Some((other, through))) = (committed, &taken_over) {
+            if *through > own {
+                info!(pipeline = %p.name, from = %other, through, "the table holds this log's events through this offset, committed by another pipeline since this one's last commit: starting after them");
+                committed = Some(*through);
+            }
+            taken_over = None;
+        }
         let (namespace, table) = &p.quarantine;
         // Failed rows are committed only when some fail: once the main sink
         // holds a commit with a source, commits without one in the

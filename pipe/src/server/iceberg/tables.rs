@@ -223,6 +223,7 @@ async fn create(
             Some(l) => l,
             None => default_location(&state, &catalog, &ident).await?,
         };
+        in_warehouse(&state, "location", &location)?;
         let creation = TableCreation::builder()
             .name(request.name.clone())
             .location(location)
@@ -323,6 +324,7 @@ async fn create_by_commit(
         Some(l) => l,
         None => default_location(state, &catalog, ident).await?,
     };
+    in_warehouse(state, "location", &location)?;
     let creation = TableCreation::builder()
         .name(ident.name().to_string())
         .location(location)
@@ -356,6 +358,19 @@ async fn create_by_commit(
                 ),
             )
         })
+}
+
+/// Refuses a table location outside the warehouse (a client would make
+/// the server write metadata files anywhere its user may).
+fn in_warehouse(state: &IcebergState, key: &str, location: &str) -> RestResult<()> {
+    let config = state.supervisor.config();
+    crate::config::sink_paths::FileSinkRoots::new(
+        &config.catalog.warehouse.location,
+        &[],
+        std::path::Path::new("/"),
+    )
+    .and_then(|w| w.in_warehouse(key, location))
+    .map_err(|e| RestError::forbidden(e.to_string()))
 }
 
 /// Refuses a change of the `pipe.` properties, where pipelines keep their
@@ -416,6 +431,11 @@ async fn commit(
                 "metadata-location": made.metadata_location(),
                 "metadata": made.metadata(),
             })));
+        }
+        for update in &request.updates {
+            if let TableUpdate::SetLocation { location } = update {
+                in_warehouse(&state, "location", location)?;
+            }
         }
         let current = load_table(&state, &ident).await?;
         // Set again to the value it has is not a change (clients copy
@@ -549,6 +569,7 @@ async fn register(
         let ns = namespace_of(&namespace)?;
         let request: RegisterTableRequest = body(&bytes)?;
         let ident = TableIdent::new(ns, request.name.clone());
+        in_warehouse(&state, "metadata-location", &request.metadata_location)?;
         if request.overwrite == Some(true) {
             return Err(RestError::new(
                 StatusCode::NOT_ACCEPTABLE,

@@ -583,6 +583,12 @@ impl Iterator for Merge {
 /// `file`, written with partition spec `spec_id`, recorded as sorted in
 /// order `order_id` (iceberg-rust's writers leave the field unset).
 pub(crate) fn in_order(file: DataFile, spec_id: i32, order_id: i32) -> Result<DataFile> {
+    rebuilt(file, spec_id, Some(order_id))
+}
+
+/// `file` recorded as written with partition spec `spec_id` (and, if
+/// given, sorted in order `order_id`).
+pub(crate) fn rebuilt(file: DataFile, spec_id: i32, order_id: Option<i32>) -> Result<DataFile> {
     let mut builder = DataFileBuilder::default();
     builder
         .content(file.content_type())
@@ -604,11 +610,15 @@ pub(crate) fn in_order(file: DataFile, spec_id: i32, order_id: i32) -> Result<Da
         .partition_spec_id(spec_id)
         .referenced_data_file(file.referenced_data_file())
         .content_offset(file.content_offset())
-        .content_size_in_bytes(file.content_size_in_bytes())
-        .sort_order_id(order_id);
-    builder
-        .build()
-        .map_err(|e| Error::Corrupt(format!("recording the sort order of a new file: {e}")))
+        .content_size_in_bytes(file.content_size_in_bytes());
+    if let Some(order_id) = order_id.or(file.sort_order_id()) {
+        builder.sort_order_id(order_id);
+    }
+    builder.build().map_err(|e| {
+        Error::Corrupt(format!(
+            "recording the spec and sort order of a new file: {e}"
+        ))
+    })
 }
 
 #[cfg(test)]
