@@ -20,7 +20,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::streams::{apply_stream, check_stream};
 use super::{invalid, set, TARGET_KEYS};
@@ -29,8 +29,8 @@ use crate::config::{Config, ConfigFile};
 use crate::running::supervisor::{PipelineChange, StreamChange, Supervisor};
 use crate::{Error, ErrorKind, Result};
 
-/// What a reload did, or would do (`dry_run`).
-#[derive(Debug, Default, Serialize)]
+/// What a reload did, or would do (`dry_run`): the answer of `POST /v1/reload`.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reloaded {
     pub dry_run: bool,
     pub streams_added: Vec<String>,
