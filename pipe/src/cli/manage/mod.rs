@@ -1,16 +1,17 @@
 //! `pipe streams|sinks|pipelines create|list|get|update|delete` (one
 //! module each) and what they share with `pipe setup`, `pipe tables`
 //! and `pipe reload`: the command-line client of a running server's admin
-//! API ([`crate::server::admin`]). Human output is tables; `--json` prints
-//! the server's JSON as it came.
+//! API ([`crate::server::admin`]). Answers are read as the [`crate::wire`]
+//! types the server writes; human output is tables; `--json` prints the
+//! server's JSON as it came.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use clap::Args as ClapArgs;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::render::text;
 use crate::{Error, ErrorKind, Result};
 
 mod pipelines;
@@ -128,8 +129,9 @@ pub async fn call(
     Err(Error::Remote(message, kind))
 }
 
-/// Parses a JSON answer of the server.
-pub fn parse(body: &str) -> Result<Value> {
+/// Parses a JSON answer of the server: a [`crate::wire`] type, or a
+/// `Value` to print as it came.
+pub fn parse<T: DeserializeOwned>(body: &str) -> Result<T> {
     serde_json::from_str(body).map_err(|e| Error::Internal(format!("the server's answer: {e}")))
 }
 
@@ -184,13 +186,13 @@ pub(crate) fn confirm(question: &str, force: bool) -> Result<()> {
 }
 
 /// POSTs a create body to `/v1/{kind}s`; prints the answer: its JSON, or
-/// `Created …` and `details`.
-pub(crate) async fn create(
+/// `Created …` and `details` of the view `V` it answers.
+pub(crate) async fn create<V: DeserializeOwned>(
     target: &Target,
     kind: &str,
     name: &str,
     body: Map<String, Value>,
-    details: fn(&Value) -> String,
+    details: fn(&V) -> String,
 ) -> Result<()> {
     let path = format!("/v1/{kind}s");
     let answer = call(
@@ -209,8 +211,12 @@ pub(crate) async fn create(
     Ok(())
 }
 
-/// GETs `path`; prints its JSON or `details`.
-pub(crate) async fn show(target: &Target, path: &str, details: fn(&Value) -> String) -> Result<()> {
+/// GETs `path`; prints its JSON or `details` of the answer `V`.
+pub(crate) async fn show<V: DeserializeOwned>(
+    target: &Target,
+    path: &str,
+    details: fn(&V) -> String,
+) -> Result<()> {
     let answer = call(reqwest::Method::GET, target, path, None).await?;
     if target.json {
         println!("{answer}");
@@ -220,24 +226,22 @@ pub(crate) async fn show(target: &Target, path: &str, details: fn(&Value) -> Str
     Ok(())
 }
 
-/// DELETEs `path`; prints what was deleted.
-pub(crate) async fn remove(target: &Target, path: &str, kind: &str, name: &str) -> Result<()> {
+/// DELETEs `path`; prints what was deleted: `Deleted …`, then what
+/// `with_it` says of the answer `D` (what went with it).
+pub(crate) async fn remove<D: DeserializeOwned>(
+    target: &Target,
+    path: &str,
+    kind: &str,
+    name: &str,
+    with_it: fn(&D) -> String,
+) -> Result<()> {
     let answer = call(reqwest::Method::DELETE, target, path, None).await?;
-    print_deleted(&answer, target.json, kind, name)
-}
-
-pub(crate) fn print_deleted(answer: &str, json: bool, kind: &str, name: &str) -> Result<()> {
-    if json {
+    if target.json {
         println!("{answer}");
         return Ok(());
     }
-    let v = parse(answer)?;
+    let deleted = parse(&answer)?;
     println!("Deleted {kind} '{name}'.");
-    for p in v["pipelines_deleted"].as_array().into_iter().flatten() {
-        println!("Deleted pipeline '{}' with it.", text(p));
-    }
-    if let Some(n) = v["unprocessed_records_dropped"].as_u64().filter(|n| *n > 0) {
-        println!("Dropped {n} accepted request(s) no pipeline had committed.");
-    }
+    print!("{}", with_it(&deleted));
     Ok(())
 }

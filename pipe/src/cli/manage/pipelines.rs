@@ -6,7 +6,8 @@ use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
 use super::{call, confirm, create, name_arg, parse, read_file, remove, set, show, Target};
-use crate::cli::render::{pipeline_details, pipelines_table, update_summary};
+use crate::cli::render::{pipeline_details, pipeline_update_summary, pipelines_table};
+use crate::wire::{PipelineDeleted, PipelineUpdated};
 use crate::{Error, Result};
 
 /// `pipe pipelines …`.
@@ -144,7 +145,10 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
             if target.json {
                 println!("{answer}");
             } else {
-                print!("{}", update_summary(&parse(&answer)?));
+                print!(
+                    "{}",
+                    pipeline_update_summary(&name, &parse::<PipelineUpdated>(&answer)?)
+                );
             }
         }
         PipelinesAction::List { target } => {
@@ -163,12 +167,10 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
                 &format!("Delete pipeline '{name}'? (It commits what it has read first.)"),
                 force,
             )?;
-            remove(
-                &target,
-                &format!("/v1/pipelines/{name}?force={discard_uncommitted}"),
-                "pipeline",
-                &name,
-            )
+            let path = format!("/v1/pipelines/{name}?force={discard_uncommitted}");
+            remove(&target, &path, "pipeline", &name, |_: &PipelineDeleted| {
+                String::new()
+            })
             .await?;
         }
     }

@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::{call, confirm, create, name_arg, parse, remove, set, show, SetKeys, Target};
 use crate::cli::render::{sink_details, sink_update_summary, sinks_table};
+use crate::wire::{SinkDeleted, SinkUpdated};
 use crate::{Error, Result};
 
 /// `pipe sinks …`.
@@ -190,7 +191,10 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
             if target.json {
                 println!("{answer}");
             } else {
-                print!("{}", sink_update_summary(&name, &parse(&answer)?));
+                print!(
+                    "{}",
+                    sink_update_summary(&name, &parse::<SinkUpdated>(&answer)?)
+                );
             }
         }
         SinksAction::List { target } => {
@@ -208,7 +212,11 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
                 &format!("Delete sink '{name}'? (Its table or files stay.)"),
                 force,
             )?;
-            remove(&target, &format!("/v1/sinks/{name}"), "sink", &name).await?;
+            let path = format!("/v1/sinks/{name}");
+            remove(&target, &path, "sink", &name, |_: &SinkDeleted| {
+                String::new()
+            })
+            .await?;
         }
     }
     Ok(())

@@ -8,7 +8,8 @@ use serde_json::{json, Map, Value};
 use super::{
     call, confirm, name_arg, new_token, parse, read_json, remove, set, show, SetKeys, Target,
 };
-use crate::cli::render::{stream_details, stream_update_summary, streams_table};
+use crate::cli::render::{deleted_with, stream_details, stream_update_summary, streams_table};
+use crate::wire::{StreamUpdated, StreamView};
 use crate::{Error, ErrorKind, Result};
 
 /// `pipe streams …`.
@@ -160,14 +161,14 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
             )
             .await?;
             if target.json {
-                let mut v = parse(&answer)?;
+                let mut v: Value = parse(&answer)?;
                 if let Some(t) = &token {
                     v["token"] = json!(t);
                 }
                 println!("{v}");
             } else {
                 println!("Created stream '{name}'.");
-                print!("{}", stream_details(&parse(&answer)?));
+                print!("{}", stream_details(&parse::<StreamView>(&answer)?));
                 if let Some(t) = token {
                     println!("\nBearer token (shown once, not stored; send `Authorization: Bearer <token>`):\n  {t}");
                 }
@@ -222,7 +223,10 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
             if target.json {
                 println!("{answer}");
             } else {
-                print!("{}", stream_update_summary(&name, &parse(&answer)?));
+                print!(
+                    "{}",
+                    stream_update_summary(&name, &parse::<StreamUpdated>(&answer)?)
+                );
             }
         }
         StreamsAction::Delete {
@@ -231,17 +235,10 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
             target,
         } => {
             let path = format!("/v1/streams/{name}");
-            let stream = parse(&call(reqwest::Method::GET, &target, &path, None).await?)?;
-            let unprocessed = stream["buffer"]["unprocessed_records"]
-                .as_u64()
-                .unwrap_or(0);
-            let readers: Vec<String> = stream["pipelines"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.as_str())
-                .map(String::from)
-                .collect();
+            let stream: StreamView =
+                parse(&call(reqwest::Method::GET, &target, &path, None).await?)?;
+            let unprocessed = stream.buffer.map_or(0, |b| b.unprocessed_records);
+            let readers = stream.pipelines;
             let mut warnings = Vec::new();
             if unprocessed > 0 {
                 warnings.push(format!(
@@ -264,7 +261,8 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
                 ));
             }
             confirm(&format!("Delete stream '{name}' and its buffer?"), force)?;
-            remove(&target, &format!("{path}?force={force}"), "stream", &name).await?;
+            let path = format!("{path}?force={force}");
+            remove(&target, &path, "stream", &name, deleted_with).await?;
         }
     }
     Ok(())
