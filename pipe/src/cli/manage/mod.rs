@@ -211,6 +211,27 @@ pub(crate) async fn create<V: DeserializeOwned>(
     Ok(())
 }
 
+/// PATCHes `body` to `/v1/{kind}s/{name}` (`?dry_run`); prints the
+/// answer: its JSON, or what `summary` says of the outcome `U`.
+pub(crate) async fn update<U: DeserializeOwned>(
+    target: &Target,
+    kind: &str,
+    name: &str,
+    body: Map<String, Value>,
+    dry_run: bool,
+    summary: fn(&str, &U) -> String,
+) -> Result<()> {
+    let path = format!("/v1/{kind}s/{name}?dry_run={dry_run}");
+    let body = Value::Object(body);
+    let answer = call(reqwest::Method::PATCH, target, &path, Some(&body)).await?;
+    if target.json {
+        println!("{answer}");
+    } else {
+        print!("{}", summary(name, &parse(&answer)?));
+    }
+    Ok(())
+}
+
 /// GETs `path`; prints its JSON or `details` of the answer `V`.
 pub(crate) async fn show<V: DeserializeOwned>(
     target: &Target,

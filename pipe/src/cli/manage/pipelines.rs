@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
-use super::{call, confirm, create, name_arg, parse, read_file, remove, set, show, Target};
+use super::{confirm, create, name_arg, read_file, remove, set, show, update, Target};
 use crate::cli::render::{pipeline_details, pipeline_update_summary, pipelines_table};
-use crate::wire::{PipelineDeleted, PipelineUpdated};
+use crate::wire::PipelineDeleted;
 use crate::{Error, Result};
 
 /// `pipe pipelines …`.
@@ -139,17 +139,15 @@ pub async fn pipelines(action: PipelinesAction) -> Result<()> {
                 "quarantine_table",
                 quarantine_table.map(Value::from),
             );
-            let path = format!("/v1/pipelines/{name}?dry_run={dry_run}");
-            let body = Value::Object(body);
-            let answer = call(reqwest::Method::PATCH, &target, &path, Some(&body)).await?;
-            if target.json {
-                println!("{answer}");
-            } else {
-                print!(
-                    "{}",
-                    pipeline_update_summary(&name, &parse::<PipelineUpdated>(&answer)?)
-                );
-            }
+            update(
+                &target,
+                "pipeline",
+                &name,
+                body,
+                dry_run,
+                pipeline_update_summary,
+            )
+            .await?;
         }
         PipelinesAction::List { target } => {
             show(&target, "/v1/pipelines", pipelines_table).await?;

@@ -3,9 +3,9 @@
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
-use super::{call, confirm, create, name_arg, parse, remove, set, show, SetKeys, Target};
+use super::{confirm, create, name_arg, remove, set, show, update, SetKeys, Target};
 use crate::cli::render::{sink_details, sink_update_summary, sinks_table};
-use crate::wire::{SinkDeleted, SinkUpdated};
+use crate::wire::SinkDeleted;
 use crate::{Error, Result};
 
 /// `pipe sinks …`.
@@ -185,17 +185,7 @@ pub async fn sinks(action: SinksAction) -> Result<()> {
                     "nothing to change: give a setting to change (see --help)".into(),
                 ));
             }
-            let path = format!("/v1/sinks/{name}?dry_run={dry_run}");
-            let body = Value::Object(body);
-            let answer = call(reqwest::Method::PATCH, &target, &path, Some(&body)).await?;
-            if target.json {
-                println!("{answer}");
-            } else {
-                print!(
-                    "{}",
-                    sink_update_summary(&name, &parse::<SinkUpdated>(&answer)?)
-                );
-            }
+            update(&target, "sink", &name, body, dry_run, sink_update_summary).await?;
         }
         SinksAction::List { target } => {
             show(&target, "/v1/sinks", sinks_table).await?;

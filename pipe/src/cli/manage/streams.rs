@@ -6,10 +6,11 @@ use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
 use super::{
-    call, confirm, name_arg, new_token, parse, read_json, remove, set, show, SetKeys, Target,
+    call, confirm, name_arg, new_token, parse, read_json, remove, set, show, update, SetKeys,
+    Target,
 };
 use crate::cli::render::{deleted_with, stream_details, stream_update_summary, streams_table};
-use crate::wire::{StreamUpdated, StreamView};
+use crate::wire::StreamView;
 use crate::{Error, ErrorKind, Result};
 
 /// `pipe streams …`.
@@ -217,17 +218,15 @@ pub async fn streams(action: StreamsAction) -> Result<()> {
                         .into(),
                 ));
             }
-            let body = Value::Object(body);
-            let path = format!("/v1/streams/{name}?dry_run={dry_run}");
-            let answer = call(reqwest::Method::PATCH, &target, &path, Some(&body)).await?;
-            if target.json {
-                println!("{answer}");
-            } else {
-                print!(
-                    "{}",
-                    stream_update_summary(&name, &parse::<StreamUpdated>(&answer)?)
-                );
-            }
+            update(
+                &target,
+                "stream",
+                &name,
+                body,
+                dry_run,
+                stream_update_summary,
+            )
+            .await?;
         }
         StreamsAction::Delete {
             name,
