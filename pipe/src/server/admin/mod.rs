@@ -12,6 +12,8 @@
 //! | `DELETE /v1/{streams,sinks,pipelines}/{name}` | 200 `{"deleted": name, …}` |
 //! | `POST /v1/pipelines/{name}/flush` | what the flush committed |
 //!
+//! Every answer is a [`crate::wire`] type, which the CLI reads back.
+//!
 //! A create body takes the keys of the definition in `pipe.toml`
 //! ([`crate::config`]), except that a stream's schema comes inline
 //! (`schema`, in the Pipelines field format, or `json_schema`, a JSON
