@@ -323,15 +323,15 @@ impl<'de, V: DeserializeOwned + View, C: DeserializeOwned> Deserialize<'de> for 
                 V::KEY
             ))),
         };
-        let change = map.remove("change").ok_or_else(|| {
-            (map.get("changed") != Some(&Value::Bool(false)))
-                .then(|| D::Error::custom("expected `change` or `\"changed\": false`"))
-        });
-        let change = match change {
-            Ok(change) => C::deserialize(change).map_err(D::Error::custom)?,
-            Err(None) => return Ok(Updated::Unchanged { name: name(&map)? }),
-            Err(Some(e)) => return Err(e),
+        let Some(change) = map.remove("change") else {
+            return match map.get("changed") {
+                Some(Value::Bool(false)) => Ok(Updated::Unchanged { name: name(&map)? }),
+                _ => Err(D::Error::custom(
+                    "expected `change`, or `\"changed\": false`",
+                )),
+            };
         };
+        let change = C::deserialize(change).map_err(D::Error::custom)?;
         if map.get("dry_run") == Some(&Value::Bool(true)) {
             return Ok(Updated::DryRun {
                 name: name(&map)?,
