@@ -16,7 +16,8 @@
 //! [`config`] reads `pipe.toml`; [`server::serve`] runs everything;
 //! [`control`] changes definitions on a running server ([`running`] holds
 //! the running parts);
-//! [`cli`] is the command line. [`batch`] runs a pipeline in a batch job
+//! [`cli`] is the command line; [`wire`] types the JSON the server answers
+//! and its clients read. [`batch`] runs a pipeline in a batch job
 //! (same validation, SQL and exactly-once commits, keyed by a batch id) and
 //! queries the tables; [`Client`] sends events to a running server. Errors map to HTTP statuses in
 //! [`ingest::http::status_for`] and to exit codes in [`exit_code`].
@@ -30,6 +31,7 @@ pub mod control;
 pub use pipe_sink::crash;
 pub mod running;
 pub mod server;
+pub mod wire;
 
 pub use pipe_ingest as ingest;
 pub use pipe_query as query;

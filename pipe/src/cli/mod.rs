@@ -326,10 +326,8 @@ pub fn run(args: Args) -> Result<()> {
                 if target.json {
                     println!("{answer}");
                 } else {
-                    print!(
-                        "{}",
-                        crate::cli::render::reload_summary(&crate::cli::manage::parse(&answer)?)
-                    );
+                    let reloaded: crate::wire::Reloaded = crate::cli::manage::parse(&answer)?;
+                    print!("{}", crate::cli::render::reload_summary(&reloaded));
                 }
                 Ok(())
             }

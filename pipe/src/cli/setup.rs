@@ -6,8 +6,9 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use super::manage::*;
-use super::render::*;
+use super::manage::{call, new_token, parse, read_json, Target};
+use super::render::stream_details;
+use crate::wire::StreamView;
 use crate::{Error, Result};
 
 /// Reads answers to the wizard's questions, one line each.
@@ -217,9 +218,9 @@ pub async fn setup(target: &Target, input: impl BufRead) -> Result<()> {
         return Err(e);
     }
     println!("Created pipeline '{pipeline}'.\n");
-    let view = parse(&created_stream)?;
+    let view: StreamView = parse(&created_stream)?;
     print!("{}", stream_details(&view));
-    let endpoint = text(&view["endpoint"]);
+    let endpoint = view.endpoint;
     println!("\nSend events:");
     match &token {
         Some(t) => {

@@ -3,9 +3,11 @@
 //! (`crate::server::tables_api`).
 
 use clap::Subcommand;
-use serde_json::{json, Value};
+use pipe_sink::maintenance::run::TableState;
+use serde_json::json;
 
 use crate::cli::manage::{call, parse, Target};
+use crate::wire::{MaintenanceRuns, RunRecord};
 use crate::{Error, ErrorKind, Result};
 
 /// What `pipe tables` does.
@@ -90,17 +92,14 @@ pub async fn tables(action: TablesAction) -> Result<()> {
                 Some(&body),
             )
             .await?;
-            let record = parse(&answer)?;
+            let record: RunRecord = parse(&answer)?;
             match target.json {
                 true => println!("{answer}"),
                 false => print!("{}", describe(&record)),
             }
-            match record["outcome"].as_str() {
-                Some("ok") => Ok(()),
-                other => Err(Error::Remote(
-                    other.unwrap_or("no outcome").to_string(),
-                    ErrorKind::Unavailable,
-                )),
+            match record.outcome.as_str() {
+                "ok" => Ok(()),
+                other => Err(Error::Remote(other.to_string(), ErrorKind::Unavailable)),
             }
         }
         TablesAction::Maintenance { table, target } => {
@@ -115,12 +114,11 @@ pub async fn tables(action: TablesAction) -> Result<()> {
                 println!("{answer}");
                 return Ok(());
             }
-            let runs = parse(&answer)?;
-            let runs = runs["runs"].as_array().cloned().unwrap_or_default();
-            if runs.is_empty() {
+            let answer: MaintenanceRuns = parse(&answer)?;
+            if answer.runs.is_empty() {
                 println!("no maintenance run of `{table}` on record since the server started");
             }
-            for run in &runs {
+            for run in &answer.runs {
                 println!("{}", describe(run));
             }
             Ok(())
@@ -129,86 +127,77 @@ pub async fn tables(action: TablesAction) -> Result<()> {
 }
 
 /// A run's record, for people.
-pub fn describe(r: &Value) -> String {
+pub fn describe(r: &RunRecord) -> String {
+    let mb = |bytes: u64| bytes as f64 / 1e6;
     let mut out = format!(
         "{} {} ({}{}, {} ms): {}\n",
-        r["started_at"].as_str().unwrap_or("?"),
-        r["table"].as_str().unwrap_or("?"),
-        r["trigger"].as_str().unwrap_or("?"),
-        if r["dry_run"] == true {
-            ", dry run"
-        } else {
-            ""
-        },
-        r["duration_ms"],
-        r["outcome"].as_str().unwrap_or("?"),
+        r.started_at,
+        r.table,
+        r.trigger,
+        if r.dry_run { ", dry run" } else { "" },
+        r.duration_ms,
+        r.outcome,
     );
-    let state = |s: &Value| {
+    let state = |s: &TableState| {
         format!(
             "{} data files, {:.1} MB, {} rows, {} snapshots",
-            s["data_files"],
-            s["data_bytes"].as_f64().unwrap_or(0.0) / 1e6,
-            s["records"],
-            s["snapshots"]
+            s.data_files,
+            mb(s.data_bytes),
+            s.records,
+            s.snapshots
         )
     };
     out += &format!(
         "  before: {}\n  after:  {}\n",
-        state(&r["before"]),
-        state(&r["after"])
+        state(&r.before),
+        state(&r.after)
     );
-    if let Some(c) = r["compacted"].as_object() {
+    if let Some(c) = &r.compacted {
         out += &format!(
             "  compacted: {} files ({:.1} MB) into {} ({:.1} MB) in {} partitions\n",
-            c["files_removed"],
-            c["bytes_removed"].as_f64().unwrap_or(0.0) / 1e6,
-            c["files_added"],
-            c["bytes_added"].as_f64().unwrap_or(0.0) / 1e6,
-            c["partitions"]
+            c.files_removed,
+            mb(c.bytes_removed),
+            c.files_added,
+            mb(c.bytes_added),
+            c.partitions
         );
     }
-    if let Some(m) = r["merged"].as_object() {
+    if let Some(m) = &r.merged {
         out += &format!(
             "  manifests: {} into {}\n",
-            m["manifests_before"], m["manifests_after"]
+            m.manifests_before, m.manifests_after
         );
     }
-    if let Some(e) = r["expired"].as_object() {
+    if let Some(e) = &r.expired {
         out += &format!(
             "  expired: {} snapshots, {} files deleted\n",
-            e["snapshots"], e["files_deleted"]
+            e.snapshots, e.files_deleted
         );
     }
-    if let Some(p) = r["planned"].as_object() {
+    if let Some(p) = &r.planned {
         out += &format!(
             "  would compact {} files ({:.1} MB), expire {} snapshots\n",
-            p["compact_files"],
-            p["compact_bytes"].as_f64().unwrap_or(0.0) / 1e6,
-            p["expire_snapshots"]
+            p.compact_files,
+            mb(p.compact_bytes),
+            p.expire_snapshots
         );
     }
-    if let Some(s) = r["swept"].as_object() {
-        let verb = if r["dry_run"] == true {
-            "would delete"
-        } else {
-            "deleted"
+    if let Some(s) = &r.swept {
+        let (verb, count) = match r.dry_run {
+            true => ("would delete", s.orphans),
+            false => ("deleted", s.deleted),
         };
         out += &format!(
-            "  orphans: {} of {} files listed ({:.1} MB), {verb} {}; {} spared (too young, or in a write ledger)\n",
-            s["orphans"],
-            s["listed"],
-            s["orphan_bytes"].as_f64().unwrap_or(0.0) / 1e6,
-            if r["dry_run"] == true { &s["orphans"] } else { &s["deleted"] },
-            s["spared"]
+            "  orphans: {} of {} files listed ({:.1} MB), {verb} {count}; {} spared (too young, or in a write ledger)\n",
+            s.orphans,
+            s.listed,
+            mb(s.orphan_bytes),
+            s.spared
         );
-        for f in s["files"].as_array().into_iter().flatten() {
-            out += &format!(
-                "    {} ({} bytes)\n",
-                f["path"].as_str().unwrap_or("?"),
-                f["bytes"]
-            );
+        for f in &s.files {
+            out += &format!("    {} ({} bytes)\n", f.path, f.bytes);
         }
     }
-    out += &format!("  next: {}\n", r["next"].as_str().unwrap_or("?"));
+    out += &format!("  next: {}\n", r.next);
     out
 }

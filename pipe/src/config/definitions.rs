@@ -55,7 +55,7 @@ pub struct ApiDefinitions {
 }
 
 /// Which source a definition comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// `pipe.toml`.

@@ -25,7 +25,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::streams::{apply_stream, check_stream};
 use super::{invalid, set, TARGET_KEYS};
@@ -34,8 +34,8 @@ use crate::config::{Config, ConfigFile};
 use crate::running::supervisor::{PipelineChange, StreamChange, Supervisor};
 use crate::{Error, ErrorKind, Result};
 
-/// What a reload did, or would do (`dry_run`).
-#[derive(Debug, Default, Serialize)]
+/// What a reload did, or would do (`dry_run`): the answer of `POST /v1/reload`.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reloaded {
     pub dry_run: bool,
     pub streams_added: Vec<String>,
@@ -49,6 +49,7 @@ pub struct Reloaded {
     pub pipelines_removed: Vec<String>,
     /// Defined pipelines whose task had ended unable to commit (a stop
     /// during an outage): they run again.
+    #[serde(default)]
     pub pipelines_revived: Vec<String>,
     /// `[admin]` changed: the admin API takes the new tokens.
     pub admin_changed: bool,

@@ -39,7 +39,7 @@ use pipe_ingest::log::StreamLog;
 use pipe_ingest::payload::{decode_batches, decode_quarantine};
 use pipe_sink::{CommitOutcome, OffsetRange, Sink, TableSink};
 use pipe_transform::{failed_rows_batch, PipelinePlan};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -57,8 +57,8 @@ const READ_RECORDS: usize = 4096;
 /// Bytes read from the buffer per step.
 const READ_BYTES: usize = 32 << 20;
 
-/// What a flush did.
-#[derive(Debug, Clone, Serialize)]
+/// What a flush did: the answer of `POST /v1/pipelines/{name}/flush`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlushReport {
     pub pipeline: String,
     /// The last committed buffer offset after the flush, if any.
@@ -152,7 +152,7 @@ pub struct PipelineStats {
 }
 
 /// What a pipeline is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Reading, writing and committing.
@@ -178,16 +178,21 @@ impl State {
     }
 }
 
-/// A pipeline's state, with why and since when.
-#[derive(Debug, Clone, Serialize)]
+/// A pipeline's state, with why and since when; in a pipeline's view
+/// (`pipe::wire::PipelineView`) under the keys `state`, `state_reason`,
+/// `state_since` and `retry_attempts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     pub state: State,
     /// The error that put it in this state (none while running).
+    #[serde(rename = "state_reason")]
     pub reason: Option<String>,
-    /// Failed steps in a row (retrying).
-    pub attempts: u32,
     /// When it entered this state, RFC 3339.
+    #[serde(rename = "state_since")]
     pub since: String,
+    /// Failed steps in a row (retrying).
+    #[serde(rename = "retry_attempts")]
+    pub attempts: u32,
 }
 
 impl Default for Health {
@@ -231,7 +236,7 @@ pub const RECENT_ERRORS: usize = 20;
 
 /// One problem a pipeline met: a failed step or commit (retried), or rows
 /// its SQL failed on (in the quarantine table).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecentError {
     /// When, RFC 3339.
     pub at: String,

@@ -34,7 +34,7 @@ use crate::running::metrics::PipelineSource;
 use crate::{Error, ErrorKind, Result};
 
 /// What a change of a pipeline's SQL did, or would do.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PipelineChange {
     pub pipeline: String,
     /// The digests of the old and the new SQL (`pipe.definition`).
@@ -244,7 +244,7 @@ impl Supervisor {
 }
 
 /// What a change of a stream's schema did, or would do.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StreamChange {
     pub stream: String,
     /// One line per change of the schema.

@@ -12,6 +12,8 @@
 //! | `DELETE /v1/{streams,sinks,pipelines}/{name}` | 200 `{"deleted": name, …}` |
 //! | `POST /v1/pipelines/{name}/flush` | what the flush committed |
 //!
+//! Every answer is a [`crate::wire`] type, which the CLI reads back.
+//!
 //! A create body takes the keys of the definition in `pipe.toml`
 //! ([`crate::config`]), except that a stream's schema comes inline
 //! (`schema`, in the Pipelines field format, or `json_schema`, a JSON
@@ -41,12 +43,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pipe_ingest::http::error_response;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::definitions::{Definitions, Kind};
 use crate::config::{Config, PipelineFile, SinkFile, SinkTarget, StreamFile};
 use crate::server::state::AdminState;
+use crate::wire::{
+    BufferView, HttpView, PipelineDeleted, PipelineList, PipelineView, SinkDeleted, SinkList,
+    SinkMetrics, SinkView, StreamDeleted, StreamList, StreamStats, StreamView,
+};
 use crate::{Error, ErrorKind, Result};
 
 mod update;
@@ -113,7 +119,7 @@ pub(crate) fn router() -> Router<AdminState> {
         .route("/v1/reload", post(update::reload))
 }
 
-pub(super) fn answer(result: Result<Value>, created: bool) -> Response {
+pub(super) fn answer(result: Result<impl Serialize>, created: bool) -> Response {
     match result {
         Ok(body) if created => (axum::http::StatusCode::CREATED, Json(body)).into_response(),
         Ok(body) => Json(body).into_response(),
@@ -151,12 +157,12 @@ fn parse<T: serde::de::DeserializeOwned>(
 async fn list_streams(State(state): State<AdminState>) -> Response {
     let definitions = state.supervisor.definitions.read();
     let config = state.supervisor.config();
-    let all: Vec<Value> = config
+    let streams = config
         .streams
         .iter()
         .filter_map(|s| stream_view(&state, &definitions, &config, &s.name))
         .collect();
-    Json(json!({ "streams": all })).into_response()
+    Json(StreamList { streams }).into_response()
 }
 
 pub(crate) async fn get_stream(
@@ -177,45 +183,44 @@ pub(super) fn stream_view(
     definitions: &Definitions,
     config: &Config,
     name: &str,
-) -> Option<Value> {
+) -> Option<StreamView> {
     let s = config.streams.iter().find(|s| s.name == name)?;
     let running = state.supervisor.stream(name);
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    let buffer = running.as_ref().map(|r| {
-        json!({
-            "bytes": r.log.disk_bytes(),
-            "unprocessed_records": r.log.unprocessed(),
-        })
+    let buffer = running.as_ref().map(|r| BufferView {
+        bytes: r.log.disk_bytes(),
+        unprocessed_records: r.log.unprocessed(),
     });
-    let stats = running.as_ref().map(|r| {
-        json!({
-            "requests": load(&r.stats.requests),
-            "records_in": load(&r.stats.records_in),
-            "bytes_in": load(&r.stats.bytes_in),
-            "decode_errors": load(&r.stats.decode_errors),
-        })
+    let stats = running.as_ref().map(|r| StreamStats {
+        requests: load(&r.stats.requests),
+        records_in: load(&r.stats.records_in),
+        bytes_in: load(&r.stats.bytes_in),
+        decode_errors: load(&r.stats.decode_errors),
     });
-    let pipelines = control::readers(&state.supervisor, name);
-    Some(json!({
-        "stream": name,
-        "origin": definitions.origin(Kind::Stream, name),
-        "endpoint": format!("http://{}/v1/streams/{name}", state.addr),
-        "http": {
-            "enabled": s.policy.http_enabled,
-            "auth": !s.policy.token_digests.is_empty(),
-            "cors_origins": s.policy.cors_origins,
+    Some(StreamView {
+        stream: name.to_string(),
+        origin: definitions.origin(Kind::Stream, name),
+        endpoint: format!("http://{}/v1/streams/{name}", state.addr),
+        http: HttpView {
+            enabled: s.policy.http_enabled,
+            auth: !s.policy.token_digests.is_empty(),
+            cors_origins: s.policy.cors_origins.clone(),
         },
-        "schema": s.schema,
-        "json_schema": s.json_schema.is_some(),
-        "unknown_fields": s.unknown_fields,
-        "invalid_events": if s.quarantine.is_some() { "quarantine" } else { "reject" },
-        "quarantine_table": s.quarantine.as_ref().map(|(ns, t)| format!("{ns}.{t}")),
-        "max_request_bytes": s.policy.max_body_bytes,
-        "max_events_per_request": s.max_events,
-        "buffer": buffer,
-        "pipelines": pipelines,
-        "stats": stats,
-    }))
+        schema: s.schema.clone(),
+        json_schema: s.json_schema.is_some(),
+        unknown_fields: s.unknown_fields,
+        invalid_events: match s.quarantine {
+            Some(_) => "quarantine",
+            None => "reject",
+        }
+        .into(),
+        quarantine_table: s.quarantine.as_ref().map(|(ns, t)| format!("{ns}.{t}")),
+        max_request_bytes: s.policy.max_body_bytes as u64,
+        max_events_per_request: s.max_events as u64,
+        buffer,
+        pipelines: control::readers(&state.supervisor, name),
+        stats,
+    })
 }
 
 async fn create_stream(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
@@ -261,11 +266,11 @@ pub(crate) async fn delete_stream(
 ) -> Response {
     let result = async {
         let deleted = control::delete_stream(&state.supervisor, &name, params.force).await?;
-        Ok(json!({
-            "deleted": name,
-            "pipelines_deleted": deleted.pipelines,
-            "unprocessed_records_dropped": deleted.unprocessed,
-        }))
+        Ok(StreamDeleted {
+            deleted: name,
+            pipelines_deleted: deleted.pipelines,
+            unprocessed_records_dropped: deleted.unprocessed,
+        })
     }
     .await;
     answer(result, false)
@@ -276,12 +281,12 @@ pub(crate) async fn delete_stream(
 async fn list_sinks(State(state): State<AdminState>) -> Response {
     let definitions = state.supervisor.definitions.read();
     let config = state.supervisor.config();
-    let all: Vec<Value> = config
+    let sinks = config
         .sinks
         .iter()
         .filter_map(|s| sink_view(&state, &definitions, &config, &s.name))
         .collect();
-    Json(json!({ "sinks": all })).into_response()
+    Json(SinkList { sinks }).into_response()
 }
 
 async fn get_sink(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
@@ -291,6 +296,11 @@ async fn get_sink(State(state): State<AdminState>, Path(name): Path<String>) -> 
         sink_view(&state, &definitions, &config, &name).ok_or_else(|| not_found(Kind::Sink, &name)),
         false,
     )
+}
+
+/// Each item as text: partition fields, sort columns.
+fn names(items: &[impl ToString]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
 }
 
 /// The pipeline that writes to sink `name`, if one runs.
@@ -308,7 +318,7 @@ pub(super) fn sink_view(
     definitions: &Definitions,
     config: &Config,
     name: &str,
-) -> Option<Value> {
+) -> Option<SinkView> {
     let s = config.sink(name)?;
     let (kind, table, path, format) = match &s.target {
         SinkTarget::Table { namespace, table } => (
@@ -330,25 +340,26 @@ pub(super) fn sink_view(
         SinkTarget::Files(f) => Some(f.partitioning.clone()),
         SinkTarget::Table { .. } => None,
     };
-    Some(json!({
-        "sink": name,
-        "origin": definitions.origin(Kind::Sink, name),
-        "type": kind,
-        "table": table,
-        "path": path,
-        "format": format,
-        "compression": s.compression,
-        "roll_interval_secs": s.roll_interval.as_secs(),
-        "roll_size_mb": s.roll_bytes / (1024 * 1024),
-        "roll_rows": s.roll_rows,
-        "row_group_rows": s.row_group_rows,
-        "partition_by": (kind == "iceberg").then(|| s.partition_by.iter().map(ToString::to_string).collect::<Vec<_>>()),
-        "bloom_filter_columns": (kind == "iceberg").then(|| s.bloom_filter_columns.clone()),
-        "target_file_size_mb": s.target_file_bytes.map(|b| b / (1024 * 1024)),
-        "sort_by": s.sort_by.as_ref().map(|c| c.iter().map(ToString::to_string).collect::<Vec<_>>()),
-        "partitioning": partitioning,
-        "pipeline": sink_writer(state, name),
-    }))
+    let iceberg = kind == "iceberg";
+    Some(SinkView {
+        sink: name.to_string(),
+        origin: definitions.origin(Kind::Sink, name),
+        kind: kind.into(),
+        table,
+        path,
+        format: format.into(),
+        compression: s.compression,
+        roll_interval_secs: s.roll_interval.as_secs(),
+        roll_size_mb: s.roll_bytes / (1024 * 1024),
+        roll_rows: s.roll_rows,
+        row_group_rows: s.row_group_rows as u64,
+        partition_by: iceberg.then(|| names(&s.partition_by)),
+        bloom_filter_columns: iceberg.then(|| s.bloom_filter_columns.clone()),
+        target_file_size_mb: s.target_file_bytes.map(|b| (b / (1024 * 1024)) as u64),
+        sort_by: s.sort_by.as_deref().map(names),
+        partitioning,
+        pipeline: sink_writer(state, name),
+    })
 }
 
 async fn create_sink(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
@@ -367,7 +378,7 @@ async fn create_sink(State(state): State<AdminState>, body: axum::body::Bytes) -
 async fn delete_sink(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     let result = async {
         control::delete_sink(&state.supervisor, &name).await?;
-        Ok(json!({ "deleted": name }))
+        Ok(SinkDeleted { deleted: name })
     }
     .await;
     answer(result, false)
@@ -378,13 +389,13 @@ async fn delete_sink(State(state): State<AdminState>, Path(name): Path<String>) 
 async fn list_pipelines(State(state): State<AdminState>) -> Response {
     let definitions = state.supervisor.definitions.read();
     let config = state.supervisor.config();
-    let all: Vec<Value> = state
+    let pipelines = state
         .supervisor
         .pipelines()
         .iter()
         .map(|p| pipeline_view(&definitions, &config, p))
         .collect();
-    Json(json!({ "pipelines": all })).into_response()
+    Json(PipelineList { pipelines }).into_response()
 }
 
 async fn get_pipeline(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
@@ -404,63 +415,40 @@ pub(super) fn pipeline_view(
     definitions: &Definitions,
     config: &Config,
     p: &crate::running::supervisor::RunningPipeline,
-) -> Value {
-    let mut view = status_json(p);
-    let sql = config
-        .pipelines
-        .iter()
-        .find(|c| c.name == p.name)
-        .map(|c| c.sql.clone());
-    view["sql"] = json!(sql);
-    view["definition"] = json!(config
-        .pipelines
-        .iter()
-        .find(|c| c.name == p.name)
-        .map(|c| c.definition()));
-    // A stream's quarantine pipeline is pipe's own: it comes with the stream.
-    view["origin"] = match definitions.origin(Kind::Pipeline, &p.name) {
-        Some(origin) => json!(origin),
-        None => json!("stream"),
-    };
-    view
-}
-
-/// A running pipeline's live figures and recent errors.
-fn status_json(p: &crate::running::supervisor::RunningPipeline) -> serde_json::Value {
+) -> PipelineView {
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     let stats = &p.stats;
-    let health = stats.health();
-    json!({
-        "pipeline": p.name,
-        "state": health.state,
-        "state_reason": health.reason,
-        "state_since": health.since,
-        "retry_attempts": health.attempts,
-        "stream": p.stream,
-        "sink": p.sink,
-        "sink_kind": p.kind,
-        "quarantine_table": p.quarantine_table,
-        "committed_through": stats.committed_through(),
-        "rows_committed": load(&stats.rows_committed),
-        "failed_rows_committed": load(&stats.failed_rows_committed),
-        "files_committed": load(&stats.files_committed),
-        "bytes_committed": load(&stats.bytes_committed),
-        "uncompressed_bytes_committed": load(&stats.uncompressed_bytes_committed),
-        "row_groups_committed": load(&stats.row_groups_committed),
-        "commits": load(&stats.commits),
-        "last_commit_unix_ms": load(&stats.last_commit_unix_ms),
-        // The same figures under the names the hosted service's sink
-        // metrics use.
-        "sink_metrics": {
-            "recordsWritten": load(&stats.rows_committed),
-            "filesWritten": load(&stats.files_committed),
-            "bytesWritten": load(&stats.bytes_committed),
-            "uncompressedBytesWritten": load(&stats.uncompressed_bytes_committed),
-            "rowGroupsWritten": load(&stats.row_groups_committed),
+    let defined = config.pipelines.iter().find(|c| c.name == p.name);
+    PipelineView {
+        pipeline: p.name.clone(),
+        health: stats.health(),
+        stream: p.stream.clone(),
+        sink: p.sink.clone(),
+        sink_kind: p.kind.into(),
+        quarantine_table: p.quarantine_table.clone(),
+        committed_through: stats.committed_through(),
+        rows_committed: load(&stats.rows_committed),
+        failed_rows_committed: load(&stats.failed_rows_committed),
+        files_committed: load(&stats.files_committed),
+        bytes_committed: load(&stats.bytes_committed),
+        uncompressed_bytes_committed: load(&stats.uncompressed_bytes_committed),
+        row_groups_committed: load(&stats.row_groups_committed),
+        commits: load(&stats.commits),
+        last_commit_unix_ms: load(&stats.last_commit_unix_ms),
+        sink_metrics: SinkMetrics {
+            records_written: load(&stats.rows_committed),
+            files_written: load(&stats.files_committed),
+            bytes_written: load(&stats.bytes_committed),
+            uncompressed_bytes_written: load(&stats.uncompressed_bytes_committed),
+            row_groups_written: load(&stats.row_groups_committed),
         },
-        "recent_errors": stats.recent_errors(),
-    })
+        recent_errors: stats.recent_errors(),
+        sql: defined.map(|c| c.sql.clone()),
+        definition: defined.map(|c| c.definition()),
+        // A stream's quarantine pipeline is pipe's own: it comes with the stream.
+        origin: definitions.origin(Kind::Pipeline, &p.name).into(),
+    }
 }
 
 async fn create_pipeline(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
@@ -490,7 +478,10 @@ async fn delete_pipeline(
 ) -> Response {
     let result = async {
         let committed = control::delete_pipeline(&state.supervisor, &name, params.force).await?;
-        Ok(json!({ "deleted": name, "committed_through": committed }))
+        Ok(PipelineDeleted {
+            deleted: name,
+            committed_through: committed,
+        })
     }
     .await;
     answer(result, false)

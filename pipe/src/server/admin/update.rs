@@ -7,11 +7,12 @@
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::{answer, invalid, pipeline_view, sink_view, stream_view};
 use crate::control::{self, Outcome, SchemaDoc, StreamUpdate};
 use crate::server::state::AdminState;
+use crate::wire::Updated;
 use crate::{Error, Result};
 
 /// The body of `PATCH /v1/pipelines/{name}`: the fields to change.
@@ -28,23 +29,22 @@ pub(crate) struct UpdateParams {
     dry_run: bool,
 }
 
-/// The answer to a change of `kind` `name`: what it did, with `view` (the
+/// The answer to a change of `name`: what it did, with `view` (the
 /// definition as it runs now) when applied.
-fn outcome<C: serde::Serialize>(
-    kind: &str,
+fn outcome<V, C>(
     name: &str,
     outcome: Outcome<C>,
-    view: impl FnOnce() -> Result<Value>,
-) -> Result<Value> {
-    match outcome {
-        Outcome::Unchanged => Ok(json!({ kind: name, "changed": false })),
-        Outcome::DryRun(change) => Ok(json!({ kind: name, "dry_run": true, "change": change })),
-        Outcome::Applied(change) => {
-            let mut view = view()?;
-            view["change"] = json!(change);
-            Ok(view)
-        }
-    }
+    view: impl FnOnce() -> Result<V>,
+) -> Result<Updated<V, C>> {
+    let name = name.to_string();
+    Ok(match outcome {
+        Outcome::Unchanged => Updated::Unchanged { name },
+        Outcome::DryRun(change) => Updated::DryRun { name, change },
+        Outcome::Applied(change) => Updated::Applied {
+            view: view()?,
+            change,
+        },
+    })
 }
 
 /// `PATCH /v1/pipelines/{name}`: changes a pipeline's SQL (and quarantine
@@ -71,7 +71,7 @@ pub(super) async fn update_pipeline(
             params.dry_run,
         )
         .await?;
-        outcome("pipeline", &name, done, || {
+        outcome(&name, done, || {
             let running = supervisor
                 .pipeline(&name)
                 .ok_or_else(|| Error::Internal("the changed pipeline is missing".into()))?;
@@ -95,7 +95,7 @@ pub(super) async fn update_sink(
         let patch: Map<String, Value> = serde_json::from_slice(&body)
             .map_err(|e| invalid(format!("expected a JSON object of sink settings: {e}")))?;
         let done = control::update_sink(&state.supervisor, &name, patch, params.dry_run).await?;
-        outcome("sink", &name, done, || {
+        outcome(&name, done, || {
             let definitions = state.supervisor.definitions.read();
             sink_view(&state, &definitions, &state.supervisor.config(), &name)
                 .ok_or_else(|| Error::Internal("the changed sink is missing".into()))
@@ -132,7 +132,7 @@ pub(crate) async fn update_stream(
         };
         let update = StreamUpdate { schema, settings };
         let done = control::update_stream(&state.supervisor, &name, update, params.dry_run).await?;
-        outcome("stream", &name, done, || {
+        outcome(&name, done, || {
             let definitions = state.supervisor.definitions.read();
             stream_view(&state, &definitions, &state.supervisor.config(), &name)
                 .ok_or_else(|| Error::Internal("the changed stream is missing".into()))
@@ -149,8 +149,8 @@ pub(super) async fn reload(
     State(state): State<AdminState>,
     Query(params): Query<UpdateParams>,
 ) -> Response {
-    let result = control::reload(&state.supervisor, params.dry_run)
-        .await
-        .map(|done| json!(done));
-    answer(result, false)
+    answer(
+        control::reload(&state.supervisor, params.dry_run).await,
+        false,
+    )
 }
