@@ -16,7 +16,7 @@
 
 use serde::Deserialize;
 
-use super::resolve::token_digests;
+use super::tokens::token_digests;
 use crate::{Error, Result};
 
 /// `[iceberg]` as written.

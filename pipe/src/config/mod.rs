@@ -75,6 +75,7 @@ mod resolve;
 pub mod shared;
 pub mod sink_paths;
 mod start;
+mod tokens;
 
 pub use file::*;
 pub use iceberg::{IcebergClient, IcebergConfig, IcebergFile};

@@ -13,6 +13,7 @@ use pipe_sink::{
     S3Options, SnapshotRetention, Warehouse,
 };
 
+use super::tokens::token_digests;
 use super::*;
 use crate::config::sink_paths::{check_partitioning, FileSinkRoots};
 use crate::{Error, Result};
@@ -720,24 +721,6 @@ fn sql_catalog_uri(uri: Option<String>, base: &Path, data_dir: &Path) -> Result<
             }
         },
     })
-}
-
-/// Parses `auth_token_sha256` digests (the output of `pipe hash-token`).
-pub(super) fn token_digests(key: &str, digests: &[String]) -> Result<Vec<[u8; 32]>> {
-    digests
-        .iter()
-        .enumerate()
-        .map(|(i, digest)| {
-            hex::decode(digest.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| {
-                    Error::Config(format!(
-                        "`{key}[{i}]`: expected 64 hex digits, the output of `pipe hash-token`"
-                    ))
-                })
-        })
-        .collect()
 }
 
 /// Refuses names that are not letters, digits, `_` and `-`.
