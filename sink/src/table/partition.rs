@@ -222,8 +222,28 @@ pub(super) async fn respec(
     };
     let updates = match (same, recorded.as_deref()) {
         (true, Some(r)) if r == described => return Ok(table),
-        // Made with this spec by an older `pipe`: record it.
-        (true, _) => vec![record()],
+        // Made with this spec by an older `pipe` (or by a catalog that
+        // keeps no properties at creation): record it, as the sink's own
+        // commits change properties. Only a record: if it fails, the next
+        // open tries again.
+        (true, _) => {
+            use iceberg::transaction::{ApplyTransactionAction, Transaction};
+            let tx = Transaction::new(&table);
+            let set = tx
+                .update_table_properties()
+                .set(PARTITION_BY_PROPERTY.to_string(), described.clone());
+            let recorded = match set.apply(tx) {
+                Ok(tx) => tx.commit(catalog.as_ref()).await,
+                Err(e) => Err(e),
+            };
+            return Ok(match recorded {
+                Ok(after) => after,
+                Err(e) => {
+                    warn!(table = %ident, error = %e, "could not record the table's partition_by; going on");
+                    table
+                }
+            });
+        }
         // The sink's `partition_by` changed: the table follows, for new data.
         (false, Some(r)) if r != described => {
             let mut unbound = UnboundPartitionSpec::builder();
@@ -249,15 +269,16 @@ pub(super) async fn respec(
     let requirements = [TableRequirement::DefaultSpecIdMatch {
         default_spec_id: spec.spec_id(),
     }];
-    let evolves = updates.len() > 1;
-    let table = committer
+    let committed = committer
         .commit(catalog, &ident, &requirements, updates)
-        .await
-        .map_err(|failed| failed.error)?;
-    if evolves {
-        info!(table = %ident, from = ?have, to = %described, spec_id = table.metadata().default_partition_spec_id(), "the table's partition spec evolved: new data is partitioned by the sink's `partition_by`");
+        .await;
+    match committed {
+        Ok(after) => {
+            info!(table = %ident, from = ?have, to = %described, spec_id = after.metadata().default_partition_spec_id(), "the table's partition spec evolved: new data is partitioned by the sink's `partition_by`");
+            Ok(after)
+        }
+        Err(failed) => Err(failed.error),
     }
-    Ok(table)
 }
 
 #[cfg(test)]
