@@ -252,6 +252,24 @@ async fn tokens_and_oauth_clients_guard_the_catalog() {
         }
     };
     assert_eq!(create(None, "a").await, 401, "no token");
+    // A refusal is not kept for the key: the retry with a token goes through.
+    let keyed = |token: Option<&'static str>| {
+        let url = format!("{}/iceberg/v1/pipe/namespaces", server.url);
+        async move {
+            let mut r = reqwest::Client::new()
+                .post(url)
+                .header("Idempotency-Key", "k-1")
+                .json(&json!({"namespace": ["keyed"]}));
+            if let Some(t) = token {
+                r = r.header("Authorization", format!("BEARER {t}"));
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(keyed(None).await, 401);
+    assert_eq!(keyed(Some("w-token")).await, 200, "the scheme in any case");
+    assert_eq!(keyed(Some("w-token")).await, 200, "replayed");
+    assert_eq!(keyed(None).await, 401, "a replay is for who may make it");
     assert_eq!(create(Some("nope"), "a").await, 401, "a wrong token");
     assert_eq!(create(Some("r-token"), "a").await, 403, "a read token");
     assert_eq!(create(Some("w-token"), "a").await, 200);
@@ -279,7 +297,7 @@ print(json.dumps({"namespaces": sorted(n[0] for n in cat.list_namespaces()), "re
     let out = pyiceberg(&server, dir.path(), script);
     assert_eq!(
         out["namespaces"],
-        json!(["a", "default", "from_spark"]),
+        json!(["a", "default", "from_spark", "keyed"]),
         "{out}"
     );
     assert!(
@@ -415,4 +433,129 @@ print(json.dumps({"spec": cat.load_table("default.ecommerce").spec().spec_id}))
     server.stop();
     let acked: HashSet<String> = acked.into_iter().collect();
     assert_exactly_once(dir.path(), &Store::local(dir.path()), &acked);
+}
+
+/// What pipe owns stays out of clients' reach: another table's location
+/// (by `location` or by registering its metadata under a second name),
+/// write paths outside the warehouse, snapshot summaries that speak for
+/// a pipeline, and the tables a pipeline writes (its quarantine tables
+/// too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_keeps_clients_off_what_pipe_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    post_ids(&server, 0, 10).await;
+    server.flush("ecommerce");
+    let loaded: Value = reqwest::get(format!(
+        "{}/iceberg/v1/pipe/namespaces/default/tables/ecommerce",
+        server.url
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let location = loaded["metadata"]["location"].as_str().unwrap().to_string();
+    let metadata = loaded["metadata-location"].as_str().unwrap().to_string();
+    let schema = json!({"type": "struct", "schema-id": 0, "fields": [
+        {"id": 1, "name": "id", "type": "long", "required": false}]});
+
+    let (status, answer) = post(
+        &server,
+        "namespaces/default/register",
+        json!({"name": "clone", "metadata-location": metadata}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a second name for the pipeline's table: {answer}"
+    );
+    let clone = reqwest::Client::new()
+        .head(format!(
+            "{}/iceberg/v1/pipe/namespaces/default/tables/clone",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(clone.status(), 404, "not left registered");
+    let (status, answer) = post(
+        &server,
+        "namespaces/default/tables",
+        json!({"name": "twin", "location": location, "schema": schema}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a table in the pipeline's table's location: {answer}"
+    );
+    let (status, _) = post(
+        &server,
+        "namespaces/default/tables",
+        json!({"name": "a/b", "schema": schema}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "a name that is a path");
+
+    let outside = json!({"requirements": [], "updates": [{"action": "set-properties",
+        "updates": {"write.data.path": "file:///tmp/elsewhere"}}]});
+    let (status, answer) = post(
+        &server,
+        "namespaces/default/tables/ecommerce",
+        outside,
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+
+    let renamed = reqwest::Client::new()
+        .post(format!("{}/iceberg/v1/pipe/tables/rename", server.url))
+        .json(
+            &json!({"source": {"namespace": ["default"], "name": "ecommerce_failed"},
+                      "destination": {"namespace": ["default"], "name": "moved"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 409, "the table for rows the SQL fails on");
+
+    let script = r#"
+import datetime, json
+import pyarrow as pa
+from pyiceberg.catalog.rest import RestCatalog
+cat = RestCatalog("pipe", uri="{url}", warehouse="pipe")
+t = cat.load_table("default.ecommerce")
+schema = t.schema().as_arrow()
+rows = {f.name: [None] for f in schema}
+rows["user_id"] = ["forged"]; rows["event_type"] = ["x"]
+rows["__ingest_ts"] = [datetime.datetime.now(datetime.timezone.utc)]
+refused = None
+try:
+    t.append(pa.Table.from_pydict(rows, schema=schema),
+             snapshot_properties={"pipe.pipeline": "ecommerce", "pipe.offset-last": "1000000"})
+except Exception as e:
+    refused = type(e).__name__
+print(json.dumps({"refused": refused}))
+"#;
+    let out = pyiceberg(&server, dir.path(), script);
+    assert!(
+        out["refused"].is_string(),
+        "a snapshot speaking for the pipeline: {out}"
+    );
+    // The pipeline goes on where it was.
+    let mut acked: Vec<String> = (0..10).map(|i| format!("id-{i:08}")).collect();
+    acked.extend(post_ids(&server, 100, 10).await);
+    server.flush("ecommerce");
+    server.stop();
+    // (PyIceberg's refused append left its data file behind: the orphan
+    // sweep's, not the table's.)
+    let rows = query(
+        &config,
+        "SELECT count(*) AS n, count(DISTINCT user_id) AS d FROM default.ecommerce",
+    );
+    assert_eq!(rows[0], json!({"n": acked.len(), "d": acked.len()}));
 }

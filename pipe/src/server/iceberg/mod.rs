@@ -17,8 +17,10 @@
 //!   (new `metadata.json`, compare-and-swap on the catalog's row) while
 //!   holding the table's in-process lock, and bumps its generation, so a
 //!   pipeline's sink reloads before its next commit; other processes'
-//!   commits meet the compare-and-swap. The `pipe.*` properties that hold
-//!   pipelines' positions cannot be changed from outside.
+//!   commits meet the compare-and-swap. What pipe owns stays out of
+//!   reach (`guard.rs`): the `pipe.` properties and snapshot summaries
+//!   that hold pipelines' positions, the tables pipelines write, and any
+//!   place outside the warehouse or inside another table.
 //! - **Retries.** A mutation with an `Idempotency-Key` is answered once:
 //!   a retry with the same key within [`IDEMPOTENCY_LIFETIME`] gets the
 //!   first answer and changes nothing (kept in memory: a restart forgets
@@ -41,6 +43,7 @@ use crate::running::supervisor::Supervisor;
 
 mod auth;
 mod error;
+mod guard;
 mod namespaces;
 mod tables;
 
@@ -125,13 +128,27 @@ impl IcebergState {
     }
 
     /// Runs mutation `run` once per `Idempotency-Key` (when the request
-    /// has one): `request` names it (method, path and body), and a retry
-    /// of the same request gets the first answer. Answers of 5xx are not
-    /// kept: the request did not, or may not have, happened.
-    pub async fn once<F>(&self, headers: &HeaderMap, request: String, run: F) -> Response
+    /// has one), for a caller with access `need` (checked first: nothing
+    /// is kept for a caller refused, and a replay goes only to one who
+    /// may make the request). `request` names it (method, path and body;
+    /// its digest is kept), and a retry of the same request gets the
+    /// first answer; one that comes while the first runs waits for it.
+    /// Answers of 5xx are not kept: the request did not, or may not have,
+    /// happened. (Requests run to their end even if the client hangs up:
+    /// see `router`.)
+    pub async fn once<F>(
+        &self,
+        headers: &HeaderMap,
+        need: Access,
+        request: String,
+        run: F,
+    ) -> Response
     where
         F: std::future::Future<Output = Response>,
     {
+        if let Err(refused) = self.allow(headers, need) {
+            return refused.into_response();
+        }
         let Some(key) = headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
@@ -139,6 +156,29 @@ impl IcebergState {
         else {
             return run.await;
         };
+        if key.is_empty() || key.len() > 256 {
+            return RestError::bad_request("an Idempotency-Key is 1 to 256 characters")
+                .into_response();
+        }
+        let request = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(request.as_bytes()))
+        };
+        let waited = Instant::now();
+        while matches!(
+            self.keys.lock().expect("never poisoned").get(&key),
+            Some(Kept::InFlight)
+        ) {
+            if waited.elapsed() > Duration::from_secs(120) {
+                return RestError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    format!("a request with Idempotency-Key `{key}` is still being applied"),
+                )
+                .into_response();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         {
             let mut keys = self.keys.lock().expect("never poisoned");
             keys.retain(|_, k| match k {
@@ -147,10 +187,13 @@ impl IcebergState {
             });
             match keys.get(&key) {
                 Some(Kept::InFlight) => {
-                    return RestError::commit_failed(format!(
-                        "a request with Idempotency-Key `{key}` is still being applied: retry"
-                    ))
-                    .into_response()
+                    // Taken again between the wait and the lock.
+                    return RestError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceUnavailableException",
+                        format!("a request with Idempotency-Key `{key}` is being applied: retry"),
+                    )
+                    .into_response();
                 }
                 Some(Kept::Done {
                     request: first,
@@ -219,19 +262,15 @@ impl IcebergState {
 /// A namespace in a path: its levels joined by the unit separator (0x1F).
 pub fn namespace_of(path: &str) -> RestResult<NamespaceIdent> {
     let levels: Vec<&str> = path.split('\u{1f}').collect();
-    if levels.iter().any(|l| l.is_empty()) {
-        return Err(RestError::bad_request(format!(
-            "`{path}` is not a namespace"
-        )));
-    }
-    NamespaceIdent::from_strs(levels).map_err(|e| RestError::bad_request(e.to_string()))
+    let ident =
+        NamespaceIdent::from_strs(levels).map_err(|e| RestError::bad_request(e.to_string()))?;
+    guard::check_namespace(&ident)?;
+    Ok(ident)
 }
 
 /// A table in a path.
 pub fn table_of(namespace: &str, table: &str) -> RestResult<TableIdent> {
-    if table.is_empty() {
-        return Err(RestError::bad_request("an empty table name"));
-    }
+    guard::check_name("table", table)?;
     Ok(TableIdent::new(namespace_of(namespace)?, table.to_string()))
 }
 
@@ -243,6 +282,9 @@ pub(crate) fn router(state: IcebergState) -> Router {
         .merge(namespaces::routes())
         .merge(tables::routes())
         .with_state(state)
+        // A mutation runs to its end even if its client hangs up, so an
+        // Idempotency-Key is always settled and a commit never cut short.
+        .layer(axum::middleware::from_fn(crate::server::admin::run_to_end))
 }
 
 #[derive(Debug, Deserialize)]

@@ -81,9 +81,17 @@ async fn create(
         state.allow(&headers, Access::Write)?;
         state.check_prefix(&prefix)?;
         let request: CreateRequest = body(&bytes)?;
-        let made = state
-            .supervisor
-            .catalog()
+        super::guard::check_namespace(&request.namespace)?;
+        let catalog = state.supervisor.catalog();
+        if let Some(parent) = request.namespace.parent() {
+            if !catalog.namespace_exists(&parent).await? {
+                return Err(RestError::no_namespace(&parent.join(".")));
+            }
+        }
+        if let Some(location) = request.properties.get("location") {
+            super::guard::in_warehouse(&state, "location", location)?;
+        }
+        let made = catalog
             .create_namespace(&request.namespace, request.properties)
             .await?;
         Ok::<_, RestError>(Json(json!({
@@ -92,7 +100,9 @@ async fn create(
         })))
     };
     state
-        .once(&headers, request, async { run.await.into_response() })
+        .once(&headers, Access::Write, request, async {
+            run.await.into_response()
+        })
         .await
 }
 
@@ -157,7 +167,9 @@ async fn drop_namespace(
         Ok(StatusCode::NO_CONTENT)
     };
     state
-        .once(&headers, request, async { run.await.into_response() })
+        .once(&headers, Access::Write, request, async {
+            run.await.into_response()
+        })
         .await
 }
 
@@ -215,6 +227,8 @@ async fn update_properties(
         })))
     };
     state
-        .once(&headers, request, async { run.await.into_response() })
+        .once(&headers, Access::Write, request, async {
+            run.await.into_response()
+        })
         .await
 }

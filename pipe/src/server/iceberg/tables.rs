@@ -22,8 +22,7 @@ use serde_json::{json, Value};
 
 use super::error::{RestError, RestResult};
 use super::namespaces::body;
-use super::{namespace_of, table_of, Access, IcebergState};
-use crate::config::SinkTarget;
+use super::{guard, namespace_of, table_of, Access, IcebergState};
 use pipe_sink::maintenance::lock::TableLock;
 use pipe_sink::maintenance::swap::Swap;
 
@@ -205,7 +204,8 @@ async fn create(
         state.check_prefix(&prefix)?;
         let ns = namespace_of(&namespace)?;
         let request: CreateTableRequest = body(&bytes)?;
-        guard_properties(request.properties.keys())?;
+        guard::check_name("table", &request.name)?;
+        guard::check_properties(&state, &HashMap::new(), &request.properties, &[])?;
         let staged = request.stage_create == Some(true);
         let catalog = state.supervisor.catalog();
         if !catalog.namespace_exists(&ns).await? {
@@ -223,7 +223,8 @@ async fn create(
             Some(l) => l,
             None => default_location(&state, &catalog, &ident).await?,
         };
-        in_warehouse(&state, "location", &location)?;
+        guard::in_warehouse(&state, "location", &location)?;
+        guard::location_free(&state, &location, None).await?;
         let creation = TableCreation::builder()
             .name(request.name.clone())
             .location(location)
@@ -253,7 +254,9 @@ async fn create(
         )?))
     };
     state
-        .once(&headers, request, async { run.await.into_response() })
+        .once(&headers, Access::Write, request, async {
+            run.await.into_response()
+        })
         .await
 }
 
@@ -318,13 +321,15 @@ async fn create_by_commit(
         _ => schemas.last().cloned(),
     }
     .ok_or_else(|| RestError::bad_request("a create commit names no schema (`add-schema`)"))?;
-    guard_properties(properties.keys())?;
+    guard::check_properties(state, &HashMap::new(), &properties, &[])?;
+    guard::check_updates(state, ident, &HashMap::new(), &rest).await?;
     let catalog = state.supervisor.catalog();
     let location = match location {
         Some(l) => l,
         None => default_location(state, &catalog, ident).await?,
     };
-    in_warehouse(state, "location", &location)?;
+    guard::in_warehouse(state, "location", &location)?;
+    guard::location_free(state, &location, None).await?;
     let creation = TableCreation::builder()
         .name(ident.name().to_string())
         .location(location)
@@ -358,40 +363,6 @@ async fn create_by_commit(
                 ),
             )
         })
-}
-
-/// Refuses a table location outside the warehouse (a client would make
-/// the server write metadata files anywhere its user may).
-fn in_warehouse(state: &IcebergState, key: &str, location: &str) -> RestResult<()> {
-    let config = state.supervisor.config();
-    crate::config::sink_paths::FileSinkRoots::new(
-        &config.catalog.warehouse.location,
-        &[],
-        std::path::Path::new("/"),
-    )
-    .and_then(|w| w.in_warehouse(key, location))
-    .map_err(|e| RestError::forbidden(e.to_string()))
-}
-
-/// Refuses a change of the `pipe.` properties, where pipelines keep their
-/// positions in the table (changing them would move a pipeline's
-/// exactly-once offsets).
-fn guard_properties<'a>(keys: impl IntoIterator<Item = &'a String>) -> RestResult<()> {
-    match keys.into_iter().find(|k| k.starts_with("pipe.")) {
-        Some(key) => Err(RestError::forbidden(format!(
-            "`{key}`: the `pipe.` table properties hold pipe's pipeline positions and are not changed through the catalog"
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// The properties an update changes.
-fn changed_properties(update: &TableUpdate) -> Vec<&String> {
-    match update {
-        TableUpdate::SetProperties { updates } => updates.keys().collect(),
-        TableUpdate::RemoveProperties { removals } => removals.iter().collect(),
-        _ => Vec::new(),
-    }
 }
 
 async fn commit(
@@ -432,28 +403,18 @@ async fn commit(
                 "metadata": made.metadata(),
             })));
         }
-        for update in &request.updates {
-            if let TableUpdate::SetLocation { location } = update {
-                in_warehouse(&state, "location", location)?;
-            }
-        }
-        let current = load_table(&state, &ident).await?;
-        // Set again to the value it has is not a change (clients copy
-        // properties back).
-        let props = current.metadata().properties();
-        for update in &request.updates {
-            let touched = changed_properties(update);
-            let really: Vec<&String> = touched
-                .into_iter()
-                .filter(|k| match update {
-                    TableUpdate::SetProperties { updates } => props.get(*k) != updates.get(*k),
-                    _ => props.contains_key(*k),
-                })
-                .collect();
-            guard_properties(really)?;
-        }
-        let lock = TableLock::of(&current);
+        let lock = TableLock::of(&load_table(&state, &ident).await?);
         let guard = lock.lock().await;
+        // Checked on the table as it is under the lock: a property set
+        // again to the value it has is no change (clients copy them back).
+        let current = load_table(&state, &ident).await?;
+        guard::check_updates(
+            &state,
+            &ident,
+            current.metadata().properties(),
+            &request.updates,
+        )
+        .await?;
         let catalog = state.supervisor.catalog();
         let committed = state
             .supervisor
@@ -485,39 +446,10 @@ async fn commit(
         }
     };
     state
-        .once(&headers, request, async { run.await.into_response() })
+        .once(&headers, Access::Write, request, async {
+            run.await.into_response()
+        })
         .await
-}
-
-/// Refuses to drop or rename a table a pipeline of this server writes.
-fn not_written(state: &IcebergState, ident: &TableIdent, what: &str) -> RestResult<()> {
-    let config = state.supervisor.config();
-    for p in state.supervisor.pipelines() {
-        let Some(sink) = config.sink(&p.sink_name) else {
-            continue;
-        };
-        if let SinkTarget::Table { namespace, table } = &sink.target {
-            if namespace.split('.').collect::<Vec<_>>()
-                == ident
-                    .namespace()
-                    .as_ref()
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                && table == ident.name()
-            {
-                return Err(RestError::new(
-                    StatusCode::CONFLICT,
-                    "CommitFailedException",
-                    format!(
-                        "table `{ident}` is written by pipeline `{}`: {what} it once no pipeline writes it",
-                        p.name
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -537,19 +469,24 @@ async fn drop_table(
         state.allow(&headers, Access::Write)?;
         state.check_prefix(&prefix)?;
         let ident = table_of(&namespace, &table)?;
-        not_written(&state, &ident, "drop")?;
+        guard::not_written(&state, &ident, "drop")?;
         let catalog = state.supervisor.catalog();
         if !catalog.table_exists(&ident).await? {
             return Err(RestError::no_table(&ident.to_string()));
         }
         match params.purge_requested {
-            true => catalog.purge_table(&ident).await?,
+            true => {
+                guard::purge_safe(&state, &catalog.load_table(&ident).await?).await?;
+                catalog.purge_table(&ident).await?
+            }
             false => catalog.drop_table(&ident).await?,
         }
         Ok(StatusCode::NO_CONTENT)
     };
     state
-        .once(&headers, request, async { run.await.into_response() })
+        .once(&headers, Access::Write, request, async {
+            run.await.into_response()
+        })
         .await
 }
 
@@ -569,7 +506,8 @@ async fn register(
         let ns = namespace_of(&namespace)?;
         let request: RegisterTableRequest = body(&bytes)?;
         let ident = TableIdent::new(ns, request.name.clone());
-        in_warehouse(&state, "metadata-location", &request.metadata_location)?;
+        guard::check_name("table", &request.name)?;
+        guard::in_warehouse(&state, "metadata-location", &request.metadata_location)?;
         if request.overwrite == Some(true) {
             return Err(RestError::new(
                 StatusCode::NOT_ACCEPTABLE,
@@ -577,11 +515,22 @@ async fn register(
                 "registering over an existing table (`overwrite`) is not served",
             ));
         }
-        let table = state
-            .supervisor
-            .catalog()
+        let catalog = state.supervisor.catalog();
+        let table = catalog
             .register_table(&ident, request.metadata_location)
             .await?;
+        // Its files are its own, or it is not registered: another table's
+        // metadata under a second name would let maintenance or a purge of
+        // one take the other's files.
+        let location = table.metadata().location().to_string();
+        let free = async {
+            guard::in_warehouse(&state, "location", &location)?;
+            guard::location_free(&state, &location, Some(&ident)).await
+        };
+        if let Err(e) = free.await {
+            catalog.drop_table(&ident).await?;
+            return Err(e);
+        }
         Ok(Json(loaded(
             &table,
             storage_config(&state, &headers),
@@ -589,7 +538,9 @@ async fn register(
         )?))
     };
     state
-        .once(&headers, request, async { run.await.into_response() })
+        .once(&headers, Access::Write, request, async {
+            run.await.into_response()
+        })
         .await
 }
 
@@ -620,7 +571,9 @@ async fn rename(
         state.allow(&headers, Access::Write)?;
         state.check_prefix(&prefix)?;
         let request: RenameRequest = body(&bytes)?;
-        not_written(&state, &request.source, "rename")?;
+        guard::not_written(&state, &request.source, "rename")?;
+        guard::check_namespace(request.destination.namespace())?;
+        guard::check_name("table", request.destination.name())?;
         let catalog = state.supervisor.catalog();
         if !catalog.table_exists(&request.source).await? {
             return Err(RestError::no_table(&request.source.to_string()));
@@ -639,6 +592,8 @@ async fn rename(
         Ok(StatusCode::NO_CONTENT)
     };
     state
-        .once(&headers, request, async { run.await.into_response() })
+        .once(&headers, Access::Write, request, async {
+            run.await.into_response()
+        })
         .await
 }
