@@ -228,10 +228,13 @@ async fn files_of_a_commit_that_landed_survive_a_from_change_after_a_crash() {
     let server = Server::start(&config).await;
     server.flush("p");
     server.stop();
-    assert_eq!(
-        counts(&config),
-        json!({"n": 15, "ids": 15}),
-        "a's rows are readable"
+    // The flush commits what the task had read, then the rest: the crash
+    // ends it at the first commit, which holds 4 or all 5 requests. Their
+    // files survive (a deleted one fails the query).
+    let counted = counts(&config);
+    assert!(
+        counted == json!({"n": 15, "ids": 15}) || counted == json!({"n": 12, "ids": 12}),
+        "a's rows of the commit that landed are readable: {counted}"
     );
 }
 
