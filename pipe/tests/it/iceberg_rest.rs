@@ -500,6 +500,64 @@ async fn the_catalog_keeps_clients_off_what_pipe_owns() {
     )
     .await;
     assert_eq!(status, 400, "a name that is a path");
+    let respelled = location.replacen("/default/", "//default/./", 1);
+    let (status, answer) = post(
+        &server,
+        "namespaces/default/tables",
+        json!({"name": "twin2", "location": respelled, "schema": schema}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "the same folder spelled otherwise: {answer}");
+    let (status, answer) = post(
+        &server,
+        "namespaces/default/properties",
+        json!({"updates": {"location": "file:///tmp/elsewhere"}}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "a namespace's location outside: {answer}");
+
+    // Rename a table away and make a new one of its name: it gets a
+    // folder of its own. A purge (`True`, as PyIceberg sends it) deletes
+    // only the new one's files.
+    let (status, _) = post(&server, "namespaces", json!({"namespace": ["swap"]}), None).await;
+    assert_eq!(status, 200);
+    let made = |name: &'static str| {
+        post(
+            &server,
+            "namespaces/swap/tables",
+            json!({"name": name, "schema": schema}),
+            None,
+        )
+    };
+    assert_eq!(made("t").await.0, 200);
+    let renamed = reqwest::Client::new()
+        .post(format!("{}/iceberg/v1/pipe/tables/rename", server.url))
+        .json(&json!({"source": {"namespace": ["swap"], "name": "t"},
+                      "destination": {"namespace": ["swap"], "name": "old"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 204);
+    let (status, answer) = made("t").await;
+    assert_eq!(status, 200, "{answer}");
+    let purged = reqwest::Client::new()
+        .delete(format!(
+            "{}/iceberg/v1/pipe/namespaces/swap/tables/t?purgeRequested=True",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 204);
+    let old = reqwest::get(format!(
+        "{}/iceberg/v1/pipe/namespaces/swap/tables/old",
+        server.url
+    ))
+    .await
+    .unwrap();
+    assert_eq!(old.status(), 200, "the renamed table is whole");
 
     let outside = json!({"requirements": [], "updates": [{"action": "set-properties",
         "updates": {"write.data.path": "file:///tmp/elsewhere"}}]});

@@ -181,6 +181,30 @@ pub async fn check_updates(
     Ok(())
 }
 
+/// Refuses a namespace `location` outside the warehouse or overlapping a
+/// table's (tables made in the namespace without a location go under it).
+pub async fn check_namespace_location(state: &IcebergState, location: &str) -> RestResult<()> {
+    in_warehouse(state, "location", location)?;
+    location_free(state, location, None).await
+}
+
+/// Refuses registering metadata whose snapshots speak for a pipeline
+/// (`pipe.` summary keys): pipelines find their positions there.
+pub fn no_pipe_summaries(table: &iceberg::table::Table) -> RestResult<()> {
+    let speaks = table.metadata().snapshots().any(|s| {
+        s.summary()
+            .additional_properties
+            .keys()
+            .any(|k| k.starts_with("pipe."))
+    });
+    match speaks {
+        true => Err(RestError::forbidden(
+            "the metadata holds snapshots with `pipe.` summary keys (a pipeline's commits): register it through pipe's own catalog settings instead",
+        )),
+        false => Ok(()),
+    }
+}
+
 /// Every table of the catalog and its location.
 async fn all_tables(state: &IcebergState) -> RestResult<Vec<(TableIdent, String)>> {
     let catalog = state.supervisor.catalog();
@@ -203,9 +227,38 @@ async fn all_tables(state: &IcebergState) -> RestResult<Vec<(TableIdent, String)
     Ok(tables)
 }
 
-/// Whether one location is the other or inside it.
+/// A location as one spelling: `file://` + the path, or `s3://bucket/…`
+/// (`s3a` as `s3`), without empty or `.` segments or a trailing `/`.
+/// `None` for one with `..` (a name for somewhere else).
+pub fn normalized(location: &str) -> Option<String> {
+    let (scheme, rest) = match location.split_once("://") {
+        Some((s, r)) if s.eq_ignore_ascii_case("s3") || s.eq_ignore_ascii_case("s3a") => {
+            ("s3://", r)
+        }
+        Some((s, r)) if s.eq_ignore_ascii_case("file") => ("file:///", r),
+        Some(_) => return Some(location.to_string()),
+        None => (
+            "file:///",
+            location.strip_prefix("file:").unwrap_or(location),
+        ),
+    };
+    let mut parts = Vec::new();
+    for segment in rest.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => return None,
+            s => parts.push(s),
+        }
+    }
+    Some(format!("{scheme}{}", parts.join("/")))
+}
+
+/// Whether one location is the other or inside it (either spelled with
+/// `..` counts as overlapping: it cannot be told where it points).
 fn overlap(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim_end_matches('/'), b.trim_end_matches('/'));
+    let (Some(a), Some(b)) = (normalized(a), normalized(b)) else {
+        return true;
+    };
     a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
 }
 
@@ -230,18 +283,16 @@ pub async fn location_free(
 /// Refuses to purge a table unless every file it names lies in its own
 /// location, which no other table's overlaps.
 pub async fn purge_safe(state: &IcebergState, table: &iceberg::table::Table) -> RestResult<()> {
-    let location = table
-        .metadata()
-        .location()
-        .trim_end_matches('/')
-        .to_string();
+    let location = table.metadata().location().to_string();
     location_free(state, &location, Some(table.identifier())).await?;
+    let own = normalized(&location)
+        .ok_or_else(|| RestError::forbidden(format!("`{location}`: `..` in a table's location")))?;
     let files = pipe_sink::maintenance::orphans::referenced(table)
         .await
         .map_err(|e| RestError::of_pipe(&e.into()))?;
     if let Some(outside) = files
         .iter()
-        .find(|f| !f.starts_with(&format!("{location}/")))
+        .find(|f| !normalized(f).is_some_and(|f| f.starts_with(&format!("{own}/"))))
     {
         return Err(RestError::forbidden(format!(
             "table `{}` names `{outside}`, outside its location `{location}`: a purge deletes only a table's own files; drop it without `purgeRequested`",
@@ -249,4 +300,33 @@ pub async fn purge_safe(state: &IcebergState, table: &iceberg::table::Table) -> 
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_folder_is_one_spelling() {
+        let n = |l: &str| normalized(l);
+        assert_eq!(n("file:///w//a/./t/"), n("/w/a/t"));
+        assert_eq!(n("file:/w/a/t"), Some("file:///w/a/t".into()));
+        assert_eq!(n("s3a://b//x/./y"), n("s3://b/x/y"));
+        assert_eq!(n("file:///w/a/../b"), None);
+        assert!(overlap("file:///w/a/t", "/w//a/t/data"));
+        assert!(overlap("s3://b/w/t", "s3a://b/w/t"));
+        assert!(!overlap("file:///w/a/t", "file:///w/a/t2"));
+        assert!(
+            overlap("file:///w/a/t", "file:///w/x/../a/t"),
+            "`..`: unknown, refused"
+        );
+    }
+
+    #[test]
+    fn names_are_not_paths() {
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\u{0}b", &"x".repeat(256)] {
+            assert!(check_name("table", bad).is_err(), "{bad:?}");
+        }
+        check_name("table", "orders_2026-11").unwrap();
+    }
 }

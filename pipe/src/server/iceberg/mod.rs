@@ -61,6 +61,10 @@ pub(crate) struct IcebergState {
     pub supervisor: Arc<Supervisor>,
     tokens: Arc<auth::Tokens>,
     keys: Arc<Mutex<HashMap<String, Kept>>>,
+    /// Held by what gives a table or namespace a location (create,
+    /// register, `set-location`, a namespace's `location`) and by a purge,
+    /// from their check that no table's location overlaps to their end.
+    pub places: Arc<tokio::sync::Mutex<()>>,
     /// The uuid each staged creation was answered with (the table made by
     /// its commit takes it; clients check it), for an hour.
     staged: Arc<Mutex<HashMap<String, (uuid::Uuid, Instant)>>>,
@@ -85,6 +89,7 @@ impl IcebergState {
             tokens: Arc::new(auth::Tokens::default()),
             keys: Arc::new(Mutex::new(HashMap::new())),
             staged: Arc::new(Mutex::new(HashMap::new())),
+            places: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -237,7 +242,7 @@ impl IcebergState {
         let answer = run.await;
         let status = answer.status();
         let (parts, body) = answer.into_parts();
-        let bytes = axum::body::to_bytes(body, 16 << 20)
+        let bytes = axum::body::to_bytes(body, 256 << 20)
             .await
             .map(|b| b.to_vec())
             .unwrap_or_default();

@@ -88,8 +88,9 @@ async fn create(
                 return Err(RestError::no_namespace(&parent.join(".")));
             }
         }
+        let _places = state.places.lock().await;
         if let Some(location) = request.properties.get("location") {
-            super::guard::in_warehouse(&state, "location", location)?;
+            super::guard::check_namespace_location(&state, location).await?;
         }
         let made = catalog
             .create_namespace(&request.namespace, request.properties)
@@ -208,6 +209,10 @@ async fn update_properties(
             ));
         }
         let catalog = state.supervisor.catalog();
+        let _places = state.places.lock().await;
+        if let Some(location) = change.updates.get("location") {
+            super::guard::check_namespace_location(&state, location).await?;
+        }
         let mut properties = catalog.get_namespace(&ident).await?.properties().clone();
         let mut removed = Vec::new();
         let mut missing = Vec::new();

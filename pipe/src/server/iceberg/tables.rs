@@ -219,6 +219,7 @@ async fn create(
                 format!("table `{ident}` already exists"),
             ));
         }
+        let _places = state.places.lock().await;
         let location = match request.location {
             Some(l) => l,
             None => default_location(&state, &catalog, &ident).await?,
@@ -282,7 +283,15 @@ async fn default_location(
             ident.namespace().join("/")
         ),
     };
-    Ok(format!("{base}/{}", ident.name()))
+    let natural = format!("{base}/{}", ident.name());
+    // Taken (a table renamed away keeps its folder): a folder of its own.
+    match guard::location_free(state, &natural, None).await {
+        Ok(()) => Ok(natural),
+        Err(_) => Ok(format!(
+            "{natural}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )),
+    }
 }
 
 /// The commit that ends a staged creation (`assert-create`): the table
@@ -324,6 +333,7 @@ async fn create_by_commit(
     guard::check_properties(state, &HashMap::new(), &properties, &[])?;
     guard::check_updates(state, ident, &HashMap::new(), &rest).await?;
     let catalog = state.supervisor.catalog();
+    let _places = state.places.lock().await;
     let location = match location {
         Some(l) => l,
         None => default_location(state, &catalog, ident).await?,
@@ -403,6 +413,14 @@ async fn commit(
                 "metadata": made.metadata(),
             })));
         }
+        let moves = request
+            .updates
+            .iter()
+            .any(|u| matches!(u, TableUpdate::SetLocation { .. }));
+        let _places = match moves {
+            true => Some(state.places.lock().await),
+            false => None,
+        };
         let lock = TableLock::of(&load_table(&state, &ident).await?);
         let guard = lock.lock().await;
         // Checked on the table as it is under the lock: a property set
@@ -454,8 +472,9 @@ async fn commit(
 
 #[derive(Debug, Deserialize)]
 struct DropParams {
+    /// `true` in any case (PyIceberg sends `True`).
     #[serde(rename = "purgeRequested", default)]
-    purge_requested: bool,
+    purge_requested: Option<String>,
 }
 
 async fn drop_table(
@@ -464,7 +483,7 @@ async fn drop_table(
     Query(params): Query<DropParams>,
     headers: HeaderMap,
 ) -> Response {
-    let request = format!("DELETE {namespace}.{table} {}", params.purge_requested);
+    let request = format!("DELETE {namespace}.{table} {:?}", params.purge_requested);
     let run = async {
         state.allow(&headers, Access::Write)?;
         state.check_prefix(&prefix)?;
@@ -474,8 +493,17 @@ async fn drop_table(
         if !catalog.table_exists(&ident).await? {
             return Err(RestError::no_table(&ident.to_string()));
         }
-        match params.purge_requested {
+        let purge = params
+            .purge_requested
+            .is_some_and(|p| p.eq_ignore_ascii_case("true"));
+        match purge {
             true => {
+                // Checked and purged with nothing committing or moving in
+                // between.
+                let _places = state.places.lock().await;
+                let table = catalog.load_table(&ident).await?;
+                let lock = TableLock::of(&table);
+                let _commits = lock.lock().await;
                 guard::purge_safe(&state, &catalog.load_table(&ident).await?).await?;
                 catalog.purge_table(&ident).await?
             }
@@ -507,6 +535,7 @@ async fn register(
         let request: RegisterTableRequest = body(&bytes)?;
         let ident = TableIdent::new(ns, request.name.clone());
         guard::check_name("table", &request.name)?;
+        guard::not_written(&state, &ident, "register another table as")?;
         guard::in_warehouse(&state, "metadata-location", &request.metadata_location)?;
         if request.overwrite == Some(true) {
             return Err(RestError::new(
@@ -516,6 +545,7 @@ async fn register(
             ));
         }
         let catalog = state.supervisor.catalog();
+        let _places = state.places.lock().await;
         let table = catalog
             .register_table(&ident, request.metadata_location)
             .await?;
@@ -525,7 +555,8 @@ async fn register(
         let location = table.metadata().location().to_string();
         let free = async {
             guard::in_warehouse(&state, "location", &location)?;
-            guard::location_free(&state, &location, Some(&ident)).await
+            guard::location_free(&state, &location, Some(&ident)).await?;
+            guard::no_pipe_summaries(&table)
         };
         if let Err(e) = free.await {
             catalog.drop_table(&ident).await?;
@@ -572,6 +603,7 @@ async fn rename(
         state.check_prefix(&prefix)?;
         let request: RenameRequest = body(&bytes)?;
         guard::not_written(&state, &request.source, "rename")?;
+        guard::not_written(&state, &request.destination, "rename another table to")?;
         guard::check_namespace(request.destination.namespace())?;
         guard::check_name("table", request.destination.name())?;
         let catalog = state.supervisor.catalog();
