@@ -630,6 +630,28 @@ pub async fn post_ids(server: &Server, first: usize, n: usize) -> Vec<String> {
     }
 }
 
+/// Posts requests of 20 unique events (ids from `first`) to the
+/// getting-started stream, `pause` apart, until `stop` is set; the
+/// acknowledged ids.
+pub fn load_until(
+    server: &std::sync::Arc<Server>,
+    first: usize,
+    pause: Duration,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let (server, stop) = (server.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut next = first;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            acked.extend(post_ids(&server, next, 20).await);
+            next += 20;
+            tokio::time::sleep(pause).await;
+        }
+        acked
+    })
+}
+
 /// Runs `pipe <args> --server <url>`, which must succeed; its output.
 pub fn cli(server: &Server, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_pipe"))

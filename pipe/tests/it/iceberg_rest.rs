@@ -28,19 +28,7 @@ async fn pyiceberg_reads_creates_and_appends_while_a_pipeline_commits() {
     server.flush("ecommerce");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (server, stop) = (server.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut next = 1000;
-            while !stop.load(Ordering::Relaxed) {
-                acked.extend(post_ids(&server, next, 20).await);
-                next += 20;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            acked
-        })
-    };
+    let load = load_until(&server, 1000, Duration::from_millis(20), &stop);
     let script = r#"
 import datetime, json, sys
 import pyarrow as pa
@@ -616,4 +604,44 @@ print(json.dumps({"refused": refused}))
         "SELECT count(*) AS n, count(DISTINCT user_id) AS d FROM default.ecommerce",
     );
     assert_eq!(rows[0], json!({"n": acked.len(), "d": acked.len()}));
+}
+
+/// A restart between a staged creation and its commit: the table the
+/// commit makes still takes the uuid the stage answered with (clients
+/// that send no `assign-uuid` check it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_uuid_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    let schema = json!({"type": "struct", "schema-id": 0, "fields": [
+        {"id": 1, "name": "id", "type": "long", "required": false}]});
+    let (status, staged) = post(
+        &server,
+        "namespaces/default/tables",
+        json!({"name": "later", "schema": schema, "stage-create": true}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{staged}");
+    let uuid = staged["metadata"]["table-uuid"].clone();
+    let location = staged["metadata"]["location"].clone();
+    server.stop();
+    let server = Server::start(&config).await;
+    let commit = json!({
+        "requirements": [{"type": "assert-create"}],
+        "updates": [
+            {"action": "add-schema", "schema": schema},
+            {"action": "set-current-schema", "schema-id": -1},
+            {"action": "add-spec", "spec": {"spec-id": 0, "fields": []}},
+            {"action": "set-default-spec", "spec-id": -1},
+            {"action": "add-sort-order", "sort-order": {"order-id": 0, "fields": []}},
+            {"action": "set-default-sort-order", "sort-order-id": -1},
+            {"action": "set-location", "location": location},
+        ],
+    });
+    let (status, made) = post(&server, "namespaces/default/tables/later", commit, None).await;
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(made["metadata"]["table-uuid"], uuid, "{made}");
+    server.stop();
 }

@@ -51,19 +51,7 @@ async fn an_edited_pipe_toml_is_applied_in_place_under_load() {
 
     // Load on the stream for the whole test.
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (server, stop) = (server.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut next = 0;
-            while !stop.load(Ordering::Relaxed) {
-                acked.extend(post_ids(&server, next, 20).await);
-                next += 20;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            acked
-        })
-    };
+    let load = load_until(&server, 0, Duration::from_millis(5), &stop);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The new SQL adds a column; a new stream, sink and pipeline come.
@@ -193,19 +181,7 @@ async fn a_sinks_partitioning_evolves_for_new_data_under_load() {
     let config = file(dir.path(), OLD_SQL, "");
     let server = Arc::new(Server::start(&config).await);
     let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (server, stop) = (server.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut next = 0;
-            while !stop.load(Ordering::Relaxed) {
-                acked.extend(post_ids(&server, next, 20).await);
-                next += 20;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            acked
-        })
-    };
+    let load = load_until(&server, 0, Duration::from_millis(5), &stop);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let partitioned = std::fs::read_to_string(&config).unwrap().replace(
         "roll_interval_secs = 1\n",

@@ -66,8 +66,10 @@ pub(crate) struct IcebergState {
     /// from their check that no table's location overlaps to their end.
     pub places: Arc<tokio::sync::Mutex<()>>,
     /// The uuid each staged creation was answered with (the table made by
-    /// its commit takes it; clients check it), for an hour.
-    staged: Arc<Mutex<HashMap<String, (uuid::Uuid, Instant)>>>,
+    /// its commit takes it; clients check it), for an hour, with the unix
+    /// second it was staged; kept in `<data_dir>/iceberg-staged.json`
+    /// too, so a restart between a stage and its commit keeps it.
+    staged: Arc<Mutex<HashMap<String, (uuid::Uuid, u64)>>>,
 }
 
 /// An answer kept for an `Idempotency-Key`.
@@ -83,22 +85,49 @@ enum Kept {
 }
 
 impl IcebergState {
+    /// Where staged uuids are kept.
+    fn stages_file(supervisor: &Supervisor) -> std::path::PathBuf {
+        supervisor.config().data_dir.join("iceberg-staged.json")
+    }
+
+    /// The staged uuids a previous run kept (none if unreadable).
+    fn kept_stages(supervisor: &Supervisor) -> HashMap<String, (uuid::Uuid, u64)> {
+        std::fs::read(Self::stages_file(supervisor))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
     pub fn new(supervisor: Arc<Supervisor>) -> IcebergState {
+        let staged = Self::kept_stages(&supervisor);
         IcebergState {
             supervisor,
             tokens: Arc::new(auth::Tokens::default()),
             keys: Arc::new(Mutex::new(HashMap::new())),
-            staged: Arc::new(Mutex::new(HashMap::new())),
+            staged: Arc::new(Mutex::new(staged)),
             places: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
     /// Remembers the uuid a staged creation of `table` was answered with.
     pub fn stage(&self, table: &TableIdent, uuid: uuid::Uuid) {
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
         let mut staged = self.staged.lock().expect("never poisoned");
-        staged.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(3600));
+        staged.retain(|_, (_, at)| now.saturating_sub(*at) < 3600);
         if staged.len() < MAX_KEYS {
-            staged.insert(table.to_string(), (uuid, Instant::now()));
+            staged.insert(table.to_string(), (uuid, now));
+        }
+        let kept = serde_json::to_vec(&*staged)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                crate::config::definitions::write_durably(
+                    &Self::stages_file(&self.supervisor),
+                    &bytes,
+                )
+                .map_err(|e| e.to_string())
+            });
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, "could not keep a staged table's uuid across restarts");
         }
     }
 
