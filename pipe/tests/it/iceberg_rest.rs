@@ -497,6 +497,17 @@ async fn the_catalog_keeps_clients_off_what_pipe_owns() {
     )
     .await;
     assert_eq!(status, 403, "the same folder spelled otherwise: {answer}");
+    // Where pipe makes a table it writes, not made yet (rows the SQL
+    // fails on, made when first needed).
+    let reserved = location.replace("/ecommerce", "/ecommerce_failed");
+    let (status, answer) = post(
+        &server,
+        "namespaces/default/tables",
+        json!({"name": "squatter", "location": reserved, "schema": schema}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
     let (status, answer) = post(
         &server,
         "namespaces/default/properties",

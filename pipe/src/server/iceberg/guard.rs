@@ -72,12 +72,12 @@ fn key_of(namespace: &str, table: &str) -> String {
     format!("{namespace}.{table}")
 }
 
-/// Refuses to drop or rename a table this server's configuration writes:
-/// a sink's table, a stream's quarantine table, a pipeline's table for the
-/// rows its SQL fails on.
-pub fn not_written(state: &IcebergState, ident: &TableIdent, what: &str) -> RestResult<()> {
+/// The tables this server's configuration writes, as the SQL catalog keys
+/// them, each with what writes it: sinks' tables, streams' quarantine
+/// tables, pipelines' tables for the rows their SQL fails on (made when
+/// first needed).
+fn written_tables(state: &IcebergState) -> Vec<(String, String)> {
     let config = state.supervisor.config();
-    let wanted = key_of(&ident.namespace().join("."), ident.name());
     let mut written: Vec<(String, String)> = Vec::new();
     for sink in &config.sinks {
         if let SinkTarget::Table { namespace, table } = &sink.target {
@@ -99,7 +99,17 @@ pub fn not_written(state: &IcebergState, ident: &TableIdent, what: &str) -> Rest
             format!("pipeline `{}` (rows its SQL fails on)", p.name),
         ));
     }
-    match written.into_iter().find(|(k, _)| *k == wanted) {
+    written
+}
+
+/// Refuses to drop or rename a table this server's configuration writes
+/// (see [`written_tables`]).
+pub fn not_written(state: &IcebergState, ident: &TableIdent, what: &str) -> RestResult<()> {
+    let wanted = key_of(&ident.namespace().join("."), ident.name());
+    match written_tables(state)
+        .into_iter()
+        .find(|(k, _)| *k == wanted)
+    {
         Some((_, by)) => Err(RestError::new(
             StatusCode::CONFLICT,
             "CommitFailedException",
@@ -181,11 +191,27 @@ pub async fn check_updates(
     Ok(())
 }
 
-/// Refuses a namespace `location` outside the warehouse or overlapping a
-/// table's (tables made in the namespace without a location go under it).
+/// Refuses a namespace `location` outside the warehouse or in (or at) a
+/// table's: tables made in the namespace without a location go under it.
+/// (Tables may lie inside it: that is where they go.)
 pub async fn check_namespace_location(state: &IcebergState, location: &str) -> RestResult<()> {
     in_warehouse(state, "location", location)?;
-    location_free(state, location, None).await
+    let Some(ours) = normalized(location) else {
+        return Err(RestError::forbidden(format!(
+            "`{location}`: `..` in a location"
+        )));
+    };
+    for (ident, theirs) in all_tables(state).await? {
+        let Some(theirs) = normalized(&theirs) else {
+            continue;
+        };
+        if ours == theirs || ours.starts_with(&format!("{theirs}/")) {
+            return Err(RestError::forbidden(format!(
+                "`{location}` lies in the location of table `{ident}`: a table's files are its own"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses registering metadata whose snapshots speak for a pipeline
@@ -274,6 +300,25 @@ pub async fn location_free(
         if Some(&ident) != except && overlap(location, &theirs) {
             return Err(RestError::forbidden(format!(
                 "`{location}` overlaps the location of table `{ident}` (`{theirs}`): a table's files are its own"
+            )));
+        }
+    }
+    // Where pipe will make the tables its configuration writes and has
+    // not made yet (a quarantine table is made when first needed).
+    let warehouse = state.supervisor.config().catalog.warehouse.location.clone();
+    let except = except.map(|i| key_of(&i.namespace().join("."), i.name()));
+    for (key, by) in written_tables(state) {
+        let Some((ns, table)) = key.rsplit_once('.') else {
+            continue;
+        };
+        let theirs = format!(
+            "{}/{}/{table}",
+            warehouse.trim_end_matches('/'),
+            ns.replace('.', "/")
+        );
+        if except.as_deref() != Some(key.as_str()) && overlap(location, &theirs) {
+            return Err(RestError::forbidden(format!(
+                "`{location}` overlaps `{theirs}`, where pipe makes the table of {by}"
             )));
         }
     }
