@@ -13,64 +13,20 @@
 //! cargo bench -p pipe --bench change_in_place
 //! ```
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[path = "../../benches/fraud_events.rs"]
 mod fraud_events;
-
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
+#[path = "../../benches/serve_pipe.rs"]
+mod serve_pipe;
+use serve_pipe::Server;
 
 async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pipe.toml"), "data_dir = \"data\"\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(dir.path().join("pipe.toml"))
-        .env("PIPE_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    for _ in 0..300 {
-        if reqwest::get(format!("{}/healthz", server.url))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    server
+    Server::start(dir).await
 }
 
 async fn admin(server: &Server, method: reqwest::Method, path: &str, body: serde_json::Value) {

@@ -15,13 +15,15 @@
 //! ```
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "../../benches/fraud_events.rs"]
 mod fraud_events;
+#[path = "../../benches/serve_pipe.rs"]
+mod serve_pipe;
 use fraud_events::{event, SCHEMA};
+use serve_pipe::Server;
 
 /// A filter and six expressions per row (no list to unnest in this shape).
 const HEAVY: &str = "SELECT transaction_id, upper(location) AS loc, amount * 1.1 AS with_tax, \
@@ -34,22 +36,15 @@ fn body(events: usize, seq: usize) -> String {
     fraud_events::body(events, seq, event)
 }
 
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    /// Starts `pipe serve` with one pipeline running `select` (the part
-    /// after `INSERT INTO out`) and waits until it answers.
-    fn start(rt: &tokio::runtime::Runtime, select: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("schema.json"), SCHEMA).unwrap();
-        std::fs::write(
-            dir.path().join("pipe.toml"),
-            format!(
-                r#"data_dir = "data"
+/// Starts `pipe serve` with one pipeline running `select` (the part
+/// after `INSERT INTO out`) and waits until it answers.
+fn start(rt: &tokio::runtime::Runtime, select: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("schema.json"), SCHEMA).unwrap();
+    std::fs::write(
+        dir.path().join("pipe.toml"),
+        format!(
+            r#"data_dir = "data"
 [streams.transactions]
 schema_file = "schema.json"
 [sinks.out]
@@ -59,65 +54,10 @@ roll_interval_secs = 5
 [pipelines.load]
 sql = "INSERT INTO out {select}"
 "#
-            ),
-        )
-        .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_pipe"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--config",
-            ])
-            .arg(dir.path().join("pipe.toml"))
-            .env("PIPE_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        rt.block_on(async {
-            for _ in 0..300 {
-                if reqwest::get(format!("{}/healthz", server.url))
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        server
-    }
-
-    /// Peak resident set size of the server so far, in MiB.
-    fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-            .unwrap_or(f64::NAN)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
+        ),
+    )
+    .unwrap();
+    rt.block_on(Server::start(dir))
 }
 
 struct Point {
@@ -303,7 +243,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let server = Server::start(&rt, "SELECT * FROM transactions");
+    let server = start(&rt, "SELECT * FROM transactions");
     let event_bytes = event(12345).len();
     println!("ingest_load: fraud-detection events (~{event_bytes} B of JSON each), {seconds} s per point, acks fsync'd, pipeline committing every 5 s");
     println!(
@@ -372,7 +312,7 @@ fn main() {
 
     // The same half load with a heavy transform: a filter and expressions
     // on every row, Parquet of the result.
-    let heavy = Server::start(&rt, HEAVY);
+    let heavy = start(&rt, HEAVY);
     let mut half_heavy = rt.block_on(load(
         &heavy.url,
         best.1,

@@ -12,29 +12,18 @@
 //! cargo bench -p pipe --bench rest_catalog
 //! ```
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use iceberg::{Catalog, TableIdent, TableUpdate};
+
+#[path = "../../benches/serve_pipe.rs"]
+mod serve_pipe;
 use serde_json::json;
+use serve_pipe::Server;
 
 const LOADS: usize = 300;
 const COMMITS: usize = 100;
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
 
 fn figures(name: &str, mut ms: Vec<f64>) -> f64 {
     ms.sort_by(|a, b| a.total_cmp(b));
@@ -54,51 +43,21 @@ fn figures(name: &str, mut ms: Vec<f64>) -> f64 {
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pipe.toml"), "data_dir = \"data\"\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_pipe"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--config",
-        ])
-        .arg(dir.path().join("pipe.toml"))
-        .env("PIPE_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        url: format!("http://127.0.0.1:{port}/iceberg/v1/pipe"),
-    };
+    let server = Server::start(dir).await;
+    let base = format!("{}/iceberg/v1/pipe", server.url);
     let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if http
-            .get(format!("{}/namespaces", server.url))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let ok = |r: reqwest::Response| {
         assert!(r.status().is_success(), "{}", r.status());
         r
     };
     ok(http
-        .post(format!("{}/namespaces", server.url))
+        .post(format!("{}/namespaces", base))
         .json(&json!({"namespace": ["bench"]}))
         .send()
         .await
         .unwrap());
     ok(http
-        .post(format!("{}/namespaces/bench/tables", server.url))
+        .post(format!("{}/namespaces/bench/tables", base))
         .json(
             &json!({"name": "t", "schema": {"type": "struct", "schema-id": 0, "fields": [
             {"id": 1, "name": "id", "type": "long", "required": false}]}}),
@@ -106,9 +65,9 @@ async fn main() {
         .send()
         .await
         .unwrap());
-    let table = format!("{}/namespaces/bench/tables/t", server.url);
+    let table = format!("{}/namespaces/bench/tables/t", base);
 
-    let settings = pipe_sink::CatalogSettings::local(&dir.path().join("data"));
+    let settings = pipe_sink::CatalogSettings::local(&server.dir.path().join("data"));
     let catalog: Arc<dyn Catalog> = pipe_sink::open_catalog(&settings).await.unwrap();
     let committer = pipe_sink::maintenance::Committer::open(&settings)
         .await

@@ -147,6 +147,12 @@ impl IcebergState {
         self.supervisor.config().catalog.name.clone()
     }
 
+    /// Refuses a read by a caller without access, or of another prefix.
+    pub fn reading(&self, headers: &HeaderMap, prefix: &str) -> RestResult<()> {
+        self.allow(headers, Access::Read)?;
+        self.check_prefix(prefix)
+    }
+
     /// Refuses a prefix that is not this catalog's.
     pub fn check_prefix(&self, prefix: &str) -> RestResult<()> {
         let name = self.name();
@@ -161,28 +167,29 @@ impl IcebergState {
         }
     }
 
-    /// Runs mutation `run` once per `Idempotency-Key` (when the request
-    /// has one), for a caller with access `need` (checked first: nothing
-    /// is kept for a caller refused, and a replay goes only to one who
-    /// may make the request). `request` names it (method, path and body;
+    /// Runs mutation `run` of `prefix` once per `Idempotency-Key` (when
+    /// the request has one), for a caller who may write (checked first,
+    /// with the prefix: nothing is kept for a caller refused, and a
+    /// replay goes only to one who may make the request). `request` names it (method, path and body;
     /// its digest is kept), and a retry of the same request gets the
     /// first answer; one that comes while the first runs waits for it.
     /// Answers of 5xx are not kept: the request did not, or may not have,
     /// happened. (Requests run to their end even if the client hangs up:
     /// see `router`.)
-    pub async fn once<F>(
+    pub async fn once<T: IntoResponse>(
         &self,
         headers: &HeaderMap,
-        need: Access,
+        prefix: &str,
         request: String,
-        run: F,
-    ) -> Response
-    where
-        F: std::future::Future<Output = Response>,
-    {
-        if let Err(refused) = self.allow(headers, need) {
+        run: impl std::future::Future<Output = RestResult<T>>,
+    ) -> Response {
+        let allowed = self
+            .allow(headers, Access::Write)
+            .and_then(|()| self.check_prefix(prefix));
+        if let Err(refused) = allowed {
             return refused.into_response();
         }
+        let run = async { run.await.into_response() };
         let Some(key) = headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())

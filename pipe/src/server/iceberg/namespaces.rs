@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use iceberg::NamespaceIdent;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{RestError, RestResult};
-use super::{namespace_of, Access, IcebergState};
+use super::{namespace_of, IcebergState};
 
 pub(super) fn routes() -> Router<IcebergState> {
     Router::new()
@@ -46,8 +46,7 @@ async fn list(
     Query(params): Query<ListParams>,
     headers: HeaderMap,
 ) -> RestResult<Json<serde_json::Value>> {
-    state.allow(&headers, Access::Read)?;
-    state.check_prefix(&prefix)?;
+    state.reading(&headers, &prefix)?;
     let parent = params
         .parent
         .filter(|p| !p.is_empty())
@@ -78,8 +77,6 @@ async fn create(
 ) -> Response {
     let request = format!("POST namespaces {}", String::from_utf8_lossy(&bytes));
     let run = async {
-        state.allow(&headers, Access::Write)?;
-        state.check_prefix(&prefix)?;
         let request: CreateRequest = body(&bytes)?;
         super::guard::check_namespace(&request.namespace)?;
         let catalog = state.supervisor.catalog();
@@ -100,11 +97,7 @@ async fn create(
             "properties": made.properties(),
         })))
     };
-    state
-        .once(&headers, Access::Write, request, async {
-            run.await.into_response()
-        })
-        .await
+    state.once(&headers, &prefix, request, run).await
 }
 
 async fn load(
@@ -112,8 +105,7 @@ async fn load(
     Path((prefix, namespace)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> RestResult<Json<serde_json::Value>> {
-    state.allow(&headers, Access::Read)?;
-    state.check_prefix(&prefix)?;
+    state.reading(&headers, &prefix)?;
     let ident = namespace_of(&namespace)?;
     let found = state.supervisor.catalog().get_namespace(&ident).await?;
     Ok(Json(json!({
@@ -127,8 +119,7 @@ async fn exists(
     Path((prefix, namespace)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> RestResult<StatusCode> {
-    state.allow(&headers, Access::Read)?;
-    state.check_prefix(&prefix)?;
+    state.reading(&headers, &prefix)?;
     let ident = namespace_of(&namespace)?;
     match state.supervisor.catalog().namespace_exists(&ident).await? {
         true => Ok(StatusCode::NO_CONTENT),
@@ -143,8 +134,6 @@ async fn drop_namespace(
 ) -> Response {
     let request = format!("DELETE namespace {namespace}");
     let run = async {
-        state.allow(&headers, Access::Write)?;
-        state.check_prefix(&prefix)?;
         let ident = namespace_of(&namespace)?;
         let catalog = state.supervisor.catalog();
         if !catalog.namespace_exists(&ident).await? {
@@ -167,11 +156,7 @@ async fn drop_namespace(
         catalog.drop_namespace(&ident).await?;
         Ok(StatusCode::NO_CONTENT)
     };
-    state
-        .once(&headers, Access::Write, request, async {
-            run.await.into_response()
-        })
-        .await
+    state.once(&headers, &prefix, request, run).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,8 +178,6 @@ async fn update_properties(
         String::from_utf8_lossy(&bytes)
     );
     let run = async {
-        state.allow(&headers, Access::Write)?;
-        state.check_prefix(&prefix)?;
         let ident = namespace_of(&namespace)?;
         let change: PropertiesRequest = body(&bytes)?;
         if let Some(both) = change
@@ -231,9 +214,5 @@ async fn update_properties(
             "missing": missing,
         })))
     };
-    state
-        .once(&headers, Access::Write, request, async {
-            run.await.into_response()
-        })
-        .await
+    state.once(&headers, &prefix, request, run).await
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use iceberg::spec::TableMetadataBuilder;
@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::error::{RestError, RestResult};
 use super::namespaces::body;
-use super::{guard, namespace_of, table_of, Access, IcebergState};
+use super::{guard, namespace_of, table_of, IcebergState};
 use pipe_sink::maintenance::lock::TableLock;
 use pipe_sink::maintenance::swap::Swap;
 
@@ -52,8 +52,7 @@ async fn list(
     Path((prefix, namespace)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> RestResult<Json<Value>> {
-    state.allow(&headers, Access::Read)?;
-    state.check_prefix(&prefix)?;
+    state.reading(&headers, &prefix)?;
     let ident = namespace_of(&namespace)?;
     let catalog = state.supervisor.catalog();
     if !catalog.namespace_exists(&ident).await? {
@@ -147,8 +146,7 @@ async fn load(
     Query(params): Query<LoadParams>,
     headers: HeaderMap,
 ) -> RestResult<Json<Value>> {
-    state.allow(&headers, Access::Read)?;
-    state.check_prefix(&prefix)?;
+    state.reading(&headers, &prefix)?;
     let ident = table_of(&namespace, &table)?;
     let refs_only = match params.snapshots.as_deref() {
         None | Some("all") => false,
@@ -180,8 +178,7 @@ async fn exists(
     Path((prefix, namespace, table)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> RestResult<StatusCode> {
-    state.allow(&headers, Access::Read)?;
-    state.check_prefix(&prefix)?;
+    state.reading(&headers, &prefix)?;
     let ident = table_of(&namespace, &table)?;
     match state.supervisor.catalog().table_exists(&ident).await? {
         true => Ok(StatusCode::NO_CONTENT),
@@ -200,8 +197,6 @@ async fn create(
         String::from_utf8_lossy(&bytes)
     );
     let run = async {
-        state.allow(&headers, Access::Write)?;
-        state.check_prefix(&prefix)?;
         let ns = namespace_of(&namespace)?;
         let request: CreateTableRequest = body(&bytes)?;
         guard::check_name("table", &request.name)?;
@@ -254,11 +249,7 @@ async fn create(
             false,
         )?))
     };
-    state
-        .once(&headers, Access::Write, request, async {
-            run.await.into_response()
-        })
-        .await
+    state.once(&headers, &prefix, request, run).await
 }
 
 /// Where the SQL catalog puts a table made without a location: under its
@@ -386,8 +377,6 @@ async fn commit(
         String::from_utf8_lossy(&bytes)
     );
     let run = async {
-        state.allow(&headers, Access::Write)?;
-        state.check_prefix(&prefix)?;
         let ident = table_of(&namespace, &table)?;
         let request: CommitTableRequest = body(&bytes)?;
         if let Some(named) = &request.identifier {
@@ -463,11 +452,7 @@ async fn commit(
             }),
         }
     };
-    state
-        .once(&headers, Access::Write, request, async {
-            run.await.into_response()
-        })
-        .await
+    state.once(&headers, &prefix, request, run).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -485,8 +470,6 @@ async fn drop_table(
 ) -> Response {
     let request = format!("DELETE {namespace}.{table} {:?}", params.purge_requested);
     let run = async {
-        state.allow(&headers, Access::Write)?;
-        state.check_prefix(&prefix)?;
         let ident = table_of(&namespace, &table)?;
         guard::not_written(&state, &ident, "drop")?;
         let catalog = state.supervisor.catalog();
@@ -511,11 +494,7 @@ async fn drop_table(
         }
         Ok(StatusCode::NO_CONTENT)
     };
-    state
-        .once(&headers, Access::Write, request, async {
-            run.await.into_response()
-        })
-        .await
+    state.once(&headers, &prefix, request, run).await
 }
 
 async fn register(
@@ -529,8 +508,6 @@ async fn register(
         String::from_utf8_lossy(&bytes)
     );
     let run = async {
-        state.allow(&headers, Access::Write)?;
-        state.check_prefix(&prefix)?;
         let ns = namespace_of(&namespace)?;
         let request: RegisterTableRequest = body(&bytes)?;
         let ident = TableIdent::new(ns, request.name.clone());
@@ -568,11 +545,7 @@ async fn register(
             false,
         )?))
     };
-    state
-        .once(&headers, Access::Write, request, async {
-            run.await.into_response()
-        })
-        .await
+    state.once(&headers, &prefix, request, run).await
 }
 
 async fn metrics(
@@ -580,8 +553,7 @@ async fn metrics(
     Path((prefix, _namespace, _table)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> RestResult<StatusCode> {
-    state.allow(&headers, Access::Read)?;
-    state.check_prefix(&prefix)?;
+    state.reading(&headers, &prefix)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -599,8 +571,6 @@ async fn rename(
 ) -> Response {
     let request = format!("POST rename {}", String::from_utf8_lossy(&bytes));
     let run = async {
-        state.allow(&headers, Access::Write)?;
-        state.check_prefix(&prefix)?;
         let request: RenameRequest = body(&bytes)?;
         guard::not_written(&state, &request.source, "rename")?;
         guard::not_written(&state, &request.destination, "rename another table to")?;
@@ -623,9 +593,5 @@ async fn rename(
             .await?;
         Ok(StatusCode::NO_CONTENT)
     };
-    state
-        .once(&headers, Access::Write, request, async {
-            run.await.into_response()
-        })
-        .await
+    state.once(&headers, &prefix, request, run).await
 }
