@@ -26,6 +26,7 @@ mod ops;
 mod outage;
 mod overload;
 mod postgres;
+mod posting;
 mod quarantine;
 mod query_limits;
 mod reload;
