@@ -246,14 +246,7 @@ pub async fn reload(supervisor: &Supervisor, dry_run: bool) -> Result<Reloaded> 
             super::merge_patch(&old.streams[name], Default::default())?.0,
             super::merge_patch(&new.streams[name], Default::default())?.0,
         );
-        change.settings = a
-            .keys()
-            .chain(b.keys())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .filter(|k| set(&a, k) != set(&b, k))
-            .cloned()
-            .collect();
+        change.settings = super::streams::changed_keys(&a, &b);
         if change.schema_changes.is_empty() && change.settings.is_empty() {
             continue;
         }

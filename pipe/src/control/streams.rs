@@ -74,7 +74,7 @@ pub fn stream_fixed(old: &StreamConfig, new: &StreamConfig) -> Vec<&'static str>
 }
 
 /// The keys whose values differ between two stored definitions.
-fn changed_keys(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<String> {
+pub(super) fn changed_keys(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<String> {
     let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     keys.into_iter()
         .filter(|k| set(before, k) != set(after, k))
