@@ -41,6 +41,9 @@
 //! 7. A key is "being processed" only while a request holds its
 //!    [`KeyClaim`](crate::idempotency::KeyClaim): a claim dropped unfinished
 //!    frees it.
+//! 8. A [`ReadPin`] keeps every record past the position its consumer had
+//!    committed when it was taken: no segment holding one is deleted while
+//!    the pin lives (a query reading what is not committed yet).
 //!
 //! Sinks record [`StreamLog::id`] with every commit: offsets of this log
 //! are never taken for offsets of another one (another stream, this stream
@@ -98,8 +101,9 @@ pub struct StreamLog {
     name: String,
     buffer: Buffer,
     keys: Arc<KeyIndex>,
-    /// Each consumer's last committed offset (`None`: nothing yet).
-    consumers: Mutex<BTreeMap<String, Option<u64>>>,
+    /// Each consumer's last committed offset (`None`: nothing yet), and
+    /// the read pins.
+    consumers: Mutex<Consumers>,
     /// This run of the log: a random id made at open, and the first
     /// offset it appends (see [`StreamLog::run`]).
     run: (String, u64),
@@ -181,7 +185,11 @@ impl StreamLog {
                 name: name.to_string(),
                 buffer,
                 keys,
-                consumers: Mutex::new(consumers),
+                consumers: Mutex::new(Consumers {
+                    committed: consumers,
+                    pins: BTreeMap::new(),
+                    next_pin: 0,
+                }),
                 run,
             }),
             appender,
@@ -283,6 +291,7 @@ impl StreamLog {
         self.consumers
             .lock()
             .expect("never poisoned")
+            .committed
             .insert(consumer.to_string(), committed);
         let first = self.first_offset();
         match committed {
@@ -321,9 +330,9 @@ impl StreamLog {
     /// left, the log keeps every record until one is attached.
     pub fn detach(&self, consumer: &str) {
         let through = {
-            let mut map = self.consumers.lock().expect("never poisoned");
-            map.remove(consumer);
-            map.values().copied().min().flatten()
+            let mut consumers = self.consumers.lock().expect("never poisoned");
+            consumers.committed.remove(consumer);
+            consumers.releasable()
         };
         self.release_through(consumer, through);
     }
@@ -336,13 +345,16 @@ impl StreamLog {
             "invariant 4: {last} was never written"
         );
         let through = {
-            let mut map = self.consumers.lock().expect("never poisoned");
-            let before = map.insert(consumer.to_string(), Some(last)).flatten();
+            let mut consumers = self.consumers.lock().expect("never poisoned");
+            let before = consumers
+                .committed
+                .insert(consumer.to_string(), Some(last))
+                .flatten();
             debug_assert!(
                 before.is_none_or(|b| b <= last),
                 "invariant 4: `{consumer}` went back from {before:?} to {last}"
             );
-            map.values().copied().min().flatten()
+            consumers.releasable()
         };
         self.release_through(consumer, through);
     }
@@ -352,6 +364,7 @@ impl StreamLog {
         self.consumers
             .lock()
             .expect("never poisoned")
+            .committed
             .keys()
             .cloned()
             .collect()
@@ -364,6 +377,7 @@ impl StreamLog {
             .consumers
             .lock()
             .expect("never poisoned")
+            .committed
             .values()
             .copied()
             .min()
@@ -376,6 +390,28 @@ impl StreamLog {
     /// hold none).
     pub fn records_in(&self, from: u64, to: u64) -> u64 {
         self.buffer.records_in(from, to)
+    }
+
+    /// Keeps every record past what `consumer` has committed (all of them
+    /// when it has committed nothing or is not attached) until the pin is
+    /// dropped (invariant 8). Take it before reading where the consumer's
+    /// sink says it is: the sink is never behind the log's record of it.
+    pub fn pin(self: &Arc<Self>, consumer: &str) -> ReadPin {
+        let mut consumers = self.consumers.lock().expect("never poisoned");
+        let from = consumers
+            .committed
+            .get(consumer)
+            .copied()
+            .flatten()
+            .map_or(0, |c| c + 1);
+        let id = consumers.next_pin;
+        consumers.next_pin += 1;
+        consumers.pins.insert(id, from);
+        ReadPin {
+            log: self.clone(),
+            id,
+            from,
+        }
     }
 
     fn release_through(&self, consumer: &str, through: Option<u64>) {
@@ -393,6 +429,57 @@ impl StreamLog {
                 warn!(stream = %self.name, consumer, error = %e, "could not release buffer segments")
             }
         }
+    }
+}
+
+/// The consumers of a log and the pins on it.
+#[derive(Debug)]
+struct Consumers {
+    committed: BTreeMap<String, Option<u64>>,
+    /// Each live [`ReadPin`] by id: the first offset it keeps.
+    pins: BTreeMap<u64, u64>,
+    next_pin: u64,
+}
+
+impl Consumers {
+    /// The offset through which records may be released: what every
+    /// consumer has committed, short of every pin (invariants 5 and 8).
+    fn releasable(&self) -> Option<u64> {
+        let committed = self.committed.values().copied().min().flatten()?;
+        match self.pins.values().min() {
+            Some(0) => None,
+            Some(&from) => Some(committed.min(from - 1)),
+            None => Some(committed),
+        }
+    }
+}
+
+/// Keeps a log's records past a consumer's committed position while it
+/// lives (see [`StreamLog::pin`]). What a commit could release while it
+/// lived is released by the next commit after it is dropped.
+#[derive(Debug)]
+pub struct ReadPin {
+    log: Arc<StreamLog>,
+    id: u64,
+    from: u64,
+}
+
+impl ReadPin {
+    /// The first offset the pin keeps.
+    pub fn from(&self) -> u64 {
+        self.from
+    }
+
+    /// The log it pins.
+    pub fn log(&self) -> &Arc<StreamLog> {
+        &self.log
+    }
+}
+
+impl Drop for ReadPin {
+    fn drop(&mut self) {
+        let mut consumers = self.log.consumers.lock().expect("never poisoned");
+        consumers.pins.remove(&self.id);
     }
 }
 

@@ -383,6 +383,40 @@ impl PipelinePlan {
         &self.output_schema
     }
 
+    /// The same plan over a slot of its own: a run of the copy and a run
+    /// of this plan may go on at once (each run fills its plan's slot, so
+    /// one plan runs one batch at a time). Costs no planning.
+    pub fn fork(&self) -> Result<PipelinePlan> {
+        use datafusion::common::tree_node::Transformed;
+        let slot = Arc::new(BatchSlot::new(self.slot.schema.clone()));
+        let source = datafusion::datasource::provider_as_source(slot.clone());
+        let plan = self
+            .plan
+            .clone()
+            .transform_up_with_subqueries(|node| match node {
+                LogicalPlan::TableScan(mut scan) if scan.table_name.table() == self.stream => {
+                    scan.source = source.clone();
+                    Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+                }
+                other => Ok(Transformed::no(other)),
+            })
+            .map_err(|e| Error::InvalidSql {
+                pipeline: self.name.clone(),
+                message: e.to_string(),
+            })?
+            .data;
+        Ok(PipelinePlan {
+            name: self.name.clone(),
+            sink: self.sink.clone(),
+            stream: self.stream.clone(),
+            ctx: self.ctx.clone(),
+            plan,
+            slot,
+            output_schema: self.output_schema.clone(),
+            add_ingest_ts: self.add_ingest_ts,
+        })
+    }
+
     /// Runs the SQL over `input` (batches of the stream's table schema, or
     /// of an earlier version of it: see [`PipelinePlan::conform`]).
     pub async fn run(&self, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {

@@ -83,6 +83,29 @@ async fn select_star_keeps_schema_and_rows() {
     assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_runs_beside_its_plan() {
+    let p = plan(
+        "INSERT INTO ecommerce_sink SELECT user_id FROM ecommerce_stream \
+         WHERE user_id IN (SELECT user_id FROM ecommerce_stream WHERE amount > 0)",
+    )
+    .await
+    .unwrap();
+    let fork = p.fork().unwrap();
+    let run = |plan: PipelinePlan, users: &'static [&'static str]| {
+        tokio::spawn(async move {
+            let amounts = vec![Some(1.0); users.len()];
+            for _ in 0..50 {
+                let out = plan.run(vec![batch(users, &amounts, 5)]).await.unwrap();
+                assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), users.len());
+            }
+        })
+    };
+    let (a, b) = tokio::join!(run(p, &["a", "b"]), run(fork, &["c", "d", "e"]));
+    a.unwrap();
+    b.unwrap();
+}
+
 #[tokio::test]
 async fn projection_filter_expression_and_ingest_ts_added_back() {
     let p = plan(

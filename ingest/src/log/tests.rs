@@ -89,6 +89,35 @@ fn release_waits_for_every_consumer_and_keeps_the_keys() {
 }
 
 #[test]
+fn a_pin_keeps_what_its_consumer_had_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let log = open_and_append(dir.path(), &[("a", None)], &keys);
+    log.attach("a", Some(2));
+    let pin = log.pin("a");
+    assert_eq!(pin.from(), 3);
+    log.committed("a", 19);
+    let records = log.reader(3).read(100, usize::MAX).unwrap();
+    assert_eq!(records.len(), 17, "offsets 3..=19 are all still there");
+    assert!(log.first_offset() <= 3);
+    // A second pin taken after the commit keeps nothing more.
+    let later = log.pin("a");
+    assert_eq!(later.from(), 20);
+    drop(pin);
+    assert!(log.first_offset() <= 3, "dropping a pin releases nothing");
+    log.committed("a", 19);
+    assert!(log.first_offset() > 3, "the next commit does");
+    drop(later);
+    // A pin for a consumer that committed nothing keeps everything.
+    let none = log.pin("unknown");
+    assert_eq!(none.from(), 0);
+    let first = log.first_offset();
+    log.committed("a", 19);
+    assert_eq!(log.first_offset(), first);
+}
+
+#[test]
 fn a_consumer_attached_after_a_release_starts_at_the_oldest_record() {
     let dir = tempfile::tempdir().unwrap();
     let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
