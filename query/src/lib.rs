@@ -32,6 +32,7 @@ use iceberg::Catalog;
 pub use pipe_sink::ErrorKind;
 
 pub mod discovery;
+pub mod fresh;
 pub mod provider;
 pub mod scan;
 pub mod time_travel;
@@ -197,10 +198,26 @@ impl QueryEngine {
         reader: Reader,
         caches: &Caches,
     ) -> Result<QueryEngine> {
-        let provider =
-            provider::IcebergCatalog::try_new(catalog.clone(), reader, caches.tables.clone())
-                .await
-                .map_err(|e| Error::Unavailable(format!("listing the catalog's tables: {e}")))?;
+        Self::fresh(catalog, reader, caches, None).await
+    }
+
+    /// A session like [`QueryEngine::with_caches`] that, given `unflushed`,
+    /// reads each table a pipeline writes together with the rows that
+    /// pipeline has acknowledged and not committed yet ([`fresh`]).
+    pub async fn fresh(
+        catalog: Arc<dyn Catalog>,
+        reader: Reader,
+        caches: &Caches,
+        unflushed: Option<Arc<dyn fresh::Unflushed>>,
+    ) -> Result<QueryEngine> {
+        let provider = provider::IcebergCatalog::try_new(
+            catalog.clone(),
+            reader,
+            caches.tables.clone(),
+            unflushed,
+        )
+        .await
+        .map_err(|e| Error::Unavailable(format!("listing the catalog's tables: {e}")))?;
         // DATAFUSION_* variables tune the session (e.g.
         // DATAFUSION_EXECUTION_TARGET_PARTITIONS).
         let config = SessionConfig::from_env()
@@ -335,6 +352,15 @@ impl Answer {
                 s.files_planned,
                 s.files_total,
                 s.files_skipped()
+            ));
+        }
+        if s.buffer_records > 0 {
+            line.push_str(&format!(
+                "; {} row{} from {} buffered request{} not committed yet",
+                s.buffer_rows,
+                if s.buffer_rows == 1 { "" } else { "s" },
+                s.buffer_records,
+                if s.buffer_records == 1 { "" } else { "s" },
             ));
         }
         line

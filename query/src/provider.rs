@@ -39,6 +39,7 @@ use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
 use pipe_sink::maintenance::Committer;
 
+use crate::fresh::{FreshTable, Unflushed};
 use crate::scan::{IcebergTable, Reader};
 
 /// The metadata tables every table has, by the suffix after `$`.
@@ -52,10 +53,13 @@ pub struct IcebergCatalog {
 
 impl IcebergCatalog {
     /// Lists the catalog's namespaces and their tables.
+    /// With `fresh`, a table a pipeline writes is read with what that
+    /// pipeline has not committed yet (see [`crate::fresh`]).
     pub async fn try_new(
         catalog: Arc<dyn Catalog>,
         reader: Reader,
         loaded: LoadedTables,
+        fresh: Option<Arc<dyn Unflushed>>,
     ) -> iceberg::Result<IcebergCatalog> {
         let mut schemas = HashMap::new();
         for namespace in catalog.list_namespaces(None).await? {
@@ -72,6 +76,7 @@ impl IcebergCatalog {
                 tables,
                 reader,
                 loaded: loaded.clone(),
+                fresh: fresh.clone(),
             };
             schemas.insert(name, Arc::new(provider) as Arc<dyn SchemaProvider>);
         }
@@ -100,6 +105,7 @@ struct Namespace {
     tables: Vec<String>,
     reader: Reader,
     loaded: LoadedTables,
+    fresh: Option<Arc<dyn Unflushed>>,
 }
 
 /// The last loaded version of each table, shared by the sessions of one
@@ -196,13 +202,24 @@ impl SchemaProvider for Namespace {
         if !self.tables.iter().any(|t| t == table) {
             return Ok(None);
         }
+        // Pinned before the load (see `crate::fresh`).
+        let pinned = match (&self.fresh, kind) {
+            (Some(fresh), None) => {
+                fresh.pin(&TableIdent::new(self.namespace.clone(), table.to_string()))
+            }
+            _ => None,
+        };
         let loaded = self.load(table).await?;
         match kind {
-            None => Ok(Some(Arc::new(
-                IcebergTable::current(loaded)
+            None => {
+                let committed = IcebergTable::current(loaded.clone())
                     .map(|t| t.with_reader(self.reader))
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?,
-            ))),
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Ok(Some(match pinned {
+                    Some(pinned) => Arc::new(FreshTable::new(committed, pinned.tail(&loaded)?)),
+                    None => Arc::new(committed),
+                }))
+            }
             Some(kind) => metadata_table(&loaded, kind).await.map(Some),
         }
     }

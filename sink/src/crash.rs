@@ -32,8 +32,9 @@
 //! lost on the network), `lose-maintenance-swap-answer` (the same for a
 //! maintenance commit's swap or REST commit, the answer held back
 //! `PIPE_FAULT_DELAY_MS` first), `pipeline-step-panic` (a pipeline step panics
-//! while processing records) and `pipeline-task-panic` (a pipeline task
-//! panics between steps, ending the task).
+//! while processing records), `pipeline-task-panic` (a pipeline task
+//! panics between steps, ending the task) and `slow-fresh-read` (a query's
+//! read of uncommitted events waits `PIPE_FAULT_DELAY_MS` before it reads).
 //!
 //! Hand-written rather than the `fail` crate: its actions (panic, return,
 //! sleep) do not end the process, and a panic inside a tokio task would only
@@ -96,6 +97,18 @@ pub const LOSE_COMMIT_ANSWER: &str = "lose-commit-answer";
 pub const PIPELINE_STEP_PANIC: &str = "pipeline-step-panic";
 /// A pipeline task panics between two steps (`PIPE_FAULT`).
 pub const PIPELINE_TASK_PANIC: &str = "pipeline-task-panic";
+/// A fresh read waits `PIPE_FAULT_DELAY_MS` between planning and reading
+/// the buffer, so a commit can land in between (`PIPE_FAULT`).
+pub const SLOW_FRESH_READ: &str = "slow-fresh-read";
+
+/// `PIPE_FAULT_DELAY_MS`: how long a fault that delays holds back.
+pub fn fault_delay() -> std::time::Duration {
+    let ms = std::env::var("PIPE_FAULT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    std::time::Duration::from_millis(ms)
+}
 
 /// Aborts the process if `PIPE_CRASH_AT` names `point` and this is the hit
 /// it names.

@@ -155,6 +155,11 @@ pub struct QueryFile {
     /// (default 64 MiB); past it the query fails with 400.
     #[serde(default)]
     pub max_value_bytes: Option<usize>,
+    /// Bytes of buffer records one table's fresh read may read (default
+    /// 256 MiB): the events its pipeline acknowledged and has not
+    /// committed. Past it the query fails with 503, naming the pipeline.
+    #[serde(default)]
+    pub max_unflushed_bytes: Option<u64>,
 }
 
 /// `[admin]`: who may call the admin API.

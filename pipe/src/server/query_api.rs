@@ -128,6 +128,10 @@ struct QueryRequest {
     /// Seconds the query may take (default 30, at most `max_timeout_secs`).
     #[serde(default)]
     timeout_secs: Option<u64>,
+    /// Read committed snapshots only: leave out the events pipelines have
+    /// acknowledged and not committed yet (see `crate::running::fresh`).
+    #[serde(default)]
+    committed_only: bool,
 }
 
 /// The request's limits within the server's, or the 400 that says why not.
@@ -199,7 +203,7 @@ pub(crate) async fn query(
         Err(e) => {
             return error_response(
                 ErrorKind::InvalidInput,
-                format!("expected {{\"sql\": \"…\", \"max_rows\": n, \"timeout_secs\": n}}: {e}"),
+                format!("expected {{\"sql\": \"…\", \"max_rows\": n, \"timeout_secs\": n, \"committed_only\": false}}: {e}"),
             )
         }
     };
@@ -221,12 +225,25 @@ pub(crate) async fn query(
     let caches = service.caches.clone();
     let sql_catalog = service.sql.clone();
     let catalog = config.catalog.clone();
+    let fresh = match request.committed_only {
+        true => None,
+        false => Some(state.supervisor.fresh.clone() as Arc<dyn pipe_query::fresh::Unflushed>),
+    };
     // The task owns the slot: it is free again once the query is dropped,
     // whether it failed or was aborted; an answer takes it along.
     let task = AbortOnDropHandle::new(service.runtime.spawn(async move {
         let opened = open(&catalog, &caches, &sql_catalog).await;
         let answer = match opened {
-            Ok((catalog, caches)) => run(catalog, &caches, &request.sql, max_rows, started).await,
+            Ok((catalog, caches)) => {
+                let engine = pipe_query::QueryEngine::fresh(
+                    catalog,
+                    pipe_query::Reader::default(),
+                    &caches,
+                    fresh,
+                )
+                .await?;
+                run(&engine, &request, max_rows, started).await
+            }
             Err(e) => Err(e),
         };
         answer.map(|answer| (answer, slot))
@@ -298,7 +315,6 @@ fn answer_response(
         .into_response()
 }
 
-/// Runs one statement (on the query runtime) and renders the answer.
 /// The catalog a query reads and the caches it shares. A SQL catalog is
 /// opened once and kept (with a probe that spares loading unchanged
 /// tables); a REST catalog is opened for each query, so a credential or
@@ -324,17 +340,14 @@ async fn open(
     Ok((kept.catalog.clone(), kept.caches.clone()))
 }
 
+/// Runs one statement (on the query runtime) and renders the answer.
 async fn run(
-    catalog: Arc<dyn pipe_sink::Catalog>,
-    caches: &pipe_query::Caches,
-    sql: &str,
+    engine: &pipe_query::QueryEngine,
+    request: &QueryRequest,
     max_rows: usize,
     started: Instant,
 ) -> Result<Vec<u8>> {
-    let engine =
-        pipe_query::QueryEngine::with_caches(catalog, pipe_query::Reader::default(), caches)
-            .await?;
-    let (answer, truncated) = engine.read_only(sql, max_rows).await?;
+    let (answer, truncated) = engine.read_only(&request.sql, max_rows).await?;
     let rows = pipe_query::render(&answer.batches, pipe_query::OutputFormat::Json)?;
     let rows: Value = serde_json::from_str(&rows)
         .map_err(|e| Error::Internal(format!("the rendered rows: {e}")))?;
@@ -359,6 +372,9 @@ async fn run(
         "files_scanned": answer.scan.files_planned,
         "files_skipped": answer.scan.files_skipped(),
         "bytes_read": answer.scan.bytes_read,
+        "committed_only": request.committed_only,
+        "buffer_rows": answer.scan.buffer_rows,
+        "buffer_records": answer.scan.buffer_records,
     });
     serde_json::to_vec(&answer).map_err(|e| Error::Internal(format!("the answer: {e}")))
 }

@@ -16,6 +16,7 @@ mod faults;
 mod file_paths;
 mod files;
 mod fraud;
+mod fresh;
 mod harness;
 mod iceberg_rest;
 mod idempotency;

@@ -464,6 +464,11 @@ pub struct ScanStats {
     pub files_planned: usize,
     /// Bytes fetched from storage.
     pub bytes_read: usize,
+    /// Rows read from the buffer: acknowledged, not committed yet (see
+    /// [`crate::fresh`]).
+    pub buffer_rows: usize,
+    /// Buffer records (accepted requests) those rows came from.
+    pub buffer_records: usize,
 }
 
 impl ScanStats {
@@ -477,6 +482,8 @@ impl ScanStats {
                 stats.files_total += sum(FILES_TOTAL);
                 stats.files_planned += sum(FILES_PLANNED);
                 stats.bytes_read += sum(BYTES_READ);
+                stats.buffer_rows += sum(crate::fresh::BUFFER_ROWS);
+                stats.buffer_records += sum(crate::fresh::BUFFER_RECORDS);
             }
             stack.extend(node.children().into_iter().cloned());
         }

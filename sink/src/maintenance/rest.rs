@@ -211,11 +211,7 @@ impl RestCommitter {
                     return Ok(());
                 }
                 // As an answer that takes its time before it is lost.
-                let delay = std::env::var("PIPE_FAULT_DELAY_MS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                tokio::time::sleep(Duration::from_millis(delay)).await;
+                tokio::time::sleep(crate::crash::fault_delay()).await;
                 format!("PIPE_FAULT: the answer of `{url}` was lost")
             }
             Ok(r) if r.status().is_client_error() => {

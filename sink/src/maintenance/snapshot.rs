@@ -197,11 +197,7 @@ impl Committer {
             Ok(Ok(_)) if crate::crash::fault(crate::crash::LOSE_MAINTENANCE_SWAP_ANSWER) => {
                 // As an answer that takes its time before it is lost:
                 // others may commit on top meanwhile.
-                let delay = std::env::var("PIPE_FAULT_DELAY_MS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                tokio::time::sleep(Duration::from_millis(delay)).await;
+                tokio::time::sleep(crate::crash::fault_delay()).await;
                 Err("PIPE_FAULT: the swap went through but its answer was lost".to_string())
             }
             Ok(Ok(done)) => Ok(done.rows_affected()),

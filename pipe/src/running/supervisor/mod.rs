@@ -35,10 +35,11 @@ use pipe_transform::PipelinePlan;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::definitions::Definitions;
 use crate::config::{Config, PipelineConfig, StartAt, StreamConfig};
+use crate::running::fresh::{FreshReads, Source};
 use crate::running::metrics::{PipelineSource, SharedMetrics};
 use crate::running::pipeline::{FailedRows, FlushRequest, Part, PipelineStats, PipelineTask};
 use crate::{Error, ErrorKind, Result};
@@ -124,6 +125,8 @@ pub struct Supervisor {
     config: RwLock<Arc<Config>>,
     streams: RwLock<BTreeMap<String, Arc<RunningStream>>>,
     pipelines: RwLock<BTreeMap<String, Arc<RunningPipeline>>>,
+    /// What the running pipelines have not committed, for fresh reads.
+    pub fresh: Arc<FreshReads>,
 }
 
 impl Supervisor {
@@ -140,6 +143,7 @@ impl Supervisor {
             committer,
             routes: Arc::new(StreamRoutes::new(config.body_timeout)),
             metrics: SharedMetrics::default(),
+            fresh: Arc::new(FreshReads::new(config.query.max_unflushed_bytes)),
             pipeline_runtime,
             cancel: CancellationToken::new(),
             definitions: crate::config::shared::Shared::new(definitions),
@@ -415,6 +419,7 @@ impl Supervisor {
             task: std::sync::Mutex::new(None),
             stop_failed: Default::default(),
         };
+        self.register_fresh(&p, &log, from);
         let task = PipelineTask {
             part: p.part,
             reader: log.reader(from),
@@ -470,6 +475,36 @@ impl Supervisor {
             .insert(name, Arc::new(info));
     }
 
+    /// Registers a starting pipeline's tables for fresh reads.
+    fn register_fresh(&self, p: &Planned, log: &Arc<StreamLog>, from: u64) {
+        let Sink::Table(sink) = &p.sink else { return };
+        let name = p.plan.name();
+        let source = |writer: String, failed_rows: bool| -> Option<Source> {
+            Some(Source {
+                pipeline: name.to_string(),
+                writer,
+                log: log.clone(),
+                plan: p
+                    .plan
+                    .fork()
+                    .inspect_err(|e| warn!(pipeline = name, error = %e, "no fresh reads"))
+                    .ok()?,
+                part: p.part,
+                failed_rows,
+                isolates: p.failed.is_some(),
+                started_at: from,
+            })
+        };
+        if let Some(s) = source(name.to_string(), false) {
+            self.fresh.register(sink.ident().clone(), s);
+        }
+        if let Some(failed) = &p.failed {
+            if let Some(s) = source(format!("{name}__failed"), true) {
+                self.fresh.register(failed.sink.ident().clone(), s);
+            }
+        }
+    }
+
     /// What keeps the server from doing its work: a stream whose buffer
     /// writer failed (it takes no events), a pipeline whose task ended.
     pub fn problems(&self) -> Vec<String> {
@@ -505,6 +540,7 @@ impl Supervisor {
         let Some(p) = self.end_task(name, force).await? else {
             return Ok(());
         };
+        self.fresh.remove(name);
         if let Some(stream) = self.stream(&p.stream) {
             stream.log.detach(name);
         }
