@@ -1,9 +1,11 @@
 //! [`Client`]: send events to a running server from Rust, the role of the
-//! hosted service's Workers binding `send()`.
+//! hosted service's Workers binding `send()`, and query its tables.
 //!
 //! Each [`Client::send`] is one request with its own `Idempotency-Key`;
 //! a timeout, a 408, 429 or 5xx is retried with the same key, so a retried
 //! send is stored once. The answer arrives once the events are on disk.
+//! [`Client::query`] reads every acknowledged event, committed or not
+//! (see `POST /v1/query` in the README).
 //!
 //! ```no_run
 //! # async fn demo() -> pipe::Result<()> {
@@ -19,7 +21,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use pipe_ingest::wire::{IngestAnswer, Refused};
+use pipe_ingest::wire::{ErrorAnswer, IngestAnswer, Refused};
+
+use crate::wire::{QueryAnswer, QueryRequest};
 
 use crate::{Error, ErrorKind, Result};
 
@@ -95,5 +99,37 @@ impl Client {
                 Err(Error::Remote(format!("`{stream}`: {message}"), kind))
             }
         }
+    }
+
+    /// Runs one read-only statement on the server: its tables with every
+    /// acknowledged event, committed or not. The token (if any) is the
+    /// query endpoint's.
+    pub async fn query(&self, sql: &str) -> Result<QueryAnswer> {
+        self.query_with(&QueryRequest::new(sql)).await
+    }
+
+    /// [`Client::query`] with the request's every option
+    /// (`committed_only`, `max_rows`, `timeout_secs`).
+    pub async fn query_with(&self, request: &QueryRequest) -> Result<QueryAnswer> {
+        let url = format!("{}/v1/query", self.server);
+        let mut call = self.http.post(&url).json(request);
+        if let Some(timeout) = request.timeout_secs {
+            call = call.timeout(Duration::from_secs(timeout + 10));
+        }
+        if let Some(token) = &self.token {
+            call = call.bearer_auth(token);
+        }
+        let unavailable = |e: reqwest::Error| {
+            Error::Remote(format!("calling `{url}`: {e}"), ErrorKind::Unavailable)
+        };
+        let response = call.send().await.map_err(unavailable)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(unavailable)?;
+        if status != 200 {
+            let (kind, message) = ErrorAnswer::read(status, &text);
+            return Err(Error::Remote(message, kind));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Internal(format!("the answer of `{url}`: {e}")))
     }
 }

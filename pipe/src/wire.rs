@@ -18,6 +18,7 @@
 //! | `POST /v1/reload` | [`Reloaded`] |
 //! | `POST /v1/tables/{table}/maintain` | [`RunRecord`] |
 //! | `GET /v1/tables/{table}/maintenance` | [`MaintenanceRuns`] |
+//! | `POST /v1/query` ([`QueryRequest`]) | [`QueryAnswer`] |
 //!
 //! A value that may be unknown is `null`, never left out: clients read
 //! every key of a view.
@@ -350,6 +351,74 @@ impl<'de, V: DeserializeOwned + View, C: DeserializeOwned> Deserialize<'de> for 
 pub struct MaintenanceRuns {
     pub table: String,
     pub runs: Vec<RunRecord>,
+}
+
+// ---- queries ----
+
+/// The body of `POST /v1/query`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub sql: String,
+    /// Rows returned at most (default 10,000, at most `max_result_rows`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<usize>,
+    /// Seconds the query may take (default 30, at most `max_timeout_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Read committed snapshots only: leave out the events pipelines have
+    /// acknowledged and not committed yet.
+    #[serde(default)]
+    pub committed_only: bool,
+}
+
+impl QueryRequest {
+    /// `sql` with the server's defaults, reading fresh.
+    pub fn new(sql: impl Into<String>) -> QueryRequest {
+        QueryRequest {
+            sql: sql.into(),
+            max_rows: None,
+            timeout_secs: None,
+            committed_only: false,
+        }
+    }
+}
+
+/// `POST /v1/query`: the rows and what reading them took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryAnswer {
+    pub columns: Vec<String>,
+    /// One JSON object per row, keyed by column name.
+    pub rows: Vec<Value>,
+    pub row_count: usize,
+    /// More rows were there than `max_rows`.
+    pub truncated: bool,
+    pub elapsed_ms: f64,
+    /// Data files in the snapshots read, left after pruning, pruned.
+    pub files_total: usize,
+    pub files_scanned: usize,
+    pub files_skipped: usize,
+    /// Bytes fetched from storage.
+    pub bytes_read: usize,
+    /// Only committed snapshots were read.
+    pub committed_only: bool,
+    /// Rows read from the buffer: acknowledged, not committed yet.
+    pub buffer_rows: usize,
+    /// Buffered requests those rows came from.
+    pub buffer_records: usize,
+}
+
+impl QueryAnswer {
+    /// What the scans read, as [`pipe_query::ScanStats`].
+    pub fn scan(&self) -> pipe_query::ScanStats {
+        pipe_query::ScanStats {
+            files_total: self.files_total,
+            files_planned: self.files_scanned,
+            bytes_read: self.bytes_read,
+            buffer_rows: self.buffer_rows,
+            buffer_records: self.buffer_records,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! file.
 
 pub mod manage;
+mod query;
 mod render;
 pub mod send;
 mod setup;
@@ -16,9 +17,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pipe_query::{render, OutputFormat, QueryEngine};
+use pipe_query::OutputFormat;
 
-use crate::config::{Config, Overrides};
+use query::{local_engine, Session};
+
+use crate::config::Overrides;
 use crate::{Error, ErrorKind, Result};
 
 /// Self-hosted streaming ingestion into Iceberg tables.
@@ -61,11 +64,34 @@ pub enum Command {
         #[arg(long, env = "PIPE_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
     },
-    /// Run SQL over the tables of a definitions file's catalog.
+    /// Run SQL over the tables: a running server's (`--server`, which
+    /// also reads what pipelines have not committed yet), or a definitions
+    /// file's catalog (`--config`, committed snapshots).
     Query {
         /// The definitions file.
-        #[arg(long, short, env = "PIPE_CONFIG")]
-        config: PathBuf,
+        #[arg(
+            long,
+            short,
+            env = "PIPE_CONFIG",
+            required_unless_present = "server",
+            conflicts_with = "server"
+        )]
+        config: Option<PathBuf>,
+        /// A running server's address: the query runs there.
+        #[arg(long)]
+        server: Option<String>,
+        /// The query endpoint's bearer token (`[query]` or `[admin]`).
+        #[arg(
+            long,
+            env = "PIPE_QUERY_TOKEN",
+            hide_env_values = true,
+            requires = "server"
+        )]
+        token: Option<String>,
+        /// Read committed snapshots only, as other engines see the tables
+        /// (with `--server`; `--config` always does).
+        #[arg(long, requires = "server")]
+        committed: bool,
         /// Folder for the default warehouse and catalog.
         #[arg(long, env = "PIPE_DATA_DIR")]
         data_dir: Option<PathBuf>,
@@ -218,53 +244,39 @@ pub fn run(args: Args) -> Result<()> {
             }
             Command::Query {
                 config,
+                server,
+                token,
+                committed,
                 data_dir,
                 format,
                 sql,
             } => {
-                let config = Config::load(
-                    &config,
-                    &Overrides {
-                        data_dir,
-                        ..Overrides::default()
-                    },
-                )?;
-                let sqlite = match &config.catalog.kind {
-                    pipe_sink::CatalogKind::Sql { uri } => pipe_sink::catalog::sqlite_path(uri),
-                    pipe_sink::CatalogKind::Rest(_) => None,
-                };
-                if let Some(path) = sqlite {
-                    if !path.exists() {
-                        return Err(Error::Remote(
-                            format!(
-                                "no catalog at `{}` yet: `pipe serve` creates it when it starts",
-                                path.display()
-                            ),
-                            ErrorKind::NotFound,
-                        ));
-                    }
-                }
-                let started = std::time::Instant::now();
-                let catalog = pipe_sink::open_catalog(&config.catalog).await?;
-                // The prompt runs many queries: a SQL catalog is asked only
-                // whether a table changed before it is loaded again.
-                let caches = match sql.is_none() && config.catalog.owns_metadata_files() {
-                    true => pipe_query::Caches::default()
-                        .probing(pipe_sink::maintenance::Committer::open(&config.catalog).await?),
-                    false => pipe_query::Caches::default(),
-                };
-                let engine =
-                    QueryEngine::with_caches(catalog, pipe_query::Reader::default(), &caches)
-                        .await?;
                 let format = match format {
                     Format::Table => OutputFormat::Table,
                     Format::Json => OutputFormat::Json,
                     Format::Csv => OutputFormat::Csv,
                     Format::Ndjson => OutputFormat::NdJson,
                 };
+                let started = std::time::Instant::now();
+                let session = match (server, config) {
+                    (Some(server), _) => {
+                        let mut client = crate::Client::new(&server);
+                        if let Some(token) = token {
+                            client = client.with_token(token);
+                        }
+                        Session::Server {
+                            client,
+                            committed_only: committed,
+                        }
+                    }
+                    (None, Some(config)) => {
+                        Session::Local(local_engine(&config, data_dir, sql.is_none()).await?)
+                    }
+                    (None, None) => unreachable!("clap requires --config or --server"),
+                };
                 match sql {
-                    Some(sql) => run_statement(&engine, &sql, format, started).await,
-                    None => repl(&engine, format).await,
+                    Some(sql) => query::run_statement(&session, &sql, format, started).await,
+                    None => query::repl(&session, format).await,
                 }
             }
             Command::HashToken { .. } => unreachable!("answered before the runtime starts"),
@@ -404,85 +416,3 @@ async fn shutdown_signal() {
 
 /// The exit code after a second SIGINT/SIGTERM (128 + SIGINT, as shells use).
 pub const EXIT_INTERRUPTED: i32 = 130;
-
-/// Runs one statement and prints its result, then the stats line on
-/// standard error (standard output stays the results alone).
-async fn run_statement(
-    engine: &QueryEngine,
-    sql: &str,
-    format: OutputFormat,
-    started: std::time::Instant,
-) -> Result<()> {
-    let answer = engine.query(sql).await?;
-    let text = match terminal_width() {
-        Some(width) if format == OutputFormat::Table => {
-            pipe_query::render_table(&answer.batches, width)?
-        }
-        _ => render(&answer.batches, format)?,
-    };
-    if format == OutputFormat::NdJson {
-        print!("{text}");
-    } else {
-        println!("{text}");
-    }
-    eprintln!("{}", answer.summary(started.elapsed()));
-    Ok(())
-}
-
-/// The width of the terminal standard output is, if it is one: a table
-/// wider than that is printed a row at a time. Piped output is never
-/// reshaped.
-fn terminal_width() -> Option<usize> {
-    terminal_size::terminal_size_of(std::io::stdout())
-        .map(|(w, _)| usize::from(w.0))
-        .filter(|&w| w > 0)
-}
-
-/// `pipe query` without SQL: a prompt with line editing and history
-/// (`~/.pipe_history`). A statement may span lines and ends with `;`; an
-/// error is printed and the prompt goes on; `exit`, `quit` or Ctrl-D leave.
-async fn repl(engine: &QueryEngine, format: OutputFormat) -> Result<()> {
-    let mut editor = rustyline::DefaultEditor::new()
-        .map_err(|e| Error::Internal(format!("starting the prompt: {e}")))?;
-    let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pipe_history"));
-    if let Some(h) = &history {
-        let _ = editor.load_history(h);
-    }
-    let mut statement = String::new();
-    loop {
-        let prompt = if statement.is_empty() {
-            "pipe> "
-        } else {
-            "  ... "
-        };
-        let line = match tokio::task::block_in_place(|| editor.readline(prompt)) {
-            Ok(line) => line,
-            Err(rustyline::error::ReadlineError::Interrupted) => {
-                statement.clear();
-                continue;
-            }
-            Err(_) => break, // end of input
-        };
-        let trimmed = line.trim();
-        if statement.is_empty() && matches!(trimmed, "exit" | "quit" | "\\q") {
-            break;
-        }
-        if trimmed.is_empty() && statement.is_empty() {
-            continue;
-        }
-        statement.push_str(&line);
-        statement.push('\n');
-        if !trimmed.ends_with(';') {
-            continue;
-        }
-        let sql = std::mem::take(&mut statement);
-        let _ = editor.add_history_entry(sql.trim());
-        if let Err(e) = run_statement(engine, &sql, format, std::time::Instant::now()).await {
-            eprintln!("error: {e}");
-        }
-    }
-    if let Some(h) = &history {
-        let _ = editor.save_history(h);
-    }
-    Ok(())
-}

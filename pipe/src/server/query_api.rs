@@ -39,12 +39,13 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use pipe_ingest::http::error_response;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::{Config, QueryConfig};
 use crate::running::supervisor::Supervisor;
+use crate::wire::{QueryAnswer, QueryRequest};
 use crate::{Error, ErrorKind, Result};
 
 /// `timeout_secs` when a request sets none (at most `max_timeout_secs`).
@@ -115,23 +116,6 @@ impl QueryService {
 pub(crate) struct QueryState {
     pub service: Arc<QueryService>,
     pub supervisor: Arc<Supervisor>,
-}
-
-/// The body of `POST /v1/query`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QueryRequest {
-    sql: String,
-    /// Rows returned at most (default 10,000, at most `max_result_rows`).
-    #[serde(default)]
-    max_rows: Option<usize>,
-    /// Seconds the query may take (default 30, at most `max_timeout_secs`).
-    #[serde(default)]
-    timeout_secs: Option<u64>,
-    /// Read committed snapshots only: leave out the events pipelines have
-    /// acknowledged and not committed yet (see `crate::running::fresh`).
-    #[serde(default)]
-    committed_only: bool,
 }
 
 /// The request's limits within the server's, or the 400 that says why not.
@@ -351,6 +335,9 @@ async fn run(
     let rows = pipe_query::render(&answer.batches, pipe_query::OutputFormat::Json)?;
     let rows: Value = serde_json::from_str(&rows)
         .map_err(|e| Error::Internal(format!("the rendered rows: {e}")))?;
+    let Value::Array(rows) = rows else {
+        return Err(Error::Internal("the rendered rows are not an array".into()));
+    };
     let columns: Vec<String> = answer
         .batches
         .first()
@@ -362,20 +349,21 @@ async fn run(
                 .collect()
         })
         .unwrap_or_default();
-    let answer = json!({
-        "columns": columns,
-        "rows": rows,
-        "row_count": pipe_query::row_count(&answer.batches),
-        "truncated": truncated,
-        "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
-        "files_total": answer.scan.files_total,
-        "files_scanned": answer.scan.files_planned,
-        "files_skipped": answer.scan.files_skipped(),
-        "bytes_read": answer.scan.bytes_read,
-        "committed_only": request.committed_only,
-        "buffer_rows": answer.scan.buffer_rows,
-        "buffer_records": answer.scan.buffer_records,
-    });
+    let scan = &answer.scan;
+    let answer = QueryAnswer {
+        columns,
+        rows,
+        row_count: pipe_query::row_count(&answer.batches),
+        truncated,
+        elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+        files_total: scan.files_total,
+        files_scanned: scan.files_planned,
+        files_skipped: scan.files_skipped(),
+        bytes_read: scan.bytes_read,
+        committed_only: request.committed_only,
+        buffer_rows: scan.buffer_rows,
+        buffer_records: scan.buffer_records,
+    };
     serde_json::to_vec(&answer).map_err(|e| Error::Internal(format!("the answer: {e}")))
 }
 

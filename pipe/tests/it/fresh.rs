@@ -294,3 +294,78 @@ async fn after_a_sigkill_under_load_a_query_at_once_sees_each_acked_event_once()
     );
     server.stop();
 }
+
+/// `pipe query --server` with `args`, as JSON rows; and its stats line.
+fn cli_query(server: &Server, args: &[&str], sql: &str) -> (Vec<Value>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"))
+        .args(["query", "--format", "json", "--server", &server.url])
+        .args(args)
+        .arg(sql)
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(out.status.success(), "pipe query: {stats}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stats)
+}
+
+fn ids(rows: &[Value]) -> std::collections::BTreeSet<String> {
+    rows.iter()
+        .map(|r| r["user_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_and_the_client_read_fresh_and_committed_reads_match_pyiceberg() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    let committed = post_some(&server, 0, 2).await;
+    request_flush(&server, "ecommerce").await;
+    let buffered = post_some(&server, 1000, 2).await;
+    let sql = "SELECT user_id FROM default.ecommerce";
+
+    let (rows, stats) = cli_query(&server, &[], sql);
+    assert_eq!(rows.len(), 100, "{stats}");
+    let all: std::collections::BTreeSet<String> =
+        committed.iter().chain(&buffered).cloned().collect();
+    assert_eq!(ids(&rows), all);
+    assert!(
+        stats.contains("; 50 rows from 2 buffered requests not committed yet"),
+        "{stats}"
+    );
+
+    let (rows, stats) = cli_query(&server, &["--committed"], sql);
+    assert!(stats.ends_with("; committed snapshots only"), "{stats}");
+    let read = read_with_python(dir.path(), "", None, false);
+    let pyiceberg: Vec<Value> = read["pyiceberg"]["rows"].as_array().unwrap().clone();
+    assert_eq!(
+        ids(&rows),
+        ids(&pyiceberg),
+        "--committed reads what PyIceberg reads"
+    );
+    assert_eq!(ids(&rows), committed.iter().cloned().collect());
+
+    let (_, stats) = query_with_stats(&config, sql);
+    assert!(
+        stats.contains("committed snapshots only (`--server` also reads"),
+        "{stats}"
+    );
+
+    let client = pipe::Client::new(&server.url);
+    let answer = client
+        .query("SELECT count(*) AS n FROM default.ecommerce")
+        .await
+        .unwrap();
+    assert_eq!(answer.rows[0]["n"], 100);
+    assert_eq!((answer.buffer_rows, answer.buffer_records), (50, 2));
+    let mut request = pipe::wire::QueryRequest::new("SELECT count(*) AS n FROM default.ecommerce");
+    request.committed_only = true;
+    let answer = client.query_with(&request).await.unwrap();
+    assert_eq!(answer.rows[0]["n"], 50);
+    let error = client
+        .query("SELECT nope FROM default.ecommerce")
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), pipe::ErrorKind::InvalidInput, "{error}");
+    server.stop();
+}
