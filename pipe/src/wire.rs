@@ -178,6 +178,15 @@ pub struct PipelineView {
     pub commits: u64,
     /// 0: never.
     pub last_commit_unix_ms: u64,
+    /// Durable records (accepted requests) not committed yet: queries
+    /// through the server read them, other engines do not.
+    pub uncommitted_records: u64,
+    /// Age in seconds of the oldest of them (0 when none): how much older
+    /// than a fresh read the table is for other engines.
+    pub commit_lag_secs: f64,
+    /// Age in seconds of the newest event committed since the server
+    /// started; `null` before its first commit.
+    pub newest_committed_age_secs: Option<f64>,
     pub sink_metrics: SinkMetrics,
     pub recent_errors: Vec<RecentError>,
     pub sql: Option<String>,

@@ -19,7 +19,8 @@
 //! | `pipe_stream_writer_failed` | stream | 1 once the stream's buffer writer has stopped (it takes no events), else 0 |
 //! | `pipe_pipeline_state` | pipeline, state | 1 for the pipeline's state (`running`, `retrying`, `failed`), 0 for the others |
 //! | `pipe_pipeline_lag_records` | pipeline, stream | durable records the pipeline has not committed |
-//! | `pipe_pipeline_oldest_unprocessed_age_seconds` | pipeline, stream | age of the oldest of them (0 when none) |
+//! | `pipe_pipeline_oldest_unprocessed_age_seconds` | pipeline, stream | age of the oldest of them (0 when none): how much older than a fresh read the table is |
+//! | `pipe_pipeline_newest_committed_age_seconds` | pipeline, stream | age of the newest event it committed (absent before its first commit) |
 //! | `pipe_pipeline_failed_rows_total` | pipeline | rows the SQL failed on, committed to the quarantine table |
 //! | `pipe_sink_records_written_total` | pipeline, sink | rows committed (`recordsWritten`) |
 //! | `pipe_sink_files_written_total` | pipeline, sink | data files committed (`filesWritten`) |
@@ -202,27 +203,6 @@ fn family(
     Ok(())
 }
 
-/// Durable records the pipeline has not committed, and the age in seconds
-/// of the oldest (read from its request's accept time in the buffer).
-fn lag(p: &PipelineSource) -> (u64, f64) {
-    let first_uncommitted = p.stats.committed_through().map_or(0, |c| c + 1);
-    let from = first_uncommitted.max(p.log.first_offset());
-    let mut reader = p.log.reader(from);
-    let end = reader.durable_end();
-    if end <= from {
-        return (0, 0.0);
-    }
-    let age = reader
-        .read(1, usize::MAX)
-        .ok()
-        .and_then(|records| records.into_iter().next())
-        .and_then(|r| pipe_ingest::payload::decode_meta(&r.payload).ok())
-        .map_or(0.0, |meta| {
-            (pipe_schemas::now_micros() - meta.at_micros).max(0) as f64 / 1e6
-        });
-    (end - from, age)
-}
-
 impl Collector for Metrics {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge};
@@ -329,7 +309,7 @@ impl Collector for Metrics {
             |p: &PipelineSource| vec![("pipeline", p.name.clone()), ("stream", p.stream.clone())];
         let sink =
             |p: &PipelineSource| vec![("pipeline", p.name.clone()), ("sink", p.sink.clone())];
-        let lags: Vec<(u64, f64)> = self.pipelines.iter().map(lag).collect();
+        let lags: Vec<_> = self.pipelines.iter().map(|p| p.stats.lag(&p.log)).collect();
         let per = |labels: &dyn Fn(&PipelineSource) -> Labels,
                    f: &dyn Fn(usize, &PipelineSource) -> f64|
          -> Vec<(Labels, f64)> {
@@ -344,14 +324,25 @@ impl Collector for Metrics {
             "pipe_pipeline_lag_records",
             "Durable records the pipeline has not committed yet.",
             Gauge,
-            per(&pipeline, &|i, _| lags[i].0 as f64),
+            per(&pipeline, &|i, _| lags[i].records as f64),
         )?;
         family(
             &mut e,
             "pipe_pipeline_oldest_unprocessed_age_seconds",
             "Age of the oldest record the pipeline has not committed (0 when none).",
             Gauge,
-            per(&pipeline, &|i, _| lags[i].1),
+            per(&pipeline, &|i, _| lags[i].oldest_age_secs),
+        )?;
+        family(
+            &mut e,
+            "pipe_pipeline_newest_committed_age_seconds",
+            "Age of the newest event the pipeline has committed since the server started: what other engines read is that old (absent until its first commit).",
+            Gauge,
+            self.pipelines
+                .iter()
+                .zip(&lags)
+                .filter_map(|(p, lag)| Some((pipeline(p), lag.newest_committed_age_secs?)))
+                .collect(),
         )?;
         family(
             &mut e,

@@ -30,7 +30,7 @@
 //! pipeline resumes and when the buffer is released.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -46,7 +46,9 @@ use tracing::{error, info, warn};
 
 use crate::{Error, Result};
 
+mod stats;
 mod task_sink;
+pub use stats::{Health, Lag, PipelineStats, RecentError, State, RECENT_ERRORS};
 pub use task_sink::TaskSink;
 
 #[cfg(test)]
@@ -120,96 +122,6 @@ pub struct FailedRows {
     pub committed_through: Option<u64>,
 }
 
-/// Live figures of one pipeline, shared with the admin API.
-#[derive(Debug, Default)]
-pub struct PipelineStats {
-    /// Rows committed to the sink table since the server started.
-    pub rows_committed: AtomicU64,
-    /// Rows the SQL failed on, committed to the quarantine table since the
-    /// server started.
-    pub failed_rows_committed: AtomicU64,
-    /// Data files committed to the sink table since the server started.
-    pub files_committed: AtomicU64,
-    /// Their size on storage (compressed).
-    pub bytes_committed: AtomicU64,
-    /// Their size before compression (Parquet pages before the codec,
-    /// NDJSON text before gzip).
-    pub uncompressed_bytes_committed: AtomicU64,
-    /// Their Parquet row groups.
-    pub row_groups_committed: AtomicU64,
-    /// Commits made, and the time they took (µs, closing files to a known
-    /// outcome).
-    pub commits: AtomicU64,
-    pub commit_micros: AtomicU64,
-    /// When the last commit landed, ms since the epoch (0: none yet).
-    pub last_commit_unix_ms: AtomicU64,
-    /// The latest problems, newest last (at most [`RECENT_ERRORS`]).
-    recent_errors: Mutex<std::collections::VecDeque<RecentError>>,
-    /// The last committed buffer offset plus one (0: nothing yet).
-    committed_next: AtomicU64,
-    /// What it is doing.
-    health: Mutex<Health>,
-}
-
-/// What a pipeline is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Reading, writing and committing.
-    Running,
-    /// Its last step failed; it tries again with backoff.
-    Retrying,
-    /// Its task ended on an error or a panic: nothing is read or
-    /// committed until it is restarted (a restart of the server, or a
-    /// delete and create).
-    Failed,
-}
-
-impl State {
-    /// Every state, for one-hot metrics.
-    pub const ALL: [State; 3] = [State::Running, State::Retrying, State::Failed];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Running => "running",
-            State::Retrying => "retrying",
-            State::Failed => "failed",
-        }
-    }
-}
-
-/// A pipeline's state, with why and since when; in a pipeline's view
-/// (`pipe::wire::PipelineView`) under the keys `state`, `state_reason`,
-/// `state_since` and `retry_attempts`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Health {
-    pub state: State,
-    /// The error that put it in this state (none while running).
-    #[serde(rename = "state_reason")]
-    pub reason: Option<String>,
-    /// When it entered this state, RFC 3339.
-    #[serde(rename = "state_since")]
-    pub since: String,
-    /// Failed steps in a row (retrying).
-    #[serde(rename = "retry_attempts")]
-    pub attempts: u32,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health {
-            state: State::Running,
-            reason: None,
-            attempts: 0,
-            since: now_rfc3339(),
-        }
-    }
-}
-
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// How long the task waits before it tries a failed step or commit again.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -231,109 +143,13 @@ impl Default for Backoff {
     }
 }
 
-/// Problems a pipeline keeps for `pipe pipelines get`.
-pub const RECENT_ERRORS: usize = 20;
-
-/// One problem a pipeline met: a failed step or commit (retried), or rows
-/// its SQL failed on (in the quarantine table).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecentError {
-    /// When, RFC 3339.
-    pub at: String,
-    pub error: String,
-}
-
-impl PipelineStats {
-    /// Keeps `error` among the recent problems.
-    pub fn record_error(&self, error: impl std::fmt::Display) {
-        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let mut recent = self.recent_errors.lock().expect("never poisoned");
-        if recent.len() == RECENT_ERRORS {
-            recent.pop_front();
-        }
-        recent.push_back(RecentError {
-            at,
-            error: error.to_string(),
-        });
-    }
-
-    /// What the pipeline is doing.
-    pub fn health(&self) -> Health {
-        self.health.lock().expect("never poisoned").clone()
-    }
-
-    /// A step went through.
-    fn set_running(&self) {
-        let mut health = self.health.lock().expect("never poisoned");
-        if health.state != State::Running {
-            *health = Health::default();
-        }
-    }
-
-    /// A step failed with `reason`; returns how many failed in a row.
-    fn set_retrying(&self, reason: &str) -> u32 {
-        let mut health = self.health.lock().expect("never poisoned");
-        let attempts = match health.state {
-            State::Retrying => health.attempts + 1,
-            _ => 1,
-        };
-        let since = match health.state {
-            State::Retrying => health.since.clone(),
-            _ => now_rfc3339(),
-        };
-        *health = Health {
-            state: State::Retrying,
-            reason: Some(reason.to_string()),
-            attempts,
-            since,
-        };
-        attempts
-    }
-
-    /// The task ended with `reason`.
-    pub fn set_failed(&self, reason: &str) {
-        *self.health.lock().expect("never poisoned") = Health {
-            state: State::Failed,
-            reason: Some(reason.to_string()),
-            attempts: 0,
-            since: now_rfc3339(),
-        };
-        self.record_error(format!("the pipeline stopped: {reason}"));
-    }
-
-    /// The recent problems, oldest first.
-    pub fn recent_errors(&self) -> Vec<RecentError> {
-        self.recent_errors
-            .lock()
-            .expect("never poisoned")
-            .iter()
-            .cloned()
-            .collect()
-    }
-
-    /// Stats of a pipeline that has committed through `committed`.
-    pub fn new(committed: Option<u64>) -> Self {
-        let stats = PipelineStats::default();
-        stats.set_committed(committed);
-        stats
-    }
-
-    fn set_committed(&self, committed: Option<u64>) {
-        self.committed_next
-            .store(committed.map_or(0, |c| c + 1), Ordering::Relaxed);
-    }
-
-    /// The last committed buffer offset.
-    pub fn committed_through(&self) -> Option<u64> {
-        self.committed_next.load(Ordering::Relaxed).checked_sub(1)
-    }
-}
-
 /// A closed range waiting for its commits.
 pub struct Unfinished<S: TaskSink = Sink> {
     range: OffsetRange,
     /// CRC of the range's last record's payload (`Committed::last_crc`).
     last_crc: u32,
+    /// When the range's last request was accepted (µs since the epoch).
+    newest_micros: i64,
     rows: usize,
     files: S::Closed,
     failed_rows: usize,
@@ -343,6 +159,8 @@ pub struct Unfinished<S: TaskSink = Sink> {
 struct Pending {
     range: OffsetRange,
     last_crc: u32,
+    /// When the range's last request was accepted (µs since the epoch).
+    newest_micros: i64,
     bytes: u64,
     rows: usize,
     failed_rows: usize,
@@ -516,6 +334,7 @@ impl<S: TaskSink> PipelineTask<S> {
                 last: last.offset,
             };
             let last_crc = last.payload_crc();
+            let newest_micros = pipe_ingest::payload::decode_meta(&last.payload)?.at_micros;
             let bytes: u64 = records.iter().map(|r| r.payload.len() as u64).sum();
             let mut batches = Vec::new();
             // (rows so far, offset): the record each input row came from.
@@ -576,6 +395,7 @@ impl<S: TaskSink> PipelineTask<S> {
                 Some(p) => {
                     p.range.last = range.last;
                     p.last_crc = last_crc;
+                    p.newest_micros = newest_micros;
                     p.bytes += bytes;
                     p.rows += rows;
                     p.failed_rows += failed_rows;
@@ -584,6 +404,7 @@ impl<S: TaskSink> PipelineTask<S> {
                     *pending = Some(Pending {
                         range,
                         last_crc,
+                        newest_micros,
                         bytes,
                         rows,
                         failed_rows,
@@ -653,6 +474,7 @@ impl<S: TaskSink> PipelineTask<S> {
                     self.unfinished = Some(Unfinished {
                         range: p.range,
                         last_crc: p.last_crc,
+                        newest_micros: p.newest_micros,
                         rows: p.rows,
                         files,
                         failed_rows: p.failed_rows,
@@ -668,6 +490,7 @@ impl<S: TaskSink> PipelineTask<S> {
         }
         let u = self.unfinished.as_ref().expect("set above");
         let range = u.range;
+        let newest_micros = u.newest_micros;
         let rolled = Rolled {
             rows: u.rows,
             failed_rows: u.failed_rows,
@@ -717,6 +540,9 @@ impl<S: TaskSink> PipelineTask<S> {
                     self.committed_through = Some(range.last);
                     crate::crash::point(crate::crash::BEFORE_RELEASE);
                     self.stats.set_committed(self.committed_through);
+                    self.stats
+                        .newest_committed_micros
+                        .fetch_max(newest_micros, Ordering::Relaxed);
                     self.stats
                         .rows_committed
                         .fetch_add(rolled.rows as u64, Ordering::Relaxed);

@@ -32,6 +32,9 @@ fn pipeline_view() -> PipelineView {
         row_groups_committed: 2,
         commits: 2,
         last_commit_unix_ms: 1_700_000_000_000,
+        uncommitted_records: 4,
+        commit_lag_secs: 2.5,
+        newest_committed_age_secs: None,
         sink_metrics: SinkMetrics {
             records_written: 10,
             files_written: 2,
@@ -119,7 +122,7 @@ fn answers_captured_from_the_server_parse_and_are_written_the_same() {
     assert_eq!(change.unwrap().switched_after_offset, None);
 
     let updated: PipelineUpdated = same_both_ways(
-        r#"{"pipeline":"p2","state":"running","state_reason":null,"state_since":"2025-06-01T10:00:00Z","retry_attempts":0,"stream":"s2","sink":"file:///tmp/data/warehouse/k2","sink_kind":"files","quarantine_table":"default.p2_failed","committed_through":null,"rows_committed":0,"failed_rows_committed":0,"files_committed":0,"bytes_committed":0,"uncompressed_bytes_committed":0,"row_groups_committed":0,"commits":0,"last_commit_unix_ms":0,"sink_metrics":{"recordsWritten":0,"filesWritten":0,"bytesWritten":0,"uncompressedBytesWritten":0,"rowGroupsWritten":0},"recent_errors":[],"sql":"INSERT INTO k2 SELECT * FROM s2 WHERE true","definition":"a247a33d08876bb9","origin":"api","change":{"pipeline":"p2","definition_before":"419ca143f1c99ad4","definition_after":"a247a33d08876bb9","switched_after_offset":null,"records_through_old_definition":0}}"#,
+        r#"{"pipeline":"p2","state":"running","state_reason":null,"state_since":"2025-06-01T10:00:00Z","retry_attempts":0,"stream":"s2","sink":"file:///tmp/data/warehouse/k2","sink_kind":"files","quarantine_table":"default.p2_failed","committed_through":null,"rows_committed":0,"failed_rows_committed":0,"files_committed":0,"bytes_committed":0,"uncompressed_bytes_committed":0,"row_groups_committed":0,"commits":0,"last_commit_unix_ms":0,"uncommitted_records":0,"commit_lag_secs":0.0,"newest_committed_age_secs":null,"sink_metrics":{"recordsWritten":0,"filesWritten":0,"bytesWritten":0,"uncompressedBytesWritten":0,"rowGroupsWritten":0},"recent_errors":[],"sql":"INSERT INTO k2 SELECT * FROM s2 WHERE true","definition":"a247a33d08876bb9","origin":"api","change":{"pipeline":"p2","definition_before":"419ca143f1c99ad4","definition_after":"a247a33d08876bb9","switched_after_offset":null,"records_through_old_definition":0}}"#,
     );
     assert!(
         matches!(updated, Updated::Applied { ref view, .. } if view.origin == PipelineOrigin::Api)

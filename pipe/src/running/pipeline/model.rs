@@ -28,6 +28,7 @@
 //! a `TableSink`, not a [`TaskSink`].
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use arrow::array::{Int64Array, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};

@@ -67,6 +67,8 @@ pub struct RunningPipeline {
     pub kind: &'static str,
     pub quarantine_table: Option<String>,
     pub stats: Arc<PipelineStats>,
+    /// Its stream's log (for its lag).
+    pub log: Arc<StreamLog>,
     pub flush: mpsc::Sender<FlushRequest>,
     cancel: CancellationToken,
     task: std::sync::Mutex<Option<JoinHandle<Result<()>>>>,
@@ -414,6 +416,7 @@ impl Supervisor {
             },
             quarantine_table: p.failed.as_ref().map(|f| f.sink.ident().to_string()),
             stats: stats.clone(),
+            log: log.clone(),
             flush: tx,
             cancel: cancel.clone(),
             task: std::sync::Mutex::new(None),

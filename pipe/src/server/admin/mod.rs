@@ -420,6 +420,7 @@ pub(super) fn pipeline_view(
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     let stats = &p.stats;
     let defined = config.pipelines.iter().find(|c| c.name == p.name);
+    let lag = stats.lag(&p.log);
     PipelineView {
         pipeline: p.name.clone(),
         health: stats.health(),
@@ -436,6 +437,9 @@ pub(super) fn pipeline_view(
         row_groups_committed: load(&stats.row_groups_committed),
         commits: load(&stats.commits),
         last_commit_unix_ms: load(&stats.last_commit_unix_ms),
+        uncommitted_records: lag.records,
+        commit_lag_secs: lag.oldest_age_secs,
+        newest_committed_age_secs: lag.newest_committed_age_secs,
         sink_metrics: SinkMetrics {
             records_written: load(&stats.rows_committed),
             files_written: load(&stats.files_committed),
