@@ -16,13 +16,16 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[path = "../../benches/fraud_events.rs"]
 mod fraud_events;
+#[path = "../../benches/load_client.rs"]
+mod load_client;
 #[path = "../../benches/serve_pipe.rs"]
 mod serve_pipe;
 use fraud_events::{event, SCHEMA};
+use load_client::Point;
 use serve_pipe::Server;
 
 /// A filter and six expressions per row (no list to unnest in this shape).
@@ -60,107 +63,17 @@ sql = "INSERT INTO out {select}"
     rt.block_on(Server::start(dir))
 }
 
-struct Point {
-    events: usize,
-    bytes: usize,
-    refused: usize,
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-}
-
-impl Point {
-    fn events_per_s(&self) -> f64 {
-        self.events as f64 / self.elapsed.as_secs_f64()
-    }
-    fn mb_per_s(&self) -> f64 {
-        self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6
-    }
-    fn pct(&mut self, p: f64) -> f64 {
-        self.latencies.sort();
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len() - 1);
-        self.latencies[i].as_secs_f64() * 1e3
-    }
-}
-
-/// Runs `clients` clients posting batches of `per_request` for `seconds`;
-/// with `rate` (requests/s over all clients), paced.
-async fn load(
-    url: &str,
+/// [`load_client::load`] of fraud events to the server's `transactions`.
+async fn load_to(
+    server: &Server,
     per_request: usize,
     clients: usize,
     seconds: f64,
     rate: Option<f64>,
 ) -> Point {
-    let bodies: Arc<Vec<String>> = Arc::new((0..32).map(|s| body(per_request, s)).collect());
-    let client = reqwest::Client::new();
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(seconds);
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..clients {
-        let (client, url, bodies) = (
-            client.clone(),
-            format!("{url}/v1/streams/transactions"),
-            bodies.clone(),
-        );
-        let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
-        tasks.spawn(async move {
-            let mut p = Point {
-                events: 0,
-                bytes: 0,
-                refused: 0,
-                latencies: Vec::new(),
-                elapsed: Duration::ZERO,
-            };
-            let mut i = c;
-            // Paced clients start spread over one interval, so requests
-            // arrive evenly rather than in bursts of `clients` at once.
-            let mut next =
-                Instant::now() + interval.unwrap_or_default() * c as u32 / clients as u32;
-            while Instant::now() < deadline {
-                if let Some(iv) = interval {
-                    tokio::time::sleep_until(next.into()).await;
-                    next += iv;
-                }
-                let b = &bodies[i % bodies.len()];
-                i += clients;
-                let t = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(b.clone())
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status() == 200 => {
-                        p.latencies.push(t.elapsed());
-                        p.events += per_request;
-                        p.bytes += b.len();
-                    }
-                    _ => p.refused += 1,
-                }
-            }
-            p
-        });
-    }
-    let mut total = Point {
-        events: 0,
-        bytes: 0,
-        refused: 0,
-        latencies: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
-    while let Some(r) = tasks.join_next().await {
-        let p = r.unwrap();
-        total.events += p.events;
-        total.bytes += p.bytes;
-        total.refused += p.refused;
-        total.latencies.extend(p.latencies);
-    }
-    total.elapsed = start.elapsed();
-    total
+    let bodies = Arc::new((0..32).map(|s| body(per_request, s)).collect());
+    let url = format!("{}/v1/streams/transactions", server.url);
+    load_client::load(&url, bodies, per_request, clients, seconds, rate).await
 }
 
 /// Single-core arrow-json decode rate of the same events: (events/s, MB/s).
@@ -253,7 +166,7 @@ fn main() {
     let mut best = (0.0f64, 0usize, 0usize);
     for per_request in [1, 100, 1000] {
         for clients in [1, 8, 64] {
-            let mut p = rt.block_on(load(&server.url, per_request, clients, seconds, None));
+            let mut p = rt.block_on(load_to(&server, per_request, clients, seconds, None));
             let (p50, p99) = (p.pct(0.5), p.pct(0.99));
             println!(
                 "{:>8} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>8}",
@@ -285,8 +198,8 @@ fn main() {
 
     let (f50, f99) = fsync_latency();
     let half_rate = best.0 / 2.0 / best.1 as f64; // requests/s
-    let mut half = rt.block_on(load(
-        &server.url,
+    let mut half = rt.block_on(load_to(
+        &server,
         best.1,
         best.2,
         seconds * 2.0,
@@ -299,7 +212,7 @@ fn main() {
         h99 / f99
     );
 
-    let mut over = rt.block_on(load(&server.url, 1000, 128, seconds * 2.0, None));
+    let mut over = rt.block_on(load_to(&server, 1000, 128, seconds * 2.0, None));
     let over_p99 = over.pct(0.99);
     println!(
         "2x overload (128 clients x 1000 events): {:.0} events/s accepted, {} requests refused (503), ack p99 {over_p99:.1} ms; server peak RSS {:.0} MiB",
@@ -313,8 +226,8 @@ fn main() {
     // The same half load with a heavy transform: a filter and expressions
     // on every row, Parquet of the result.
     let heavy = start(&rt, HEAVY);
-    let mut half_heavy = rt.block_on(load(
-        &heavy.url,
+    let mut half_heavy = rt.block_on(load_to(
+        &heavy,
         best.1,
         best.2,
         seconds * 2.0,

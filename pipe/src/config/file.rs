@@ -156,7 +156,7 @@ pub struct QueryFile {
     #[serde(default)]
     pub max_value_bytes: Option<usize>,
     /// Bytes of buffer records one table's fresh read may read (default
-    /// 256 MiB): the events its pipeline acknowledged and has not
+    /// 1 GiB): the events its pipeline acknowledged and has not
     /// committed. Past it the query fails with 503, naming the pipeline.
     #[serde(default)]
     pub max_unflushed_bytes: Option<u64>,

@@ -21,7 +21,7 @@
 //! memory_limit_bytes = 1073741824    # memory pool; past it spill (max_spill_bytes) or 503
 //! max_concurrent = 4                 # one more: 503 + Retry-After
 //! max_timeout_secs = 300             # and max_result_rows = 100000: the most a request may ask
-//! max_unflushed_bytes = 268435456    # uncommitted events one table's fresh read may read
+//! max_unflushed_bytes = 1073741824   # uncommitted events one table's fresh read may read
 //!
 //! [iceberg]                          # the Iceberg REST catalog at /iceberg (config/iceberg.rs)
 //! write_token_sha256 = ["…"]         # read_token_sha256, clients = [{id, secret_sha256, write}]

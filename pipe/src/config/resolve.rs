@@ -697,7 +697,7 @@ fn query_config(q: QueryFile) -> Result<QueryConfig> {
             64 << 20,
         )?)
         .unwrap_or(usize::MAX),
-        max_unflushed_bytes: at_least("max_unflushed_bytes", q.max_unflushed_bytes, 1, 256 << 20)?,
+        max_unflushed_bytes: at_least("max_unflushed_bytes", q.max_unflushed_bytes, 1, 1 << 30)?,
     })
 }
 
