@@ -656,3 +656,139 @@ async fn a_staged_uuid_survives_a_restart() {
     assert_eq!(made["metadata"]["table-uuid"], uuid, "{made}");
     server.stop();
 }
+
+/// Locations are pipe's to choose and names are plain (the holes of the
+/// third review): a client names no folder of another table however it
+/// spells it, moves no table, sets no write path or namespace location,
+/// and makes no table the configuration writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locations_are_pipes_to_choose_and_names_are_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    post_ids(&server, 0, 10).await;
+    server.flush("ecommerce");
+    let loaded: Value = reqwest::get(format!(
+        "{}/iceberg/v1/pipe/namespaces/default/tables/ecommerce",
+        server.url
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let location = loaded["metadata"]["location"].as_str().unwrap().to_string();
+    let schema = json!({"type": "struct", "schema-id": 0, "fields": [
+        {"id": 1, "name": "id", "type": "long", "required": false}]});
+    let create = |name: &str, location: Option<String>| {
+        let mut body = json!({"name": name, "schema": schema});
+        if let Some(l) = location {
+            body["location"] = json!(l);
+        }
+        post(&server, "namespaces/default/tables", body, None)
+    };
+
+    // The pipeline's folder through a symlink every Linux has.
+    let path = location.strip_prefix("file://").unwrap();
+    let (status, answer) = create("twin", Some(format!("file:///proc/self/root{path}"))).await;
+    assert_eq!(status, 403, "{answer}");
+    // The location pipe would choose anyway is fine to name.
+    let mine = location.replace("/ecommerce", "/mine");
+    let (status, answer) = create("mine", Some(mine.clone())).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = create("ecommerce_failed", None).await;
+    assert_eq!(status, 409, "a table the configuration writes: {answer}");
+
+    for (update, what) in [
+        (
+            json!({"action": "set-properties", "updates": {"write.data.path": format!("{mine}/data2")}}),
+            "a write path, even inside its own folder",
+        ),
+        (
+            json!({"action": "set-location", "location": format!("{mine}-moved")}),
+            "a move",
+        ),
+    ] {
+        let (status, answer) = post(
+            &server,
+            "namespaces/default/tables/mine",
+            json!({"requirements": [], "updates": [update]}),
+            None,
+        )
+        .await;
+        assert_eq!(status, 403, "{what}: {answer}");
+    }
+    let warehouse_lake = location.replace("/default/ecommerce", "/lake");
+    let (status, answer) = post(
+        &server,
+        "namespaces/default/properties",
+        json!({"updates": {"location": warehouse_lake}}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "a namespace's location: {answer}");
+    let (status, answer) = post(
+        &server,
+        "namespaces",
+        json!({"namespace": ["placed"], "properties": {"location": warehouse_lake}}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+
+    let deep: Vec<String> = (0..17).map(|i| format!("z{i}")).collect();
+    for (namespace, what) in [
+        (json!(["q.r"]), "a dot in a level"),
+        (json!(deep), "17 levels"),
+        (json!(["   "]), "a blank level"),
+        (json!(["a\u{202E}b"]), "a bidirectional override"),
+    ] {
+        let (status, answer) =
+            post(&server, "namespaces", json!({"namespace": namespace}), None).await;
+        assert_eq!(status, 400, "{what}: {answer}");
+    }
+    let (status, answer) = post(
+        &server,
+        "namespaces/default/register",
+        json!({"name": "ghost", "metadata-location": format!("{mine}/metadata/none.metadata.json")}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "metadata that does not exist: {answer}");
+
+    // Two stages of one name get the uuid the table will have; once made,
+    // a new stage of a dropped name is a new table.
+    let stage = || {
+        post(
+            &server,
+            "namespaces/default/tables",
+            json!({"name": "staged", "schema": schema, "stage-create": true}),
+            None,
+        )
+    };
+    let (first, second) = (stage().await.1, stage().await.1);
+    let uuid = first["metadata"]["table-uuid"].clone();
+    assert_eq!(second["metadata"]["table-uuid"], uuid);
+    let commit = json!({
+        "requirements": [{"type": "assert-create"}],
+        "updates": [
+            {"action": "add-schema", "schema": schema},
+            {"action": "set-current-schema", "schema-id": -1},
+            {"action": "set-location", "location": first["metadata"]["location"]},
+        ],
+    });
+    let (status, made) = post(&server, "namespaces/default/tables/staged", commit, None).await;
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(made["metadata"]["table-uuid"], uuid);
+    let dropped = reqwest::Client::new()
+        .delete(format!(
+            "{}/iceberg/v1/pipe/namespaces/default/tables/staged",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dropped.status(), 204);
+    assert_ne!(stage().await.1["metadata"]["table-uuid"], uuid);
+    server.stop();
+}

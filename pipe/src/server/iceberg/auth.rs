@@ -1,7 +1,8 @@
 //! Who may use the Iceberg REST catalog (see the module doc of `super`):
 //! bearer tokens of `[iceberg]`, and tokens issued to its OAuth2 clients
 //! by `POST /v1/oauth/tokens` (client credentials, an hour, in memory,
-//! at most [`MAX_ISSUED`] at once).
+//! at most [`MAX_PER_CLIENT`] per client at once: a client asking for more
+//! pushes out its own oldest, never another client's).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,32 +29,48 @@ pub enum Access {
 
 /// How long an issued token lives.
 const ISSUED_FOR: Duration = Duration::from_secs(3600);
-/// The most issued tokens alive at once; past it the oldest goes.
-const MAX_ISSUED: usize = 10_000;
+/// The most tokens one client has alive at once; past it its oldest goes.
+const MAX_PER_CLIENT: usize = 100;
 
 /// Tokens issued to OAuth2 clients, by their digest.
 #[derive(Debug, Default)]
 pub struct Tokens {
-    issued: Mutex<HashMap<[u8; 32], (Access, Instant)>>,
+    issued: Mutex<HashMap<[u8; 32], Issued>>,
+}
+
+#[derive(Debug)]
+struct Issued {
+    client: String,
+    access: Access,
+    until: Instant,
 }
 
 impl Tokens {
-    fn issue(&self, access: Access) -> String {
+    fn issue(&self, client: &str, access: Access) -> String {
         let token = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
         let mut issued = self.issued.lock().expect("never poisoned");
-        issued.retain(|_, (_, until)| *until > Instant::now());
-        if issued.len() >= MAX_ISSUED {
-            if let Some(oldest) = issued.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| *k) {
-                issued.remove(&oldest);
+        issued.retain(|_, i| i.until > Instant::now());
+        let mine: Vec<([u8; 32], Instant)> = issued
+            .iter()
+            .filter(|(_, i)| i.client == client)
+            .map(|(k, i)| (*k, i.until))
+            .collect();
+        if mine.len() >= MAX_PER_CLIENT {
+            if let Some((oldest, _)) = mine.iter().min_by_key(|(_, until)| *until) {
+                issued.remove(oldest);
             }
         }
         issued.insert(
             pipe_ingest::http::token_digest(&token),
-            (access, Instant::now() + ISSUED_FOR),
+            Issued {
+                client: client.to_string(),
+                access,
+                until: Instant::now() + ISSUED_FOR,
+            },
         );
         token
     }
@@ -62,8 +79,8 @@ impl Tokens {
         let issued = self.issued.lock().expect("never poisoned");
         issued
             .get(digest)
-            .filter(|(_, until)| *until > Instant::now())
-            .map(|(access, _)| *access)
+            .filter(|i| i.until > Instant::now())
+            .map(|i| i.access)
     }
 }
 
@@ -215,7 +232,7 @@ pub(super) async fn tokens(
     } else {
         Access::Read
     };
-    let token = state.tokens.issue(access);
+    let token = state.tokens.issue(&client.id, access);
     Json(json!({
         "access_token": token,
         "token_type": "bearer",
@@ -223,4 +240,28 @@ pub(super) async fn tokens(
         "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_asking_for_many_tokens_pushes_out_only_its_own() {
+        let tokens = Tokens::default();
+        let writer = tokens.issue("spark", Access::Write);
+        let first = tokens.issue("reader", Access::Read);
+        for _ in 0..MAX_PER_CLIENT * 3 {
+            tokens.issue("reader", Access::Read);
+        }
+        let digest = pipe_ingest::http::token_digest;
+        assert_eq!(tokens.access_of(&digest(&writer)), Some(Access::Write));
+        assert_eq!(
+            tokens.access_of(&digest(&first)),
+            None,
+            "its own oldest went"
+        );
+        let issued = tokens.issued.lock().unwrap();
+        assert_eq!(issued.len(), MAX_PER_CLIENT + 1);
+    }
 }

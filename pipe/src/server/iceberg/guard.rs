@@ -1,11 +1,20 @@
 //! What a client of the catalog may not do to the files and tables pipe
-//! owns: names that are paths, locations outside the warehouse or inside
-//! another table, write paths pointed elsewhere by a property, the `pipe.`
-//! properties and snapshot summaries that hold pipelines' positions, tables
-//! a pipeline writes (its table, its quarantine tables), and a purge that
-//! would delete files another table (or nobody in the warehouse) owns.
+//! owns: names that are paths, locations it chose itself, write paths
+//! pointed elsewhere by a property, the `pipe.` properties and snapshot
+//! summaries that hold pipelines' positions, tables a pipeline writes (its
+//! table, its quarantine tables), and a purge that would delete files
+//! another table (or nobody in the warehouse) owns.
+//!
+//! Locations are pipe's to choose: a table made through the catalog lies
+//! at `<warehouse>/<namespace levels>/<name>` (with `-` and 8 hex digits
+//! when that folder is taken), a location a client names must be that one,
+//! a table's location does not move, and neither a namespace's `location`
+//! nor a table's `write.*.path` properties are set through the catalog.
+//! So a client cannot spell its way into another table's folder; what it
+//! can still name (a registered table's metadata, the files of a purge) is
+//! compared with symlinks resolved ([`normalized`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::http::StatusCode;
 use iceberg::{NamespaceIdent, TableIdent, TableUpdate};
@@ -22,35 +31,55 @@ const PATH_PROPERTIES: [&str; 4] = [
     "write.folder-storage.path",
 ];
 
-/// Refuses a namespace level or table name that is empty, long, holds a
-/// control character or a path separator, or is `.` or `..` (names become
-/// folders of the warehouse).
+/// Namespace levels at most.
+const MAX_DEPTH: usize = 16;
+
+/// Characters that change how a name reads without being seen:
+/// zero-width ones and bidirectional overrides.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Refuses a namespace level or table name that is empty or blank, long,
+/// holds a control or invisible character or a path separator, or is `.`
+/// or `..` (names become folders of the warehouse).
 pub fn check_name(what: &str, name: &str) -> RestResult<()> {
-    let bad = name.is_empty()
+    let bad = name.trim().is_empty()
         || name.len() > 255
         || name == "."
         || name == ".."
         || name
             .chars()
-            .any(|c| c.is_control() || c == '/' || c == '\\');
+            .any(|c| c.is_control() || invisible(c) || c == '/' || c == '\\');
     match bad {
         true => Err(RestError::bad_request(format!(
-            "{what} `{}`: a name is 1 to 255 bytes, without `/`, `\\` or control characters, and not `.` or `..`",
+            "{what} `{}`: a name is 1 to 255 bytes, not blank, without `/`, `\\`, control or invisible characters, and not `.` or `..`",
             name.escape_debug()
         ))),
         false => Ok(()),
     }
 }
 
-/// [`check_name`] for every level of `namespace` (and at least one).
+/// [`check_name`] for every level of `namespace` (at least one, at most
+/// 16), and no `.` in a level: the SQL catalog joins levels with `.`, so
+/// `["a.b"]` would read as `["a", "b"]`.
 pub fn check_namespace(namespace: &NamespaceIdent) -> RestResult<()> {
-    if namespace.as_ref().is_empty() {
-        return Err(RestError::bad_request("an empty namespace"));
+    let levels = namespace.as_ref();
+    if levels.is_empty() || levels.len() > MAX_DEPTH {
+        return Err(RestError::bad_request(format!(
+            "a namespace has 1 to {MAX_DEPTH} levels"
+        )));
     }
-    namespace
-        .as_ref()
-        .iter()
-        .try_for_each(|level| check_name("namespace", level))
+    for level in levels {
+        check_name("namespace", level)?;
+        if level.contains('.') {
+            return Err(RestError::bad_request(format!(
+                "namespace level `{}`: no `.` in a level (send levels as a list)",
+                level.escape_debug()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a location outside the warehouse (a client would make the
@@ -122,11 +151,10 @@ pub fn not_written(state: &IcebergState, ident: &TableIdent, what: &str) -> Rest
 }
 
 /// Refuses a change of the `pipe.` table properties (pipelines'
-/// positions) and of the properties naming where writers put files to a
-/// place outside the warehouse. `current`: the table's properties now (a
-/// key set to the value it has is no change).
+/// positions) and of the properties naming where writers put files.
+/// `current`: the table's properties now (a key set to the value it has
+/// is no change).
 pub fn check_properties(
-    state: &IcebergState,
     current: &HashMap<String, String>,
     set: &HashMap<String, String>,
     removed: &[String],
@@ -142,36 +170,35 @@ pub fn check_properties(
                 "`{key}`: the `pipe.` table properties hold pipe's pipeline positions and are not changed through the catalog"
             )));
         }
-    }
-    for key in PATH_PROPERTIES {
-        if let Some(path) = set.get(key) {
-            in_warehouse(state, key, path)?;
+        if PATH_PROPERTIES.contains(&key.as_str()) {
+            return Err(RestError::forbidden(format!(
+                "`{key}`: a table's files lie under its location, which pipe chooses; this property is not set through the catalog"
+            )));
         }
     }
     Ok(())
 }
 
-/// Checks a commit's updates against the table's properties now:
-/// [`check_properties`], locations in the warehouse and free, and no
-/// snapshot whose summary speaks for a pipeline (`pipe.` keys: pipelines
-/// find their positions there).
-pub async fn check_updates(
-    state: &IcebergState,
+/// Checks a commit's updates against the table's properties and
+/// `location` now: [`check_properties`], no move, and no snapshot whose
+/// summary speaks for a pipeline (`pipe.` keys: pipelines find their
+/// positions there).
+pub fn check_updates(
     ident: &TableIdent,
     current: &HashMap<String, String>,
+    location: &str,
     updates: &[TableUpdate],
 ) -> RestResult<()> {
     for update in updates {
         match update {
-            TableUpdate::SetProperties { updates } => {
-                check_properties(state, current, updates, &[])?
-            }
+            TableUpdate::SetProperties { updates } => check_properties(current, updates, &[])?,
             TableUpdate::RemoveProperties { removals } => {
-                check_properties(state, current, &HashMap::new(), removals)?
+                check_properties(current, &HashMap::new(), removals)?
             }
-            TableUpdate::SetLocation { location } => {
-                in_warehouse(state, "location", location)?;
-                location_free(state, location, Some(ident)).await?;
+            TableUpdate::SetLocation { location: to } if normalized(to) != normalized(location) => {
+                return Err(RestError::forbidden(format!(
+                    "table `{ident}` lies at `{location}`: a table's location does not move (pipe chooses it)"
+                )));
             }
             TableUpdate::AddSnapshot { snapshot } => {
                 if let Some(key) = snapshot
@@ -191,27 +218,15 @@ pub async fn check_updates(
     Ok(())
 }
 
-/// Refuses a namespace `location` outside the warehouse or in (or at) a
-/// table's: tables made in the namespace without a location go under it.
-/// (Tables may lie inside it: that is where they go.)
-pub async fn check_namespace_location(state: &IcebergState, location: &str) -> RestResult<()> {
-    in_warehouse(state, "location", location)?;
-    let Some(ours) = normalized(location) else {
-        return Err(RestError::forbidden(format!(
-            "`{location}`: `..` in a location"
-        )));
-    };
-    for (ident, theirs) in all_tables(state).await? {
-        let Some(theirs) = normalized(&theirs) else {
-            continue;
-        };
-        if ours == theirs || ours.starts_with(&format!("{theirs}/")) {
-            return Err(RestError::forbidden(format!(
-                "`{location}` lies in the location of table `{ident}`: a table's files are its own"
-            )));
-        }
+/// Refuses a namespace's `location` property: tables made through the
+/// catalog lie where pipe chooses (see the module doc).
+pub fn no_namespace_location(set: &HashMap<String, String>, removed: &[String]) -> RestResult<()> {
+    match set.contains_key("location") || removed.iter().any(|k| k == "location") {
+        true => Err(RestError::forbidden(
+            "a namespace's `location` is not set through the catalog: pipe puts a table at `<warehouse>/<namespace levels>/<name>`",
+        )),
+        false => Ok(()),
     }
-    Ok(())
 }
 
 /// Refuses registering metadata whose snapshots speak for a pipeline
@@ -236,13 +251,21 @@ async fn all_tables(state: &IcebergState) -> RestResult<Vec<(TableIdent, String)
     let catalog = state.supervisor.catalog();
     let mut namespaces = catalog.list_namespaces(None).await?;
     let mut tables = Vec::new();
-    let mut seen = 0;
+    // A SQL catalog lists every descendant of a namespace, not only its
+    // children: each is visited once.
+    let mut seen: HashSet<NamespaceIdent> = HashSet::new();
     while let Some(ns) = namespaces.pop() {
-        seen += 1;
-        if seen > 100_000 {
-            break;
+        if !seen.insert(ns.clone()) {
+            continue;
         }
-        namespaces.extend(catalog.list_namespaces(Some(&ns)).await.unwrap_or_default());
+        namespaces.extend(
+            catalog
+                .list_namespaces(Some(&ns))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| !seen.contains(n)),
+        );
         for t in catalog.list_tables(&ns).await? {
             if let Ok(table) = catalog.load_table(&t).await {
                 let location = table.metadata().location().to_string();
@@ -253,10 +276,40 @@ async fn all_tables(state: &IcebergState) -> RestResult<Vec<(TableIdent, String)
     Ok(tables)
 }
 
-/// A location as one spelling: `file://` + the path, or `s3://bucket/…`
-/// (`s3a` as `s3`), without empty or `.` segments or a trailing `/`.
-/// `None` for one with `..` (a name for somewhere else).
+/// A location as one spelling: `file://` + the path with symlinks
+/// resolved (of the part that exists: `/proc/self/root/w` is `/w`), or
+/// `s3://bucket/…` (`s3a` as `s3`), without empty or `.` segments or a
+/// trailing `/`. `None` for one with `..` (a name for somewhere else).
 pub fn normalized(location: &str) -> Option<String> {
+    let spelled = spelled(location)?;
+    match spelled.strip_prefix("file://") {
+        Some(path) => Some(format!("file://{}", resolved(std::path::Path::new(path)))),
+        None => Some(spelled),
+    }
+}
+
+/// `path` with the symlinks of its longest existing ancestor resolved.
+fn resolved(path: &std::path::Path) -> String {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            let mut real = real;
+            real.extend(rest.iter().rev());
+            return real.to_string_lossy().into_owned();
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return path.to_string_lossy().into_owned(),
+        }
+    }
+}
+
+/// [`normalized`] without looking at the file system.
+fn spelled(location: &str) -> Option<String> {
     let (scheme, rest) = match location.split_once("://") {
         Some((s, r)) if s.eq_ignore_ascii_case("s3") || s.eq_ignore_ascii_case("s3a") => {
             ("s3://", r)
@@ -325,6 +378,40 @@ pub async fn location_free(
     Ok(())
 }
 
+/// Where pipe puts table `ident` when that folder is free:
+/// `<warehouse>/<namespace levels>/<name>`.
+pub fn natural_location(state: &IcebergState, ident: &TableIdent) -> String {
+    let warehouse = state.supervisor.config().catalog.warehouse.location.clone();
+    format!(
+        "{}/{}/{}",
+        warehouse.trim_end_matches('/'),
+        ident.namespace().join("/"),
+        ident.name()
+    )
+}
+
+/// Refuses a location a client named for a new table unless it is one pipe
+/// would choose: [`natural_location`], or it with `-` and 8 hex digits
+/// (what a staged creation was answered with when that folder was taken).
+pub fn chosen_by_pipe(state: &IcebergState, ident: &TableIdent, location: &str) -> RestResult<()> {
+    let natural = natural_location(state, ident);
+    let (Some(named), Some(natural)) = (spelled(location), spelled(&natural)) else {
+        return Err(RestError::forbidden(format!(
+            "`{location}`: `..` in a location"
+        )));
+    };
+    let suffixed = named
+        .strip_prefix(&natural)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    match named == natural || suffixed {
+        true => Ok(()),
+        false => Err(RestError::forbidden(format!(
+            "`{location}`: pipe chooses where tables lie (`{natural}` for `{ident}`); leave `location` out"
+        ))),
+    }
+}
+
 /// Refuses to purge a table unless every file it names lies in its own
 /// location, which no other table's overlaps.
 pub async fn purge_safe(state: &IcebergState, table: &iceberg::table::Table) -> RestResult<()> {
@@ -368,8 +455,33 @@ mod tests {
     }
 
     #[test]
+    fn symlinks_are_resolved() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        let via_proc = format!("file:///proc/self/root{}/t/data/x.parquet", real.display());
+        assert_eq!(
+            normalized(&via_proc),
+            Some(format!("file://{}/t/data/x.parquet", real.display()))
+        );
+        assert!(overlap(&via_proc, &format!("{}/t", real.display())));
+    }
+
+    #[test]
     fn names_are_not_paths() {
-        for bad in ["", ".", "..", "a/b", "a\\b", "a\u{0}b", &"x".repeat(256)] {
+        for bad in [
+            "",
+            " ",
+            ".",
+            "..",
+            "a/b",
+            "a\\b",
+            "a\u{0}b",
+            "a\u{202E}b",
+            &"x".repeat(256),
+        ] {
             assert!(check_name("table", bad).is_err(), "{bad:?}");
         }
         check_name("table", "orders_2026-11").unwrap();

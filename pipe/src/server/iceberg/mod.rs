@@ -54,6 +54,11 @@ use error::{RestError, RestResult};
 pub const IDEMPOTENCY_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// The most keys remembered; past it the oldest are forgotten.
 const MAX_KEYS: usize = 10_000;
+/// Staged creations waiting for their commit, at most (each key is a
+/// table's full name: a few KB at most, see `guard::check_namespace`).
+const MAX_STAGED: usize = 1_000;
+/// How long a staged creation waits for its commit.
+const STAGED_FOR_SECS: u64 = 3600;
 
 /// What the catalog's routes share.
 #[derive(Clone)]
@@ -109,15 +114,46 @@ impl IcebergState {
         }
     }
 
-    /// Remembers the uuid a staged creation of `table` was answered with.
-    pub fn stage(&self, table: &TableIdent, uuid: uuid::Uuid) {
+    /// The uuid a staged creation of `table` is answered with: the one an
+    /// earlier stage of the same name got while it waits for its commit
+    /// (so every client staging it sees the uuid the table will have),
+    /// else `uuid`, remembered.
+    pub fn stage(&self, table: &TableIdent, uuid: uuid::Uuid) -> uuid::Uuid {
         let now = chrono::Utc::now().timestamp().max(0) as u64;
         let mut staged = self.staged.lock().expect("never poisoned");
-        staged.retain(|_, (_, at)| now.saturating_sub(*at) < 3600);
-        if staged.len() < MAX_KEYS {
-            staged.insert(table.to_string(), (uuid, now));
+        staged.retain(|_, (_, at)| now.saturating_sub(*at) < STAGED_FOR_SECS);
+        if let Some((kept, _)) = staged.get(&table.to_string()) {
+            return *kept;
         }
-        let kept = serde_json::to_vec(&*staged)
+        if staged.len() >= MAX_STAGED {
+            return uuid;
+        }
+        staged.insert(table.to_string(), (uuid, now));
+        self.keep_stages(&staged);
+        uuid
+    }
+
+    /// The uuid `table`'s staged creation was answered with, if it is
+    /// still waiting for its commit.
+    pub fn staged_uuid(&self, table: &TableIdent) -> Option<uuid::Uuid> {
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let staged = self.staged.lock().expect("never poisoned");
+        staged
+            .get(&table.to_string())
+            .filter(|(_, at)| now.saturating_sub(*at) < STAGED_FOR_SECS)
+            .map(|(uuid, _)| *uuid)
+    }
+
+    /// `table`'s staged creation is done (its commit made it).
+    pub fn unstage(&self, table: &TableIdent) {
+        let mut staged = self.staged.lock().expect("never poisoned");
+        if staged.remove(&table.to_string()).is_some() {
+            self.keep_stages(&staged);
+        }
+    }
+
+    fn keep_stages(&self, staged: &HashMap<String, (uuid::Uuid, u64)>) {
+        let kept = serde_json::to_vec(staged)
             .map_err(|e| e.to_string())
             .and_then(|bytes| {
                 crate::config::definitions::write_durably(
@@ -129,12 +165,6 @@ impl IcebergState {
         if let Err(e) = kept {
             tracing::warn!(error = %e, "could not keep a staged table's uuid across restarts");
         }
-    }
-
-    /// The uuid `table`'s staged creation was answered with, if any.
-    pub fn staged_uuid(&self, table: &TableIdent) -> Option<uuid::Uuid> {
-        let staged = self.staged.lock().expect("never poisoned");
-        staged.get(&table.to_string()).map(|(uuid, _)| *uuid)
     }
 
     /// Refuses a request without the access `need` (see the module doc).
@@ -170,7 +200,7 @@ impl IcebergState {
     /// Runs mutation `run` of `prefix` once per `Idempotency-Key` (when
     /// the request has one), for a caller who may write (checked first,
     /// with the prefix: nothing is kept for a caller refused, and a
-    /// replay goes only to one who may make the request). `request` names it (method, path and body;
+    /// replay goes only to one who may make the request). `request` names it (a JSON array of the route, its path parts and the body, so no two requests spell the same;
     /// its digest is kept), and a retry of the same request gets the
     /// first answer; one that comes while the first runs waits for it.
     /// Answers of 5xx are not kept: the request did not, or may not have,

@@ -75,7 +75,7 @@ async fn create(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let request = format!("POST namespaces {}", String::from_utf8_lossy(&bytes));
+    let request = json!(["create namespace", String::from_utf8_lossy(&bytes)]).to_string();
     let run = async {
         let request: CreateRequest = body(&bytes)?;
         super::guard::check_namespace(&request.namespace)?;
@@ -85,10 +85,7 @@ async fn create(
                 return Err(RestError::no_namespace(&parent.join(".")));
             }
         }
-        let _places = state.places.lock().await;
-        if let Some(location) = request.properties.get("location") {
-            super::guard::check_namespace_location(&state, location).await?;
-        }
+        super::guard::no_namespace_location(&request.properties, &[])?;
         let made = catalog
             .create_namespace(&request.namespace, request.properties)
             .await?;
@@ -132,7 +129,7 @@ async fn drop_namespace(
     Path((prefix, namespace)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let request = format!("DELETE namespace {namespace}");
+    let request = json!(["drop namespace", namespace]).to_string();
     let run = async {
         let ident = namespace_of(&namespace)?;
         let catalog = state.supervisor.catalog();
@@ -173,10 +170,12 @@ async fn update_properties(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let request = format!(
-        "POST namespace {namespace} properties {}",
+    let request = json!([
+        "namespace properties",
+        namespace,
         String::from_utf8_lossy(&bytes)
-    );
+    ])
+    .to_string();
     let run = async {
         let ident = namespace_of(&namespace)?;
         let change: PropertiesRequest = body(&bytes)?;
@@ -192,10 +191,7 @@ async fn update_properties(
             ));
         }
         let catalog = state.supervisor.catalog();
-        let _places = state.places.lock().await;
-        if let Some(location) = change.updates.get("location") {
-            super::guard::check_namespace_location(&state, location).await?;
-        }
+        super::guard::no_namespace_location(&change.updates, &change.removals)?;
         let mut properties = catalog.get_namespace(&ident).await?.properties().clone();
         let mut removed = Vec::new();
         let mut missing = Vec::new();

@@ -89,7 +89,9 @@ fn storage_config(state: &IcebergState, headers: &HeaderMap) -> HashMap<String, 
         .get("x-iceberg-access-delegation")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|d| d.trim() == "vended-credentials"));
-    if asked && config.iceberg.vend_credentials {
+    // The warehouse's own keys write: a read-only caller brings its own.
+    let writes = state.allow(headers, super::auth::Access::Write).is_ok();
+    if asked && config.iceberg.vend_credentials && writes {
         if let Some(k) = &s3.access_key_id {
             out.insert("s3.access-key-id".into(), k.clone());
         }
@@ -192,21 +194,19 @@ async fn create(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let request = format!(
-        "POST {namespace} tables {}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let request = json!(["create", namespace, String::from_utf8_lossy(&bytes)]).to_string();
     let run = async {
         let ns = namespace_of(&namespace)?;
         let request: CreateTableRequest = body(&bytes)?;
         guard::check_name("table", &request.name)?;
-        guard::check_properties(&state, &HashMap::new(), &request.properties, &[])?;
+        guard::check_properties(&HashMap::new(), &request.properties, &[])?;
         let staged = request.stage_create == Some(true);
         let catalog = state.supervisor.catalog();
         if !catalog.namespace_exists(&ns).await? {
             return Err(RestError::no_namespace(&ns.join(".")));
         }
         let ident = TableIdent::new(ns.clone(), request.name.clone());
+        guard::not_written(&state, &ident, "make")?;
         if catalog.table_exists(&ident).await? {
             return Err(RestError::new(
                 StatusCode::CONFLICT,
@@ -216,10 +216,12 @@ async fn create(
         }
         let _places = state.places.lock().await;
         let location = match request.location {
-            Some(l) => l,
-            None => default_location(&state, &catalog, &ident).await?,
+            Some(l) => {
+                guard::chosen_by_pipe(&state, &ident, &l)?;
+                l
+            }
+            None => default_location(&state, &ident).await?,
         };
-        guard::in_warehouse(&state, "location", &location)?;
         guard::location_free(&state, &location, None).await?;
         let creation = TableCreation::builder()
             .name(request.name.clone())
@@ -235,7 +237,16 @@ async fn create(
             let metadata = TableMetadataBuilder::from_table_creation(creation)?
                 .build()?
                 .metadata;
-            state.stage(&ident, metadata.uuid());
+            let uuid = state.stage(&ident, metadata.uuid());
+            let metadata = match uuid == metadata.uuid() {
+                true => metadata,
+                false => {
+                    TableMetadataBuilder::new_from_metadata(metadata, None)
+                        .assign_uuid(uuid)
+                        .build()?
+                        .metadata
+                }
+            };
             return Ok(Json(json!({
                 "metadata-location": null,
                 "metadata": metadata,
@@ -252,29 +263,9 @@ async fn create(
     state.once(&headers, &prefix, request, run).await
 }
 
-/// Where the SQL catalog puts a table made without a location: under its
-/// namespace's `location` property, else under the warehouse.
-async fn default_location(
-    state: &IcebergState,
-    catalog: &std::sync::Arc<dyn iceberg::Catalog>,
-    ident: &TableIdent,
-) -> RestResult<String> {
-    let namespace = catalog.get_namespace(ident.namespace()).await?;
-    let base = match namespace.properties().get("location") {
-        Some(l) => l.trim_end_matches('/').to_string(),
-        None => format!(
-            "{}/{}",
-            state
-                .supervisor
-                .config()
-                .catalog
-                .warehouse
-                .location
-                .trim_end_matches('/'),
-            ident.namespace().join("/")
-        ),
-    };
-    let natural = format!("{base}/{}", ident.name());
+/// Where a table made without a location goes (see `guard`'s module doc).
+async fn default_location(state: &IcebergState, ident: &TableIdent) -> RestResult<String> {
+    let natural = guard::natural_location(state, ident);
     // Taken (a table renamed away keeps its folder): a folder of its own.
     match guard::location_free(state, &natural, None).await {
         Ok(()) => Ok(natural),
@@ -321,15 +312,18 @@ async fn create_by_commit(
         _ => schemas.last().cloned(),
     }
     .ok_or_else(|| RestError::bad_request("a create commit names no schema (`add-schema`)"))?;
-    guard::check_properties(state, &HashMap::new(), &properties, &[])?;
-    guard::check_updates(state, ident, &HashMap::new(), &rest).await?;
+    guard::not_written(state, ident, "make")?;
+    guard::check_properties(&HashMap::new(), &properties, &[])?;
     let catalog = state.supervisor.catalog();
     let _places = state.places.lock().await;
     let location = match location {
-        Some(l) => l,
-        None => default_location(state, &catalog, ident).await?,
+        Some(l) => {
+            guard::chosen_by_pipe(state, ident, &l)?;
+            l
+        }
+        None => default_location(state, ident).await?,
     };
-    guard::in_warehouse(state, "location", &location)?;
+    guard::check_updates(ident, &HashMap::new(), &location, &rest)?;
     guard::location_free(state, &location, None).await?;
     let creation = TableCreation::builder()
         .name(ident.name().to_string())
@@ -341,6 +335,8 @@ async fn create_by_commit(
         .format_version(format)
         .build();
     let made = catalog.create_table(ident.namespace(), creation).await?;
+    // Made: a later creation of this name is not this stage's.
+    state.unstage(ident);
     if let Some(uuid) = uuid.filter(|u| *u != made.metadata().uuid()) {
         rest.insert(0, TableUpdate::AssignUuid { uuid });
     }
@@ -372,10 +368,7 @@ async fn commit(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let request = format!(
-        "POST {namespace}.{table} {}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let request = json!(["commit", namespace, table, String::from_utf8_lossy(&bytes)]).to_string();
     let run = async {
         let ident = table_of(&namespace, &table)?;
         let request: CommitTableRequest = body(&bytes)?;
@@ -402,26 +395,17 @@ async fn commit(
                 "metadata": made.metadata(),
             })));
         }
-        let moves = request
-            .updates
-            .iter()
-            .any(|u| matches!(u, TableUpdate::SetLocation { .. }));
-        let _places = match moves {
-            true => Some(state.places.lock().await),
-            false => None,
-        };
         let lock = TableLock::of(&load_table(&state, &ident).await?);
         let guard = lock.lock().await;
         // Checked on the table as it is under the lock: a property set
         // again to the value it has is no change (clients copy them back).
         let current = load_table(&state, &ident).await?;
         guard::check_updates(
-            &state,
             &ident,
             current.metadata().properties(),
+            current.metadata().location(),
             &request.updates,
-        )
-        .await?;
+        )?;
         let catalog = state.supervisor.catalog();
         let committed = state
             .supervisor
@@ -468,7 +452,7 @@ async fn drop_table(
     Query(params): Query<DropParams>,
     headers: HeaderMap,
 ) -> Response {
-    let request = format!("DELETE {namespace}.{table} {:?}", params.purge_requested);
+    let request = json!(["drop", namespace, table, params.purge_requested]).to_string();
     let run = async {
         let ident = table_of(&namespace, &table)?;
         guard::not_written(&state, &ident, "drop")?;
@@ -503,10 +487,7 @@ async fn register(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let request = format!(
-        "POST {namespace} register {}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let request = json!(["register", namespace, String::from_utf8_lossy(&bytes)]).to_string();
     let run = async {
         let ns = namespace_of(&namespace)?;
         let request: RegisterTableRequest = body(&bytes)?;
@@ -523,9 +504,14 @@ async fn register(
         }
         let catalog = state.supervisor.catalog();
         let _places = state.places.lock().await;
+        let at = request.metadata_location.clone();
         let table = catalog
             .register_table(&ident, request.metadata_location)
-            .await?;
+            .await
+            .map_err(|e| match e.to_string().contains("NotFound") {
+                true => RestError::bad_request(format!("no metadata file at `{at}`")),
+                false => e.into(),
+            })?;
         // Its files are its own, or it is not registered: another table's
         // metadata under a second name would let maintenance or a purge of
         // one take the other's files.
@@ -569,7 +555,7 @@ async fn rename(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let request = format!("POST rename {}", String::from_utf8_lossy(&bytes));
+    let request = json!(["rename", String::from_utf8_lossy(&bytes)]).to_string();
     let run = async {
         let request: RenameRequest = body(&bytes)?;
         guard::not_written(&state, &request.source, "rename")?;
