@@ -369,3 +369,55 @@ async fn the_cli_and_the_client_read_fresh_and_committed_reads_match_pyiceberg()
     assert_eq!(error.kind(), pipe::ErrorKind::InvalidInput, "{error}");
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_pipeline_fails_fresh_reads_past_the_bound_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_stream_config(
+        dir.path(),
+        "",
+        r#"
+[sinks.ecommerce_sink]
+namespace = "default"
+table = "ecommerce"
+roll_interval_secs = 3600
+
+[pipelines.ecommerce]
+sql = "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream"
+
+[query]
+max_unflushed_bytes = 4000
+"#,
+    );
+    let server = Server::start(&config).await;
+    post_some(&server, 0, 4).await;
+    let sql = "SELECT count(*) AS n FROM default.ecommerce";
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/query", server.url))
+        .json(&json!({"sql": sql}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    for want in [
+        "pipeline `ecommerce`",
+        "`[query] max_unflushed_bytes`",
+        "committed_only",
+    ] {
+        assert!(message.contains(want), "{want} in {message}");
+    }
+    assert_eq!(
+        count(&server, sql, true).await.0,
+        0,
+        "committed-only still reads"
+    );
+    request_flush(&server, "ecommerce").await;
+    assert_eq!(
+        count(&server, sql, false).await.0,
+        100,
+        "caught up: fresh again"
+    );
+    server.stop();
+}
