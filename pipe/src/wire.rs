@@ -76,6 +76,8 @@ pub struct HttpView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BufferView {
     pub bytes: u64,
+    /// Its disk quota (`max_buffer_mb`): past it, requests get 503.
+    pub quota_bytes: u64,
     /// Accepted requests not committed by every pipeline reading it.
     pub unprocessed_records: u64,
 }

@@ -23,6 +23,7 @@
 
 pub mod access;
 pub mod admin;
+pub(crate) mod console;
 pub(crate) mod iceberg;
 pub(crate) mod state;
 use state::AdminState;
@@ -208,6 +209,8 @@ async fn run(
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/v1/query", post(crate::server::query_api::query))
+        // The web console: static pages over the APIs above.
+        .merge(crate::server::console::router())
         .with_state(state)
         // The Iceberg REST catalog, with its own tokens (`[iceberg]`).
         .nest(

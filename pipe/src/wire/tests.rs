@@ -107,7 +107,7 @@ fn a_view_and_its_change_round_trip_through_json() {
 #[test]
 fn answers_captured_from_the_server_parse_and_are_written_the_same() {
     let stream: StreamView = same_both_ways(
-        r#"{"stream":"ecommerce_stream","origin":"file","endpoint":"http://127.0.0.1:8080/v1/streams/ecommerce_stream","http":{"enabled":true,"auth":false,"cors_origins":[]},"schema":{"fields":[{"name":"user_id","type":"string","required":true},{"name":"ts","type":"timestamp","unit":"s","required":false},{"name":"tags","type":"list","items":{"type":"string"},"required":false}]},"json_schema":false,"unknown_fields":"reject","invalid_events":"reject","quarantine_table":null,"max_request_bytes":5242880,"max_events_per_request":100000,"buffer":{"bytes":1234,"unprocessed_records":0},"pipelines":["ecommerce"],"stats":{"requests":1,"records_in":3,"bytes_in":321,"decode_errors":0}}"#,
+        r#"{"stream":"ecommerce_stream","origin":"file","endpoint":"http://127.0.0.1:8080/v1/streams/ecommerce_stream","http":{"enabled":true,"auth":false,"cors_origins":[]},"schema":{"fields":[{"name":"user_id","type":"string","required":true},{"name":"ts","type":"timestamp","unit":"s","required":false},{"name":"tags","type":"list","items":{"type":"string"},"required":false}]},"json_schema":false,"unknown_fields":"reject","invalid_events":"reject","quarantine_table":null,"max_request_bytes":5242880,"max_events_per_request":100000,"buffer":{"bytes":1234,"quota_bytes":8589934592,"unprocessed_records":0},"pipelines":["ecommerce"],"stats":{"requests":1,"records_in":3,"bytes_in":321,"decode_errors":0}}"#,
     );
     assert_eq!(stream.origin, Some(Origin::File));
     assert_eq!(stream.schema.unwrap().fields.len(), 3);

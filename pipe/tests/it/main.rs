@@ -9,6 +9,7 @@
 
 mod access;
 mod bad_input;
+mod console;
 mod crash;
 mod e2e;
 mod fanout;

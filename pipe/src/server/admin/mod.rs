@@ -189,6 +189,7 @@ pub(super) fn stream_view(
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let buffer = running.as_ref().map(|r| BufferView {
         bytes: r.log.disk_bytes(),
+        quota_bytes: s.max_buffer_bytes,
         unprocessed_records: r.log.unprocessed(),
     });
     let stats = running.as_ref().map(|r| StreamStats {

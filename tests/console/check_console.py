@@ -1,0 +1,160 @@
+"""Drives the pipe console in headless Chromium (Selenium + chromedriver).
+
+    check_console.py URL SCREENSHOT_DIR load     # the fraud example under load
+    check_console.py URL SCREENSHOT_DIR token TOKEN
+    check_console.py URL SCREENSHOT_DIR timing STREAMS   # overview load time
+
+Prints one JSON object with what it saw; fails (exit 1) with the reason
+when the console does not do what the test asks.
+"""
+
+import json
+import os
+import sys
+import time
+
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = os.environ.get("PIPE_TEST_CHROMIUM", "/usr/bin/chromium")
+    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"]:
+        options.add_argument(arg)
+    service = Service(os.environ.get("PIPE_TEST_CHROMEDRIVER", "/usr/bin/chromedriver"))
+    return webdriver.Chrome(options=options, service=service)
+
+
+def wait(driver, what, condition, seconds=30):
+    try:
+        return WebDriverWait(driver, seconds, poll_frequency=0.2).until(lambda d: condition(d))
+    except TimeoutException:
+        raise SystemExit(f"timed out waiting for {what}; page: {driver.find_element(By.TAG_NAME, 'main').text[:2000]}")
+
+
+def find(driver, css):
+    found = driver.find_elements(By.CSS_SELECTOR, css)
+    return found[0] if found else None
+
+
+def run_sql(driver, sql):
+    driver.get(URL + "#/sql")
+    editor = wait(driver, "the SQL editor", lambda d: find(d, "#sql-editor"))
+    editor.clear()
+    editor.send_keys(sql)
+    driver.find_element(By.ID, "sql-run").click()
+    wait(driver, f"an answer to {sql}", lambda d: find(d, "#sql-result table, #sql-error"))
+
+
+def under_load(driver, shots):
+    seen = {}
+    start = time.time()
+    driver.get(URL)
+    # Both pipelines, with rates above zero (averaged over 10 s of samples).
+    for p in ["raw_events_pipeline", "fraud_events_pipeline"]:
+        wait(driver, f"{p} with a rate", lambda d: float(
+            (find(d, f'tr[data-pipeline="{p}"] td[data-rate]') or d.find_element(By.TAG_NAME, "body")).get_attribute("data-rate") or 0) > 0, 60)
+    rate = find(driver, 'tr[data-stream="raw_events_stream"] td[data-rate]').get_attribute("data-rate")
+    seen["stream_rate"] = float(rate)
+    chart = wait(driver, "a chart with points", lambda d: (c := find(d, 'canvas[data-series="stream:raw_events_stream"]')) and int(c.get_attribute("data-points")) >= 3 and c)
+    seen["chart_points"] = int(chart.get_attribute("data-points"))
+    seen["overview_ms"] = round((time.time() - start) * 1000)
+    driver.save_screenshot(os.path.join(shots, "overview.png"))
+
+    driver.find_element(By.CSS_SELECTOR, 'tr[data-pipeline="fraud_events_pipeline"] a').click()
+    wait(driver, "the pipeline page", lambda d: "INSERT INTO" in d.find_element(By.TAG_NAME, "main").text)
+    driver.save_screenshot(os.path.join(shots, "pipeline.png"))
+    driver.get(URL + "#/tables/fraud_detection.transactions")
+    wait(driver, "the table page", lambda d: "Snapshots" in d.find_element(By.TAG_NAME, "main").text and find(d, "main table"))
+    driver.save_screenshot(os.path.join(shots, "table.png"))
+    # Time travel is one click away, with the snapshot id exact (> 2^53).
+    find(driver, 'main table a[href*="table_at"]').click()
+    wait(driver, "the time-travel query", lambda d: find(d, "#sql-result table, #sql-error"))
+    seen["time_travel_error"] = find(driver, "#sql-error").text if find(driver, "#sql-error") else None
+    seen["time_travel_rows"] = len(driver.find_elements(By.CSS_SELECTOR, "#sql-result tbody tr"))
+    driver.get(URL + "#/streams/raw_events_stream")
+    wait(driver, "the stream page", lambda d: "curl -X POST" in d.find_element(By.TAG_NAME, "main").text)
+    driver.save_screenshot(os.path.join(shots, "stream.png"))
+
+    run_sql(driver, "SELECT count(*) AS n FROM fraud_detection.transactions WHERE transaction_id LIKE 'known-%'")
+    cell = find(driver, "#sql-result td")
+    seen["known_count"] = int(cell.text) if cell else None
+    seen["stats"] = driver.find_element(By.ID, "sql-stats").text
+    driver.save_screenshot(os.path.join(shots, "sql.png"))
+    run_sql(driver, "SELECT nope FROM fraud_detection.transactions")
+    error = find(driver, "#sql-error")
+    seen["error"] = error.text if error else None
+    driver.save_screenshot(os.path.join(shots, "sql-error.png"))
+
+    # Make a sink and a pipeline, then delete both, as a user would.
+    driver.get(URL + "#/manage")
+    for kind, body in [
+        ("sinks", {"name": "console_sink", "type": "iceberg", "namespace": "console", "table": "copies"}),
+        ("pipelines", {"name": "console_pipeline", "sql": "INSERT INTO console_sink SELECT * FROM raw_events_stream"}),
+    ]:
+        box = wait(driver, f"the {kind} form", lambda d: find(d, f"#create-{kind}"))
+        driver.execute_script("arguments[0].value = arguments[1]", box, json.dumps(body))
+        driver.find_element(By.ID, f"create-{kind}-button").click()
+        wait(driver, f"{kind} created", lambda d: find(d, f'tr[data-name="{body["name"]}"]'))
+    driver.save_screenshot(os.path.join(shots, "manage.png"))
+    driver.get(URL)
+    wait(driver, "the new pipeline on the overview", lambda d: find(d, 'tr[data-pipeline="console_pipeline"]'))
+    driver.get(URL + "#/manage")
+    for kind, name in [("pipelines", "console_pipeline"), ("sinks", "console_sink")]:
+        button = wait(driver, f"the delete button of {name}", lambda d: find(d, f'button[data-delete="{kind}/{name}"]'))
+        button.click()
+        driver.switch_to.alert.accept()
+        wait(driver, f"{name} gone", lambda d: find(d, f"#message-{kind}") and "Deleted" in find(d, f"#message-{kind}").text)
+        wait(driver, f"{name} gone from the list", lambda d: not find(d, f'tr[data-name="{name}"]'))
+    seen["created_and_deleted"] = True
+    return seen
+
+
+def with_token(driver, shots, token):
+    driver.get(URL)
+    wait(driver, "the token prompt", lambda d: find(d, "#token-dialog[open]"))
+    seen = {"prompt": True, "data_before_token": find(driver, "#pipelines") is not None}
+    driver.save_screenshot(os.path.join(shots, "token.png"))
+    driver.find_element(By.ID, "token-input").send_keys("wrong")
+    driver.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    wait(driver, "the prompt again", lambda d: find(d, "#token-dialog[open]") and "refused" in d.find_element(By.ID, "token-error").text)
+    seen["wrong_token_data"] = find(driver, "#pipelines") is not None
+    driver.find_element(By.ID, "token-input").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    wait(driver, "the overview after the token", lambda d: find(d, "#pipelines"))
+    seen["after_token"] = True
+    return seen
+
+
+def timing(driver, shots, streams):
+    """Milliseconds from opening the console to the overview listing every
+    stream, the best of five loads (the first also fetches the assets)."""
+    times = []
+    for _ in range(5):
+        driver.get("about:blank")
+        start = time.time()
+        driver.get(URL)
+        wait(driver, f"{streams} streams listed", lambda d: len(d.find_elements(By.CSS_SELECTOR, "#streams tbody tr")) >= streams)
+        times.append((time.time() - start) * 1000)
+    driver.save_screenshot(os.path.join(shots, "fifty-streams.png"))
+    return {"first_ms": round(times[0]), "best_ms": round(min(times)), "listed": len(driver.find_elements(By.CSS_SELECTOR, "#streams tbody tr"))}
+
+
+if __name__ == "__main__":
+    URL, shots, mode = sys.argv[1].rstrip("/") + "/console/", sys.argv[2], sys.argv[3]
+    os.makedirs(shots, exist_ok=True)
+    driver = browser()
+    try:
+        if mode == "load":
+            seen = under_load(driver, shots)
+        elif mode == "token":
+            seen = with_token(driver, shots, sys.argv[4])
+        else:
+            seen = timing(driver, shots, int(sys.argv[4]))
+    finally:
+        driver.quit()
+    print(json.dumps(seen))
