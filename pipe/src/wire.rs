@@ -89,6 +89,10 @@ pub struct StreamStats {
     pub records_in: u64,
     pub bytes_in: u64,
     pub decode_errors: u64,
+    /// Problems by error type (`missing_field`, `type_mismatch`, …).
+    pub errors_by_type: std::collections::BTreeMap<String, u64>,
+    /// The last problems (at most 20), oldest first.
+    pub recent_rejections: Vec<pipe_ingest::http::Rejection>,
 }
 
 /// `GET /v1/streams`, by name.
@@ -180,6 +184,9 @@ pub struct PipelineView {
     pub commits: u64,
     /// 0: never.
     pub last_commit_unix_ms: u64,
+    /// Mean time of a commit (closing files to a known outcome), ms; 0
+    /// before the first.
+    pub commit_ms_mean: f64,
     /// Durable records (accepted requests) not committed yet: queries
     /// through the server read them, other engines do not.
     pub uncommitted_records: u64,

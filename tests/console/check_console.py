@@ -78,6 +78,8 @@ def under_load(driver, shots):
     seen["time_travel_rows"] = len(driver.find_elements(By.CSS_SELECTOR, "#sql-result tbody tr"))
     driver.get(URL + "#/streams/raw_events_stream")
     wait(driver, "the stream page", lambda d: "curl -X POST" in d.find_element(By.TAG_NAME, "main").text)
+    rejections = find(driver, "#rejections")
+    seen["rejections"] = rejections.text if rejections else None
     driver.save_screenshot(os.path.join(shots, "stream.png"))
 
     run_sql(driver, "SELECT count(*) AS n FROM fraud_detection.transactions WHERE transaction_id LIKE 'known-%'")

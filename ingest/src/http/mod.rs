@@ -133,6 +133,25 @@ pub struct StreamStats {
     /// Problems by error type (`missing_field`, `type_mismatch`, …); an
     /// event may have several.
     user_errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The last [`RECENT_REJECTIONS`] problems, newest last.
+    recent: std::sync::Mutex<std::collections::VecDeque<Rejection>>,
+}
+
+/// Problems a stream keeps for its view (`GET /v1/streams/{name}`).
+pub const RECENT_REJECTIONS: usize = 20;
+
+/// One problem with an event a stream refused or set aside.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Rejection {
+    /// When, µs since the epoch.
+    pub at_micros: i64,
+    /// The event's position in its request.
+    pub index: usize,
+    /// The offending field's path (empty: the event itself).
+    pub field: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
 }
 
 impl StreamStats {
@@ -144,6 +163,30 @@ impl StreamStats {
         for e in errors {
             *by_type.entry(e.kind.name().to_string()).or_default() += 1;
         }
+        drop(by_type);
+        let at_micros = pipe_schemas::now_micros();
+        let mut recent = self.recent.lock().expect("never poisoned");
+        // The last ones of the request: at most what is kept.
+        let skip = errors.len().saturating_sub(RECENT_REJECTIONS);
+        for e in &errors[skip..] {
+            if recent.len() == RECENT_REJECTIONS {
+                recent.pop_front();
+            }
+            recent.push_back(Rejection {
+                at_micros,
+                index: e.index,
+                field: e.field.clone(),
+                kind: e.kind.name().to_string(),
+                // An event's message quotes at most a little of it.
+                message: e.message.chars().take(500).collect(),
+            });
+        }
+    }
+
+    /// The last problems, oldest first.
+    pub fn recent_rejections(&self) -> Vec<Rejection> {
+        let recent = self.recent.lock().expect("never poisoned");
+        recent.iter().cloned().collect()
     }
 
     /// Problems counted by error type.

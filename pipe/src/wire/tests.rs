@@ -32,6 +32,7 @@ fn pipeline_view() -> PipelineView {
         row_groups_committed: 2,
         commits: 2,
         last_commit_unix_ms: 1_700_000_000_000,
+        commit_ms_mean: 5.5,
         uncommitted_records: 4,
         commit_lag_secs: 2.5,
         newest_committed_age_secs: None,
@@ -107,7 +108,7 @@ fn a_view_and_its_change_round_trip_through_json() {
 #[test]
 fn answers_captured_from_the_server_parse_and_are_written_the_same() {
     let stream: StreamView = same_both_ways(
-        r#"{"stream":"ecommerce_stream","origin":"file","endpoint":"http://127.0.0.1:8080/v1/streams/ecommerce_stream","http":{"enabled":true,"auth":false,"cors_origins":[]},"schema":{"fields":[{"name":"user_id","type":"string","required":true},{"name":"ts","type":"timestamp","unit":"s","required":false},{"name":"tags","type":"list","items":{"type":"string"},"required":false}]},"json_schema":false,"unknown_fields":"reject","invalid_events":"reject","quarantine_table":null,"max_request_bytes":5242880,"max_events_per_request":100000,"buffer":{"bytes":1234,"quota_bytes":8589934592,"unprocessed_records":0},"pipelines":["ecommerce"],"stats":{"requests":1,"records_in":3,"bytes_in":321,"decode_errors":0}}"#,
+        r#"{"stream":"ecommerce_stream","origin":"file","endpoint":"http://127.0.0.1:8080/v1/streams/ecommerce_stream","http":{"enabled":true,"auth":false,"cors_origins":[]},"schema":{"fields":[{"name":"user_id","type":"string","required":true},{"name":"ts","type":"timestamp","unit":"s","required":false},{"name":"tags","type":"list","items":{"type":"string"},"required":false}]},"json_schema":false,"unknown_fields":"reject","invalid_events":"reject","quarantine_table":null,"max_request_bytes":5242880,"max_events_per_request":100000,"buffer":{"bytes":1234,"quota_bytes":8589934592,"unprocessed_records":0},"pipelines":["ecommerce"],"stats":{"requests":1,"records_in":3,"bytes_in":321,"decode_errors":1,"errors_by_type":{"missing_field":1},"recent_rejections":[{"at_micros":1700000000000000,"index":2,"field":"user_id","type":"missing_field","message":"missing required field `user_id`"}]}}"#,
     );
     assert_eq!(stream.origin, Some(Origin::File));
     assert_eq!(stream.schema.unwrap().fields.len(), 3);
@@ -122,7 +123,7 @@ fn answers_captured_from_the_server_parse_and_are_written_the_same() {
     assert_eq!(change.unwrap().switched_after_offset, None);
 
     let updated: PipelineUpdated = same_both_ways(
-        r#"{"pipeline":"p2","state":"running","state_reason":null,"state_since":"2025-06-01T10:00:00Z","retry_attempts":0,"stream":"s2","sink":"file:///tmp/data/warehouse/k2","sink_kind":"files","quarantine_table":"default.p2_failed","committed_through":null,"rows_committed":0,"failed_rows_committed":0,"files_committed":0,"bytes_committed":0,"uncompressed_bytes_committed":0,"row_groups_committed":0,"commits":0,"last_commit_unix_ms":0,"uncommitted_records":0,"commit_lag_secs":0.0,"newest_committed_age_secs":null,"sink_metrics":{"recordsWritten":0,"filesWritten":0,"bytesWritten":0,"uncompressedBytesWritten":0,"rowGroupsWritten":0},"recent_errors":[],"sql":"INSERT INTO k2 SELECT * FROM s2 WHERE true","definition":"a247a33d08876bb9","origin":"api","change":{"pipeline":"p2","definition_before":"419ca143f1c99ad4","definition_after":"a247a33d08876bb9","switched_after_offset":null,"records_through_old_definition":0}}"#,
+        r#"{"pipeline":"p2","state":"running","state_reason":null,"state_since":"2025-06-01T10:00:00Z","retry_attempts":0,"stream":"s2","sink":"file:///tmp/data/warehouse/k2","sink_kind":"files","quarantine_table":"default.p2_failed","committed_through":null,"rows_committed":0,"failed_rows_committed":0,"files_committed":0,"bytes_committed":0,"uncompressed_bytes_committed":0,"row_groups_committed":0,"commits":0,"last_commit_unix_ms":0,"commit_ms_mean":0.0,"uncommitted_records":0,"commit_lag_secs":0.0,"newest_committed_age_secs":null,"sink_metrics":{"recordsWritten":0,"filesWritten":0,"bytesWritten":0,"uncompressedBytesWritten":0,"rowGroupsWritten":0},"recent_errors":[],"sql":"INSERT INTO k2 SELECT * FROM s2 WHERE true","definition":"a247a33d08876bb9","origin":"api","change":{"pipeline":"p2","definition_before":"419ca143f1c99ad4","definition_after":"a247a33d08876bb9","switched_after_offset":null,"records_through_old_definition":0}}"#,
     );
     assert!(
         matches!(updated, Updated::Applied { ref view, .. } if view.origin == PipelineOrigin::Api)

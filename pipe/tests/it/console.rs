@@ -72,6 +72,10 @@ async fn the_console_shows_the_fraud_example_under_load_and_manages_it() {
         .collect();
     let (status, body) = server.post_json("raw_events_stream", &json!(known)).await;
     assert_eq!(status, 200, "{body}");
+    let (status, _) = server
+        .post_json("raw_events_stream", &json!([{"user_id": 1}]))
+        .await;
+    assert_eq!(status, 400, "an event without its transaction_id");
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
         let (server, stop) = (server.clone(), stop.clone());
@@ -101,6 +105,8 @@ async fn the_console_shows_the_fraud_example_under_load_and_manages_it() {
     assert!(seen["stream_rate"].as_f64().unwrap() > 0.0, "{seen}");
     assert_eq!(seen["created_and_deleted"], true, "{seen}");
     assert!(seen["time_travel_error"].is_null(), "{seen}");
+    let rejections = seen["rejections"].as_str().unwrap();
+    assert!(rejections.contains("transaction_id"), "{seen}");
     assert!(seen["time_travel_rows"].as_u64().unwrap() > 0, "{seen}");
     eprintln!("console under load: {seen}");
     Arc::try_unwrap(server).ok().unwrap().stop();

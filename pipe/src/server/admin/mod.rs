@@ -197,6 +197,8 @@ pub(super) fn stream_view(
         records_in: load(&r.stats.records_in),
         bytes_in: load(&r.stats.bytes_in),
         decode_errors: load(&r.stats.decode_errors),
+        errors_by_type: r.stats.user_errors().into_iter().collect(),
+        recent_rejections: r.stats.recent_rejections(),
     });
     Some(StreamView {
         stream: name.to_string(),
@@ -438,6 +440,10 @@ pub(super) fn pipeline_view(
         row_groups_committed: load(&stats.row_groups_committed),
         commits: load(&stats.commits),
         last_commit_unix_ms: load(&stats.last_commit_unix_ms),
+        commit_ms_mean: match load(&stats.commits) {
+            0 => 0.0,
+            n => load(&stats.commit_micros) as f64 / n as f64 / 1e3,
+        },
         uncommitted_records: lag.records,
         commit_lag_secs: lag.oldest_age_secs,
         newest_committed_age_secs: lag.newest_committed_age_secs,

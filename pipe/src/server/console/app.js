@@ -178,7 +178,8 @@ async function overview() {
       el("td", { class: "num", "data-rate": r.events || 0 }, fmt.n(r.events)),
       el("td", { class: "num" }, fmt.bytes(r.bytes) + "/s"),
       el("td", { class: "num" }, fmt.n(r.errors)),
-      el("td", { class: "num" }, s.stats ? fmt.n(s.stats.decode_errors) : "–"),
+      el("td", { class: "num" }, s.stats ? fmt.n(s.stats.decode_errors) : "–",
+        s.stats && Object.keys(s.stats.errors_by_type).length ? el("div", { class: "muted" }, Object.entries(s.stats.errors_by_type).map(([k, v]) => `${k} ${v}`).join(", ")) : null),
       el("td", { class: "num" }, b.bytes != null ? fmt.bytes(b.bytes) + " of " + fmt.bytes(b.quota_bytes) : "–"),
       el("td", { class: "num" }, b.unprocessed_records != null ? fmt.n(b.unprocessed_records) : "–"),
       el("td", {}, s.pipelines.join(", ")));
@@ -193,7 +194,7 @@ async function overview() {
       el("td", { class: "num", "data-rate": r.rows || 0 }, fmt.n(r.rows)),
       el("td", { class: "num" }, fmt.n(p.uncommitted_records)),
       el("td", { class: "num" }, fmt.secs(p.commit_lag_secs)),
-      el("td", { class: "num" }, fmt.ago(p.last_commit_unix_ms)),
+      el("td", { class: "num" }, fmt.ago(p.last_commit_unix_ms), p.commits ? el("div", { class: "muted" }, fmt.n(p.commit_ms_mean) + " ms each") : null),
       el("td", { class: "num" }, fmt.n(p.failed_rows_committed)));
   });
   const charts = [
@@ -228,13 +229,17 @@ async function streamPage(name) {
     fields.length ? table(["Field", "Type", "Required"], fields.map((f) => el("tr", {}, el("td", {}, f.name), el("td", {}, f.type), el("td", {}, f.required ? "yes" : "")))) : el("p", { class: "muted" }, "Unstructured"),
     el("h2", {}, "Send events"),
     el("pre", {}, curl),
+    el("h2", {}, "Recent problems"),
+    s.stats && s.stats.recent_rejections.length
+      ? table(["At", "Event", "Field", "Type", "Error"], s.stats.recent_rejections.slice().reverse().map((r) => el("tr", {}, el("td", {}, new Date(r.at_micros / 1000).toISOString()), el("td", { class: "num" }, r.index), el("td", {}, r.field), el("td", {}, r.type), el("td", {}, r.message))), { id: "rejections" })
+      : el("p", { class: "muted" }, "None since the server started"),
     s.quarantine_table ? [el("h2", {}, "Recently set aside"), await rows(`SELECT * FROM ${s.quarantine_table} ORDER BY __ingest_ts DESC LIMIT 20`)] : null,
   ];
 }
 
 async function pipelinePage(name) {
   const p = await api("GET", "/v1/pipelines/" + encodeURIComponent(name));
-  const figures = ["state", "stream", "sink", "committed_through", "rows_committed", "failed_rows_committed", "files_committed", "bytes_committed", "commits", "uncommitted_records", "commit_lag_secs", "newest_committed_age_secs"];
+  const figures = ["state", "stream", "sink", "committed_through", "rows_committed", "failed_rows_committed", "files_committed", "bytes_committed", "commits", "commit_ms_mean", "uncommitted_records", "commit_lag_secs", "newest_committed_age_secs"];
   return [
     el("h1", {}, "Pipeline ", name, " ", state(p.state)),
     p.state_reason ? el("p", { class: "error" }, p.state_reason) : null,
