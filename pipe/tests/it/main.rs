@@ -19,6 +19,7 @@ mod files;
 mod fraud;
 mod fresh;
 mod harness;
+mod iceberg_guards;
 mod iceberg_rest;
 mod idempotency;
 mod library;

@@ -325,9 +325,17 @@ async fn deleted_by(
         .collect())
 }
 
+/// Deletes `files`, those inside the table's location only (see
+/// [`super::owned`]): `(deleted, left)`.
 async fn delete_all(table: &Table, files: Vec<String>) -> (usize, usize) {
     let (mut deleted, mut left) = (0, 0);
+    let location = table.metadata().location();
     for file in files {
+        if !super::owned::owns(location, &file) {
+            warn!(table = %table.identifier(), file, "an expired snapshot named a file outside the table's location: left where it is");
+            left += 1;
+            continue;
+        }
         match table.file_io().delete(&file).await {
             Ok(()) => deleted += 1,
             Err(e) => {

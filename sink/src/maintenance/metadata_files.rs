@@ -81,7 +81,12 @@ pub fn dropped(before: &Table, after: &Table) -> Vec<String> {
 /// logged and left (the orphan sweep finds it later); the commit stands.
 pub async fn delete_dropped(before: &Table, after: &Table) -> usize {
     let mut deleted = 0;
+    let location = after.metadata().location();
     for file in dropped(before, after) {
+        if !super::owned::owns(location, &file) {
+            warn!(table = %after.identifier(), file, "an old metadata file outside the table's location: left where it is");
+            continue;
+        }
         match after.file_io().delete(&file).await {
             Ok(()) => deleted += 1,
             Err(e) => {

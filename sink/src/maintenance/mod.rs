@@ -28,6 +28,7 @@ pub mod lock;
 pub mod manifests;
 pub mod metadata_files;
 pub mod orphans;
+pub mod owned;
 mod rest;
 pub mod run;
 pub mod snapshot;

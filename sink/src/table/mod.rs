@@ -17,7 +17,7 @@ use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::DataFile;
 use iceberg::table::Table;
 use iceberg::{Catalog, NamespaceIdent, TableIdent};
-use tracing::info;
+use tracing::{info, warn};
 
 mod check;
 mod create;
@@ -26,6 +26,7 @@ pub mod target_size;
 pub(crate) use create::bloom_filter_columns;
 mod maintain;
 mod partition;
+pub mod placed;
 mod sort_by;
 mod writer;
 
@@ -273,7 +274,30 @@ impl TableSink {
                 .create_table(&ns, creation)
                 .await
                 .map_err(catalog_err(format!("creating table `{ident}`")))?;
-            info!(table = %ident, pipeline, "created table");
+            let location = table.metadata().location().to_string();
+            let taken = placed::overlapping(&catalog, &ident, &location)
+                .await
+                .map_err(catalog_err(format!("listing the tables beside `{ident}`")))?;
+            let table = match taken {
+                None => table,
+                // Made in another table's folder (one renamed away keeps
+                // it): made again in a folder of its own (see `placed`).
+                Some((other, theirs)) => {
+                    catalog
+                        .drop_table(&ident)
+                        .await
+                        .map_err(catalog_err(format!("dropping the new table `{ident}`")))?;
+                    let mut creation = table_creation(name, output, &options)?;
+                    let own = placed::suffixed(&location);
+                    warn!(table = %ident, %other, location = %theirs, own = %own, "the usual folder of the new table is another table's: made in a folder of its own");
+                    creation.location = Some(own);
+                    catalog
+                        .create_table(&ns, creation)
+                        .await
+                        .map_err(catalog_err(format!("creating table `{ident}`")))?
+                }
+            };
+            info!(table = %ident, pipeline, location = table.metadata().location(), "created table");
             table
         };
         // Whether the output fits the table as this sink would evolve it,

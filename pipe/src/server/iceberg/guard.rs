@@ -14,7 +14,7 @@
 //! can still name (a registered table's metadata, the files of a purge) is
 //! compared with symlinks resolved ([`normalized`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use iceberg::{NamespaceIdent, TableIdent, TableUpdate};
@@ -248,32 +248,7 @@ pub fn no_pipe_summaries(table: &iceberg::table::Table) -> RestResult<()> {
 
 /// Every table of the catalog and its location.
 async fn all_tables(state: &IcebergState) -> RestResult<Vec<(TableIdent, String)>> {
-    let catalog = state.supervisor.catalog();
-    let mut namespaces = catalog.list_namespaces(None).await?;
-    let mut tables = Vec::new();
-    // A SQL catalog lists every descendant of a namespace, not only its
-    // children: each is visited once.
-    let mut seen: HashSet<NamespaceIdent> = HashSet::new();
-    while let Some(ns) = namespaces.pop() {
-        if !seen.insert(ns.clone()) {
-            continue;
-        }
-        namespaces.extend(
-            catalog
-                .list_namespaces(Some(&ns))
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|n| !seen.contains(n)),
-        );
-        for t in catalog.list_tables(&ns).await? {
-            if let Ok(table) = catalog.load_table(&t).await {
-                let location = table.metadata().location().to_string();
-                tables.push((t, location));
-            }
-        }
-    }
-    Ok(tables)
+    Ok(pipe_sink::table::placed::locations(&state.supervisor.catalog()).await?)
 }
 
 /// A location as one spelling: `file://` + the path with symlinks
