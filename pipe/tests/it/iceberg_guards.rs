@@ -238,6 +238,18 @@ async fn locations_are_pipes_to_choose_and_names_are_plain() {
     assert_eq!(status, 200, "{answer}");
     let (status, answer) = create("ecommerce_failed", None).await;
     assert_eq!(status, 409, "a table the configuration writes: {answer}");
+    for name in ["a.b", "mine ", "ecommerce\u{2060}"] {
+        let (status, answer) = create(name, None).await;
+        assert_eq!(status, 400, "{name:?}: {answer}");
+    }
+    // Another spelling of pipe's own location is kept as pipe spells it.
+    let spelled = location.replace("/ecommerce", "/./spelled/");
+    let (status, answer) = create("spelled", Some(spelled)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["metadata"]["location"],
+        location.replace("/ecommerce", "/spelled")
+    );
 
     for (update, what) in [
         (
@@ -330,6 +342,26 @@ async fn locations_are_pipes_to_choose_and_names_are_plain() {
         .unwrap();
     assert_eq!(dropped.status(), 204);
     assert_ne!(stage().await.1["metadata"]["table-uuid"], uuid);
+    // A stage ended by a plain create of its name is over too.
+    let staged = stage().await.1["metadata"]["table-uuid"].clone();
+    let (status, made) = post(
+        &server,
+        "namespaces/default/tables",
+        json!({"name": "staged", "schema": schema}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let dropped = reqwest::Client::new()
+        .delete(format!(
+            "{}/iceberg/v1/pipe/namespaces/default/tables/staged",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dropped.status(), 204);
+    assert_ne!(stage().await.1["metadata"]["table-uuid"], staged);
     server.stop();
 }
 

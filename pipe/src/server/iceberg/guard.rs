@@ -37,14 +37,34 @@ const MAX_DEPTH: usize = 16;
 /// Characters that change how a name reads without being seen:
 /// zero-width ones and bidirectional overrides.
 fn invisible(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
-/// Refuses a namespace level or table name that is empty or blank, long,
-/// holds a control or invisible character or a path separator, or is `.`
-/// or `..` (names become folders of the warehouse).
+/// Refuses a namespace level or table name that is empty or blank, has
+/// spaces around it, is long, holds a control or invisible character, a
+/// path separator or a `.` (the SQL catalog and `namespace.table` names
+/// join levels with it), or is `.` or `..` (names become folders of the
+/// warehouse).
 pub fn check_name(what: &str, name: &str) -> RestResult<()> {
     let bad = name.trim().is_empty()
+        || name.trim() != name
+        || name.contains('.')
         || name.len() > 255
         || name == "."
         || name == ".."
@@ -53,7 +73,7 @@ pub fn check_name(what: &str, name: &str) -> RestResult<()> {
             .any(|c| c.is_control() || invisible(c) || c == '/' || c == '\\');
     match bad {
         true => Err(RestError::bad_request(format!(
-            "{what} `{}`: a name is 1 to 255 bytes, not blank, without `/`, `\\`, control or invisible characters, and not `.` or `..`",
+            "{what} `{}`: a name is 1 to 255 bytes, not blank and without spaces around it, without `.`, `/`, `\\`, control or invisible characters",
             name.escape_debug()
         ))),
         false => Ok(()),
@@ -70,16 +90,9 @@ pub fn check_namespace(namespace: &NamespaceIdent) -> RestResult<()> {
             "a namespace has 1 to {MAX_DEPTH} levels"
         )));
     }
-    for level in levels {
-        check_name("namespace", level)?;
-        if level.contains('.') {
-            return Err(RestError::bad_request(format!(
-                "namespace level `{}`: no `.` in a level (send levels as a list)",
-                level.escape_debug()
-            )));
-        }
-    }
-    Ok(())
+    levels
+        .iter()
+        .try_for_each(|level| check_name("namespace level (send levels as a list)", level))
 }
 
 /// Refuses a location outside the warehouse (a client would make the
@@ -368,20 +381,28 @@ pub fn natural_location(state: &IcebergState, ident: &TableIdent) -> String {
 /// Refuses a location a client named for a new table unless it is one pipe
 /// would choose: [`natural_location`], or it with `-` and 8 hex digits
 /// (what a staged creation was answered with when that folder was taken).
-pub fn chosen_by_pipe(state: &IcebergState, ident: &TableIdent, location: &str) -> RestResult<()> {
-    let natural = natural_location(state, ident);
-    let (Some(named), Some(natural)) = (spelled(location), spelled(&natural)) else {
+pub fn chosen_by_pipe(
+    state: &IcebergState,
+    ident: &TableIdent,
+    location: &str,
+) -> RestResult<String> {
+    let raw = natural_location(state, ident);
+    let (Some(named), Some(natural)) = (spelled(location), spelled(&raw)) else {
         return Err(RestError::forbidden(format!(
             "`{location}`: `..` in a location"
         )));
     };
-    let suffixed = named
+    // Kept as pipe spells it, whatever the client's spelling.
+    if named == natural {
+        return Ok(raw);
+    }
+    match named
         .strip_prefix(&natural)
         .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|hex| hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-    match named == natural || suffixed {
-        true => Ok(()),
-        false => Err(RestError::forbidden(format!(
+        .filter(|hex| hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        Some(hex) => Ok(format!("{raw}-{}", hex.to_ascii_lowercase())),
+        None => Err(RestError::forbidden(format!(
             "`{location}`: pipe chooses where tables lie (`{natural}` for `{ident}`); leave `location` out"
         ))),
     }

@@ -216,10 +216,7 @@ async fn create(
         }
         let _places = state.places.lock().await;
         let location = match request.location {
-            Some(l) => {
-                guard::chosen_by_pipe(&state, &ident, &l)?;
-                l
-            }
+            Some(l) => guard::chosen_by_pipe(&state, &ident, &l)?,
             None => default_location(&state, &ident).await?,
         };
         guard::location_free(&state, &location, None).await?;
@@ -254,6 +251,9 @@ async fn create(
             })));
         }
         let table = catalog.create_table(&ns, creation).await?;
+        // A stage of this name waiting for its commit is over: its commit
+        // will find the table made.
+        state.unstage(&ident);
         Ok(Json(loaded(
             &table,
             storage_config(&state, &headers),
@@ -317,10 +317,7 @@ async fn create_by_commit(
     let catalog = state.supervisor.catalog();
     let _places = state.places.lock().await;
     let location = match location {
-        Some(l) => {
-            guard::chosen_by_pipe(state, ident, &l)?;
-            l
-        }
+        Some(l) => guard::chosen_by_pipe(state, ident, &l)?,
         None => default_location(state, ident).await?,
     };
     guard::check_updates(ident, &HashMap::new(), &location, &rest)?;
