@@ -135,17 +135,11 @@ impl Pinned for PinnedSource {
             .max(s.started_at)
             .max(self.pin.from())
             .max(s.log.first_offset());
-        let reader = s.log.reader(from);
-        let to = reader.durable_end().max(from);
-        let plan = s.plan.fork().map_err(external)?;
+        let to = s.log.reader(from).durable_end().max(from);
         Ok(Arc::new(BufferTail {
             records: s.log.records_in(from, to),
-            state: std::sync::Mutex::new(Some(ReadState {
-                reader,
-                to,
-                plan,
-                bytes: 0,
-            })),
+            from,
+            to,
             source: self.source.clone(),
             pin: Arc::new(self.pin),
             max_bytes: self.max_bytes,
@@ -154,12 +148,14 @@ impl Pinned for PinnedSource {
     }
 }
 
-/// The records `reader`'s position..`to` of one pinned source.
+/// The records `from..to` of one pinned source. Each read of it (a query
+/// may name the table twice) reads them again, through its own fork of
+/// the plan: the pin keeps them.
 #[derive(Debug)]
 struct BufferTail {
     records: u64,
-    /// Taken by the one stream that reads it.
-    state: std::sync::Mutex<Option<ReadState>>,
+    from: u64,
+    to: u64,
     source: Arc<Source>,
     pin: Arc<ReadPin>,
     max_bytes: u64,
@@ -181,13 +177,15 @@ impl Tail for BufferTail {
 
     fn rows(&self) -> BoxStream<'static, DFResult<arrow::record_batch::RecordBatch>> {
         use futures::{StreamExt, TryStreamExt};
-        let Some(state) = self.state.lock().expect("never poisoned").take() else {
-            return futures::stream::once(async {
-                Err(DataFusionError::Internal(
-                    "a buffer tail is read once".into(),
-                ))
-            })
-            .boxed();
+        let plan = match self.source.plan.fork() {
+            Ok(plan) => plan,
+            Err(e) => return futures::stream::once(async move { Err(external(e)) }).boxed(),
+        };
+        let state = ReadState {
+            reader: self.source.log.reader(self.from),
+            to: self.to,
+            plan,
+            bytes: 0,
         };
         let source = self.source.clone();
         let pin = self.pin.clone();

@@ -421,3 +421,76 @@ max_unflushed_bytes = 4000
     );
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_named_twice_and_a_moved_quarantine_table_read_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = r#"
+[sinks.ecommerce_sink]
+namespace = "default"
+table = "ecommerce"
+roll_interval_secs = 3600
+
+[pipelines.ecommerce]
+sql = "INSERT INTO ecommerce_sink SELECT user_id, CAST(product_id AS INT) AS n FROM ecommerce_stream"
+"#;
+    let config = write_stream_config(dir.path(), "", pipeline);
+    let server = Server::start(&config).await;
+    let batch = |first: u64| -> Value {
+        (first..first + 40)
+            .map(|i| {
+                let product = if i % 10 == 7 {
+                    format!("bad-{i}")
+                } else {
+                    i.to_string()
+                };
+                json!({"user_id": format!("u{i}"), "event_type": "view", "product_id": product})
+            })
+            .collect()
+    };
+    assert_eq!(server.post_json("ecommerce_stream", &batch(0)).await.0, 200);
+    // Named twice in one query: each read takes the buffered rows again.
+    for sql in [
+        "SELECT count(*) AS n FROM default.ecommerce a JOIN default.ecommerce b ON a.user_id = b.user_id",
+        "SELECT count(*) AS n FROM (SELECT user_id FROM default.ecommerce UNION ALL SELECT user_id FROM default.ecommerce)",
+    ] {
+        assert_eq!(count(&server, sql, false).await.0, if sql.contains("UNION") { 72 } else { 36 }, "{sql}");
+    }
+    request_flush(&server, "ecommerce").await;
+    // The rows the SQL fails on go to another table from now on.
+    let moved = pipeline.replace(
+        "FROM ecommerce_stream\"",
+        "FROM ecommerce_stream\"\nquarantine_table = \"default.moved_failed\"",
+    );
+    write_stream_config(dir.path(), "", &moved);
+    let reloaded = reqwest::Client::new()
+        .post(format!("{}/v1/reload", server.url))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200, "{}", reloaded.text().await.unwrap());
+    assert_eq!(
+        server.post_json("ecommerce_stream", &batch(100)).await.0,
+        200
+    );
+    let old = "SELECT count(*) AS n FROM default.ecommerce_failed";
+    let new = "SELECT count(*) AS n FROM default.moved_failed";
+    assert_eq!(
+        count(&server, old, false).await.0,
+        4,
+        "nothing new goes there"
+    );
+    assert_eq!(count(&server, new, false).await.0, 4);
+    assert_eq!(
+        count(
+            &server,
+            "SELECT count(*) AS n FROM default.ecommerce",
+            false
+        )
+        .await
+        .0,
+        72
+    );
+    server.stop();
+}

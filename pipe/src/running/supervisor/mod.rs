@@ -480,8 +480,10 @@ impl Supervisor {
 
     /// Registers a starting pipeline's tables for fresh reads.
     fn register_fresh(&self, p: &Planned, log: &Arc<StreamLog>, from: u64) {
-        let Sink::Table(sink) = &p.sink else { return };
         let name = p.plan.name();
+        // What it registered before (its quarantine table may have moved).
+        self.fresh.remove(name);
+        let Sink::Table(sink) = &p.sink else { return };
         let source = |writer: String, failed_rows: bool| -> Option<Source> {
             Some(Source {
                 pipeline: name.to_string(),
