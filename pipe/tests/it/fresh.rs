@@ -494,3 +494,36 @@ sql = "INSERT INTO ecommerce_sink SELECT user_id, CAST(product_id AS INT) AS n F
     );
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_started_at_the_end_counts_its_lag_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    post_some(&server, 0, 10).await;
+    let client = reqwest::Client::new();
+    for (kind, body) in [
+        (
+            "sinks",
+            json!({"name": "late_sink", "type": "iceberg", "namespace": "default", "table": "late"}),
+        ),
+        (
+            "pipelines",
+            json!({"name": "late", "sql": "INSERT INTO late_sink SELECT * FROM ecommerce_stream", "start": "end"}),
+        ),
+    ] {
+        let r = client
+            .post(format!("{}/v1/{kind}", server.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    post_some(&server, 1000, 2).await;
+    let status = server.status("late").await;
+    assert_eq!(status["uncommitted_records"], 2, "{status}");
+    let sql = "SELECT count(*) AS n FROM default.late";
+    assert_eq!(count(&server, sql, false).await.0, 50);
+    server.stop();
+}

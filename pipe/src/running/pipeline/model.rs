@@ -308,7 +308,7 @@ async fn start(log: &Arc<StreamLog>, table: &Arc<FakeTable>, roll_rows: Option<u
     )
     .await
     .unwrap();
-    let stats = Arc::new(PipelineStats::new(committed));
+    let stats = Arc::new(PipelineStats::new(committed, from));
     let task = PipelineTask {
         part: Part::Events,
         plan,

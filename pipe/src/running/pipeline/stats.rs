@@ -36,6 +36,8 @@ pub struct PipelineStats {
     recent_errors: Mutex<std::collections::VecDeque<RecentError>>,
     /// The last committed buffer offset plus one (0: nothing yet).
     committed_next: AtomicU64,
+    /// The first offset the task read (a `start` may skip older events).
+    started_at: AtomicU64,
     /// What it is doing.
     health: Mutex<Health>,
 }
@@ -179,10 +181,12 @@ impl PipelineStats {
             .collect()
     }
 
-    /// Stats of a pipeline that has committed through `committed`.
-    pub fn new(committed: Option<u64>) -> Self {
+    /// Stats of a pipeline that has committed through `committed` and
+    /// reads from offset `started_at`.
+    pub fn new(committed: Option<u64>, started_at: u64) -> Self {
         let stats = PipelineStats::default();
         stats.set_committed(committed);
+        stats.started_at.store(started_at, Ordering::Relaxed);
         stats
     }
 
@@ -220,7 +224,9 @@ impl PipelineStats {
         let newest = self.newest_committed_micros.load(Ordering::Relaxed);
         let newest_committed_age_secs = (newest > 0).then(|| age(newest));
         let first_uncommitted = self.committed_through().map_or(0, |c| c + 1);
-        let from = first_uncommitted.max(log.first_offset());
+        let from = first_uncommitted
+            .max(self.started_at.load(Ordering::Relaxed))
+            .max(log.first_offset());
         let mut reader = log.reader(from);
         let end = reader.durable_end();
         if end <= from {

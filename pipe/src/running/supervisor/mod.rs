@@ -385,7 +385,7 @@ impl Supervisor {
         // commit, unless the log has released those events since.
         let from = log.attach(&name, p.committed.or(p.start_through));
         let (tx, rx) = mpsc::channel(16);
-        let stats = Arc::new(PipelineStats::new(p.committed));
+        let stats = Arc::new(PipelineStats::new(p.committed, from));
         // Said where the operator looks, not only in the log: those events
         // are in the stream's other pipelines' tables, not in this one's.
         if let Some(c) = p.committed.filter(|c| c + 1 < from) {
