@@ -331,7 +331,8 @@ async fn run(
     max_rows: usize,
     started: Instant,
 ) -> Result<Vec<u8>> {
-    let (answer, truncated) = engine.read_only(&request.sql, max_rows).await?;
+    let (mut answer, truncated) = engine.read_only(&request.sql, max_rows).await?;
+    answer.batches = unique_names(answer.batches)?;
     let rows = pipe_query::render(&answer.batches, pipe_query::OutputFormat::Json)?;
     let rows: Value = serde_json::from_str(&rows)
         .map_err(|e| Error::Internal(format!("the rendered rows: {e}")))?;
@@ -365,6 +366,44 @@ async fn run(
         buffer_records: scan.buffer_records,
     };
     serde_json::to_vec(&answer).map_err(|e| Error::Internal(format!("the answer: {e}")))
+}
+
+/// `batches` with every column named once: rows are JSON objects keyed by
+/// column name, so a second `user_id` (a join's) would overwrite the
+/// first. Later ones are named `user_id (2)`, `user_id (3)`, ….
+fn unique_names(
+    batches: Vec<arrow::record_batch::RecordBatch>,
+) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+    let Some(schema) = batches.first().map(|b| b.schema()) else {
+        return Ok(batches);
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut renamed = false;
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut name = f.name().clone();
+            let mut n = 1;
+            while !seen.insert(name.clone()) {
+                n += 1;
+                name = format!("{} ({n})", f.name());
+                renamed = true;
+            }
+            f.as_ref().clone().with_name(name)
+        })
+        .collect();
+    if !renamed {
+        return Ok(batches);
+    }
+    let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    batches
+        .into_iter()
+        .map(|b| {
+            arrow::record_batch::RecordBatch::try_new(schema.clone(), b.columns().to_vec())
+                .map_err(|e| Error::Internal(format!("renaming columns: {e}")))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -191,6 +191,31 @@ async fn a_streams_schema_changes_in_place_under_load() {
         assert_eq!(ids.len(), 20, "a tagged event is taken now");
         acked.extend(ids);
     }
+    // The new column reads, fresh and committed, before the commit that
+    // holds its first values (the snapshot's files lack it).
+    for committed_only in [false, true] {
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/v1/query", server.url))
+            .json(&serde_json::json!({
+                "sql": "SELECT count(*) AS n, count(tag) AS t FROM default.evolving",
+                "committed_only": committed_only,
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let row = &answer["rows"][0];
+        assert!(
+            row["n"].as_u64().is_some(),
+            "committed only: {committed_only}: {answer}"
+        );
+        if !committed_only {
+            assert_eq!(row["n"], acked.len(), "{answer}");
+            assert_eq!(row["t"], 100, "{answer}");
+        }
+    }
     server.flush("p");
     Arc::into_inner(server).unwrap().stop();
 

@@ -169,35 +169,55 @@ impl IcebergTable {
             .filter(|f| !f.column_refs().iter().any(|c| evolved.contains(&c.name)))
             .cloned()
             .collect();
-        let scan = IcebergStaticTableProvider::try_new_from_table_snapshot(
+        // iceberg-rust reads a snapshot with the schema it was written
+        // with: a column added since (the current table's schema has it,
+        // the current snapshot's not yet) is not asked of it, and reads as
+        // null.
+        let provider = IcebergStaticTableProvider::try_new_from_table_snapshot(
             self.table.clone(),
             snapshot_id,
         )
         .await
-        .map_err(external)?
-        .scan(state, projection, &pruning, limit)
-        .await?;
-        // That reader yields strings as `Utf8`; this table says `Utf8View`.
+        .map_err(external)?;
+        let theirs = provider.schema();
         let declared = match projection {
             Some(p) => self.schema.project(p)?,
             None => self.schema.as_ref().clone(),
         };
+        let asked: Vec<usize> = declared
+            .fields()
+            .iter()
+            .filter_map(|f| theirs.index_of(f.name()).ok())
+            .collect();
+        let scan = provider.scan(state, Some(&asked), &pruning, limit).await?;
+        // That reader yields strings as `Utf8`; this table says `Utf8View`.
         let produced = scan.schema();
         let columns = declared
             .fields()
             .iter()
-            .enumerate()
-            .map(|(i, field)| {
-                let column: Arc<dyn PhysicalExpr> =
-                    Arc::new(Column::new(produced.field(i).name(), i));
-                let expr = if produced.field(i).data_type() == field.data_type() {
-                    column
-                } else {
-                    Arc::new(CastExpr::new(column, field.data_type().clone(), None))
+            .map(|field| {
+                let expr: Arc<dyn PhysicalExpr> = match produced.index_of(field.name()) {
+                    Ok(i) if produced.field(i).data_type() == field.data_type() => {
+                        Arc::new(Column::new(field.name(), i))
+                    }
+                    Ok(i) => Arc::new(CastExpr::new(
+                        Arc::new(Column::new(field.name(), i)),
+                        field.data_type().clone(),
+                        None,
+                    )),
+                    // Null, with the field's metadata (its field id).
+                    Err(_) => Arc::new(
+                        datafusion::physical_expr::expressions::Literal::new_with_metadata(
+                            datafusion::common::ScalarValue::try_from(field.data_type())?,
+                            Some(datafusion::common::metadata::FieldMetadata::from(
+                                field.as_ref(),
+                            )),
+                        ),
+                    ),
                 };
-                (expr, field.name().clone())
+                Ok((expr, field.name().clone()))
             })
-            .collect::<Vec<_>>();
+            .collect::<DFResult<Vec<_>>>()?;
         Ok(Arc::new(ProjectionExec::try_new(columns, scan)?))
     }
 }
