@@ -254,7 +254,15 @@ async fn step(
         };
         input.extend(decoded.map_err(external)?);
     }
-    let run_error = |e: pipe_transform::Error| DataFusionError::External(Box::new(e));
+    let run_error = |e: pipe_transform::Error| {
+        DataFusionError::External(
+            format!(
+                "running pipeline `{}`'s SQL over what it has not committed to `{table}`: {e}; `committed_only` reads the table without it",
+                source.pipeline
+            )
+            .into(),
+        )
+    };
     let output = if source.failed_rows {
         let isolated = state.plan.run_isolating(input).await.map_err(run_error)?;
         match isolated.failed.is_empty() {
