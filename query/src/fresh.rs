@@ -21,8 +21,14 @@
 //!    not.
 //!
 //! Both halves are picked while the query is planned, so a query sees every
-//! event acknowledged before it started, and none acknowledged after it was
-//! planned. Time travel (`table_at`) reads committed snapshots only.
+//! event acknowledged before it started, and none written to the buffer
+//! after it was planned (an event on disk may show a moment before its 200
+//! reaches its client). Time travel (`table_at`) reads committed snapshots
+//! only.
+//!
+//! The tail's rows go through the query's filters and projection before
+//! they leave it, and a limit (DataFusion passes one only when no filter
+//! stays above the scan) stops reading the buffer once reached.
 //!
 //! The tail's rows are counted in the plan's metrics ([`BUFFER_ROWS`],
 //! [`BUFFER_RECORDS`]): [`crate::ScanStats`] reports them, so a reader can
@@ -41,7 +47,7 @@ use datafusion::common::{DataFusionError, Result as DFResult};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -134,23 +140,62 @@ impl TableProvider for FreshTable {
             .committed
             .scan(state, projection, filters, limit)
             .await?;
-        let tail = TailExec::new(
-            self.tail.clone(),
-            self.committed.schema(),
-            projection.cloned(),
-            committed.schema(),
-        );
+        let tail = TailExec {
+            filter: tail_filter(state, &self.committed.schema(), filters),
+            limit,
+            ..TailExec::new(
+                self.tail.clone(),
+                self.committed.schema(),
+                projection.cloned(),
+                committed.schema(),
+            )
+        };
         UnionExec::try_new(vec![committed, Arc::new(tail)])
     }
 }
 
-/// Reads a [`Tail`] as the table's columns `projection`.
+/// The query's filters on the table as one expression over its columns,
+/// applied to the buffered rows before they leave the tail (the rows are
+/// filtered above the union anyway: a filter that does not plan here is
+/// left to that).
+fn tail_filter(
+    state: &dyn Session,
+    table: &SchemaRef,
+    filters: &[Expr],
+) -> Option<Arc<dyn PhysicalExpr>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let unqualified = filters
+        .iter()
+        .map(|f| {
+            f.clone()
+                .transform(|e| match e {
+                    Expr::Column(c) => Ok(Transformed::yes(Expr::Column(
+                        datafusion::common::Column::from_name(c.name),
+                    ))),
+                    other => Ok(Transformed::no(other)),
+                })
+                .map(|t| t.data)
+        })
+        .collect::<DFResult<Vec<_>>>()
+        .ok()?;
+    let predicate = datafusion::logical_expr::utils::conjunction(unqualified)?;
+    let schema = datafusion::common::DFSchema::try_from(table.as_ref().clone()).ok()?;
+    state.create_physical_expr(predicate, &schema).ok()
+}
+
+/// Reads a [`Tail`] as the table's columns `projection`, with the query's
+/// filters applied and stopping at its limit.
 #[derive(Debug)]
 struct TailExec {
     tail: Arc<dyn Tail>,
     /// The whole table's schema: what each batch is made to fit first.
     table: SchemaRef,
     projection: Option<Vec<usize>>,
+    /// Over the whole table's columns (see [`tail_filter`]).
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Rows wanted at most (DataFusion passes one only when no filter
+    /// stays above the scan).
+    limit: Option<usize>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -172,6 +217,8 @@ impl TailExec {
             tail,
             table,
             projection,
+            filter: None,
+            limit: None,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -220,13 +267,27 @@ impl ExecutionPlan for TailExec {
         let table = self.table.clone();
         let output = self.schema();
         let projection = self.projection.clone();
+        let filter = self.filter.clone();
         let stream = self.tail.rows().map(move |batch| {
             let batch = conform(&batch?, &table)?;
+            rows.add(batch.num_rows());
+            let batch = match &filter {
+                Some(f) => {
+                    let keep = f.evaluate(&batch)?.into_array(batch.num_rows())?;
+                    let keep = keep
+                        .as_any()
+                        .downcast_ref::<arrow::array::BooleanArray>()
+                        .ok_or_else(|| {
+                            DataFusionError::Internal("a filter that is not boolean".into())
+                        })?;
+                    arrow::compute::filter_record_batch(&batch, keep)?
+                }
+                None => batch,
+            };
             let batch = match &projection {
                 Some(p) => batch.project(p)?,
                 None => batch,
             };
-            rows.add(batch.num_rows());
             // The snapshot's scan names the output's fields; same columns
             // (none for `count(*)`, hence the row count).
             Ok(RecordBatch::try_new_with_options(
@@ -235,6 +296,22 @@ impl ExecutionPlan for TailExec {
                 &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
             )?)
         });
+        // Past the limit nothing more is read from the buffer.
+        let stream = match self.limit {
+            Some(limit) => {
+                let mut left = limit;
+                stream
+                    .take_while(move |batch| {
+                        let go = left > 0;
+                        if let Ok(b) = batch {
+                            left = left.saturating_sub(b.num_rows());
+                        }
+                        futures::future::ready(go)
+                    })
+                    .boxed()
+            }
+            None => stream.boxed(),
+        };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
             stream,
