@@ -468,3 +468,50 @@ async fn a_staged_uuid_survives_a_restart() {
     assert_eq!(made["metadata"]["table-uuid"], uuid, "{made}");
     server.stop();
 }
+
+/// Another engine renames a column, or drops one and adds another of its
+/// name: pipe's queries read the table by field id, as PyIceberg does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_evolved_by_another_engine_read_by_field_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    let script = r#"
+import json
+import pyarrow as pa
+from pyiceberg.catalog.rest import RestCatalog
+from pyiceberg.types import StringType
+cat = RestCatalog("pipe", uri="{url}", warehouse="pipe")
+schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("x", pa.int32())])
+t = cat.create_table("default.evolve", schema)
+t.append(pa.table({"id": [1, 2], "name": ["a", "b"], "x": [10, 20]}, schema=schema))
+with t.update_schema() as u:
+    u.rename_column("name", "label")
+with t.update_schema() as u:
+    u.delete_column("x")
+with t.update_schema() as u:
+    u.add_column("x", StringType())
+print(json.dumps(cat.load_table("default.evolve").scan().to_arrow().sort_by("id").to_pylist()))
+"#;
+    let theirs = pyiceberg(&server, dir.path(), script);
+    assert_eq!(
+        theirs,
+        json!([{"id": 1, "label": "a", "x": null}, {"id": 2, "label": "b", "x": null}])
+    );
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/v1/query", server.url))
+        .json(&json!({"sql": "SELECT id, label, x FROM default.evolve ORDER BY id"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // (The query answer leaves null values out of its row objects.)
+    assert_eq!(
+        answer["rows"],
+        json!([{"id": 1, "label": "a"}, {"id": 2, "label": "b"}]),
+        "{answer}"
+    );
+    server.stop();
+}

@@ -179,16 +179,32 @@ impl IcebergTable {
         )
         .await
         .map_err(external)?;
+        // Columns are matched by field id (a renamed column keeps its id;
+        // one dropped and added again under its name gets a new one).
         let theirs = provider.schema();
         let declared = match projection {
             Some(p) => self.schema.project(p)?,
             None => self.schema.as_ref().clone(),
         };
-        let asked: Vec<usize> = declared
+        let id_of = |f: &Field| {
+            f.metadata()
+                .get(datafusion::parquet::arrow::PARQUET_FIELD_ID_META_KEY)
+                .cloned()
+        };
+        let in_theirs = |field: &Field| {
+            let id = id_of(field)?;
+            theirs
+                .fields()
+                .iter()
+                .position(|t| id_of(t).as_ref() == Some(&id))
+        };
+        let mut asked: Vec<usize> = declared
             .fields()
             .iter()
-            .filter_map(|f| theirs.index_of(f.name()).ok())
+            .filter_map(|f| in_theirs(f))
             .collect();
+        asked.sort_unstable();
+        asked.dedup();
         let scan = provider.scan(state, Some(&asked), &pruning, limit).await?;
         // That reader yields strings as `Utf8`; this table says `Utf8View`.
         let produced = scan.schema();
@@ -196,17 +212,19 @@ impl IcebergTable {
             .fields()
             .iter()
             .map(|field| {
-                let expr: Arc<dyn PhysicalExpr> = match produced.index_of(field.name()) {
-                    Ok(i) if produced.field(i).data_type() == field.data_type() => {
-                        Arc::new(Column::new(field.name(), i))
+                let at =
+                    in_theirs(field).and_then(|i| produced.index_of(theirs.field(i).name()).ok());
+                let expr: Arc<dyn PhysicalExpr> = match at {
+                    Some(i) if produced.field(i).data_type() == field.data_type() => {
+                        Arc::new(Column::new(produced.field(i).name(), i))
                     }
-                    Ok(i) => Arc::new(CastExpr::new(
-                        Arc::new(Column::new(field.name(), i)),
+                    Some(i) => Arc::new(CastExpr::new(
+                        Arc::new(Column::new(produced.field(i).name(), i)),
                         field.data_type().clone(),
                         None,
                     )),
                     // Null, with the field's metadata (its field id).
-                    Err(_) => Arc::new(
+                    None => Arc::new(
                         datafusion::physical_expr::expressions::Literal::new_with_metadata(
                             datafusion::common::ScalarValue::try_from(field.data_type())?,
                             Some(datafusion::common::metadata::FieldMetadata::from(

@@ -75,6 +75,11 @@ pub use crate::codec::Codec;
 /// How data files are written.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
+    /// The warehouse of a SQL catalog, which puts a new table in its
+    /// namespace's folder: the sink then chooses that location itself, or
+    /// one of its own beside it when it is another table's (`placed`).
+    /// `None`: the catalog chooses (REST).
+    pub warehouse: Option<String>,
     pub codec: Codec,
     /// Largest row group, in rows.
     pub row_group_rows: usize,
@@ -166,6 +171,7 @@ impl WriteOptions {
 impl Default for WriteOptions {
     fn default() -> Self {
         Self {
+            warehouse: None,
             codec: Codec::Zstd,
             row_group_rows: 128 * 1024,
             target_file_bytes: None,
@@ -269,33 +275,43 @@ impl TableSink {
                 .await
                 .map_err(catalog_err(format!("loading table `{ident}`")))?
         } else {
-            let creation = table_creation(name, output, &options)?;
-            let table = catalog
-                .create_table(&ns, creation)
-                .await
-                .map_err(catalog_err(format!("creating table `{ident}`")))?;
-            let location = table.metadata().location().to_string();
-            let taken = placed::overlapping(&catalog, &ident, &location)
-                .await
-                .map_err(catalog_err(format!("listing the tables beside `{ident}`")))?;
-            let table = match taken {
-                None => table,
-                // Made in another table's folder (one renamed away keeps
-                // it): made again in a folder of its own (see `placed`).
-                Some((other, theirs)) => {
-                    catalog
-                        .drop_table(&ident)
+            let mut creation = table_creation(name, output, &options)?;
+            // Chosen before the table is made (see `placed`): no moment in
+            // which it lies in another table's folder.
+            if let Some(warehouse) = &options.warehouse {
+                let folder = catalog
+                    .get_namespace(&ns)
+                    .await
+                    .map_err(catalog_err(format!("loading namespace `{namespace}`")))?
+                    .properties()
+                    .get("location")
+                    .map(|l| l.trim_end_matches('/').to_string())
+                    .unwrap_or_else(|| {
+                        format!("{}/{}", warehouse.trim_end_matches('/'), ns.join("/"))
+                    });
+                let usual = format!("{folder}/{name}");
+                let taken = placed::overlapping(&catalog, &ident, &usual)
+                    .await
+                    .map_err(catalog_err(format!("listing the tables beside `{ident}`")))?;
+                creation.location = Some(match taken {
+                    None => usual,
+                    Some((other, theirs)) => {
+                        let own = placed::suffixed(&usual);
+                        warn!(table = %ident, %other, location = %theirs, own = %own, "the usual folder of the new table is another table's: made in a folder of its own");
+                        own
+                    }
+                });
+            }
+            let table = match catalog.create_table(&ns, creation).await {
+                Ok(table) => table,
+                // Another process sharing the catalog made it meanwhile.
+                Err(e) => match catalog.table_exists(&ident).await {
+                    Ok(true) => catalog
+                        .load_table(&ident)
                         .await
-                        .map_err(catalog_err(format!("dropping the new table `{ident}`")))?;
-                    let mut creation = table_creation(name, output, &options)?;
-                    let own = placed::suffixed(&location);
-                    warn!(table = %ident, %other, location = %theirs, own = %own, "the usual folder of the new table is another table's: made in a folder of its own");
-                    creation.location = Some(own);
-                    catalog
-                        .create_table(&ns, creation)
-                        .await
-                        .map_err(catalog_err(format!("creating table `{ident}`")))?
-                }
+                        .map_err(catalog_err(format!("loading table `{ident}`")))?,
+                    _ => return Err(catalog_err(format!("creating table `{ident}`"))(e)),
+                },
             };
             info!(table = %ident, pipeline, location = table.metadata().location(), "created table");
             table

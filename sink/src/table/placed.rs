@@ -2,8 +2,9 @@
 //! folder a new table takes. A table renamed away keeps its folder, so the
 //! catalog's usual location for a new table of that name (the namespace's
 //! folder and the name) may be another table's: maintenance of either
-//! would take the other's files for orphans. A table the sink makes there
-//! is made again in a folder of its own (`<location>-<8 hex digits>`).
+//! would take the other's files for orphans. The sink chooses a new
+//! table's location before making it: that folder, or when it is another
+//! table's, a folder of its own beside it (`<location>-<8 hex digits>`).
 
 use std::collections::HashSet;
 use std::sync::Arc;

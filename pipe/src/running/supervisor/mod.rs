@@ -741,6 +741,10 @@ impl Supervisor {
             ledger_dir: Some(ledger_dir(config)),
             source: Some(source.to_string()),
             owns_metadata_files: config.catalog.owns_metadata_files(),
+            warehouse: config
+                .catalog
+                .owns_metadata_files()
+                .then(|| config.catalog.warehouse.location.clone()),
             committer: Some(self.committer.clone()),
             ..WriteOptions::default()
         }

@@ -80,6 +80,27 @@ pub fn check_name(what: &str, name: &str) -> RestResult<()> {
     }
 }
 
+/// Refuses a name in a request's path that cannot name a folder of the
+/// warehouse (empty, long, a path separator or control character, `.` or
+/// `..`). Looser than [`check_name`], which new names meet: a table or
+/// namespace made under older rules stays reachable.
+pub fn check_path_name(what: &str, name: &str) -> RestResult<()> {
+    let bad = name.is_empty()
+        || name.len() > 255
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\');
+    match bad {
+        true => Err(RestError::bad_request(format!(
+            "{what} `{}`: not a name",
+            name.escape_debug()
+        ))),
+        false => Ok(()),
+    }
+}
+
 /// [`check_name`] for every level of `namespace` (at least one, at most
 /// 16), and no `.` in a level: the SQL catalog joins levels with `.`, so
 /// `["a.b"]` would read as `["a", "b"]`.

@@ -335,13 +335,16 @@ pub fn namespace_of(path: &str) -> RestResult<NamespaceIdent> {
     let levels: Vec<&str> = path.split('\u{1f}').collect();
     let ident =
         NamespaceIdent::from_strs(levels).map_err(|e| RestError::bad_request(e.to_string()))?;
-    guard::check_namespace(&ident)?;
+    ident
+        .as_ref()
+        .iter()
+        .try_for_each(|level| guard::check_path_name("namespace", level))?;
     Ok(ident)
 }
 
 /// A table in a path.
 pub fn table_of(namespace: &str, table: &str) -> RestResult<TableIdent> {
-    guard::check_name("table", table)?;
+    guard::check_path_name("table", table)?;
     Ok(TableIdent::new(namespace_of(namespace)?, table.to_string()))
 }
 

@@ -381,6 +381,9 @@ async fn commit(
             .iter()
             .any(|r| matches!(r, iceberg::TableRequirement::NotExist));
         if creates {
+            // A new name meets the rules for new names.
+            guard::check_namespace(ident.namespace())?;
+            guard::check_name("table", ident.name())?;
             if state.supervisor.catalog().table_exists(&ident).await? {
                 return Err(RestError::commit_failed(format!(
                     "table `{ident}` already exists (`assert-create`)"
