@@ -14,7 +14,7 @@ import sys
 import time
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -30,8 +30,10 @@ def browser():
 
 
 def wait(driver, what, condition, seconds=30):
+    # The overview redraws itself every 2 s: an element found a moment
+    # ago may be gone (stale); the condition is then asked again.
     try:
-        return WebDriverWait(driver, seconds, poll_frequency=0.2).until(lambda d: condition(d))
+        return WebDriverWait(driver, seconds, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: condition(d))
     except TimeoutException:
         raise SystemExit(f"timed out waiting for {what}; page: {driver.find_element(By.TAG_NAME, 'main').text[:2000]}")
 
@@ -39,6 +41,24 @@ def wait(driver, what, condition, seconds=30):
 def find(driver, css):
     found = driver.find_elements(By.CSS_SELECTOR, css)
     return found[0] if found else None
+
+
+def attribute(driver, css, name):
+    """An attribute of the first element `css` selects, found again if the
+    page redrew it meanwhile."""
+    return wait(driver, f"{css} [{name}]", lambda d: (e := find(d, css)) is not None and e.get_attribute(name))
+
+
+def click(driver, css):
+    """Clicks the first element `css` selects, found again if the page
+    redrew it meanwhile."""
+    def clicked(d):
+        e = find(d, css)
+        if e is None:
+            return False
+        e.click()
+        return True
+    wait(driver, f"{css} to click", clicked)
 
 
 def run_sql(driver, sql):
@@ -58,21 +78,20 @@ def under_load(driver, shots):
     for p in ["raw_events_pipeline", "fraud_events_pipeline"]:
         wait(driver, f"{p} with a rate", lambda d: float(
             (find(d, f'tr[data-pipeline="{p}"] td[data-rate]') or d.find_element(By.TAG_NAME, "body")).get_attribute("data-rate") or 0) > 0, 60)
-    rate = find(driver, 'tr[data-stream="raw_events_stream"] td[data-rate]').get_attribute("data-rate")
-    seen["stream_rate"] = float(rate)
-    chart = wait(driver, "a chart with points", lambda d: (c := find(d, 'canvas[data-series="stream:raw_events_stream"]')) and int(c.get_attribute("data-points")) >= 3 and c)
-    seen["chart_points"] = int(chart.get_attribute("data-points"))
+    seen["stream_rate"] = float(attribute(driver, 'tr[data-stream="raw_events_stream"] td[data-rate]', "data-rate"))
+    series = 'canvas[data-series="stream:raw_events_stream"]'
+    seen["chart_points"] = wait(driver, "a chart with points", lambda d: (c := find(d, series)) is not None and (n := int(c.get_attribute("data-points"))) >= 3 and n)
     seen["overview_ms"] = round((time.time() - start) * 1000)
     driver.save_screenshot(os.path.join(shots, "overview.png"))
 
-    driver.find_element(By.CSS_SELECTOR, 'tr[data-pipeline="fraud_events_pipeline"] a').click()
+    click(driver, 'tr[data-pipeline="fraud_events_pipeline"] a')
     wait(driver, "the pipeline page", lambda d: "INSERT INTO" in d.find_element(By.TAG_NAME, "main").text)
     driver.save_screenshot(os.path.join(shots, "pipeline.png"))
     driver.get(URL + "#/tables/fraud_detection.transactions")
     wait(driver, "the table page", lambda d: "Snapshots" in d.find_element(By.TAG_NAME, "main").text and find(d, "main table"))
     driver.save_screenshot(os.path.join(shots, "table.png"))
     # Time travel is one click away, with the snapshot id exact (> 2^53).
-    find(driver, 'main table a[href*="table_at"]').click()
+    click(driver, 'main table a[href*="table_at"]')
     wait(driver, "the time-travel query", lambda d: find(d, "#sql-result table, #sql-error"))
     seen["time_travel_error"] = find(driver, "#sql-error").text if find(driver, "#sql-error") else None
     seen["time_travel_rows"] = len(driver.find_elements(By.CSS_SELECTOR, "#sql-result tbody tr"))
@@ -107,8 +126,7 @@ def under_load(driver, shots):
     wait(driver, "the new pipeline on the overview", lambda d: find(d, 'tr[data-pipeline="console_pipeline"]'))
     driver.get(URL + "#/manage")
     for kind, name in [("pipelines", "console_pipeline"), ("sinks", "console_sink")]:
-        button = wait(driver, f"the delete button of {name}", lambda d: find(d, f'button[data-delete="{kind}/{name}"]'))
-        button.click()
+        click(driver, f'button[data-delete="{kind}/{name}"]')
         driver.switch_to.alert.accept()
         wait(driver, f"{name} gone", lambda d: find(d, f"#message-{kind}") and "Deleted" in find(d, f"#message-{kind}").text)
         wait(driver, f"{name} gone from the list", lambda d: not find(d, f'tr[data-name="{name}"]'))
