@@ -129,6 +129,10 @@ impl BatchJob {
             plan.output_schema(),
             WriteOptions {
                 owns_metadata_files: options.catalog.owns_metadata_files(),
+                warehouse: options
+                    .catalog
+                    .owns_metadata_files()
+                    .then(|| options.catalog.warehouse.location.clone()),
                 committer: Some(pipe_sink::maintenance::Committer::open(&options.catalog).await?),
                 ..options.write
             },

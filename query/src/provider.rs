@@ -62,13 +62,29 @@ impl IcebergCatalog {
         fresh: Option<Arc<dyn Unflushed>>,
     ) -> iceberg::Result<IcebergCatalog> {
         let mut schemas = HashMap::new();
-        for namespace in catalog.list_namespaces(None).await? {
-            let tables = catalog
-                .list_tables(&namespace)
-                .await?
-                .into_iter()
-                .map(|t| t.name().to_string())
-                .collect();
+        // Nested namespaces too (`"lake.sub".t`), each once: a SQL catalog
+        // lists every descendant of a namespace as its children.
+        let mut pending = catalog.list_namespaces(None).await?;
+        let mut seen = std::collections::HashSet::new();
+        while let Some(namespace) = pending.pop() {
+            if !seen.insert(namespace.clone()) {
+                continue;
+            }
+            let children = catalog
+                .list_namespaces(Some(&namespace))
+                .await
+                .unwrap_or_default();
+            pending.extend(children.into_iter().filter(|n| !seen.contains(n)));
+            // A SQL catalog lists `a` when only `a.b` was made, and then
+            // has no namespace `a` to list tables of: it holds none.
+            let tables = match catalog.list_tables(&namespace).await {
+                Ok(tables) => tables,
+                Err(e) if e.kind() == iceberg::ErrorKind::NamespaceNotFound => Vec::new(),
+                Err(e) => return Err(e),
+            }
+            .into_iter()
+            .map(|t| t.name().to_string())
+            .collect();
             let name = namespace.join(".");
             let provider = Namespace {
                 catalog: catalog.clone(),

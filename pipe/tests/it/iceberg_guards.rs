@@ -491,3 +491,45 @@ async fn a_sink_makes_its_table_beside_a_renamed_tables_folder() {
     );
     server.stop();
 }
+
+/// A sink in a two-level namespace starts (the SQL catalog lists its
+/// parent, which lists no tables), and so do new sinks after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_in_nested_namespaces_start_and_do_not_stop_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = r#"
+[sinks.deep_sink]
+namespace = "lake.sub"
+table = "deep"
+roll_interval_secs = 3600
+
+[pipelines.deep]
+sql = "INSERT INTO deep_sink SELECT * FROM ecommerce_stream"
+"#;
+    let config = write_stream_config(dir.path(), "", nested);
+    let server = Server::start(&config).await;
+    let acked = post_ids(&server, 0, 10).await;
+    server.flush("deep");
+    server.stop();
+    let more = format!(
+        "{nested}
+[sinks.other_sink]
+namespace = \"default\"
+table = \"other\"
+
+[pipelines.other]
+sql = \"INSERT INTO other_sink SELECT * FROM ecommerce_stream\"
+"
+    );
+    write_stream_config(dir.path(), "", &more);
+    let server = Server::start(&config).await;
+    post_ids(&server, 100, 10).await;
+    server.flush("other");
+    server.stop();
+    let rows = query(&config, "SELECT count(*) AS n FROM \"lake.sub\".deep");
+    assert_eq!(rows[0]["n"], acked.len() + 10);
+    // A new pipeline reads what the buffer still holds (`start =
+    // "earliest"`): the first 10 events too (their segment is the active one).
+    let rows = query(&config, "SELECT count(*) AS n FROM default.other");
+    assert_eq!(rows[0]["n"], 20);
+}

@@ -255,15 +255,26 @@ impl TableSink {
                 source: Box::new(e),
             }
         };
-        if !catalog
-            .namespace_exists(&ns)
-            .await
-            .map_err(catalog_err(format!("looking up namespace `{namespace}`")))?
-        {
-            catalog
-                .create_namespace(&ns, HashMap::new())
+        // The namespace and each level above it (`lake` for `lake.sub`), as
+        // `mkdir -p` would: a SQL catalog lists `lake` either way, and a
+        // namespace listed but not made cannot be listed in turn.
+        let levels = ns.as_ref();
+        for depth in 1..=levels.len() {
+            let level = NamespaceIdent::from_strs(&levels[..depth])
+                .map_err(|e| Error::Config(format!("namespace `{namespace}`: {e}")))?;
+            let shown = level.join(".");
+            if !catalog
+                .namespace_exists(&level)
                 .await
-                .map_err(catalog_err(format!("creating namespace `{namespace}`")))?;
+                .map_err(catalog_err(format!("looking up namespace `{shown}`")))?
+            {
+                if let Err(e) = catalog.create_namespace(&level, HashMap::new()).await {
+                    // Made meanwhile by another process sharing the catalog.
+                    if !catalog.namespace_exists(&level).await.unwrap_or(false) {
+                        return Err(catalog_err(format!("creating namespace `{shown}`"))(e));
+                    }
+                }
+            }
         }
         let table = if catalog
             .table_exists(&ident)

@@ -197,6 +197,8 @@ async fn create(
     let request = json!(["create", namespace, String::from_utf8_lossy(&bytes)]).to_string();
     let run = async {
         let ns = namespace_of(&namespace)?;
+        // A table is made only in a namespace whose name meets the rules.
+        guard::check_namespace(&ns)?;
         let request: CreateTableRequest = body(&bytes)?;
         guard::check_name("table", &request.name)?;
         guard::check_properties(&HashMap::new(), &request.properties, &[])?;
@@ -490,6 +492,7 @@ async fn register(
     let request = json!(["register", namespace, String::from_utf8_lossy(&bytes)]).to_string();
     let run = async {
         let ns = namespace_of(&namespace)?;
+        guard::check_namespace(&ns)?;
         let request: RegisterTableRequest = body(&bytes)?;
         let ident = TableIdent::new(ns, request.name.clone());
         guard::check_name("table", &request.name)?;
