@@ -63,7 +63,7 @@ fn resolved(path: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::owns;
+    use super::{overlap, owns};
 
     #[test]
     fn only_files_inside_the_location_are_owned() {
@@ -87,6 +87,13 @@ mod tests {
             let elsewhere = format!("file:///proc/self/root{}/ns/u/a.parquet", real.display());
             assert!(!owns(&t, &elsewhere));
         }
+        assert!(overlap("file:///w/a/t", "/w//a/t/data"));
+        assert!(overlap("s3://b/w/t", "s3a://b/w/t"));
+        assert!(!overlap("file:///w/a/t", "file:///w/a/t2"));
+        assert!(
+            overlap("file:///w/a/t", "file:///w/x/../a/t"),
+            "`..`: unknown, refused"
+        );
         assert!(owns("s3://b/w/t", "s3a://b/w/t/data/x.parquet"));
         assert!(!owns("s3://b/w/t", "s3://b/w/other/x.parquet"));
     }

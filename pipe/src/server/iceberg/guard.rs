@@ -12,12 +12,14 @@
 //! nor a table's `write.*.path` properties are set through the catalog.
 //! So a client cannot spell its way into another table's folder; what it
 //! can still name (a registered table's metadata, the files of a purge) is
-//! compared with symlinks resolved ([`normalized`]).
+//! compared with symlinks resolved (`pipe_sink::maintenance::owned`, which
+//! maintenance uses too).
 
 use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use iceberg::{NamespaceIdent, TableIdent, TableUpdate};
+use pipe_sink::maintenance::owned::{overlap, owns};
 
 use super::error::{RestError, RestResult};
 use super::IcebergState;
@@ -229,7 +231,7 @@ pub fn check_updates(
             TableUpdate::RemoveProperties { removals } => {
                 check_properties(current, &HashMap::new(), removals)?
             }
-            TableUpdate::SetLocation { location: to } if normalized(to) != normalized(location) => {
+            TableUpdate::SetLocation { location: to } if spelled(to) != spelled(location) => {
                 return Err(RestError::forbidden(format!(
                     "table `{ident}` lies at `{location}`: a table's location does not move (pipe chooses it)"
                 )));
@@ -285,39 +287,11 @@ async fn all_tables(state: &IcebergState) -> RestResult<Vec<(TableIdent, String)
     Ok(pipe_sink::table::placed::locations(&state.supervisor.catalog()).await?)
 }
 
-/// A location as one spelling: `file://` + the path with symlinks
-/// resolved (of the part that exists: `/proc/self/root/w` is `/w`), or
-/// `s3://bucket/…` (`s3a` as `s3`), without empty or `.` segments or a
-/// trailing `/`. `None` for one with `..` (a name for somewhere else).
-pub fn normalized(location: &str) -> Option<String> {
-    let spelled = spelled(location)?;
-    match spelled.strip_prefix("file://") {
-        Some(path) => Some(format!("file://{}", resolved(std::path::Path::new(path)))),
-        None => Some(spelled),
-    }
-}
-
-/// `path` with the symlinks of its longest existing ancestor resolved.
-fn resolved(path: &std::path::Path) -> String {
-    let mut rest = Vec::new();
-    let mut at = path;
-    loop {
-        if let Ok(real) = std::fs::canonicalize(at) {
-            let mut real = real;
-            real.extend(rest.iter().rev());
-            return real.to_string_lossy().into_owned();
-        }
-        match (at.parent(), at.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                at = parent;
-            }
-            _ => return path.to_string_lossy().into_owned(),
-        }
-    }
-}
-
-/// [`normalized`] without looking at the file system.
+/// A location as one spelling, without looking at the file system:
+/// `file://` + the path, or `s3://bucket/…` (`s3a` as `s3`), without empty
+/// or `.` segments or a trailing `/`; `None` for one with `..` (a name for
+/// somewhere else). Where two locations may be one folder (symlinks
+/// resolved), [`overlap`] and [`owns`] decide: maintenance uses them too.
 fn spelled(location: &str) -> Option<String> {
     let (scheme, rest) = match location.split_once("://") {
         Some((s, r)) if s.eq_ignore_ascii_case("s3") || s.eq_ignore_ascii_case("s3a") => {
@@ -339,15 +313,6 @@ fn spelled(location: &str) -> Option<String> {
         }
     }
     Some(format!("{scheme}{}", parts.join("/")))
-}
-
-/// Whether one location is the other or inside it (either spelled with
-/// `..` counts as overlapping: it cannot be told where it points).
-fn overlap(a: &str, b: &str) -> bool {
-    let (Some(a), Some(b)) = (normalized(a), normalized(b)) else {
-        return true;
-    };
-    a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
 }
 
 /// Refuses a location that another table's is, holds, or lies in (its
@@ -434,15 +399,10 @@ pub fn chosen_by_pipe(
 pub async fn purge_safe(state: &IcebergState, table: &iceberg::table::Table) -> RestResult<()> {
     let location = table.metadata().location().to_string();
     location_free(state, &location, Some(table.identifier())).await?;
-    let own = normalized(&location)
-        .ok_or_else(|| RestError::forbidden(format!("`{location}`: `..` in a table's location")))?;
     let files = pipe_sink::maintenance::orphans::referenced(table)
         .await
         .map_err(|e| RestError::of_pipe(&e.into()))?;
-    if let Some(outside) = files
-        .iter()
-        .find(|f| !normalized(f).is_some_and(|f| f.starts_with(&format!("{own}/"))))
-    {
+    if let Some(outside) = files.iter().find(|f| !owns(&location, f)) {
         return Err(RestError::forbidden(format!(
             "table `{}` names `{outside}`, outside its location `{location}`: a purge deletes only a table's own files; drop it without `purgeRequested`",
             table.identifier()
@@ -457,33 +417,10 @@ mod tests {
 
     #[test]
     fn one_folder_is_one_spelling() {
-        let n = |l: &str| normalized(l);
-        assert_eq!(n("file:///w//a/./t/"), n("/w/a/t"));
-        assert_eq!(n("file:/w/a/t"), Some("file:///w/a/t".into()));
-        assert_eq!(n("s3a://b//x/./y"), n("s3://b/x/y"));
-        assert_eq!(n("file:///w/a/../b"), None);
-        assert!(overlap("file:///w/a/t", "/w//a/t/data"));
-        assert!(overlap("s3://b/w/t", "s3a://b/w/t"));
-        assert!(!overlap("file:///w/a/t", "file:///w/a/t2"));
-        assert!(
-            overlap("file:///w/a/t", "file:///w/x/../a/t"),
-            "`..`: unknown, refused"
-        );
-    }
-
-    #[test]
-    fn symlinks_are_resolved() {
-        if !cfg!(target_os = "linux") {
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().canonicalize().unwrap();
-        let via_proc = format!("file:///proc/self/root{}/t/data/x.parquet", real.display());
-        assert_eq!(
-            normalized(&via_proc),
-            Some(format!("file://{}/t/data/x.parquet", real.display()))
-        );
-        assert!(overlap(&via_proc, &format!("{}/t", real.display())));
+        assert_eq!(spelled("file:///w//a/./t/"), spelled("/w/a/t"));
+        assert_eq!(spelled("file:/w/a/t"), Some("file:///w/a/t".into()));
+        assert_eq!(spelled("s3a://b//x/./y"), spelled("s3://b/x/y"));
+        assert_eq!(spelled("file:///w/a/../b"), None);
     }
 
     #[test]
