@@ -33,8 +33,10 @@
 //! maintenance commit's swap or REST commit, the answer held back
 //! `PIPE_FAULT_DELAY_MS` first), `pipeline-step-panic` (a pipeline step panics
 //! while processing records), `pipeline-task-panic` (a pipeline task
-//! panics between steps, ending the task) and `slow-fresh-read` (a query's
-//! read of uncommitted events waits `PIPE_FAULT_DELAY_MS` before it reads).
+//! panics between steps, ending the task), `slow-fresh-read` (a query's
+//! read of uncommitted events waits `PIPE_FAULT_DELAY_MS` before it reads)
+//! and `slow-stop` (a pipeline asked to stop waits `PIPE_FAULT_DELAY_MS`
+//! before its last commit).
 //!
 //! Hand-written rather than the `fail` crate: its actions (panic, return,
 //! sleep) do not end the process, and a panic inside a tokio task would only
@@ -100,6 +102,10 @@ pub const PIPELINE_TASK_PANIC: &str = "pipeline-task-panic";
 /// A fresh read waits `PIPE_FAULT_DELAY_MS` between planning and reading
 /// the buffer, so a commit can land in between (`PIPE_FAULT`).
 pub const SLOW_FRESH_READ: &str = "slow-fresh-read";
+
+/// A pipeline asked to stop waits `PIPE_FAULT_DELAY_MS` before its last
+/// commit, so its `draining` state can be seen (`PIPE_FAULT`).
+pub const SLOW_STOP: &str = "slow-stop";
 
 /// `PIPE_FAULT_DELAY_MS`: how long a fault that delays holds back.
 pub fn fault_delay() -> std::time::Duration {

@@ -196,6 +196,9 @@ impl<S: TaskSink> PipelineTask<S> {
             let mut flush: Option<FlushRequest> = None;
             tokio::select! {
                 _ = cancel.cancelled() => {
+                    if crate::crash::fault(crate::crash::SLOW_STOP) {
+                        tokio::time::sleep(crate::crash::fault_delay()).await;
+                    }
                     self.commit_through_durable(&mut pending, &cancel).await?;
                     info!(pipeline = %name, committed_through = ?self.committed_through, "pipeline stopped");
                     return Ok(());

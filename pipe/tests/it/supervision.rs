@@ -206,3 +206,62 @@ async fn events_of_an_earlier_schema_are_read_or_refused_by_name() {
     assert_eq!(server.flush("p")["rows"], 3);
     server.stop();
 }
+
+/// A pipeline asked to stop shows as `draining` while it commits what it
+/// read, in its view and in `/metrics`, and is gone once that landed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_that_is_stopping_shows_as_draining_until_its_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start_with_env(
+        &config,
+        &[
+            ("PIPE_FAULT", pipe::crash::SLOW_STOP),
+            ("PIPE_FAULT_DELAY_MS", "2500"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for (kind, body) in [
+        (
+            "sinks",
+            json!({"name": "drained_sink", "type": "iceberg", "namespace": "default", "table": "drained", "roll_interval_secs": 3600}),
+        ),
+        (
+            "pipelines",
+            json!({"name": "drained", "sql": "INSERT INTO drained_sink SELECT * FROM ecommerce_stream"}),
+        ),
+    ] {
+        let r = http
+            .post(format!("{}/v1/{kind}", server.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let events = getting_started_events();
+    assert_eq!(server.post_json("ecommerce_stream", &events).await.0, 200);
+
+    let delete = tokio::spawn(
+        http.delete(format!("{}/v1/pipelines/drained", server.url))
+            .send(),
+    );
+    let status = wait_for_state(&server, "drained", "draining").await;
+    assert!(status["state_reason"].is_null(), "{status}");
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metrics[r#"pipe_pipeline_state{pipeline="drained",state="draining"}"#],
+        1.0
+    );
+    let r = delete.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = reqwest::get(format!("{}/v1/pipelines/drained", server.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // What it read was committed before it ended.
+    let rows = query(&config, "SELECT count(*) AS n FROM default.drained");
+    assert_eq!(rows[0]["n"], events.as_array().unwrap().len());
+    server.stop();
+}

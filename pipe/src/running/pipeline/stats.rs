@@ -54,17 +54,26 @@ pub enum State {
     /// committed until it is restarted (a restart of the server, or a
     /// delete and create).
     Failed,
+    /// It was asked to stop (a delete, a change of its definition, or the
+    /// server's shutdown) and commits what it has read before it ends.
+    Draining,
 }
 
 impl State {
     /// Every state, for one-hot metrics.
-    pub const ALL: [State; 3] = [State::Running, State::Retrying, State::Failed];
+    pub const ALL: [State; 4] = [
+        State::Running,
+        State::Retrying,
+        State::Failed,
+        State::Draining,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             State::Running => "running",
             State::Retrying => "retrying",
             State::Failed => "failed",
+            State::Draining => "draining",
         }
     }
 }
@@ -135,8 +144,14 @@ impl PipelineStats {
     /// A step went through.
     pub(super) fn set_running(&self) {
         let mut health = self.health.lock().expect("never poisoned");
-        if health.state != State::Running {
-            *health = Health::default();
+        match health.state {
+            State::Running => {}
+            // Still stopping; the failure it retried is over.
+            State::Draining => {
+                health.reason = None;
+                health.attempts = 0;
+            }
+            _ => *health = Health::default(),
         }
     }
 
@@ -144,20 +159,34 @@ impl PipelineStats {
     pub(super) fn set_retrying(&self, reason: &str) -> u32 {
         let mut health = self.health.lock().expect("never poisoned");
         let attempts = match health.state {
-            State::Retrying => health.attempts + 1,
+            State::Retrying | State::Draining if health.reason.is_some() => health.attempts + 1,
             _ => 1,
         };
         let since = match health.state {
-            State::Retrying => health.since.clone(),
+            State::Retrying | State::Draining => health.since.clone(),
             _ => now_rfc3339(),
         };
         *health = Health {
-            state: State::Retrying,
+            // A stop's last commits that fail still show as a stop.
+            state: match health.state {
+                State::Draining => State::Draining,
+                _ => State::Retrying,
+            },
             reason: Some(reason.to_string()),
             attempts,
             since,
         };
         attempts
+    }
+
+    /// The task was asked to stop: it commits what it has and ends.
+    pub fn set_draining(&self) {
+        *self.health.lock().expect("never poisoned") = Health {
+            state: State::Draining,
+            reason: None,
+            attempts: 0,
+            since: now_rfc3339(),
+        };
     }
 
     /// The task ended with `reason`.

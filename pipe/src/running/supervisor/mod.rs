@@ -555,26 +555,27 @@ impl Supervisor {
     }
 
     /// Ends a pipeline's task: it commits what is durable and returns, and
-    /// is taken out of the running parts and the metrics. It stays
-    /// attached to its stream's log, so nothing after its last commit is
-    /// released until the caller detaches it or starts its successor. A
-    /// task whose last commit fails is kept (see [`Self::stop_pipeline`]).
+    /// is taken out of the running parts and the metrics. While it commits
+    /// it stays listed, as `draining`. It stays attached to its stream's
+    /// log, so nothing after its last commit is released until the caller
+    /// detaches it or starts its successor. A task whose last commit fails
+    /// is kept (see [`Self::stop_pipeline`]). Callers hold the definitions'
+    /// change lock, so no other change sees it half stopped.
     async fn end_task(&self, name: &str, force: bool) -> Result<Option<Arc<RunningPipeline>>> {
-        let Some(p) = self.pipelines.write().expect("never poisoned").remove(name) else {
+        let Some(p) = self.pipeline(name) else {
             return Ok(None);
         };
         if p.stop_failed.load(std::sync::atomic::Ordering::Relaxed) && !force {
-            self.pipelines
-                .write()
-                .expect("never poisoned")
-                .insert(name.to_string(), p);
             return Err(Error::Remote(
                 format!("pipeline `{name}` could not commit its last events when it was stopped: restart the server to run it and commit them, or delete it with `?force=true` (`pipe pipelines delete --discard-uncommitted`) to give them up"),
                 ErrorKind::Conflict,
             ));
         }
-        p.cancel.cancel();
         let task = p.task.lock().expect("never poisoned").take();
+        if task.is_some() {
+            p.stats.set_draining();
+        }
+        p.cancel.cancel();
         let result = match task {
             Some(task) => task
                 .await
@@ -591,12 +592,9 @@ impl Supervisor {
             p.stats.set_failed(&format!(
                 "stopping it failed, so it was not removed: {e}; its events stay in the buffer: restart the server to run it again, or delete it with force to give them up"
             ));
-            self.pipelines
-                .write()
-                .expect("never poisoned")
-                .insert(name.to_string(), p);
             return result.map(|()| None);
         }
+        self.pipelines.write().expect("never poisoned").remove(name);
         self.metrics.remove_pipeline(name);
         Ok(Some(p))
     }
@@ -650,6 +648,11 @@ impl Supervisor {
                     failure
                         .get_or_insert(Error::Internal(format!("buffer writer of `{name}`: {e}")));
                 }
+            }
+        }
+        for p in self.pipelines() {
+            if p.task.lock().expect("never poisoned").is_some() {
+                p.stats.set_draining();
             }
         }
         self.cancel.cancel();

@@ -168,7 +168,7 @@ let view = null;
 
 async function overview() {
   const data = await sample();
-  const problems = (p) => p.state === "failed" ? 0 : p.state === "retrying" ? 1 : 2;
+  const problems = (p) => ({ failed: 0, retrying: 1, draining: 2 })[p.state] ?? 3;
   const pipelines = [...data.pipelines].sort((a, b) => problems(a) - problems(b) || a.pipeline.localeCompare(b.pipeline));
   const streamRows = data.streams.map((s) => {
     const r = data.rates.streams[s.stream] || {};
