@@ -220,10 +220,12 @@ impl QueryEngine {
         .map_err(|e| Error::Unavailable(format!("listing the catalog's tables: {e}")))?;
         // DATAFUSION_* variables tune the session (e.g.
         // DATAFUSION_EXECUTION_TARGET_PARTITIONS).
-        let config = SessionConfig::from_env()
+        let mut config = SessionConfig::from_env()
             .map_err(|e| Error::Sql(format!("DATAFUSION_* settings: {e}")))?
             .with_default_catalog_and_schema(CATALOG_NAME, "default")
             .with_information_schema(true);
+        // Where in the statement an error is ([`at_position`]).
+        config.options_mut().sql_parser.collect_spans = true;
         let mut ctx = SessionContext::new_with_config_rt(config, caches.runtime.clone());
         ctx.register_catalog(CATALOG_NAME, Arc::new(provider));
         // The functions pipeline SQL has (JSON ones, …), so a column is
@@ -267,14 +269,16 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = self
-            .ctx
-            .sql_with_options(sql, options)
-            .await
-            .map_err(|e| match classify(e) {
-                Error::Sql(m) => Error::Sql(format!("read-only endpoint: {m}")),
+        let df = self.ctx.sql_with_options(sql, options).await.map_err(|e| {
+            let position = at_position(&e);
+            match classify(e) {
+                Error::Sql(m) if m.contains(" not supported") => {
+                    Error::Sql(format!("read-only endpoint: {m}"))
+                }
+                Error::Sql(m) => Error::Sql(format!("{m}{position}")),
                 other => other,
-            })?;
+            }
+        })?;
         // One row past the limit tells whether the result was cut (and a
         // huge limit must not overflow the optimizer's arithmetic).
         let max_rows = max_rows.min(1 << 40);
@@ -417,6 +421,22 @@ async fn execute(
 
 /// A DataFusion error as this crate's, by whose fault it is (one rule
 /// with pipeline SQL: `pipe_transform::fault`).
+/// Where in the statement planning failed, as the SQL parser says it
+/// (" at Line: L, Column: C", which the console and people can find), when
+/// the error knows and its message does not say so already.
+fn at_position(e: &datafusion::error::DataFusionError) -> String {
+    let Some(span) = e.diagnostic().and_then(|d| d.span) else {
+        return String::new();
+    };
+    if span.start.line == 0 || e.to_string().contains(" at Line: ") {
+        return String::new();
+    }
+    format!(
+        " at Line: {}, Column: {}",
+        span.start.line, span.start.column
+    )
+}
+
 fn classify(e: datafusion::error::DataFusionError) -> Error {
     use pipe_transform::fault::{fault, Fault};
     match fault(&e) {

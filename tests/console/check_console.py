@@ -1,7 +1,7 @@
 """Drives the pipe console in headless Chromium (Selenium + chromedriver).
 
     check_console.py URL SCREENSHOT_DIR load     # the fraud example under load
-    check_console.py URL SCREENSHOT_DIR token TOKEN
+    check_console.py URL SCREENSHOT_DIR token ADMIN_TOKEN QUERY_TOKEN
     check_console.py URL SCREENSHOT_DIR timing STREAMS   # overview load time
 
 Prints one JSON object with what it saw; fails (exit 1) with the reason
@@ -81,6 +81,8 @@ def under_load(driver, shots):
     seen["stream_rate"] = float(attribute(driver, 'tr[data-stream="raw_events_stream"] td[data-rate]', "data-rate"))
     series = 'canvas[data-series="stream:raw_events_stream"]'
     seen["chart_points"] = wait(driver, "a chart with points", lambda d: (c := find(d, series)) is not None and (n := int(c.get_attribute("data-points"))) >= 3 and n)
+    seen["total_points"] = int(attribute(driver, 'canvas[data-series="total:events"]', "data-points"))
+    seen["sinks"] = sorted(e.get_attribute("data-sink") for e in driver.find_elements(By.CSS_SELECTOR, "#sinks tbody tr"))
     seen["overview_ms"] = round((time.time() - start) * 1000)
     driver.save_screenshot(os.path.join(shots, "overview.png"))
 
@@ -109,6 +111,8 @@ def under_load(driver, shots):
     run_sql(driver, "SELECT nope FROM fraud_detection.transactions")
     error = find(driver, "#sql-error")
     seen["error"] = error.text if error else None
+    at = find(driver, "#sql-error-at")
+    seen["error_at"] = at.text if at else None
     driver.save_screenshot(os.path.join(shots, "sql-error.png"))
 
     # Make a sink and a pipeline, then delete both, as a user would.
@@ -121,6 +125,20 @@ def under_load(driver, shots):
         driver.execute_script("arguments[0].value = arguments[1]", box, json.dumps(body))
         driver.find_element(By.ID, f"create-{kind}-button").click()
         wait(driver, f"{kind} created", lambda d: find(d, f'tr[data-name="{body["name"]}"]'))
+    # Change both in place: a dry run, then for real.
+    for kind, name, body, dry, done in [
+        ("pipelines", "console_pipeline", {"sql": "INSERT INTO console_sink SELECT * FROM raw_events_stream WHERE amount > 100"},
+         "Dry run: pipeline 'console_pipeline' can change", "Changed pipeline 'console_pipeline'"),
+        ("sinks", "console_sink", {"roll_interval_secs": 7}, "Dry run: sink 'console_sink' can change", "Changed sink 'console_sink'"),
+    ]:
+        click(driver, f'button[data-edit="{kind}/{name}"]')
+        box = wait(driver, f"the change form of {name}", lambda d: find(d, f"#change-{kind}"))
+        driver.execute_script("arguments[0].value = arguments[1]", box, json.dumps(body))
+        driver.find_element(By.ID, f"check-{kind}").click()
+        wait(driver, f"the dry run of {name}", lambda d: dry in find(d, f"#change-message-{kind}").text)
+        driver.find_element(By.ID, f"apply-{kind}").click()
+        wait(driver, f"the change of {name}", lambda d: done in find(d, f"#change-message-{kind}").text)
+        seen[f"changed_{kind}"] = find(driver, f"#change-message-{kind}").text
     driver.save_screenshot(os.path.join(shots, "manage.png"))
     driver.get(URL)
     wait(driver, "the new pipeline on the overview", lambda d: find(d, 'tr[data-pipeline="console_pipeline"]'))
@@ -134,19 +152,55 @@ def under_load(driver, shots):
     return seen
 
 
-def with_token(driver, shots, token):
+def give_token(driver, title, token):
+    wait(driver, f"the {title} prompt", lambda d: find(d, "#token-dialog[open]") and d.find_element(By.ID, "token-title").text == title)
+    driver.find_element(By.ID, "token-input").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#token-form button[type=submit]").click()
+
+
+def sql_answer(driver, sql):
+    """Runs `sql` on the SQL page already open; its first cell."""
+    wait(driver, "the prompt closed", lambda d: not find(d, "#token-dialog[open]"))
+    editor = wait(driver, "the SQL editor", lambda d: find(d, "#sql-editor"))
+    editor.clear()
+    editor.send_keys(sql)
+    driver.find_element(By.ID, "sql-run").click()
+    wait(driver, f"an answer to {sql}", lambda d: find(d, "#sql-result td, #sql-error"))
+    return find(driver, "#sql-result td, #sql-error").text
+
+
+def with_token(driver, shots, admin, query):
     driver.get(URL)
     wait(driver, "the token prompt", lambda d: find(d, "#token-dialog[open]"))
-    seen = {"prompt": True, "data_before_token": find(driver, "#pipelines") is not None}
+    seen = {"prompt": driver.find_element(By.ID, "token-title").text, "data_before_token": find(driver, "#pipelines") is not None}
     driver.save_screenshot(os.path.join(shots, "token.png"))
     driver.find_element(By.ID, "token-input").send_keys("wrong")
-    driver.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    driver.find_element(By.CSS_SELECTOR, "#token-form button[type=submit]").click()
     wait(driver, "the prompt again", lambda d: find(d, "#token-dialog[open]") and "refused" in d.find_element(By.ID, "token-error").text)
     seen["wrong_token_data"] = find(driver, "#pipelines") is not None
-    driver.find_element(By.ID, "token-input").send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    give_token(driver, "Admin token", admin)
     wait(driver, "the overview after the token", lambda d: find(d, "#pipelines"))
     seen["after_token"] = True
+    # The query API has a token of its own: asked for at the first query.
+    # (The SQL page lists the tables with a query as it opens.)
+    driver.get(URL + "#/sql")
+    seen["query_prompt_note"] = wait(driver, "the query token prompt", lambda d: find(d, "#token-dialog[open]") and d.find_element(By.ID, "token-title").text == "Query token" and d.find_element(By.ID, "token-error").text)
+    give_token(driver, "Query token", query)
+    seen["answer_with_both"] = sql_answer(driver, "SELECT 41 + 1 AS n")
+
+    # A tab with the query token alone: no admin data, and SQL works.
+    driver.execute_script("sessionStorage.clear()")
+    driver.get("about:blank")
+    driver.get(URL)
+    wait(driver, "the admin prompt", lambda d: find(d, "#token-dialog[open]"))
+    driver.find_element(By.ID, "token-cancel").click()
+    wait(driver, "the page without admin data", lambda d: find(d, "#token-again"))
+    seen["declined_admin"] = driver.find_element(By.TAG_NAME, "main").text
+    seen["data_without_admin"] = find(driver, "#pipelines") is not None
+    driver.get(URL + "#/sql")
+    give_token(driver, "Query token", query)
+    seen["answer_with_query_token"] = sql_answer(driver, "SELECT 41 + 1 AS n")
+    driver.save_screenshot(os.path.join(shots, "query-token.png"))
     return seen
 
 
@@ -172,7 +226,7 @@ if __name__ == "__main__":
         if mode == "load":
             seen = under_load(driver, shots)
         elif mode == "token":
-            seen = with_token(driver, shots, sys.argv[4])
+            seen = with_token(driver, shots, sys.argv[4], sys.argv[5])
         else:
             seen = timing(driver, shots, int(sys.argv[4]))
     finally:

@@ -101,6 +101,31 @@ async fn the_console_shows_the_fraud_example_under_load_and_manages_it() {
     assert_eq!(seen["known_count"], 500, "{seen}");
     assert!(seen["stats"].as_str().unwrap().contains("1 row"), "{seen}");
     assert!(seen["error"].as_str().unwrap().contains("nope"), "{seen}");
+    // Where the error is: its line, with a caret under the column.
+    assert_eq!(
+        seen["error_at"],
+        "line 1, column 8:\nSELECT nope FROM fraud_detection.transactions\n       ^",
+        "{seen}"
+    );
+    assert!(seen["total_points"].as_u64().unwrap() >= 3, "{seen}");
+    assert_eq!(
+        seen["sinks"],
+        json!(["fraud_filter_sink", "raw_events_sink"]),
+        "{seen}"
+    );
+    assert!(
+        seen["changed_pipelines"]
+            .as_str()
+            .unwrap()
+            .contains("went through the old SQL, every later one goes through the new"),
+        "{seen}"
+    );
+    assert!(
+        seen["changed_sinks"].as_str().unwrap().contains(
+            "Changed sink 'console_sink': pipeline 'console_pipeline' wrote events through offset"
+        ),
+        "{seen}"
+    );
     assert!(seen["chart_points"].as_u64().unwrap() >= 3, "{seen}");
     assert!(seen["stream_rate"].as_f64().unwrap() > 0.0, "{seen}");
     assert_eq!(seen["created_and_deleted"], true, "{seen}");
@@ -117,21 +142,37 @@ async fn without_a_token_the_console_asks_for_one_and_shows_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = fraud_example(dir.path());
     let text = std::fs::read_to_string(&config).unwrap();
-    let digest = hex_digest("console-token");
-    let admin = format!("[admin]\nauth_token_sha256 = [\"{digest}\"]\n\n[streams.");
+    let (admin, query) = (hex_digest("console-token"), hex_digest("query-token"));
+    let admin = format!(
+        "[admin]\nauth_token_sha256 = [\"{admin}\"]\n\n[query]\nauth_token_sha256 = [\"{query}\"]\n\n[streams."
+    );
     std::fs::write(&config, text.replacen("[streams.", &admin, 1)).unwrap();
     let server = Server::start(&config).await;
     let shots = screenshots("token");
     let url = server.url.clone();
     let seen = tokio::task::spawn_blocking(move || {
-        check_console(&url, &shots, &["token", "console-token"])
+        check_console(&url, &shots, &["token", "console-token", "query-token"])
     })
     .await
     .unwrap();
-    assert_eq!(seen["prompt"], true, "{seen}");
+    assert_eq!(seen["prompt"], "Admin token", "{seen}");
     assert_eq!(seen["data_before_token"], false, "{seen}");
     assert_eq!(seen["wrong_token_data"], false, "{seen}");
     assert_eq!(seen["after_token"], true, "{seen}");
+    // The query API's own token, asked for separately.
+    let note = seen["query_prompt_note"].as_str().unwrap();
+    assert!(note.contains("query token of its own"), "{seen}");
+    assert_eq!(seen["answer_with_both"], "42", "{seen}");
+    // A query token alone: no admin data, and SQL runs.
+    assert!(
+        seen["declined_admin"]
+            .as_str()
+            .unwrap()
+            .contains("admin token"),
+        "{seen}"
+    );
+    assert_eq!(seen["data_without_admin"], false, "{seen}");
+    assert_eq!(seen["answer_with_query_token"], "42", "{seen}");
     server.stop();
 }
 

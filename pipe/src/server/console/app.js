@@ -9,11 +9,17 @@ const main = () => document.getElementById("main");
 
 // ---- the APIs ----
 
-const token = {
-  get: () => sessionStorage.getItem("pipe-token"),
-  set: (t) => sessionStorage.setItem("pipe-token", t),
-  clear: () => sessionStorage.removeItem("pipe-token"),
+// Two tokens, as the server has two: the admin API's, and `POST /v1/query`'s
+// (which takes the admin token too unless `[query]` has its own). Each is
+// asked for when its API first answers 401, and kept in this tab only.
+const tokens = {
+  get: (kind) => sessionStorage.getItem("pipe-token-" + kind),
+  set: (kind, t) => sessionStorage.setItem("pipe-token-" + kind, t),
+  clear: (kind) => (kind ? [kind] : ["admin", "query"]).forEach((k) => sessionStorage.removeItem("pipe-token-" + k)),
+  any: () => !!(sessionStorage.getItem("pipe-token-admin") || sessionStorage.getItem("pipe-token-query")),
 };
+const kindOf = (path) => path === "/v1/query" ? "query" : "admin";
+const declined = {}; // the kinds of token the user chose not to give (until a reload)
 
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -32,15 +38,19 @@ function exactIntegers(_key, value, context) {
 const jsonText = (v, indent) => JSON.stringify(v, (_k, x) => typeof x === "bigint" ? x.toString() : x, indent);
 
 async function api(method, path, body, signal) {
+  const kind = kindOf(path);
   const headers = { "Content-Type": "application/json" };
-  const t = token.get();
+  const own = tokens.get(kind);
+  const t = own || (kind === "query" ? tokens.get("admin") : null);
   if (t) headers.Authorization = "Bearer " + t;
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
   const text = await r.text();
   let json = null;
   try { json = text ? JSON.parse(text, exactIntegers) : null; } catch (_) { /* not JSON */ }
   if (r.status === 401) {
-    await askToken(t ? "That token was refused." : "");
+    if (declined[kind]) throw new ApiError(401, `This needs the server's ${kind} token, which this tab was not given.`);
+    if (asking) { await asking.catch(() => {}); return api(method, path, body, signal); }
+    await askToken(kind, own ? "That token was refused." : t ? "The admin token does not run queries here: the server has a query token of its own." : "");
     return api(method, path, body, signal);
   }
   if (!r.ok) {
@@ -50,23 +60,32 @@ async function api(method, path, body, signal) {
   return json;
 }
 
-function askToken(problem) {
-  if (asking) return asking;
-  token.clear();
-  main().replaceChildren(el("p", { class: "muted" }, "A token is needed to see this server."));
+function askToken(kind, problem) {
+  tokens.clear(kind);
+  if (kind === "admin") main().replaceChildren(el("p", { class: "muted" }, "A token is needed to see this server."));
   const dialog = document.getElementById("token-dialog");
+  document.getElementById("token-title").textContent = kind === "admin" ? "Admin token" : "Query token";
+  document.getElementById("token-why").textContent = (kind === "admin"
+    ? "This server asks for its admin token to show its streams, pipelines and tables."
+    : "This server asks for its query token to run SQL.") + " It is kept in this tab only.";
   document.getElementById("token-error").textContent = problem;
-  asking = new Promise((resolve) => {
-    const form = document.getElementById("token-form");
-    form.onsubmit = (e) => {
-      e.preventDefault();
-      token.set(document.getElementById("token-input").value.trim());
+  asking = new Promise((resolve, reject) => {
+    const done = (given) => {
       document.getElementById("token-input").value = "";
-      dialog.close();
+      if (dialog.open) dialog.close();
       asking = null;
-      document.getElementById("forget").hidden = false;
-      resolve();
+      if (given) {
+        tokens.set(kind, given);
+        document.getElementById("forget").hidden = false;
+        resolve();
+      } else {
+        declined[kind] = true;
+        reject(new ApiError(401, `This needs the server's ${kind} token, which this tab was not given.`));
+      }
     };
+    document.getElementById("token-form").onsubmit = (e) => { e.preventDefault(); done(document.getElementById("token-input").value.trim()); };
+    document.getElementById("token-cancel").onclick = () => done(null);
+    dialog.oncancel = (e) => { e.preventDefault(); done(null); };
   });
   if (!dialog.open) dialog.showModal();
   return asking;
@@ -108,6 +127,7 @@ function table(headers, rows, attrs) {
 const series = new Map(); // name -> [{t, v}]
 const counters = []; // the last samples' counters, oldest first
 const RATE_WINDOW_MS = 10000; // rates are averaged over this long
+let sampling = false; // whether the tab samples behind other pages
 
 function record(name, v) {
   let s = series.get(name);
@@ -118,7 +138,9 @@ function record(name, v) {
 
 async function sample() {
   const [streams, pipelines] = await Promise.all([api("GET", "/v1/streams"), api("GET", "/v1/pipelines")]);
-  const now = { at: Date.now(), streams: {}, pipelines: {} };
+  // Keyed by names users choose ("__proto__" too): objects without a prototype.
+  const dict = () => Object.create(null);
+  const now = { at: Date.now(), streams: dict(), pipelines: dict() };
   for (const s of streams.streams) now.streams[s.stream] = s.stats || {};
   for (const p of pipelines.pipelines) now.pipelines[p.pipeline] = p;
   counters.push(now);
@@ -126,36 +148,54 @@ async function sample() {
   const then = counters[0];
   const dt = (now.at - then.at) / 1000;
   const rate = (a, b, k) => (dt > 0 && a && b && a[k] != null && b[k] != null) ? Math.max(0, (a[k] - b[k]) / dt) : null;
-  const rates = { streams: {}, pipelines: {} };
+  const rates = { streams: dict(), pipelines: dict() };
   for (const [name, c] of Object.entries(now.streams)) {
     const before = then.streams[name];
     rates.streams[name] = { events: rate(c, before, "records_in"), bytes: rate(c, before, "bytes_in"), errors: rate(c, before, "decode_errors") };
-    if (rates.streams[name].events != null) record("stream:" + name, rates.streams[name].events);
+    const r = rates.streams[name];
+    if (r.events != null) { record("stream:" + name, r.events); record("bytes:" + name, r.bytes); record("rejected:" + name, r.errors); }
   }
+  const sum = (k) => { const v = Object.values(rates.streams).filter((r) => r[k] != null); return v.length ? v.reduce((n, r) => n + r[k], 0) : null; };
+  if (sum("events") != null) { record("total:events", sum("events")); record("total:bytes", sum("bytes")); record("total:rejected", sum("errors")); }
   for (const [name, p] of Object.entries(now.pipelines)) {
     rates.pipelines[name] = { rows: rate(p, then.pipelines[name], "rows_committed") };
     record("lag:" + name, p.commit_lag_secs || 0);
   }
+  record("total:lag", Math.max(0, ...Object.values(now.pipelines).map((p) => p.commit_lag_secs || 0)));
+  // Series of streams and pipelines that are gone go with them.
+  for (const key of series.keys()) {
+    const [kind, name] = [key.slice(0, key.indexOf(":")), key.slice(key.indexOf(":") + 1)];
+    if (kind !== "total" && !Object.hasOwn(kind === "lag" ? now.pipelines : now.streams, name)) series.delete(key);
+  }
+  sampling = true;
   return { streams: streams.streams, pipelines: pipelines.pipelines, rates };
 }
 
-function chart(name, label, unit) {
-  const points = series.get(name) || [];
-  const canvas = el("canvas", { class: "chart", "data-series": name, "data-points": points.length, width: 320, height: 110 });
+const COLORS = ["#2b6cb0", "#c53030", "#1f8a4c"];
+
+// A small line chart of one or more series (the first one's unit), drawn
+// on a canvas; `data-points` says how many samples it shows.
+function chart(names, label, unit) {
+  names = [names].flat();
+  const all = names.map((n) => series.get(n) || []);
+  const points = all[0];
+  const canvas = el("canvas", { class: "chart", "data-series": names[0], "data-points": points.length, width: 320, height: 110 });
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 18;
   ctx.font = "11px system-ui"; ctx.fillStyle = "#6b7385";
   if (points.length < 2) { ctx.fillText("collecting…", 8, h / 2); return el("div", { class: "card" }, el("h3", {}, label), canvas); }
-  const max = Math.max(...points.map((p) => p.v), 1e-9);
+  const max = Math.max(...all.flat().map((p) => p.v), 1e-9);
   const t0 = points[0].t, t1 = points[points.length - 1].t;
   ctx.strokeStyle = "#dde1e8"; ctx.beginPath(); ctx.moveTo(0, h - pad); ctx.lineTo(w, h - pad); ctx.stroke();
-  ctx.strokeStyle = "#2b6cb0"; ctx.lineWidth = 1.5; ctx.beginPath();
-  points.forEach((p, i) => {
-    const x = ((p.t - t0) / Math.max(1, t1 - t0)) * (w - 4) + 2;
-    const y = h - pad - (p.v / max) * (h - pad - 12);
-    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+  all.forEach((line, k) => {
+    ctx.strokeStyle = COLORS[k % COLORS.length]; ctx.lineWidth = 1.5; ctx.beginPath();
+    line.filter((p) => p.t >= t0).forEach((p, i) => {
+      const x = ((p.t - t0) / Math.max(1, t1 - t0)) * (w - 4) + 2;
+      const y = h - pad - (p.v / max) * (h - pad - 12);
+      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    });
+    ctx.stroke();
   });
-  ctx.stroke();
   ctx.fillText("max " + fmt.n(max) + " " + unit, 4, 10);
   ctx.fillText(fmt.secs((t1 - t0) / 1000), w - 60, h - 4);
   return el("div", { class: "card" }, el("h3", {}, label, " ", el("span", { class: "muted" }, fmt.n(points[points.length - 1].v) + " " + unit)), canvas);
@@ -167,7 +207,7 @@ let timer = null;
 let view = null;
 
 async function overview() {
-  const data = await sample();
+  const [data, sinks] = await Promise.all([sample(), api("GET", "/v1/sinks")]);
   const problems = (p) => ({ failed: 0, retrying: 1, draining: 2 })[p.state] ?? 3;
   const pipelines = [...data.pipelines].sort((a, b) => problems(a) - problems(b) || a.pipeline.localeCompare(b.pipeline));
   const streamRows = data.streams.map((s) => {
@@ -197,8 +237,22 @@ async function overview() {
       el("td", { class: "num" }, fmt.ago(p.last_commit_unix_ms), p.commits ? el("div", { class: "muted" }, fmt.n(p.commit_ms_mean) + " ms each") : null),
       el("td", { class: "num" }, fmt.n(p.failed_rows_committed)));
   });
+  const byName = Object.fromEntries(data.pipelines.map((p) => [p.pipeline, p]));
+  const sinkRows = sinks.sinks.map((k) => {
+    const writer = k.pipeline && byName[k.pipeline];
+    return el("tr", { "data-sink": k.sink, class: writer && writer.state !== "running" ? "problem" : null },
+      el("td", {}, k.sink),
+      el("td", {}, k.type),
+      el("td", {}, k.table ? el("a", { href: "#/tables/" + encodeURIComponent(k.table) }, k.table) : k.path),
+      el("td", {}, writer ? [el("a", { href: "#/pipelines/" + encodeURIComponent(writer.pipeline) }, writer.pipeline), " ", state(writer.state)] : el("span", { class: "muted" }, "no pipeline writes it")),
+      el("td", { class: "num" }, fmt.secs(k.roll_interval_secs)),
+      el("td", { class: "num" }, writer ? fmt.bytes(writer.bytes_committed) : "–"));
+  });
   const charts = [
-    ...data.streams.map((s) => chart("stream:" + s.stream, s.stream + " events/s", "/s")),
+    chart(["total:events", "total:rejected"], "All streams: events/s (rejected in red)", "/s"),
+    chart("total:bytes", "All streams: bytes/s", "B/s"),
+    chart("total:lag", "Largest commit lag", "s"),
+    ...data.streams.map((s) => chart(["stream:" + s.stream, "rejected:" + s.stream], s.stream + " events/s", "/s")),
     ...pipelines.map((p) => chart("lag:" + p.pipeline, p.pipeline + " commit lag", "s")),
   ];
   return [
@@ -207,6 +261,8 @@ async function overview() {
     table(["Pipeline", "State", "Stream", "Sink", { label: "Rows/s", num: 1 }, { label: "Uncommitted requests", num: 1 }, { label: "Oldest uncommitted", num: 1 }, { label: "Last commit", num: 1 }, { label: "Failed rows", num: 1 }], pipelineRows, { id: "pipelines" }),
     el("h2", {}, "Streams"),
     table(["Stream", { label: "Events/s", num: 1 }, { label: "Bytes/s", num: 1 }, { label: "Rejected/s", num: 1 }, { label: "Rejected", num: 1 }, { label: "Buffer", num: 1 }, { label: "Unprocessed requests", num: 1 }, "Pipelines"], streamRows, { id: "streams" }),
+    el("h2", {}, "Sinks"),
+    table(["Sink", "Type", "Table or folder", "Written by", { label: "Roll every", num: 1 }, { label: "Bytes committed", num: 1 }], sinkRows, { id: "sinks" }),
     el("h2", {}, "Last minutes"),
     el("div", { class: "grid", id: "charts" }, charts),
   ];
@@ -298,6 +354,22 @@ function csv(answer) {
   return [answer.columns.join(","), ...answer.rows.map((r) => answer.columns.map((c) => q(r[c])).join(","))].join("\n") + "\n";
 }
 
+// The place an error names (" at Line: L, Column: C"): its line with a
+// caret under it, and the editor's cursor put there.
+function pointAt(editor, sql, message) {
+  const m = / at Line: (\d+), Column: (\d+)/.exec(message || "");
+  if (!m) return null;
+  const lines = sql.split("\n");
+  const line = +m[1], column = +m[2];
+  if (line < 1 || line > lines.length) return null;
+  const offset = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0) + column - 1;
+  // The editor's text is the statement's, less the spaces trimmed before it.
+  const lead = editor.value.length - editor.value.trimStart().length;
+  editor.focus();
+  editor.setSelectionRange(lead + offset, lead + offset);
+  return el("pre", { class: "error", id: "sql-error-at" }, `line ${line}, column ${column}:\n${lines[line - 1]}\n${" ".repeat(Math.max(0, column - 1))}^`);
+}
+
 function sqlPage(initial) {
   const history = JSON.parse(localStorage.getItem("pipe-sql-history") || "[]");
   const editor = el("textarea", { id: "sql-editor", spellcheck: "false" }, initial || history[0] || "SHOW TABLES");
@@ -323,7 +395,7 @@ function sqlPage(initial) {
     } catch (e) {
       lastAnswer = null;
       stats.textContent = "";
-      out.replaceChildren(el("p", { class: "error", id: "sql-error" }, e.name === "AbortError" ? "Cancelled" : e.message));
+      out.replaceChildren(el("p", { class: "error", id: "sql-error" }, e.name === "AbortError" ? "Cancelled" : e.message), pointAt(editor, sql, e.message));
     } finally { running = null; }
   };
   editor.addEventListener("keydown", (e) => { if ((e.ctrlKey || e.metaKey) && e.key === "Enter") run(); });
@@ -366,28 +438,102 @@ const TEMPLATES = {
   pipelines: { name: "my_pipeline", sql: "INSERT INTO my_sink SELECT * FROM my_stream" },
 };
 
+// A change's body (PATCH) to start from: what can change in place, as it is now.
+const EDITABLE = {
+  streams: (v) => ({ schema: v.schema }),
+  sinks: (v) => ({ roll_interval_secs: v.roll_interval_secs, roll_size_mb: v.roll_size_mb }),
+  pipelines: (v) => v.quarantine_table ? { sql: v.sql, quarantine_table: v.quarantine_table } : { sql: v.sql },
+};
+const EDIT_HINT = {
+  streams: "its schema (one its pipelines and tables can take), and/or settings: keys of [streams.NAME] in docs/configuration.md, null to unset one",
+  sinks: "keys of [sinks.NAME] in docs/configuration.md, null to unset one; the table or folder stays",
+  pipelines: "the new SQL takes every event after the last commit",
+};
+
+// What a change did, in the words `pipe … update` uses (cli/render.rs).
+const SUMMARY = {
+  streams: (name, a, dry) => [
+    dry ? `Dry run: stream '${name}' can change:` : `Changed stream '${name}':`,
+    ...a.change.schema_changes.map((l) => "  " + l),
+    ...(a.change.settings.length ? [`  settings ${a.change.settings.join(", ")}: the next request is handled with them`] : []),
+    ...a.change.pipelines.map((p) => `  pipeline '${p.pipeline}': ` + (p.switched_after_offset != null ? `switched after offset ${p.switched_after_offset}`
+      : dry ? `would first commit ${p.records_through_old_definition} record(s) under the old schema` : "switched before its first commit")),
+  ].join("\n"),
+  sinks: (name, a, dry) => {
+    const c = a.change;
+    if (dry) return `Dry run: sink '${name}' can change; ` + (c ? `pipeline '${c.pipeline}' would first commit the ${c.records_through_old_definition} record(s) it has not committed with the old settings.` : "no pipeline writes it.");
+    return `Changed sink '${name}': ` + (!c ? "no pipeline writes it." : c.switched_after_offset != null
+      ? `pipeline '${c.pipeline}' wrote events through offset ${c.switched_after_offset} with the old settings, every later one with the new.`
+      : `pipeline '${c.pipeline}' writes every event with the new settings.`);
+  },
+  pipelines: (name, a, dry) => {
+    const c = a.change, definitions = `definition ${c.definition_before} → ${c.definition_after}`;
+    if (dry) return `Dry run: pipeline '${name}' can change (${definitions}). The current SQL would first commit the ${c.records_through_old_definition} record(s) it has not committed; every later event would go through the new SQL.`;
+    return `Changed pipeline '${name}' (${definitions}): ` + (c.switched_after_offset != null
+      ? `events through offset ${c.switched_after_offset} went through the old SQL, every later one goes through the new.` : "every event goes through the new SQL.");
+  },
+};
+
 async function managePage() {
   const [streams, sinks, pipelines] = await Promise.all(["streams", "sinks", "pipelines"].map((k) => api("GET", "/v1/" + k)));
-  const names = { streams: streams.streams.map((s) => s.stream), sinks: sinks.sinks.map((s) => s.sink), pipelines: pipelines.pipelines.map((p) => p.pipeline) };
+  const items = {
+    streams: streams.streams.map((s) => ({ name: s.stream, origin: s.origin })),
+    sinks: sinks.sinks.map((s) => ({ name: s.sink, origin: s.origin })),
+    pipelines: pipelines.pipelines.filter((p) => p.sql).map((p) => ({ name: p.pipeline, origin: p.origin })),
+  };
   const section = (kind) => {
+    const noun = kind.slice(0, -1);
     const body = el("textarea", { id: "create-" + kind }, JSON.stringify(TEMPLATES[kind], null, 2));
     const message = el("p", { id: "message-" + kind });
+    const say = (text, bad) => { message.className = bad ? "error" : ""; message.textContent = text; };
+    const parsed = (box) => { try { return JSON.parse(box.value); } catch (e) { throw new Error("not JSON: " + e.message); } };
     const create = async () => {
-      message.className = ""; message.textContent = "…";
+      say("…");
       try {
-        const made = await api("POST", "/v1/" + kind, JSON.parse(body.value));
-        message.textContent = "Created " + (made.stream || made.sink || made.pipeline);
+        const made = await api("POST", "/v1/" + kind, parsed(body));
+        say("Created " + (made.stream || made.sink || made.pipeline));
         setTimeout(route, 600);
-      } catch (e) { message.className = "error"; message.textContent = e.message; }
+      } catch (e) { say(e.message, true); }
     };
     const remove = async (name) => {
-      if (!confirm(`Delete ${kind.slice(0, -1)} ${name}?`)) return;
-      try { await api("DELETE", `/v1/${kind}/${encodeURIComponent(name)}`); message.className = ""; message.textContent = "Deleted " + name; setTimeout(route, 300); }
-      catch (e) { message.className = "error"; message.textContent = e.message; }
+      if (!confirm(`Delete ${noun} ${name}?`)) return;
+      say("Deleting " + name + "… (it commits what it has read first)");
+      try { await api("DELETE", `/v1/${kind}/${encodeURIComponent(name)}`); say("Deleted " + name); setTimeout(route, 300); }
+      catch (e) { say(e.message, true); }
+    };
+    // Changing one in place: its current settings to edit, a dry run, then apply.
+    const editing = el("div", { id: "edit-" + kind, hidden: true });
+    const edit = async (name) => {
+      const view = await api("GET", `/v1/${kind}/${encodeURIComponent(name)}`);
+      const box = el("textarea", { id: "change-" + kind }, jsonText(EDITABLE[kind](view), 2));
+      const answer = el("pre", { id: "change-message-" + kind, class: "message" });
+      const change = async (dry) => {
+        answer.className = "message"; answer.textContent = "…";
+        try {
+          const a = await api("PATCH", `/v1/${kind}/${encodeURIComponent(name)}${dry ? "?dry_run=true" : ""}`, parsed(box));
+          answer.textContent = a.changed === false ? `${noun[0].toUpperCase() + noun.slice(1)} '${name}' already is so; nothing changed.` : SUMMARY[kind](name, a, dry);
+        } catch (e) { answer.className = "message error"; answer.textContent = e.message; }
+      };
+      editing.replaceChildren(
+        el("p", {}, `Change ${noun} `, el("strong", {}, name), " in place: ", EDIT_HINT[kind], "."),
+        box,
+        el("div", { class: "toolbar" },
+          el("button", { class: "secondary", id: `check-${kind}`, onclick: () => change(true) }, "Check (dry run)"),
+          el("button", { id: `apply-${kind}`, onclick: () => change(false) }, "Apply"),
+          el("button", { class: "link", onclick: () => { editing.hidden = true; } }, "Close")),
+        answer);
+      editing.hidden = false;
+      say("");
     };
     return [
       el("h2", {}, kind[0].toUpperCase() + kind.slice(1)),
-      table(["Name", ""], names[kind].map((n) => el("tr", { "data-name": n }, el("td", {}, n), el("td", {}, el("button", { class: "danger", "data-delete": kind + "/" + n, onclick: () => remove(n) }, "Delete"))))),
+      table(["Name", "Defined in", ""], items[kind].map(({ name, origin }) => el("tr", { "data-name": name },
+        el("td", {}, name),
+        el("td", { class: "muted" }, origin === "file" ? "pipe.toml (change it there and reload)" : "the API"),
+        el("td", {}, origin === "file" ? null : [
+          el("button", { class: "secondary", "data-edit": kind + "/" + name, onclick: () => edit(name).catch((e) => say(e.message, true)) }, "Change"), " ",
+          el("button", { class: "danger", "data-delete": kind + "/" + name, onclick: () => remove(name) }, "Delete")])))),
+      editing,
       el("p", { class: "muted" }, "New (the same JSON as the API and `pipe " + kind + " create`):"), body,
       el("div", { class: "toolbar" }, el("button", { id: "create-" + kind + "-button", onclick: create }, "Create")), message,
     ];
@@ -419,7 +565,8 @@ async function route() {
       document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
     } catch (e) {
       if (view !== current) return;
-      main().replaceChildren(el("p", { class: "error" }, e.message));
+      main().replaceChildren(el("p", { class: "error" }, e.message),
+        e.status === 401 ? el("button", { id: "token-again", onclick: () => { for (const k in declined) delete declined[k]; route(); } }, "Enter a token") : null);
     }
     // The overview follows the figures; other pages stay as loaded.
     if (!parts.length && view === current) timer = setTimeout(render, SAMPLE_MS);
@@ -429,9 +576,11 @@ async function route() {
 
 window.addEventListener("hashchange", route);
 window.addEventListener("DOMContentLoaded", () => {
-  document.getElementById("forget").hidden = !token.get();
-  document.getElementById("forget").onclick = () => { token.clear(); location.reload(); };
+  document.getElementById("forget").hidden = !tokens.any();
+  document.getElementById("forget").onclick = () => { tokens.clear(); location.reload(); };
   route();
 });
 // Sampling goes on behind other pages, so charts have history.
-setInterval(() => { if (location.hash.slice(1).replace(/^\/$/, "") !== "") sample().catch(() => {}); }, SAMPLE_MS);
+// (Once the overview has been seen: a tab opened on the SQL page with a
+// query token alone is not asked for the admin token.)
+setInterval(() => { if (sampling && location.hash.slice(1).replace(/^\/$/, "") !== "" && !asking && !declined.admin) sample().catch(() => {}); }, SAMPLE_MS);
