@@ -215,7 +215,30 @@ def timing(driver, shots, streams):
         wait(driver, f"{streams} streams listed", lambda d: len(d.find_elements(By.CSS_SELECTOR, "#streams tbody tr")) >= streams)
         times.append((time.time() - start) * 1000)
     driver.save_screenshot(os.path.join(shots, "fifty-streams.png"))
-    return {"first_ms": round(times[0]), "best_ms": round(min(times)), "listed": len(driver.find_elements(By.CSS_SELECTOR, "#streams tbody tr"))}
+    seen = {"first_ms": round(times[0]), "best_ms": round(min(times)), "listed": len(driver.find_elements(By.CSS_SELECTOR, "#streams tbody tr"))}
+    # Drawing it again every 2 s: from the figures' arrival to laid out, now
+    # and with an hour of samples in every chart (1,800 points each).
+    seen["redraw_ms"] = redraws(driver)
+    driver.execute_script("""
+        const now = Date.now();
+        for (const [name, points] of series) {
+          points.length = 0;
+          for (let i = 1800; i > 0; i--) points.push({ t: now - i * 2000, v: Math.random() * 100 });
+        }""")
+    seen["redraw_hour_ms"] = redraws(driver)
+    seen["charts"] = len(driver.find_elements(By.CSS_SELECTOR, "canvas.chart"))
+    return seen
+
+
+def redraws(driver, count=5):
+    """The median of the overview's next `count` redraw times (ms)."""
+    times = []
+    last = None
+    while len(times) < count:
+        ms = wait(driver, "a redraw", lambda d: (m := d.find_element(By.ID, "main").get_attribute("data-draw-ms")) and m != last and m)
+        last = ms
+        times.append(float(ms))
+    return sorted(times)[len(times) // 2]
 
 
 if __name__ == "__main__":

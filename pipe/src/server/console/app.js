@@ -205,9 +205,11 @@ function chart(names, label, unit) {
 
 let timer = null;
 let view = null;
+let fetchedAt = 0; // when the overview's figures arrived (to time drawing them)
 
 async function overview() {
   const [data, sinks] = await Promise.all([sample(), api("GET", "/v1/sinks")]);
+  fetchedAt = performance.now();
   const problems = (p) => ({ failed: 0, retrying: 1, draining: 2 })[p.state] ?? 3;
   const pipelines = [...data.pipelines].sort((a, b) => problems(a) - problems(b) || a.pipeline.localeCompare(b.pipeline));
   const streamRows = data.streams.map((s) => {
@@ -562,6 +564,8 @@ async function route() {
       else content = [el("p", {}, "Nothing here.")];
       if (view !== current) return;
       main().replaceChildren(...[content].flat(2).filter(Boolean));
+      // How long the overview took from its figures to laid out (layout forced).
+      if (!parts.length) main().dataset.drawMs = (main().offsetHeight, performance.now() - fetchedAt).toFixed(1);
       document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
     } catch (e) {
       if (view !== current) return;
