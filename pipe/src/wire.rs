@@ -91,8 +91,10 @@ pub struct StreamStats {
     pub decode_errors: u64,
     /// Problems by error type (`missing_field`, `type_mismatch`, …).
     pub errors_by_type: std::collections::BTreeMap<String, u64>,
-    /// The last problems (at most 20), oldest first.
-    pub recent_rejections: Vec<pipe_ingest::http::Rejection>,
+    /// The last problems (at most 20), oldest first: in one stream's view
+    /// (`GET /v1/streams/{name}`), not in the list, which stays small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_rejections: Option<Vec<pipe_ingest::http::Rejection>>,
 }
 
 /// `GET /v1/streams`, by name.

@@ -245,7 +245,13 @@ impl PipelinePlan {
         let TableObject::TableName(target) = &insert.table else {
             return Err(invalid("INSERT must name a sink".into()));
         };
-        let sink = target.to_string();
+        // A quoted name (`"click-events_sink"`) is the name inside the quotes.
+        let sink = match target.0.as_slice() {
+            [part] => part
+                .as_ident()
+                .map_or_else(|| part.to_string(), |i| i.value.clone()),
+            _ => target.to_string(),
+        };
         if !sinks.contains(&sink) {
             return Err(invalid(format!(
                 "unknown sink `{sink}` (defined sinks: {})",

@@ -137,6 +137,14 @@ pub struct StreamStats {
     recent: std::sync::Mutex<std::collections::VecDeque<Rejection>>,
 }
 
+/// `text`'s first `chars` characters, and `…` when there were more.
+fn cut(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 /// Problems a stream keeps for its view (`GET /v1/streams/{name}`).
 pub const RECENT_REJECTIONS: usize = 20;
 
@@ -172,13 +180,15 @@ impl StreamStats {
             if recent.len() == RECENT_REJECTIONS {
                 recent.pop_front();
             }
+            // Both quote the client's event (a field path is its keys):
+            // kept short, so a client cannot make every view of the stream
+            // megabytes long.
             recent.push_back(Rejection {
                 at_micros,
                 index: e.index,
-                field: e.field.clone(),
+                field: cut(&e.field, 200),
                 kind: e.kind.name().to_string(),
-                // An event's message quotes at most a little of it.
-                message: e.message.chars().take(500).collect(),
+                message: cut(&e.message, 500),
             });
         }
     }
@@ -641,5 +651,36 @@ async fn accept(
             Ok((answer, errors))
         }
         Err(e) => Err(error_response(e.kind(), e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipe_schemas::{EventError, EventErrorKind};
+
+    #[test]
+    fn rejections_keep_a_little_of_what_the_client_sent() {
+        let stats = StreamStats::default();
+        let key = "k".repeat(4 << 20);
+        let errors: Vec<EventError> = (0..30)
+            .map(|index| EventError {
+                index,
+                field: key.clone(),
+                kind: EventErrorKind::UnknownField,
+                message: format!("unknown field `{key}`"),
+            })
+            .collect();
+        stats.count_errors(&errors);
+        let kept = stats.recent_rejections();
+        assert_eq!(kept.len(), RECENT_REJECTIONS);
+        assert_eq!(kept[0].index, 10);
+        for r in &kept {
+            assert_eq!(r.field.chars().count(), 201, "200 and `…`");
+            assert_eq!(r.message.chars().count(), 501);
+            assert!(r.field.ends_with('…'));
+        }
+        assert_eq!(cut("ab", 2), "ab");
+        assert_eq!(cut("äöü", 1), "ä…");
     }
 }

@@ -108,6 +108,15 @@ async fn the_console_shows_the_fraud_example_under_load_and_manages_it() {
         "{seen}"
     );
     assert!(seen["total_points"].as_u64().unwrap() >= 3, "{seen}");
+    assert_eq!(seen["null_cells"], json!(["null", "null", "1"]), "{seen}");
+    assert_eq!(
+        seen["history"],
+        json!([
+            "SELECT NULL AS \"constructor\", NULL AS \"toString\", 1 AS n",
+            "SELECT nope FROM fraud_detection.transactions"
+        ]),
+        "{seen}"
+    );
     assert_eq!(
         seen["sinks"],
         json!(["fraud_filter_sink", "raw_events_sink"]),

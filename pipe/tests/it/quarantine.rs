@@ -74,3 +74,49 @@ async fn bad_events_are_quarantined_not_dropped() {
     assert_eq!(errors[0]["field"], "amount");
     assert_eq!(bad[2]["event"], r#"{"nope":1}"#);
 }
+
+/// A stream named with `-` and capitals quarantines too, and a pipeline
+/// names such a stream and sink quoted (its quarantine pipeline's SQL
+/// named them bare, so creating the stream failed with a parse error).
+#[tokio::test(flavor = "multi_thread")]
+async fn names_with_dashes_and_capitals_quarantine_and_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipe.toml");
+    std::fs::write(&config, "data_dir = \"data\"\n").unwrap();
+    let server = Server::start(&config).await;
+    let http = reqwest::Client::new();
+    for (kind, body) in [
+        (
+            "streams",
+            json!({"name": "Click-Events", "schema": {"fields": [{"name": "id", "type": "int64", "required": true}]}, "invalid_events": "quarantine"}),
+        ),
+        (
+            "sinks",
+            json!({"name": "clicks-sink", "type": "iceberg", "namespace": "web", "table": "clicks", "roll_interval_secs": 3600}),
+        ),
+        (
+            "pipelines",
+            json!({"name": "clicks", "sql": "INSERT INTO \"clicks-sink\" SELECT id FROM \"Click-Events\""}),
+        ),
+    ] {
+        let r = http
+            .post(format!("{}/v1/{kind}", server.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{kind}: {}", r.text().await.unwrap());
+    }
+    let (status, body) = server
+        .post_json("Click-Events", &json!([{"id": 1}, {"id": "two"}]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.flush("clicks")["rows"], 1);
+    assert_eq!(server.flush("Click-Events__quarantine")["rows"], 1);
+    server.stop();
+    let bad = query(
+        &config,
+        "SELECT event FROM \"default\".\"Click-Events_quarantine\"",
+    );
+    assert_eq!(bad, vec![json!({"event": r#"{"id":"two"}"#})]);
+}

@@ -517,3 +517,43 @@ async fn a_streams_settings_change_in_place() {
     );
     server.stop();
 }
+
+/// A stream keeps its last problems for its view, quoting a little of each
+/// rejected event: a client sending huge keys cannot make the views, the
+/// list every console polls, megabytes long.
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_events_are_kept_short_and_out_of_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    let key = "k".repeat(1 << 20);
+    for _ in 0..5 {
+        let mut event = getting_started_events()[0].clone();
+        event[&key] = json!(1);
+        let (status, _) = server.post_json("ecommerce_stream", &json!([event])).await;
+        assert_eq!(status, 400);
+    }
+    let one = reqwest::get(format!("{}/v1/streams/ecommerce_stream", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(one.len() < 20_000, "{} bytes", one.len());
+    let view: Value = serde_json::from_str(&one).unwrap();
+    let kept = view["stats"]["recent_rejections"].as_array().unwrap();
+    assert_eq!(kept.len(), 5, "{view}");
+    assert_eq!(kept[0]["type"], "unknown_field", "{view}");
+    assert!(kept[0]["field"].as_str().unwrap().ends_with("k…"), "{view}");
+    let list = reqwest::get(format!("{}/v1/streams", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let stats = &list["streams"][0]["stats"];
+    assert_eq!(stats["decode_errors"], 5, "{list}");
+    assert!(stats.get("recent_rejections").is_none(), "{list}");
+    server.stop();
+}

@@ -37,7 +37,8 @@ impl Supervisor {
         let schema = pipe_schemas::EventDecoder::quarantine_table_schema();
         let plan = PipelinePlan::new(
             &name,
-            &format!("INSERT INTO {sink_name} SELECT * FROM {source}"),
+            // Quoted: a stream's name may hold `-` or capitals.
+            &format!("INSERT INTO \"{sink_name}\" SELECT * FROM \"{source}\""),
             &HashMap::from([(source.clone(), schema)]),
             std::slice::from_ref(&sink_name),
         )

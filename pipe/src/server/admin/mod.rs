@@ -161,6 +161,13 @@ async fn list_streams(State(state): State<AdminState>) -> Response {
         .streams
         .iter()
         .filter_map(|s| stream_view(&state, &definitions, &config, &s.name))
+        .map(|mut view| {
+            // A list stays small: the problems are in each stream's view.
+            if let Some(stats) = &mut view.stats {
+                stats.recent_rejections = None;
+            }
+            view
+        })
         .collect();
     Json(StreamList { streams }).into_response()
 }
@@ -198,7 +205,7 @@ pub(super) fn stream_view(
         bytes_in: load(&r.stats.bytes_in),
         decode_errors: load(&r.stats.decode_errors),
         errors_by_type: r.stats.user_errors().into_iter().collect(),
-        recent_rejections: r.stats.recent_rejections(),
+        recent_rejections: Some(r.stats.recent_rejections()),
     });
     Some(StreamView {
         stream: name.to_string(),

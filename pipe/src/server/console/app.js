@@ -37,7 +37,8 @@ function exactIntegers(_key, value, context) {
 }
 const jsonText = (v, indent) => JSON.stringify(v, (_k, x) => typeof x === "bigint" ? x.toString() : x, indent);
 
-async function api(method, path, body, signal) {
+// `quiet`: a 401 is an error, not a prompt (the background sampler).
+async function api(method, path, body, signal, quiet) {
   const kind = kindOf(path);
   const headers = { "Content-Type": "application/json" };
   const own = tokens.get(kind);
@@ -48,7 +49,7 @@ async function api(method, path, body, signal) {
   let json = null;
   try { json = text ? JSON.parse(text, exactIntegers) : null; } catch (_) { /* not JSON */ }
   if (r.status === 401) {
-    if (declined[kind]) throw new ApiError(401, `This needs the server's ${kind} token, which this tab was not given.`);
+    if (declined[kind] || quiet) throw new ApiError(401, `This needs the server's ${kind} token, which this tab was not given.`);
     if (asking) { await asking.catch(() => {}); return api(method, path, body, signal); }
     await askToken(kind, own ? "That token was refused." : t ? "The admin token does not run queries here: the server has a query token of its own." : "");
     return api(method, path, body, signal);
@@ -62,7 +63,10 @@ async function api(method, path, body, signal) {
 
 function askToken(kind, problem) {
   tokens.clear(kind);
-  if (kind === "admin") main().replaceChildren(el("p", { class: "muted" }, "A token is needed to see this server."));
+  // Pages of the admin API show nothing without its token (the call that
+  // asked draws them once it is given); the SQL page keeps what was typed.
+  const wiped = kind === "admin" && !location.hash.startsWith("#/sql");
+  if (wiped) main().replaceChildren(el("p", { class: "muted" }, "A token is needed to see this server."));
   const dialog = document.getElementById("token-dialog");
   document.getElementById("token-title").textContent = kind === "admin" ? "Admin token" : "Query token";
   document.getElementById("token-why").textContent = (kind === "admin"
@@ -136,13 +140,22 @@ function record(name, v) {
   if (s.length > KEEP) s.shift();
 }
 
-async function sample() {
-  const [streams, pipelines] = await Promise.all([api("GET", "/v1/streams"), api("GET", "/v1/pipelines")]);
+async function sample(quiet) {
+  const [streams, pipelines] = await Promise.all([api("GET", "/v1/streams", undefined, undefined, quiet), api("GET", "/v1/pipelines", undefined, undefined, quiet)]);
   // Keyed by names users choose ("__proto__" too): objects without a prototype.
   const dict = () => Object.create(null);
   const now = { at: Date.now(), streams: dict(), pipelines: dict() };
-  for (const s of streams.streams) now.streams[s.stream] = s.stats || {};
-  for (const p of pipelines.pipelines) now.pipelines[p.pipeline] = p;
+  // Only the counters are kept from one sample to the next.
+  for (const s of streams.streams) {
+    const c = s.stats || {};
+    now.streams[s.stream] = { records_in: c.records_in, bytes_in: c.bytes_in, decode_errors: c.decode_errors };
+  }
+  for (const p of pipelines.pipelines) now.pipelines[p.pipeline] = { rows_committed: p.rows_committed, commit_lag_secs: p.commit_lag_secs };
+  // A counter that went down (the server restarted): rates start again
+  // from here, rather than reading 0 until the older samples age out.
+  const last = counters[counters.length - 1];
+  const dropped = (a, b, keys) => Object.keys(a).some((n) => b && Object.hasOwn(b, n) && keys.some((k) => a[n][k] < b[n][k]));
+  if (last && (dropped(now.streams, last.streams, ["records_in", "bytes_in", "decode_errors"]) || dropped(now.pipelines, last.pipelines, ["rows_committed"]))) counters.length = 0;
   counters.push(now);
   while (counters.length > 2 && now.at - counters[1].at >= RATE_WINDOW_MS) counters.shift();
   const then = counters[0];
@@ -204,7 +217,7 @@ function chart(names, label, unit) {
 // ---- views ----
 
 let timer = null;
-let view = null;
+let view = 0; // which call of route() the page is drawn by
 let fetchedAt = 0; // when the overview's figures arrived (to time drawing them)
 
 async function overview() {
@@ -291,7 +304,7 @@ async function streamPage(name) {
     s.stats && s.stats.recent_rejections.length
       ? table(["At", "Event", "Field", "Type", "Error"], s.stats.recent_rejections.slice().reverse().map((r) => el("tr", {}, el("td", {}, new Date(r.at_micros / 1000).toISOString()), el("td", { class: "num" }, r.index), el("td", {}, r.field), el("td", {}, r.type), el("td", {}, r.message))), { id: "rejections" })
       : el("p", { class: "muted" }, "None since the server started"),
-    s.quarantine_table ? [el("h2", {}, "Recently set aside"), await rows(`SELECT * FROM ${s.quarantine_table} ORDER BY __ingest_ts DESC LIMIT 20`)] : null,
+    s.quarantine_table ? [el("h2", {}, "Recently set aside"), await rows(`SELECT * FROM ${tableSql(s.quarantine_table)} ORDER BY __ingest_ts DESC LIMIT 20`)] : null,
   ];
 }
 
@@ -306,21 +319,31 @@ async function pipelinePage(name) {
     table(["", ""], figures.map((k) => el("tr", {}, el("th", {}, k), el("td", {}, p[k] == null ? "–" : String(p[k]))))),
     el("h2", {}, "Recent errors"),
     p.recent_errors.length ? table(["At", "Error"], p.recent_errors.slice().reverse().map((e) => el("tr", {}, el("td", {}, e.at), el("td", {}, e.error)))) : el("p", { class: "muted" }, "None"),
-    p.quarantine_table ? [el("h2", {}, "Quarantined rows (", p.quarantine_table, ")"), await rows(`SELECT * FROM ${p.quarantine_table} ORDER BY __ingest_ts DESC LIMIT 20`)] : null,
+    p.quarantine_table ? [el("h2", {}, "Quarantined rows (", p.quarantine_table, ")"), await rows(`SELECT * FROM ${tableSql(p.quarantine_table)} ORDER BY __ingest_ts DESC LIMIT 20`)] : null,
   ];
 }
 
+// Names in generated SQL: quoted unless plain (a namespace of several
+// levels, `lake.sub`, is one quoted name; `"` is doubled).
+const ident = (s) => /^[a-z_][a-z0-9_]*$/.test(s) ? s : '"' + s.replace(/"/g, '""') + '"';
+const literal = (s) => "'" + s.replace(/'/g, "''") + "'";
+// `namespace.table` (the namespace may have dots; a table name has none)
+// as SQL, with `suffix` (`$snapshots`) on the table.
+function tableSql(name, suffix) {
+  const dot = name.lastIndexOf(".");
+  return ident(name.slice(0, dot)) + "." + ident(name.slice(dot + 1) + (suffix || ""));
+}
+
 async function tablePage(name) {
-  const [ns, t] = [name.slice(0, name.lastIndexOf(".")), name.slice(name.lastIndexOf(".") + 1)];
-  const snapshots = await query(`SELECT committed_at, snapshot_id, operation, summary['added-records'] AS added_records, summary['total-records'] AS total_records, summary['total-data-files'] AS files FROM ${ns}."${t}$snapshots" ORDER BY committed_at DESC LIMIT 50`);
+  const snapshots = await query(`SELECT committed_at, snapshot_id, operation, summary['added-records'] AS added_records, summary['total-records'] AS total_records, summary['total-data-files'] AS files FROM ${tableSql(name, "$snapshots")} ORDER BY committed_at DESC LIMIT 50`);
   let runs = null;
   try { runs = await api("GET", "/v1/tables/" + encodeURIComponent(name) + "/maintenance"); } catch (_) { /* not a table this server maintains */ }
   return [
     el("h1", {}, "Table ", name),
-    el("h2", {}, "Schema and spec"), await rows(`DESCRIBE ${name}`),
+    el("h2", {}, "Schema and spec"), await rows(`DESCRIBE ${tableSql(name)}`),
     el("h2", {}, "Snapshots"),
-    grid(snapshots, { snapshot_id: (v) => el("a", { href: "#/sql?q=" + encodeURIComponent(`SELECT * FROM table_at('${name}', ${v}) LIMIT 100`) }, String(v)) }),
-    el("h2", {}, "Files"), await rows(`SELECT partition, count(*) AS files, sum(record_count) AS records, sum(file_size_in_bytes) AS bytes FROM ${ns}."${t}$files" GROUP BY partition ORDER BY partition`),
+    grid(snapshots, { snapshot_id: (v) => runLink(`SELECT * FROM table_at(${literal(name)}, ${v}) LIMIT 100`, String(v)) }),
+    el("h2", {}, "Files"), await rows(`SELECT partition, count(*) AS files, sum(record_count) AS records, sum(file_size_in_bytes) AS bytes FROM ${tableSql(name, "$files")} GROUP BY partition ORDER BY partition`),
     el("h2", {}, "Maintenance runs"),
     runs && runs.runs.length ? el("pre", {}, jsonText(runs.runs.slice(-10).reverse(), 1)) : el("p", { class: "muted" }, "None"),
   ];
@@ -336,13 +359,17 @@ async function rows(sql) {
   try { return grid(await query(sql, 200)); } catch (e) { return el("p", { class: "error" }, e.message); }
 }
 
+// A row's value in column `c`: the API leaves nulls out of its rows, and a
+// column may be named `constructor` or `__proto__`.
+const value = (row, c) => Object.hasOwn(row, c) ? row[c] : null;
+
 function grid(answer, links) {
   if (!answer.columns.length) return el("p", { class: "muted" }, "No rows");
   const cell = (c, v) => {
-    if (links && links[c] && v != null) return links[c](v);
+    if (links && Object.hasOwn(links, c) && v != null) return links[c](v);
     return v === null ? el("span", { class: "muted" }, "null") : typeof v === "object" ? jsonText(v) : String(v);
   };
-  return el("div", { class: "result" }, table(answer.columns, answer.rows.map((r) => el("tr", {}, answer.columns.map((c) => el("td", {}, cell(c, r[c])))))));
+  return el("div", { class: "result" }, table(answer.columns, answer.rows.map((r) => el("tr", {}, answer.columns.map((c) => el("td", {}, cell(c, value(r, c))))))));
 }
 
 function download(name, type, text) {
@@ -353,7 +380,7 @@ function download(name, type, text) {
 function csv(answer) {
   const text = (v) => typeof v === "object" ? jsonText(v) : String(v);
   const q = (v) => v == null ? "" : /[",\n]/.test(text(v)) ? '"' + text(v).replace(/"/g, '""') + '"' : text(v);
-  return [answer.columns.join(","), ...answer.rows.map((r) => answer.columns.map((c) => q(r[c])).join(","))].join("\n") + "\n";
+  return [answer.columns.join(","), ...answer.rows.map((r) => answer.columns.map((c) => q(value(r, c))).join(","))].join("\n") + "\n";
 }
 
 // The place an error names (" at Line: L, Column: C"): its line with a
@@ -372,8 +399,23 @@ function pointAt(editor, sql, message) {
   return el("pre", { class: "error", id: "sql-error-at" }, `line ${line}, column ${column}:\n${lines[line - 1]}\n${" ".repeat(Math.max(0, column - 1))}^`);
 }
 
+function readHistory() {
+  try {
+    const h = JSON.parse(localStorage.getItem("pipe-sql-history") || "[]");
+    return Array.isArray(h) ? h.filter((x) => typeof x === "string") : [];
+  } catch (_) { return []; }
+}
+
+// A statement a link of this console opened the SQL page to run (time
+// travel from a snapshot): it runs at once. A `#/sql?q=` link from
+// anywhere else only fills the editor.
+let runNext = null;
+function runLink(sql, text) {
+  return el("a", { href: "#/sql?q=" + encodeURIComponent(sql), onclick: () => { runNext = sql; } }, text);
+}
+
 function sqlPage(initial) {
-  const history = JSON.parse(localStorage.getItem("pipe-sql-history") || "[]");
+  const history = readHistory();
   const editor = el("textarea", { id: "sql-editor", spellcheck: "false" }, initial || history[0] || "SHOW TABLES");
   const maxRows = el("input", { id: "sql-max-rows", class: "narrow", type: "number", min: 1, value: 1000 });
   const committed = el("input", { id: "sql-committed", type: "checkbox" });
@@ -382,23 +424,27 @@ function sqlPage(initial) {
   let running = null;
   let lastAnswer = null;
   const run = async () => {
-    if (running) running.abort();
-    running = new AbortController();
     const sql = editor.value.trim();
     if (!sql) return;
-    const h = [sql, ...history.filter((x) => x !== sql)].slice(0, 50);
-    localStorage.setItem("pipe-sql-history", JSON.stringify(h));
+    // One statement runs at a time: a new Run cancels the one before, and
+    // only the newest may draw its answer.
+    if (running) running.abort();
+    const mine = running = new AbortController();
+    // (Read again: another tab of this console may have added some.)
+    localStorage.setItem("pipe-sql-history", JSON.stringify([sql, ...readHistory().filter((x) => x !== sql)].slice(0, 50)));
     stats.textContent = "Running…"; out.replaceChildren();
     try {
-      const a = await query(sql, +maxRows.value, committed.checked, running.signal);
+      const a = await query(sql, +maxRows.value, committed.checked, mine.signal);
+      if (running !== mine) return;
       lastAnswer = a;
       out.replaceChildren(grid(a));
       stats.textContent = `${a.row_count} row${a.row_count === 1 ? "" : "s"}${a.truncated ? " (cut at the row limit)" : ""} in ${a.elapsed_ms.toFixed(1)} ms; read ${fmt.bytes(a.bytes_read)} from ${a.files_scanned} of ${a.files_total} files` + (a.buffer_records ? `; ${a.buffer_rows} rows from ${a.buffer_records} buffered requests not committed yet` : "") + (a.committed_only ? "; committed snapshots only" : "");
     } catch (e) {
+      if (running !== mine) return;
       lastAnswer = null;
       stats.textContent = "";
       out.replaceChildren(el("p", { class: "error", id: "sql-error" }, e.name === "AbortError" ? "Cancelled" : e.message), pointAt(editor, sql, e.message));
-    } finally { running = null; }
+    } finally { if (running === mine) running = null; }
   };
   editor.addEventListener("keydown", (e) => { if ((e.ctrlKey || e.metaKey) && e.key === "Enter") run(); });
   const side = el("aside", {}, el("strong", {}, "Statements"),
@@ -411,10 +457,12 @@ function sqlPage(initial) {
     for (const r of a.rows) {
       const name = (r.table_schema ? r.table_schema + "." : "") + r.table_name;
       if ((r.table_catalog && r.table_catalog !== "pipe") || r.table_schema === "information_schema" || r.table_name.includes("$")) continue;
-      list.append(el("li", { onclick: () => { editor.value = `SELECT * FROM ${name} LIMIT 100`; } }, name));
+      const sql = (r.table_schema ? ident(r.table_schema) + "." : "") + ident(r.table_name);
+      list.append(el("li", { onclick: () => { editor.value = `SELECT * FROM ${sql} LIMIT 100`; } }, name));
     }
   }).catch(() => {});
-  if (initial) setTimeout(run, 0);
+  if (initial && initial === runNext) setTimeout(run, 0);
+  runNext = null;
   return [
     el("h1", {}, "SQL"),
     el("div", { class: "sql" },
@@ -426,7 +474,7 @@ function sqlPage(initial) {
           el("label", {}, "Row limit ", maxRows),
           el("label", {}, committed, " committed only"),
           el("button", { class: "secondary", onclick: () => lastAnswer && download("result.csv", "text/csv", csv(lastAnswer)) }, "CSV"),
-          el("button", { class: "secondary", onclick: () => lastAnswer && download("result.json", "application/json", jsonText(lastAnswer.rows)) }, "JSON")),
+          el("button", { class: "secondary", onclick: () => lastAnswer && download("result.json", "application/json", jsonText(lastAnswer.rows.map((r) => Object.fromEntries(lastAnswer.columns.map((c) => [c, value(r, c)]))))) }, "JSON")),
         stats, out),
       side),
   ];
@@ -551,7 +599,7 @@ async function route() {
   const [path, search] = hash.split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === (parts[0] || "overview")));
-  const current = view = hash;
+  const current = ++view;
   const render = async () => {
     try {
       let content;
@@ -587,4 +635,4 @@ window.addEventListener("DOMContentLoaded", () => {
 // Sampling goes on behind other pages, so charts have history.
 // (Once the overview has been seen: a tab opened on the SQL page with a
 // query token alone is not asked for the admin token.)
-setInterval(() => { if (sampling && location.hash.slice(1).replace(/^\/$/, "") !== "" && !asking && !declined.admin) sample().catch(() => {}); }, SAMPLE_MS);
+setInterval(() => { if (sampling && location.hash.slice(1).replace(/^\/$/, "") !== "" && !asking) sample(true).catch(() => {}); }, SAMPLE_MS);
