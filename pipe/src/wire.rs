@@ -61,6 +61,11 @@ pub struct StreamView {
     pub pipelines: Vec<String>,
     /// Since the server started; `None` when it does not run.
     pub stats: Option<StreamStats>,
+    /// Why it takes no events (its buffer's writer failed, its log was
+    /// forked): requests get 503 until a restart. Absent while it takes
+    /// events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// How a stream takes events over HTTP.

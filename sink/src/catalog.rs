@@ -202,14 +202,30 @@ pub async fn open_catalog(settings: &CatalogSettings) -> Result<Arc<dyn Catalog>
                 SqlBindStyle::QMark
             };
             props.insert("sql_bind_style".into(), style.to_string());
-            let catalog = SqlCatalogBuilder::default()
-                .with_storage_factory(Arc::new(OpenDalResolvingStorageFactory::new()))
-                .load(&settings.name, props)
-                .await
-                .map_err(|e| Error::Catalog {
-                    action: format!("opening the SQL catalog at `{uri}`"),
-                    source: Box::new(e),
-                })?;
+            // Opening makes the catalog's tables if missing (`CREATE TABLE
+            // IF NOT EXISTS`). On PostgreSQL two processes opening a new
+            // database at once can collide in that ("duplicate key value
+            // violates unique constraint"); the tables then exist, and a
+            // second try opens them.
+            let mut tries = 0;
+            let catalog = loop {
+                tries += 1;
+                let opened = SqlCatalogBuilder::default()
+                    .with_storage_factory(Arc::new(OpenDalResolvingStorageFactory::new()))
+                    .load(&settings.name, props.clone())
+                    .await;
+                match opened {
+                    Err(e) if tries < 5 && e.to_string().contains("duplicate key value") => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+                    }
+                    other => {
+                        break other.map_err(|e| Error::Catalog {
+                            action: format!("opening the SQL catalog at `{uri}`"),
+                            source: Box::new(e),
+                        })?
+                    }
+                }
+            };
             Ok(Arc::new(catalog))
         }
     }

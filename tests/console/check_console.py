@@ -81,6 +81,7 @@ def under_load(driver, shots):
     seen["stream_rate"] = float(attribute(driver, 'tr[data-stream="raw_events_stream"] td[data-rate]', "data-rate"))
     series = 'canvas[data-series="stream:raw_events_stream"]'
     seen["chart_points"] = wait(driver, "a chart with points", lambda d: (c := find(d, series)) is not None and (n := int(c.get_attribute("data-points"))) >= 3 and n)
+    seen["stream_state"] = wait(driver, "the stream's state", lambda d: (e := find(d, 'tr[data-stream="raw_events_stream"] .state')) is not None and e.text)
     seen["total_points"] = int(attribute(driver, 'canvas[data-series="total:events"]', "data-points"))
     seen["sinks"] = sorted(e.get_attribute("data-sink") for e in driver.find_elements(By.CSS_SELECTOR, "#sinks tbody tr"))
     seen["overview_ms"] = round((time.time() - start) * 1000)

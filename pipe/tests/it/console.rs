@@ -108,6 +108,7 @@ async fn the_console_shows_the_fraud_example_under_load_and_manages_it() {
         "{seen}"
     );
     assert!(seen["total_points"].as_u64().unwrap() >= 3, "{seen}");
+    assert_eq!(seen["stream_state"], "taking events", "{seen}");
     assert_eq!(seen["null_cells"], json!(["null", "null", "1"]), "{seen}");
     assert_eq!(
         seen["history"],

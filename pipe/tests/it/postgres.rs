@@ -185,6 +185,18 @@ async fn a_copied_data_dir_run_beside_its_original_stops_instead_of_merging() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 503);
+    // The stream's view says why (the console shows it).
+    let view: serde_json::Value =
+        reqwest::get(format!("{}/v1/streams/ecommerce_stream", node_b.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert!(
+        view["failure"].as_str().is_some_and(|f| f.contains("fork")),
+        "{view}"
+    );
     // (An orderly stop ends with that error too.)
     node_b.kill();
     // Restarted, the copy refuses to start and says what to do.

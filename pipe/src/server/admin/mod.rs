@@ -207,7 +207,9 @@ pub(super) fn stream_view(
         errors_by_type: r.stats.user_errors().into_iter().collect(),
         recent_rejections: Some(r.stats.recent_rejections()),
     });
+    let failure = running.as_ref().and_then(|r| r.log.failure());
     Some(StreamView {
+        failure,
         stream: name.to_string(),
         origin: definitions.origin(Kind::Stream, name),
         endpoint: format!("http://{}/v1/streams/{name}", state.addr),

@@ -225,11 +225,18 @@ async function overview() {
   fetchedAt = performance.now();
   const problems = (p) => ({ failed: 0, retrying: 1, draining: 2 })[p.state] ?? 3;
   const pipelines = [...data.pipelines].sort((a, b) => problems(a) - problems(b) || a.pipeline.localeCompare(b.pipeline));
-  const streamRows = data.streams.map((s) => {
+  // Streams with problems first: taking no events, a buffer near its
+  // quota (requests get 503 past it), events being refused now.
+  const streamState = (s) => s.failure ? "failed" : !s.stats ? "stopped" : s.buffer && s.buffer.bytes >= 0.8 * s.buffer.quota_bytes ? "nearly full" : "taking events";
+  const streamProblem = (s) => ({ failed: 0, stopped: 1, "nearly full": 2 })[streamState(s)] ?? ((data.rates.streams[s.stream] || {}).errors > 0 ? 3 : 4);
+  const streams = [...data.streams].sort((a, b) => streamProblem(a) - streamProblem(b) || a.stream.localeCompare(b.stream));
+  const streamRows = streams.map((s) => {
     const r = data.rates.streams[s.stream] || {};
     const b = s.buffer || {};
-    return el("tr", { "data-stream": s.stream },
+    const st = streamState(s);
+    return el("tr", { "data-stream": s.stream, class: streamProblem(s) < 4 ? "problem" : null },
       el("td", {}, el("a", { href: "#/streams/" + encodeURIComponent(s.stream) }, s.stream)),
+      el("td", {}, state(st), s.failure ? el("div", { class: "muted" }, s.failure) : null),
       el("td", { class: "num", "data-rate": r.events || 0 }, fmt.n(r.events)),
       el("td", { class: "num" }, fmt.bytes(r.bytes) + "/s"),
       el("td", { class: "num" }, fmt.n(r.errors)),
@@ -275,7 +282,7 @@ async function overview() {
     el("h2", {}, "Pipelines"),
     table(["Pipeline", "State", "Stream", "Sink", { label: "Rows/s", num: 1 }, { label: "Uncommitted requests", num: 1 }, { label: "Oldest uncommitted", num: 1 }, { label: "Last commit", num: 1 }, { label: "Failed rows", num: 1 }], pipelineRows, { id: "pipelines" }),
     el("h2", {}, "Streams"),
-    table(["Stream", { label: "Events/s", num: 1 }, { label: "Bytes/s", num: 1 }, { label: "Rejected/s", num: 1 }, { label: "Rejected", num: 1 }, { label: "Buffer", num: 1 }, { label: "Unprocessed requests", num: 1 }, "Pipelines"], streamRows, { id: "streams" }),
+    table(["Stream", "State", { label: "Events/s", num: 1 }, { label: "Bytes/s", num: 1 }, { label: "Rejected/s", num: 1 }, { label: "Rejected", num: 1 }, { label: "Buffer", num: 1 }, { label: "Unprocessed requests", num: 1 }, "Pipelines"], streamRows, { id: "streams" }),
     el("h2", {}, "Sinks"),
     table(["Sink", "Type", "Table or folder", "Written by", { label: "Roll every", num: 1 }, { label: "Bytes committed", num: 1 }], sinkRows, { id: "sinks" }),
     el("h2", {}, "Last minutes"),
