@@ -254,6 +254,7 @@ impl QueryEngine {
     /// DML, `SET`, transactions) is refused before it runs. Returns at most
     /// `max_rows` rows, and whether more were there.
     pub async fn read_only(&self, sql: &str, max_rows: usize) -> Result<(Answer, bool)> {
+        pipe_transform::nesting::check(sql).map_err(Error::Sql)?;
         if let Some(statement) = Discovery::parse(sql) {
             let batch = statement.run(&self.catalog).await?;
             let truncated = batch.num_rows() > max_rows;

@@ -77,6 +77,7 @@ use datafusion::sql::sqlparser::ast::{Statement, TableObject};
 mod conform;
 pub mod fault;
 pub mod functions;
+pub mod nesting;
 
 /// The column pipe stamps on every event at ingest (the `schemas` crate
 /// owns it).
@@ -224,6 +225,7 @@ impl PipelinePlan {
             pipeline: name.to_string(),
             message,
         };
+        nesting::check(sql).map_err(invalid)?;
         let mut statements = DFParser::parse_sql(sql).map_err(|e| invalid(e.to_string()))?;
         if statements.len() != 1 {
             return Err(invalid(format!(

@@ -216,7 +216,9 @@ pub fn run(args: Args) -> Result<()> {
         ignore_hangups();
     }
     init_logging(&args.log, args.log_format);
+    // Room for planning SQL as deep as `pipe_transform::nesting` lets it.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(pipe_transform::nesting::STACK_BYTES)
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("starting the runtime: {e}")))?;

@@ -299,3 +299,53 @@ async fn an_answer_read_slowly_is_cut_off_at_the_timeout() {
     );
     server.stop();
 }
+
+/// A statement nested deeper than a thread's stack (a long `OR` chain is a
+/// deep tree) is answered, or refused, and the server stays up: before,
+/// planning it overflowed the stack and aborted the process, taking every
+/// stream down (review 17). Pipeline SQL is planned by the same code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_statement_does_not_take_the_server_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 3600, "");
+    let server = Server::start(&config).await;
+    let ors: Vec<String> = (0..2000).map(|i| format!("'a' = 'n{i}'")).collect();
+    let sql = format!("SELECT 1 AS one WHERE {}", ors.join(" OR "));
+    let (status, _, body) = ask(&server.url, json!({ "sql": sql })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["row_count"], 0, "{body}");
+    // Past what one statement may have: refused before planning, saying
+    // what to write instead.
+    let ors: Vec<String> = (0..5000).map(|i| format!("'a' = 'n{i}'")).collect();
+    let sql = format!("SELECT 1 AS one WHERE {}", ors.join(" OR "));
+    let (status, _, body) = ask(&server.url, json!({ "sql": sql })).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("IN (v1, v2"), "{body}");
+    let (status, body) = server
+        .post_json("ecommerce_stream", &getting_started_events())
+        .await;
+    assert_eq!(status, 200, "the server is still up: {body}");
+    let pipeline = format!(
+        "INSERT INTO ecommerce_sink SELECT * FROM ecommerce_stream WHERE {}",
+        (0..5000)
+            .map(|i| format!("user_id = 'n{i}'"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/pipelines", server.url))
+        .json(&json!({ "name": "deep", "sql": pipeline }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("more than the 4096"), "{body}");
+    assert_eq!(
+        server.flush("ecommerce")["rows"],
+        3,
+        "the server is still up"
+    );
+    server.stop();
+}
