@@ -279,8 +279,13 @@ impl PipelinePlan {
         let mut slots = HashMap::new();
         for (stream, schema) in streams {
             let slot = Arc::new(BatchSlot::new(schema.clone()));
-            ctx.register_table(stream.as_str(), slot.clone())
-                .map_err(|e| invalid(e.to_string()))?;
+            // As named (`Clicks`), not parsed as SQL (which lowercases it
+            // and fails on `-`): the SQL names it `"Clicks"`.
+            ctx.register_table(
+                datafusion::sql::TableReference::bare(stream.as_str()),
+                slot.clone(),
+            )
+            .map_err(|e| invalid(e.to_string()))?;
             slots.insert(stream.clone(), slot);
         }
         let plan = ctx
@@ -336,9 +341,12 @@ impl PipelinePlan {
                 )))
             }
         };
-        let slot = slots
-            .remove(&stream)
-            .expect("the plan scans a registered stream");
+        let Some(slot) = slots.remove(&stream) else {
+            return Err(invalid(format!(
+                "the SELECT reads `{stream}`, which is no stream (streams: {})",
+                list(&streams.keys().cloned().collect::<Vec<_>>())
+            )));
+        };
         let planned: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let add_ingest_ts = planned.field_with_name(INGEST_TS_COLUMN).is_err();
         let output_schema = if add_ingest_ts {

@@ -226,3 +226,31 @@ async fn bad_sql_fails_at_plan_time_with_the_reason() {
         assert!(err.contains(want), "{sql}: {err}");
     }
 }
+
+/// A stream or sink named with capitals or `-` is named quoted and found
+/// as named; unquoted, the name is lowercased as SQL does, and the answer
+/// is an error, not the panic it was (review 17).
+#[tokio::test]
+async fn names_with_capitals_are_found_quoted_and_refused_unquoted() {
+    let streams = HashMap::from([("Views".to_string(), stream_schema())]);
+    let sinks = vec!["Out-Sink".to_string()];
+    let plan = PipelinePlan::new(
+        "p",
+        r#"INSERT INTO "Out-Sink" SELECT * FROM "Views""#,
+        &streams,
+        &sinks,
+    )
+    .await
+    .unwrap();
+    assert_eq!(plan.sink(), "Out-Sink");
+    let error = PipelinePlan::new(
+        "p",
+        r#"INSERT INTO "Out-Sink" SELECT * FROM Views"#,
+        &streams,
+        &sinks,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("views"), "{error}");
+}

@@ -119,4 +119,31 @@ async fn names_with_dashes_and_capitals_quarantine_and_pipe() {
         "SELECT event FROM \"default\".\"Click-Events_quarantine\"",
     );
     assert_eq!(bad, vec![json!({"event": r#"{"id":"two"}"#})]);
+
+    // Capitals alone: registered as named, not lowercased (review 17).
+    let server = Server::start(&config).await;
+    let r = http
+        .post(format!("{}/v1/streams", server.url))
+        .json(&json!({"name": "Clicks", "schema": {"fields": [{"name": "id", "type": "int64", "required": true}]}, "invalid_events": "quarantine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = http
+        .post(format!("{}/v1/pipelines", server.url))
+        .json(&json!({"name": "clicks2", "sql": "INSERT INTO \"clicks-sink2\" SELECT id FROM \"Clicks\""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "no such sink yet");
+    let (status, body) = server
+        .post_json("Clicks", &json!([{"id": 1}, {"id": "two"}]))
+        .await;
+    assert_eq!(
+        (status, body["quarantined"].clone()),
+        (200, json!(1)),
+        "{body}"
+    );
+    assert_eq!(server.flush("Clicks__quarantine")["rows"], 1);
+    server.stop();
 }
