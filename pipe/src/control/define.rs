@@ -254,10 +254,8 @@ pub async fn delete_pipeline(
 ) -> Result<Option<u64>> {
     let mut definitions = supervisor.definitions.change().await;
     definitions.check_deletable(Kind::Pipeline, name)?;
-    let committed = supervisor
-        .pipeline(name)
-        .and_then(|p| p.stats.committed_through());
-    supervisor.stop_pipeline(name, force).await?;
+    // Read after its last commit, which the stop waits for.
+    let committed = supervisor.stop_pipeline(name, force).await?;
     let (api, config) = changed(&definitions, &supervisor.config(), None, |api| {
         api.pipelines.remove(name);
     })?;

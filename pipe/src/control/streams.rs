@@ -212,6 +212,7 @@ pub async fn update_stream(
     if written.is_none() && settings.is_empty() {
         return Ok(Outcome::Unchanged);
     }
+    let after_json = after.json_schema_file.clone();
     let outcome = async {
         let running = supervisor.config();
         let (api, config) = changed(&definitions, &running, Some(name), |api| {
@@ -226,6 +227,17 @@ pub async fn update_stream(
         )
         .await?;
         change.settings = settings;
+        // Field lists have no constraints: say so when one takes a JSON
+        // Schema's place, even where the fields stay the same.
+        match (&before.json_schema_file, &after_json) {
+            (Some(_), None) if written.is_some() => change.schema_changes.push(
+                "the JSON Schema is replaced by a field list: its constraints (`enum`, `minimum`, `pattern`, `format`, …) no longer apply".into(),
+            ),
+            (None, Some(_)) if written.is_some() => change.schema_changes.push(
+                "a JSON Schema replaces the field list: its constraints apply from the next request".into(),
+            ),
+            _ => {}
+        }
         if dry_run {
             return Ok(Outcome::DryRun(change));
         }

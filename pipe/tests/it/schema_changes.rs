@@ -414,6 +414,27 @@ async fn a_json_schema_rule_change_applies_at_once() {
         ],
     );
     assert_eq!(server.post_json("j", &event).await.0, 200);
+    // The stream's fields sent back as a field list (the console's
+    // "Change" box, unedited): the same columns, but the rules go, and the
+    // dry run says so rather than "no schema change" (review 17).
+    let view: Value = reqwest::get(format!("{}/v1/streams/j", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = reqwest::Client::new()
+        .patch(format!("{}/v1/streams/j?dry_run=true", server.url))
+        .json(&json!({"schema": view["schema"]}))
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = r.json().await.unwrap();
+    let lines = answer["change"]["schema_changes"].to_string();
+    assert!(
+        lines.contains("JSON Schema is replaced by a field list"),
+        "{answer}"
+    );
     server.stop();
     let server = Server::start(&config).await;
     assert_eq!(

@@ -541,9 +541,12 @@ impl Supervisor {
     /// longer holds buffer space. An error is its last commit's. A pipeline
     /// whose earlier stop failed still owes its events: it is removed only
     /// with `force` (giving them up).
-    pub async fn stop_pipeline(&self, name: &str, force: bool) -> Result<()> {
+    ///
+    /// Returns the offset it committed through, its last commit included
+    /// (`None`: nothing committed, or it was not running).
+    pub async fn stop_pipeline(&self, name: &str, force: bool) -> Result<Option<u64>> {
         let Some(p) = self.end_task(name, force).await? else {
-            return Ok(());
+            return Ok(None);
         };
         self.fresh.remove(name);
         if let Some(stream) = self.stream(&p.stream) {
@@ -551,7 +554,7 @@ impl Supervisor {
         }
         let _ = std::fs::remove_file(start_at::marker(&self.config().data_dir, name));
         info!(pipeline = name, "pipeline stopped");
-        Ok(())
+        Ok(p.stats.committed_through())
     }
 
     /// Ends a pipeline's task: it commits what is durable and returns, and

@@ -284,7 +284,7 @@ async function overview() {
     el("h2", {}, "Streams"),
     table(["Stream", "State", { label: "Events/s", num: 1 }, { label: "Bytes/s", num: 1 }, { label: "Rejected/s", num: 1 }, { label: "Rejected", num: 1 }, { label: "Buffer", num: 1 }, { label: "Unprocessed requests", num: 1 }, "Pipelines"], streamRows, { id: "streams" }),
     el("h2", {}, "Sinks"),
-    table(["Sink", "Type", "Table or folder", "Written by", { label: "Roll every", num: 1 }, { label: "Bytes committed", num: 1 }], sinkRows, { id: "sinks" }),
+    table(["Sink", "Type", "Table or folder", "Written by", { label: "Roll every", num: 1 }, { label: "Bytes committed since start", num: 1 }], sinkRows, { id: "sinks" }),
     el("h2", {}, "Last minutes"),
     el("div", { class: "grid", id: "charts" }, charts),
   ];
@@ -344,7 +344,8 @@ function tableSql(name, suffix) {
 async function tablePage(name) {
   const snapshots = await query(`SELECT committed_at, snapshot_id, operation, summary['added-records'] AS added_records, summary['total-records'] AS total_records, summary['total-data-files'] AS files FROM ${tableSql(name, "$snapshots")} ORDER BY committed_at DESC LIMIT 50`);
   let runs = null;
-  try { runs = await api("GET", "/v1/tables/" + encodeURIComponent(name) + "/maintenance"); } catch (_) { /* not a table this server maintains */ }
+  // (Quiet: with a query token alone, the rest of the page still shows.)
+  try { runs = await api("GET", "/v1/tables/" + encodeURIComponent(name) + "/maintenance", undefined, undefined, true); } catch (_) { /* not a table this server maintains */ }
   return [
     el("h1", {}, "Table ", name),
     el("h2", {}, "Schema and spec"), await rows(`DESCRIBE ${tableSql(name)}`),
@@ -398,7 +399,9 @@ function pointAt(editor, sql, message) {
   const lines = sql.split("\n");
   const line = +m[1], column = +m[2];
   if (line < 1 || line > lines.length) return null;
-  const offset = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0) + column - 1;
+  // The parser counts characters; JavaScript, UTF-16 units (an emoji is two).
+  const before = Array.from(lines[line - 1]).slice(0, column - 1).join("");
+  const offset = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0) + before.length;
   // The editor's text is the statement's, less the spaces trimmed before it.
   const lead = editor.value.length - editor.value.trimStart().length;
   editor.focus();
@@ -450,7 +453,7 @@ function sqlPage(initial) {
       if (running !== mine) return;
       lastAnswer = null;
       stats.textContent = "";
-      out.replaceChildren(el("p", { class: "error", id: "sql-error" }, e.name === "AbortError" ? "Cancelled" : e.message), pointAt(editor, sql, e.message));
+      out.replaceChildren(...[el("p", { class: "error", id: "sql-error" }, e.name === "AbortError" ? "Cancelled" : e.message), pointAt(editor, sql, e.message)].filter(Boolean));
     } finally { if (running === mine) running = null; }
   };
   editor.addEventListener("keydown", (e) => { if ((e.ctrlKey || e.metaKey) && e.key === "Enter") run(); });
@@ -497,14 +500,15 @@ const TEMPLATES = {
 
 // A change's body (PATCH) to start from: what can change in place, as it is now.
 const EDITABLE = {
-  streams: (v) => ({ schema: v.schema }),
+  // (A JSON Schema's rules are not in the view: its stream starts empty.)
+  streams: (v) => v.json_schema ? {} : { schema: v.schema },
   sinks: (v) => ({ roll_interval_secs: v.roll_interval_secs, roll_size_mb: v.roll_size_mb }),
-  pipelines: (v) => v.quarantine_table ? { sql: v.sql, quarantine_table: v.quarantine_table } : { sql: v.sql },
+  pipelines: (v) => ({ sql: v.sql }),
 };
 const EDIT_HINT = {
-  streams: "its schema (one its pipelines and tables can take), and/or settings: keys of [streams.NAME] in docs/configuration.md, null to unset one",
+  streams: "its schema (one its pipelines and tables can take: {\"schema\": …} as a field list, or {\"json_schema\": …}), and/or settings: keys of [streams.NAME] in docs/configuration.md, null to unset one",
   sinks: "keys of [sinks.NAME] in docs/configuration.md, null to unset one; the table or folder stays",
-  pipelines: "the new SQL takes every event after the last commit",
+  pipelines: "the new SQL takes every event after the last commit; \"quarantine_table\": \"ns.table\" moves its failed rows",
 };
 
 // What a change did, in the words `pipe … update` uses (cli/render.rs).
