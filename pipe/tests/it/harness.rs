@@ -250,6 +250,22 @@ impl Server {
             .await
     }
 
+    /// Creates definitions through the admin API (`POST /v1/{kind}` with
+    /// each body, `kind` being `streams`, `sinks` or `pipelines`); each
+    /// must get a 201.
+    pub async fn create(&self, definitions: &[(&str, Value)]) {
+        let client = reqwest::Client::new();
+        for (kind, body) in definitions {
+            let r = client
+                .post(format!("{}/v1/{kind}", self.url))
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{kind}: {}", r.text().await.unwrap());
+        }
+    }
+
     /// POSTs `events` in requests of `chunk` events; each must get a 200.
     pub async fn post_chunks(&self, stream: &str, events: &[Value], chunk: usize) {
         for part in events.chunks(chunk) {

@@ -84,29 +84,22 @@ async fn names_with_dashes_and_capitals_quarantine_and_pipe() {
     let config = dir.path().join("pipe.toml");
     std::fs::write(&config, "data_dir = \"data\"\n").unwrap();
     let server = Server::start(&config).await;
-    let http = reqwest::Client::new();
-    for (kind, body) in [
-        (
-            "streams",
-            json!({"name": "Click-Events", "schema": {"fields": [{"name": "id", "type": "int64", "required": true}]}, "invalid_events": "quarantine"}),
-        ),
-        (
-            "sinks",
-            json!({"name": "clicks-sink", "type": "iceberg", "namespace": "web", "table": "clicks", "roll_interval_secs": 3600}),
-        ),
-        (
-            "pipelines",
-            json!({"name": "clicks", "sql": "INSERT INTO \"clicks-sink\" SELECT id FROM \"Click-Events\""}),
-        ),
-    ] {
-        let r = http
-            .post(format!("{}/v1/{kind}", server.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{kind}: {}", r.text().await.unwrap());
-    }
+    server
+        .create(&[
+            (
+                "streams",
+                json!({"name": "Click-Events", "schema": {"fields": [{"name": "id", "type": "int64", "required": true}]}, "invalid_events": "quarantine"}),
+            ),
+            (
+                "sinks",
+                json!({"name": "clicks-sink", "type": "iceberg", "namespace": "web", "table": "clicks", "roll_interval_secs": 3600}),
+            ),
+            (
+                "pipelines",
+                json!({"name": "clicks", "sql": "INSERT INTO \"clicks-sink\" SELECT id FROM \"Click-Events\""}),
+            ),
+        ])
+        .await;
     let (status, body) = server
         .post_json("Click-Events", &json!([{"id": 1}, {"id": "two"}]))
         .await;
@@ -122,14 +115,13 @@ async fn names_with_dashes_and_capitals_quarantine_and_pipe() {
 
     // Capitals alone: registered as named, not lowercased (review 17).
     let server = Server::start(&config).await;
-    let r = http
-        .post(format!("{}/v1/streams", server.url))
-        .json(&json!({"name": "Clicks", "schema": {"fields": [{"name": "id", "type": "int64", "required": true}]}, "invalid_events": "quarantine"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let r = http
+    server
+        .create(&[(
+            "streams",
+            json!({"name": "Clicks", "schema": {"fields": [{"name": "id", "type": "int64", "required": true}]}, "invalid_events": "quarantine"}),
+        )])
+        .await;
+    let r = reqwest::Client::new()
         .post(format!("{}/v1/pipelines", server.url))
         .json(&json!({"name": "clicks2", "sql": "INSERT INTO \"clicks-sink2\" SELECT id FROM \"Clicks\""}))
         .send()

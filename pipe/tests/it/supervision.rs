@@ -221,25 +221,19 @@ async fn a_pipeline_that_is_stopping_shows_as_draining_until_its_last_commit() {
         ],
     )
     .await;
+    server
+        .create(&[
+            (
+                "sinks",
+                json!({"name": "drained_sink", "type": "iceberg", "namespace": "default", "table": "drained", "roll_interval_secs": 3600}),
+            ),
+            (
+                "pipelines",
+                json!({"name": "drained", "sql": "INSERT INTO drained_sink SELECT * FROM ecommerce_stream"}),
+            ),
+        ])
+        .await;
     let http = reqwest::Client::new();
-    for (kind, body) in [
-        (
-            "sinks",
-            json!({"name": "drained_sink", "type": "iceberg", "namespace": "default", "table": "drained", "roll_interval_secs": 3600}),
-        ),
-        (
-            "pipelines",
-            json!({"name": "drained", "sql": "INSERT INTO drained_sink SELECT * FROM ecommerce_stream"}),
-        ),
-    ] {
-        let r = http
-            .post(format!("{}/v1/{kind}", server.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    }
     let events = getting_started_events();
     assert_eq!(server.post_json("ecommerce_stream", &events).await.0, 200);
 
