@@ -70,19 +70,27 @@ fn depth(tokens: &[Token]) -> usize {
         let outer = levels.last_mut().expect("never empty");
         outer.inner = outer.inner.max(closed.deepest + 1);
     }
+    let tokens: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    // Set operations and joins nest plans whatever the commas between
+    // them: each counts, once, over the whole statement.
+    let plans = tokens
+        .iter()
+        .filter(|t| matches!(t, Token::Word(w) if w.quote_style.is_none() && matches!(w.keyword, Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT | Keyword::JOIN)))
+        .count();
     let mut levels = vec![Level::default()];
-    let mut previous: Option<&Token> = None;
-    for token in tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))) {
+    for (i, token) in tokens.iter().enumerate() {
         match token {
             Token::LParen | Token::LBracket => levels.push(Level::default()),
             Token::RParen | Token::RBracket if levels.len() > 1 => close(&mut levels),
             Token::Comma => levels.last_mut().expect("never empty").end_run(),
             // A sign on a number is part of the literal.
-            Token::Minus | Token::Plus if !follows_operand(previous) => {}
+            Token::Minus | Token::Plus if signs_a_number(&tokens, i) => {}
             t if chains_up(t) => levels.last_mut().expect("never empty").operators += 1,
             _ => {}
         }
-        previous = Some(token);
     }
     // Brackets left open (the parser will refuse them) fold inwards-out.
     while levels.len() > 1 {
@@ -90,22 +98,42 @@ fn depth(tokens: &[Token]) -> usize {
     }
     let mut statement = levels.pop().expect("the statement");
     statement.end_run();
-    statement.deepest
+    statement.deepest + plans
 }
 
-/// Whether a `-` or `+` after `previous` is binary (it follows a value).
-fn follows_operand(previous: Option<&Token>) -> bool {
-    match previous {
-        Some(Token::Word(w)) => w.keyword == Keyword::NoKeyword || w.quote_style.is_some(),
-        Some(
-            Token::Number(..)
-            | Token::SingleQuotedString(_)
-            | Token::DoubleQuotedString(_)
-            | Token::RParen
-            | Token::RBracket
-            | Token::Placeholder(_),
-        ) => true,
-        _ => false,
+/// Whether the `-` or `+` at `i` is the sign of the number after it: it
+/// starts an expression (after a bracket, a comma, an operator or a
+/// keyword that an expression follows). Any other is counted as an
+/// operator, which may overcount, never under.
+fn signs_a_number(tokens: &[&Token], i: usize) -> bool {
+    if !matches!(tokens.get(i + 1), Some(Token::Number(..))) {
+        return false;
+    }
+    match i.checked_sub(1).map(|j| tokens[j]) {
+        None | Some(Token::Comma | Token::LParen | Token::LBracket) => true,
+        Some(Token::Word(w)) => {
+            w.quote_style.is_none()
+                && matches!(
+                    w.keyword,
+                    Keyword::SELECT
+                        | Keyword::WHERE
+                        | Keyword::HAVING
+                        | Keyword::ON
+                        | Keyword::WHEN
+                        | Keyword::THEN
+                        | Keyword::ELSE
+                        | Keyword::AND
+                        | Keyword::OR
+                        | Keyword::NOT
+                        | Keyword::IN
+                        | Keyword::BETWEEN
+                        | Keyword::LIMIT
+                        | Keyword::OFFSET
+                        | Keyword::BY
+                        | Keyword::VALUES
+                )
+        }
+        Some(t) => chains_up(t),
     }
 }
 
@@ -189,5 +217,17 @@ mod tests {
         assert!(check(&format!("SELECT {chain}")).is_err());
         let minus = "1 ".to_string() + &"- 1 ".repeat(MAX_DEPTH + 1);
         assert!(check(&format!("SELECT {minus}")).is_err());
+        // Names that are keywords too (`id`, `name`, `NULL`) are values:
+        // the `-` after them is an operator (review 19).
+        let chain = "id ".to_string() + &"- id ".repeat(MAX_DEPTH + 1);
+        assert!(check(&format!("SELECT {chain} FROM t")).is_err());
+        let chain = "NULL ".to_string() + &"- NULL ".repeat(MAX_DEPTH + 1);
+        assert!(check(&format!("SELECT {chain}")).is_err());
+        assert_eq!(depth_of("SELECT id - -1, - 2 FROM t WHERE x = -3"), 1);
+        // Set operations count whatever the commas around them.
+        let union = vec!["SELECT 1 AS a, 2 AS b"; MAX_DEPTH + 2].join(" UNION ALL ");
+        assert!(check(&union).is_err());
+        let joins = "JOIN t ON true ".repeat(MAX_DEPTH + 1);
+        assert!(check(&format!("SELECT 1 FROM t {joins}")).is_err());
     }
 }
