@@ -74,11 +74,21 @@ fn depth(tokens: &[Token]) -> usize {
         .iter()
         .filter(|t| !matches!(t, Token::Whitespace(_)))
         .collect();
-    // Set operations and joins nest plans whatever the commas between
-    // them: each counts, once, over the whole statement.
+    // Set operations, joins and common table expressions (`name AS (`)
+    // nest plans whatever the commas between them: each counts, once,
+    // over the whole statement. (Clause keywords do not end a run: each
+    // may also be a column's name.)
     let plans = tokens
         .iter()
-        .filter(|t| matches!(t, Token::Word(w) if w.quote_style.is_none() && matches!(w.keyword, Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT | Keyword::JOIN)))
+        .enumerate()
+        .filter(|(i, t)| match t {
+            Token::Word(w) if w.quote_style.is_none() => match w.keyword {
+                Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT | Keyword::JOIN => true,
+                Keyword::AS => matches!(tokens.get(i + 1), Some(Token::LParen)),
+                _ => false,
+            },
+            _ => false,
+        })
         .count();
     let mut levels = vec![Level::default()];
     for (i, token) in tokens.iter().enumerate() {
@@ -229,5 +239,10 @@ mod tests {
         assert!(check(&union).is_err());
         let joins = "JOIN t ON true ".repeat(MAX_DEPTH + 1);
         assert!(check(&format!("SELECT 1 FROM t {joins}")).is_err());
+        let ctes: Vec<String> = (0..=MAX_DEPTH)
+            .map(|i| format!("c{} AS (SELECT * FROM c{i})", i + 1))
+            .collect();
+        let ctes = format!("WITH c0 AS (SELECT 1), {} SELECT 1", ctes.join(", "));
+        assert!(check(&ctes).is_err());
     }
 }
