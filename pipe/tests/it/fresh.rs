@@ -24,17 +24,7 @@ sql = "INSERT INTO ecommerce_sink SELECT user_id, CAST(product_id AS INT) AS n F
 
 /// `POST /v1/query`; the answer, which must be a 200.
 async fn ask(server: &Server, body: Value) -> Value {
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/query", server.url))
-        .json(&body)
-        .timeout(Duration::from_secs(120))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let answer: Value = r.json().await.unwrap();
-    assert_eq!(status, 200, "{answer}");
-    answer
+    server.query_api(body).await
 }
 
 /// The single number a `SELECT count(*) AS n` answers.

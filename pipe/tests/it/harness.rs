@@ -250,6 +250,21 @@ impl Server {
             .await
     }
 
+    /// `POST /v1/query` with `body`; the answer, which must be a 200.
+    pub async fn query_api(&self, body: Value) -> Value {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/query", self.url))
+            .json(&body)
+            .timeout(std::time::Duration::from_secs(120))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        answer
+    }
+
     /// Creates definitions through the admin API (`POST /v1/{kind}` with
     /// each body, `kind` being `streams`, `sinks` or `pipelines`); each
     /// must get a 201.

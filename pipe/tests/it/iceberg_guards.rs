@@ -8,6 +8,15 @@ use serde_json::{json, Value};
 use crate::harness::*;
 use crate::iceberg_rest::{post, pyiceberg};
 
+/// `DELETE /iceberg/v1/pipe/{path}`.
+async fn rest_delete(server: &Server, path: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .delete(format!("{}/iceberg/v1/pipe/{path}", server.url))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_keeps_clients_off_what_pipe_owns() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,14 +130,7 @@ async fn the_catalog_keeps_clients_off_what_pipe_owns() {
     assert_eq!(renamed.status(), 204);
     let (status, answer) = made("t").await;
     assert_eq!(status, 200, "{answer}");
-    let purged = reqwest::Client::new()
-        .delete(format!(
-            "{}/iceberg/v1/pipe/namespaces/swap/tables/t?purgeRequested=True",
-            server.url
-        ))
-        .send()
-        .await
-        .unwrap();
+    let purged = rest_delete(&server, "namespaces/swap/tables/t?purgeRequested=True").await;
     assert_eq!(purged.status(), 204);
     let old = reqwest::get(format!(
         "{}/iceberg/v1/pipe/namespaces/swap/tables/old",
@@ -332,14 +334,7 @@ async fn locations_are_pipes_to_choose_and_names_are_plain() {
     let (status, made) = post(&server, "namespaces/default/tables/staged", commit, None).await;
     assert_eq!(status, 200, "{made}");
     assert_eq!(made["metadata"]["table-uuid"], uuid);
-    let dropped = reqwest::Client::new()
-        .delete(format!(
-            "{}/iceberg/v1/pipe/namespaces/default/tables/staged",
-            server.url
-        ))
-        .send()
-        .await
-        .unwrap();
+    let dropped = rest_delete(&server, "namespaces/default/tables/staged").await;
     assert_eq!(dropped.status(), 204);
     assert_ne!(stage().await.1["metadata"]["table-uuid"], uuid);
     // A stage ended by a plain create of its name is over too.
@@ -352,14 +347,7 @@ async fn locations_are_pipes_to_choose_and_names_are_plain() {
     )
     .await;
     assert_eq!(status, 200, "{made}");
-    let dropped = reqwest::Client::new()
-        .delete(format!(
-            "{}/iceberg/v1/pipe/namespaces/default/tables/staged",
-            server.url
-        ))
-        .send()
-        .await
-        .unwrap();
+    let dropped = rest_delete(&server, "namespaces/default/tables/staged").await;
     assert_eq!(dropped.status(), 204);
     assert_ne!(stage().await.1["metadata"]["table-uuid"], staged);
     server.stop();

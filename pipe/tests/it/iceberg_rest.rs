@@ -498,15 +498,9 @@ print(json.dumps(cat.load_table("default.evolve").scan().to_arrow().sort_by("id"
         theirs,
         json!([{"id": 1, "label": "a", "x": null}, {"id": 2, "label": "b", "x": null}])
     );
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{}/v1/query", server.url))
-        .json(&json!({"sql": "SELECT id, label, x FROM default.evolve ORDER BY id"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = server
+        .query_api(json!({"sql": "SELECT id, label, x FROM default.evolve ORDER BY id"}))
+        .await;
     // (The query answer leaves null values out of its row objects.)
     assert_eq!(
         answer["rows"],

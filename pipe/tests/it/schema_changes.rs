@@ -194,18 +194,12 @@ async fn a_streams_schema_changes_in_place_under_load() {
     // The new column reads, fresh and committed, before the commit that
     // holds its first values (the snapshot's files lack it).
     for committed_only in [false, true] {
-        let answer: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/v1/query", server.url))
-            .json(&serde_json::json!({
+        let answer = server
+            .query_api(serde_json::json!({
                 "sql": "SELECT count(*) AS n, count(tag) AS t FROM default.evolving",
                 "committed_only": committed_only,
             }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .await;
         let row = &answer["rows"][0];
         assert!(
             row["n"].as_u64().is_some(),
