@@ -93,8 +93,12 @@ fn depth(tokens: &[Token]) -> usize {
     let mut levels = vec![Level::default()];
     for (i, token) in tokens.iter().enumerate() {
         match token {
-            Token::LParen | Token::LBracket => levels.push(Level::default()),
-            Token::RParen | Token::RBracket if levels.len() > 1 => close(&mut levels),
+            // Every kind of bracket: a comma inside one ends a run there,
+            // never the run around it (`MAP {1: 1, 2: 2}` in a chain).
+            Token::LParen | Token::LBracket | Token::LBrace => levels.push(Level::default()),
+            Token::RParen | Token::RBracket | Token::RBrace if levels.len() > 1 => {
+                close(&mut levels)
+            }
             Token::Comma => levels.last_mut().expect("never empty").end_run(),
             // A sign on a number is part of the literal.
             Token::Minus | Token::Plus if signs_a_number(&tokens, i) => {}
@@ -120,7 +124,7 @@ fn signs_a_number(tokens: &[&Token], i: usize) -> bool {
         return false;
     }
     match i.checked_sub(1).map(|j| tokens[j]) {
-        None | Some(Token::Comma | Token::LParen | Token::LBracket) => true,
+        None | Some(Token::Comma | Token::LParen | Token::LBracket | Token::LBrace) => true,
         Some(Token::Word(w)) => {
             w.quote_style.is_none()
                 && matches!(
@@ -186,7 +190,9 @@ fn chains_up(token: &Token) -> bool {
         | Token::LParen
         | Token::RParen
         | Token::LBracket
-        | Token::RBracket => false,
+        | Token::RBracket
+        | Token::LBrace
+        | Token::RBrace => false,
         _ => true,
     }
 }
@@ -244,5 +250,10 @@ mod tests {
             .collect();
         let ctes = format!("WITH c0 AS (SELECT 1), {} SELECT 1", ctes.join(", "));
         assert!(check(&ctes).is_err());
+        // A comma inside braces ends no run outside them (review 20).
+        let chain = vec!["1 + MAP {1: 1, 2: 2}[1]"; MAX_DEPTH].join(" + ");
+        assert!(check(&format!("SELECT {chain}")).is_err());
+        let chain = vec!["{'a': 1, 'b': 2}['a']"; MAX_DEPTH + 1].join(" + ");
+        assert!(check(&format!("SELECT {chain}")).is_err());
     }
 }

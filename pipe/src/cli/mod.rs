@@ -222,142 +222,157 @@ pub fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("starting the runtime: {e}")))?;
-    runtime.block_on(async move {
-        match args.command {
-            Command::Serve {
-                config,
-                listen,
-                data_dir,
-                admin_token,
-            } => {
-                let overrides = Overrides {
-                    listen,
-                    data_dir,
-                    admin_token,
-                };
-                // Before the definitions: loading them may rewrite the
-                // API's file in the data directory.
-                let data_dir =
-                    crate::config::definitions::Definitions::data_dir_of(&config, &overrides)?;
-                let lock = crate::server::lock_data_dir(&data_dir)?;
-                let (definitions, config) =
-                    crate::config::definitions::Definitions::load(&config, &overrides)?;
-                crate::server::serve(lock, definitions, config, shutdown_signal()).await
-            }
-            Command::Query {
-                config,
-                server,
-                token,
-                committed,
-                data_dir,
-                format,
-                sql,
-            } => {
-                let format = match format {
-                    Format::Table => OutputFormat::Table,
-                    Format::Json => OutputFormat::Json,
-                    Format::Csv => OutputFormat::Csv,
-                    Format::Ndjson => OutputFormat::NdJson,
-                };
-                let started = std::time::Instant::now();
-                let session = match (server, config) {
-                    (Some(server), _) => {
-                        let mut client = crate::Client::new(&server);
-                        if let Some(token) = token {
-                            client = client.with_token(token);
+    // On a thread of the same stack, not this one: the main thread's is
+    // the system's (8 MiB), and a server plans its pipelines as it starts.
+    let command = std::thread::Builder::new()
+        .name("pipe-main".into())
+        .stack_size(pipe_transform::nesting::STACK_BYTES)
+        .spawn(move || {
+            runtime.block_on(async move {
+                match args.command {
+                    Command::Serve {
+                        config,
+                        listen,
+                        data_dir,
+                        admin_token,
+                    } => {
+                        let overrides = Overrides {
+                            listen,
+                            data_dir,
+                            admin_token,
+                        };
+                        // Before the definitions: loading them may rewrite the
+                        // API's file in the data directory.
+                        let data_dir = crate::config::definitions::Definitions::data_dir_of(
+                            &config, &overrides,
+                        )?;
+                        let lock = crate::server::lock_data_dir(&data_dir)?;
+                        let (definitions, config) =
+                            crate::config::definitions::Definitions::load(&config, &overrides)?;
+                        crate::server::serve(lock, definitions, config, shutdown_signal()).await
+                    }
+                    Command::Query {
+                        config,
+                        server,
+                        token,
+                        committed,
+                        data_dir,
+                        format,
+                        sql,
+                    } => {
+                        let format = match format {
+                            Format::Table => OutputFormat::Table,
+                            Format::Json => OutputFormat::Json,
+                            Format::Csv => OutputFormat::Csv,
+                            Format::Ndjson => OutputFormat::NdJson,
+                        };
+                        let started = std::time::Instant::now();
+                        let session = match (server, config) {
+                            (Some(server), _) => {
+                                let mut client = crate::Client::new(&server);
+                                if let Some(token) = token {
+                                    client = client.with_token(token);
+                                }
+                                Session::Server {
+                                    client,
+                                    committed_only: committed,
+                                }
+                            }
+                            (None, Some(config)) => Session::Local(
+                                local_engine(&config, data_dir, sql.is_none()).await?,
+                            ),
+                            (None, None) => unreachable!("clap requires --config or --server"),
+                        };
+                        match sql {
+                            Some(sql) => {
+                                query::run_statement(&session, &sql, format, started).await
+                            }
+                            None => query::repl(&session, format).await,
                         }
-                        Session::Server {
-                            client,
-                            committed_only: committed,
+                    }
+                    Command::HashToken { .. } => unreachable!("answered before the runtime starts"),
+                    Command::Send {
+                        server,
+                        token,
+                        batch_events,
+                        batch_bytes,
+                        concurrency,
+                        stream,
+                        file,
+                    } => {
+                        let input: Box<dyn std::io::Read + Send> = match file {
+                            Some(path) if path.as_os_str() != "-" => {
+                                Box::new(std::fs::File::open(&path).map_err(|e| {
+                                    Error::Config(format!("opening `{}`: {e}", path.display()))
+                                })?)
+                            }
+                            _ => Box::new(std::io::stdin()),
+                        };
+                        let options = crate::cli::send::SendOptions {
+                            server,
+                            stream,
+                            token,
+                            batch_events,
+                            batch_bytes,
+                            concurrency,
+                            progress: true,
+                        };
+                        let summary = crate::cli::send::send(input, options).await?;
+                        print!("{summary}");
+                        if summary.rejected > 0 {
+                            return Err(Error::Remote(
+                                format!("{} events were rejected", summary.rejected),
+                                ErrorKind::InvalidInput,
+                            ));
                         }
+                        Ok(())
                     }
-                    (None, Some(config)) => {
-                        Session::Local(local_engine(&config, data_dir, sql.is_none()).await?)
+                    Command::Streams { action } => crate::cli::manage::streams(action).await,
+                    Command::Sinks { action } => crate::cli::manage::sinks(action).await,
+                    Command::Pipelines { action } => crate::cli::manage::pipelines(action).await,
+                    Command::Tables { action } => crate::cli::tables::tables(action).await,
+                    Command::Setup { server } => {
+                        crate::cli::setup::setup(
+                            &crate::cli::manage::Target::at(&server),
+                            std::io::stdin().lock(),
+                        )
+                        .await
                     }
-                    (None, None) => unreachable!("clap requires --config or --server"),
-                };
-                match sql {
-                    Some(sql) => query::run_statement(&session, &sql, format, started).await,
-                    None => query::repl(&session, format).await,
-                }
-            }
-            Command::HashToken { .. } => unreachable!("answered before the runtime starts"),
-            Command::Send {
-                server,
-                token,
-                batch_events,
-                batch_bytes,
-                concurrency,
-                stream,
-                file,
-            } => {
-                let input: Box<dyn std::io::Read + Send> = match file {
-                    Some(path) if path.as_os_str() != "-" => {
-                        Box::new(std::fs::File::open(&path).map_err(|e| {
-                            Error::Config(format!("opening `{}`: {e}", path.display()))
-                        })?)
+                    Command::Reload { dry_run, target } => {
+                        let answer = crate::cli::manage::call(
+                            reqwest::Method::POST,
+                            &target,
+                            &format!("/v1/reload?dry_run={dry_run}"),
+                            None,
+                        )
+                        .await?;
+                        if target.json {
+                            println!("{answer}");
+                        } else {
+                            let reloaded: crate::wire::Reloaded =
+                                crate::cli::manage::parse(&answer)?;
+                            print!("{}", crate::cli::render::reload_summary(&reloaded));
+                        }
+                        Ok(())
                     }
-                    _ => Box::new(std::io::stdin()),
-                };
-                let options = crate::cli::send::SendOptions {
-                    server,
-                    stream,
-                    token,
-                    batch_events,
-                    batch_bytes,
-                    concurrency,
-                    progress: true,
-                };
-                let summary = crate::cli::send::send(input, options).await?;
-                print!("{summary}");
-                if summary.rejected > 0 {
-                    return Err(Error::Remote(
-                        format!("{} events were rejected", summary.rejected),
-                        ErrorKind::InvalidInput,
-                    ));
+                    Command::Flush { server, pipeline } => {
+                        let body = crate::cli::manage::call(
+                            reqwest::Method::POST,
+                            &crate::cli::manage::Target::at(&server),
+                            &format!("/v1/pipelines/{pipeline}/flush"),
+                            None,
+                        )
+                        .await?;
+                        println!("{body}");
+                        Ok(())
+                    }
                 }
-                Ok(())
-            }
-            Command::Streams { action } => crate::cli::manage::streams(action).await,
-            Command::Sinks { action } => crate::cli::manage::sinks(action).await,
-            Command::Pipelines { action } => crate::cli::manage::pipelines(action).await,
-            Command::Tables { action } => crate::cli::tables::tables(action).await,
-            Command::Setup { server } => {
-                crate::cli::setup::setup(
-                    &crate::cli::manage::Target::at(&server),
-                    std::io::stdin().lock(),
-                )
-                .await
-            }
-            Command::Reload { dry_run, target } => {
-                let answer = crate::cli::manage::call(
-                    reqwest::Method::POST,
-                    &target,
-                    &format!("/v1/reload?dry_run={dry_run}"),
-                    None,
-                )
-                .await?;
-                if target.json {
-                    println!("{answer}");
-                } else {
-                    let reloaded: crate::wire::Reloaded = crate::cli::manage::parse(&answer)?;
-                    print!("{}", crate::cli::render::reload_summary(&reloaded));
-                }
-                Ok(())
-            }
-            Command::Flush { server, pipeline } => {
-                let body = crate::cli::manage::call(
-                    reqwest::Method::POST,
-                    &crate::cli::manage::Target::at(&server),
-                    &format!("/v1/pipelines/{pipeline}/flush"),
-                    None,
-                )
-                .await?;
-                println!("{body}");
-                Ok(())
-            }
-        }
-    })
+            })
+        })
+        .map_err(|e| Error::Internal(format!("starting the main thread: {e}")))?;
+    command
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// SIGHUP ignored (until `server::serve` handles it).
